@@ -1,0 +1,151 @@
+"""``./recept`` after bootstrap: up, migrate, keys, and each service's own commands.
+
+    ./recept up [--port 8080] [--broker amqp://...]   run the whole system
+    ./recept migrate [SERVICE...]                     run migrations only
+    ./recept keys [--rotate FILE]                     print a new keyring (or rotate one in place)
+    ./recept SERVICE COMMAND ...                      e.g. ./recept auth add-tenant, ./recept audit verify
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from services import PORTS, SERVICES, load
+from shared.config import ROOT
+
+VAR = ROOT / "var"
+
+
+def _say(message: str) -> None:
+    print(f"recept: {message}", file=sys.stderr, flush=True)
+
+
+def redact(url: str) -> str:
+    """A URL with its credentials removed, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def ensure_keyring() -> None:
+    """Embedded/dev default: a keyring file under var/ unless one is configured."""
+    if os.environ.get("RECEPT_KEYRING") or os.environ.get("RECEPT_KEYRING_FILE"):
+        return
+    from shared.crypto import Keyring
+
+    path = VAR / "keyring.json"
+    if not path.exists():
+        VAR.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(Keyring.generate().to_json())
+        _say(f"generated a development keyring at {path} (use a mounted secret in production)")
+    os.environ["RECEPT_KEYRING_FILE"] = str(path)
+
+
+def check_broker(url: str) -> None:
+    from shared.bus import Bus, BusError
+
+    try:
+        Bus(url, "probe").ping()
+    except BusError as exc:
+        raise SystemExit(f"recept: cannot reach the broker at {redact(url)}: {exc}")
+
+
+def check_database(service: str, url: str) -> None:
+    from shared.db import Database
+
+    db = Database(url)
+    try:
+        db.ping()
+    except Exception as exc:  # noqa: BLE001 - report any driver error plainly
+        raise SystemExit(f"recept: cannot reach the {service} database at {redact(url)}: {type(exc).__name__}")
+    finally:
+        db.dispose()
+
+
+def migrate_all(names=SERVICES) -> None:
+    for name in names:
+        spec = load(name)
+        config = spec.config()
+        check_database(name, config["DATABASE_URL"])
+        spec.migrate(config)
+        _say(f"{name}: database migrated")
+
+
+def cmd_migrate(args) -> None:
+    unknown = sorted(set(args.services) - set(SERVICES))
+    if unknown:
+        raise SystemExit(f"recept: unknown service(s) {', '.join(unknown)}; services are {', '.join(SERVICES)}")
+    ensure_keyring()
+    migrate_all(args.services or SERVICES)
+
+
+def cmd_keys(args) -> None:
+    from shared.crypto import Keyring
+
+    if args.rotate:
+        path = Path(args.rotate)
+        rotated = Keyring.from_json(path.read_text()).rotated()
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(rotated.to_json())
+        tmp.replace(path)
+        _say(f"new primary key {rotated.primary_id} in {path}; run each service's 'rewrap' job next")
+        return
+    print(Keyring.generate().to_json())
+
+
+def cmd_up(args) -> None:
+    ensure_keyring()
+    if args.port:
+        os.environ["RECEPT_PORT"] = str(args.port)
+    broker = args.broker or os.environ.get("RECEPT_BROKER_URL")
+    if broker and not broker.startswith("memory://"):
+        from services.launcher import run_distributed
+
+        check_broker(broker)
+        run_distributed(broker, host=args.host)
+    else:
+        from services.embedded import run_embedded
+
+        run_embedded(host=args.host, port=int(os.environ.get("RECEPT_PORT", "8080")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SERVICES:
+        module = importlib.import_module(f"services.{argv[0]}.cli")
+        ensure_keyring()
+        raise SystemExit(module.main(argv[1:]))
+
+    parser = argparse.ArgumentParser(prog="./recept", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="migrate and run the whole system")
+    up.add_argument("--port", type=int, help="embedded run's port (default 8080, or RECEPT_PORT)")
+    up.add_argument("--broker", help="amqp:// URL: run distributed against this RabbitMQ (or RECEPT_BROKER_URL)")
+    up.add_argument("--host", default=os.environ.get("RECEPT_HOST", "127.0.0.1"), help="address to listen on")
+    up.set_defaults(func=cmd_up)
+    mig = sub.add_parser("migrate", help="run every service's (or the named services') migrations")
+    mig.add_argument("services", nargs="*", metavar="SERVICE", help=", ".join(SERVICES))
+    mig.set_defaults(func=cmd_migrate)
+    keys = sub.add_parser("keys", help="print a new keyring as JSON, or --rotate a keyring file")
+    keys.add_argument("--rotate", metavar="FILE", help="add a new primary key to this keyring file")
+    keys.set_defaults(func=cmd_keys)
+    sub.add_parser("test", help="run the test suite (arguments go to pytest)")
+    for name in SERVICES:
+        sub.add_parser(name, help=f"the {name} service's own commands")
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

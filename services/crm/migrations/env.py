@@ -1,0 +1,4 @@
+from services.crm.models import metadata
+from shared.db import run_migrations_env
+
+run_migrations_env(metadata)

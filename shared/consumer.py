@@ -1,0 +1,160 @@
+"""Consumer: an explicit subscription list, idempotent handlers, acks only after commit.
+
+Each service lists its subscriptions in ``worker.py``::
+
+    SUBSCRIPTIONS = [
+        Subscription(EVENTS, "orders.order.placed", on_order_placed),
+        Subscription(GDPR, "gdpr.command.#", on_gdpr_command),
+    ]
+
+A handler is ``handler(session, message)`` and runs inside the consumer's database
+transaction; the inbox row (consumer, message id) is written in that same
+transaction, so a message redelivered after a crash is applied once.  A batch is
+first tried in one transaction; if it fails, each message is retried on its own so
+one poison message cannot hold the others back.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy.orm import Session
+
+from .bus import Binding, Delivery, Outcome, topic_matches
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Session, dict[str, Any]], None]
+BatchHandler = Callable[[Session, list[dict[str, Any]]], None]
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox", metadata,
+        Column("consumer", String(60), primary_key=True),
+        Column("message_id", String(64), primary_key=True),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+@dataclass(frozen=True)
+class Subscription:
+    exchange: str
+    pattern: str
+    handler: Handler
+
+    @property
+    def binding(self) -> Binding:
+        return Binding(self.exchange, self.pattern)
+
+
+class PoisonMessage(ValueError):
+    """A message that can never be handled (not JSON, no id)."""
+
+
+class Consumer:
+    """Turns deliveries into handler calls; plug ``handle_batch`` into ``Bus.consume``.
+
+    ``batch_handler``, when given, receives all the new messages of a batch at once
+    (the audit service inserts a batch in one statement); otherwise each message goes
+    to its subscription's handler.
+    """
+
+    def __init__(self, name: str, db, inbox: Table, subscriptions: Sequence[Subscription],
+                 batch_handler: BatchHandler | None = None, use_inbox: bool = True) -> None:
+        self.name = name
+        self.db = db
+        self.inbox = inbox
+        self.subscriptions = list(subscriptions)
+        self.batch_handler = batch_handler
+        self.use_inbox = use_inbox
+
+    @property
+    def bindings(self) -> list[Binding]:
+        return [s.binding for s in self.subscriptions]
+
+    def _route(self, delivery: Delivery) -> Handler | None:
+        for sub in self.subscriptions:
+            if sub.exchange == delivery.exchange and topic_matches(sub.pattern, delivery.routing_key):
+                return sub.handler
+        return None
+
+    @staticmethod
+    def _decode(delivery: Delivery) -> dict[str, Any]:
+        try:
+            message = json.loads(delivery.body)
+        except (ValueError, UnicodeDecodeError):
+            raise PoisonMessage("body is not JSON") from None
+        if not isinstance(message, dict):
+            raise PoisonMessage("body is not a JSON object")
+        return message
+
+    def _message_id(self, delivery: Delivery, message: dict[str, Any]) -> str:
+        message_id = delivery.message_id or message.get("id")
+        if not message_id:
+            raise PoisonMessage("message has no id")
+        return str(message_id)[:64]
+
+    def _apply(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]) -> None:
+        if self.use_inbox:
+            ids = [mid for _d, _m, mid in items]
+            seen = set(session.scalars(select(self.inbox.c.message_id).where(
+                self.inbox.c.consumer == self.name, self.inbox.c.message_id.in_(ids))))
+            fresh, unique = [], set()
+            for item in items:
+                if item[2] in seen or item[2] in unique:
+                    continue
+                unique.add(item[2])
+                fresh.append(item)
+            if fresh:
+                now = datetime.now(timezone.utc)
+                session.execute(self.inbox.insert(), [
+                    {"consumer": self.name, "message_id": mid, "received_at": now} for _d, _m, mid in fresh])
+            items = fresh
+        if self.batch_handler is not None:
+            if items:
+                self.batch_handler(session, [m for _d, m, _mid in items])
+            return
+        for delivery, message, _mid in items:
+            handler = self._route(delivery)
+            if handler is not None:
+                handler(session, message)
+
+    def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        outcomes: list[Outcome] = [Outcome.ACK] * len(deliveries)
+        items = []
+        for index, delivery in enumerate(deliveries):
+            try:
+                message = self._decode(delivery)
+                items.append((index, (delivery, message, self._message_id(delivery, message))))
+            except PoisonMessage as exc:
+                log.error("consumer %s: dead-lettering a message on %s: %s", self.name, delivery.routing_key, exc)
+                outcomes[index] = Outcome.DEAD
+        if not items:
+            return outcomes
+        try:
+            with self.db.transaction() as session:
+                self._apply(session, [item for _i, item in items])
+            return outcomes
+        except Exception as exc:  # noqa: BLE001 - fall back to one transaction per message
+            if len(items) == 1:
+                self._log_failure(items[0][1][0], exc)
+                outcomes[items[0][0]] = Outcome.RETRY
+                return outcomes
+        for index, item in items:
+            try:
+                with self.db.transaction() as session:
+                    self._apply(session, [item])
+            except Exception as exc:  # noqa: BLE001 - this message retries; the others go on
+                self._log_failure(item[0], exc)
+                outcomes[index] = Outcome.RETRY
+        return outcomes
+
+    def _log_failure(self, delivery: Delivery, exc: Exception) -> None:
+        # The exception's message may quote database values; log only its type.
+        log.warning("consumer %s: handler for %s failed (%s), delivery %d", self.name, delivery.routing_key,
+                    type(exc).__name__, delivery.delivery_count)

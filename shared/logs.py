@@ -1,0 +1,58 @@
+"""JSON log lines with the service name and request id; nothing personal goes in.
+
+Rules that keep personal data out: request lines carry the path without its query
+string; exceptions are logged by type and stack frames, never by message (database
+errors quote the values that failed).
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import traceback
+from datetime import datetime, timezone
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = request_id.get()
+        if rid:
+            entry["request_id"] = rid
+        for key in ("method", "path", "status", "duration_ms"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, _exc, tb = record.exc_info
+            entry["exception"] = exc_type.__name__
+            entry["stack"] = [f"{f.filename}:{f.lineno}:{f.name}" for f in traceback.extract_tb(tb)]
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(service: str, level: str = "INFO", stream=None) -> None:
+    """Send this process's logs as JSON lines to stderr (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_recept", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    handler._recept = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Third-party libraries log connection details and payload fragments at DEBUG/INFO.
+    for noisy in ("pika", "kombu", "amqp", "ldap3", "urllib3", "werkzeug", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

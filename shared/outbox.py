@@ -1,0 +1,202 @@
+"""Transactional outbox and its relay.
+
+A domain change and the event rows it causes are written in one transaction
+(``Outbox.emit``); the relay publishes committed rows with publisher confirms and
+marks them sent only after the broker confirmed them.  Failed rows are retried with
+backoff, and a failed row holds back the later rows of its aggregate so consumers
+see an aggregate's events in order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table,
+                        Boolean, delete, event, select, update)
+from sqlalchemy.orm import Session
+
+from .bus import EVENTS, Message, Publisher
+from .events import REGISTRY, EventRegistry, EventType, make_event
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox", metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("message_id", String(36), nullable=False, unique=True),
+        Column("exchange", String(100), nullable=False),
+        Column("routing_key", String(200), nullable=False),
+        Column("aggregate", String(200), nullable=True),
+        Column("payload", LargeBinary, nullable=False),
+        Column("transient", Boolean, nullable=False, default=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+        Column("last_error", String(200), nullable=True),
+        Index("ix_outbox_unsent", "sent_at", "id"),
+    )
+
+
+_wakers: dict[int, threading.Event] = {}
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relay(session: Session) -> None:
+    waker = session.info.pop("recept_outbox_waker", None)
+    if waker is not None:
+        waker.set()
+
+
+class Outbox:
+    """Writes events (and gdpr commands/replies) into the current transaction."""
+
+    def __init__(self, table: Table, service: str, registry: EventRegistry = REGISTRY) -> None:
+        self.table = table
+        self.service = service
+        self.registry = registry
+        self.wake = threading.Event()   # set after a commit that added rows; the relay waits on it
+
+    def emit(self, session: Session, event_type: EventType | tuple[str, int], *, data: dict[str, Any],
+             actor: dict[str, Any] | None = None, tenant: str | None = None, subject: str | None = None,
+             resource: dict[str, str] | None = None, correlation_id: str | None = None,
+             aggregate: str | None = None) -> dict[str, Any]:
+        """Add a domain event to this transaction; it is published only if the transaction commits."""
+        if isinstance(event_type, tuple):
+            event_type = self.registry.get(*event_type)
+        envelope = make_event(event_type, source=self.service, data=data, actor=actor, tenant=tenant,
+                              subject=subject, resource=resource, correlation_id=correlation_id)
+        if aggregate is None and resource is not None:
+            aggregate = f"{resource['type']}:{resource['id']}"
+        self._add(session, EVENTS, event_type.name, envelope["id"], envelope, aggregate, transient=False)
+        return envelope
+
+    def send(self, session: Session, exchange: str, routing_key: str, body: dict[str, Any], *,
+             message_id: str | None = None, aggregate: str | None = None, transient: bool = False) -> str:
+        """Add a non-event message (a gdpr command or reply).
+
+        ``transient`` rows are deleted as soon as the broker confirms them instead of being
+        kept as sent, for payloads (export parts) that must not linger in this database.
+        """
+        message_id = message_id or str(uuid.uuid4())
+        self._add(session, exchange, routing_key, message_id, body, aggregate, transient)
+        return message_id
+
+    def _add(self, session, exchange, routing_key, message_id, body, aggregate, transient) -> None:
+        session.execute(self.table.insert().values(
+            message_id=message_id, exchange=exchange, routing_key=routing_key, aggregate=aggregate,
+            payload=json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
+            transient=transient, created_at=utcnow(), attempts=0,
+        ))
+        session.info["recept_outbox_waker"] = self.wake
+
+
+class Relay:
+    """Publishes committed outbox rows in id order, batch by batch, with confirms."""
+
+    def __init__(self, db, table: Table, publisher: Publisher, *, batch: int = 500, max_backoff: float = 60.0,
+                 keep_sent: timedelta = timedelta(hours=1), wake: threading.Event | None = None) -> None:
+        self.db = db
+        self.table = table
+        self.publisher = publisher
+        self.batch = batch
+        self.max_backoff = max_backoff
+        self.keep_sent = keep_sent
+        self.wake = wake or threading.Event()
+        self._last_purge = utcnow()
+
+    def _pending(self) -> list:
+        t = self.table
+        now = utcnow()
+        with self.db.transaction() as s:
+            blocked = select(t.c.aggregate).where(
+                t.c.sent_at.is_(None), t.c.next_attempt_at.is_not(None), t.c.next_attempt_at > now,
+                t.c.aggregate.is_not(None),
+            ).distinct()
+            query = (select(t.c.id, t.c.message_id, t.c.exchange, t.c.routing_key, t.c.aggregate, t.c.payload,
+                            t.c.transient, t.c.attempts)
+                     .where(t.c.sent_at.is_(None))
+                     .where((t.c.next_attempt_at.is_(None)) | (t.c.next_attempt_at <= now))
+                     .where((t.c.aggregate.is_(None)) | (t.c.aggregate.not_in(blocked)))
+                     .order_by(t.c.id).limit(self.batch))
+            return list(s.execute(query))
+
+    def run_once(self) -> int:
+        """Publish one batch; returns how many rows the broker confirmed."""
+        rows = self._pending()
+        if not rows:
+            return 0
+        results = self.publisher.publish([
+            Message(exchange=r.exchange, routing_key=r.routing_key, body=r.payload, message_id=r.message_id)
+            for r in rows
+        ])
+        # Keep order per aggregate: rows of an aggregate after one that failed are published again after it.
+        failed_aggregates: set[str] = set()
+        sent, kept, failed = [], [], []
+        for row, error in zip(rows, results):
+            if error is None and row.aggregate not in failed_aggregates:
+                (kept if row.transient else sent).append(row.id)
+                continue
+            if row.aggregate is not None:
+                failed_aggregates.add(row.aggregate)
+            failed.append((row, error))
+        now = utcnow()
+        t = self.table
+        with self.db.transaction() as s:
+            if sent:
+                s.execute(update(t).where(t.c.id.in_(sent)).values(sent_at=now))
+            if kept:
+                s.execute(delete(t).where(t.c.id.in_(kept)))
+            for row, error in failed:
+                delay = min(self.max_backoff, 0.5 * (2 ** min(row.attempts, 16)))
+                reason = type(error).__name__ if error is not None else "held back behind an earlier failure"
+                s.execute(update(t).where(t.c.id == row.id).values(
+                    attempts=row.attempts + (1 if error is not None else 0),
+                    next_attempt_at=now + timedelta(seconds=delay if error is not None else 0),
+                    last_error=(f"{reason}: {error}" if error is not None else reason)[:200],
+                ))
+        if failed:
+            log.warning("relay: %d of %d messages not confirmed; retrying with backoff", len(failed), len(rows))
+        self._purge(now)
+        return len(sent) + len(kept)
+
+    def _purge(self, now: datetime) -> None:
+        if now - self._last_purge < timedelta(minutes=1):
+            return
+        self._last_purge = now
+        t = self.table
+        with self.db.transaction() as s:
+            s.execute(delete(t).where(t.c.sent_at.is_not(None), t.c.sent_at < now - self.keep_sent))
+
+    def run(self, stop: threading.Event, interval: float = 0.2) -> None:
+        """Relay until ``stop`` is set; survives broker and database outages."""
+        try:
+            while not stop.is_set():
+                self.wake.clear()   # before reading, so a commit during this round wakes the next
+                try:
+                    published = self.run_once()
+                except Exception as exc:  # noqa: BLE001 - the relay must outlive a database restart
+                    log.warning("relay: %s; retrying", type(exc).__name__)
+                    stop.wait(min(5.0, interval * 10))
+                    continue
+                if published:
+                    continue
+                deadline = time.monotonic() + interval
+                while not (stop.is_set() or self.wake.is_set()):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self.publisher.idle(min(0.02, remaining))
+        finally:
+            self.publisher.close()

@@ -1,0 +1,153 @@
+"""Service-side verification of the auth service's access tokens.
+
+Tokens are verified locally against the auth service's JWKS, cached and refreshed
+when a token names a key id the cache does not know (that is how key rotation
+reaches every service without logging anyone out).  Only asymmetric algorithms are
+accepted, so ``alg: none`` and HS256-signed-with-the-public-key tokens fail.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import jwt
+from flask import g, request
+
+from .errors import AccessDenied, NotFound, Unauthorized, Unavailable
+
+ALGORITHMS = ("EdDSA", "RS256")
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="recept"'}
+
+VENDOR_ROLES = frozenset({"vendor_admin", "support", "compliance_officer", "auditor"})
+TENANT_ROLES = frozenset({"tenant_admin", "staff"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller, as the access token says."""
+
+    user_id: str
+    tenant: str | None
+    roles: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    token_id: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def has_any_role(self, roles: Iterable[str]) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    def require_role(self, *roles: str) -> None:
+        if not self.has_any_role(roles):
+            raise AccessDenied("your roles do not allow this operation")
+
+    @property
+    def actor(self) -> dict[str, Any]:
+        """The ``actor`` of an event: ids only, never a name."""
+        return {"id": self.user_id, "tenant": self.tenant, "kind": "user"}
+
+    def require_tenant(self, tenant: str | None) -> None:
+        """Another tenant's data does not exist for this caller: 404, never 403."""
+        if tenant is None or tenant != self.tenant:
+            raise NotFound("no such resource")
+
+
+def http_fetch(url: str, timeout: float = 5.0) -> Callable[[], dict]:
+    def fetch() -> dict:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - configured URL
+            return json.loads(response.read())
+
+    return fetch
+
+
+class KeySet:
+    """A cached JWKS: ``key(kid)`` refreshes once when ``kid`` is unknown (rate-limited)."""
+
+    def __init__(self, fetch: Callable[[], dict], max_age: float = 300.0, min_refresh: float = 5.0) -> None:
+        self._fetch = fetch
+        self.max_age = max_age
+        self.min_refresh = min_refresh
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        try:
+            document = self._fetch()
+        except Exception:  # noqa: BLE001 - any fetch failure
+            raise Unavailable("the token signing keys cannot be fetched right now") from None
+        keys = {}
+        for entry in document.get("keys", []):
+            if entry.get("kid"):
+                try:
+                    keys[entry["kid"]] = jwt.PyJWK(entry)
+                except jwt.PyJWTError:
+                    continue
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    def key(self, kid: str) -> jwt.PyJWK:
+        with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if (kid not in self._keys and age > self.min_refresh) or age > self.max_age:
+                self._refresh()
+            key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("the access token is not valid", headers=CHALLENGE)
+        return key
+
+
+class TokenVerifier:
+    def __init__(self, keys: KeySet, issuer: str, leeway: float = 5.0) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.leeway = leeway
+
+    def verify(self, token: str) -> Principal:
+        invalid = Unauthorized("the access token is not valid", headers=CHALLENGE)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise invalid from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS or not isinstance(kid, str):
+            raise invalid
+        key = self.keys.key(kid)
+        if key.algorithm_name != alg:
+            raise invalid
+        try:
+            claims = jwt.decode(token, key.key, algorithms=[alg], issuer=self.issuer, leeway=self.leeway,
+                                options={"require": ["exp", "iat", "sub", "iss", "jti"],
+                                         "verify_aud": False})
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the access token has expired", headers=CHALLENGE) from None
+        except jwt.PyJWTError:
+            raise invalid from None
+        roles, groups = claims.get("roles", []), claims.get("groups", [])
+        if not isinstance(roles, list) or not isinstance(groups, list):
+            raise invalid
+        return Principal(user_id=str(claims["sub"]), tenant=claims.get("tenant"), roles=frozenset(roles),
+                         groups=frozenset(groups), token_id=claims.get("jti"), claims=claims)
+
+
+def authenticate() -> Principal:
+    """The verified caller of the current request (cached on ``flask.g``)."""
+    principal = g.get("principal")
+    if principal is not None:
+        return principal
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send an access token as 'Authorization: Bearer <token>'", headers=CHALLENGE)
+    from .http import runtime
+
+    principal = runtime().tokens.verify(token.strip())
+    g.principal = principal
+    return principal
+
+
+def current_principal() -> Principal:
+    return authenticate()

@@ -1,0 +1,98 @@
+"""A tiny service built only from the shared library, for the library's own tests."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+from sqlalchemy import Column, Integer, String, Table, func, select
+
+from shared.bus import EVENTS, Bus
+from shared.consumer import Consumer, Subscription
+from shared.db import Database, new_metadata
+from shared.events import EventRegistry, obj
+from shared.outbox import Outbox, Relay
+from shared.service import library_tables
+
+metadata = new_metadata()
+tables = library_tables(metadata)
+applied = Table(
+    "applied", metadata,
+    Column("event_id", String(36), primary_key=True),   # a duplicate application would violate this
+    Column("n", Integer, nullable=False),
+)
+
+registry = EventRegistry()
+THING_HAPPENED = registry.register("lib.thing.happened", 1, obj({"n": {"type": "integer"}}))
+
+
+class LibraryService:
+    """Database + outbox + relay + consumer for one test."""
+
+    def __init__(self, db_url: str, broker_url: str, name: str = "lib", delivery_limit: int = 3) -> None:
+        self.db = Database(db_url)
+        metadata.create_all(self.db.engine)
+        self.outbox = Outbox(tables.outbox, name, registry)
+        self.bus = Bus(broker_url, name, delivery_limit=delivery_limit, prefetch=100)
+        self.poison: set[int] = set()
+        self.consumer = Consumer(name, self.db, tables.inbox,
+                                 [Subscription(EVENTS, "lib.thing.*", self.on_thing)])
+        self.bus.declare(self.consumer.bindings)
+
+    def on_thing(self, session, event) -> None:
+        n = event["data"]["n"]
+        if n in self.poison:
+            raise RuntimeError("poison")
+        session.execute(applied.insert().values(event_id=event["id"], n=n))
+
+    def emit(self, numbers, aggregate=None) -> None:
+        with self.db.transaction() as s:
+            for n in numbers:
+                self.outbox.emit(s, THING_HAPPENED, data={"n": n}, aggregate=aggregate)
+
+    def relay(self, publisher=None) -> Relay:
+        return Relay(self.db, tables.outbox, publisher or self.bus.publisher(), batch=500, wake=self.outbox.wake)
+
+    def publish_pending(self) -> int:
+        """One relay round with a publisher that is closed afterwards."""
+        relay = self.relay()
+        try:
+            return relay.run_once()
+        finally:
+            relay.publisher.close()
+
+    def applied_numbers(self) -> list[int]:
+        with self.db.transaction() as s:
+            return sorted(s.scalars(select(applied.c.n)))
+
+    def unsent(self) -> int:
+        with self.db.transaction() as s:
+            return s.scalar(select(func.count()).select_from(tables.outbox).where(tables.outbox.c.sent_at.is_(None)))
+
+    @contextmanager
+    def running(self, handle_batch=None):
+        """Run the relay and the consumer in threads for the duration of the block."""
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=self.relay().run, args=(stop, 0.05), daemon=True),
+            threading.Thread(target=self.bus.consume, args=(handle_batch or self.consumer.handle_batch, stop),
+                             daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=15)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

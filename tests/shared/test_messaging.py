@@ -1,0 +1,268 @@
+"""Outbox, relay and consumer against a real RabbitMQ and PostgreSQL (DESIGN.md "Events")."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pika
+import pytest
+from sqlalchemy import update
+
+from shared.bus import DLX, EVENTS, Bus, Delivery, MemoryBackend, Message, Outcome, Unroutable, dead_letter_queue
+from tests.shared.library_service import THING_HAPPENED, LibraryService, tables, wait_for
+
+
+@pytest.fixture
+def service(postgres_url, rabbit_url):
+    svc = LibraryService(postgres_url, rabbit_url)
+    yield svc
+    svc.db.dispose()
+
+
+def queue_depth(url: str, queue: str) -> int:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def test_rolled_back_transaction_publishes_nothing(service):
+    with pytest.raises(RuntimeError):
+        with service.db.transaction() as s:
+            service.outbox.emit(s, THING_HAPPENED, data={"n": 1})
+            raise RuntimeError("business rule failed after the event was added")
+    assert service.unsent() == 0
+    assert service.publish_pending() == 0
+    assert queue_depth(service.bus.url, service.bus.queue) == 0
+
+
+class Crash(BaseException):
+    """Stands for the relay process dying (not an Exception, so nothing catches it)."""
+
+
+class CrashingPublisher:
+    def publish(self, messages, timeout=30.0):
+        raise Crash()
+
+    def idle(self, seconds):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_relay_killed_after_commit_publishes_after_restart(service):
+    service.emit([1, 2, 3])
+    with pytest.raises(Crash):
+        service.relay(CrashingPublisher()).run_once()
+    assert service.unsent() == 3            # committed, not yet published, not lost
+    restarted = service.relay()
+    assert restarted.run_once() == 3
+    restarted.publisher.close()
+    assert service.unsent() == 0
+    with service.running():
+        assert wait_for(lambda: service.applied_numbers() == [1, 2, 3])
+
+
+def test_ten_thousand_events_none_lost_none_applied_twice(service):
+    total = 10_000
+    for start in range(0, total, 500):
+        service.emit(range(start, start + 500))
+    with service.running():
+        assert wait_for(lambda: len(service.applied_numbers()) >= total // 2, timeout=120)
+        # Re-publish a slice that was already delivered: at-least-once on the wire,
+        # exactly-once in effect thanks to the inbox.
+        with service.db.transaction() as s:
+            s.execute(update(tables.outbox).where(tables.outbox.c.id <= 1000).values(sent_at=None))
+        assert wait_for(lambda: service.unsent() == 0, timeout=120)
+        assert wait_for(lambda: len(service.applied_numbers()) >= total, timeout=120)
+    assert service.applied_numbers() == list(range(total))
+
+
+def test_unroutable_event_is_an_error_and_is_retried(service, rabbit_url):
+    publisher = service.bus.publisher()
+    try:
+        results = publisher.publish([Message(EVENTS, "nobody.listens.here", b"{}", str(uuid.uuid4()))])
+    finally:
+        publisher.close()
+    assert isinstance(results[0], Unroutable)
+
+
+def test_failed_row_holds_back_its_aggregate_and_is_retried(service):
+    class FlakyPublisher:
+        """Refuses the first message once, confirms everything else."""
+
+        def __init__(self, real):
+            self.real, self.failed = real, False
+
+        def publish(self, messages, timeout=30.0):
+            results = self.real.publish(messages, timeout)
+            if not self.failed:
+                self.failed = True
+                results[0] = RuntimeError("nack")
+            return results
+
+        def idle(self, seconds):
+            self.real.idle(seconds)
+
+        def close(self):
+            self.real.close()
+
+    service.emit([1, 2], aggregate="thing:a")
+    service.emit([3], aggregate="thing:b")
+    relay = service.relay(FlakyPublisher(service.bus.publisher()))
+    assert relay.run_once() == 1             # only thing:b went through
+    assert service.unsent() == 2             # 1 failed, 2 held behind it
+    with service.db.transaction() as s:      # skip the backoff wait
+        s.execute(update(tables.outbox).values(next_attempt_at=None))
+    assert relay.run_once() == 2
+    relay.publisher.close()
+
+
+def test_consumer_dying_before_ack_gets_message_again_and_applies_it_once(service):
+    service.emit([7])
+    assert service.publish_pending() == 1
+    stop = threading.Event()
+    crashed = []
+
+    def handle_then_die(batch):
+        service.consumer.handle_batch(batch)        # commits the write and the inbox row
+        crashed.append(len(batch))
+        raise Crash()                               # ... and dies before the ack
+
+    with pytest.raises(Crash):
+        service.bus.consume(handle_then_die, stop)
+    assert crashed == [1] and service.applied_numbers() == [7]
+    redelivered: list[Delivery] = []
+
+    def record(batch):
+        redelivered.extend(batch)
+        outcomes = service.consumer.handle_batch(batch)
+        stop.set()
+        return outcomes
+
+    service.bus.consume(record, stop)
+    assert [d.delivery_count for d in redelivered] == [2]
+    assert service.applied_numbers() == [7]
+    assert queue_depth(service.bus.url, service.bus.queue) == 0
+
+
+def test_poison_message_is_dead_lettered_after_the_limit_and_others_flow(service):
+    service.poison = {13}
+    service.emit([12, 13, 14])
+    service.emit([15])
+    with service.running():
+        assert wait_for(lambda: service.applied_numbers() == [12, 14, 15])
+        assert wait_for(lambda: queue_depth(service.bus.url, dead_letter_queue("lib")) == 1)
+    conn = pika.BlockingConnection(pika.URLParameters(service.bus.url))
+    try:
+        method, props, body = conn.channel().basic_get(dead_letter_queue("lib"), auto_ack=True)
+        assert json.loads(body)["data"] == {"n": 13}
+        assert method.exchange == DLX
+    finally:
+        conn.close()
+
+
+def test_unparseable_message_goes_straight_to_dead_letters(service):
+    publisher = service.bus.publisher()
+    try:
+        assert publisher.publish([Message(EVENTS, "lib.thing.happened", b"not json", str(uuid.uuid4()))]) == [None]
+    finally:
+        publisher.close()
+    service.emit([1])
+    with service.running():
+        assert wait_for(lambda: service.applied_numbers() == [1])
+        assert wait_for(lambda: queue_depth(service.bus.url, dead_letter_queue("lib")) == 1)
+
+
+def test_consumer_reconnects_after_the_connection_is_closed(service):
+    """Closing the consumer's connection from the broker side (as a restart does) loses nothing."""
+    import subprocess
+
+    service.emit([1])
+    with service.running():
+        assert wait_for(lambda: service.applied_numbers() == [1])
+        vhost = service.bus.url.rsplit("/", 1)[1]
+        listing = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "vhost"], capture_output=True,
+                                 text=True, check=True).stdout
+        pids = [line.split("\t")[0] for line in listing.splitlines() if line.endswith("\t" + vhost)]
+        assert pids
+        for pid in pids:
+            subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: broker restart"],
+                           capture_output=True, check=False)
+        service.emit([2])
+        assert wait_for(lambda: service.applied_numbers() == [1, 2], timeout=60)
+
+
+# --- the same contract on the in-memory back end ----------------------------------------------
+
+@pytest.fixture
+def memory_service(tmp_path):
+    MemoryBackend.reset()
+    svc = LibraryService(f"sqlite:///{tmp_path / 'lib.db'}", "memory://")
+    yield svc
+    svc.db.dispose()
+    MemoryBackend.reset()
+
+
+def test_memory_bus_delivers_and_dead_letters_like_rabbitmq(memory_service):
+    svc = memory_service
+    svc.poison = {2}
+    svc.emit([1, 2, 3])
+    with svc.running():
+        assert wait_for(lambda: svc.applied_numbers() == [1, 3])
+        from kombu import Connection
+
+        def dead_count():
+            with Connection("memory://") as conn:
+                q = conn.SimpleQueue(dead_letter_queue("lib"))
+                try:
+                    return q.qsize()
+                finally:
+                    q.close()
+
+        assert wait_for(lambda: dead_count() == 1)
+
+
+def test_memory_bus_refuses_unroutable_messages(memory_service):
+    publisher = memory_service.bus.publisher()
+    assert isinstance(publisher.publish([Message(EVENTS, "nobody.listens.here", b"{}", "x")])[0], Unroutable)
+
+
+def test_bad_broker_url_is_rejected():
+    from shared.bus import BusError
+
+    with pytest.raises(BusError):
+        Bus("redis://localhost", "x")
+
+
+def test_unreachable_broker_is_reported_without_credentials():
+    from shared.bus import BusError
+
+    with pytest.raises(BusError) as info:
+        Bus("amqp://user:s3cret@127.0.0.1:1/", "x").ping()
+    assert "s3cret" not in str(info.value)
+
+
+def test_outcome_per_delivery_in_a_batch_is_respected(service):
+    """A batch with a failure in the middle acks the others and requeues only that one."""
+    service.emit([1, 2, 3])
+    assert service.publish_pending() == 3
+    stop = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def handler(batch):
+        outcomes = []
+        for d in batch:
+            n = json.loads(d.body)["data"]["n"]
+            seen.append((n, d.delivery_count))
+            outcomes.append(Outcome.RETRY if (n == 2 and d.delivery_count == 1) else Outcome.ACK)
+        if any(n == 2 and c == 2 for n, c in seen):
+            stop.set()
+        return outcomes
+
+    service.bus.consume(handler, stop)
+    assert (2, 2) in seen and sorted(n for n, c in seen if c == 1) == [1, 2, 3]
+    assert queue_depth(service.bus.url, service.bus.queue) == 0
