@@ -22,16 +22,21 @@ def child_env(name: str, broker: str, host: str) -> dict[str, str]:
     env = dict(os.environ)
     env["RECEPT_BROKER_URL"] = broker
     env["RECEPT_SERVICE"] = name
-    env.setdefault("RECEPT_JWKS_URL", f"http://127.0.0.1:{PORTS['auth']}/.well-known/jwks.json")
+    env.setdefault("RECEPT_JWKS_URL", f"http://127.0.0.1:{port_of('auth')}/.well-known/jwks.json")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def port_of(name: str) -> int:
+    """8081..8085 by default; RECEPT_<SERVICE>_PORT moves one (tests, crowded hosts)."""
+    return int(os.environ.get(f"RECEPT_{name.upper()}_PORT", PORTS[name]))
 
 
 def commands(name: str, host: str) -> list[tuple[str, list[str]]]:
     python = sys.executable
     gunicorn = str(Path(python).with_name("gunicorn"))
     return [
-        ("api", [gunicorn, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", f"{host}:{PORTS[name]}",
+        ("api", [gunicorn, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", f"{host}:{port_of(name)}",
                  "services.wsgi:app"]),
         ("worker", [python, "-m", f"services.{name}.worker"]),
     ]
@@ -58,7 +63,7 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
     for name in names:
         for role, argv in commands(name, host):
             children.append((f"{name} {role}", subprocess.Popen(argv, env=child_env(name, broker, host), cwd=ROOT)))
-        print(f"recept:   {name:<7} http://{host}:{PORTS[name]}/  (api + worker)", flush=True)
+        print(f"recept:   {name:<7} http://{host}:{port_of(name)}/  (api + worker)", flush=True)
     print("recept: Ctrl-C stops everything", flush=True)
     exit_code = 0
     try:

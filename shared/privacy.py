@@ -9,8 +9,8 @@ never lost.
 
 Wire protocol, all on the ``recept.gdpr`` exchange:
 
-* ``gdpr.announce.<service>``: ``{"service", "inventory", "counts", "at"}``, at start-up and
-  periodically; the gdpr service learns whom to wait for from these.
+* ``gdpr.announce.<service>``: ``{"service", "inventory", "counts", "phase", "at"}``, at start-up
+  and periodically; the gdpr service learns whom to wait for, and in which phase, from these.
 * ``gdpr.command.<service>``: ``{"request_id", "command_id", "action": "export"|"erase",
   "phase": "resolve"|"trail", "tenant", "subject": {identifiers}, "references": [...]}``.
 * ``gdpr.reply.<service>``: ``{"request_id", "command_id", "service", "action", "phase",
@@ -111,6 +111,9 @@ class Context:
 
 class Participant(Protocol):
     inventory: Inventory
+    #: "resolve" (default): acts on the subject's identifiers in phase one.  "trail": acts in
+    #: phase two on the references the other services resolved (the audit service).
+    phase: str
 
     def counts(self, session: Session) -> dict[str, int]:
         """Live number of records per category kind (for the inventory's counts)."""
@@ -164,7 +167,7 @@ def announcement(runtime) -> dict[str, Any]:
     with runtime.db.transaction() as session:
         counts = participant.counts(session)
     return {"service": runtime.name, "inventory": participant.inventory.as_dict(), "counts": counts,
-            "at": now_rfc3339()}
+            "phase": getattr(participant, "phase", "resolve"), "at": now_rfc3339()}
 
 
 def announce(runtime, publisher) -> None:
