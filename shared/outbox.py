@@ -8,6 +8,7 @@ see an aggregate's events in order.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table,
-                        Boolean, delete, event, select, update)
+                        Boolean, delete, event, select, text, update)
 from sqlalchemy.orm import Session
 
 from .bus import EVENTS, Message, Publisher
@@ -102,6 +103,50 @@ class Outbox:
         session.info["recept_outbox_waker"] = self.wake
 
 
+class RelayLock:
+    """Only one relay per service database publishes, so order per aggregate holds when
+    workers are scaled out: a PostgreSQL session-level advisory lock (SQLite has one
+    process per database file anyway).  A lost connection loses the lock; it is re-taken."""
+
+    def __init__(self, db, name: str) -> None:
+        self.db = db
+        self.key = int.from_bytes(hashlib.sha256(f"recept.relay.{name}".encode()).digest()[:8], "big", signed=True)
+        self._conn = None
+        self._checked = 0.0
+
+    def held(self) -> bool:
+        if self.db.dialect != "postgresql":
+            return True
+        now = time.monotonic()
+        if self._conn is not None and now - self._checked < 1.0:
+            return True
+        self._checked = now
+        try:
+            if self._conn is None:
+                self._conn = self.db.engine.connect()
+                if not self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
+                    self.release()
+                    return False
+                self._conn.commit()
+            else:
+                self._conn.execute(text("SELECT 1")).scalar()
+                self._conn.commit()
+            return True
+        except Exception:  # noqa: BLE001 - connection lost: the lock went with it
+            self.release()
+            return False
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                # A pooled connection outlives close(); drop it so the session (and its lock) ends.
+                conn.invalidate()
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
 class Relay:
     """Publishes committed outbox rows in id order, batch by batch, with confirms."""
 
@@ -181,8 +226,12 @@ class Relay:
 
     def run(self, stop: threading.Event, interval: float = 0.2) -> None:
         """Relay until ``stop`` is set; survives broker and database outages."""
+        lock = RelayLock(self.db, self.table.name + ":" + str(self.db.engine.url.database))
         try:
             while not stop.is_set():
+                if not lock.held():
+                    stop.wait(interval * 5)   # another relay publishes; stand by
+                    continue
                 self.wake.clear()   # before reading, so a commit during this round wakes the next
                 try:
                     published = self.run_once()
@@ -199,4 +248,5 @@ class Relay:
                         break
                     self.publisher.idle(min(0.02, remaining))
         finally:
+            lock.release()
             self.publisher.close()

@@ -266,3 +266,19 @@ def test_outcome_per_delivery_in_a_batch_is_respected(service):
     service.bus.consume(handler, stop)
     assert (2, 2) in seen and sorted(n for n, c in seen if c == 1) == [1, 2, 3]
     assert queue_depth(service.bus.url, service.bus.queue) == 0
+
+
+def test_only_one_relay_per_database_publishes(service):
+    """Scaled-out workers: the second relay stands by while the first holds the lock."""
+    from shared.outbox import RelayLock
+
+    first, second = RelayLock(service.db, "outbox:x"), RelayLock(service.db, "outbox:x")
+    try:
+        assert first.held() is True
+        assert second.held() is False
+        first.release()
+        second._checked = 0.0
+        assert second.held() is True
+    finally:
+        first.release()
+        second.release()
