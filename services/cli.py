@@ -3,6 +3,7 @@
     ./recept up [--port 8080] [--broker amqp://...]   run the whole system
     ./recept migrate [SERVICE...]                     run migrations only
     ./recept keys [--rotate FILE]                     print a new keyring (or rotate one in place)
+    ./recept bench [NAME...] [--smoke]                run benchmarks against in-run baselines
     ./recept SERVICE COMMAND ...                      e.g. ./recept auth add-tenant, ./recept audit verify
 """
 from __future__ import annotations
@@ -121,6 +122,11 @@ def cmd_up(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from bench.runner import main as bench_main
+
+        ensure_keyring()
+        raise SystemExit(bench_main(argv[1:]))
     if argv and argv[0] in SERVICES:
         module = importlib.import_module(f"services.{argv[0]}.cli")
         ensure_keyring()
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     keys.add_argument("--rotate", metavar="FILE", help="add a new primary key to this keyring file")
     keys.set_defaults(func=cmd_keys)
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")
+    sub.add_parser("bench", help="run the benchmarks (./recept bench [NAME...] [--smoke])")
     for name in SERVICES:
         sub.add_parser(name, help=f"the {name} service's own commands")
     args = parser.parse_args(argv)

@@ -156,6 +156,14 @@ def _problems(validator: Draft202012Validator, instance: Any, prefix: str) -> li
 
 def validate_envelope(envelope: dict[str, Any], event_type: EventType | None = None,
                       registry: EventRegistry | None = None) -> EventType | None:
+    if event_type is None and registry is not None and isinstance(envelope.get("type"), str):
+        try:
+            event_type = registry.get(envelope["type"], envelope.get("version"))
+        except KeyError:
+            pass
+    # Fast path: a valid event is checked once; the error walk only runs for an invalid one.
+    if _envelope_validator.is_valid(envelope) and (event_type is None or event_type.validator.is_valid(envelope["data"])):
+        return event_type
     problems = _problems(_envelope_validator, envelope, "")
     if not problems:
         if event_type is None and registry is not None:

@@ -83,6 +83,23 @@ class Outbox:
         self._add(session, EVENTS, event_type.name, envelope["id"], envelope, aggregate, transient=False)
         return envelope
 
+    def emit_many(self, session: Session, events: list[tuple[EventType, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """``emit`` for many events in one statement (imports, bulk jobs): ``[(type, kwargs), ...]``."""
+        envelopes, rows = [], []
+        for event_type, kwargs in events:
+            kwargs = dict(kwargs)
+            aggregate = kwargs.pop("aggregate", None)
+            envelope = make_event(event_type, source=self.service, **kwargs)
+            resource = envelope["resource"]
+            if aggregate is None and resource is not None:
+                aggregate = f"{resource['type']}:{resource['id']}"
+            envelopes.append(envelope)
+            rows.append(self._row(EVENTS, event_type.name, envelope["id"], envelope, aggregate, False))
+        if rows:
+            session.execute(self.table.insert(), rows)
+            session.info["recept_outbox_waker"] = self.wake
+        return envelopes
+
     def send(self, session: Session, exchange: str, routing_key: str, body: dict[str, Any], *,
              message_id: str | None = None, aggregate: str | None = None, transient: bool = False) -> str:
         """Add a non-event message (a gdpr command or reply).
@@ -96,11 +113,14 @@ class Outbox:
 
     def _add(self, session, exchange, routing_key, message_id, body, aggregate, transient) -> None:
         session.execute(self.table.insert().values(
-            message_id=message_id, exchange=exchange, routing_key=routing_key, aggregate=aggregate,
-            payload=json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
-            transient=transient, created_at=utcnow(), attempts=0,
-        ))
+            **self._row(exchange, routing_key, message_id, body, aggregate, transient)))
         session.info["recept_outbox_waker"] = self.wake
+
+    @staticmethod
+    def _row(exchange, routing_key, message_id, body, aggregate, transient) -> dict[str, Any]:
+        return {"message_id": message_id, "exchange": exchange, "routing_key": routing_key, "aggregate": aggregate,
+                "payload": json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
+                "transient": transient, "created_at": utcnow(), "attempts": 0}
 
 
 class RelayLock:

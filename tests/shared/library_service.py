@@ -28,14 +28,16 @@ THING_HAPPENED = registry.register("lib.thing.happened", 1, obj({"n": {"type": "
 class LibraryService:
     """Database + outbox + relay + consumer for one test."""
 
-    def __init__(self, db_url: str, broker_url: str, name: str = "lib", delivery_limit: int = 3) -> None:
+    def __init__(self, db_url: str, broker_url: str, name: str = "lib", delivery_limit: int = 3,
+                 batch: bool = False) -> None:
         self.db = Database(db_url)
         metadata.create_all(self.db.engine)
         self.outbox = Outbox(tables.outbox, name, registry)
-        self.bus = Bus(broker_url, name, delivery_limit=delivery_limit, prefetch=100)
+        self.bus = Bus(broker_url, name, delivery_limit=delivery_limit, prefetch=500)
         self.poison: set[int] = set()
         self.consumer = Consumer(name, self.db, tables.inbox,
-                                 [Subscription(EVENTS, "lib.thing.*", self.on_thing)])
+                                 [Subscription(EVENTS, "lib.thing.*", self.on_thing)],
+                                 batch_handler=self.on_things if batch else None)
         self.bus.declare(self.consumer.bindings)
 
     def on_thing(self, session, event) -> None:
@@ -44,10 +46,18 @@ class LibraryService:
             raise RuntimeError("poison")
         session.execute(applied.insert().values(event_id=event["id"], n=n))
 
+    def on_things(self, session, events) -> None:
+        """Batch mode: one multi-row insert per delivered batch (how the audit service ingests)."""
+        session.execute(applied.insert(), [{"event_id": e["id"], "n": e["data"]["n"]} for e in events])
+
     def emit(self, numbers, aggregate=None) -> None:
         with self.db.transaction() as s:
             for n in numbers:
                 self.outbox.emit(s, THING_HAPPENED, data={"n": n}, aggregate=aggregate)
+
+    def emit_many(self, numbers) -> None:
+        with self.db.transaction() as s:
+            self.outbox.emit_many(s, [(THING_HAPPENED, {"data": {"n": n}}) for n in numbers])
 
     def relay(self, publisher=None) -> Relay:
         return Relay(self.db, tables.outbox, publisher or self.bus.publisher(), batch=500, wake=self.outbox.wake)

@@ -69,7 +69,7 @@ def test_relay_killed_after_commit_publishes_after_restart(service):
 def test_ten_thousand_events_none_lost_none_applied_twice(service):
     total = 10_000
     for start in range(0, total, 500):
-        service.emit(range(start, start + 500))
+        service.emit_many(range(start, start + 500))
     with service.running():
         assert wait_for(lambda: len(service.applied_numbers()) >= total // 2, timeout=120)
         # Re-publish a slice that was already delivered: at-least-once on the wire,
