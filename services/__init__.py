@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-SERVICES = ("auth", "orders", "crm", "audit", "gdpr")
-PORTS = {"auth": 8081, "orders": 8082, "crm": 8083, "audit": 8084, "gdpr": 8085}
+SERVICES = ("auth", "orders", "crm", "audit", "gdpr", "portal")
+PORTS = {"auth": 8081, "orders": 8082, "crm": 8083, "audit": 8084, "gdpr": 8085, "portal": 8086}
 
 
 def load(name: str):

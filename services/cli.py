@@ -35,8 +35,12 @@ def redact(url: str) -> str:
 
 
 def ensure_keyring() -> None:
-    """Embedded/dev default: a keyring file under var/ unless one is configured."""
+    """Embedded/dev default: services with no keyring configured share one under var/."""
     if os.environ.get("RECEPT_KEYRING") or os.environ.get("RECEPT_KEYRING_FILE"):
+        return
+    lacking = [s for s in SERVICES if not (os.environ.get(f"RECEPT_{s.upper()}_KEYRING")
+                                           or os.environ.get(f"RECEPT_{s.upper()}_KEYRING_FILE"))]
+    if not lacking:
         return
     from shared.crypto import Keyring
 
@@ -47,7 +51,8 @@ def ensure_keyring() -> None:
         with os.fdopen(fd, "w") as handle:
             handle.write(Keyring.generate().to_json())
         _say(f"generated a development keyring at {path} (use a mounted secret in production)")
-    os.environ["RECEPT_KEYRING_FILE"] = str(path)
+    for service in lacking:
+        os.environ[f"RECEPT_{service.upper()}_KEYRING_FILE"] = str(path)
 
 
 def check_broker(url: str) -> None:

@@ -20,20 +20,31 @@ from shared.service import Runtime
 log = logging.getLogger("recept.embedded")
 
 
+def has_worker(name: str) -> bool:
+    """The portal is a web front end only: no bus, no worker."""
+    return getattr(load(name), "has_worker", True)
+
+
 def build(port: int, overrides: dict | None = None, names=SERVICES):
     """(wsgi app, runtimes) for the embedded system; used by ``run_embedded`` and tests."""
     os.environ.setdefault("RECEPT_JWKS_URL", f"http://127.0.0.1:{port}/auth/.well-known/jwks.json")
     runtimes, apps = {}, {}
     for name in names:
         spec = load(name)
-        config = spec.config(overrides={"BROKER_URL": "memory://", **(overrides or {}).get(name, {})})
+        own = {}
+        if name == "portal":
+            from services.portal import embedded_overrides
+
+            own = embedded_overrides(port)   # the portal reaches auth, gdpr and audit on this port
+        config = spec.config(overrides={"BROKER_URL": "memory://", **own, **(overrides or {}).get(name, {})})
         spec.migrate(config)
         runtime = Runtime(spec, config)
         runtimes[name] = runtime
         apps[f"/{name}"] = spec.create_app(runtime=runtime)
     # Declare every queue before any worker publishes, so nothing is unroutable at start-up.
-    for runtime in runtimes.values():
-        runtime.declare()
+    for name, runtime in runtimes.items():
+        if has_worker(name):
+            runtime.declare()
 
     def index(environ, start_response):
         body = ("Recept services: " + ", ".join(f"/{n}/" for n in names) + "\n").encode()
@@ -48,8 +59,9 @@ def run_embedded(host: str = "127.0.0.1", port: int = 8080) -> None:
     app, runtimes = build(port)
     stop = threading.Event()
     threads = []
-    for runtime in runtimes.values():
-        threads += runtime.start_worker_threads(stop)
+    for name, runtime in runtimes.items():
+        if has_worker(name):
+            threads += runtime.start_worker_threads(stop)
     server = make_server(host, port, app, threaded=True)
 
     def shutdown(*_):

@@ -24,6 +24,10 @@ def child_env(name: str, broker: str, host: str) -> dict[str, str]:
     env["RECEPT_SERVICE"] = name
     env.setdefault("RECEPT_JWKS_URL", f"http://127.0.0.1:{port_of('auth')}/.well-known/jwks.json")
     env["PYTHONUNBUFFERED"] = "1"
+    if name == "portal":
+        from services.portal import distributed_env
+
+        env.update(distributed_env({n: port_of(n) for n in ("auth", "gdpr", "audit")}, host="127.0.0.1"))
     return env
 
 
@@ -35,11 +39,13 @@ def port_of(name: str) -> int:
 def commands(name: str, host: str) -> list[tuple[str, list[str]]]:
     python = sys.executable
     gunicorn = str(Path(python).with_name("gunicorn"))
-    return [
+    processes = [
         ("api", [gunicorn, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", f"{host}:{port_of(name)}",
                  "services.wsgi:app"]),
-        ("worker", [python, "-m", f"services.{name}.worker"]),
     ]
+    if getattr(load(name), "has_worker", True):
+        processes.append(("worker", [python, "-m", f"services.{name}.worker"]))
+    return processes
 
 
 def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> None:
@@ -63,7 +69,8 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
     for name in names:
         for role, argv in commands(name, host):
             children.append((f"{name} {role}", subprocess.Popen(argv, env=child_env(name, broker, host), cwd=ROOT)))
-        print(f"recept:   {name:<7} http://{host}:{port_of(name)}/  (api + worker)", flush=True)
+        roles = "api + worker" if getattr(load(name), "has_worker", True) else "api"
+        print(f"recept:   {name:<7} http://{host}:{port_of(name)}/  ({roles})", flush=True)
     print("recept: Ctrl-C stops everything", flush=True)
     exit_code = 0
     try:

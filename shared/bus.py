@@ -41,11 +41,14 @@ class Unroutable(BusError):
 
 
 def queue_name(service: str) -> str:
-    return f"recept.{service}"
+    # Queues live under their own prefix: RabbitMQ permission patterns match names whatever the
+    # resource type, so a queue named like an exchange ("recept.gdpr") would be readable by
+    # everyone allowed on that exchange.
+    return f"recept.q.{service}"
 
 
 def dead_letter_queue(service: str) -> str:
-    return f"recept.{service}.dead"
+    return f"recept.q.{service}.dead"
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class Bus:
         """Feed this service's queue to ``handle_batch`` until ``stop`` is set; reconnects by itself."""
         self.backend.consume(self.queue, handle_batch, stop, prefetch=self.prefetch, batch_size=batch_size,
                              batch_wait=batch_wait, delivery_limit=self.delivery_limit,
-                             dead_letter_key=f"dead.{self.service}")
+                             dead_letter_queue=dead_letter_queue(self.service))
 
     def ping(self) -> None:
         self.backend.ping()
@@ -525,11 +528,13 @@ class MemoryBackend(_Backend):
         return MemoryPublisher(self)
 
     def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, batch_size: int,
-                batch_wait: float, delivery_limit: int, dead_letter_key: str, **_options) -> None:
-        from kombu import Connection
+                batch_wait: float, delivery_limit: int, dead_letter_queue: str, **_options) -> None:
+        from kombu import Connection, Exchange, Queue
 
         with Connection("memory://") as conn:
-            simple = conn.SimpleQueue(queue, no_ack=False)
+            # Bind through the default exchange: SimpleQueue(name) would declare a direct exchange
+            # named like the queue, and "recept.gdpr" is also the name of a topic exchange.
+            simple = conn.SimpleQueue(Queue(queue, Exchange(""), routing_key=queue), no_ack=False)
             publisher = MemoryPublisher(self)
             try:
                 while not stop.is_set():
@@ -564,7 +569,7 @@ class MemoryBackend(_Backend):
                             headers["x-delivery-count"] = delivery.delivery_count
                             publisher.put(queue, delivery, headers)
                         else:
-                            publisher.put(dead_letter_queue(queue.removeprefix("recept.")), delivery, headers)
+                            publisher.put(dead_letter_queue, delivery, headers)
             finally:
                 simple.close()
 

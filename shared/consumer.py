@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, select
+from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, select
 from sqlalchemy.orm import Session
 
 from .bus import Binding, Delivery, Outcome, topic_matches
@@ -65,8 +66,11 @@ class Consumer:
     """
 
     def __init__(self, name: str, db, inbox: Table, subscriptions: Sequence[Subscription],
-                 batch_handler: BatchHandler | None = None, use_inbox: bool = True) -> None:
+                 batch_handler: BatchHandler | None = None, use_inbox: bool = True,
+                 inbox_retention: timedelta = timedelta(days=14)) -> None:
         self.name = name
+        self.inbox_retention = inbox_retention
+        self._last_purge = 0.0
         self.db = db
         self.inbox = inbox
         self.subscriptions = list(subscriptions)
@@ -124,7 +128,21 @@ class Consumer:
             if handler is not None:
                 handler(session, message)
 
+    def purge_inbox(self) -> int:
+        """Forget message ids older than the retention: far beyond any broker redelivery."""
+        cutoff = datetime.now(timezone.utc) - self.inbox_retention
+        with self.db.transaction() as session:
+            result = session.execute(delete(self.inbox).where(self.inbox.c.consumer == self.name,
+                                                              self.inbox.c.received_at < cutoff))
+        return result.rowcount or 0
+
     def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        if self.use_inbox and time.monotonic() - self._last_purge > 3600:
+            self._last_purge = time.monotonic()
+            try:
+                self.purge_inbox()
+            except Exception as exc:  # noqa: BLE001 - purging can wait for the next hour
+                log.warning("consumer %s: inbox purge failed (%s)", self.name, type(exc).__name__)
         outcomes: list[Outcome] = [Outcome.ACK] * len(deliveries)
         items = []
         for index, delivery in enumerate(deliveries):

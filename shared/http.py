@@ -202,7 +202,7 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
     }
     for bp in blueprints:
-        for op in bp.operations:
+        for op in getattr(bp, "operations", ()):   # plain Blueprints (HTML pages) are not in the API document
             entry: dict[str, Any] = {"summary": op.summary, "operationId": f"{bp.name}_{op.method.lower()}_"
                                      + re.sub(r"[^a-zA-Z0-9]+", "_", op.path).strip("_")}
             if op.tags:
@@ -262,7 +262,7 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
     ``readiness`` maps a dependency name ("database", "broker") to a check that raises
     when it is unreachable; ``/readyz`` names every failing one.
     """
-    app = Flask(f"recept.{name}")
+    app = Flask(f"recept.{name}", static_folder=None)   # no implicit /static route shadowing a blueprint's
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.json.sort_keys = False
     app.extensions.update(extensions or {})
@@ -297,7 +297,7 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
         detail = {
             404: "no such resource",
             405: f"method {request.method} is not allowed here",
-            413: f"the request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes",
+            413: f"the request body is larger than {request.max_content_length or app.config['MAX_CONTENT_LENGTH']} bytes",
         }.get(exc.code or 500, exc.description or exc.name)
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
         return problem(exc.code or 500, exc.name, detail, headers=headers)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -60,13 +61,52 @@ def _wake_relay(session: Session) -> None:
         waker.set()
 
 
+class PayloadCipher:
+    """Encrypts transient outbox payloads (gdpr commands and export replies carry personal
+    data) so they are not readable at rest while they wait for the broker.
+
+    AES-256-GCM under a key derived (HKDF) from one of the keyring's key-encryption keys;
+    the payload names that key's id, and the message id is the associated data.
+    """
+
+    VERSION = b"\x01"
+
+    def __init__(self, keyring) -> None:
+        self.keyring = keyring
+
+    def _key(self, kid: str) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        return HKDF(hashes.SHA256(), 32, salt=None, info=b"recept.outbox.payload").derive(self.keyring.kek(kid))
+
+    def seal(self, message_id: str, plaintext: bytes) -> bytes:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        kid = self.keyring.primary_id.encode()
+        nonce = os.urandom(12)
+        sealed = AESGCM(self._key(self.keyring.primary_id)).encrypt(nonce, plaintext, message_id.encode())
+        return self.VERSION + bytes([len(kid)]) + kid + nonce + sealed
+
+    def open(self, message_id: str, payload: bytes) -> bytes:
+        if not payload.startswith(self.VERSION):
+            return payload          # plain JSON (events never carry personal values)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        n = payload[1]
+        kid, nonce, sealed = payload[2:2 + n].decode(), payload[2 + n:14 + n], payload[14 + n:]
+        return AESGCM(self._key(kid)).decrypt(nonce, sealed, message_id.encode())
+
+
 class Outbox:
     """Writes events (and gdpr commands/replies) into the current transaction."""
 
-    def __init__(self, table: Table, service: str, registry: EventRegistry = REGISTRY) -> None:
+    def __init__(self, table: Table, service: str, registry: EventRegistry = REGISTRY,
+                 cipher: PayloadCipher | None = None) -> None:
         self.table = table
         self.service = service
         self.registry = registry
+        self.cipher = cipher
         self.wake = threading.Event()   # set after a commit that added rows; the relay waits on it
 
     def emit(self, session: Session, event_type: EventType | tuple[str, int], *, data: dict[str, Any],
@@ -112,8 +152,10 @@ class Outbox:
         return message_id
 
     def _add(self, session, exchange, routing_key, message_id, body, aggregate, transient) -> None:
-        session.execute(self.table.insert().values(
-            **self._row(exchange, routing_key, message_id, body, aggregate, transient)))
+        row = self._row(exchange, routing_key, message_id, body, aggregate, transient)
+        if transient and self.cipher is not None:
+            row["payload"] = self.cipher.seal(message_id, row["payload"])
+        session.execute(self.table.insert().values(**row))
         session.info["recept_outbox_waker"] = self.wake
 
     @staticmethod
@@ -171,8 +213,10 @@ class Relay:
     """Publishes committed outbox rows in id order, batch by batch, with confirms."""
 
     def __init__(self, db, table: Table, publisher: Publisher, *, batch: int = 500, max_backoff: float = 60.0,
-                 keep_sent: timedelta = timedelta(hours=1), wake: threading.Event | None = None) -> None:
+                 keep_sent: timedelta = timedelta(hours=1), wake: threading.Event | None = None,
+                 cipher: PayloadCipher | None = None) -> None:
         self.db = db
+        self.cipher = cipher
         self.table = table
         self.publisher = publisher
         self.batch = batch
@@ -203,7 +247,8 @@ class Relay:
         if not rows:
             return 0
         results = self.publisher.publish([
-            Message(exchange=r.exchange, routing_key=r.routing_key, body=r.payload, message_id=r.message_id)
+            Message(exchange=r.exchange, routing_key=r.routing_key, message_id=r.message_id,
+                    body=self.cipher.open(r.message_id, r.payload) if self.cipher else r.payload)
             for r in rows
         ])
         # Keep order per aggregate: rows of an aggregate after one that failed are published again after it.

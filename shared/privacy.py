@@ -16,13 +16,15 @@ Wire protocol, all on the ``recept.gdpr`` exchange:
 * ``gdpr.reply.<service>``: ``{"request_id", "command_id", "service", "action", "phase",
   "status": "done"|"failed", "references": [...], "export": {kind: [records]} | None,
   "erasure": [{"kind", "action", "count", "legal_basis"?, "retain_until"?}] | None,
-  "error": str | None}``.  Export replies are routed only to the gdpr service's queue
-  and their outbox rows are deleted as soon as the broker confirms them.
+  "error": str | None}``, message id = uuid5 of the command id (a repeated command yields the
+  same reply id).  Export replies are routed only to the gdpr service's queue, sealed while
+  in the outbox, and their rows are deleted as soon as the broker confirms them.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Iterable, Protocol
@@ -158,7 +160,8 @@ def handle_command(runtime, session: Session, message: dict[str, Any]) -> None:
         else:
             reply["erasure"] = [item.as_dict() for item in participant.erase(session, ctx, references)]
     runtime.outbox.send(session, GDPR, f"gdpr.reply.{runtime.name}", reply,
-                        message_id=f"reply:{message.get('command_id')}", transient=action == "export",
+                        message_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"recept:reply:{message.get('command_id')}")),
+                        transient=action == "export",
                         aggregate=f"gdpr:{ctx.request_id}")
 
 

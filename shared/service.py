@@ -20,7 +20,7 @@ from .bus import GDPR, Binding, Bus
 from .config import Config, Setting, load_config
 from .consumer import Consumer, Subscription, inbox_table
 from .db import Database, migrate
-from .outbox import Outbox, Relay, outbox_table
+from .outbox import Outbox, PayloadCipher, Relay, outbox_table
 from .tokens import KeySet, TokenVerifier, http_fetch
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class ServiceSpec:
     description: str = ""
     extensions: Callable[["Runtime"], Mapping[str, Any]] = lambda rt: {}
     background: Callable[["Runtime"], Sequence[Callable[[threading.Event], None]]] = lambda rt: ()
+    use_inbox: bool = True          # False: the handlers are idempotent by themselves (audit: keyed by event id)
+    consume_batch: int = 100        # deliveries per handler call (Bus.consume batch_size)
 
     def config(self, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
         return load_config(self.name, self.settings, env=env, overrides=overrides)
@@ -95,7 +97,7 @@ class Runtime:
                        prefetch=config["PREFETCH"])
         self.keyring = config.get("keyring") or Keyring.from_config(config)
         self.vault = Vault(self.keyring, spec.tables.data_keys)
-        self.outbox = Outbox(spec.tables.outbox, spec.name)
+        self.outbox = Outbox(spec.tables.outbox, spec.name, cipher=PayloadCipher(self.keyring))
         keys = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
         self.tokens = TokenVerifier(keys, config["TOKEN_ISSUER"])
         self._participant = None
@@ -116,7 +118,8 @@ class Runtime:
 
     def consumer(self) -> Consumer:
         batch = self.spec.batch_handler(self) if self.spec.batch_handler else None
-        return Consumer(self.name, self.db, self.tables.inbox, self.subscriptions(), batch_handler=batch)
+        return Consumer(self.name, self.db, self.tables.inbox, self.subscriptions(), batch_handler=batch,
+                        use_inbox=self.spec.use_inbox)
 
     def declare(self) -> Consumer:
         consumer = self.consumer()
@@ -128,14 +131,14 @@ class Runtime:
 
     def relay(self) -> Relay:
         return Relay(self.db, self.tables.outbox, self.bus.publisher(), batch=self.config["RELAY_BATCH"],
-                     wake=self.outbox.wake)
+                     wake=self.outbox.wake, cipher=self.outbox.cipher)
 
     def start_worker_threads(self, stop: threading.Event) -> list[threading.Thread]:
         """The worker's loops as threads: relay, consumer, announcer, and the service's own."""
         consumer = self.declare()
         loops: list[tuple[str, Callable[[], None]]] = [
             ("relay", lambda: self.relay().run(stop, self.config["RELAY_INTERVAL"])),
-            ("consumer", lambda: self.bus.consume(consumer.handle_batch, stop)),
+            ("consumer", lambda: self.bus.consume(consumer.handle_batch, stop, batch_size=self.spec.consume_batch)),
         ]
         if self.participant is not None:
             from .privacy import announce_loop

@@ -68,8 +68,9 @@ def outbox_messages(runtime: Runtime, exchange: str = EVENTS) -> list[dict[str, 
     """Every message the service has written to its outbox on ``exchange``, oldest first."""
     table = runtime.tables.outbox
     with runtime.db.transaction() as s:
-        rows = s.execute(select(table.c.payload).where(table.c.exchange == exchange).order_by(table.c.id))
-        return [json.loads(r.payload) for r in rows]
+        rows = s.execute(select(table.c.message_id, table.c.payload).where(table.c.exchange == exchange)
+                         .order_by(table.c.id))
+        return [json.loads(runtime.outbox.cipher.open(r.message_id, r.payload)) for r in rows]
 
 
 def events_of(runtime: Runtime, type_name: str | None = None) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import pika
 import pytest
 from sqlalchemy import update
 
-from shared.bus import DLX, EVENTS, Bus, Delivery, MemoryBackend, Message, Outcome, Unroutable, dead_letter_queue
+from shared.bus import DLX, EVENTS, Binding, Bus, Delivery, MemoryBackend, Message, Outcome, Unroutable, dead_letter_queue
 from tests.shared.library_service import THING_HAPPENED, LibraryService, tables, wait_for
 
 
@@ -282,3 +282,54 @@ def test_only_one_relay_per_database_publishes(service):
     finally:
         first.release()
         second.release()
+
+
+def test_memory_bus_serves_a_queue_named_like_an_exchange(tmp_path):
+    """The gdpr service's queue recept.gdpr shares its name with the recept.gdpr exchange."""
+    MemoryBackend.reset()
+    svc = LibraryService(f"sqlite:///{tmp_path / 'gdpr.db'}", "memory://", name="gdpr")
+    try:
+        svc.emit([5])
+        with svc.running():
+            assert wait_for(lambda: svc.applied_numbers() == [5])
+    finally:
+        svc.db.dispose()
+        MemoryBackend.reset()
+
+
+def test_transient_payloads_are_encrypted_at_rest_and_published_in_clear(service):
+    """gdpr commands and export replies carry personal data: sealed in the outbox, opened by the relay."""
+    from shared.bus import GDPR
+    from shared.crypto import Keyring
+    from shared.outbox import PayloadCipher
+    from tests.conftest import raw_dump
+
+    cipher = PayloadCipher(Keyring.generate())
+    service.outbox.cipher = cipher
+    service.bus.declare([*service.consumer.bindings, Binding(GDPR, "gdpr.reply.#")])
+    with service.db.transaction() as s:
+        service.outbox.send(s, GDPR, "gdpr.reply.lib", {"email": "anna.svensson@example.se"}, transient=True)
+    assert b"anna.svensson" not in raw_dump(service.db.url)
+    relay = service.relay()
+    relay.cipher = cipher
+    try:
+        assert relay.run_once() == 1
+    finally:
+        relay.publisher.close()
+    conn = pika.BlockingConnection(pika.URLParameters(service.bus.url))
+    try:
+        _m, _p, body = conn.channel().basic_get(service.bus.queue, auto_ack=True)
+        assert json.loads(body) == {"email": "anna.svensson@example.se"}
+    finally:
+        conn.close()
+    assert service.unsent() == 0 and b"anna.svensson" not in raw_dump(service.db.url)
+
+
+def test_old_inbox_entries_are_purged(service):
+    from datetime import timedelta
+
+    service.emit([1])
+    with service.running():
+        assert wait_for(lambda: service.applied_numbers() == [1])
+    service.consumer.inbox_retention = timedelta(seconds=-1)
+    assert service.consumer.purge_inbox() == 1
