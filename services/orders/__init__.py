@@ -1,6 +1,7 @@
-"""The orders service: app factory and service declaration."""
+"""The orders service: order registers, individuals (AIVO "Individ"), assortment lists and orders (R7-R9, R11, R12, R16)."""
 from pathlib import Path
 
+from shared.config import Setting
 from shared.service import ServiceSpec
 
 from .models import metadata, tables
@@ -14,12 +15,49 @@ def _blueprints():
     return [bp]
 
 
+def _extensions(runtime):
+    from .domain import Orders
+
+    return {"orders": Orders.for_runtime(runtime)}
+
+
+def _participant(runtime):
+    from .privacy import Participant
+
+    return Participant(runtime)
+
+
+def _background(runtime):
+    from .worker import retention_loop
+
+    return [lambda stop: retention_loop(runtime, stop)]
+
+
+def _subscriptions(runtime):
+    from .worker import SUBSCRIPTIONS
+
+    return SUBSCRIPTIONS
+
+
 SPEC = ServiceSpec(
     name=NAME,
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
     blueprints=_blueprints,
+    settings=(
+        Setting("BLIND_INDEX_BITS", int, 16, "bits kept of each blind index (changing it means re-indexing)",
+                minimum=8),
+        Setting("DEFAULT_TIMEZONE", str, "Europe/Stockholm", "time zone of new registers' order deadlines"),
+        Setting("RETENTION_INTERVAL", float, 86400.0, "seconds between purges of orders past the bookkeeping "
+                "retention period", minimum=1),
+    ),
+    subscriptions=_subscriptions,
+    participant=_participant,
+    extensions=_extensions,
+    background=_background,
+    description="Order registers, individuals, assortment lists and orders: encrypted, access-controlled, "
+                "every change logged.",
 )
 
 

@@ -1,4 +1,306 @@
-"""HTTP API of the orders service."""
-from shared.http import ApiBlueprint
+"""HTTP API of the orders service: parse and validate, call the domain in one transaction, shape the reply.
+
+No personal value ever travels in a URL: searches by personnummer or name are POST bodies.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flask import current_app, jsonify
+
+from shared.http import ApiBlueprint, runtime
+from shared.tokens import authenticate
+
+from .domain import ARTICLE_KINDS, MEALS, RIGHTS, UNIT_KINDS, Orders
 
 bp = ApiBlueprint("orders", __name__)
+V1 = "/api/v1"
+
+UUID = {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
+NULLABLE_UUID = {"anyOf": [UUID, {"type": "null"}]}
+DATE = {"type": "string", "format": "date", "maxLength": 10}
+NULLABLE_DATE = {"anyOf": [DATE, {"type": "null"}]}
+LABEL = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"}
+DEADLINE = {"type": "object", "additionalProperties": False, "minProperties": 1, "properties": {
+    "time": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+    "days_before": {"type": "integer", "minimum": 0, "maximum": 60}}}
+TIMEZONE = {"type": "string", "minLength": 1, "maxLength": 64}
+PAGE = {"limit": {"type": "string", "pattern": "^([1-9][0-9]{0,2}|500)$"},
+        "offset": {"type": "string", "pattern": "^[0-9]{1,7}$"}}
+
+
+def _closed(properties: dict[str, Any], required: tuple[str, ...] = (), **extra) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            "required": list(required), **extra}
+
+
+def _nullable_text(max_length: int) -> dict[str, Any]:
+    return {"type": ["string", "null"], "maxLength": max_length}
+
+
+INDIVIDUAL_FIELDS = {
+    "name": LABEL,
+    "personnummer": {"type": ["string", "null"], "minLength": 10, "maxLength": 13},
+    "date_of_birth": NULLABLE_DATE,
+    "room": _nullable_text(40),
+    "bed": _nullable_text(40),
+    "unit_id": NULLABLE_UUID,
+    "valid_from": NULLABLE_DATE,
+    "valid_to": NULLABLE_DATE,
+    "diets": {"type": "array", "maxItems": 20, "uniqueItems": True,
+              "items": {"type": "string", "minLength": 1, "maxLength": 40}},
+    "allergies": {"type": "array", "maxItems": 30, "uniqueItems": True,
+                  "items": {"type": "string", "minLength": 1, "maxLength": 80}},
+    "texture_level": {"type": ["integer", "null"], "minimum": 0, "maximum": 7},    # IDDSI 0-7
+    "notes": _nullable_text(2000),
+}
+ORDER_CHANGE_FIELDS = {
+    "delivery_date": DATE,
+    "meal": {"enum": list(MEALS)},
+    "article_id": UUID,
+    "quantity": {"type": "integer", "minimum": 1, "maximum": 10000},
+    "diet_variant": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.-]{1,40}$"},
+    "delivery_point_id": NULLABLE_UUID,
+}
+GRANT = _closed({
+    "principal": _closed({"type": {"enum": ["user", "group"]},
+                          "id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00-\\x1f]+$"}},
+                         ("type", "id")),
+    "right": {"enum": list(RIGHTS)}}, ("principal", "right"))
+
+
+def service() -> Orders:
+    return current_app.extensions["orders"]
+
+
+def call(operation: Callable, *args) -> Any:
+    """Run one domain operation for the caller in one transaction (all or nothing)."""
+    principal = authenticate()
+    with runtime().db.transaction() as session:
+        return operation(session, principal, *args)
+
+
+def created(body: Any):
+    return jsonify(body), 201
+
+
+# --- tenant settings -----------------------------------------------------------------------------
+
+@bp.operation("GET", V1 + "/settings", summary="This tenant's orders settings (tenant administrators)",
+              tags=("settings",))
+def get_settings():
+    return jsonify(call(service().settings))
+
+
+@bp.operation("PUT", V1 + "/settings", summary="Change this tenant's orders settings (tenant administrators)",
+              body=_closed({"personnummer_enabled": {"type": "boolean"}}, ("personnummer_enabled",)),
+              tags=("settings",))
+def put_settings(body):
+    return jsonify(call(service().update_settings, body))
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+@bp.operation("POST", V1 + "/units", summary="Add a care unit, ward or school kitchen (tenant administrators)",
+              body=_closed({"name": LABEL, "kind": {"enum": list(UNIT_KINDS)}}, ("name", "kind")), tags=("units",))
+def create_unit(body):
+    return created(call(service().create_unit, body))
+
+
+@bp.operation("GET", V1 + "/units", summary="This tenant's units", tags=("units",))
+def list_units():
+    return jsonify(items=call(service().units))
+
+
+@bp.operation("GET", V1 + "/units/{unit_id}", summary="A unit and its delivery points", tags=("units",))
+def get_unit(unit_id):
+    return jsonify(call(service().unit, unit_id))
+
+
+@bp.operation("POST", V1 + "/units/{unit_id}/delivery-points", summary="Add a delivery point (tenant administrators)",
+              body=_closed({"name": LABEL}, ("name",)), tags=("units",))
+def add_delivery_point(unit_id, body):
+    return created(call(service().add_delivery_point, unit_id, body))
+
+
+# --- order registers -----------------------------------------------------------------------------
+
+@bp.operation("POST", V1 + "/registers", summary="Create an order register (tenant administrators)",
+              body=_closed({"name": LABEL, "deadline": DEADLINE, "timezone": TIMEZONE}, ("name",)),
+              tags=("registers",))
+def create_register(body):
+    return created(call(service().create_register, body))
+
+
+@bp.operation("GET", V1 + "/registers", summary="The registers the caller holds a right on", tags=("registers",))
+def list_registers():
+    return jsonify(items=call(service().registers))
+
+
+@bp.operation("GET", V1 + "/registers/{register_id}", summary="One register, with the caller's rights on it",
+              tags=("registers",))
+def get_register(register_id):
+    return jsonify(call(service().register, register_id))
+
+
+@bp.operation("PATCH", V1 + "/registers/{register_id}", summary="Rename a register or change its order deadline "
+              "(right: administer)", body=_closed({"name": LABEL, "deadline": DEADLINE, "timezone": TIMEZONE},
+                                                  minProperties=1), tags=("registers",))
+def change_register(register_id, body):
+    return jsonify(call(service().change_register, register_id, body))
+
+
+# --- grants on registers and assortment lists ----------------------------------------------------
+
+def _register_grant_routes() -> None:
+    # Each view's endpoint name is fixed before ApiBlueprint.operation registers it.
+    for kind, path, param in (("register", "/registers", "register_id"),
+                              ("assortment_list", "/assortment-lists", "list_id")):
+        def make(method: str, suffix: str, summary: str, body=None, responses=None):
+            def decorate(view):
+                view.__name__ = f"{view.__name__}_{kind}"
+                return bp.operation(method, f"{V1}{path}/{{{param}}}{suffix}", summary=summary, body=body,
+                                    responses=responses, tags=("access",))(view)
+            return decorate
+
+        what = kind.replace("_", " ")
+
+        @make("GET", "/grants", f"Who holds which right on this {what} (right: administer)")
+        def list_grants(kind=kind, param=param, **kwargs):
+            return jsonify(items=call(service().grants, kind, kwargs[param]))
+
+        @make("POST", "/grants", f"Grant a user or directory group a right on this {what} (right: administer)",
+              body=GRANT)
+        def add_grant(body, kind=kind, param=param, **kwargs):
+            grant, new = call(service().grant, kind, kwargs[param], body)
+            return jsonify(grant), 201 if new else 200
+
+        @make("DELETE", "/grants/{grant_id}", f"Revoke a right on this {what} (right: administer)",
+              responses={204: {"description": "revoked"}})
+        def revoke_grant(grant_id, kind=kind, param=param, **kwargs):
+            call(service().revoke, kind, kwargs[param], grant_id)
+            return "", 204
+
+
+_register_grant_routes()
+
+
+# --- assortment lists ----------------------------------------------------------------------------
+
+@bp.operation("POST", V1 + "/assortment-lists", summary="Create an assortment list, for one unit or every unit "
+              "(tenant administrators)", body=_closed({"name": LABEL, "unit_id": NULLABLE_UUID}, ("name",)),
+              tags=("assortment lists",))
+def create_list(body):
+    return created(call(service().create_list, body))
+
+
+@bp.operation("GET", V1 + "/assortment-lists", summary="The assortment lists the caller holds a right on",
+              tags=("assortment lists",))
+def list_lists():
+    return jsonify(items=call(service().lists))
+
+
+@bp.operation("GET", V1 + "/assortment-lists/{list_id}", summary="An assortment list and its articles (right: view)",
+              tags=("assortment lists",))
+def get_list(list_id):
+    return jsonify(call(service().assortment_list, list_id))
+
+
+@bp.operation("POST", V1 + "/assortment-lists/{list_id}/articles", summary="Add an article (right: administer)",
+              body=_closed({"code": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,40}$"}, "name": LABEL,
+                            "kind": {"enum": list(ARTICLE_KINDS)}, "active": {"type": "boolean"}},
+                           ("code", "name", "kind")), tags=("assortment lists",))
+def add_article(list_id, body):
+    return created(call(service().add_article, list_id, body))
+
+
+@bp.operation("PATCH", V1 + "/assortment-lists/{list_id}/articles/{article_id}", summary="Rename, withdraw or offer "
+              "again an article (right: administer)",
+              body=_closed({"name": LABEL, "active": {"type": "boolean"}}, minProperties=1),
+              tags=("assortment lists",))
+def change_article(list_id, article_id, body):
+    return jsonify(call(service().change_article, list_id, article_id, body))
+
+
+# --- individuals (AIVO "Individ") ----------------------------------------------------------------
+
+@bp.operation("POST", V1 + "/registers/{register_id}/individuals", summary="Add an individual to a register "
+              "(right: administer)", body=_closed(INDIVIDUAL_FIELDS, ("name",)), tags=("individuals",))
+def create_individual(register_id, body):
+    return created(call(service().create_individual, register_id, body))
+
+
+@bp.operation("GET", V1 + "/registers/{register_id}/individuals", summary="A register's individuals, without health "
+              "data (right: view)", query=_closed({"status": {"enum": ["active", "discharged"]}, "unit_id": UUID,
+                                                   **PAGE}), tags=("individuals",))
+def list_individuals(register_id, query):
+    return jsonify(call(service().individuals_in, register_id, query))
+
+
+@bp.operation("POST", V1 + "/individuals/search", summary="Find individuals by personnummer or exact name, in the "
+              "registers the caller may view (right: view)",
+              body=_closed({"register_id": UUID, "personnummer": {"type": "string", "minLength": 10, "maxLength": 13},
+                            "name": LABEL},
+                           oneOf=[{"required": ["personnummer"]}, {"required": ["name"]}]), tags=("individuals",))
+def search_individuals(body):
+    return jsonify(items=call(service().search, body))
+
+
+@bp.operation("GET", V1 + "/individuals/{individual_id}", summary="An individual with health data; the read is "
+              "logged (right: view)", tags=("individuals",))
+def get_individual(individual_id):
+    return jsonify(call(service().read_individual, individual_id))
+
+
+@bp.operation("PATCH", V1 + "/individuals/{individual_id}", summary="Change an individual (right: administer)",
+              body=_closed(INDIVIDUAL_FIELDS, minProperties=1), tags=("individuals",))
+def change_individual(individual_id, body):
+    return jsonify(call(service().change_individual, individual_id, body))
+
+
+@bp.operation("POST", V1 + "/individuals/{individual_id}/discharge", summary="Discharge an individual, today or on a "
+              "given date (right: administer)", body=_closed({"date": DATE}), tags=("individuals",))
+def discharge_individual(individual_id, body):
+    return jsonify(call(service().discharge, individual_id, body))
+
+
+# --- orders --------------------------------------------------------------------------------------
+
+@bp.operation("POST", V1 + "/orders", summary="Place an order for an individual or a unit (right: order, on the "
+              "register and on the article's assortment list)",
+              body=_closed({"register_id": UUID, "individual_id": UUID, "unit_id": UUID,
+                            **ORDER_CHANGE_FIELDS},
+                           ("register_id", "delivery_date", "meal", "article_id", "quantity")), tags=("orders",))
+def place_order(body):
+    return created(call(service().place_order, body))
+
+
+@bp.operation("GET", V1 + "/orders/{order_id}", summary="One order (right: view)", tags=("orders",))
+def get_order(order_id):
+    return jsonify(call(service().order, order_id))
+
+
+@bp.operation("PATCH", V1 + "/orders/{order_id}", summary="Change an order before its deadline (right: change)",
+              body=_closed(ORDER_CHANGE_FIELDS, minProperties=1), tags=("orders",))
+def change_order(order_id, body):
+    return jsonify(call(service().change_order, order_id, body))
+
+
+@bp.operation("POST", V1 + "/orders/{order_id}/cancel", summary="Cancel an order before its deadline (right: change)",
+              tags=("orders",))
+def cancel_order(order_id):
+    return jsonify(call(service().cancel_order, order_id))
+
+
+@bp.operation("GET", V1 + "/orders/{order_id}/history", summary="Who placed, changed and cancelled the order, and when "
+              "(right: view)", tags=("orders",))
+def order_history(order_id):
+    return jsonify(items=call(service().history, order_id))
+
+
+@bp.operation("GET", V1 + "/registers/{register_id}/orders", summary="A register's orders (right: view)",
+              query=_closed({"delivery_date": DATE, "from": DATE, "to": DATE,
+                             "status": {"enum": ["placed", "cancelled"]}, "meal": {"enum": list(MEALS)},
+                             "unit_id": UUID, "individual_id": UUID, **PAGE}), tags=("orders",))
+def list_orders(register_id, query):
+    return jsonify(call(service().orders_in, register_id, query))
