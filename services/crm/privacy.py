@@ -1,0 +1,252 @@
+"""The crm service's side of data-subject requests (R1, R2, R3, R15).
+
+The vendor is controller of all support data, so a request reaches every crm record
+that names the subject, whichever customer (``tenant``) the request came through: the
+tenant only says where the request was filed (docs/crm.md).
+
+Resolve: e-mail and phone blind indexes across the person tab, cases, call logs and the
+addresses of stored e-mails, plus everything linked to a matched person.  Erase: shred
+each record's key, then delete (person-tab entry, e-mail document) or de-identify
+(call-log row, case, notice delivery) the row, and report what was done per kind.
+"""
+from __future__ import annotations
+
+import base64
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared.crypto import normalise_email, normalise_phone
+from shared.errors import Invalid
+from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
+
+from . import events as ev
+from .calls import call_view, calls_by_phone
+from .domain import Actor, Crm, iso, utcnow
+from .mail import attachment_list, body_text, parse, summary
+from .models import (calls, cases, companies, email_addresses, email_attachments, emails,
+                     notice_deliveries, persons)
+
+GDPR_ACTOR = Actor("gdpr", None, "service")
+FINGERPRINT_BASIS = ("GDPR art. 17(1) with art. 5(1)(d): a keyed fingerprint (no readable value) keeps an "
+                     "erased call or e-mail from being imported again from an old file or mailbox")
+
+INVENTORY = Inventory(service="crm", categories=(
+    Category(
+        kind="person", data_subjects="customers' contact persons (company person tab)",
+        fields=(DataField("name", "full name", encrypted=True, blind_indexed=True),
+                DataField("email", "work e-mail address", encrypted=True, blind_indexed=True),
+                DataField("phone", "phone number", encrypted=True, blind_indexed=True),
+                DataField("title", "job title", encrypted=True),
+                DataField("notice_recipient", "appointed recipient of system-change notices", personal=False)),
+        purposes=("customer support", "sending system-change notices to appointed recipients (R4)"),
+        legal_basis="GDPR art. 6(1)(b) contract with the customer and 6(1)(f) legitimate interest",
+        role="controller", controller="vendor",
+        retention="while the person is on the customer's person tab; removed on request (R15)",
+        storage="crm database, table persons", erasure="deleted"),
+    Category(
+        kind="case", data_subjects="callers and e-mail senders to support",
+        fields=(DataField("caller_name", "caller's name", encrypted=True),
+                DataField("phone", "caller's phone number", encrypted=True, blind_indexed=True),
+                DataField("email", "caller's e-mail address", encrypted=True, blind_indexed=True),
+                DataField("subject", "case subject (free text)", encrypted=True),
+                DataField("description", "case description (free text)", encrypted=True)),
+        purposes=("customer support",), legal_basis="GDPR art. 6(1)(f) legitimate interest",
+        role="controller", controller="vendor",
+        retention="while the customer relationship lasts; personal fields removed on request (R15)",
+        storage="crm database, table cases", erasure="anonymised"),
+    Category(
+        kind="call", data_subjects="callers to support",
+        fields=(DataField("number", "calling number from the phone operator's log", encrypted=True,
+                          blind_indexed=True),),
+        purposes=("customer support", "support traffic statistics"), legal_basis="GDPR art. 6(1)(f) legitimate interest",
+        role="controller", controller="vendor",
+        retention="while the customer relationship lasts; number removed on request (R15)",
+        storage="crm database, table calls", erasure="anonymised"),
+    Category(
+        kind="email", data_subjects="senders and recipients of e-mails to support",
+        fields=(DataField("raw", "the e-mail as a document, with attachments", encrypted=True),
+                DataField("addresses", "sender and recipient addresses", encrypted=True, blind_indexed=True),
+                DataField("headers", "From, To, Subject, Message-ID", encrypted=True)),
+        purposes=("customer support",), legal_basis="GDPR art. 6(1)(f) legitimate interest",
+        role="controller", controller="vendor",
+        retention="while the customer relationship lasts; deleted on request (R15)",
+        storage="crm database, tables emails, email_addresses, email_attachments", erasure="deleted"),
+    Category(
+        kind="notice_delivery", data_subjects="appointed recipients of system-change notices",
+        fields=(DataField("person_id", "which person was sent which notice, and when", personal=True),),
+        purposes=("proving that the contract's change notices were sent (R4)",),
+        legal_basis="GDPR art. 6(1)(b) contract with the customer", role="controller", controller="vendor",
+        retention="while the contract lasts; the person link is removed on request",
+        recipients=("the configured SMTP relay",), storage="crm database, table notice_deliveries",
+        erasure="anonymised"),
+))
+
+_KINDS = ("person", "case", "call", "email")
+
+
+def _kind(reference: str) -> tuple[str, str] | None:
+    parts = reference.split(":")
+    if len(parts) == 3 and parts[0] == "crm" and parts[1] in _KINDS:
+        return parts[1], parts[2]
+    return None
+
+
+class CrmParticipant:
+    """shared.privacy.Participant for the crm service."""
+
+    inventory = INVENTORY
+
+    def __init__(self, runtime, crm: Crm | None = None) -> None:
+        self.crm = crm or Crm(runtime)
+
+    # --- counts -------------------------------------------------------------------------------
+
+    def counts(self, session: Session) -> dict[str, int]:
+        c = self.crm
+        return {
+            "person": c.count(session, persons),
+            "case": c.count(session, cases, cases.c.redacted_at.is_(None)),
+            "call": c.count(session, calls, calls.c.redacted_at.is_(None)),
+            "email": c.count(session, emails, emails.c.deleted_at.is_(None)),
+            "notice_delivery": c.count(session, notice_deliveries, notice_deliveries.c.person_id.is_not(None)),
+        }
+
+    # --- resolve ------------------------------------------------------------------------------
+
+    def resolve(self, session: Session, ctx: Context) -> list[str]:
+        c, s = self.crm, session
+        email = phone = None
+        try:
+            email = normalise_email(ctx.subject["email"]) if ctx.subject.get("email") else None
+        except Invalid:
+            email = None
+        try:
+            phone = normalise_phone(ctx.subject["phone"]) if ctx.subject.get("phone") else None
+        except Invalid:
+            phone = None
+        found: dict[str, None] = {}
+        person_ids = []
+        if email:
+            person_ids += [r.id for r in c.persons_by_email(s, email)]
+        if phone:
+            person_ids += [r.id for r in c.persons_by_phone(s, phone)]
+        person_ids = list(dict.fromkeys(person_ids))
+        found.update({f"crm:person:{p}": None for p in person_ids})
+        case_rows, call_rows, email_rows = [], [], []
+        if email:
+            case_rows += c.cases_by_email(s, email)
+            email_rows += c.emails_naming(s, email)
+        if phone:
+            case_rows += c.cases_by_phone(s, phone)
+            call_rows += calls_by_phone(c, s, phone)
+        if person_ids:
+            case_rows += s.execute(select(cases).where(cases.c.person_id.in_(person_ids))).all()
+            call_rows += s.execute(select(calls).where(calls.c.person_id.in_(person_ids))).all()
+            email_rows += s.execute(select(emails).where(emails.c.person_id.in_(person_ids),
+                                                         emails.c.deleted_at.is_(None))).all()
+        for row in (*case_rows, *email_rows):
+            if getattr(row, "redacted_at", None) is None:
+                found[row.subject_ref] = None
+        for row in call_rows:
+            if row.redacted_at is None:
+                found[row.subject_ref] = None
+        return list(found)
+
+    # --- export -------------------------------------------------------------------------------
+
+    def export(self, session: Session, ctx: Context, references: list[str]) -> dict[str, list[dict]]:
+        c, s = self.crm, session
+        ids: dict[str, list[str]] = {kind: [] for kind in _KINDS}
+        for reference in references:
+            parsed = _kind(reference)
+            if parsed:
+                ids[parsed[0]].append(parsed[1])
+        out: dict[str, list[dict]] = {"person": [], "case": [], "call": [], "email": [], "notice_delivery": []}
+        for row in s.execute(select(persons).where(persons.c.id.in_(ids["person"]))).all():
+            company = s.execute(select(companies.c.name).where(companies.c.id == row.company_id)).scalar_one()
+            out["person"].append({**c.person_view(s, row), "company_name": company})
+        if ids["person"]:
+            for d in s.execute(select(notice_deliveries).where(notice_deliveries.c.person_id.in_(ids["person"]))):
+                out["notice_delivery"].append({"notice_id": d.notice_id, "person_id": d.person_id,
+                                               "status": d.status, "sent_at": iso(d.sent_at)})
+        for row in s.execute(select(cases).where(cases.c.id.in_(ids["case"]))).all():
+            out["case"].append(c.case_view(s, row))
+        for row in s.execute(select(calls).where(calls.c.id.in_(ids["call"]))).all():
+            out["call"].append(call_view(c, s, row))
+        for row in s.execute(select(emails).where(emails.c.id.in_(ids["email"]), emails.c.deleted_at.is_(None))).all():
+            raw = c.open(s, emails, "raw", row.id, row.raw)
+            record = summary(c, s, row)
+            record["body"] = body_text(parse(raw)) if raw else None
+            record["attachments"] = attachment_list(c, s, row.id)
+            record["raw_base64"] = base64.b64encode(raw).decode("ascii") if raw else None
+            out["email"].append(record)
+        return out
+
+    # --- erase --------------------------------------------------------------------------------
+
+    def erase(self, session: Session, ctx: Context, references: list[str]) -> list[ErasureItem]:
+        c, s = self.crm, session
+        now = utcnow()
+        request_id = ctx.request_id
+        counts = {"person": 0, "case": 0, "call": 0, "email": 0, "notice_delivery": 0, "fingerprint": 0}
+        for reference in dict.fromkeys(references):
+            parsed = _kind(reference)
+            if parsed is None:
+                continue          # another service's reference (phase "trail")
+            kind, record_id = parsed
+            if kind == "person":
+                row = s.execute(select(persons).where(persons.c.id == record_id)).first()
+                if row is None:
+                    continue
+                c.vault.shred(s, row.subject_ref)
+                counts["notice_delivery"] += c.unlink_person(s, row.id)
+                s.execute(persons.delete().where(persons.c.id == row.id))
+                c.emit(s, ev.PERSON_ERASED, GDPR_ACTOR, data={"person_id": row.id, "request_id": request_id},
+                       subject=row.subject_ref, resource=("person", row.id), request_id=request_id)
+                counts["person"] += 1
+            elif kind == "case":
+                row = s.execute(select(cases).where(cases.c.id == record_id, cases.c.redacted_at.is_(None))).first()
+                if row is None:
+                    continue
+                c.vault.shred(s, row.subject_ref)
+                s.execute(update(cases).where(cases.c.id == row.id).values(
+                    caller_name=None, caller_phone=None, caller_email=None, topic=None, description=None,
+                    caller_phone_idx=None, caller_email_idx=None, person_id=None, redacted_at=now, updated_at=now))
+                c.emit(s, ev.CASE_REDACTED, GDPR_ACTOR, data={"case_id": row.id, "request_id": request_id},
+                       subject=row.subject_ref, resource=("case", row.id), request_id=request_id)
+                counts["case"] += 1
+            elif kind == "call":
+                row = s.execute(select(calls).where(calls.c.id == record_id, calls.c.redacted_at.is_(None))).first()
+                if row is None:
+                    continue
+                c.vault.shred(s, row.subject_ref)
+                s.execute(update(calls).where(calls.c.id == row.id).values(
+                    number=None, number_idx=None, person_id=None, redacted_at=now))
+                c.emit(s, ev.CALL_REDACTED, GDPR_ACTOR, data={"call_id": row.id, "request_id": request_id},
+                       subject=row.subject_ref, resource=("call", row.id), request_id=request_id)
+                counts["call"] += 1
+                counts["fingerprint"] += 1
+            else:
+                row = s.execute(select(emails).where(emails.c.id == record_id, emails.c.deleted_at.is_(None))).first()
+                if row is None:
+                    continue
+                c.vault.shred(s, row.subject_ref)
+                s.execute(email_addresses.delete().where(email_addresses.c.email_id == row.id))
+                s.execute(email_attachments.delete().where(email_attachments.c.email_id == row.id))
+                s.execute(update(emails).where(emails.c.id == row.id).values(
+                    raw=None, header_from=None, header_to=None, header_subject=None, message_id=None, person_id=None,
+                    sent_at=None, size=0, attachment_count=0, deleted_at=now))
+                c.emit(s, ev.EMAIL_DELETED, GDPR_ACTOR, data={"email_id": row.id, "request_id": request_id},
+                       subject=row.subject_ref, resource=("email", row.id), request_id=request_id)
+                counts["email"] += 1
+                counts["fingerprint"] += 1
+        return [
+            ErasureItem("person", "deleted", counts["person"]),
+            ErasureItem("case", "anonymised", counts["case"]),
+            ErasureItem("call", "anonymised", counts["call"]),
+            ErasureItem("email", "deleted", counts["email"]),
+            ErasureItem("notice_delivery", "anonymised", counts["notice_delivery"]),
+            ErasureItem("import_fingerprint", "retained", counts["fingerprint"], legal_basis=FINGERPRINT_BASIS),
+        ]
+

@@ -1,0 +1,121 @@
+"""System-change notices to appointed recipients over a real SMTP listener (R4)."""
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+import time
+
+from services.crm.domain import Crm
+from services.crm.notices import deliver_pending, delivery_loop
+from tests.support import assert_no_plaintext, events_of, outbox_messages
+
+NOTICE = {"title": "Driftinformation: uppgradering 12 maj", "body": "Systemet uppgraderas kl 18-20."}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def smtp_settings(smtp, **extra) -> dict:
+    return {"SMTP_HOST": smtp.host, "SMTP_PORT": smtp.port, "SMTP_FROM": "drift@vendor.example", **extra}
+
+
+def test_notice_reaches_every_appointed_recipient_of_the_chosen_companies(make_crm, postgres_url, smtp):
+    """R4: one e-mail per appointed recipient of the chosen companies; who got which notice, and when, is kept."""
+    crm = make_crm(postgres_url, **smtp_settings(smtp))
+    a, b, c = crm.company("A kommun"), crm.company("B region"), crm.company("C skola")
+    anna = crm.person(a["id"], name="Anna Svensson", email="anna@a.example", notice_recipient=True)
+    bo = crm.person(a["id"], name="Bo Ek", email="bo@a.example", notice_recipient=True)
+    crm.person(a["id"], name="Cilla", email="cilla@a.example")                       # not appointed
+    dan = crm.person(b["id"], name="Dan Öst", email="dan@b.example", notice_recipient=True)
+    crm.person(c["id"], name="Eva", email="eva@c.example", notice_recipient=True)     # company not chosen
+    notice = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [a["id"], b["id"]]})
+    assert {d["person_id"]: d["status"] for d in notice["deliveries"]} == {
+        anna["id"]: "sent", bo["id"]: "sent", dan["id"]: "sent"}
+    assert all(d["sent_at"] for d in notice["deliveries"])
+    assert sorted(r for m in smtp.messages for r in m.recipients) == ["anna@a.example", "bo@a.example",
+                                                                      "dan@b.example"]
+    assert all(len(m.recipients) == 1 and m.envelope_from == "drift@vendor.example" for m in smtp.messages)
+    received = email.message_from_bytes(smtp.messages[0].data, policy=email.policy.default)
+    assert received["Subject"] == NOTICE["title"] and received["X-Recept-Notice"] == notice["id"]
+    assert received.get_content().strip() == NOTICE["body"]
+    dan_mail = next(m for m in smtp.messages if m.recipients == ["dan@b.example"])
+    assert str(email.message_from_bytes(dan_mail.data, policy=email.policy.default)["To"]) == "Dan Öst <dan@b.example>"
+    assert crm.get(f"/api/v1/notices/{notice['id']}")["deliveries"] == notice["deliveries"]
+    assert [n["id"] for n in crm.get("/api/v1/notices")["items"]] == [notice["id"]]
+    assert events_of(crm.runtime, "crm.notice.created")[0]["data"] == {
+        "notice_id": notice["id"], "companies": 2, "recipients": 3}
+    assert len(events_of(crm.runtime, "crm.notice_delivery.sent")) == 3
+    assert_no_plaintext(json.dumps(outbox_messages(crm.runtime)).encode(),
+                        ["anna@a.example", "bo@a.example", "dan@b.example", "Anna Svensson"])
+
+
+def test_refused_recipient_is_retried_then_failed_without_recording_the_address(make_crm, smtp):
+    crm = make_crm(**smtp_settings(smtp, NOTICE_MAX_ATTEMPTS=2, NOTICE_RETRY_INTERVAL=0.01))
+    company = crm.company()
+    crm.person(company["id"], name="Ok", email="ok@a.example", notice_recipient=True)
+    gone = crm.person(company["id"], name="Gone", email="gone@a.example", notice_recipient=True)
+    smtp.refuse.add("gone@a.example")
+    notice = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
+    refused = next(d for d in notice["deliveries"] if d["person_id"] == gone["id"])
+    assert refused["status"] == "pending" and refused["attempts"] == 1
+    assert refused["last_error"].startswith("SMTPRecipientsRefused") and "gone@" not in refused["last_error"]
+    time.sleep(0.05)     # past the backoff (0.01 s * 2**1)
+    assert deliver_pending(crm.crm) == {"sent": 0, "retry": 0, "failed": 1, "cancelled": 0}
+    after = crm.get(f"/api/v1/notices/{notice['id']}")["deliveries"]
+    assert {d["status"] for d in after} == {"sent", "failed"}
+    failed = events_of(crm.runtime, "crm.notice_delivery.failed")
+    assert len(failed) == 1 and failed[0]["data"]["person_id"] == gone["id"]
+    assert [m.recipients for m in smtp.messages] == [["ok@a.example"]]
+
+
+def test_relay_outage_leaves_deliveries_for_the_worker_loop(make_crm, smtp):
+    """The notice is committed before sending; the worker's loop delivers once the relay answers."""
+    crm = make_crm(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port(), SMTP_TIMEOUT=2.0, NOTICE_RETRY_INTERVAL=0.05)
+    company = crm.company()
+    crm.person(company["id"], name="Anna", email="anna@a.example", notice_recipient=True)
+    notice = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
+    assert notice["deliveries"][0]["status"] == "pending"
+    assert notice["deliveries"][0]["last_error"] == "ConnectionRefusedError"
+    crm.runtime.config.values["SMTP_PORT"] = smtp.port      # the relay is back
+    stop = threading.Event()
+    worker = threading.Thread(target=delivery_loop(Crm(crm.runtime)), args=(stop,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not smtp.messages:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert [m.recipients for m in smtp.messages] == [["anna@a.example"]]
+    assert crm.get(f"/api/v1/notices/{notice['id']}")["deliveries"][0]["status"] == "sent"
+
+
+def test_recipient_removed_before_delivery_is_cancelled(make_crm, smtp):
+    crm = make_crm(**smtp_settings(smtp, NOTICE_SEND_INLINE=False))
+    company = crm.company()
+    anna = crm.person(company["id"], name="Anna", email="anna@a.example", notice_recipient=True)
+    crm.person(company["id"], name="Bo", email="bo@a.example", notice_recipient=True)
+    notice = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
+    assert {d["status"] for d in notice["deliveries"]} == {"pending"}
+    assert crm.client.delete(f"/api/v1/persons/{anna['id']}", headers=crm.support).status_code == 204
+    assert deliver_pending(crm.crm) == {"sent": 1, "retry": 0, "failed": 0, "cancelled": 1}
+    assert [m.recipients for m in smtp.messages] == [["bo@a.example"]]
+
+
+def test_notice_needs_known_companies_with_recipients(make_crm):
+    crm = make_crm()
+    company = crm.company()
+    crm.person(company["id"], name="Cilla", email="cilla@a.example")
+    response = crm.client.post("/api/v1/notices", headers=crm.support, json={
+        **NOTICE, "company_ids": [company["id"], "00000000-0000-4000-8000-000000000000"]})
+    assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "company_ids.1"
+    response = crm.client.post("/api/v1/notices", headers=crm.support, json={**NOTICE, "company_ids": [company["id"]]})
+    assert response.status_code == 422
+    assert crm.get("/api/v1/notices")["items"] == []
