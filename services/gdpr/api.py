@@ -1,4 +1,154 @@
-"""HTTP API of the gdpr service."""
-from shared.http import ApiBlueprint
+"""HTTP API of the gdpr service: the compliance portal's contract (API.md "gdpr").
+
+Roles: ``compliance_officer`` opens, approves, rejects, extends and retries requests and
+downloads export packages; ``vendor_admin`` may read requests; the inventory is also open to
+``auditor``.  Officers whose token tenant is not a vendor tenant (setting VENDOR_TENANTS) see
+only their own tenant's requests; anything else is 404.
+"""
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, request
+
+from shared.http import ApiBlueprint, runtime
+from shared.tokens import authenticate
+
+from .domain import STATUSES, TYPES
 
 bp = ApiBlueprint("gdpr", __name__)
+
+OFFICER = ("compliance_officer",)
+READERS = ("compliance_officer", "vendor_admin")
+INVENTORY_READERS = ("compliance_officer", "vendor_admin", "auditor")
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 2000}
+_IDENT = {"type": "string", "minLength": 1, "maxLength": 254}
+CREATE = {
+    "type": "object",
+    "required": ["type", "tenant", "subject"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"enum": list(TYPES)},
+        "tenant": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,99}$"},
+        "subject": {
+            "type": "object", "minProperties": 1, "additionalProperties": False,
+            "properties": {"email": _IDENT, "phone": {**_IDENT, "maxLength": 40},
+                           "personnummer": {**_IDENT, "maxLength": 20}, "username": {**_IDENT, "maxLength": 100}},
+        },
+        "reason": _TEXT,
+    },
+}
+REJECT = {"type": "object", "additionalProperties": False, "properties": {"reason": _TEXT}}
+EXTEND = {"type": "object", "required": ["months", "reason"], "additionalProperties": False,
+          "properties": {"months": {"type": "integer", "minimum": 1, "maximum": 2}, "reason": _TEXT}}
+LIST_QUERY = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "status": {"enum": list(STATUSES)}, "type": {"enum": list(TYPES)},
+        "tenant": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,99}$"},
+        "overdue": {"enum": ["true", "false"]},
+        "limit": {"type": "string", "pattern": r"^(?:[1-9]\d{0,2}|1000)$"},
+        "offset": {"type": "string", "pattern": r"^\d{1,9}$"},
+    },
+}
+INVENTORY_QUERY = {"type": "object", "additionalProperties": False,
+                   "properties": {"format": {"enum": ["json", "csv"]}}}
+_SUMMARY = {"type": "object", "required": ["id", "type", "status", "tenant", "created_at", "due_at", "links"]}
+
+
+def _coordinator():
+    return current_app.extensions["gdpr"]
+
+
+def _prefixed(document: dict) -> dict:
+    """Links relative to where this app is mounted (``/gdpr`` in the embedded run)."""
+    root = request.script_root
+    if root and isinstance(document.get("links"), dict):
+        document["links"] = {k: root + v for k, v in document["links"].items()}
+    return document
+
+
+@bp.operation("POST", "/api/v1/requests", summary="Open a data-subject request (export or erase)",
+              body=CREATE, roles=OFFICER, responses={202: _SUMMARY}, tags=("requests",))
+def create_request(body):
+    principal = authenticate()
+    with runtime().db.transaction() as s:
+        created = _coordinator().open(s, principal, type_=body["type"], tenant=body["tenant"],
+                                      subject=body["subject"], reason=body.get("reason"))
+    created = _prefixed(created)
+    response = jsonify(created)
+    response.status_code = 202
+    response.headers["Location"] = created["links"]["self"]
+    return response
+
+
+@bp.operation("GET", "/api/v1/requests", summary="List requests (filters: status, type, tenant, overdue)",
+              query=LIST_QUERY, roles=READERS, tags=("requests",))
+def list_requests(query):
+    principal = authenticate()
+    overdue = {"true": True, "false": False}.get(query.get("overdue", ""))
+    with runtime().db.transaction() as s:
+        listing = _coordinator().list(s, principal, status=query.get("status"), type_=query.get("type"),
+                                      tenant=query.get("tenant"), overdue=overdue,
+                                      limit=int(query.get("limit", 100)), offset=int(query.get("offset", 0)))
+    listing["items"] = [_prefixed(item) for item in listing["items"]]
+    return jsonify(listing)
+
+
+@bp.operation("GET", "/api/v1/requests/{request_id}", summary="A request with every service's status and result",
+              roles=READERS, tags=("requests",))
+def get_request(request_id):
+    with runtime().db.transaction() as s:
+        return jsonify(_prefixed(_coordinator().view(s, authenticate(), request_id)))
+
+
+@bp.operation("POST", "/api/v1/requests/{request_id}/approve",
+              summary="Approve a request (a compliance officer other than the requester)", roles=OFFICER,
+              tags=("requests",))
+def approve_request(request_id):
+    with runtime().db.transaction() as s:
+        return jsonify(_prefixed(_coordinator().approve(s, authenticate(), request_id)))
+
+
+@bp.operation("POST", "/api/v1/requests/{request_id}/reject", summary="Reject a request awaiting approval",
+              body=REJECT, roles=OFFICER, tags=("requests",))
+def reject_request(request_id, body):
+    with runtime().db.transaction() as s:
+        return jsonify(_prefixed(_coordinator().reject(s, authenticate(), request_id, body.get("reason"))))
+
+
+@bp.operation("POST", "/api/v1/requests/{request_id}/retry",
+              summary="Re-send to the services that failed or did not answer", roles=OFFICER, tags=("requests",))
+def retry_request(request_id):
+    with runtime().db.transaction() as s:
+        return jsonify(_prefixed(_coordinator().retry(s, authenticate(), request_id)))
+
+
+@bp.operation("POST", "/api/v1/requests/{request_id}/extend",
+              summary="Extend the deadline by one or two months, with a reason (GDPR art. 12(3))",
+              body=EXTEND, roles=OFFICER, tags=("requests",))
+def extend_request(request_id, body):
+    with runtime().db.transaction() as s:
+        return jsonify(_prefixed(_coordinator().extend(s, authenticate(), request_id, body["months"],
+                                                       body["reason"])))
+
+
+@bp.operation("GET", "/api/v1/requests/{request_id}/export", summary="Download the export package (ZIP)",
+              roles=OFFICER, responses={200: {"description": "the ZIP", "content": {"application/zip": {}}}},
+              tags=("requests",), content_type="application/zip")
+def download_export(request_id):
+    with runtime().db.transaction() as s:
+        data, filename = _coordinator().export_package(s, authenticate(), request_id)
+    return Response(data, mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.operation("GET", "/api/v1/inventory", summary="The data inventory (record of processing activities), "
+              "JSON or ?format=csv", query=INVENTORY_QUERY, roles=INVENTORY_READERS, tags=("inventory",))
+def get_inventory(query):
+    coordinator = _coordinator()
+    with runtime().db.transaction() as s:
+        document = coordinator.inventory(s)
+    if query.get("format") == "csv":
+        return Response(coordinator.inventory_csv(document), mimetype="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="recept-inventory.csv"'})
+    return jsonify(document)

@@ -1,0 +1,49 @@
+"""``./recept gdpr <command>``: operator commands of the gdpr service.
+
+    ./recept gdpr participants          the services the gdpr service knows, their phase and last announcement
+    ./recept gdpr inventory [--csv]     the data inventory (record of processing activities) on stdout
+    ./recept gdpr sweep                 one round of re-sends, silence timeouts, package expiry and shredding
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _coordinator():
+    from shared.service import Runtime
+
+    from . import SPEC
+    from .domain import Coordinator
+
+    config = SPEC.config()
+    SPEC.migrate(config)
+    return Coordinator(Runtime(SPEC, config))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="./recept gdpr", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("participants", help="list the participating services")
+    inventory = sub.add_parser("inventory", help="print the data inventory")
+    inventory.add_argument("--csv", action="store_true", help="as CSV instead of JSON")
+    sub.add_parser("sweep", help="run one round of the background loop now")
+    args = parser.parse_args(argv)
+    coordinator = _coordinator()
+    try:
+        if args.command == "sweep":
+            print(json.dumps(coordinator.sweep()))
+            return 0
+        with coordinator.rt.db.transaction() as s:
+            document = coordinator.inventory(s)
+        if args.command == "participants":
+            for service in document["services"]:
+                stale = " (stale: not expected by new requests)" if service["stale"] else ""
+                print(f"{service['service']:<12} {service['phase']:<12} last seen {service['last_seen']}{stale}")
+            return 0
+        sys.stdout.write(coordinator.inventory_csv(document) if args.csv else json.dumps(document, indent=2) + "\n")
+        return 0
+    finally:
+        coordinator.rt.db.dispose()

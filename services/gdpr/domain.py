@@ -1,0 +1,833 @@
+"""Data-subject requests: deadlines, approval, the fan-out over recept.gdpr, results, export packages,
+and the data inventory (R1, R2, R3, R5).  No Flask here: the API and the worker both call ``Coordinator``.
+
+A request's ledger is one ``request_services`` row per expected service.  Row statuses:
+``waiting`` (phase two, not sent yet), ``pending`` (sent, no answer yet), ``done``, ``failed``
+(the service answered that it failed) and ``silent`` (no answer within the retry budget).
+"""
+from __future__ import annotations
+
+import calendar
+import csv
+import hashlib
+import hmac
+import io
+import json
+import logging
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from jsonschema import Draft202012Validator
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.bus import GDPR
+from shared.crypto import ERASED, normalise_email, normalise_personnummer, normalise_phone
+from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
+from shared.privacy import ACTIONS, IDENTIFIERS
+from shared.tokens import Principal
+
+from . import events as ev
+from . import package as packaging
+from . import privacy
+from .models import export_packages, participants, request_services, requests
+
+log = logging.getLogger(__name__)
+
+TYPES = ("export", "erase")
+STATUSES = ("awaiting_approval", "in_progress", "completed", "partially_completed", "failed", "rejected")
+FINISHED = ("completed", "rejected")            # never overdue, nothing left to do
+ROW_STATUSES = ("waiting", "pending", "done", "failed", "silent")
+SYSTEM_ACTOR = {"id": "gdpr-worker", "tenant": None, "kind": "system"}
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,59}$")
+MAX_EXTENSION_MONTHS = 2
+
+
+# --- time -------------------------------------------------------------------------------------
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time stored here is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    value = aware(value)
+    return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
+
+
+def add_months(value: datetime, months: int) -> datetime:
+    """The same day ``months`` calendar months later, or that month's last day (31 Jan + 1 = 28/29 Feb)."""
+    years, month_index = divmod(value.month - 1 + months, 12)
+    year, month = value.year + years, month_index + 1
+    return value.replace(year=year, month=month, day=min(value.day, calendar.monthrange(year, month)[1]))
+
+
+def due_at(received: datetime, extension_months: int = 0) -> datetime:
+    """GDPR art. 12(3): one month after receipt, extendable by up to two further months.
+
+    Counted from the receipt each time, so 31 January + 1 + 2 months is 30 April, not 28 April.
+    """
+    return add_months(received, 1 + extension_months)
+
+
+# --- identifiers ------------------------------------------------------------------------------
+
+def normalise_subject(subject: dict[str, Any]) -> dict[str, str]:
+    """Normalised identifiers; ``Invalid`` names the field, never the value."""
+    out: dict[str, str] = {}
+    problems: list[dict[str, str]] = []
+    normalisers = {"email": normalise_email, "phone": normalise_phone, "personnummer": normalise_personnummer}
+    for kind in IDENTIFIERS:
+        value = subject.get(kind)
+        if value is None:
+            continue
+        field = f"subject.{kind}"
+        try:
+            if kind == "username":
+                text = str(value).strip()
+                if not text:
+                    raise Invalid("username is empty", errors=[{"field": field, "message": "must not be empty"}])
+                out[kind] = text
+            else:
+                out[kind] = normalisers[kind](value, field=field)
+        except Invalid as exc:
+            problems.extend(exc.errors or [{"field": field, "message": "is not valid"}])
+    if problems:
+        raise Invalid(f"the subject has {len(problems)} invalid identifier(s)", errors=problems)
+    if not out:
+        raise Invalid("give at least one identifier of the subject",
+                      errors=[{"field": "subject", "message": "needs at least one identifier"}])
+    return out
+
+
+class IdentifierHasher:
+    """Keyed hashes of identifiers for the manifest: the package says whom it is about without saying it.
+
+    HMAC-SHA256 with a key derived (HKDF) from the keyring's index key, over
+    ``"<kind>:<normalised value>"``; whoever holds the keyring can check a package against an
+    identifier, nobody else can reverse or confirm it.
+    """
+
+    INFO = b"recept.gdpr.manifest-identifier.v1"
+
+    def __init__(self, index_key: bytes) -> None:
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=self.INFO).derive(index_key)
+
+    def __call__(self, kind: str, value: str) -> str:
+        return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+# --- wire validation --------------------------------------------------------------------------
+
+_ANNOUNCEMENT = Draft202012Validator({
+    "type": "object",
+    "required": ["service", "inventory", "counts"],
+    "properties": {
+        "service": {"type": "string", "pattern": SERVICE_NAME.pattern},
+        "phase": {"enum": ["resolve", "trail"]},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+        "inventory": {"type": "object", "required": ["service", "categories"], "properties": {
+            "service": {"type": "string"},
+            "categories": {"type": "array", "items": {"type": "object", "required": ["kind", "fields"]}},
+        }},
+    },
+})
+
+_REPLY = Draft202012Validator({
+    "type": "object",
+    "required": ["request_id", "command_id", "service", "action", "phase", "status"],
+    "properties": {
+        "request_id": {"type": "string", "maxLength": 36},
+        "command_id": {"type": "string", "maxLength": 36},
+        "service": {"type": "string", "pattern": SERVICE_NAME.pattern},
+        "action": {"enum": list(TYPES)},
+        "phase": {"enum": ["resolve", "trail"]},
+        "status": {"enum": ["done", "failed"]},
+        "references": {"type": ["array", "null"], "items": {"type": "string", "maxLength": 200}},
+        "export": {"type": ["object", "null"], "additionalProperties": {"type": "array"}},
+        "erasure": {"type": ["array", "null"], "items": {
+            "type": "object", "required": ["kind", "action", "count"],
+            "properties": {"kind": {"type": "string", "maxLength": 100}, "action": {"enum": list(ACTIONS)},
+                           "count": {"type": "integer", "minimum": 0},
+                           "legal_basis": {"type": ["string", "null"], "maxLength": 500},
+                           "retain_until": {"type": ["string", "null"], "maxLength": 40}}}},
+        "error": {"type": ["string", "null"]},
+    },
+})
+
+
+def _valid(validator: Draft202012Validator, message: Any) -> bool:
+    return isinstance(message, dict) and validator.is_valid(message)
+
+
+# --- the coordinator --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Policy:
+    """The service-specific settings, read once from the runtime's config."""
+
+    reply_timeout: float
+    max_attempts: int
+    max_backoff: float
+    participant_ttl: float
+    export_retention: float
+    identifier_retention: float
+    export_approval: tuple[str, ...]
+    vendor_tenants: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, config) -> "Policy":
+        return cls(
+            reply_timeout=float(config["REPLY_TIMEOUT"]), max_attempts=int(config["MAX_ATTEMPTS"]),
+            max_backoff=float(config["MAX_BACKOFF"]), participant_ttl=float(config["PARTICIPANT_TTL"]),
+            export_retention=float(config["EXPORT_RETENTION"]),
+            identifier_retention=float(config["IDENTIFIER_RETENTION"]),
+            export_approval=tuple(config["EXPORT_APPROVAL"] or ()),
+            vendor_tenants=tuple(config["VENDOR_TENANTS"] or ()),
+        )
+
+    def backoff(self, attempts: int) -> timedelta:
+        """How long to wait for an answer to the ``attempts``-th send (doubling, capped)."""
+        return timedelta(seconds=min(self.max_backoff, self.reply_timeout * 2 ** max(0, attempts - 1)))
+
+    def export_needs_approval(self, tenant: str) -> bool:
+        return "*" in self.export_approval or tenant in self.export_approval
+
+
+def request_subject(request_id: str) -> str:
+    return f"gdpr:request:{request_id}"
+
+
+def export_subject(request_id: str) -> str:
+    return f"gdpr:export:{request_id}"
+
+
+class Coordinator:
+    """Every rule about data-subject requests, for one service runtime."""
+
+    def __init__(self, runtime) -> None:
+        self.rt = runtime
+        self.policy = Policy.from_config(runtime.config)
+        self.hash_identifier = IdentifierHasher(runtime.keyring.index_key)
+
+    # -- access ---------------------------------------------------------------------------------
+
+    def scope(self, principal: Principal) -> str | None:
+        """None: every tenant (vendor staff); otherwise the one tenant the caller may see."""
+        if principal.tenant in self.policy.vendor_tenants:
+            return None
+        return principal.tenant or ""
+
+    def _visible(self, principal: Principal, tenant: str) -> None:
+        scope = self.scope(principal)
+        if scope is not None and scope != tenant:
+            raise NotFound("no such request")
+
+    # -- opening and deciding -------------------------------------------------------------------
+
+    def open(self, s: Session, principal: Principal, *, type_: str, tenant: str, subject: dict[str, Any],
+             reason: str | None, now: datetime | None = None) -> dict[str, Any]:
+        now = now or utcnow()
+        scope = self.scope(principal)
+        if scope is not None and scope != tenant:
+            raise NotFound("no such tenant")
+        identifiers = normalise_subject(subject)
+        request_id = str(uuid.uuid4())
+        vault, vs = self.rt.vault, request_subject(request_id)
+        needs_approval = type_ == "erase" or self.policy.export_needs_approval(tenant)
+        s.execute(requests.insert().values(
+            id=request_id, type=type_, tenant=tenant, status="awaiting_approval", phase=None,
+            identifier_kinds=",".join(identifiers),
+            subject=vault.encrypt(s, vs, "requests", "subject", request_id, json.dumps(identifiers)),
+            reason=vault.encrypt(s, vs, "requests", "reason", request_id, reason) if reason else None,
+            requested_by=principal.user_id, created_at=now, due_at=due_at(now), extension_months=0,
+            updated_at=now,
+        ))
+        self._emit(s, ev.REQUEST_RECEIVED, request_id, tenant, principal.actor, {
+            "request_id": request_id, "type": type_, "identifier_kinds": list(identifiers),
+            "due_at": rfc3339(due_at(now)), "needs_approval": needs_approval})
+        if not needs_approval:
+            self._set(s, request_id, status="in_progress", decided_at=now, updated_at=now)
+            self._emit(s, ev.REQUEST_APPROVED, request_id, tenant, principal.actor,
+                       {"request_id": request_id, "type": type_, "automatic": True})
+            self._dispatch(s, self._lock(s, request_id), principal.actor, now)
+        return self._summary(self._lock(s, request_id))
+
+    def approve(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
+        now = now or utcnow()
+        req = self._get(s, principal, request_id)
+        if req.status != "awaiting_approval":
+            raise Conflict(f"the request is {req.status}; only a request awaiting approval can be approved")
+        if req.requested_by == principal.user_id:
+            # Four eyes: an erasure cannot be undone, so whoever asked for it cannot also release it.
+            raise AccessDenied("a request must be approved by a compliance officer other than its requester")
+        self._set(s, request_id, status="in_progress", decided_by=principal.user_id, decided_at=now, updated_at=now)
+        self._emit(s, ev.REQUEST_APPROVED, request_id, req.tenant, principal.actor,
+                   {"request_id": request_id, "type": req.type, "automatic": False})
+        self._dispatch(s, self._lock(s, request_id), principal.actor, now)
+        return self.view(s, principal, request_id)
+
+    def reject(self, s: Session, principal: Principal, request_id: str, reason: str | None,
+               now: datetime | None = None) -> dict:
+        now = now or utcnow()
+        req = self._get(s, principal, request_id)
+        if req.status != "awaiting_approval":
+            raise Conflict(f"the request is {req.status}; only a request awaiting approval can be rejected")
+        encrypted = (self.rt.vault.encrypt(s, request_subject(request_id), "requests", "rejection_reason",
+                                           request_id, reason) if reason else None)
+        self._set(s, request_id, status="rejected", decided_by=principal.user_id, decided_at=now,
+                  rejection_reason=encrypted, finished_at=now, updated_at=now)
+        self._emit(s, ev.REQUEST_REJECTED, request_id, req.tenant, principal.actor,
+                   {"request_id": request_id, "type": req.type})
+        return self.view(s, principal, request_id)
+
+    def extend(self, s: Session, principal: Principal, request_id: str, months: int, reason: str,
+               now: datetime | None = None) -> dict:
+        now = now or utcnow()
+        req = self._get(s, principal, request_id)
+        if req.status in FINISHED:
+            raise Conflict(f"the request is {req.status}; its deadline no longer runs")
+        total = req.extension_months + months
+        if total > MAX_EXTENSION_MONTHS:
+            raise Conflict(f"the deadline can be extended by at most {MAX_EXTENSION_MONTHS} months in all "
+                           f"({req.extension_months} already used)")
+        created = aware(req.created_at)
+        if now > due_at(created):
+            # Art. 12(3): the subject must be told of an extension within one month of receipt.
+            raise Conflict("an extension must be decided within one month of receipt")
+        new_due = due_at(created, total)
+        self._set(s, request_id, extension_months=total, due_at=new_due, extended_by=principal.user_id,
+                  extended_at=now, updated_at=now,
+                  extension_reason=self.rt.vault.encrypt(s, request_subject(request_id), "requests",
+                                                         "extension_reason", request_id, reason))
+        self._emit(s, ev.REQUEST_EXTENDED, request_id, req.tenant, principal.actor,
+                   {"request_id": request_id, "months": months, "due_at": rfc3339(new_due)})
+        return self.view(s, principal, request_id)
+
+    def retry(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
+        """Re-send to the services that failed or stayed silent, and only to them."""
+        now = now or utcnow()
+        req = self._get(s, principal, request_id)
+        if req.status not in ("partially_completed", "failed"):
+            raise Conflict(f"the request is {req.status}; only a partially completed or failed request "
+                           "can be retried")
+        if req.identifiers_shredded_at is not None:
+            raise Gone("the subject's identifiers of this request have been erased; open a new request")
+        rows = self._rows(s, request_id)
+        retried = [r for r in rows if r.status in ("failed", "silent")]
+        if not rows:
+            # Nobody was known at dispatch time: dispatch again to whoever is known now.
+            self._set(s, request_id, status="in_progress", finished_at=None, updated_at=now)
+            self._emit(s, ev.REQUEST_RETRIED, request_id, req.tenant, principal.actor,
+                       {"request_id": request_id, "type": req.type, "services": []})
+            self._dispatch(s, self._lock(s, request_id), principal.actor, now, retry=True)
+            return self.view(s, principal, request_id)
+        if not retried:
+            raise Conflict("no service failed or stayed silent; nothing to retry")
+        self._set(s, request_id, status="in_progress", finished_at=None, updated_at=now)
+        self._emit(s, ev.REQUEST_RETRIED, request_id, req.tenant, principal.actor,
+                   {"request_id": request_id, "type": req.type, "services": [r.service for r in retried]})
+        identifiers = self._identifiers(s, request_id)
+        references = self._references(rows)
+        by_phase: dict[str, list[str]] = {}
+        for row in retried:
+            # A failed answer consumed its command id at the service (its inbox remembers it), so a
+            # retry needs a new one; a silent service gets the same id again so it acts at most once.
+            self._send(s, req, row.service, row.phase, identifiers, references, now,
+                       command_id=str(uuid.uuid4()) if row.status == "failed" else row.command_id, attempts=1)
+            by_phase.setdefault(row.phase, []).append(row.service)
+        for phase, services in by_phase.items():
+            self._emit(s, ev.REQUEST_DISPATCHED, request_id, req.tenant, principal.actor,
+                       {"request_id": request_id, "type": req.type, "phase": phase, "services": services,
+                        "retry": True})
+        return self.view(s, principal, request_id)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def view(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
+        req = self._get(s, principal, request_id)
+        return self._describe(s, req, now or utcnow())
+
+    def list(self, s: Session, principal: Principal, *, status: str | None = None, type_: str | None = None,
+             tenant: str | None = None, overdue: bool | None = None, limit: int = 100, offset: int = 0,
+             now: datetime | None = None) -> dict:
+        now = now or utcnow()
+        query = select(requests)
+        scope = self.scope(principal)
+        if scope is not None:
+            if tenant is not None and tenant != scope:
+                return {"items": [], "limit": limit, "offset": offset}
+            query = query.where(requests.c.tenant == scope)
+        elif tenant is not None:
+            query = query.where(requests.c.tenant == tenant)
+        if status is not None:
+            query = query.where(requests.c.status == status)
+        if type_ is not None:
+            query = query.where(requests.c.type == type_)
+        open_ = requests.c.status.not_in(FINISHED)
+        if overdue is True:
+            query = query.where(requests.c.due_at < now, open_)
+        elif overdue is False:
+            query = query.where(or_(requests.c.due_at >= now, ~open_))
+        rows = s.execute(query.order_by(requests.c.created_at.desc(), requests.c.id)
+                         .limit(limit).offset(offset)).all()
+        return {"items": [self._summary(r, now) for r in rows], "limit": limit, "offset": offset}
+
+    def export_package(self, s: Session, principal: Principal, request_id: str,
+                       now: datetime | None = None) -> tuple[bytes, str]:
+        now = now or utcnow()
+        req = self._get(s, principal, request_id)
+        if req.type != "export":
+            raise NotFound("an erasure request has no export package")
+        pkg = s.execute(select(export_packages).where(export_packages.c.request_id == request_id)).first()
+        if pkg is None:
+            raise Conflict(f"the export is {req.status}; the package exists once every service has answered")
+        if pkg.package is None or aware(pkg.expires_at) <= now:
+            raise Gone("the export package has expired and was deleted")
+        data = self.rt.vault.decrypt(s, "export_packages", "package", request_id, pkg.package)
+        if data is ERASED or data is None:
+            raise Gone("the export package has expired and was deleted")
+        s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
+                  .values(downloads=export_packages.c.downloads + 1))
+        self._emit(s, ev.EXPORT_DOWNLOADED, request_id, req.tenant, principal.actor,
+                   {"request_id": request_id, "sha256": pkg.sha256, "size": pkg.size})
+        return bytes(data), f"recept-export-{request_id}.zip"
+
+    # -- the bus side ---------------------------------------------------------------------------
+
+    def on_announce(self, s: Session, message: dict[str, Any], now: datetime | None = None) -> None:
+        """Remember a participating service, its phase and its inventory (gdpr.announce.<service>)."""
+        now = now or utcnow()
+        if not _valid(_ANNOUNCEMENT, message) or message["inventory"]["service"] != message["service"]:
+            log.warning("ignoring a malformed announcement")
+            return
+        values = {"phase": message.get("phase") or "resolve", "inventory": message["inventory"],
+                  "counts": message["counts"], "last_seen": now}
+        service = message["service"]
+        found = s.execute(select(participants.c.service).where(participants.c.service == service)
+                          .with_for_update()).first()
+        if found is None:
+            s.execute(participants.insert().values(service=service, first_seen=now, **values))
+        else:
+            s.execute(update(participants).where(participants.c.service == service).values(**values))
+
+    def on_reply(self, s: Session, message: dict[str, Any], now: datetime | None = None) -> None:
+        """Record one service's answer; a duplicate, stale or unexpected answer changes nothing."""
+        now = now or utcnow()
+        if not _valid(_REPLY, message):
+            log.warning("ignoring a malformed reply")
+            return
+        request_id, service = message["request_id"], message["service"]
+        req = self._lock(s, request_id)
+        if req is None or req.type != message["action"]:
+            log.info("ignoring a reply for an unknown request")
+            return
+        row = s.execute(select(request_services).where(request_services.c.request_id == request_id,
+                                                       request_services.c.service == service)).first()
+        if (row is None or row.phase != message["phase"] or row.command_id != message["command_id"]
+                or row.status not in ("pending", "silent")):
+            # Not expected, or already answered: at-least-once delivery means duplicates are normal.
+            log.info("ignoring a duplicate or unexpected reply from %s", service)
+            return
+        references = list(dict.fromkeys(message.get("references") or []))
+        values: dict[str, Any] = {"replied_at": now, "next_attempt_at": None}
+        records = 0
+        if message["status"] == "done":
+            values.update(status="done", error=None, refs=references)
+            if req.type == "export":
+                export = message.get("export") or {}
+                counts = {kind: len(items) for kind, items in export.items()}
+                records = sum(counts.values())
+                values["result"] = {"records": counts}
+                values["export"] = self.rt.vault.encrypt(
+                    s, export_subject(request_id), "request_services", "export", f"{request_id}:{service}",
+                    json.dumps(export, ensure_ascii=False, default=str))
+            else:
+                items = [{k: item[k] for k in ("kind", "action", "count", "legal_basis", "retain_until")
+                          if item.get(k) is not None} for item in (message.get("erasure") or [])]
+                records = sum(item["count"] for item in items)
+                values["result"] = {"erasure": items}
+        else:
+            # Participants promise errors without personal data; the length cap is belt and braces.
+            values.update(status="failed", error=str(message.get("error") or "failed")[:200])
+        s.execute(update(request_services).where(request_services.c.request_id == request_id,
+                                                 request_services.c.service == service).values(**values))
+        self._emit(s, ev.SERVICE_REPLIED, request_id, req.tenant, SYSTEM_ACTOR, {
+            "request_id": request_id, "type": req.type, "service": service, "phase": row.phase,
+            "status": message["status"], "references": len(references), "records": records})
+        self._advance(s, self._lock(s, request_id), now)
+
+    def sweep(self, now: datetime | None = None) -> dict[str, int]:
+        """One round of the background loop: re-send overdue commands, give up on silent services,
+        delete expired export packages and shred old identifiers.  Returns what it did."""
+        now = now or utcnow()
+        done = {"resent": 0, "silent": 0, "packages_deleted": 0, "identifiers_shredded": 0}
+        with self.rt.db.transaction() as s:
+            due = s.execute(select(request_services.c.request_id).where(
+                request_services.c.status == "pending", request_services.c.next_attempt_at <= now)
+                .distinct().limit(200)).scalars().all()
+        for request_id in due:
+            with self.rt.db.transaction() as s:
+                resent, silent = self._timeouts(s, request_id, now)
+                done["resent"] += resent
+                done["silent"] += silent
+        done["packages_deleted"] = self._expire_exports(now)
+        done["identifiers_shredded"] = self._shred_identifiers(now)
+        return done
+
+    def sweep_loop(self, stop: threading.Event, interval: float) -> None:
+        while not stop.is_set():
+            try:
+                self.sweep()
+            except Exception as exc:  # noqa: BLE001 - the loop outlives a database or broker outage
+                log.warning("sweep failed (%s); trying again", type(exc).__name__)
+            stop.wait(interval)
+
+    # -- inventory ------------------------------------------------------------------------------
+
+    def inventory(self, s: Session, now: datetime | None = None) -> dict[str, Any]:
+        now = now or utcnow()
+        stale_before = now - timedelta(seconds=self.policy.participant_ttl)
+        services = []
+        for row in s.execute(select(participants).order_by(participants.c.service)):
+            services.append(_inventory_entry(row.service, row.phase, row.inventory, row.counts,
+                                             rfc3339(row.last_seen), aware(row.last_seen) < stale_before))
+        services.append(_inventory_entry("gdpr", "coordinator", privacy.INVENTORY.as_dict(),
+                                         privacy.counts(s), rfc3339(now), False))
+        return {"generated_at": rfc3339(now), "services": services}
+
+    @staticmethod
+    def inventory_csv(document: dict[str, Any]) -> str:
+        """One row per field of every category: the art. 30 record as a spreadsheet."""
+        columns = ["service", "role_in_requests", "last_seen", "stale", "kind", "data_subjects", "field",
+                   "description", "personal", "special_category", "encrypted", "blind_indexed", "purposes",
+                   "legal_basis", "role", "controller", "retention", "recipients", "storage", "erasure", "count"]
+        out = io.StringIO(newline="")
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(columns)
+        for service in document["services"]:
+            for category in service["categories"]:
+                for field in category["fields"]:
+                    writer.writerow([
+                        service["service"], service["phase"], service["last_seen"], service["stale"],
+                        category["kind"], category.get("data_subjects", ""), field.get("name", ""),
+                        field.get("description", ""), field.get("personal", True), field.get("special", False),
+                        field.get("encrypted", False), field.get("blind_indexed", False),
+                        "; ".join(category.get("purposes") or []), category.get("legal_basis", ""),
+                        category.get("role", ""), category.get("controller", ""), category.get("retention", ""),
+                        "; ".join(category.get("recipients") or []), category.get("storage", ""),
+                        category.get("erasure", ""), category.get("count", ""),
+                    ])
+        return out.getvalue()
+
+    # -- internals: fan-out ---------------------------------------------------------------------
+
+    def _known_participants(self, s: Session, now: datetime) -> list:
+        since = now - timedelta(seconds=self.policy.participant_ttl)
+        return s.execute(select(participants.c.service, participants.c.phase)
+                         .where(participants.c.last_seen >= since).order_by(participants.c.service)).all()
+
+    def _dispatch(self, s: Session, req, actor: dict, now: datetime, retry: bool = False) -> None:
+        """Record whom the request waits for (the services known now) and send phase one."""
+        known = self._known_participants(s, now)
+        self._set(s, req.id, dispatched_at=now, updated_at=now)
+        for p in known:
+            s.execute(request_services.insert().values(
+                request_id=req.id, service=p.service, phase="trail" if p.phase == "trail" else "resolve",
+                status="waiting", attempts=0, sends=0))
+        resolve = [p.service for p in known if p.phase != "trail"]
+        if resolve:
+            identifiers = self._identifiers(s, req.id)
+            for service in resolve:
+                self._send(s, req, service, "resolve", identifiers, [], now, command_id=str(uuid.uuid4()),
+                           attempts=1)
+            self._set(s, req.id, phase="resolve")
+            self._emit(s, ev.REQUEST_DISPATCHED, req.id, req.tenant, actor, {
+                "request_id": req.id, "type": req.type, "phase": "resolve", "services": resolve, "retry": retry})
+        self._advance(s, self._lock(s, req.id), now)
+
+    def _send(self, s: Session, req, service: str, phase: str, identifiers: dict[str, str],
+              references: list[str], now: datetime, *, command_id: str, attempts: int) -> None:
+        body = {
+            "request_id": req.id, "command_id": command_id, "action": req.type, "phase": phase,
+            "tenant": req.tenant,
+            # Phase two acts on references only: the audit trail never needs the identifiers.
+            "subject": identifiers if phase == "resolve" else {},
+            "references": references if phase == "trail" else [],
+            "at": rfc3339(now),
+        }
+        outbox = self.rt.tables.outbox
+        queued = s.execute(select(outbox.c.id).where(outbox.c.message_id == command_id,
+                                                     outbox.c.sent_at.is_(None))).first()
+        if queued is None:
+            # Transient: the row (which carries the identifiers) is deleted once the broker confirms it.
+            # The same message id on a re-send lets the service's inbox drop the copy it already handled.
+            self.rt.outbox.send(s, GDPR, f"gdpr.command.{service}", body, message_id=command_id, transient=True)
+        s.execute(update(request_services).where(request_services.c.request_id == req.id,
+                                                 request_services.c.service == service).values(
+            status="pending", command_id=command_id, attempts=attempts, sends=request_services.c.sends + 1,
+            sent_at=now, next_attempt_at=now + self.policy.backoff(attempts), error=None))
+
+    def _timeouts(self, s: Session, request_id: str, now: datetime) -> tuple[int, int]:
+        req = self._lock(s, request_id)
+        if req is None:
+            return 0, 0
+        resent = silent = 0
+        rows = [r for r in self._rows(s, request_id)
+                if r.status == "pending" and aware(r.next_attempt_at) <= now]
+        if not rows:
+            return 0, 0
+        identifiers = self._identifiers(s, request_id) if any(r.phase == "resolve" for r in rows) else {}
+        references = self._references(self._rows(s, request_id))
+        for row in rows:
+            if row.attempts < self.policy.max_attempts:
+                self._send(s, req, row.service, row.phase, identifiers, references, now,
+                           command_id=row.command_id, attempts=row.attempts + 1)
+                resent += 1
+            else:
+                s.execute(update(request_services).where(request_services.c.request_id == request_id,
+                                                         request_services.c.service == row.service)
+                          .values(status="silent", next_attempt_at=None))
+                silent += 1
+        if silent:
+            self._advance(s, self._lock(s, request_id), now)
+        return resent, silent
+
+    def _advance(self, s: Session, req, now: datetime) -> None:
+        """Move the request on after its ledger changed: phase two, completion, or a visible stall."""
+        if req.status not in ("in_progress", "partially_completed", "failed"):
+            return
+        rows = self._rows(s, req.id)
+        resolve = [r for r in rows if r.phase == "resolve"]
+        waiting_trail = [r for r in rows if r.phase == "trail" and r.status == "waiting"]
+        if waiting_trail and all(r.status == "done" for r in resolve):
+            references = self._references(rows)
+            for row in waiting_trail:
+                self._send(s, req, row.service, "trail", {}, references, now, command_id=str(uuid.uuid4()),
+                           attempts=1)
+            self._set(s, req.id, phase="trail")
+            self._emit(s, ev.REQUEST_DISPATCHED, req.id, req.tenant, SYSTEM_ACTOR, {
+                "request_id": req.id, "type": req.type, "phase": "trail",
+                "services": [r.service for r in waiting_trail], "retry": False})
+            rows = self._rows(s, req.id)
+        if any(r.status == "pending" for r in rows):
+            if req.status != "in_progress":
+                self._set(s, req.id, status="in_progress", finished_at=None, updated_at=now)
+            return
+        confirmed = [r.service for r in rows if r.status == "done"]
+        if rows and len(confirmed) == len(rows):
+            if req.type == "export":
+                self._build_package(s, req, rows, now)
+            self._set(s, req.id, status="completed", phase=None, finished_at=now, updated_at=now)
+            self._emit(s, ev.REQUEST_COMPLETED, req.id, req.tenant, SYSTEM_ACTOR,
+                       {"request_id": req.id, "type": req.type, "services": confirmed})
+            return
+        status = "partially_completed" if confirmed else "failed"
+        if req.status != status or req.finished_at is None:
+            self._set(s, req.id, status=status, finished_at=now, updated_at=now)
+            self._emit(s, ev.REQUEST_STALLED, req.id, req.tenant, SYSTEM_ACTOR, {
+                "request_id": req.id, "type": req.type, "status": status, "confirmed": confirmed,
+                "missing": [r.service for r in rows if r.status != "done"]})
+
+    def _build_package(self, s: Session, req, rows, now: datetime) -> None:
+        vault = self.rt.vault
+        parts: dict[str, dict[str, list]] = {}
+        for row in rows:
+            if row.export is None:
+                continue
+            text = vault.decrypt(s, "request_services", "export", f"{req.id}:{row.service}", row.export)
+            parts[row.service] = json.loads(text) if isinstance(text, str) else {}
+        identifiers = self._identifiers(s, req.id)
+        hashes_ = [{"kind": kind, "hmac_sha256": self.hash_identifier(kind, value)}
+                   for kind, value in identifiers.items()]
+        inventories = {r.service: r.inventory for r in s.execute(
+            select(participants.c.service, participants.c.inventory)
+            .where(participants.c.service.in_([row.service for row in rows])))}
+        data, _manifest = packaging.build(
+            request_id=req.id, tenant=req.tenant, generated_at=rfc3339(now), subject_hashes=hashes_, parts=parts,
+            services=[{"service": r.service, "phase": r.phase} for r in rows], inventories=inventories)
+        s.execute(export_packages.insert().values(
+            request_id=req.id, package=vault.encrypt(s, export_subject(req.id), "export_packages", "package",
+                                                     req.id, data),
+            sha256=hashlib.sha256(data).hexdigest(), size=len(data), created_at=now,
+            expires_at=now + timedelta(seconds=self.policy.export_retention), downloads=0))
+        # The parts now live only inside the package.
+        s.execute(update(request_services).where(request_services.c.request_id == req.id).values(export=None))
+
+    def _expire_exports(self, now: datetime) -> int:
+        cutoff = now - timedelta(seconds=self.policy.export_retention)
+        with self.rt.db.transaction() as s:
+            expired = set(s.scalars(select(export_packages.c.request_id).where(
+                export_packages.c.package.is_not(None), export_packages.c.expires_at <= now)))
+            # Parts of an export that never completed expire on the same clock as a package would.
+            expired |= set(s.scalars(select(request_services.c.request_id).join(
+                requests, requests.c.id == request_services.c.request_id).where(
+                request_services.c.export.is_not(None), requests.c.status.in_(("partially_completed", "failed")),
+                requests.c.updated_at <= cutoff)))
+        for request_id in expired:
+            with self.rt.db.transaction() as s:
+                req = self._lock(s, request_id)
+                self.rt.vault.shred(s, export_subject(request_id))
+                s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
+                          .values(package=None, deleted_at=now))
+                s.execute(update(request_services).where(request_services.c.request_id == request_id)
+                          .values(export=None))
+                self._emit(s, ev.EXPORT_DELETED, request_id, req.tenant, SYSTEM_ACTOR,
+                           {"request_id": request_id, "reason": "expired"})
+        return len(expired)
+
+    def _shred_identifiers(self, now: datetime) -> int:
+        cutoff = now - timedelta(seconds=self.policy.identifier_retention)
+        with self.rt.db.transaction() as s:
+            ids = list(s.scalars(select(requests.c.id).where(
+                requests.c.status.in_(FINISHED), requests.c.finished_at <= cutoff,
+                requests.c.identifiers_shredded_at.is_(None)).limit(500)))
+            for request_id in ids:
+                req = self._lock(s, request_id)
+                self.rt.vault.shred(s, request_subject(request_id))
+                self._set(s, request_id, identifiers_shredded_at=now)
+                self._emit(s, ev.IDENTIFIERS_SHREDDED, request_id, req.tenant, SYSTEM_ACTOR,
+                           {"request_id": request_id})
+        return len(ids)
+
+    # -- internals: rows and views --------------------------------------------------------------
+
+    def _lock(self, s: Session, request_id: str):
+        """The request row, locked for this transaction (PostgreSQL; SQLite serialises writers anyway)."""
+        return s.execute(select(requests).where(requests.c.id == request_id).with_for_update()).first()
+
+    def _get(self, s: Session, principal: Principal, request_id: str):
+        try:
+            uuid.UUID(request_id)
+        except ValueError:
+            raise NotFound("no such request") from None
+        req = self._lock(s, request_id)
+        if req is None:
+            raise NotFound("no such request")
+        self._visible(principal, req.tenant)
+        return req
+
+    def _rows(self, s: Session, request_id: str) -> list:
+        return s.execute(select(request_services).where(request_services.c.request_id == request_id)
+                         .order_by(request_services.c.phase, request_services.c.service)).all()
+
+    @staticmethod
+    def _references(rows: Iterable) -> list[str]:
+        refs: list[str] = []
+        for row in rows:
+            if row.phase == "resolve" and row.status == "done":
+                refs.extend(row.refs or [])
+        return list(dict.fromkeys(refs))
+
+    def _identifiers(self, s: Session, request_id: str) -> dict[str, str]:
+        blob = s.scalar(select(requests.c.subject).where(requests.c.id == request_id))
+        text = self.rt.vault.decrypt(s, "requests", "subject", request_id, blob)
+        if not isinstance(text, str):
+            raise Gone("the subject's identifiers of this request have been erased")
+        return json.loads(text)
+
+    def _set(self, s: Session, request_id: str, **values) -> None:
+        s.execute(update(requests).where(requests.c.id == request_id).values(**values))
+
+    def _emit(self, s: Session, event_type, request_id: str, tenant: str, actor: dict, data: dict) -> None:
+        self.rt.outbox.emit(s, event_type, data=data, actor=actor, tenant=tenant,
+                            subject=request_subject(request_id), resource={"type": "gdpr_request", "id": request_id})
+
+    def _decrypt_text(self, s: Session, column: str, request_id: str, blob) -> str | None:
+        if blob is None:
+            return None
+        value = self.rt.vault.decrypt(s, "requests", column, request_id, blob)
+        return "[erased]" if value is ERASED else value
+
+    def _summary(self, req, now: datetime | None = None) -> dict[str, Any]:
+        now = now or utcnow()
+        base = f"/api/v1/requests/{req.id}"
+        links = {"self": base}
+        if req.status == "awaiting_approval":
+            links.update(approve=base + "/approve", reject=base + "/reject")
+        if req.status in ("partially_completed", "failed"):
+            links["retry"] = base + "/retry"
+        if req.status not in FINISHED:
+            links["extend"] = base + "/extend"
+        if req.type == "export" and req.status == "completed":
+            links["export"] = base + "/export"
+        return {
+            "id": req.id, "type": req.type, "status": req.status, "tenant": req.tenant,
+            "created_at": rfc3339(req.created_at), "due_at": rfc3339(req.due_at),
+            "overdue": req.status not in FINISHED and aware(req.due_at) < now,
+            "links": links,
+        }
+
+    def _describe(self, s: Session, req, now: datetime) -> dict[str, Any]:
+        out = self._summary(req, now)
+        out.update({
+            "identifier_kinds": [k for k in req.identifier_kinds.split(",") if k],
+            "identifiers_erased": req.identifiers_shredded_at is not None,
+            "reason": self._decrypt_text(s, "reason", req.id, req.reason),
+            "requested_by": req.requested_by,
+            "decided_by": req.decided_by, "decided_at": rfc3339(req.decided_at),
+            "rejection_reason": self._decrypt_text(s, "rejection_reason", req.id, req.rejection_reason),
+            "extension": None if not req.extension_months else {
+                "months": req.extension_months, "original_due_at": rfc3339(due_at(aware(req.created_at))),
+                "reason": self._decrypt_text(s, "extension_reason", req.id, req.extension_reason),
+                "extended_by": req.extended_by, "extended_at": rfc3339(req.extended_at)},
+            "phase": req.phase,
+            "dispatched_at": rfc3339(req.dispatched_at), "finished_at": rfc3339(req.finished_at),
+            "services": [self._describe_row(row) for row in self._rows(s, req.id)],
+        })
+        if req.type == "export":
+            pkg = s.execute(select(export_packages.c.sha256, export_packages.c.size, export_packages.c.created_at,
+                                   export_packages.c.expires_at, export_packages.c.deleted_at,
+                                   export_packages.c.downloads)
+                            .where(export_packages.c.request_id == req.id)).first()
+            out["export"] = None if pkg is None else {
+                "available": pkg.deleted_at is None and aware(pkg.expires_at) > now,
+                "sha256": pkg.sha256, "size": pkg.size, "created_at": rfc3339(pkg.created_at),
+                "expires_at": rfc3339(pkg.expires_at), "deleted_at": rfc3339(pkg.deleted_at),
+                "downloads": pkg.downloads}
+        return out
+
+    @staticmethod
+    def _describe_row(row) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "service": row.service, "phase": row.phase, "status": row.status, "attempts": row.sends,
+            "sent_at": rfc3339(row.sent_at), "replied_at": rfc3339(row.replied_at), "error": row.error,
+            "references": len(row.refs or []),
+        }
+        result = row.result or {}
+        if "records" in result:
+            entry["records"] = result["records"]
+        if "erasure" in result:
+            entry["erasure"] = result["erasure"]
+        return entry
+
+
+def _inventory_entry(service: str, phase: str, inventory: dict, counts: dict, last_seen: str | None,
+                     stale: bool) -> dict[str, Any]:
+    categories = []
+    for category in inventory.get("categories") or []:
+        fields = category.get("fields") or []
+        personal = [f for f in fields if f.get("personal", True)]
+        categories.append({
+            **category,
+            "personal_data": [f.get("name") for f in personal],
+            "special_categories": [f.get("name") for f in personal if f.get("special")],
+            "special_category": any(f.get("special") for f in personal),
+            "encrypted": all(f.get("encrypted") for f in personal) if personal else True,
+            "count": counts.get(category.get("kind")),
+        })
+    return {"service": service, "phase": phase, "last_seen": last_seen, "stale": stale, "categories": categories}
+

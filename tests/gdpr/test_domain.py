@@ -1,0 +1,78 @@
+"""Pure rules of the gdpr service: deadlines, identifiers, the export package format."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import zipfile
+from datetime import datetime, timezone
+
+import pytest
+
+from services.gdpr import package
+from services.gdpr.domain import IdentifierHasher, add_months, due_at, normalise_subject
+from shared.errors import Invalid
+
+
+def at(y: int, m: int, d: int) -> datetime:
+    return datetime(y, m, d, 9, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("received, due", [
+    (at(2025, 1, 31), at(2025, 2, 28)),     # no 31 February: the month's last day
+    (at(2024, 1, 31), at(2024, 2, 29)),     # leap year
+    (at(2024, 1, 30), at(2024, 2, 29)),
+    (at(2025, 3, 31), at(2025, 4, 30)),
+    (at(2025, 12, 15), at(2026, 1, 15)),    # across the year end
+    (at(2025, 2, 28), at(2025, 3, 28)),
+])
+def test_due_date_is_one_calendar_month_after_receipt(received, due):
+    """GDPR art. 12(3), as REQUIREMENTS.md expects: 31 January is due 28/29 February."""
+    assert due_at(received) == due
+
+
+def test_extended_deadline_counts_from_receipt_not_from_the_clamped_due_date():
+    """31 Jan + 1 + 2 months is 30 April (from 28 Feb it would wrongly be 28 April)."""
+    assert due_at(at(2025, 1, 31), 2) == at(2025, 4, 30)
+    assert due_at(at(2025, 1, 31), 1) == at(2025, 3, 31)
+    assert add_months(at(2025, 11, 30), 3) == at(2026, 2, 28)
+
+
+def test_subject_identifiers_are_normalised_and_problems_never_echo_the_value():
+    assert normalise_subject({"email": " A.B@Example.SE ", "phone": "070-123 45 67", "username": " anna "}) == {
+        "email": "a.b@example.se", "phone": "+46701234567", "username": "anna"}
+    with pytest.raises(Invalid) as info:
+        normalise_subject({"email": "not-an-address-secret", "personnummer": "19991301-1234"})
+    fields = {e["field"] for e in info.value.errors}
+    assert fields == {"subject.email", "subject.personnummer"}
+    assert "secret" not in json.dumps(info.value.errors) + info.value.detail
+    with pytest.raises(Invalid):
+        normalise_subject({})
+
+
+def test_identifier_hashes_are_keyed_and_stable():
+    one, other = IdentifierHasher(b"k" * 32), IdentifierHasher(b"j" * 32)
+    assert one("email", "a@b.se") == one("email", "a@b.se") != other("email", "a@b.se")
+    assert one("email", "a@b.se") != hashlib.sha256(b"email:a@b.se").hexdigest()
+
+
+def test_package_has_a_folder_per_service_json_and_csv_per_kind_and_a_checksummed_manifest():
+    """R1: readable by another vendor: JSON + CSV, manifest with SHA-256 and row counts, a summary."""
+    data, manifest = package.build(
+        request_id="r1", tenant="t1", generated_at="2025-01-01T00:00:00Z",
+        subject_hashes=[{"kind": "email", "hmac_sha256": "ab"}],
+        parts={"orders": {"individual": [{"name": "Å, \"quoted\"", "diets": ["gluten"]}], "order": []},
+               "../evil": {"../x": [1, 2]}},
+        services=[{"service": "orders", "phase": "resolve"}, {"service": "../evil", "phase": "resolve"}],
+        inventories={"orders": {"service": "orders", "categories": [{"kind": "individual"}]}})
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    names = set(archive.namelist())
+    assert {"orders/individual.json", "orders/individual.csv", "orders/order.json", "orders/order.csv",
+            "orders/inventory.json", "summary.txt", "manifest.json", "evil/x.json", "evil/x.csv"} == names
+    for entry in manifest["files"]:
+        assert hashlib.sha256(archive.read(entry["path"])).hexdigest() == entry["sha256"]
+    rows = list(csv.reader(io.StringIO(archive.read("orders/individual.csv").decode())))
+    assert rows == [["name", "diets"], ['Å, "quoted"', '["gluten"]']]
+    assert {f["path"]: f["rows"] for f in manifest["files"]}["orders/individual.json"] == 1
+    assert "orders: 1 record(s)" in archive.read("summary.txt").decode()

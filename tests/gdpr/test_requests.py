@@ -1,0 +1,398 @@
+"""The gdpr service's API and coordinator without a broker: approval, validation, tenants, deadlines,
+the reply ledger, timeouts, package expiry and the inventory (R1, R2, R3, R5), on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from services.gdpr import SPEC
+from services.gdpr.domain import due_at
+from services.gdpr.models import export_packages, requests
+from shared.bus import GDPR
+from shared.privacy import announcement, fields_of
+from tests.conftest import raw_dump
+from tests.gdpr.participants import make_fake
+from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, outbox_messages
+
+EMAIL = "karin.karlsson@example.se"
+
+
+class Gdpr:
+    def __init__(self, database_url: str, **settings) -> None:
+        self.url = database_url
+        self.mint = TokenMint()
+        self.rt = make_runtime(SPEC, database_url, mint=self.mint, **settings)
+        self.client = SPEC.create_app(runtime=self.rt).test_client()
+        self.coordinator = self.client.application.extensions["gdpr"]
+        self.officer, self.other_officer = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def headers(self, user: str | None = None, tenant: str = "vendor", roles=("compliance_officer",)) -> dict:
+        return self.mint.headers(sub=user or self.officer, tenant=tenant, roles=list(roles))
+
+    def open(self, type_: str = "erase", tenant: str = "t1", headers: dict | None = None, **extra):
+        body = {"type": type_, "tenant": tenant, "subject": {"email": EMAIL}, **extra}
+        return self.client.post("/api/v1/requests", json=body, headers=headers or self.headers())
+
+    def announce(self, *services: tuple[str, str], tmp_path) -> dict:
+        """Let the gdpr service hear announcements from real participant declarations."""
+        made = {}
+        for name, phase in services:
+            fake = make_fake(name, f"sqlite:///{tmp_path / (name + '.db')}", "memory://", phase=phase)
+            try:
+                with self.rt.db.transaction() as s:
+                    self.coordinator.on_announce(s, announcement(fake.runtime))
+                made[name] = fake.runtime.participant.inventory
+            finally:
+                fake.close()
+        return made
+
+    def commands(self) -> list[dict]:
+        """Commands in the outbox (no relay runs here, so they stay)."""
+        return outbox_messages(self.rt, GDPR)
+
+    def reply(self, command: dict, status: str = "done", **extra) -> None:
+        message = {"request_id": command["request_id"], "command_id": command["command_id"],
+                   "service": extra.pop("service", None) or "alpha", "action": command["action"],
+                   "phase": command["phase"], "status": status, "references": ["alpha:person:1"],
+                   "export": {"person": [{"email": EMAIL}]} if command["action"] == "export" else None,
+                   "erasure": [{"kind": "person", "action": "deleted", "count": 1}]
+                   if command["action"] == "erase" else None, "error": None if status == "done" else "boom",
+                   **extra}
+        with self.rt.db.transaction() as s:
+            self.coordinator.on_reply(s, message)
+
+    def view(self, request_id: str) -> dict:
+        return self.client.get(f"/api/v1/requests/{request_id}", headers=self.headers()).json
+
+
+@pytest.fixture
+def gdpr(database_url):
+    service = Gdpr(database_url)
+    yield service
+    service.rt.db.dispose()
+
+
+@pytest.fixture
+def gdpr_sqlite(tmp_path):
+    """For rules that do not depend on the database back end (keeps the suite fast)."""
+    service = Gdpr(f"sqlite:///{tmp_path / 'gdpr.db'}")
+    yield service
+    service.rt.db.dispose()
+
+
+def count_requests(gdpr: Gdpr) -> int:
+    with gdpr.rt.db.transaction() as s:
+        return s.scalar(select(func.count()).select_from(requests))
+
+
+def test_erase_waits_for_a_second_officer_and_its_requester_cannot_approve_it(gdpr, tmp_path):
+    """Four eyes on erasure: the requester gets 403, another compliance officer releases it."""
+    gdpr.announce(("alpha", "resolve"), tmp_path=tmp_path)
+    created = gdpr.open(reason="the subject asked by letter")
+    assert created.status_code == 202
+    body = created.json
+    assert set(body) >= {"id", "type", "status", "tenant", "created_at", "due_at", "links"}
+    assert body["status"] == "awaiting_approval" and created.headers["Location"] == body["links"]["self"]
+    request_id = body["id"]
+    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers()).status_code == 403
+    staff = gdpr.headers(user=gdpr.other_officer, roles=("staff",))
+    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=staff).status_code == 403
+    admin = gdpr.headers(user=gdpr.other_officer, roles=("vendor_admin",))
+    assert gdpr.client.get(f"/api/v1/requests/{request_id}", headers=admin).status_code == 200
+    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=admin).status_code == 403
+    assert gdpr.commands() == []                                   # nothing sent before approval
+    approved = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    assert approved.status_code == 200 and approved.json["status"] == "in_progress"
+    assert [c["phase"] for c in gdpr.commands()] == ["resolve"]
+    again = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    assert again.status_code == 409 and again.mimetype == "application/problem+json"
+    assert [e["type"] for e in events_of(gdpr.rt)][:3] == ["gdpr.request.received", "gdpr.request.approved",
+                                                           "gdpr.request.dispatched"]
+
+
+def test_a_request_can_be_rejected_and_then_never_runs(gdpr):
+    request_id = gdpr.open().json["id"]
+    rejected = gdpr.client.post(f"/api/v1/requests/{request_id}/reject", json={"reason": "identity not verified"},
+                                headers=gdpr.headers())
+    assert rejected.status_code == 200 and rejected.json["status"] == "rejected"
+    assert rejected.json["rejection_reason"] == "identity not verified"
+    later = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    assert later.status_code == 409 and gdpr.commands() == []
+
+
+def test_export_runs_at_once_unless_the_tenant_requires_approval(database_url, tmp_path):
+    service = Gdpr(database_url, EXPORT_APPROVAL=("strict",))
+    try:
+        service.announce(("alpha", "resolve"), tmp_path=tmp_path)
+        assert service.open("export").json["status"] == "in_progress"
+        assert service.open("export", tenant="strict").json["status"] == "awaiting_approval"
+        assert len(service.commands()) == 1
+    finally:
+        service.rt.db.dispose()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"type": "export", "tenant": "t1", "subject": {}}, "subject"),
+    ({"type": "export", "tenant": "t1", "subject": {"email": "nobody-at-example"}}, "subject.email"),
+    ({"type": "export", "tenant": "t1", "subject": {"phone": "12"}}, "subject.phone"),
+    ({"type": "delete", "tenant": "t1", "subject": {"email": EMAIL}}, "type"),
+    ({"type": "export", "tenant": "T 1", "subject": {"email": EMAIL}}, "tenant"),
+    ({"type": "export", "tenant": "t1", "subject": {"email": EMAIL, "name": "Karin"}}, "subject.name"),
+    ({"type": "export", "subject": {"email": EMAIL}}, "tenant"),
+])
+def test_invalid_requests_get_problem_details_and_nothing_is_written(gdpr_sqlite, body, field):
+    gdpr = gdpr_sqlite
+    response = gdpr.client.post("/api/v1/requests", json=body, headers=gdpr.headers())
+    assert response.status_code == 422 and response.mimetype == "application/problem+json"
+    assert field in {e["field"] for e in response.json["errors"]}
+    assert "nobody-at-example" not in response.get_data(as_text=True)
+    assert count_requests(gdpr) == 0 and events_of(gdpr.rt) == []
+
+
+def test_unauthenticated_and_unknown_requests_are_refused(gdpr_sqlite):
+    gdpr = gdpr_sqlite
+    assert gdpr.client.get("/api/v1/requests").status_code == 401
+    assert gdpr.client.get("/api/v1/requests/not-a-uuid", headers=gdpr.headers()).status_code == 404
+    assert gdpr.client.get(f"/api/v1/requests/{uuid.uuid4()}", headers=gdpr.headers()).status_code == 404
+    assert gdpr.client.get("/api/v1/requests?status=done", headers=gdpr.headers()).status_code == 422
+
+
+def test_subject_identifiers_and_reasons_are_not_stored_in_plaintext(gdpr):
+    """R16 / DESIGN "Personal data at rest": Vault ciphertext under gdpr:request:<id>."""
+    response = gdpr.client.post("/api/v1/requests", headers=gdpr.headers(), json={
+        "type": "erase", "tenant": "t1", "reason": "Karin called from 0701234567",
+        "subject": {"email": EMAIL, "phone": "070-765 43 21", "personnummer": "19811218-9876",
+                    "username": "karin.k"}})
+    assert response.status_code == 202
+    view = gdpr.view(response.json["id"])
+    assert view["identifier_kinds"] == ["email", "phone", "personnummer", "username"]
+    assert view["reason"] == "Karin called from 0701234567"
+    assert_no_plaintext(raw_dump(gdpr.url), [EMAIL, "+46707654321", "198112189876", "karin.k", "0701234567"])
+
+
+def test_another_tenants_requests_do_not_exist_for_a_tenant_scoped_officer(gdpr):
+    request_id = gdpr.open(tenant="t1").json["id"]
+    gdpr.open(tenant="t2")
+    t2 = gdpr.headers(user=gdpr.other_officer, tenant="t2")
+    assert gdpr.client.get(f"/api/v1/requests/{request_id}", headers=t2).status_code == 404
+    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=t2).status_code == 404
+    assert gdpr.client.get(f"/api/v1/requests/{request_id}/export", headers=t2).status_code == 404
+    assert {r["tenant"] for r in gdpr.client.get("/api/v1/requests", headers=t2).json["items"]} == {"t2"}
+    assert gdpr.client.get("/api/v1/requests?tenant=t1", headers=t2).json["items"] == []
+    assert gdpr.open(tenant="t1", headers=t2).status_code == 404
+    everyone = gdpr.client.get("/api/v1/requests", headers=gdpr.headers()).json["items"]
+    assert {r["tenant"] for r in everyone} == {"t1", "t2"}
+
+
+def test_deadline_extension_is_up_to_two_months_in_all_with_a_reason(gdpr):
+    request_id = gdpr.open().json["id"]
+    url = f"/api/v1/requests/{request_id}/extend"
+    assert gdpr.client.post(url, json={"months": 1}, headers=gdpr.headers()).status_code == 422
+    assert gdpr.client.post(url, json={"months": 3, "reason": "complex"}, headers=gdpr.headers()).status_code == 422
+    first = gdpr.client.post(url, json={"months": 1, "reason": "many registers"}, headers=gdpr.headers())
+    assert first.status_code == 200
+    created = datetime.fromisoformat(first.json["created_at"])
+    assert first.json["extension"]["months"] == 1 and first.json["extension"]["reason"] == "many registers"
+    assert datetime.fromisoformat(first.json["extension"]["original_due_at"]) == due_at(created)
+    assert datetime.fromisoformat(first.json["due_at"]) == due_at(created, 1)
+    second = gdpr.client.post(url, json={"months": 2, "reason": "more"}, headers=gdpr.headers())
+    assert second.status_code == 409
+    assert gdpr.client.post(url, json={"months": 1, "reason": "more"}, headers=gdpr.headers()).json[
+        "extension"]["months"] == 2
+    assert [e["data"]["months"] for e in events_of(gdpr.rt, "gdpr.request.extended")] == [1, 1]
+
+
+def test_extension_after_the_first_month_is_refused(gdpr):
+    """Art. 12(3): the subject must hear of an extension within one month of receipt."""
+    principal = _principal(gdpr)
+    long_ago = datetime.now(timezone.utc) - timedelta(days=40)
+    with gdpr.rt.db.transaction() as s:
+        request_id = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
+                                           reason=None, now=long_ago)["id"]
+    response = gdpr.client.post(f"/api/v1/requests/{request_id}/extend", json={"months": 1, "reason": "late"},
+                                headers=gdpr.headers())
+    assert response.status_code == 409
+
+
+def test_overdue_filter_lists_open_requests_past_their_deadline(gdpr):
+    principal = _principal(gdpr)
+    now = datetime.now(timezone.utc)
+    with gdpr.rt.db.transaction() as s:
+        late = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
+                                     reason=None, now=now - timedelta(days=45))["id"]
+        closed = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
+                                       reason=None, now=now - timedelta(days=45))["id"]
+        gdpr.coordinator.reject(s, principal, closed, None)
+        fresh = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
+                                      reason=None, now=now)["id"]
+    overdue = gdpr.client.get("/api/v1/requests?overdue=true", headers=gdpr.headers()).json["items"]
+    assert [r["id"] for r in overdue] == [late] and overdue[0]["overdue"] is True
+    on_time = gdpr.client.get("/api/v1/requests?overdue=false", headers=gdpr.headers()).json["items"]
+    assert {r["id"] for r in on_time} == {closed, fresh}
+    rejected = gdpr.client.get("/api/v1/requests?status=rejected&type=erase", headers=gdpr.headers()).json
+    assert [r["id"] for r in rejected["items"]] == [closed]
+
+
+def _principal(gdpr: Gdpr):
+    from shared.tokens import Principal
+
+    return Principal(user_id=gdpr.officer, tenant="vendor", roles=frozenset({"compliance_officer"}))
+
+
+def test_replies_fill_the_ledger_and_phase_two_gets_every_reference(gdpr, tmp_path):
+    """Two phases: the trail participant is asked only after every resolving service answered."""
+    gdpr.announce(("alpha", "resolve"), ("beta", "resolve"), ("ledger", "trail"), tmp_path=tmp_path)
+    request_id = gdpr.open("export").json["id"]
+    sent = gdpr.commands()
+    assert [c["phase"] for c in sent] == ["resolve", "resolve"]
+    assert all(c["subject"] == {"email": EMAIL} for c in sent)
+    gdpr.reply(sent[0], service=_service_of(gdpr, sent[0]))
+    assert gdpr.view(request_id)["status"] == "in_progress" and len(gdpr.commands()) == 2
+    gdpr.reply(sent[1], service=_service_of(gdpr, sent[1]), references=["beta:person:2"])
+    trail = gdpr.commands()[2]
+    assert trail["phase"] == "trail" and trail["subject"] == {}
+    assert sorted(trail["references"]) == ["alpha:person:1", "beta:person:2"]
+    gdpr.reply(trail, service="ledger", references=[])
+    view = gdpr.view(request_id)
+    assert view["status"] == "completed" and view["export"]["available"] is True
+    assert view["links"]["export"].endswith("/export")
+
+
+def _service_of(gdpr: Gdpr, command: dict) -> str:
+    with gdpr.rt.db.transaction() as s:
+        from services.gdpr.models import request_services
+
+        return s.scalar(select(request_services.c.service).where(
+            request_services.c.command_id == command["command_id"]))
+
+
+def test_failed_reply_is_visible_and_retry_sends_a_new_command_only_to_that_service(gdpr, tmp_path):
+    gdpr.announce(("alpha", "resolve"), ("beta", "resolve"), tmp_path=tmp_path)
+    request_id = gdpr.open("export").json["id"]
+    first = {_service_of(gdpr, c): c for c in gdpr.commands()}
+    gdpr.reply(first["alpha"], service="alpha")
+    gdpr.reply(first["beta"], service="beta", status="failed")
+    view = gdpr.view(request_id)
+    assert view["status"] == "partially_completed"
+    assert {s["service"]: (s["status"], s["error"]) for s in view["services"]} == {
+        "alpha": ("done", None), "beta": ("failed", "boom")}
+    assert gdpr.client.get(f"/api/v1/requests/{request_id}/export", headers=gdpr.headers()).status_code == 409
+    retried = gdpr.client.post(f"/api/v1/requests/{request_id}/retry", headers=gdpr.headers())
+    assert retried.status_code == 200
+    resent = gdpr.commands()[2:]
+    assert len(resent) == 1 and resent[0]["command_id"] != first["beta"]["command_id"]
+    gdpr.reply(first["beta"], service="beta")                 # a late answer to the old command: ignored
+    assert gdpr.view(request_id)["status"] == "in_progress"
+    gdpr.reply(resent[0], service="beta")
+    assert gdpr.view(request_id)["status"] == "completed"
+    again = gdpr.client.post(f"/api/v1/requests/{request_id}/retry", headers=gdpr.headers())
+    assert again.status_code == 409
+
+
+def test_duplicate_reply_changes_nothing(gdpr, tmp_path):
+    gdpr.announce(("alpha", "resolve"), tmp_path=tmp_path)
+    request_id = gdpr.open("erase").json["id"]
+    gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    command = gdpr.commands()[0]
+    gdpr.reply(command)
+    before = gdpr.view(request_id)
+    gdpr.reply(command, erasure=[{"kind": "person", "action": "deleted", "count": 99}])
+    gdpr.reply(command, status="failed")
+    after = gdpr.view(request_id)
+    assert after == before and after["services"][0]["erasure"][0]["count"] == 1
+    assert len(events_of(gdpr.rt, "gdpr.service.replied")) == 1
+
+
+def test_silent_services_are_re_sent_with_backoff_then_marked_silent_and_a_late_answer_still_counts(
+        database_url, tmp_path):
+    service = Gdpr(database_url, REPLY_TIMEOUT=10.0, MAX_ATTEMPTS=3)
+    try:
+        service.announce(("alpha", "resolve"), tmp_path=tmp_path)
+        request_id = service.open("export").json["id"]
+        start = datetime.now(timezone.utc)
+        assert service.coordinator.sweep(start + timedelta(seconds=5))["resent"] == 0
+        assert service.coordinator.sweep(start + timedelta(seconds=11))["resent"] == 1     # after 10 s
+        assert service.coordinator.sweep(start + timedelta(seconds=25))["resent"] == 0     # now waits 20 s
+        assert service.coordinator.sweep(start + timedelta(seconds=32))["resent"] == 1
+        assert service.view(request_id)["status"] == "in_progress"
+        assert service.coordinator.sweep(start + timedelta(seconds=200))["silent"] == 1
+        view = service.view(request_id)
+        assert view["status"] == "failed" and view["services"][0]["status"] == "silent"
+        assert view["services"][0]["attempts"] == 3
+        # Re-sends reuse the command id, so the service's inbox makes it act at most once.
+        assert {c["command_id"] for c in service.commands()} == {service.commands()[0]["command_id"]}
+        service.reply(service.commands()[0])
+        assert service.view(request_id)["status"] == "completed"
+    finally:
+        service.rt.db.dispose()
+
+
+def test_a_request_with_no_known_services_fails_visibly_and_retry_uses_the_services_known_now(gdpr, tmp_path):
+    request_id = gdpr.open("export").json["id"]
+    assert gdpr.view(request_id)["status"] == "failed"
+    gdpr.announce(("alpha", "resolve"), tmp_path=tmp_path)
+    retried = gdpr.client.post(f"/api/v1/requests/{request_id}/retry", headers=gdpr.headers())
+    assert retried.json["status"] == "in_progress" and [s["service"] for s in retried.json["services"]] == ["alpha"]
+
+
+def test_export_package_expires_is_shredded_and_then_gone(database_url, tmp_path):
+    service = Gdpr(database_url, EXPORT_RETENTION=60.0)
+    try:
+        service.announce(("alpha", "resolve"), tmp_path=tmp_path)
+        request_id = service.open("export").json["id"]
+        service.reply(service.commands()[0])
+        url = f"/api/v1/requests/{request_id}/export"
+        assert service.client.get(url, headers=service.headers()).status_code == 200
+        done = service.coordinator.sweep(datetime.now(timezone.utc) + timedelta(seconds=61))
+        assert done["packages_deleted"] == 1
+        gone = service.client.get(url, headers=service.headers())
+        assert gone.status_code == 410 and gone.mimetype == "application/problem+json"
+        with service.rt.db.transaction() as s:
+            assert s.scalar(select(export_packages.c.package)) is None
+            assert service.rt.vault.is_shredded(s, f"gdpr:export:{request_id}")
+        assert service.view(request_id)["export"]["available"] is False
+        assert [e["type"] for e in events_of(service.rt)][-1] == "gdpr.export.deleted"
+    finally:
+        service.rt.db.dispose()
+
+
+def test_identifiers_of_finished_requests_are_shredded_after_their_retention(database_url):
+    service = Gdpr(database_url, IDENTIFIER_RETENTION=0.0)
+    try:
+        request_id = service.open(reason="private note").json["id"]
+        service.client.post(f"/api/v1/requests/{request_id}/reject", json={}, headers=service.headers())
+        assert service.coordinator.sweep()["identifiers_shredded"] == 1
+        view = service.view(request_id)
+        assert view["identifiers_erased"] is True and view["reason"] == "[erased]"
+        assert service.coordinator.sweep()["identifiers_shredded"] == 0
+    finally:
+        service.rt.db.dispose()
+
+
+def test_inventory_names_every_personal_field_the_services_store(gdpr, tmp_path):
+    """R3, R5: declarations plus live counts, JSON and CSV, including the gdpr service's own data."""
+    declared = gdpr.announce(("alpha", "resolve"), ("ledger", "trail"), tmp_path=tmp_path)
+    document = gdpr.client.get("/api/v1/inventory", headers=gdpr.headers(roles=("auditor",))).json
+    services = {s["service"]: s for s in document["services"]}
+    assert set(services) == {"alpha", "ledger", "gdpr"}
+    for name, inventory in declared.items():
+        reported = [f"{c['kind']}.{f}" for c in services[name]["categories"] for f in c["personal_data"]]
+        assert reported == fields_of(inventory.categories)
+    person = services["alpha"]["categories"][0]
+    assert person["special_categories"] == ["diet"] and person["encrypted"] is True and person["count"] == 0
+    assert {"purposes", "legal_basis", "role", "controller", "retention", "recipients", "storage",
+            "data_subjects"} <= set(person)
+    assert "email" in services["gdpr"]["categories"][0]["personal_data"]
+    response = gdpr.client.get("/api/v1/inventory?format=csv", headers=gdpr.headers())
+    assert response.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert {(r["service"], r["kind"], r["field"]) for r in rows} >= {
+        ("alpha", "person", "email"), ("alpha", "person", "diet"), ("ledger", "entry", "name"),
+        ("gdpr", "data_subject_request", "personnummer")}
+    assert gdpr.client.get("/api/v1/inventory", headers=gdpr.headers(roles=("staff",))).status_code == 403
+    assert gdpr.client.get("/api/v1/inventory?format=xml", headers=gdpr.headers()).status_code == 422
