@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services import PORTS, SERVICES, load
+from services import SERVICES, load
 from shared.config import ROOT
 
 VAR = ROOT / "var"

@@ -95,6 +95,8 @@ COMMON: tuple[Setting, ...] = (
     Setting("DELIVERY_LIMIT", int, 5, "deliveries of a failing message before it is dead-lettered", minimum=1),
     Setting("RELAY_BATCH", int, 500, "outbox rows the relay publishes per batch", minimum=1),
     Setting("RELAY_INTERVAL", float, 0.2, "seconds the relay waits when the outbox is empty", minimum=0.001),
+    Setting("DATABASE_WAIT", float, 300.0, "seconds a consumer waits for an unreachable database before "
+            "giving a batch back to the broker", minimum=0),
     Setting("ANNOUNCE_INTERVAL", float, 60.0, "seconds between a worker's announcements to the gdpr service", minimum=1),
 )
 

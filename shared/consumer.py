@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, select
 from sqlalchemy.orm import Session
 
-from .bus import Binding, Delivery, Outcome, topic_matches
+from .bus import EVENTS, Binding, Delivery, Outcome, topic_matches
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,24 @@ class PoisonMessage(ValueError):
 class Consumer:
     """Turns deliveries into handler calls; plug ``handle_batch`` into ``Bus.consume``.
 
-    ``batch_handler``, when given, receives all the new messages of a batch at once
-    (the audit service inserts a batch in one statement); otherwise each message goes
-    to its subscription's handler.
+    ``batch_handler``, when given, receives all the new messages of a batch that came from
+    ``batch_exchange`` (the audit service inserts a batch of events in one statement);
+    every other message goes to its subscription's handler.  ``use_inbox=False`` skips the
+    inbox for the batch handler's messages only (its own writes must then be idempotent);
+    subscription handlers always have it.
+
+    When the database is unreachable the consumer waits for it (up to ``database_wait``
+    seconds) instead of failing the batch, so messages wait in the queue rather than
+    spending their deliveries and landing in the dead-letter queue.
     """
 
     def __init__(self, name: str, db, inbox: Table, subscriptions: Sequence[Subscription],
                  batch_handler: BatchHandler | None = None, use_inbox: bool = True,
-                 inbox_retention: timedelta = timedelta(days=14)) -> None:
+                 inbox_retention: timedelta = timedelta(days=14), batch_exchange: str = EVENTS,
+                 database_wait: float = 300.0) -> None:
         self.name = name
+        self.batch_exchange = batch_exchange
+        self.database_wait = database_wait
         self.inbox_retention = inbox_retention
         self._last_purge = 0.0
         self.db = db
@@ -103,30 +112,53 @@ class Consumer:
             raise PoisonMessage("message has no id")
         return str(message_id)[:64]
 
+    def _dedup(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]):
+        ids = [mid for _d, _m, mid in items]
+        seen = set(session.scalars(select(self.inbox.c.message_id).where(
+            self.inbox.c.consumer == self.name, self.inbox.c.message_id.in_(ids))))
+        fresh, unique = [], set()
+        for item in items:
+            if item[2] in seen or item[2] in unique:
+                continue
+            unique.add(item[2])
+            fresh.append(item)
+        if fresh:
+            now = datetime.now(timezone.utc)
+            session.execute(self.inbox.insert(), [
+                {"consumer": self.name, "message_id": mid, "received_at": now} for _d, _m, mid in fresh])
+        return fresh
+
     def _apply(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]) -> None:
-        if self.use_inbox:
-            ids = [mid for _d, _m, mid in items]
-            seen = set(session.scalars(select(self.inbox.c.message_id).where(
-                self.inbox.c.consumer == self.name, self.inbox.c.message_id.in_(ids))))
-            fresh, unique = [], set()
-            for item in items:
-                if item[2] in seen or item[2] in unique:
-                    continue
-                unique.add(item[2])
-                fresh.append(item)
-            if fresh:
-                now = datetime.now(timezone.utc)
-                session.execute(self.inbox.insert(), [
-                    {"consumer": self.name, "message_id": mid, "received_at": now} for _d, _m, mid in fresh])
-            items = fresh
-        if self.batch_handler is not None:
-            if items:
-                self.batch_handler(session, [m for _d, m, _mid in items])
-            return
-        for delivery, message, _mid in items:
+        batched, routed = [], []
+        for item in items:
+            use_batch = self.batch_handler is not None and item[0].exchange == self.batch_exchange
+            (batched if use_batch else routed).append(item)
+        if batched:
+            if self.use_inbox:
+                batched = self._dedup(session, batched)
+            if batched:
+                self.batch_handler(session, [m for _d, m, _mid in batched])
+        for delivery, message, _mid in self._dedup(session, routed) if routed else ():
             handler = self._route(delivery)
             if handler is not None:
                 handler(session, message)
+
+    def _wait_for_database(self) -> bool:
+        """Block while the database is down.  True when it was down and came back; False when
+        it answers at once (the error was not an outage) or stayed down past ``database_wait``."""
+        started, delay, was_down = time.monotonic(), 0.2, False
+        while True:
+            try:
+                self.db.ping()
+                return was_down
+            except Exception as exc:  # noqa: BLE001 - any driver error means "not reachable yet"
+                was_down = True
+                if time.monotonic() - started >= self.database_wait:
+                    return False
+                log.warning("consumer %s: database unreachable (%s); waiting %.1fs", self.name,
+                            type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def purge_inbox(self) -> int:
         """Forget message ids older than the retention: far beyond any broker redelivery."""
@@ -154,15 +186,19 @@ class Consumer:
                 outcomes[index] = Outcome.DEAD
         if not items:
             return outcomes
-        try:
-            with self.db.transaction() as session:
-                self._apply(session, [item for _i, item in items])
-            return outcomes
-        except Exception as exc:  # noqa: BLE001 - fall back to one transaction per message
-            if len(items) == 1:
-                self._log_failure(items[0][1][0], exc)
-                outcomes[items[0][0]] = Outcome.RETRY
+        while True:
+            try:
+                with self.db.transaction() as session:
+                    self._apply(session, [item for _i, item in items])
                 return outcomes
+            except Exception as exc:  # noqa: BLE001 - fall back to one transaction per message
+                if _is_disconnect(exc) and self._wait_for_database():
+                    continue          # the database is back: try the whole batch again
+                if len(items) == 1:
+                    self._log_failure(items[0][1][0], exc)
+                    outcomes[items[0][0]] = Outcome.RETRY
+                    return outcomes
+                break
         for index, item in items:
             try:
                 with self.db.transaction() as session:
@@ -176,3 +212,12 @@ class Consumer:
         # The exception's message may quote database values; log only its type.
         log.warning("consumer %s: handler for %s failed (%s), delivery %d", self.name, delivery.routing_key,
                     type(exc).__name__, delivery.delivery_count)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """The database could not be reached (as opposed to a handler or data error)."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError))

@@ -137,7 +137,27 @@ def command_subscription(runtime) -> Subscription:
     return Subscription(GDPR, f"gdpr.command.{runtime.name}", on_command)
 
 
+def _first_time(runtime, session: Session, command_id: str) -> bool:
+    """Record the command id in the inbox; False when this command was handled before.
+
+    The inbox already drops a redelivered message, but a command re-sent under a new
+    message id (a retry) must not be acted on twice either.
+    """
+    from sqlalchemy import select
+
+    inbox = runtime.tables.inbox
+    key = f"command:{command_id}"[:64]
+    if session.scalar(select(inbox.c.message_id).where(inbox.c.consumer == runtime.name,
+                                                       inbox.c.message_id == key)) is not None:
+        return False
+    session.execute(inbox.insert().values(consumer=runtime.name, message_id=key,
+                                          received_at=datetime.now(timezone.utc)))
+    return True
+
+
 def handle_command(runtime, session: Session, message: dict[str, Any]) -> None:
+    if not _first_time(runtime, session, str(message.get("command_id"))):
+        return
     participant = runtime.participant
     action, phase = message.get("action"), message.get("phase", "resolve")
     ctx = Context(request_id=str(message.get("request_id")), tenant=message.get("tenant"),

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy import MetaData, Table
+from sqlalchemy import MetaData
 
 from .bus import GDPR, Binding, Bus
 from .config import Config, Setting, load_config
@@ -57,7 +57,7 @@ class ServiceSpec:
     description: str = ""
     extensions: Callable[["Runtime"], Mapping[str, Any]] = lambda rt: {}
     background: Callable[["Runtime"], Sequence[Callable[[threading.Event], None]]] = lambda rt: ()
-    use_inbox: bool = True          # False: the handlers are idempotent by themselves (audit: keyed by event id)
+    use_inbox: bool = True          # False: the batch handler is idempotent by itself (audit: keyed by event id)
     consume_batch: int = 100        # deliveries per handler call (Bus.consume batch_size)
 
     def config(self, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -119,7 +119,7 @@ class Runtime:
     def consumer(self) -> Consumer:
         batch = self.spec.batch_handler(self) if self.spec.batch_handler else None
         return Consumer(self.name, self.db, self.tables.inbox, self.subscriptions(), batch_handler=batch,
-                        use_inbox=self.spec.use_inbox)
+                        use_inbox=self.spec.use_inbox, database_wait=self.config["DATABASE_WAIT"])
 
     def declare(self) -> Consumer:
         consumer = self.consumer()

@@ -11,7 +11,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from services import SERVICES, load
 from shared.crypto import Keyring

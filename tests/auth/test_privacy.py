@@ -15,10 +15,7 @@ from tests.support import assert_no_plaintext, events_of
 
 
 def command(harness, action: str, subject: dict, tenant: str | None = "north") -> dict:
-    # shared.privacy stores the reply under message_id "reply:<command_id>" in outbox.message_id
-    # (VARCHAR(36)), so a full uuid command id overflows it on PostgreSQL; reported to the lead.
-    # A 16-hex-digit command id keeps this test about the auth service's participation.
-    message = {"request_id": str(uuid.uuid4()), "command_id": uuid.uuid4().hex[:16], "action": action,
+    message = {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": action,
                "phase": "resolve", "tenant": tenant, "subject": subject}
     with harness.runtime.db.transaction() as s:
         handle_command(harness.runtime, s, message)

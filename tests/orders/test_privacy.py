@@ -19,10 +19,7 @@ from tests.support import TokenMint, events_of, make_runtime
 
 
 def command(action: str, pnr: str, tenant: str = "t1") -> dict:
-    # shared.privacy sends the reply as message "reply:<command_id>" into outbox.message_id, a
-    # VARCHAR(36): with a 36-character uuid it overflows on PostgreSQL, so commands here use
-    # 30-character ids until the library is fixed (reported to the lead).
-    return {"request_id": str(uuid.uuid4()), "command_id": uuid.uuid4().hex[:30], "action": action, "phase": "resolve",
+    return {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": action, "phase": "resolve",
             "tenant": tenant, "subject": {"personnummer": pnr, "email": "greta@example.org"}}
 
 
