@@ -1,11 +1,27 @@
-"""The audit service: app factory and service declaration."""
+"""The audit service: every domain event, stored tamper-evidently, queryable and verifiable (R9, R11, art. 15)."""
 from pathlib import Path
 
+from shared.config import Setting
 from shared.service import ServiceSpec
 
 from .models import metadata, tables
 
 NAME = "audit"
+
+SETTINGS = (
+    Setting("CHECKPOINT_DIR", str, None, "directory outside the database where signed checkpoints are written "
+                                         "(default var/audit-checkpoints/)"),
+    Setting("CHECKPOINT_KEY_FILE", str, None, "PEM file of the Ed25519 key that signs checkpoints (a mounted "
+                                              "secret); unset: generated under var/ for the dev run"),
+    Setting("CHECKPOINT_TRUSTED_KEYS", list, (), "comma-separated PEM public key files whose checkpoints "
+                                                 "verification accepts, besides the signing key's own"),
+    Setting("CHECKPOINT_EVERY", int, 10_000, "sign a chain's head after this many new entries ...", minimum=1),
+    Setting("CHECKPOINT_INTERVAL", float, 60.0, "... or after this many seconds with new entries", minimum=0.01),
+    Setting("RETENTION_DAYS", int, 2557, "entries older than this are purged (default 7 years)", minimum=1),
+    Setting("PURGE_INTERVAL", float, 3600.0, "seconds between retention purges in the worker", minimum=0.01),
+    # The busiest consumer: a deeper prefetch keeps batches full (overrides the common default).
+    Setting("PREFETCH", int, 2000, "messages the audit consumer may hold unacknowledged", minimum=1),
+)
 
 
 def _blueprints():
@@ -14,12 +30,44 @@ def _blueprints():
     return [bp]
 
 
+def _subscriptions(runtime):
+    from .worker import subscriptions
+
+    return subscriptions(runtime)
+
+
+def _batch_handler(runtime):
+    from .worker import batch_handler
+
+    return batch_handler(runtime)
+
+
+def _participant(runtime):
+    from .privacy import Participant
+
+    return Participant(runtime)
+
+
+def _background(runtime):
+    from .worker import background
+
+    return background(runtime)
+
+
 SPEC = ServiceSpec(
     name=NAME,
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
     blueprints=_blueprints,
+    settings=SETTINGS,
+    subscriptions=_subscriptions,
+    participant=_participant,
+    batch_handler=_batch_handler,
+    background=_background,
+    use_inbox=False,        # entries are keyed by event id; gdpr commands use the inbox themselves
+    consume_batch=500,
+    description="Every domain event in per-tenant hash chains with signed checkpoints: query, export, verify.",
 )
 
 

@@ -1,4 +1,181 @@
-"""HTTP API of the audit service."""
-from shared.http import ApiBlueprint
+"""HTTP API of the audit service: query the trail (JSON pages or CSV) and verify the chains.
+
+Query parameters carry ids only (user ids, pseudonymous subject references, resource ids),
+never personal values, so GET is fine here.  An auditor sees every tenant; a tenant_admin
+sees only their own tenant, and another tenant does not exist for them (404).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Iterator
+
+from flask import Response, jsonify, request
+
+from shared.errors import AccessDenied, Invalid, NotFound
+from shared.events import SUBJECT_REF
+from shared.http import ApiBlueprint, runtime
+from shared.tokens import Principal, authenticate
+
+from .domain import csv_cell, decode_cursor, encode_cursor, parse_time
+from .ledger import Filters, ledger_of
 
 bp = ApiBlueprint("audit", __name__)
+
+ROLES = ("auditor", "tenant_admin")
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+_ID = {"type": "string", "minLength": 1, "maxLength": 100}
+
+EVENTS_QUERY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "actor": _ID,
+        "subject": {"type": "string", "maxLength": 200, "pattern": SUBJECT_REF.pattern},
+        "resource": _ID,
+        "resource_type": {"type": "string", "minLength": 1, "maxLength": 60},
+        "type": {"type": "string", "maxLength": 200,
+                 "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$"},
+        "tenant": _ID,
+        "since": {"type": "string", "maxLength": 40, "description": "RFC 3339, inclusive"},
+        "until": {"type": "string", "maxLength": 40, "description": "RFC 3339, exclusive"},
+        "cursor": {"type": "string", "maxLength": 300},
+        "limit": {"type": "string", "pattern": r"^[0-9]{1,4}$"},
+        "format": {"enum": ["json", "csv"]},
+    },
+}
+
+VERIFY_QUERY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"chain": {"type": "string", "minLength": 1, "maxLength": 120}},
+}
+
+_FINDING = {"type": ["object", "null"]}
+EVENTS_PAGE = {
+    "type": "object",
+    "required": ["items", "next_cursor"],
+    "properties": {"items": {"type": "array", "items": {"type": "object", "description": "the event envelope, "
+                                                                                           "plus 'audit': chain, "
+                                                                                           "seq, recorded_at, hash"}},
+                   "next_cursor": {"type": ["string", "null"]}},
+}
+VERIFY_RESULT = {
+    "type": "object",
+    "required": ["status", "chains"],
+    "properties": {"status": {"enum": ["ok", "broken"]}, "chains": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"chain": {"type": "string"}, "tenant": {"type": ["string", "null"]},
+                       "status": {"enum": ["ok", "broken"]}, "entries_verified": {"type": "integer"},
+                       "first_seq": {"type": "integer"}, "head": {"type": ["object", "null"]},
+                       "last_checkpoint": {"type": ["object", "null"]}, "first_bad": _FINDING,
+                       "checkpoint_problems": {"type": "array"}}}}},
+}
+
+CSV_COLUMNS = ("time", "event_id", "type", "version", "source", "tenant", "actor_id", "actor_kind", "actor_tenant",
+               "subject", "resource_type", "resource_id", "correlation_id", "data", "chain", "seq", "recorded_at",
+               "hash")
+
+
+def _scope(principal: Principal) -> str | None:
+    """The tenant the caller is limited to; None for an auditor (every tenant)."""
+    if principal.has_any_role(("auditor",)):
+        return None
+    if principal.tenant is None:
+        raise AccessDenied("a tenant_admin token without a tenant cannot read the audit trail")
+    return principal.tenant
+
+
+def _time(query: dict[str, str], name: str):
+    if name not in query:
+        return None
+    try:
+        return parse_time(query[name])
+    except ValueError:
+        raise Invalid("the query parameters are invalid",
+                      errors=[{"field": name, "message": "is not an RFC 3339 date-time with an offset"}]) from None
+
+
+def _filters(query: dict[str, str], principal: Principal) -> Filters:
+    scope = _scope(principal)
+    tenant = query.get("tenant")
+    if scope is not None:
+        if tenant is not None and tenant != scope:
+            raise NotFound("no such resource")
+        tenant = scope
+    since, until = _time(query, "since"), _time(query, "until")
+    if since is not None and until is not None and until <= since:
+        raise Invalid("the query parameters are invalid", errors=[{"field": "until", "message": "must be after since"}])
+    return Filters(tenant=tenant, actor=query.get("actor"), subject=query.get("subject"),
+                   resource=query.get("resource"), resource_type=query.get("resource_type"), type=query.get("type"),
+                   since=since, until=until, after=decode_cursor(query["cursor"]) if "cursor" in query else None)
+
+
+def _wants_csv(query: dict[str, str]) -> bool:
+    if "format" in query:
+        return query["format"] == "csv"
+    best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
+    return best == "text/csv"
+
+
+@bp.operation("GET", "/api/v1/events", summary="Query the audit trail (JSON pages, or CSV with format=csv / Accept: "
+                                        "text/csv)", query=EVENTS_QUERY, roles=ROLES, tags=("audit",),
+              responses={200: EVENTS_PAGE, 404: None, 422: None})
+def list_events(query: dict[str, str]):
+    filters = _filters(query, authenticate())
+    ledger = ledger_of(runtime())
+    if _wants_csv(query):
+        limit = int(query["limit"]) if "limit" in query else None
+        if limit is not None and not 1 <= limit:
+            raise Invalid("the query parameters are invalid", errors=[{"field": "limit", "message": "must be at least 1"}])
+        return Response(_csv(ledger, filters, limit), mimetype="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="audit-events.csv"'})
+    limit = int(query.get("limit", DEFAULT_LIMIT))
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Invalid("the query parameters are invalid",
+                      errors=[{"field": "limit", "message": f"must be between 1 and {MAX_LIMIT}"}])
+    items, after = ledger.query(filters, limit)
+    return jsonify(items=items, next_cursor=encode_cursor(*after) if after else None)
+
+
+def _csv(ledger, filters: Filters, limit: int | None) -> Iterator[str]:
+    """The whole result (or its first ``limit`` rows), streamed page by page."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow(CSV_COLUMNS)
+    yield flush()
+    for count, item in enumerate(ledger.iterate(filters), start=1):
+        writer.writerow([csv_cell(v) for v in _csv_row(item)])
+        if count % 500 == 0:
+            yield flush()
+        if limit is not None and count >= limit:
+            break
+    yield flush()
+
+
+def _csv_row(item: dict[str, Any]) -> list[Any]:
+    actor = item.get("actor") or {}
+    resource = item.get("resource") or {}
+    audit = item["audit"]
+    return [item["time"], item["id"], item["type"], item["version"], item["source"], item["tenant"], actor.get("id"),
+            actor.get("kind"), actor.get("tenant"), item["subject"], resource.get("type"), resource.get("id"),
+            item["correlation_id"], item["data"], audit["chain"], audit["seq"], audit["recorded_at"], audit["hash"]]
+
+
+@bp.operation("GET", "/api/v1/chains/verify", summary="Verify the hash chains against their signed checkpoints",
+              query=VERIFY_QUERY, roles=ROLES, tags=("audit",), responses={200: VERIFY_RESULT, 404: None})
+def verify_chains(query: dict[str, str]):
+    scope = _scope(authenticate())
+    chain = query.get("chain")
+    reports = ledger_of(runtime()).verify(chain=chain, tenant=scope)
+    if chain is not None and not reports:
+        raise NotFound("no such chain")
+    chains = [r.as_dict() for r in reports]
+    return jsonify(status="ok" if all(r.ok for r in reports) else "broken", chains=chains)

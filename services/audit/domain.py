@@ -1,0 +1,328 @@
+"""The audit's rules without I/O: envelope checks, canonical form, hash chain, chain verification, cursors.
+
+Hash chain (one per tenant, plus "vendor" and "system" for events without a tenant)::
+
+    hash(0)  = SHA-256("recept.audit.chain.v1" NUL chain)                 # genesis, per chain
+    hash(n)  = SHA-256(hash(n-1) || canonical JSON of event n)            # sorted keys, no whitespace
+
+A checkpoint signs ``checkpoint_payload(chain, seq, head)`` with Ed25519.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Mapping
+
+from shared.errors import Invalid
+from shared.events import SUBJECT_REF, TYPE_NAME
+
+VENDOR_CHAIN = "vendor"
+SYSTEM_CHAIN = "system"
+TENANT_PREFIX = "tenant:"
+
+ENVELOPE_KEYS = frozenset({"id", "type", "version", "source", "time", "actor", "tenant", "subject", "resource",
+                           "correlation_id", "data"})
+ACTOR_KEYS = frozenset({"id", "tenant", "kind"})
+ACTOR_KINDS = frozenset({"user", "service", "system"})
+
+
+class PoisonEvent(ValueError):
+    """A message on recept.events that is not a valid envelope (the message names the field, never a value)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything the audit stores is UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def rfc3339(value: datetime) -> str:
+    return as_utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(raw: str) -> datetime:
+    """An RFC 3339 timestamp with an offset, as UTC; ValueError otherwise."""
+    if not isinstance(raw, str) or not 10 <= len(raw) <= 40 or "T" not in raw.upper():
+        raise ValueError("not an RFC 3339 date-time")
+    value = datetime.fromisoformat(raw)
+    if value.tzinfo is None:
+        raise ValueError("an RFC 3339 date-time needs an offset (Z or +hh:mm)")
+    return value.astimezone(timezone.utc)
+
+
+# --- envelopes -----------------------------------------------------------------------------------
+
+def _string(value: Any, where: str, max_length: int, *, nullable: bool = False, min_length: int = 0) -> None:
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not min_length <= len(value) <= max_length:
+        raise PoisonEvent(f"envelope field {where} is not a valid string")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An event as the audit stores it, before it gets its place in a chain."""
+
+    event_id: str
+    type: str
+    time: datetime
+    tenant: str | None
+    actor: str | None
+    subject: str | None
+    resource_type: str | None
+    resource_id: str | None
+    chain: str
+    body: bytes
+
+    def columns(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "type": self.type, "time": self.time, "tenant": self.tenant,
+                "actor": self.actor, "subject": self.subject, "resource_type": self.resource_type,
+                "resource_id": self.resource_id, "chain": self.chain}
+
+
+def check_envelope(message: Mapping[str, Any]) -> None:
+    """The rules of shared.events.ENVELOPE_SCHEMA, checked by hand: the ingest's hot path."""
+    if not isinstance(message, Mapping):
+        raise PoisonEvent("the event is not a JSON object")
+    keys = message.keys()
+    if keys != ENVELOPE_KEYS:
+        missing, extra = ENVELOPE_KEYS - keys, keys - ENVELOPE_KEYS
+        raise PoisonEvent(f"envelope fields missing: {sorted(missing)}, not accepted: {len(extra)}")
+    event_id = message["id"]
+    _string(event_id, "id", 36, min_length=36)
+    try:
+        uuid.UUID(event_id)
+    except ValueError:
+        raise PoisonEvent("envelope field id is not a uuid") from None
+    if not isinstance(message["type"], str) or not TYPE_NAME.match(message["type"]):
+        raise PoisonEvent("envelope field type is not <service>.<thing>.<verb>")
+    version = message["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise PoisonEvent("envelope field version is not a positive integer")
+    _string(message["source"], "source", 40, min_length=1)
+    _string(message["time"], "time", 40, min_length=20)
+    actor = message["actor"]
+    if actor is not None:
+        if not isinstance(actor, dict) or "id" not in actor or not actor.keys() <= ACTOR_KEYS:
+            raise PoisonEvent("envelope field actor is not {id, tenant?, kind?}")
+        _string(actor["id"], "actor.id", 100)
+        _string(actor.get("tenant"), "actor.tenant", 100, nullable=True)
+        if "kind" in actor and actor["kind"] not in ACTOR_KINDS:
+            raise PoisonEvent("envelope field actor.kind is not user/service/system")
+    _string(message["tenant"], "tenant", 100, nullable=True)
+    subject = message["subject"]
+    if subject is not None:
+        _string(subject, "subject", 200)
+        if not SUBJECT_REF.match(subject):
+            raise PoisonEvent("envelope field subject is not a subject reference")
+    resource = message["resource"]
+    if resource is not None:
+        if not isinstance(resource, dict) or resource.keys() != {"type", "id"}:
+            raise PoisonEvent("envelope field resource is not {type, id}")
+        _string(resource["type"], "resource.type", 60)
+        _string(resource["id"], "resource.id", 100)
+    _string(message["correlation_id"], "correlation_id", 100, nullable=True)
+    if not isinstance(message["data"], dict):
+        raise PoisonEvent("envelope field data is not an object")
+
+
+def chain_for(tenant: str | None, actor: Mapping[str, Any] | None) -> str:
+    """A tenant's events form its own chain; tenantless ones the vendor's (people) or the system's."""
+    if tenant is not None:
+        return TENANT_PREFIX + tenant
+    if actor is not None and actor.get("kind", "user") == "user":
+        return VENDOR_CHAIN
+    return SYSTEM_CHAIN
+
+
+def chain_tenant(chain: str) -> str | None:
+    return chain[len(TENANT_PREFIX):] if chain.startswith(TENANT_PREFIX) else None
+
+
+def canonical(event: Mapping[str, Any]) -> bytes:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def to_entry(message: Mapping[str, Any]) -> Entry:
+    """Check an incoming envelope and turn it into an entry; raises PoisonEvent."""
+    check_envelope(message)
+    try:
+        time = parse_time(message["time"])
+        body = canonical(message)
+    except ValueError:
+        raise PoisonEvent("envelope field time is not RFC 3339, or data holds a non-JSON number") from None
+    actor, resource = message["actor"], message["resource"]
+    return Entry(
+        event_id=message["id"], type=message["type"], time=time, tenant=message["tenant"],
+        actor=actor["id"] if actor else None, subject=message["subject"],
+        resource_type=resource["type"] if resource else None, resource_id=resource["id"] if resource else None,
+        chain=chain_for(message["tenant"], actor), body=body,
+    )
+
+
+# --- the chain -----------------------------------------------------------------------------------
+
+def genesis(chain: str) -> bytes:
+    return hashlib.sha256(b"recept.audit.chain.v1\x00" + chain.encode()).digest()
+
+
+def entry_hash(prev: bytes, body: bytes) -> bytes:
+    return hashlib.sha256(prev + body).digest()
+
+
+def checkpoint_payload(chain: str, seq: int, head_hex: str) -> bytes:
+    """What a checkpoint signature covers: domain tag, chain id, sequence number, head hash."""
+    return b"\x00".join([b"recept.audit.checkpoint.v1", chain.encode(), str(seq).encode(), head_hex.encode()])
+
+
+@dataclass
+class Row:
+    """One stored entry as verification reads it."""
+
+    seq: int
+    event_id: str
+    body: bytes
+    prev_hash: bytes
+    hash: bytes
+    columns: dict[str, Any] = field(default_factory=dict)   # the query copies, checked against body
+
+
+@dataclass
+class Finding:
+    seq: int
+    problem: str          # changed | removed | inserted | truncated | rewritten
+    detail: str
+    event_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "problem": self.problem, "event_id": self.event_id, "detail": self.detail}
+
+
+@dataclass
+class Walk:
+    """Result of walking one chain."""
+
+    verified: int = 0
+    last_seq: int = 0
+    last_hash: bytes = b""
+    first_bad: Finding | None = None
+
+
+def _columns_match(row: Row) -> bool:
+    if not row.columns:
+        return True
+    try:
+        entry = to_entry(json.loads(row.body))
+    except (ValueError, PoisonEvent):
+        return False
+    stored = dict(row.columns)
+    if stored.get("time") is not None:
+        stored["time"] = as_utc(stored["time"])
+    return entry.columns() == stored
+
+
+def _links(row: Row, prev: bytes) -> bool:
+    return row.prev_hash == prev and entry_hash(prev, row.body) == row.hash
+
+
+def walk_chain(chain: str, rows: Iterable[Row], *, start_seq: int, start_hash: bytes,
+               checkpoints: Mapping[int, str], head_seq: int) -> Walk:
+    """Check every link of a chain from its anchor; name the first entry that was changed, removed or inserted.
+
+    ``checkpoints``: seq -> signed head hash (hex), trusted ones only.  ``head_seq``: the last seq the
+    chain should have (the larger of the recorded head and the newest checkpoint), to catch a cut tail.
+    """
+    result = Walk(last_seq=start_seq, last_hash=start_hash)
+    expected, prev, before_prev = start_seq + 1, start_hash, None
+    last_good_checkpoint = start_seq
+    iterator: Iterator[Row] = iter(rows)
+    pending: list[Row] = []
+
+    def next_row() -> Row | None:
+        return pending.pop() if pending else next(iterator, None)
+
+    def stop(finding: Finding) -> Walk:
+        result.first_bad = finding
+        return result
+
+    while (row := next_row()) is not None:
+        if row.seq > expected:
+            return stop(Finding(expected, "removed", f"entries {expected} to {row.seq - 1} are missing"))
+        if row.seq < expected:
+            return stop(Finding(row.seq, "inserted", "a second entry with this sequence number", row.event_id))
+        if _links(row, prev):
+            if not _columns_match(row):
+                return stop(Finding(row.seq, "changed", "the stored query fields differ from the hashed event",
+                                    row.event_id))
+            signed = checkpoints.get(row.seq)
+            if signed is not None and signed != row.hash.hex():
+                return stop(Finding(last_good_checkpoint + 1, "rewritten",
+                                    f"entries {last_good_checkpoint + 1} to {row.seq} were rewritten: the chain "
+                                    f"disagrees with the signed checkpoint at {row.seq}"))
+            if signed is not None:
+                last_good_checkpoint = row.seq
+            before_prev, prev = prev, row.hash
+            result.verified += 1
+            result.last_seq, result.last_hash = row.seq, row.hash
+            expected += 1
+            continue
+        # A broken link: tell an inserted, a removed and a changed entry apart.
+        self_consistent = entry_hash(row.prev_hash, row.body) == row.hash
+        if self_consistent and before_prev is not None and row.prev_hash == before_prev:
+            result.verified -= 1   # the entry before passed its own link check, but it is the intruder
+            return stop(Finding(row.seq - 1, "inserted", "this entry was inserted: the next one links past it",
+                                None))
+        following = next_row()
+        if following is not None:
+            pending.append(following)
+            if _links(following, prev):
+                return stop(Finding(row.seq, "inserted", "this entry was inserted: the next one links past it",
+                                    row.event_id))
+        if self_consistent:
+            return stop(Finding(row.seq, "removed", "the entry before this one is missing", row.event_id))
+        return stop(Finding(row.seq, "changed", "the entry does not match its hash", row.event_id))
+    beyond = max([head_seq, *checkpoints.keys()]) if checkpoints else head_seq
+    if beyond > result.last_seq:
+        return stop(Finding(result.last_seq + 1, "truncated",
+                            f"the chain ends at {result.last_seq} but was recorded or signed up to {beyond}"))
+    return result
+
+
+# --- query cursors --------------------------------------------------------------------------------
+
+def encode_cursor(time: datetime, entry_id: int) -> str:
+    raw = json.dumps([rfc3339(time), entry_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        time_text, entry_id = json.loads(raw)
+        if not isinstance(entry_id, int) or isinstance(entry_id, bool):
+            raise ValueError
+        return parse_time(time_text), entry_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise Invalid("the cursor is not valid", errors=[{"field": "cursor", "message": "is not a cursor from "
+                                                                                         "this API"}]) from None
+
+
+_CSV_FORMULA = re.compile(r"^[=+\-@\t\r]")
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return "'" + text if _CSV_FORMULA.match(text) else text

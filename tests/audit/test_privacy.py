@@ -1,0 +1,68 @@
+"""The audit's GDPR participation: the art. 15 trail, and erasure answered with 'retained' (R2, R3)."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from services.audit.ledger import ledger_of
+from services.audit.privacy import LEGAL_BASIS
+from shared.bus import GDPR
+from shared.privacy import Context, handle_command
+from tests.audit.test_ledger import store
+from tests.support import outbox_messages
+
+
+def test_the_trail_export_lists_who_saw_and_changed_the_subjects_data(audit, events):
+    viewed = events("orders.individual.viewed", actor="u2", subject="orders:individual:p1")
+    changed = events("orders.individual.changed", actor="u3", subject="orders:individual:p1")
+    unrelated = events(subject="orders:individual:p2")
+    store(audit, [viewed, changed, unrelated])
+    participant = audit.participant
+    with audit.db.transaction() as s:
+        ctx = Context(request_id="r1", tenant="t1", subject={}, references=["orders:individual:p1"])
+        assert participant.resolve(s, ctx) == []
+        export = participant.export(s, ctx, ["orders:individual:p1"])
+    assert [(r["event_id"], r["actor_id"], r["type"]) for r in export["audit_trail"]] == [
+        (viewed["id"], "u2", "orders.individual.viewed"), (changed["id"], "u3", "orders.individual.changed")]
+    assert export["activity"] == []
+
+
+def test_a_users_own_actions_are_part_of_their_export(audit, events):
+    """A staff member's access request includes what they did (their auth reference names their user id)."""
+    mine = events(actor="u7", subject="orders:individual:p5")
+    store(audit, [mine, events(actor="u8")])
+    with audit.db.transaction() as s:
+        export = audit.participant.export(s, Context("r1", "t1", {}), ["auth:user:u7"])
+    assert [r["event_id"] for r in export["activity"]] == [mine["id"]]
+
+
+def test_erasure_retains_the_entries_with_the_accountability_basis(audit, events):
+    store(audit, [events(subject="orders:individual:p1") for _ in range(3)])
+    with audit.db.transaction() as s:
+        [item] = audit.participant.erase(s, Context("r1", "t1", {}), ["orders:individual:p1"])
+        [none] = audit.participant.erase(s, Context("r2", "t1", {}), ["orders:individual:nobody"])
+    retention = timedelta(days=audit.config["RETENTION_DAYS"])
+    assert item.as_dict() == {"kind": "audit_entry", "action": "retained", "count": 3, "legal_basis": LEGAL_BASIS,
+                              "retain_until": (ledger_of(audit).clock() + retention).date().isoformat()}
+    assert (none.count, none.retain_until) == (0, None)
+
+
+def test_an_erase_command_is_answered_once_even_when_delivered_twice(audit, events):
+    store(audit, [events(subject="orders:individual:p1")])
+    command = {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": "erase",
+               "phase": "trail", "tenant": "t1", "subject": {}, "references": ["orders:individual:p1"]}
+    for _ in range(2):   # the second time under a new message id (a retry): the command id decides
+        with audit.db.transaction() as s:
+            handle_command(audit, s, command)
+    [reply] = outbox_messages(audit, GDPR)
+    assert reply["status"] == "done" and reply["erasure"][0]["action"] == "retained"
+    assert reply["erasure"][0]["count"] == 1
+
+
+def test_the_inventory_declares_both_kinds_and_counts_them(audit, events):
+    store(audit, [events(tenant="t1"), events(tenant="t2"), events(tenant=None)])
+    kinds = {c["kind"]: c for c in audit.participant.inventory.as_dict()["categories"]}
+    assert (kinds["audit_entry"]["role"], kinds["vendor_audit_entry"]["role"]) == ("processor", "controller")
+    assert all(c["erasure"] == "retained" for c in kinds.values())
+    with audit.db.transaction() as s:
+        assert audit.participant.counts(s) == {"audit_entry": 2, "vendor_audit_entry": 1}
