@@ -1,0 +1,146 @@
+"""The portal in Chromium on top of the REAL auth, gdpr, audit, orders and crm services (the embedded
+system: one process, in-memory bus, SQLite per service): an export that completes and downloads, and
+an erasure opened by one compliance officer and approved by another (issue 9, R1, R2, R3)."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import zipfile
+
+import pytest
+
+from services import SERVICES
+from services.portal import SPEC, embedded_overrides
+from shared.bus import MemoryBackend
+from shared.crypto import Keyring
+from tests.portal.browser import LAPTOP, chromium, screenshot, sign_in
+
+PASSWORD = "a long enough passphrase 42"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    """Every service plus the portal at /portal/, workers running, on one local port."""
+    from services.auth import auth_for
+    from services.embedded import build
+
+    tmp = tmp_path_factory.mktemp("system")
+    port = free_port()
+    keyring = Keyring.generate()
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RECEPT_JWKS_URL", f"http://127.0.0.1:{port}/auth/.well-known/jwks.json")
+    patch.setenv("RECEPT_KEYRING", keyring.to_json())
+    patch.setenv("RECEPT_AUTH_SIGNING_KEYS_FILE", str(tmp / "signing-keys.json"))
+    patch.setenv("RECEPT_AUDIT_CHECKPOINT_DIR", str(tmp / "checkpoints"))
+    patch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(tmp / "checkpoint-key.pem"))
+    patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
+    MemoryBackend.reset()
+    overrides = {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db"} for name in SERVICES}
+    wsgi, runtimes = build(port, overrides)
+    config = SPEC.config(overrides={"DATABASE_URL": f"sqlite:///{tmp / 'portal.db'}", "PAGE_REFRESH_SECONDS": 1,
+                                    **embedded_overrides(port)})
+    SPEC.migrate(config)
+    portal_app = SPEC.create_app(config)
+    wsgi.mounts["/portal"] = portal_app
+
+    auth = auth_for(runtimes["auth"])
+    with auth.db.transaction() as s:
+        auth.create_tenant(s, None, "vendor", "The vendor")
+        auth.create_tenant(s, None, "kommun", "A municipality")
+        for username in ("officer.one", "officer.two"):
+            auth.create_user(s, None, "vendor", username=username, roles=["compliance_officer"],
+                             password=PASSWORD, source="local")
+        auth.create_user(s, None, "kommun", username="anna.subject", roles=["staff"], password=PASSWORD,
+                         email="anna.subject@example.org", source="local")
+
+    stop = threading.Event()
+    threads = [t for rt in runtimes.values() for t in rt.start_worker_threads(stop)]
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", port, wsgi, threaded=True)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{port}/portal"
+    finally:
+        server.shutdown()
+        server.server_close()
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        for rt in runtimes.values():
+            rt.db.dispose()
+        portal_app.extensions["recept"].db.dispose()
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+def open_request(page, base: str, type_: str, email: str) -> str:
+    page.goto(f"{base}/requests/new")
+    page.check(f"input[name=type][value={type_}]")
+    page.fill("#tenant", "kommun")
+    page.fill("#email", email)
+    page.click("button:has-text('Submit request')")
+    page.wait_for_selector("#request-status")
+    assert email not in page.url
+    return page.url
+
+
+def test_export_through_the_real_services_completes_and_downloads(system, browser):
+    """R1 end to end: the gdpr service fans out to every service, the package downloads with a manifest."""
+    page = browser.new_page(viewport=LAPTOP, accept_downloads=True)
+    sign_in(page, system, "vendor", "officer.one", PASSWORD)
+    open_request(page, system, "export", "anna.subject@example.org")
+    page.wait_for_selector("[data-status=completed]", timeout=60_000)
+    screenshot(page, "system-export")
+    with page.expect_download() as download_info:
+        page.click("text=Download export (ZIP)")
+    with zipfile.ZipFile(io.BytesIO(download_info.value.path().read_bytes())) as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest and any(name.startswith("auth/") for name in names)
+    page.close()
+
+
+def test_erasure_through_the_real_services_needs_a_second_officer(system, browser):
+    """R2 end to end: the requester cannot approve; a second officer does; the erasure table fills in."""
+    first = browser.new_context(viewport=LAPTOP).new_page()
+    sign_in(first, system, "vendor", "officer.one", PASSWORD)
+    url = open_request(first, system, "erase", "anna.subject@example.org")
+    first.wait_for_selector("[data-status=awaiting_approval]")
+    assert first.locator("button:has-text('Approve')").count() == 0
+
+    second = browser.new_context(viewport=LAPTOP).new_page()
+    sign_in(second, system, "vendor", "officer.two", PASSWORD)
+    second.goto(url)
+    second.click("button:has-text('Approve')")
+    second.wait_for_selector("[data-status=completed]", timeout=60_000)
+    table = second.locator("table.erasure").inner_text()
+    assert "auth" in table
+    screenshot(second, "system-erasure")
+    second.context.close()
+    first.context.close()
+
+
+def test_inventory_from_the_real_services_lists_their_categories(system, browser):
+    """R3: the inventory the services announced, as the portal shows it."""
+    page = browser.new_page(viewport=LAPTOP)
+    sign_in(page, system, "vendor", "officer.one", PASSWORD)
+    page.goto(f"{system}/inventory")
+    services = page.locator("table.inventory tr.group th").all_inner_texts()
+    assert {"auth", "gdpr"} <= {s.split()[0] for s in services}
+    screenshot(page, "system-inventory")
+    page.close()
