@@ -1,0 +1,95 @@
+"""What each service needs from its deployment, read from its declared settings.
+
+Every service reads ``RECEPT_<SVC>_<NAME>`` then ``RECEPT_<NAME>`` (shared.config).  A
+deployment must give each service:
+
+* a database and a broker URL (secret settings, delivered as secret *files* named like the
+  environment variable; ``deploy/entrypoint.sh`` exports them at start),
+* every ``*_FILE`` setting pointing at a mounted secret under ``/run/secrets/``
+  (the keyring, auth's signing keys, and whatever a service adds later),
+* a service's own ``secret=True`` settings (e.g. crm's SMTP relay password) are credentials of
+  systems outside Recept: optional, supplied by the operator the same way when used,
+* every ``*_DIR`` setting pointing at a writable, persistent volume under ``/var/lib/recept/``
+  (the image's file system is read-only at run time; e.g. audit's signed checkpoints),
+* the address of auth's public keys.
+
+Deriving this from ``ServiceSpec.settings`` (not a list kept here) is what lets the
+compose and Kubernetes tests notice when a service gains a secret the deployment lacks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.config import COMMON, Setting
+
+SECRETS_DIR = "/run/secrets"
+DATA_DIR = "/var/lib/recept"
+API_PORT = 8080
+COMMON_NAMES = {s.name for s in COMMON}
+# Not a shared.config setting: services/wsgi.py reads it to pick the service gunicorn serves.
+SERVICE_VARIABLE = "RECEPT_SERVICE"
+
+
+def secret_file_name(setting: Setting) -> str:
+    """KEYRING_FILE -> keyring, SIGNING_KEYS_FILE -> signing-keys (same name in compose and k8s)."""
+    return setting.name.removesuffix("_FILE").lower().replace("_", "-")
+
+
+def volume_name(setting: Setting) -> str:
+    """CHECKPOINT_DIR -> checkpoint."""
+    return setting.name.removesuffix("_DIR").lower().replace("_", "-")
+
+
+def variable(service: str, setting: Setting) -> str:
+    """The variable a deployment sets: common file paths system-wide, everything else per service.
+
+    ``./recept migrate`` looks for ``RECEPT_KEYRING_FILE`` by that exact name, hence the
+    system-wide form for the common settings that point at files.
+    """
+    if setting.name in COMMON_NAMES and setting.name.endswith("_FILE"):
+        return f"RECEPT_{setting.name}"
+    return f"RECEPT_{service.upper()}_{setting.name}"
+
+
+@dataclass
+class Contract:
+    service: str
+    settings: dict[str, Setting]
+    env: dict[str, str] = field(default_factory=dict)            # plain variables and their values
+    secret_env: list[str] = field(default_factory=list)          # variables delivered as secret files
+    optional_secrets: list[str] = field(default_factory=list)    # the operator's, only when used
+    secret_files: dict[str, str] = field(default_factory=dict)   # setting name -> file under SECRETS_DIR
+    data_dirs: dict[str, str] = field(default_factory=dict)      # setting name -> volume name (under DATA_DIR)
+
+    def accepts(self, variable_name: str) -> bool:
+        """Is ``variable_name`` one this service reads (either form), or the wsgi selector?"""
+        if variable_name == SERVICE_VARIABLE:
+            return True
+        prefix = f"RECEPT_{self.service.upper()}_"
+        name = variable_name.removeprefix(prefix) if variable_name.startswith(prefix) else \
+            variable_name.removeprefix("RECEPT_")
+        return variable_name.startswith("RECEPT_") and name in self.settings
+
+    def setting_of(self, variable_name: str) -> str | None:
+        for prefix in (f"RECEPT_{self.service.upper()}_", "RECEPT_"):
+            if variable_name.startswith(prefix) and variable_name.removeprefix(prefix) in self.settings:
+                return variable_name.removeprefix(prefix)
+        return None
+
+
+def contract(service: str, jwks_url: str = f"http://auth-api:{API_PORT}/.well-known/jwks.json") -> Contract:
+    from services import load
+
+    settings = dict(load(service).config(env={}).settings)
+    result = Contract(service, settings, env={SERVICE_VARIABLE: service, "RECEPT_JWKS_URL": jwks_url})
+    for name, setting in settings.items():
+        if name.endswith("_FILE"):
+            result.secret_files[name] = secret_file_name(setting)
+            result.env[variable(service, setting)] = f"{SECRETS_DIR}/{secret_file_name(setting)}"
+        elif name.endswith("_DIR"):
+            result.data_dirs[name] = volume_name(setting)
+            result.env[variable(service, setting)] = f"{DATA_DIR}/{result.data_dirs[name]}"
+        elif setting.secret and f"{name}_FILE" not in settings:
+            target = result.secret_env if name in COMMON_NAMES else result.optional_secrets
+            target.append(variable(service, setting))
+    return result

@@ -1,0 +1,168 @@
+"""deploy/k8s: a Kustomize base that follows the code, validates offline, and gives every service what it needs."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from deploy import render
+from deploy.contract import DATA_DIR, SECRETS_DIR
+from services import SERVICES
+
+KUBERNETES_VERSION = "1.31.0"
+
+
+def _load(path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def _kustomization() -> dict:
+    return _load(render.K8S / "kustomization.yaml")[0]
+
+
+def _base() -> list[dict]:
+    """The resources the kustomization lists, as Kustomize would render them (labels added)."""
+    kustomization = _kustomization()
+    labels = {k: v for entry in kustomization["labels"] for k, v in entry["pairs"].items()}
+    documents = []
+    for name in kustomization["resources"]:
+        for doc in _load(render.K8S / name):
+            doc["metadata"].setdefault("labels", {}).update(labels)
+            documents.append(doc)
+    return documents
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    """`kubectl kustomize deploy/k8s` where kubectl exists (it does on this machine kind), else the same load in Python."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return _base()
+    output = subprocess.run([kubectl, "kustomize", str(render.K8S)], check=True, capture_output=True, text=True,
+                            timeout=120).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def _by_kind(documents, kind) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def test_committed_manifests_equal_what_the_code_renders():
+    current = {path.name: path.read_text(encoding="utf-8") for path in render.K8S.glob("*.yaml")}
+    assert current == render.render_k8s(), "deploy/k8s is stale: run `python -m deploy.render`"
+
+
+def test_every_manifest_file_validates_offline():
+    for path in sorted(render.K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in _load(path):
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_kustomized_base_renders_and_validates(rendered):
+    assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == \
+        {(d["kind"], d["metadata"]["name"]) for d in _base()}
+    for doc in rendered:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "recept"
+
+
+def test_a_deployment_and_service_per_api_and_a_deployment_per_worker(rendered):
+    deployments, services = _by_kind(rendered, "Deployment"), _by_kind(rendered, "Service")
+    for service in SERVICES:
+        api, worker = deployments[f"{service}-api"], deployments[f"{service}-worker"]
+        assert api["spec"]["template"]["spec"]["containers"][0]["args"][0] == "gunicorn"
+        assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == \
+            ["python", "-m", f"services.{service}.worker"]
+        selector = services[f"{service}-api"]["spec"]["selector"]
+        assert selector.items() <= api["spec"]["template"]["metadata"]["labels"].items()
+        assert not selector.items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+
+
+def _containers(documents):
+    for doc in documents:
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                yield doc, container
+
+
+def test_api_probes_use_readyz_and_healthz(rendered):
+    for doc, container in _containers(rendered):
+        if doc["metadata"]["name"].endswith("-api"):
+            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+            assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+            assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_every_container_has_requests_limits_and_runs_locked_down(rendered):
+    for doc, container in _containers(rendered):
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+        # args keep the image's ENTRYPOINT, which exports the mounted secrets.
+        assert "command" not in container
+
+
+def test_secrets_hold_placeholders_only(rendered):
+    for secret in _by_kind(rendered, "Secret").values():
+        assert "data" not in secret
+        assert set(secret["stringData"].values()) == {render.PLACEHOLDER}
+
+
+def _environment(rendered, container) -> dict[str, str]:
+    config_maps = _by_kind(rendered, "ConfigMap")
+    env = {}
+    for source in container["envFrom"]:
+        env.update(config_maps[source["configMapRef"]["name"]]["data"])
+    env.update({e["name"]: e["value"] for e in container.get("env", [])})
+    return env
+
+
+def _mounted_secret(rendered, doc, container) -> tuple[str, dict]:
+    volumes = {v["name"]: v for v in doc["spec"]["template"]["spec"]["volumes"]}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == SECRETS_DIR)
+    name = volumes[mount["name"]]["secret"]["secretName"]
+    return name, _by_kind(rendered, "Secret")[name]["stringData"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_setting_the_code_needs_is_provided(rendered, contracts, service):
+    c = contracts[service]
+    docs = [d for d in rendered if d["kind"] in ("Deployment", "Job")]
+    for doc, container in _containers(docs):
+        name = container["name"]
+        if not (doc["metadata"]["name"].startswith(f"{service}-") or name == f"migrate-{service}"):
+            continue
+        env = _environment(rendered, container)
+        secret_name, secret = _mounted_secret(rendered, doc, container)
+        assert secret_name == f"recept-{service}", "a container sees only its own service's secret"
+        assert env["RECEPT_SERVICE"] == service
+        assert env["RECEPT_JWKS_URL"] == "http://auth-api:8080/.well-known/jwks.json"
+        assert {c.setting_of(v) for v in env} >= {"KEYRING_FILE", "JWKS_URL", *c.secret_files, *c.data_dirs}
+        assert set(c.secret_env) <= set(secret), "database and broker URLs come from the secret"
+        for setting, file_name in c.secret_files.items():
+            assert file_name in secret
+        for variable in env:
+            assert c.accepts(variable) or not variable.startswith("RECEPT_"), f"{variable} is read by no setting"
+        if name != f"migrate-{service}":
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            for volume in c.data_dirs.values():
+                assert f"{DATA_DIR}/{volume}" in mounts
+
+
+def test_one_migration_job_migrates_every_service(rendered):
+    job = _by_kind(rendered, "Job")["recept-migrate"]
+    containers = job["spec"]["template"]["spec"]["containers"]
+    assert [c["args"] for c in containers] == [["python", "-m", "services.cli", "migrate", s] for s in SERVICES]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+
+
+def test_kustomization_lists_exactly_the_rendered_files():
+    listed = set(_kustomization()["resources"])
+    assert listed == {p.name for p in render.K8S.glob("*.yaml")} - {"kustomization.yaml"}
