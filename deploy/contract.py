@@ -11,7 +11,12 @@ deployment must give each service:
   systems outside Recept: optional, supplied by the operator the same way when used,
 * every ``*_DIR`` setting pointing at a writable, persistent volume under ``/var/lib/recept/``
   (the image's file system is read-only at run time; e.g. audit's signed checkpoints),
-* the address of auth's public keys.
+* the address of auth's public keys,
+* a ``<SERVICE>_URL`` setting (the portal's ``AUTH_URL``, ``GDPR_URL``, ``AUDIT_URL``) names another
+  service's api: it gets that api's address inside the deployment (``http://<service>-api:8080``).
+
+A service without a worker (``has_worker = False`` on its spec: the portal) never touches the
+bus, so it gets no broker URL, no broker user and no queue.
 
 Deriving this from ``ServiceSpec.settings`` (not a list kept here) is what lets the
 compose and Kubernetes tests notice when a service gains a secret the deployment lacks.
@@ -26,8 +31,33 @@ SECRETS_DIR = "/run/secrets"
 DATA_DIR = "/var/lib/recept"
 API_PORT = 8080
 COMMON_NAMES = {s.name for s in COMMON}
-# Not a shared.config setting: services/wsgi.py reads it to pick the service gunicorn serves.
+# Not shared.config settings: services/wsgi.py reads them, to pick the service gunicorn serves
+# and to trust the reverse proxy's X-Forwarded-* headers (api processes only).
 SERVICE_VARIABLE = "RECEPT_SERVICE"
+PROXY_VARIABLE = "RECEPT_BEHIND_PROXY"
+WSGI_VARIABLES = (SERVICE_VARIABLE, PROXY_VARIABLE)
+# What an api process gets besides its service's variables: compose and Kubernetes put every
+# api behind one reverse proxy (nginx in compose, the cluster's ingress in Kubernetes).
+API_ENV = {PROXY_VARIABLE: "true"}
+
+
+def has_worker(service: str) -> bool:
+    """Does ``service`` run a worker (and so use the bus)?  The portal is an api only."""
+    from services import load
+
+    return getattr(load(service), "has_worker", True)
+
+
+def bus_services() -> list[str]:
+    """The services with a worker: the ones that need a broker user, a queue and a broker URL."""
+    from services import SERVICES
+
+    return [name for name in SERVICES if has_worker(name)]
+
+
+def api_url(service: str) -> str:
+    """Where ``service``'s api answers inside the deployment (compose service / Kubernetes Service)."""
+    return f"http://{service}-api:{API_PORT}"
 
 
 def secret_file_name(setting: Setting) -> str:
@@ -60,10 +90,17 @@ class Contract:
     optional_secrets: list[str] = field(default_factory=list)    # the operator's, only when used
     secret_files: dict[str, str] = field(default_factory=dict)   # setting name -> file under SECRETS_DIR
     data_dirs: dict[str, str] = field(default_factory=dict)      # setting name -> volume name (under DATA_DIR)
+    upstreams: dict[str, str] = field(default_factory=dict)      # setting name -> service whose api it names
+    worker: bool = True                                          # False: an api only, no bus
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The processes the service runs (compose service suffixes)."""
+        return ("api", "worker", "migrate") if self.worker else ("api", "migrate")
 
     def accepts(self, variable_name: str) -> bool:
-        """Is ``variable_name`` one this service reads (either form), or the wsgi selector?"""
-        if variable_name == SERVICE_VARIABLE:
+        """Is ``variable_name`` one this service reads (either form), or one services/wsgi.py reads?"""
+        if variable_name in WSGI_VARIABLES:
             return True
         prefix = f"RECEPT_{self.service.upper()}_"
         name = variable_name.removeprefix(prefix) if variable_name.startswith(prefix) else \
@@ -78,12 +115,21 @@ class Contract:
 
 
 def contract(service: str, jwks_url: str = f"http://auth-api:{API_PORT}/.well-known/jwks.json") -> Contract:
-    from services import load
+    from services import SERVICES, load
 
     settings = dict(load(service).config(env={}).settings)
-    result = Contract(service, settings, env={SERVICE_VARIABLE: service, "RECEPT_JWKS_URL": jwks_url})
+    result = Contract(service, settings, env={SERVICE_VARIABLE: service, "RECEPT_JWKS_URL": jwks_url},
+                      worker=has_worker(service))
     for name, setting in settings.items():
-        if name.endswith("_FILE"):
+        other = name.removesuffix("_URL").lower() if name.endswith("_URL") else None
+        if other in SERVICES and other != service:
+            result.upstreams[name] = other
+            result.env[variable(service, setting)] = api_url(other)
+        elif name == "BROKER_URL" and not result.worker:
+            # Nothing of an api-only service connects to the broker (its api's readiness does not
+            # ping it): leave the in-process default rather than hand out a broker credential.
+            continue
+        elif name.endswith("_FILE"):
             result.secret_files[name] = secret_file_name(setting)
             result.env[variable(service, setting)] = f"{SECRETS_DIR}/{secret_file_name(setting)}"
         elif name.endswith("_DIR"):

@@ -107,13 +107,14 @@ def generate(directory: Path = DEFAULT_DIR, services=None) -> list[str]:
     for service in services:
         c = contract(service)
         db_password = store.password(f"postgres-{service}-password")
-        broker_password = store.password(f"rabbitmq-{service}-password")
-        hashes[user_name(service)] = rabbit_password_hash(broker_password)
         values = {
             "DATABASE_URL": f"postgresql://{database_name(service)}:{db_password}@{POSTGRES_HOST}/"
                             f"{database_name(service)}",
-            "BROKER_URL": f"amqp://{user_name(service)}:{broker_password}@{RABBITMQ_HOST}/{VHOST}",
         }
+        if c.worker:      # an api-only service (the portal) has no broker user
+            broker_password = store.password(f"rabbitmq-{service}-password")
+            hashes[user_name(service)] = rabbit_password_hash(broker_password)
+            values["BROKER_URL"] = f"amqp://{user_name(service)}:{broker_password}@{RABBITMQ_HOST}/{VHOST}"
         for variable in c.secret_env:
             setting = c.setting_of(variable)
             if setting not in values:

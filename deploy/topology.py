@@ -15,6 +15,9 @@ follows the wire protocol of ``shared.outbox`` and ``shared.privacy``:
 * a GDPR participant (it binds ``gdpr.command.<service>``) publishes
   ``gdpr.reply.<service>`` and ``gdpr.announce.<service>`` to ``recept.gdpr``;
 * the coordinator (it binds ``gdpr.reply.*``) publishes ``gdpr.command.<service>``.
+
+A service without a worker (``has_worker = False``) declares nothing and publishes nothing
+(its outbox would have no relay), so it gets no user and no queue at all.
 """
 from __future__ import annotations
 
@@ -172,9 +175,10 @@ def service_topology(name: str, env: Mapping[str, str] | None = None) -> Service
 
 
 def all_topologies(env: Mapping[str, str] | None = None) -> list[ServiceTopology]:
-    from services import SERVICES
+    """Every service with a worker; an api-only service (the portal) has no broker user or queue."""
+    from deploy.contract import bus_services
 
-    return [service_topology(name, env) for name in SERVICES]
+    return [service_topology(name, env) for name in bus_services()]
 
 
 def definitions(topologies: list[ServiceTopology], vhost: str = VHOST,

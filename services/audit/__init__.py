@@ -65,7 +65,7 @@ SPEC = ServiceSpec(
     participant=_participant,
     batch_handler=_batch_handler,
     background=_background,
-    use_inbox=False,        # entries are keyed by event id; gdpr commands use the inbox themselves
+    use_inbox=False,        # events are keyed by event id; gdpr commands still go through the inbox
     consume_batch=500,
     description="Every domain event in per-tenant hash chains with signed checkpoints: query, export, verify.",
 )

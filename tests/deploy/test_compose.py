@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from deploy.contract import DATA_DIR, SECRETS_DIR
+from deploy.contract import DATA_DIR, PROXY_VARIABLE, SECRETS_DIR, api_url, bus_services, contract
 from deploy.topology import service_topology
 from services import SERVICES
 from shared.bus import queue_name
@@ -20,7 +20,8 @@ from tests.deploy.conftest import ROOT
 
 # The project's shared/ folder lies beside the checkout (here and in CI's fresh clone).
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
-ROLES = ("api", "worker", "migrate")
+# (service, role) of every process the code asks for: an api-only service (the portal) has no worker.
+PROCESSES = [(service, role) for service in SERVICES for role in contract(service).roles]
 
 
 def test_compose_file_is_valid_against_the_compose_specification(compose):
@@ -28,21 +29,24 @@ def test_compose_file_is_valid_against_the_compose_specification(compose):
     jsonschema.Draft7Validator(schema).validate(compose)
 
 
-def test_every_service_has_an_api_a_worker_and_a_migration(compose):
+def test_every_service_has_an_api_a_migration_and_a_worker_when_it_has_one(compose, contracts):
     names = set(compose["services"])
     for service in SERVICES:
-        assert {f"{service}-{role}" for role in ROLES} <= names
+        assert {f"{service}-{role}" for role in contracts[service].roles} <= names
+        assert (f"{service}-worker" in names) == contracts[service].worker, \
+            f"{service}: a worker in compose must match the spec's has_worker"
     assert {"rabbitmq", "postgres", "ldap", "proxy"} <= names
+    assert "portal-worker" not in names      # the portal's spec says has_worker = False
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_processes_run_the_documented_commands_from_one_image(compose, service):
-    api, worker, migrate = (compose["services"][f"{service}-{role}"] for role in ROLES)
-    assert api["command"] == ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8080",
-                              "services.wsgi:app"]
-    assert worker["command"] == ["python", "-m", f"services.{service}.worker"]
-    assert migrate["command"] == ["python", "-m", "services.cli", "migrate", service]
-    for definition in (api, worker, migrate):
+def test_processes_run_the_documented_commands_from_one_image(compose, contracts, service):
+    commands = {"api": ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8080", "services.wsgi:app"],
+                "worker": ["python", "-m", f"services.{service}.worker"],
+                "migrate": ["python", "-m", "services.cli", "migrate", service]}
+    for role in contracts[service].roles:
+        definition = compose["services"][f"{service}-{role}"]
+        assert definition["command"] == commands[role]
         assert definition["image"] == "recept:latest"
         assert definition["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
         assert definition["environment"]["RECEPT_SERVICE"] == service
@@ -66,23 +70,29 @@ def _secret_mounts(definition: dict) -> dict[str, dict]:
     return mounts
 
 
-@pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("service", "role"), PROCESSES)
 def test_every_setting_the_code_needs_is_provided(compose, contracts, service, role):
-    """Database and broker URLs, the keyring, every *_FILE secret and *_DIR volume, auth's public keys."""
+    """Database and broker URLs, the keyring, every *_FILE secret and *_DIR volume, auth's public keys,
+    the addresses of the services it calls."""
     c = contracts[service]
     definition = compose["services"][f"{service}-{role}"]
     provided = _provided(definition)
     given = {c.setting_of(name) for name in provided}
-    required = {"DATABASE_URL", "BROKER_URL", "KEYRING_FILE", "JWKS_URL", *c.secret_files, *c.data_dirs}
+    required = {"DATABASE_URL", "KEYRING_FILE", "JWKS_URL", *c.secret_files, *c.data_dirs, *c.upstreams}
+    if c.worker:
+        required.add("BROKER_URL")
+    else:
+        assert "BROKER_URL" not in given, f"{service} has no worker and so needs no broker credential"
     assert required <= given, f"{service}-{role} lacks {sorted(required - given)}"
+    for name, value in provided.items():
+        if c.setting_of(name) in c.upstreams:
+            assert value == api_url(c.upstreams[c.setting_of(name)]), f"{name} must reach that api directly"
     for variable in c.secret_env:
         assert c.setting_of(variable) in {c.setting_of(n) for n, v in provided.items() if v.startswith("secret:")}, \
             f"{variable} must come from a secret, not the environment"
 
 
-@pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("service", "role"), PROCESSES)
 def test_file_settings_point_at_mounted_secrets_and_dirs_at_volumes(compose, contracts, service, role):
     c = contracts[service]
     definition = compose["services"][f"{service}-{role}"]
@@ -100,7 +110,7 @@ def test_file_settings_point_at_mounted_secrets_and_dirs_at_volumes(compose, con
 @pytest.mark.parametrize("service", SERVICES)
 def test_no_variable_is_misspelt_or_stale(compose, contracts, service):
     """Every RECEPT_* variable set is one the service reads (a typo would be ignored silently)."""
-    for role in ROLES:
+    for role in contracts[service].roles:
         for name in _provided(compose["services"][f"{service}-{role}"]):
             if name.startswith("RECEPT_"):
                 assert contracts[service].accepts(name), f"{service}-{role}: {name} is read by no setting"
@@ -149,10 +159,17 @@ def test_start_order_waits_for_health(compose):
             if condition["condition"] == "service_completed_successfully":
                 assert services[dependency]["restart"] == "no"
     for service in SERVICES:
-        for role in ("api", "worker"):
+        c = contract(service)
+        for role in set(c.roles) - {"migrate"}:
             depends = services[f"{service}-{role}"]["depends_on"]
             assert depends[f"{service}-migrate"] == {"condition": "service_completed_successfully"}
-            assert depends["rabbitmq"] == {"condition": "service_healthy"}
+            if c.worker:
+                assert depends["rabbitmq"] == {"condition": "service_healthy"}
+            else:
+                assert "rabbitmq" not in depends, f"{service} never talks to the broker"
+            # An api that calls other apis (the portal) reports ready only once they are.
+            for upstream in c.upstreams.values():
+                assert depends[f"{upstream}-api"] == {"condition": "service_healthy"}
         assert services[f"{service}-migrate"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
         assert "/readyz" in " ".join(services[f"{service}-api"]["healthcheck"]["test"])
         assert services["proxy"]["depends_on"][f"{service}-api"] == {"condition": "service_healthy"}
@@ -182,7 +199,7 @@ def test_rabbitmq_loads_the_generated_definitions(compose):
     assert "rabbitmq-definitions.json" in rabbit["secrets"]
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", bus_services())
 def test_delivery_limit_in_compose_matches_the_definitions(compose, service):
     """A worker declaring its queue with another x-delivery-limit than the broker has would fail to start."""
     environment = {k: str(v) for k, v in compose["services"][f"{service}-worker"]["environment"].items()}
@@ -199,8 +216,29 @@ def test_the_proxy_serves_every_api_under_its_name(compose):
         assert block, f"no location /{service}/"
         assert f"http://{service}-api:8080" in block.group(1)
         assert rf"rewrite ^/{service}/(.*)$ /$1 break;" in block.group(1)   # the prefix is stripped
+        # ... and handed on as X-Forwarded-Prefix; the `set` must come before `rewrite ... break`,
+        # which ends the rewrite module's directives (`set` is one of them).
+        body = block.group(1)
+        assert f"set $recept_prefix /{service};" in body
+        assert body.index("set $recept_prefix") < body.index("rewrite ")
+        # A proxy_set_header here would drop every inherited one (Host, X-Forwarded-For, ...).
+        assert "proxy_set_header" not in body
+    http = conf[conf.index("http {"):conf.index("server {")]
+    for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme",
+                   "X-Forwarded-Prefix $recept_prefix"):
+        assert f"proxy_set_header {header};" in http
     assert "$request " not in conf and '"$request"' not in conf, "query strings would reach the access log"
     assert compose["services"]["proxy"]["ports"] == ["8080:8080"]
+
+
+@pytest.mark.parametrize(("service", "role"), PROCESSES)
+def test_only_api_processes_trust_the_proxy_headers(compose, service, role):
+    """Auth's per-address brute-force block sees the client, not the proxy; the portal its /portal/ prefix."""
+    environment = compose["services"][f"{service}-{role}"]["environment"]
+    if role == "api":
+        assert environment[PROXY_VARIABLE] == "true"
+    else:
+        assert PROXY_VARIABLE not in environment
 
 
 def test_auth_reaches_the_demo_directory(compose):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from deploy import render
-from deploy.contract import DATA_DIR, SECRETS_DIR
+from deploy.contract import DATA_DIR, PROXY_VARIABLE, SECRETS_DIR, api_url
 from services import SERVICES
 
 KUBERNETES_VERSION = "1.31.0"
@@ -71,16 +71,21 @@ def test_the_kustomized_base_renders_and_validates(rendered):
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "recept"
 
 
-def test_a_deployment_and_service_per_api_and_a_deployment_per_worker(rendered):
+def test_a_deployment_and_service_per_api_and_a_deployment_per_worker(rendered, contracts):
     deployments, services = _by_kind(rendered, "Deployment"), _by_kind(rendered, "Service")
     for service in SERVICES:
-        api, worker = deployments[f"{service}-api"], deployments[f"{service}-worker"]
+        api = deployments[f"{service}-api"]
         assert api["spec"]["template"]["spec"]["containers"][0]["args"][0] == "gunicorn"
-        assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == \
-            ["python", "-m", f"services.{service}.worker"]
         selector = services[f"{service}-api"]["spec"]["selector"]
         assert selector.items() <= api["spec"]["template"]["metadata"]["labels"].items()
+        if not contracts[service].worker:
+            assert f"{service}-worker" not in deployments, f"{service}'s spec says it has no worker"
+            continue
+        worker = deployments[f"{service}-worker"]
+        assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == \
+            ["python", "-m", f"services.{service}.worker"]
         assert not selector.items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+    assert "portal-worker" not in deployments
 
 
 def _containers(documents):
@@ -96,6 +101,16 @@ def test_api_probes_use_readyz_and_healthz(rendered):
             assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
             assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+
+
+def test_only_api_containers_trust_the_proxy_headers(rendered):
+    """Behind the cluster's ingress auth must see the client's address and the portal its prefix."""
+    for doc, container in _containers(rendered):
+        env = _environment(rendered, container)
+        if doc["metadata"]["name"].endswith("-api"):
+            assert env[PROXY_VARIABLE] == "true"
+        else:
+            assert PROXY_VARIABLE not in env
 
 
 def test_every_container_has_requests_limits_and_runs_locked_down(rendered):
@@ -146,6 +161,13 @@ def test_every_setting_the_code_needs_is_provided(rendered, contracts, service):
         assert env["RECEPT_JWKS_URL"] == "http://auth-api:8080/.well-known/jwks.json"
         assert {c.setting_of(v) for v in env} >= {"KEYRING_FILE", "JWKS_URL", *c.secret_files, *c.data_dirs}
         assert set(c.secret_env) <= set(secret), "database and broker URLs come from the secret"
+        if not c.worker:
+            assert not any(c.setting_of(v) == "BROKER_URL" for v in [*env, *secret]), \
+                f"{service} has no worker and so needs no broker credential"
+        for setting, upstream in c.upstreams.items():
+            called = next(v for v in env if c.setting_of(v) == setting)
+            assert env[called] == api_url(upstream)
+            assert f"{upstream}-api" in _by_kind(rendered, "Service")
         for setting, file_name in c.secret_files.items():
             assert file_name in secret
         for variable in env:

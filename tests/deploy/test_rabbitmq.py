@@ -16,6 +16,7 @@ import pytest
 
 from deploy import render
 from deploy.make_secrets import generate
+from deploy.contract import bus_services
 from deploy.topology import ADMIN_USER, all_topologies, rabbit_password_hash, user_name
 from services import SERVICES
 from shared.bus import DLX, EVENTS, GDPR, Binding, Bus, BusError, Message, Unroutable, dead_letter_queue, queue_name
@@ -31,14 +32,26 @@ def test_committed_definitions_equal_what_the_code_declares():
 
 def test_definitions_hold_no_password():
     committed = json.loads(render.DEFINITIONS.read_text(encoding="utf-8"))
-    assert {u["name"] for u in committed["users"]} == {ADMIN_USER, *(user_name(s) for s in SERVICES)}
+    assert {u["name"] for u in committed["users"]} == {ADMIN_USER, *(user_name(s) for s in bus_services())}
     assert all(u["password_hash"] == "" for u in committed["users"])
+
+
+def test_services_without_a_worker_get_no_broker_user_or_queue():
+    """The portal has no worker (its spec's has_worker): no credential, no queue that nobody would consume."""
+    api_only = set(SERVICES) - set(bus_services())
+    assert "portal" in api_only
+    committed = json.loads(render.DEFINITIONS.read_text(encoding="utf-8"))
+    text = json.dumps(committed)
+    for service in api_only:
+        assert user_name(service) not in {u["name"] for u in committed["users"]}
+        assert queue_name(service) not in {q["name"] for q in committed["queues"]}
+        assert f"dead.{service}" not in text
 
 
 def test_every_service_queue_has_a_dead_letter_exchange_and_a_delivery_limit():
     committed = json.loads(render.DEFINITIONS.read_text(encoding="utf-8"))
     queues = {q["name"]: q["arguments"] for q in committed["queues"]}
-    for service in SERVICES:
+    for service in bus_services():
         assert queues[queue_name(service)]["x-dead-letter-exchange"] == DLX
         assert queues[queue_name(service)]["x-delivery-limit"] >= 1
         assert queues[dead_letter_queue(service)]["x-queue-type"] == "quorum"
@@ -118,7 +131,7 @@ def _limit(service: str) -> int:
     return TOPOLOGIES[service].queues[queue_name(service)]["arguments"]["x-delivery-limit"]
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", bus_services())
 def test_each_service_declares_its_own_topology_as_its_own_user(broker, service):
     """What a worker does at start: same arguments as the imported queues, allowed by its permissions."""
     Bus(broker(service), service, delivery_limit=_limit(service)).declare(_bindings(service))
@@ -164,7 +177,7 @@ def test_participants_reply_and_announce_under_their_own_name_only(broker):
     participants = [t.service for t in TOPOLOGIES.values() if t.participant and not t.coordinator]
     assert participants, "no service takes part in data-subject requests"
     one = participants[0]
-    other = next(s for s in SERVICES if s != one)
+    other = next(s for s in bus_services() if s != one)
     assert _allowed(_publish(broker(one), GDPR, f"gdpr.reply.{one}"))
     assert _allowed(_publish(broker(one), GDPR, f"gdpr.announce.{one}"))
     assert _denied(_publish(broker(one), GDPR, f"gdpr.reply.{other}"))
