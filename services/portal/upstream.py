@@ -75,8 +75,13 @@ class Upstream:
         return url
 
     def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
-             query: Mapping[str, Any] | None = None, accept: str = "application/json") -> Reply:
+             query: Mapping[str, Any] | None = None, accept: str = "application/json",
+             forwarded_for: str | None = None) -> Reply:
         headers = {"Accept": accept}
+        if forwarded_for:
+            # Auth throttles sign-ins per client address; without this every portal sign-in
+            # would count against the portal's own address (honoured only behind a proxy).
+            headers["X-Forwarded-For"] = forwarded_for
         data = None
         if body is not None:
             data = json.dumps(body).encode()

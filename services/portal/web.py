@@ -326,7 +326,7 @@ def login():
         return render_template("login.html", form=form, errors=errors, error=t("Check the fields marked below.")), 422
     failed = t("Sign-in failed: check the tenant, username and password.")
     try:
-        answer = ctx.auth.json("POST", "/api/v1/auth/login",
+        answer = ctx.auth.json("POST", "/api/v1/auth/login", forwarded_for=request.remote_addr,
                                body={"tenant": form["tenant"], "username": form["username"], "password": password})
         tokens, principal = _tokens_of(answer)
     except UpstreamError as exc:

@@ -48,6 +48,14 @@ def test_sign_in_keeps_the_tokens_server_side(client, app, fakes, runtime):
     assert "alice" not in raw
 
 
+def test_sign_in_tells_auth_the_browsers_address_for_its_throttling(client, fakes):
+    """Auth blocks per client address; the portal must not make every officer one client."""
+    client.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+    sign_in(client)
+    [login] = [c for c in fakes.calls if c["path"].endswith("/auth/login")]
+    assert login["forwarded_for"] == "203.0.113.7"   # the browser's address, not the portal's
+
+
 def test_wrong_password_gets_one_generic_message(client):
     """API.md: one generic answer for every kind of sign-in failure."""
     response = sign_in(client, password="wrong")
