@@ -313,3 +313,27 @@ def test_an_unreadable_checkpoint_file_is_reported(lite, events):
     ledger.files.path("tenant:t1", 1).write_text("{not json")
     problems = [p for r in ledger.verify() for p in r.checkpoint_problems]
     assert [(p["source"], p["problem"]) for p in problems] == [("file tenant_t1/000000000000001.json", "malformed")]
+
+
+def test_concurrent_first_starts_agree_on_one_checkpoint_key(tmp_path):
+    """The api, the worker's loops and the announcer may all create the dev key at once; none may
+    read a half-written file, and all must end up with the same key."""
+    import threading
+
+    for attempt in range(10):
+        path = tmp_path / f"key-{attempt}.pem"
+        keys, errors = [], []
+
+        def start():
+            try:
+                keys.append(public_pem(Signer.from_file(path, create=True).public_key))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(set(keys)) == 1
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
