@@ -43,6 +43,9 @@ def inventory(retention_days: int) -> Inventory:
 
 
 class Participant:
+    #: Announced to the gdpr service: asked in phase two, with the references the others resolved.
+    phase = "trail"
+
     def __init__(self, runtime) -> None:
         self.runtime = runtime
         self.inventory = inventory(runtime.config["RETENTION_DAYS"])

@@ -132,11 +132,13 @@ class Logins:
                            resource={"type": "user", "id": attempt.user_id}, actor=None)
 
     def _history(self, session: Session, attempt: Attempt | None, now: datetime, outcome: str,
-                 reason: str | None, method: str | None, client: int | None) -> None:
+                 reason: str | None, method: str | None, client: int | None, user_id: str | None = None) -> None:
+        # ``user_id`` names a user created during this login (a directory user's first login), whom the
+        # attempt could not know yet; without it that login would be nobody's (art. 15 export, erasure).
         session.execute(login_history.insert().values(
             id=str(uuid.uuid4()), tenant_id=attempt.tenant_id if attempt else None,
-            user_id=attempt.user_id if attempt else None, at=now, outcome=outcome, reason=reason, method=method,
-            client=client))
+            user_id=user_id or (attempt.user_id if attempt else None), at=now, outcome=outcome, reason=reason,
+            method=method, client=client))
 
     def _fail(self, attempt: Attempt | None, reason: str, client: int | None, now: datetime, *,
               count: bool = True) -> Unauthorized:
@@ -258,7 +260,7 @@ class Logins:
                 tokens = self._issue(session, user, attempt.tenant_slug, now, family_id=family_id,
                                      session_expires_at=now + timedelta(seconds=self.policy.session_max_age))
                 method = user.source
-                self._history(session, attempt, now, "succeeded", None, method, client)
+                self._history(session, attempt, now, "succeeded", None, method, client, user_id=user.id)
                 auth.emit(session, events.LOGIN_SUCCEEDED, None,
                           {"user_id": user.id, "tenant_id": attempt.tenant_id, "method": method,
                            "session_id": family_id, "roles": auth.roles_of(session, user.id)},

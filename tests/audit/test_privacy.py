@@ -66,3 +66,11 @@ def test_the_inventory_declares_both_kinds_and_counts_them(audit, events):
     assert all(c["erasure"] == "retained" for c in kinds.values())
     with audit.db.transaction() as s:
         assert audit.participant.counts(s) == {"audit_entry": 2, "vendor_audit_entry": 1}
+
+
+def test_the_audit_announces_itself_for_the_second_phase(audit):
+    """It acts on the references the other services resolved, so the gdpr service must ask it last
+    (without this every export's art. 15 trail came back empty; found by the e2e run)."""
+    from shared.privacy import announcement
+
+    assert announcement(audit)["phase"] == "trail"

@@ -49,6 +49,17 @@ def test_directory_login_creates_the_user_just_in_time_with_groups_mapped_to_rol
     assert len(events_of(harness.runtime, "auth.user.created")) == 1
 
 
+def test_the_first_directory_login_belongs_to_the_user_it_creates(north):
+    """Art. 15: the login that created the account is in that user's history (found by the e2e run)."""
+    from services.auth.models import login_history
+
+    token = claims(north.login("north", "alice", DEMO["alice"]).json)
+    with north.auth.db.transaction() as s:
+        owners = [r.user_id for r in s.execute(select(login_history.c.user_id, login_history.c.outcome))
+                  if r.outcome == "succeeded"]
+    assert owners == [token["sub"]]
+
+
 def test_user_in_no_mapped_group_logs_in_without_roles(north):
     tokens = north.login("north", "erin", DEMO["erin"]).json
     assert claims(tokens)["roles"] == [] and claims(tokens)["groups"] == []
