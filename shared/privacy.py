@@ -193,26 +193,34 @@ def announcement(runtime) -> dict[str, Any]:
             "phase": getattr(participant, "phase", "resolve"), "at": now_rfc3339()}
 
 
-def announce(runtime, publisher) -> None:
+def announce(runtime, publisher) -> bool:
+    """Publish one announcement; True when the broker confirmed it."""
     import json
-    import uuid
 
     body = json.dumps(announcement(runtime), default=str).encode()
     results = publisher.publish([Message(GDPR, f"gdpr.announce.{runtime.name}", body, str(uuid.uuid4()))])
     if results and results[0] is not None:
         log.warning("announce: not delivered (%s)", type(results[0]).__name__)
+        return False
+    return True
 
 
 def announce_loop(runtime, stop: threading.Event) -> None:
-    """Announce at start-up and every ANNOUNCE_INTERVAL seconds."""
+    """Announce at start-up and every ANNOUNCE_INTERVAL seconds.
+
+    Until one announcement is delivered (the gdpr service may start after this one, so its
+    queue is not there yet) it tries again every few seconds rather than a whole interval later.
+    """
     publisher = runtime.bus.publisher()
+    interval = runtime.config["ANNOUNCE_INTERVAL"]
+    delivered = False
     try:
         while not stop.is_set():
             try:
-                announce(runtime, publisher)
+                delivered = announce(runtime, publisher) or delivered
             except Exception as exc:  # noqa: BLE001 - try again next round
                 log.warning("announce failed: %s", type(exc).__name__)
-            stop.wait(runtime.config["ANNOUNCE_INTERVAL"])
+            stop.wait(interval if delivered else min(interval, 3.0))
     finally:
         publisher.close()
 

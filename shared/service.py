@@ -57,6 +57,10 @@ class ServiceSpec:
     description: str = ""
     extensions: Callable[["Runtime"], Mapping[str, Any]] = lambda rt: {}
     background: Callable[["Runtime"], Sequence[Callable[[threading.Event], None]]] = lambda rt: ()
+    #: Raises (e.g. ConfigError) when the service cannot work as configured; called before the
+    #: worker starts consuming and by /readyz, so a bad setting stops the start instead of
+    #: failing every message into the dead-letter queue.
+    preflight: Callable[["Runtime"], None] = lambda rt: None
     use_inbox: bool = True          # False: the batch handler is idempotent by itself (audit: keyed by event id)
     consume_batch: int = 100        # deliveries per handler call (Bus.consume batch_size)
 
@@ -76,7 +80,7 @@ class ServiceSpec:
         rt = runtime
         return create_service_app(
             self.name, blueprints=self.blueprints(),
-            readiness={"database": rt.db.ping, "broker": rt.bus.ping},
+            readiness={"database": rt.db.ping, "broker": rt.bus.ping, "configuration": lambda: self.preflight(rt)},
             max_content_length=rt.config["MAX_CONTENT_LENGTH"], description=self.description,
             extensions={"recept": rt, **self.extensions(rt)},
         )
@@ -176,6 +180,11 @@ def run_worker(spec: ServiceSpec) -> None:
     config = spec.config()
     configure_logging(spec.name, config["LOG_LEVEL"])
     runtime = Runtime(spec, config)
+    try:
+        spec.preflight(runtime)
+    except Exception as exc:  # noqa: BLE001 - report any set-up failure plainly and stop
+        log.error("worker cannot start: %s", exc if isinstance(exc, ValueError) else type(exc).__name__)
+        raise SystemExit(2) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

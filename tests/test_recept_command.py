@@ -12,6 +12,9 @@ import urllib.request
 from pathlib import Path
 
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from services import SERVICES, load
 from shared.crypto import Keyring
 
@@ -53,7 +56,10 @@ def recept_env(tmp_path, **extra) -> dict[str, str]:
     env["RECEPT_KEYRING_FILE"] = str(keyring)
     env["RECEPT_AUTH_SIGNING_KEYS_FILE"] = str(tmp_path / "signing-keys.json")
     env["RECEPT_AUDIT_CHECKPOINT_DIR"] = str(tmp_path / "checkpoints")
-    env["RECEPT_AUDIT_CHECKPOINT_KEY_FILE"] = str(tmp_path / "checkpoint-key.pem")
+    key = tmp_path / "checkpoint-key.pem"       # a configured key must exist: only the dev default is generated
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    env["RECEPT_AUDIT_CHECKPOINT_KEY_FILE"] = str(key)
     env.update(extra)
     return env
 
@@ -130,6 +136,18 @@ def test_unreachable_database_fails_fast(tmp_path, rabbit_url):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "cannot reach the orders database at postgresql://127.0.0.1:1/orders" in result.stderr
     assert "pw@" not in result.stderr
+
+
+def test_a_worker_with_a_bad_setting_stops_at_start_instead_of_dead_lettering(tmp_path, rabbit_url, postgres_url):
+    """A configured audit checkpoint key that is missing must stop the worker, not lose events."""
+    env = recept_env(tmp_path, RECEPT_BROKER_URL=rabbit_url, RECEPT_AUDIT_DATABASE_URL=postgres_url,
+                     RECEPT_AUDIT_CHECKPOINT_KEY_FILE=str(tmp_path / "missing.pem"))
+    subprocess.run([sys.executable, "-m", "services.cli", "migrate", "audit"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "services.audit.worker"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "worker cannot start" in result.stderr and "missing.pem" in result.stderr
 
 
 def test_keys_command_prints_a_keyring_and_rotates_a_file(tmp_path):

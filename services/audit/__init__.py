@@ -48,6 +48,12 @@ def _participant(runtime):
     return Participant(runtime)
 
 
+def _preflight(runtime):
+    from .ledger import ledger_of
+
+    ledger_of(runtime)   # loads the checkpoint key and trusted keys: a bad one stops the start
+
+
 def _background(runtime):
     from .worker import background
 
@@ -65,6 +71,7 @@ SPEC = ServiceSpec(
     participant=_participant,
     batch_handler=_batch_handler,
     background=_background,
+    preflight=_preflight,
     use_inbox=False,        # events are keyed by event id; gdpr commands still go through the inbox
     consume_batch=500,
     description="Every domain event in per-tenant hash chains with signed checkpoints: query, export, verify.",
