@@ -1,0 +1,294 @@
+"""The whole Recept system as real processes, started once per module: ``./recept up --broker`` (a gunicorn
+api and a worker per service) against a fresh RabbitMQ vhost, one fresh PostgreSQL database per service,
+a real slapd, and an SMTP listener in this process; plus a small HTTP client to drive it.
+
+Bootstrap is what an operator does: ``./recept auth add-tenant vendor`` and the first vendor admin through
+the CLI, everything else through the services' HTTP APIs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services import SERVICES, load
+from shared.crypto import Keyring
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, RABBIT_HOST, RABBIT_PASSWORD, RABBIT_PORT, RABBIT_USER, \
+    _pg_admin, _rabbitmqctl, missing
+from tests.ldap_server import SlapdServer, require_slapd
+
+ROOT = Path(__file__).resolve().parents[2]
+VENDOR_ADMIN = ("root-admin", "vendor admin password 1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Api:
+    """One service's HTTP API at ``base`` (urllib: no extra dependency, every response closed)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(self, method: str, path: str, token: str | None = None, json_body: Any = None, *,
+             data: bytes | None = None, content_type: str | None = None, timeout: float = 30.0) -> Reply:
+        headers = {"Accept": "application/json, application/zip, */*"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            content_type = "application/json"
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return Reply(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return Reply(exc.code, dict(exc.headers), exc.read())
+
+    def ok(self, method: str, path: str, token: str | None = None, json_body: Any = None, status: int = 200,
+           **kwargs) -> Any:
+        reply = self.call(method, path, token, json_body, **kwargs)
+        assert reply.status == status, f"{method} {path}: {reply.status} {reply.body[:500]!r}"
+        return reply.json() if reply.body and reply.headers.get("Content-Type", "").endswith("json") else reply.body
+
+    def login(self, tenant: str, username: str, password: str) -> str:
+        body = self.ok("POST", "/api/v1/auth/login", json_body={"tenant": tenant, "username": username,
+                                                                   "password": password})
+        return body["access_token"]
+
+
+# --- SMTP (change notices) ----------------------------------------------------------------------------
+
+@dataclass
+class SmtpListener:
+    port: int = 0
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    """A real SMTP server (aiosmtpd) in this process for crm's change notices (R4)."""
+    from aiosmtpd.controller import Controller
+
+    listener = SmtpListener(port=free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            with listener.lock:
+                listener.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            return "250 Message accepted"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=listener.port)
+    controller.start()
+    try:
+        yield listener
+    finally:
+        controller.stop()
+
+
+# --- the directory ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory):
+    """A slapd of this module's own (demo.ldif): the scenario adds the data subject as a directory user."""
+    require_slapd()
+    server = SlapdServer(tmp_path_factory.mktemp("e2e-slapd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- the system ---------------------------------------------------------------------------------------
+
+@dataclass
+class System:
+    ports: dict[str, int]
+    database_urls: dict[str, str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen
+    vhost: str
+
+    def api(self, service: str) -> Api:
+        return Api(f"http://127.0.0.1:{self.ports[service]}")
+
+    def cli(self, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """``./recept <argv>`` with the system's environment (databases, keyring, checkpoint settings)."""
+        return subprocess.run([sys.executable, "-m", "services.cli", *argv], cwd=ROOT, env=self.env, input=stdin,
+                              capture_output=True, text=True, timeout=120)
+
+    def log(self) -> bytes:
+        return self.log_path.read_bytes()
+
+    def dead_letters(self) -> dict[str, int]:
+        """Messages waiting in each service's dead-letter queue."""
+        out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", self.vhost, "name", "messages"],
+                             check=True, capture_output=True, text=True, timeout=60).stdout
+        counts = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].endswith(".dead") and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+        return counts
+
+
+def _create_databases(names: list[str]) -> dict[str, str]:
+    urls = {}
+    with _pg_admin() as conn:
+        for name in names:
+            database = f"recept_e2e_{name}_{uuid.uuid4().hex[:8]}"
+            conn.execute(f'CREATE DATABASE "{database}"')
+            urls[name] = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+    return urls
+
+
+def _drop_databases(urls: dict[str, str]) -> None:
+    with _pg_admin() as conn:
+        for url in urls.values():
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def _healthy(api: Api) -> bool:
+    try:
+        reply = api.call("GET", "/readyz", timeout=5)
+    except OSError:
+        return False
+    return reply.status == 200 and reply.json().get("status") == "ready"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the launcher; it stops its children. Anything left in its process group is killed and fails."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError("./recept up did not stop on SIGTERM") from None
+    leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    if leftovers:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"{len(leftovers)} child process(es) survived the stop")
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
+    """``./recept up --broker`` with every service as real processes; stopped (and checked) at module end."""
+    work = tmp_path_factory.mktemp("e2e-system")
+    vhost = f"recept-e2e-{uuid.uuid4().hex[:10]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, RABBIT_USER, ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        missing(f"rabbitmqctl to create a vhost ({type(exc).__name__})")
+    broker = f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{quote(vhost, safe='')}"
+    database_urls = _create_databases(list(SERVICES))
+    ports = {name: free_port() for name in SERVICES}
+    keyring = work / "keyring.json"
+    keyring.write_text(Keyring.generate().to_json())
+    keyring.chmod(0o600)
+    # The audit's checkpoint key is a mounted secret in production: configured, it must exist (docs/audit.md).
+    checkpoint_key = work / "checkpoint-key.pem"
+    checkpoint_key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    checkpoint_key.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEPT_")}
+    env.update({
+        "RECEPT_KEYRING_FILE": str(keyring),
+        "RECEPT_AUTH_SIGNING_KEYS_FILE": str(work / "signing-keys.json"),
+        "RECEPT_AUDIT_CHECKPOINT_DIR": str(work / "checkpoints"),
+        "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(checkpoint_key),
+        # The test directory is plain LDAP on loopback (docs/ldap.md).
+        "RECEPT_AUTH_ALLOW_PLAIN_LDAP": "true",
+        # Long enough that no token expires during the scenario.
+        "RECEPT_AUTH_ACCESS_TOKEN_TTL": "900",
+        # Workers that start before the gdpr queue exists announce again within seconds, not a minute.
+        "RECEPT_ANNOUNCE_INTERVAL": "3",
+        "RECEPT_GDPR_SWEEP_INTERVAL": "1",
+        "RECEPT_CRM_SMTP_HOST": "127.0.0.1", "RECEPT_CRM_SMTP_PORT": str(smtp.port),
+        "RECEPT_CRM_SMTP_FROM": "noreply@recept.example",
+        "RECEPT_CRM_VENDOR_TENANT": "vendor",
+        "GUNICORN_WORKERS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
+        **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
+    })
+    log_path = work / "system.log"
+    proc = None
+    try:
+        # The operator's bootstrap, before the system runs: the vendor tenant and its first administrator.
+        for argv, stdin in ((["auth", "add-tenant", "vendor", "Recept AB"], None),
+                            (["auth", "add-user", "--tenant", "vendor", "--username", VENDOR_ADMIN[0],
+                              "--role", "vendor_admin", "--password-stdin"], VENDOR_ADMIN[1] + "\n")):
+            done = subprocess.run([sys.executable, "-m", "services.cli", *argv], cwd=ROOT, env=env, input=stdin,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+        with open(log_path, "wb") as log:
+            # Output goes to a file, not a pipe: a full pipe would block the services' logging.
+            proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--broker", broker], cwd=ROOT,
+                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        system = System(ports, database_urls, env, log_path, proc, vhost)
+        for name in SERVICES:
+            wait_for(lambda name=name: proc.poll() is not None or _healthy(system.api(name)), 120,
+                     f"{name} to be ready")
+            assert proc.poll() is None, f"./recept up exited early:\n{log_path.read_text()[-3000:]}"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == sum(2 if getattr(load(s), "has_worker", True) else 1 for s in SERVICES)
+        yield system
+    finally:
+        try:
+            if proc is not None:
+                _stop(proc)
+        finally:
+            _drop_databases(database_urls)
+            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
