@@ -40,10 +40,24 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
-def _pg_admin():
+def pg_admin():
+    """An autocommit connection to the server's maintenance database (CREATE/DROP/ALTER DATABASE)."""
     import psycopg
 
     return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+
+
+def create_database(prefix: str = "recept_test") -> str:
+    """A new empty PostgreSQL database; its URL.  Drop it with ``drop_database``."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def drop_database(url: str) -> None:
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -59,16 +73,12 @@ def make_postgres_db(postgres_server):
     created: list[str] = []
 
     def make(prefix: str = "recept_test") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with _pg_admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+        created.append(create_database(prefix))
+        return created[-1]
 
     yield make
-    with _pg_admin() as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for url in created:
+        drop_database(url)
 
 
 @pytest.fixture
@@ -136,21 +146,24 @@ def rabbitmq_server():
         t.join()
 
 
+def create_vhost(prefix: str = "recept-test") -> str:
+    """A fresh RabbitMQ vhost (nameko-style isolation), deleted at the end of the session; its amqp:// URL.
+
+    Use it directly for module-scoped fixtures (creating a vhost costs about a second)."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, RABBIT_USER, ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as exc:
+        missing(f"rabbitmqctl to create a vhost ({type(exc).__name__})")
+    _vhost_cleanup.append(vhost)
+    return f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{quote(vhost, safe='')}"
+
+
 @pytest.fixture
 def make_rabbit_vhost(rabbitmq_server):
-    """Factory: a fresh RabbitMQ vhost (nameko-style isolation); returns its amqp:// URL."""
-
-    def make() -> str:
-        vhost = f"recept-test-{uuid.uuid4().hex[:10]}"
-        try:
-            _rabbitmqctl("add_vhost", vhost)
-            _rabbitmqctl("set_permissions", "-p", vhost, RABBIT_USER, ".*", ".*", ".*")
-        except (OSError, subprocess.SubprocessError) as exc:
-            missing(f"rabbitmqctl to create a vhost ({type(exc).__name__})")
-        _vhost_cleanup.append(vhost)
-        return f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{quote(vhost, safe='')}"
-
-    return make
+    """Factory: a fresh RabbitMQ vhost per call; returns its amqp:// URL."""
+    return create_vhost
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from shared.bus import EVENTS, GDPR, MemoryBackend, Message, dead_letter_queue, 
 from services.audit.ledger import ledger_of
 from services.audit.models import entries
 from tests.audit.conftest import Worker, wait_for
-from tests.conftest import _pg_admin
+from tests.conftest import create_vhost, pg_admin
 
 
 def count(runtime) -> int:
@@ -45,16 +45,7 @@ def queue_depth(url: str, queue: str) -> int:
 def shared_vhost(rabbitmq_server):
     """One fresh vhost for this module's RabbitMQ tests (made like tests/conftest.py's make_rabbit_vhost):
     creating one costs seconds of rabbitmqctl, so the tests share it and each empties the audit queues."""
-    from urllib.parse import quote
-
-    from tests import conftest
-
-    vhost = f"recept-test-{uuid.uuid4().hex[:10]}"
-    conftest._rabbitmqctl("add_vhost", vhost)
-    conftest._rabbitmqctl("set_permissions", "-p", vhost, conftest.RABBIT_USER, ".*", ".*", ".*")
-    conftest._vhost_cleanup.append(vhost)   # deleted with the others at the end of the session
-    host, port = rabbitmq_server
-    return f"amqp://{conftest.RABBIT_USER}:{conftest.RABBIT_PASSWORD}@{host}:{port}/{quote(vhost, safe='')}"
+    return create_vhost()
 
 
 @pytest.fixture
@@ -105,14 +96,14 @@ def test_events_wait_out_a_database_outage_and_none_is_dead_lettered(rabbit_audi
     with Worker(rabbit_audit):
         publish(rabbit_audit, [events() for _ in range(10)])
         assert wait_for(lambda: count(rabbit_audit) == 10)
-        with _pg_admin() as admin:
+        with pg_admin() as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         try:
             publish(rabbit_audit, [events() for _ in range(50)])
             time.sleep(2.0)   # long enough for several retries had the consumer nacked
         finally:
-            with _pg_admin() as admin:
+            with pg_admin() as admin:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert wait_for(lambda: count(rabbit_audit) == 60)
     assert queue_depth(rabbit_audit.bus.url, dead_letter_queue("audit")) == 0

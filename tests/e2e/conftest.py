@@ -17,11 +17,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import unquote
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -29,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services import SERVICES, load
 from shared.crypto import Keyring
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, RABBIT_HOST, RABBIT_PASSWORD, RABBIT_PORT, RABBIT_USER, \
-    _pg_admin, _rabbitmqctl, missing
+from tests.conftest import create_database, create_vhost, drop_database
 from tests.ldap_server import SlapdServer, require_slapd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,22 +179,6 @@ class System:
         return counts
 
 
-def _create_databases(names: list[str]) -> dict[str, str]:
-    urls = {}
-    with _pg_admin() as conn:
-        for name in names:
-            database = f"recept_e2e_{name}_{uuid.uuid4().hex[:8]}"
-            conn.execute(f'CREATE DATABASE "{database}"')
-            urls[name] = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
-    return urls
-
-
-def _drop_databases(urls: dict[str, str]) -> None:
-    with _pg_admin() as conn:
-        for url in urls.values():
-            conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
 def _healthy(api: Api) -> bool:
     try:
         reply = api.call("GET", "/readyz", timeout=5)
@@ -225,14 +207,8 @@ def _stop(proc: subprocess.Popen) -> None:
 def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
     """``./recept up --broker`` with every service as real processes; stopped (and checked) at module end."""
     work = tmp_path_factory.mktemp("e2e-system")
-    vhost = f"recept-e2e-{uuid.uuid4().hex[:10]}"
-    try:
-        _rabbitmqctl("add_vhost", vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, RABBIT_USER, ".*", ".*", ".*")
-    except (OSError, subprocess.SubprocessError) as exc:
-        missing(f"rabbitmqctl to create a vhost ({type(exc).__name__})")
-    broker = f"amqp://{RABBIT_USER}:{RABBIT_PASSWORD}@{RABBIT_HOST}:{RABBIT_PORT}/{quote(vhost, safe='')}"
-    database_urls = _create_databases(list(SERVICES))
+    broker = create_vhost("recept-e2e")
+    database_urls = {name: create_database(f"recept_e2e_{name}") for name in SERVICES}
     ports = {name: free_port() for name in SERVICES}
     keyring = work / "keyring.json"
     keyring.write_text(Keyring.generate().to_json())
@@ -277,7 +253,7 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
             # Output goes to a file, not a pipe: a full pipe would block the services' logging.
             proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--broker", broker], cwd=ROOT,
                                     env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        system = System(ports, database_urls, env, log_path, proc, vhost)
+        system = System(ports, database_urls, env, log_path, proc, unquote(broker.rsplit("/", 1)[1]))
         for name in SERVICES:
             wait_for(lambda name=name: proc.poll() is not None or _healthy(system.api(name)), 120,
                      f"{name} to be ready")
@@ -290,5 +266,5 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
             if proc is not None:
                 _stop(proc)
         finally:
-            _drop_databases(database_urls)
-            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+            for url in database_urls.values():
+                drop_database(url)      # the vhost goes with the session's others
