@@ -265,10 +265,15 @@ class RabbitBackend(_Backend):
 
         ch.basic_consume(queue, on_message, auto_ack=False)
         while not stop.is_set():
-            conn.process_data_events(time_limit=batch_wait if pending else 0.25)
+            conn.process_data_events(time_limit=0.25)
+            # Adaptive batching: keep gathering while deliveries keep arriving (a busy queue fills
+            # batches up to batch_size or batch_wait); a lone message is handled at once.
             deadline = time.monotonic() + batch_wait
             while pending and len(pending) < batch_size and time.monotonic() < deadline:
-                conn.process_data_events(time_limit=max(0.0, deadline - time.monotonic()))
+                before = len(pending)
+                conn.process_data_events(time_limit=min(0.005, max(0.0, deadline - time.monotonic())))
+                if len(pending) == before:
+                    break
             if not pending:
                 continue
             batch, pending[:] = list(pending), []
@@ -543,7 +548,7 @@ class MemoryBackend(_Backend):
                     while len(batch) < batch_size:
                         try:
                             message = simple.get(block=True, timeout=0.05 if not batch else
-                                                 max(0.001, deadline - time.monotonic()))
+                                                 min(0.005, max(0.001, deadline - time.monotonic())))
                         except simple.Empty:
                             if batch or stop.is_set() or time.monotonic() >= deadline:
                                 break

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 
 from .errors import Invalid
@@ -26,7 +27,7 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
                  "correlation_id", "data"],
     "additionalProperties": False,
     "properties": {
-        "id": {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36},
+        "id": {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
         "type": {"type": "string", "pattern": TYPE_NAME.pattern},
         "version": {"type": "integer", "minimum": 1},
         "source": {"type": "string", "minLength": 1, "maxLength": 40},
@@ -54,6 +55,23 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
 _envelope_validator = Draft202012Validator(ENVELOPE_SCHEMA)
 
 
+def _compile(schema: dict[str, Any]):
+    """A fast yes/no check (fastjsonschema generates Python code: ~25x jsonschema's speed on
+    every emitted event); jsonschema stays the reference that explains a failure."""
+    return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
+
+
+_envelope_fast = _compile(ENVELOPE_SCHEMA)
+
+
+def _passes(check, instance: Any) -> bool:
+    try:
+        check(instance)
+        return True
+    except fastjsonschema.JsonSchemaException:
+        return False
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -61,12 +79,14 @@ class EventType:
     data_schema: dict[str, Any]
     description: str = ""
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+    fast: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not TYPE_NAME.match(self.name):
             raise ValueError(f"event type {self.name!r} is not <service>.<thing>.<past-tense verb>")
         Draft202012Validator.check_schema(self.data_schema)
         object.__setattr__(self, "validator", Draft202012Validator(self.data_schema))
+        object.__setattr__(self, "fast", _compile(self.data_schema))
 
     @property
     def key(self) -> tuple[str, int]:
@@ -162,7 +182,7 @@ def validate_envelope(envelope: dict[str, Any], event_type: EventType | None = N
         except KeyError:
             pass
     # Fast path: a valid event is checked once; the error walk only runs for an invalid one.
-    if _envelope_validator.is_valid(envelope) and (event_type is None or event_type.validator.is_valid(envelope["data"])):
+    if _passes(_envelope_fast, envelope) and (event_type is None or _passes(event_type.fast, envelope["data"])):
         return event_type
     problems = _problems(_envelope_validator, envelope, "")
     if not problems:

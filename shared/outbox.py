@@ -51,7 +51,16 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-_wakers: dict[int, threading.Event] = {}
+NOTIFY_CHANNEL = "recept_outbox"
+
+
+@event.listens_for(Session, "before_commit")
+def _notify_relay(session: Session) -> None:
+    # A relay in another process (the worker, when the api wrote the rows) hears of the
+    # commit at once through PostgreSQL's LISTEN/NOTIFY instead of at its next poll.
+    if "recept_outbox_waker" in session.info and session.bind is not None \
+            and session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
 @event.listens_for(Session, "after_commit")
@@ -59,6 +68,39 @@ def _wake_relay(session: Session) -> None:
     waker = session.info.pop("recept_outbox_waker", None)
     if waker is not None:
         waker.set()
+
+
+class CommitListener:
+    """LISTENs for outbox commits made by other processes (PostgreSQL); a no-op elsewhere."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self._conn = None
+
+    def heard(self) -> bool:
+        """True when a commit was announced since the last call (never blocks)."""
+        if self.db.dialect != "postgresql":
+            return False
+        try:
+            if self._conn is None:
+                raw = self.db.engine.raw_connection()
+                self._conn = raw.driver_connection
+                self._raw = raw
+                self._conn.autocommit = True
+                self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            return any(True for _ in self._conn.notifies(timeout=0, stop_after=1))
+        except Exception:  # noqa: BLE001 - fall back to polling; reconnect next time
+            self.close()
+            return False
+
+    def close(self) -> None:
+        raw, self._conn = getattr(self, "_raw", None), None
+        self._raw = None
+        if raw is not None:
+            try:
+                raw.invalidate()   # a LISTENing session must not go back to the pool
+            except Exception:  # noqa: BLE001
+                pass
 
 
 class PayloadCipher:
@@ -292,6 +334,7 @@ class Relay:
     def run(self, stop: threading.Event, interval: float = 0.2) -> None:
         """Relay until ``stop`` is set; survives broker and database outages."""
         lock = RelayLock(self.db, self.table.name + ":" + str(self.db.engine.url.database))
+        listener = CommitListener(self.db)
         try:
             while not stop.is_set():
                 if not lock.held():
@@ -307,11 +350,12 @@ class Relay:
                 if published:
                     continue
                 deadline = time.monotonic() + interval
-                while not (stop.is_set() or self.wake.is_set()):
+                while not (stop.is_set() or self.wake.is_set() or listener.heard()):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self.publisher.idle(min(0.02, remaining))
         finally:
+            listener.close()
             lock.release()
             self.publisher.close()

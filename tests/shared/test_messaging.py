@@ -333,3 +333,45 @@ def test_old_inbox_entries_are_purged(service):
         assert wait_for(lambda: service.applied_numbers() == [1])
     service.consumer.inbox_retention = timedelta(seconds=-1)
     assert service.consumer.purge_inbox() == 1
+
+
+def test_a_commit_in_another_process_wakes_the_relay_at_once(postgres_url):
+    """The api writes the outbox row, the worker's relay publishes it: LISTEN/NOTIFY, not the next poll."""
+    import time
+
+    from shared.db import Database
+    from shared.outbox import Outbox, Relay
+    from tests.shared.library_service import metadata
+
+    class Recorder:
+        def __init__(self):
+            self.published_at = None
+
+        def publish(self, messages, timeout=30.0):
+            self.published_at = time.monotonic()
+            return [None] * len(messages)
+
+        def idle(self, seconds):
+            time.sleep(seconds)
+
+        def close(self):
+            pass
+
+    worker_db, api_db = Database(postgres_url), Database(postgres_url)   # two engines: two processes' worth
+    metadata.create_all(worker_db.engine)
+    recorder, stop = Recorder(), threading.Event()
+    relay = Relay(worker_db, tables.outbox, recorder)
+    thread = threading.Thread(target=relay.run, args=(stop, 10.0), daemon=True)   # polls only every 10 s
+    thread.start()
+    try:
+        time.sleep(0.5)                         # the relay is idle, listening
+        committed = time.monotonic()
+        with api_db.transaction() as s:
+            Outbox(tables.outbox, "lib").emit(s, THING_HAPPENED, data={"n": 1})
+        assert wait_for(lambda: recorder.published_at is not None, timeout=5)
+        assert recorder.published_at - committed < 1.0
+    finally:
+        stop.set()
+        thread.join(10)
+        worker_db.dispose()
+        api_db.dispose()
