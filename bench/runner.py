@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DOC = ROOT / "docs" / "benchmarks.md"
-MODULES = ("bench.bench_messaging",)
+MODULES = ("bench.bench_messaging", "bench.bench_audit", "bench.bench_orders", "bench.bench_auth", "bench.bench_gdpr")
 REGISTRY: dict[str, tuple[str, Callable]] = {}
 
 
@@ -88,6 +89,15 @@ class Context:
         self.cleanup.append(lambda: subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True))
         return f"amqp://{self.rabbit}/{quote(name, safe='')}"
 
+    def tempdir(self) -> str:
+        """A scratch directory removed after the benchmark."""
+        import shutil
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix="recept-bench-")
+        self.cleanup.append(lambda: shutil.rmtree(path, ignore_errors=True))
+        return path
+
     def close(self) -> None:
         while self.cleanup:
             try:
@@ -128,6 +138,11 @@ def run(names: list[str] | None = None, smoke: bool = False, write: bool = True)
         print(f"== {name}: {title} ({cores} cores{', smoke sizes' if smoke else ''})", flush=True)
         try:
             figures = fn(ctx)
+        except Exception:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
+            traceback.print_exc()
+            print(f"   {name} FAILED; its figures are not recorded", file=sys.stderr, flush=True)
+            results.setdefault("failed", []).append(name)
+            continue
         finally:
             ctx.close()
         for f in figures:
@@ -142,6 +157,7 @@ def run(names: list[str] | None = None, smoke: bool = False, write: bool = True)
             {**asdict(f), "ratio": f.ratio, "meets_goal": f.meets_goal} for f in figures]}
     if write:
         previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        # A failed benchmark keeps its previous full figures rather than vanishing from the table.
         if previous.get("smoke") is False and not smoke:
             merged = {**previous.get("benchmarks", {}), **results["benchmarks"]}
             results["benchmarks"] = merged
@@ -179,5 +195,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; results are not written to the docs")
     args = parser.parse_args(argv)
-    run(args.names, smoke=args.smoke)
-    return 0
+    results = run(args.names, smoke=args.smoke)
+    return 1 if results.get("failed") else 0

@@ -16,6 +16,7 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "DOC", tmp_path / "benchmarks.md")
     results = runner.run(smoke=True)
     runner.load_all()
+    assert not results.get("failed")
     assert set(results["benchmarks"]) == set(runner.REGISTRY)
     for name, entry in results["benchmarks"].items():
         assert entry["figures"], name
