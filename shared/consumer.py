@@ -113,20 +113,24 @@ class Consumer:
         return str(message_id)[:64]
 
     def _dedup(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]):
-        ids = [mid for _d, _m, mid in items]
-        seen = set(session.scalars(select(self.inbox.c.message_id).where(
-            self.inbox.c.consumer == self.name, self.inbox.c.message_id.in_(ids))))
-        fresh, unique = [], set()
+        """Record the batch's message ids in the inbox; keep only the items seen for the first time.
+
+        One statement: INSERT ... ON CONFLICT DO NOTHING RETURNING (PostgreSQL and SQLite)."""
+        unique: dict[str, tuple] = {}
         for item in items:
-            if item[2] in seen or item[2] in unique:
-                continue
-            unique.add(item[2])
-            fresh.append(item)
-        if fresh:
-            now = datetime.now(timezone.utc)
-            session.execute(self.inbox.insert(), [
-                {"consumer": self.name, "message_id": mid, "received_at": now} for _d, _m, mid in fresh])
-        return fresh
+            unique.setdefault(item[2], item)
+        if not unique:
+            return []
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        now = datetime.now(timezone.utc)
+        statement = dialect_insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.message_id)
+        fresh = set(session.scalars(statement, [{"consumer": self.name, "message_id": mid, "received_at": now}
+                                                for mid in unique]))
+        return [item for mid, item in unique.items() if mid in fresh]
 
     def _apply(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]) -> None:
         batched, routed = [], []

@@ -256,9 +256,10 @@ class Relay:
 
     def __init__(self, db, table: Table, publisher: Publisher, *, batch: int = 500, max_backoff: float = 60.0,
                  keep_sent: timedelta = timedelta(hours=1), wake: threading.Event | None = None,
-                 cipher: PayloadCipher | None = None) -> None:
+                 cipher: PayloadCipher | None = None, linger: float = 0.02) -> None:
         self.db = db
         self.cipher = cipher
+        self.linger = linger
         self.table = table
         self.publisher = publisher
         self.batch = batch
@@ -355,6 +356,9 @@ class Relay:
                     if remaining <= 0:
                         break
                     self.publisher.idle(min(0.02, remaining))
+                # Linger a moment after a wake-up so a stream of small commits (one order each)
+                # becomes one batch rather than a relay round per commit.
+                self.publisher.idle(min(self.linger, interval))
         finally:
             listener.close()
             lock.release()
