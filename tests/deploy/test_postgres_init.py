@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from services import load
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_admin
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, pg_admin
 from tests.deploy.conftest import ROOT
 
 SCRIPT = ROOT / "deploy" / "postgres" / "init-databases.sh"
@@ -31,7 +31,7 @@ def initialised(postgres_server, tmp_path):
         assert "pw-" not in result.stdout + result.stderr, "a password was printed"
         yield prefix
     finally:
-        with _pg_admin() as conn:
+        with pg_admin() as conn:
             for name in names:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 conn.execute(f'DROP ROLE IF EXISTS "{name}"')

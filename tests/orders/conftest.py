@@ -10,7 +10,7 @@ from sqlalchemy import text
 from services.orders import SPEC
 from services.orders.models import metadata
 from shared.db import make_engine
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, _pg_admin
+from tests.conftest import PG_HOST, PG_PORT, PG_USER, pg_admin
 from tests.orders.world import World
 from tests.support import TokenMint, make_runtime
 
@@ -24,13 +24,13 @@ def orders_postgres_url(postgres_server):
     Commits skip the fsync wait: durability of a throw-away test database is not under test.
     """
     name = f"recept_orders_test_{uuid.uuid4().hex[:10]}"
-    with _pg_admin() as conn:
+    with pg_admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
         conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     url = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     SPEC.migrate(SPEC.config(overrides={"DATABASE_URL": url}, env={}))
     yield url
-    with _pg_admin() as conn:
+    with pg_admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
