@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping
 
+from shared.db import as_utc
 from shared.errors import Invalid
 from shared.events import SUBJECT_REF, TYPE_NAME
 
@@ -40,9 +41,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything the audit stores is UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def rfc3339(value: datetime) -> str:

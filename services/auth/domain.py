@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.crypto import ERASED, BlindIndex, normalise_email
+from shared.db import as_utc
 from shared.errors import AccessDenied, Conflict, Invalid, NotFound
 from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
 
@@ -45,11 +46,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
+aware = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
 
 
 def iso(value: datetime | None) -> str | None:

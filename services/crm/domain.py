@@ -20,6 +20,7 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.crypto import ERASED, BlindIndex, normalise_email, normalise_name, normalise_phone
+from shared.db import as_utc
 from shared.errors import Invalid, NotFound
 
 from . import events as ev
@@ -33,11 +34,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def utc(value: datetime | None) -> datetime | None:
-    """SQLite hands timezone-aware columns back naive; every stored time is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+utc = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
 
 
 def iso(value: datetime | None) -> str | None:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from shared.bus import GDPR
 from shared.crypto import ERASED, normalise_email, normalise_personnummer, normalise_phone
+from shared.db import as_utc
 from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
 from shared.privacy import ACTIONS, IDENTIFIERS
 from shared.tokens import Principal
@@ -55,11 +56,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time stored here is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
+aware = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
 
 
 def rfc3339(value: datetime | None) -> str | None:

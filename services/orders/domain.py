@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.crypto import ERASED, BlindIndex, normalise_name, normalise_personnummer
+from shared.db import as_utc
 from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
 from shared.tokens import Principal
 
@@ -101,9 +102,7 @@ def _date(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands timezone-aware columns back naive; they were written in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+_aware = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
 
 
 @dataclass(frozen=True)

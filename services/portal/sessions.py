@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 from sqlalchemy import delete, select, update
 
 from shared.crypto import ERASED, Vault
+from shared.db import as_utc
 
 from .models import sessions as table
 
@@ -27,9 +28,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back without their zone; they were written as UTC.
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+_utc = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
 
 
 def _key(sid: str) -> str:
