@@ -24,6 +24,18 @@ class Invalid(DomainError):
     type_suffix = "invalid"
 
 
+class PayloadTooLarge(DomainError):
+    status = 413
+    title = "Request Entity Too Large"
+    type_suffix = "payload-too-large"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    title = "Unsupported media type"
+    type_suffix = "unsupported-media-type"
+
+
 class Unauthorized(DomainError):
     status = 401
     title = "Unauthorized"

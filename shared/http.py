@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from jsonschema import Draft202012Validator, FormatChecker
 from werkzeug.exceptions import HTTPException
 
-from .errors import DomainError, Invalid, Unavailable
+from .errors import DomainError, Invalid, Unavailable, UnsupportedMediaType
 from .logs import request_id
 
 log = logging.getLogger("recept.http")
@@ -172,7 +172,7 @@ class ApiBlueprint(Blueprint):
 
 def json_body(schema: dict | None = None) -> Any:
     if request.mimetype != "application/json":
-        raise _UnsupportedMediaType()
+        raise UnsupportedMediaType("send the request body as application/json")
     try:
         data = json.loads(request.get_data(cache=True) or b"null")
     except (ValueError, UnicodeDecodeError):
@@ -180,15 +180,6 @@ def json_body(schema: dict | None = None) -> Any:
     if schema is not None:
         validate(schema, data)
     return data
-
-
-class _UnsupportedMediaType(DomainError):
-    status = 415
-    title = "Unsupported media type"
-    type_suffix = "unsupported-media-type"
-
-    def __init__(self) -> None:
-        super().__init__("send the request body as application/json")
 
 
 def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], description: str = "") -> dict:

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from flask import Response, current_app, jsonify, request
 
-from shared.errors import DomainError, Invalid, NotFound
+from shared.errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
 from shared.http import ApiBlueprint
 from shared.tokens import authenticate
 
@@ -46,18 +46,6 @@ CASE_FIELDS = {"caller_name": NULLABLE(200), "phone": NULLABLE(40), "email": NUL
                "person_id": {"anyOf": [UUID, {"type": "null"}]}}
 COMPANY_OUT = {"type": "object"}
 ITEMS = {"type": "object", "properties": {"items": {"type": "array"}}}
-
-
-class UnsupportedMediaType(DomainError):
-    status = 415
-    title = "Unsupported media type"
-    type_suffix = "unsupported-media-type"
-
-
-class PayloadTooLarge(DomainError):
-    status = 413
-    title = "Request Entity Too Large"
-    type_suffix = "payload-too-large"
 
 
 def crm() -> Crm:
