@@ -11,7 +11,8 @@ from bench.runner import Context, Figure, benchmark
 
 @benchmark("messaging", "outbox → relay → RabbitMQ → idempotent consumer (PostgreSQL both ends)")
 def messaging(ctx: Context) -> list[Figure]:
-    from tests.shared.library_service import LibraryService, wait_for
+    from tests.shared.library_service import LibraryService
+    from tests.support import wait_for
 
     count = ctx.size(50_000, 500)
     body = json.dumps({"pad": "x" * 300}).encode()

@@ -77,6 +77,16 @@ def events_of(runtime: Runtime, type_name: str | None = None) -> list[dict[str, 
     return [e for e in outbox_messages(runtime) if type_name is None or e["type"] == type_name]
 
 
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
 def assert_no_plaintext(blob: bytes, values: Iterable[str]) -> None:
     """None of ``values`` appears in ``blob`` (a raw database dump, a log, an event)."""
     leaked = [v for v in values if v and v.encode() in blob]

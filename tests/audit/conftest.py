@@ -93,14 +93,3 @@ class Worker:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=30)
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

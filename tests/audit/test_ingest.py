@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 from shared.bus import EVENTS, GDPR, MemoryBackend, Message, dead_letter_queue, queue_name
 from services.audit.ledger import ledger_of
 from services.audit.models import entries
-from tests.audit.conftest import Worker, wait_for
+from tests.audit.conftest import Worker
 from tests.conftest import create_vhost, pg_admin
+from tests.support import wait_for
 
 
 def count(runtime) -> int:

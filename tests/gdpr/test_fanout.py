@@ -17,7 +17,7 @@ from services.gdpr.models import request_services
 from shared.bus import EVENTS, GDPR, Binding, Bus, Message, queue_name
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
-from tests.shared.library_service import wait_for
+from tests.support import wait_for
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime
 
 ALICE = {"email": "alice.andersson@example.se", "name": "Alice Andersson"}

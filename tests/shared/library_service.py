@@ -97,12 +97,3 @@ class LibraryService:
                 t.join(timeout=15)
 
 
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import update
 
 from shared.bus import DLX, EVENTS, Binding, Bus, Delivery, MemoryBackend, Message, Outcome, Unroutable, dead_letter_queue
-from tests.shared.library_service import THING_HAPPENED, LibraryService, tables, wait_for
+from tests.shared.library_service import THING_HAPPENED, LibraryService, tables
+from tests.support import wait_for
 
 
 @pytest.fixture
