@@ -99,13 +99,12 @@ def audit_ingest(ctx: Context) -> list[Figure]:
 def audit_verify(ctx: Context) -> list[Figure]:
     from services.audit import SPEC
     from services.audit.domain import entry_hash, genesis, to_entry
-    from services.audit.ledger import ledger_of
-    from shared.events import make_event
+        from shared.events import make_event
     from tests.support import make_runtime
 
     count = ctx.size(1_000_000, 2_000)
     runtime = make_runtime(SPEC, ctx.postgres(), CHECKPOINT_DIR=ctx.tempdir())
-    ledger = ledger_of(runtime)
+    ledger = runtime.domain
     bodies: list[bytes] = []
     try:
         for first in range(0, count, 10_000):

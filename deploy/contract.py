@@ -15,7 +15,7 @@ deployment must give each service:
 * a ``<SERVICE>_URL`` setting (the portal's ``AUTH_URL``, ``GDPR_URL``, ``AUDIT_URL``) names another
   service's api: it gets that api's address inside the deployment (``http://<service>-api:8080``).
 
-A service without a worker (``has_worker = False`` on its spec: the portal) never touches the
+A service without a worker (``has_worker=False`` on its spec: the portal) never touches the
 bus, so it gets no broker URL, no broker user and no queue.
 
 Deriving this from ``ServiceSpec.settings`` (not a list kept here) is what lets the
@@ -45,7 +45,7 @@ def has_worker(service: str) -> bool:
     """Does ``service`` run a worker (and so use the bus)?  The portal is an api only."""
     from services import load
 
-    return getattr(load(service), "has_worker", True)
+    return load(service).has_worker
 
 
 def bus_services() -> list[str]:

@@ -16,7 +16,7 @@ follows the wire protocol of ``shared.outbox`` and ``shared.privacy``:
   ``gdpr.reply.<service>`` and ``gdpr.announce.<service>`` to ``recept.gdpr``;
 * the coordinator (it binds ``gdpr.reply.*``) publishes ``gdpr.command.<service>``.
 
-A service without a worker (``has_worker = False``) declares nothing and publishes nothing
+A service without a worker (``has_worker=False``) declares nothing and publishes nothing
 (its outbox would have no relay), so it gets no user and no queue at all.
 """
 from __future__ import annotations

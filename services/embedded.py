@@ -15,14 +15,8 @@ from werkzeug.serving import make_server
 
 from services import SERVICES, load
 from shared.logs import configure_logging
-from shared.service import Runtime
 
 log = logging.getLogger("recept.embedded")
-
-
-def has_worker(name: str) -> bool:
-    """The portal is a web front end only: no bus, no worker."""
-    return getattr(load(name), "has_worker", True)
 
 
 def build(port: int, overrides: dict | None = None, names=SERVICES):
@@ -38,12 +32,12 @@ def build(port: int, overrides: dict | None = None, names=SERVICES):
             own = embedded_overrides(port)   # the portal reaches auth, gdpr and audit on this port
         config = spec.config(overrides={"BROKER_URL": "memory://", **own, **(overrides or {}).get(name, {})})
         spec.migrate(config)
-        runtime = Runtime(spec, config)
+        runtime = spec.runtime(config)
         runtimes[name] = runtime
         apps[f"/{name}"] = spec.create_app(runtime=runtime)
     # Declare every queue before any worker publishes, so nothing is unroutable at start-up.
     for name, runtime in runtimes.items():
-        if has_worker(name):
+        if runtime.spec.has_worker:
             runtime.declare()
 
     def index(environ, start_response):
@@ -60,7 +54,7 @@ def run_embedded(host: str = "127.0.0.1", port: int = 8080) -> None:
     stop = threading.Event()
     threads = []
     for name, runtime in runtimes.items():
-        if has_worker(name):
+        if runtime.spec.has_worker:
             threads += runtime.start_worker_threads(stop)
     server = make_server(host, port, app, threaded=True)
 

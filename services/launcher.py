@@ -43,7 +43,7 @@ def commands(name: str, host: str) -> list[tuple[str, list[str]]]:
         ("api", [gunicorn, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", f"{host}:{port_of(name)}",
                  "services.wsgi:app"]),
     ]
-    if getattr(load(name), "has_worker", True):
+    if load(name).has_worker:
         processes.append(("worker", [python, "-m", f"services.{name}.worker"]))
     return processes
 
@@ -69,7 +69,7 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
     for name in names:
         for role, argv in commands(name, host):
             children.append((f"{name} {role}", subprocess.Popen(argv, env=child_env(name, broker, host), cwd=ROOT)))
-        roles = "api + worker" if getattr(load(name), "has_worker", True) else "api"
+        roles = "api + worker" if load(name).has_worker else "api"
         print(f"recept:   {name:<7} http://{host}:{port_of(name)}/  ({roles})", flush=True)
     print("recept: Ctrl-C stops everything", flush=True)
     exit_code = 0

@@ -186,7 +186,7 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     paths: dict[str, dict] = {
         "/healthz": {"get": {"summary": "The process runs", "responses": {"200": {"description": "ok"}}}},
-        "/readyz": {"get": {"summary": "Database and broker reachable",
+        "/readyz": {"get": {"summary": "Can serve its API: database reachable, configuration sound",
                             "responses": {"200": {"description": "ready"},
                                           "503": {"description": "not ready",
                                                   "content": {PROBLEM: {"schema": problem_ref}}}}}},
@@ -246,12 +246,14 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
 # --- the app factory ----------------------------------------------------------------------------------
 
 def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readiness: dict[str, Callable[[], None]],
-                       max_content_length: int = 1_048_576, title: str | None = None, version: str = "1.0.0",
+                       health: dict[str, Callable[[], None]] | None = None, max_content_length: int = 1_048_576, title: str | None = None, version: str = "1.0.0",
                        description: str = "", extensions: dict[str, Any] | None = None) -> Flask:
     """A Flask app with everything a Recept service shares.
 
-    ``readiness`` maps a dependency name ("database", "broker") to a check that raises
-    when it is unreachable; ``/readyz`` names every failing one.
+    ``readiness`` maps what the API needs to serve (its database, its configuration) to a check
+    that raises when it fails; ``/readyz`` names every failing one.  ``health`` holds the checks
+    of what the API can serve without (the broker: writes go through the outbox and wait there);
+    ``/healthz`` reports them as detail and stays 200 while the process runs.
     """
     app = Flask(f"recept.{name}", static_folder=None)   # no implicit /static route shadowing a blueprint's
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
@@ -301,7 +303,15 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
 
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok")
+        checks = {}
+        for dependency, check in (health or {}).items():
+            try:
+                check()
+                checks[dependency] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+                checks[dependency] = "unreachable"
+                log.info("health: %s unreachable (%s)", dependency, type(exc).__name__)
+        return jsonify(status="ok", checks=checks) if checks else jsonify(status="ok")
 
     @app.get("/readyz")
     def readyz():

@@ -6,17 +6,18 @@ database, keyring, bus, outbox and token verifier; ``spec.create_app()`` and
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy import MetaData
 
-from .bus import GDPR, Binding, Bus
+from .bus import Bus
 from .config import Config, Setting, load_config
 from .consumer import Consumer, Subscription, inbox_table
 from .db import Database, migrate
@@ -43,24 +44,48 @@ def create_library_tables(op) -> None:
     metadata.create_all(op.get_bind())
 
 
+@dataclass(frozen=True)
+class Loop:
+    """A background loop of a service's worker: runs until ``stop`` is set."""
+
+    name: str
+    run: Callable[[threading.Event], None]
+
+
+@dataclass
+class Wiring:
+    """Everything one service runs, made once per runtime by its ``bootstrap.build(runtime)``.
+
+    The api reads its domain objects from ``extensions`` (Flask ``app.extensions``); the worker
+    consumes exactly ``subscriptions`` (the gdpr command handler among them, when the service
+    takes part in data-subject requests) and runs ``loops`` beside the relay and the consumer.
+    """
+
+    domain: Any                                            # the service's domain object(s)
+    blueprints: Sequence[Any] = ()
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    participant: Any = None                                # shared.privacy.Participant, or None
+    subscriptions: Sequence[Subscription] = ()
+    batch_handler: Callable[[Any, list], None] | None = None
+    loops: Sequence[Loop] = ()
+    #: Raises (e.g. ConfigError) when the service cannot work as configured; called before the
+    #: worker starts consuming and by /readyz, so a bad setting stops the start instead of
+    #: failing every message into the dead-letter queue.
+    preflight: Callable[[], object] = lambda: None
+
+
 @dataclass
 class ServiceSpec:
     name: str
     metadata: MetaData
     tables: SimpleNamespace                     # library_tables(metadata)
     migrations: Path
-    blueprints: Callable[[], Sequence[Any]]     # lazy, so importing the spec stays cheap
+    #: ``build(runtime) -> Wiring``, or the name of the module that has it: imported only when a
+    #: runtime is built, so importing the spec (settings, migrations, the launchers) stays cheap.
+    bootstrap: str | Callable[["Runtime"], Wiring]
     settings: tuple[Setting, ...] = ()
-    subscriptions: Callable[["Runtime"], Sequence[Subscription]] = lambda rt: ()
-    participant: Callable[["Runtime"], Any] | None = None   # GDPR participation (shared.privacy)
-    batch_handler: Callable[["Runtime"], Any] | None = None
     description: str = ""
-    extensions: Callable[["Runtime"], Mapping[str, Any]] = lambda rt: {}
-    background: Callable[["Runtime"], Sequence[Callable[[threading.Event], None]]] = lambda rt: ()
-    #: Raises (e.g. ConfigError) when the service cannot work as configured; called before the
-    #: worker starts consuming and by /readyz, so a bad setting stops the start instead of
-    #: failing every message into the dead-letter queue.
-    preflight: Callable[["Runtime"], None] = lambda rt: None
+    has_worker: bool = True         # False: an api only (the portal), no bus, no worker process
     use_inbox: bool = True          # False: the batch handler is idempotent by itself (audit: keyed by event id)
     consume_batch: int = 100        # deliveries per handler call (Bus.consume batch_size)
 
@@ -70,24 +95,33 @@ class ServiceSpec:
     def migrate(self, config: Config) -> None:
         migrate(self.name, config["DATABASE_URL"], self.migrations)
 
+    def build(self, runtime: "Runtime") -> Wiring:
+        build = self.bootstrap
+        if isinstance(build, str):
+            build = importlib.import_module(build).build
+        return build(runtime)
+
+    def runtime(self, config: Config | Mapping[str, Any] | None = None) -> "Runtime":
+        if not isinstance(config, Config):
+            config = self.config(overrides=config)
+        return Runtime(self, config)
+
     def create_app(self, config: Config | Mapping[str, Any] | None = None, runtime: "Runtime | None" = None):
         from .http import create_service_app
 
-        if runtime is None:
-            if not isinstance(config, Config):
-                config = self.config(overrides=config)
-            runtime = Runtime(self, config)
-        rt = runtime
+        rt = runtime if runtime is not None else self.runtime(config)
+        wiring = rt.wiring
+        readiness = {"database": rt.db.ping, "configuration": wiring.preflight}
+        health = {"broker": rt.bus.ping} if self.has_worker else {}
         return create_service_app(
-            self.name, blueprints=self.blueprints(),
-            readiness={"database": rt.db.ping, "broker": rt.bus.ping, "configuration": lambda: self.preflight(rt)},
+            self.name, blueprints=wiring.blueprints, readiness=readiness, health=health,
             max_content_length=rt.config["MAX_CONTENT_LENGTH"], description=self.description,
-            extensions={"recept": rt, **self.extensions(rt)},
+            extensions={"recept": rt, **wiring.extensions},
         )
 
 
 class Runtime:
-    """One service's live dependencies in one process."""
+    """One service's live dependencies in one process, and its wiring (made once, on first use)."""
 
     def __init__(self, spec: ServiceSpec, config: Config) -> None:
         from .crypto import Keyring, Vault
@@ -104,33 +138,35 @@ class Runtime:
         self.outbox = Outbox(spec.tables.outbox, spec.name, cipher=PayloadCipher(self.keyring))
         keys = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
         self.tokens = TokenVerifier(keys, config["TOKEN_ISSUER"])
-        self._participant = None
+        self._wiring: Wiring | None = None
+        self._wiring_lock = threading.Lock()
 
     @property
-    def participant(self):
-        if self._participant is None and self.spec.participant is not None:
-            self._participant = self.spec.participant(self)
-        return self._participant
+    def wiring(self) -> Wiring:
+        if self._wiring is None:
+            with self._wiring_lock:
+                if self._wiring is None:
+                    self._wiring = self.spec.build(self)
+        return self._wiring
 
-    def subscriptions(self) -> list[Subscription]:
-        subs = list(self.spec.subscriptions(self))
-        if self.participant is not None:
-            from .privacy import command_subscription
+    @property
+    def domain(self) -> Any:
+        return self.wiring.domain
 
-            subs.append(command_subscription(self))
-        return subs
+    @property
+    def participant(self) -> Any:
+        return self.wiring.participant
 
     def consumer(self) -> Consumer:
-        batch = self.spec.batch_handler(self) if self.spec.batch_handler else None
-        return Consumer(self.name, self.db, self.tables.inbox, self.subscriptions(), batch_handler=batch,
-                        use_inbox=self.spec.use_inbox, database_wait=self.config["DATABASE_WAIT"])
+        wiring = self.wiring
+        return Consumer(self.name, self.db, self.tables.inbox, list(wiring.subscriptions),
+                        batch_handler=wiring.batch_handler, use_inbox=self.spec.use_inbox,
+                        database_wait=self.config["DATABASE_WAIT"])
 
     def declare(self) -> Consumer:
+        """Declare this service's queue and every binding of its subscriptions."""
         consumer = self.consumer()
-        bindings = consumer.bindings
-        if self.participant is not None:
-            bindings = [*bindings, Binding(GDPR, f"gdpr.command.{self.name}")]
-        self.bus.declare(dict.fromkeys(bindings))
+        self.bus.declare(dict.fromkeys(consumer.bindings))
         return consumer
 
     def relay(self) -> Relay:
@@ -148,8 +184,8 @@ class Runtime:
             from .privacy import announce_loop
 
             loops.append(("announcer", lambda: announce_loop(self, stop)))
-        for index, loop in enumerate(self.spec.background(self)):
-            loops.append((f"background-{index}", lambda loop=loop: loop(stop)))
+        for loop in self.wiring.loops:
+            loops.append((loop.name, lambda loop=loop: loop.run(stop)))
         threads = []
         for label, target in loops:
             thread = threading.Thread(target=_guard(label, target, stop), name=f"{self.name}-{label}", daemon=True)
@@ -181,7 +217,7 @@ def run_worker(spec: ServiceSpec) -> None:
     configure_logging(spec.name, config["LOG_LEVEL"])
     runtime = Runtime(spec, config)
     try:
-        spec.preflight(runtime)
+        runtime.wiring.preflight()
     except Exception as exc:  # noqa: BLE001 - report any set-up failure plainly and stop
         log.error("worker cannot start: %s", exc if isinstance(exc, ValueError) else type(exc).__name__)
         raise SystemExit(2) from None

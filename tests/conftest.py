@@ -169,3 +169,28 @@ def make_rabbit_vhost(rabbitmq_server):
 @pytest.fixture
 def rabbit_url(make_rabbit_vhost) -> str:
     return make_rabbit_vhost()
+
+
+# --- tiers (issue 13) ---------------------------------------------------------------------------
+# unit: no broker, no database server, no child process (SQLite files are fine): seconds.
+# integration: a real RabbitMQ, PostgreSQL or slapd, or processes of the system; e2e: tests/e2e.
+# A test's own marker wins; otherwise its tier follows from what it uses, so a new test lands in
+# the right tier without anyone remembering to mark it.
+
+TIERS = ("unit", "integration", "e2e", "chaos")
+SERVER_FIXTURES = {"postgres_server", "rabbitmq_server", "slapd", "slapd_fresh", "slapd_ad", "slapd_ad_fresh"}
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        folder = os.path.relpath(str(item.path), _TESTS).split(os.sep)[0]
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if folder in ("e2e", "chaos"):
+            item.add_marker(getattr(pytest.mark, folder))
+        elif SERVER_FIXTURES & set(item.fixturenames) or "postgresql" in params.values():
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)

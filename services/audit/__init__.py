@@ -24,54 +24,13 @@ SETTINGS = (
 )
 
 
-def _blueprints():
-    from .api import bp
-
-    return [bp]
-
-
-def _subscriptions(runtime):
-    from .worker import subscriptions
-
-    return subscriptions(runtime)
-
-
-def _batch_handler(runtime):
-    from .worker import batch_handler
-
-    return batch_handler(runtime)
-
-
-def _participant(runtime):
-    from .privacy import Participant
-
-    return Participant(runtime)
-
-
-def _preflight(runtime):
-    from .ledger import ledger_of
-
-    ledger_of(runtime)   # loads the checkpoint key and trusted keys: a bad one stops the start
-
-
-def _background(runtime):
-    from .worker import background
-
-    return background(runtime)
-
-
 SPEC = ServiceSpec(
     name=NAME,
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
-    blueprints=_blueprints,
+    bootstrap="services.audit.bootstrap",
     settings=SETTINGS,
-    subscriptions=_subscriptions,
-    participant=_participant,
-    batch_handler=_batch_handler,
-    background=_background,
-    preflight=_preflight,
     use_inbox=False,        # events are keyed by event id; gdpr commands still go through the inbox
     consume_batch=500,
     description="Every domain event in per-tenant hash chains with signed checkpoints: query, export, verify.",

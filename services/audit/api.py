@@ -10,17 +10,21 @@ import csv
 import io
 from typing import Any, Iterator
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 
 from shared.errors import AccessDenied, Invalid, NotFound
 from shared.events import SUBJECT_REF
-from shared.http import ApiBlueprint, runtime
+from shared.http import ApiBlueprint
 from shared.tokens import Principal, authenticate
 
 from .domain import csv_cell, decode_cursor, encode_cursor, parse_time
-from .ledger import Filters, ledger_of
+from .ledger import Filters, Ledger
 
 bp = ApiBlueprint("audit", __name__)
+
+
+def the_ledger() -> Ledger:
+    return current_app.extensions["audit"]
 
 ROLES = ("auditor", "tenant_admin")
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -123,7 +127,7 @@ def _wants_csv(query: dict[str, str]) -> bool:
               responses={200: EVENTS_PAGE, 404: None, 422: None})
 def list_events(query: dict[str, str]):
     filters = _filters(query, authenticate())
-    ledger = ledger_of(runtime())
+    ledger = the_ledger()
     if _wants_csv(query):
         limit = int(query["limit"]) if "limit" in query else None
         if limit is not None and not 1 <= limit:
@@ -174,7 +178,7 @@ def _csv_row(item: dict[str, Any]) -> list[Any]:
 def verify_chains(query: dict[str, str]):
     scope = _scope(authenticate())
     chain = query.get("chain")
-    reports = ledger_of(runtime()).verify(chain=chain, tenant=scope)
+    reports = the_ledger().verify(chain=chain, tenant=scope)
     if chain is not None and not reports:
         raise NotFound("no such chain")
     chains = [r.as_dict() for r in reports]

@@ -23,7 +23,9 @@ from .ledger import Ledger
 
 
 def _ledger(config) -> Ledger:
-    return Ledger(Database(config["DATABASE_URL"]), Outbox(SPEC.tables.outbox, SPEC.name), config)
+    ledger = Ledger(Database(config["DATABASE_URL"]), Outbox(SPEC.tables.outbox, SPEC.name), config)
+    ledger.load_keys()     # a key that cannot be read is a configuration error before any work
+    return ledger
 
 
 def _print_report(report: dict, out) -> None:

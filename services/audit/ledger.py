@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -88,13 +87,33 @@ class Ledger:
         self.outbox = outbox
         self.config = config
         self.clock = clock
-        key_file = config.get("CHECKPOINT_KEY_FILE")
-        self.signer = Signer.from_file(Path(key_file) if key_file else DEFAULT_KEY_FILE, create=not key_file)
-        self.trusted = TrustedKeys.from_files(config.get("CHECKPOINT_TRUSTED_KEYS") or (),
-                                              extra=[self.signer.public_key])
+        self._keys: tuple[Signer, TrustedKeys] | None = None
         self.files = CheckpointFiles(Path(config.get("CHECKPOINT_DIR") or DEFAULT_CHECKPOINT_DIR))
         self.retention = timedelta(days=config["RETENTION_DAYS"])
         self._insert_entries = entries.insert()
+
+    # --- keys ---------------------------------------------------------------------------------------
+    def load_keys(self) -> tuple[Signer, TrustedKeys]:
+        """Load the checkpoint key and the trusted keys (a ConfigError when one cannot be read).
+
+        On first use rather than at construction, so wiring a ledger (the deploy renderer does, to
+        learn the topology) touches no secret; the worker's preflight and /readyz call it early.
+        """
+        if self._keys is None:
+            key_file = self.config.get("CHECKPOINT_KEY_FILE")
+            signer = Signer.from_file(Path(key_file) if key_file else DEFAULT_KEY_FILE, create=not key_file)
+            trusted = TrustedKeys.from_files(self.config.get("CHECKPOINT_TRUSTED_KEYS") or (),
+                                             extra=[signer.public_key])
+            self._keys = (signer, trusted)
+        return self._keys
+
+    @property
+    def signer(self) -> Signer:
+        return self.load_keys()[0]
+
+    @property
+    def trusted(self) -> TrustedKeys:
+        return self.load_keys()[1]
 
     # --- ingest ------------------------------------------------------------------------------------
     def ingest(self, session: Session, batch: Iterable[Entry]) -> int:
@@ -473,14 +492,3 @@ def _export_record(row) -> dict[str, Any]:
             "actor_id": actor.get("id"), "actor_kind": actor.get("kind"), "actor_tenant": actor.get("tenant"),
             "tenant": event["tenant"], "subject": event["subject"], "resource_type": resource.get("type"),
             "resource_id": resource.get("id"), "data": event["data"], "chain": row.chain, "seq": row.seq}
-
-
-_LEDGERS: "WeakKeyDictionary[Any, Ledger]" = WeakKeyDictionary()
-
-
-def ledger_of(runtime) -> Ledger:
-    """The runtime's ledger (one per runtime, made on first use: loading keys touches the disk)."""
-    ledger = _LEDGERS.get(runtime)
-    if ledger is None:
-        ledger = _LEDGERS[runtime] = Ledger(runtime.db, runtime.outbox, runtime.config)
-    return ledger

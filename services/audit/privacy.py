@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
 
-from .ledger import ledger_of
 
 LEGAL_BASIS = "GDPR art. 5(2) accountability / art. 30"
 
@@ -46,13 +45,9 @@ class Participant:
     #: Announced to the gdpr service: asked in phase two, with the references the others resolved.
     phase = "trail"
 
-    def __init__(self, runtime) -> None:
-        self.runtime = runtime
-        self.inventory = inventory(runtime.config["RETENTION_DAYS"])
-
-    @property
-    def ledger(self):
-        return ledger_of(self.runtime)
+    def __init__(self, ledger, retention_days: int) -> None:
+        self.ledger = ledger
+        self.inventory = inventory(retention_days)
 
     def counts(self, session: Session) -> dict[str, int]:
         return self.ledger.counts(session)

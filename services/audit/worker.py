@@ -4,8 +4,8 @@ checkpoints and purge old entries.
 The audit is the busiest consumer, so the events in its queue are fed to one batch handler: a
 whole batch of events becomes one multi-row insert in one transaction, acknowledged (in one
 multiple-ack) only after it commits.  It binds ``recept.events`` with ``#``; the gdpr commands
-addressed to it (``recept.gdpr``, bound by the shared runtime) go to the library's command
-handler through the inbox.  While the database is down the shared consumer waits for it, so
+addressed to it (``recept.gdpr``) go to the library's command handler through the inbox (both
+subscriptions are listed in services/audit/bootstrap.py).  While the database is down the shared consumer waits for it, so
 events stay queued instead of spending their deliveries.
 """
 from __future__ import annotations
@@ -16,43 +16,32 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.bus import EVENTS
-from shared.consumer import Subscription
 from shared.service import run_worker
 
 from .domain import to_entry
-from .ledger import ledger_of
 
 log = logging.getLogger(__name__)
 
 
-def handle_messages(runtime, session: Session, messages: list[dict[str, Any]]) -> None:
+def ingest_handler(ledger):
     """Store a batch of events in their chains, in one transaction.
 
     An invalid envelope raises ``PoisonEvent``: the consumer then retries the batch message by
     message, the others are stored, and the poison one is dead-lettered after the delivery limit.
     """
-    ledger_of(runtime).ingest(session, [to_entry(message) for message in messages])
+
+    def handle(session: Session, messages: list[dict[str, Any]]) -> None:
+        ledger.ingest(session, [to_entry(message) for message in messages])
+
+    return handle
 
 
-def subscriptions(runtime) -> list[Subscription]:
-    """The audit's subscriptions: every domain event.  (The gdpr commands are added by the runtime.)"""
-    return [
-        Subscription(EVENTS, "#", lambda session, message: handle_messages(runtime, session, [message])),
-    ]
-
-
-def batch_handler(runtime):
-    return lambda session, messages: handle_messages(runtime, session, messages)
-
-
-def checkpoint_loop(runtime):
+def checkpoint_loop(ledger, interval: float):
     """Sign due checkpoints (every CHECKPOINT_EVERY entries or CHECKPOINT_INTERVAL seconds per chain)."""
 
     def loop(stop: threading.Event) -> None:
-        ledger = ledger_of(runtime)
         ledger.sync_files()
-        tick = min(1.0, runtime.config["CHECKPOINT_INTERVAL"])
+        tick = min(1.0, interval)
         while not stop.wait(tick):
             try:
                 ledger.checkpoint()
@@ -62,12 +51,11 @@ def checkpoint_loop(runtime):
     return loop
 
 
-def purge_loop(runtime):
+def purge_loop(ledger, interval: float):
     """Apply the retention period every PURGE_INTERVAL seconds."""
 
     def loop(stop: threading.Event) -> None:
-        ledger = ledger_of(runtime)
-        while not stop.wait(runtime.config["PURGE_INTERVAL"]):
+        while not stop.wait(interval):
             try:
                 for result in ledger.purge():
                     log.info("audit: retention purge of chain %s: %s entries", result["chain"], result["purged"])
@@ -75,10 +63,6 @@ def purge_loop(runtime):
                 log.warning("audit: retention purge failed (%s)", type(exc).__name__)
 
     return loop
-
-
-def background(runtime) -> list:
-    return [checkpoint_loop(runtime), purge_loop(runtime)]
 
 
 def main() -> None:

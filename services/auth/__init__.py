@@ -5,28 +5,15 @@ processing agreements (R5), roles; docs/auth.md.
 """
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 from shared.config import Config
-from shared.service import Runtime, ServiceSpec
+from shared.service import ServiceSpec
 
 from .config import SETTINGS
 from .models import metadata, tables
 
 NAME = "auth"
-
-_auths: "weakref.WeakKeyDictionary[Runtime, object]" = weakref.WeakKeyDictionary()
-
-
-def auth_for(runtime: Runtime):
-    """The one ``Auth`` (services.auth.domain) of a runtime, shared by its api, worker and CLI."""
-    from .domain import Auth
-
-    auth = _auths.get(runtime)
-    if auth is None:
-        auth = _auths[runtime] = Auth(runtime)
-    return auth
 
 
 class AuthSpec(ServiceSpec):
@@ -43,48 +30,13 @@ class AuthSpec(ServiceSpec):
         return config
 
 
-def _blueprints():
-    from .api import bp
-
-    return [bp]
-
-
-def _extensions(runtime: Runtime) -> dict:
-    from .login import Logins
-
-    auth = auth_for(runtime)
-    return {"auth": auth, "auth.logins": Logins(auth)}
-
-
-def _participant(runtime: Runtime):
-    from .privacy import AuthParticipant
-
-    return AuthParticipant(auth_for(runtime))
-
-
-def _background(runtime: Runtime):
-    from .worker import purge_loop
-
-    return [purge_loop(runtime)]
-
-
-def _subscriptions(runtime: Runtime):
-    from .worker import SUBSCRIPTIONS
-
-    return SUBSCRIPTIONS
-
-
 SPEC = AuthSpec(
     name=NAME,
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
-    blueprints=_blueprints,
+    bootstrap="services.auth.bootstrap",
     settings=SETTINGS,
-    subscriptions=_subscriptions,
-    participant=_participant,
-    extensions=_extensions,
-    background=_background,
     description="Minimal login data (R6), local and directory logins (R10), tokens, tenants and their "
                 "data processing agreements (R5), roles.",
 )

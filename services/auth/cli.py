@@ -17,21 +17,17 @@ from shared.errors import DomainError
 
 
 def _runtime():
-    from shared.service import Runtime
-
     from . import SPEC
 
     config = SPEC.config()
     SPEC.migrate(config)
-    return Runtime(SPEC, config)
+    return SPEC.runtime(config)
 
 
 def _add_tenant(args) -> int:
-    from . import auth_for
-
     runtime = _runtime()
     try:
-        auth = auth_for(runtime)
+        auth = runtime.domain
         with auth.db.transaction() as session:
             view = auth.create_tenant(session, None, args.slug, args.name)
     finally:
@@ -46,8 +42,6 @@ def _read_password(stream) -> str:
 
 
 def _add_user(args) -> int:
-    from . import auth_for
-
     if args.password_stdin == args.directory:
         print("recept: give exactly one of --password-stdin (a local user) or --directory (a directory user)",
               file=sys.stderr)
@@ -55,7 +49,7 @@ def _add_user(args) -> int:
     password = _read_password(sys.stdin) if args.password_stdin else None
     runtime = _runtime()
     try:
-        auth = auth_for(runtime)
+        auth = runtime.domain
         with auth.db.transaction() as session:
             view = auth.create_user(session, None, args.tenant, username=args.username, roles=args.role,
                                     password=password, display_name=args.display_name, email=args.email,

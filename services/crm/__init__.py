@@ -28,48 +28,13 @@ SETTINGS = (
 )
 
 
-def _blueprints():
-    from .api import bp
-
-    return [bp]
-
-
-def _extensions(runtime):
-    from .domain import Crm
-
-    return {"crm": Crm(runtime)}
-
-
-def _participant(runtime):
-    from .privacy import CrmParticipant
-
-    return CrmParticipant(runtime)
-
-
-def _subscriptions(runtime):
-    from .worker import SUBSCRIPTIONS
-
-    return SUBSCRIPTIONS
-
-
-def _background(runtime):
-    from .domain import Crm
-    from .notices import delivery_loop
-
-    return [delivery_loop(Crm(runtime))]
-
-
 SPEC = ServiceSpec(
     name=NAME,
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
-    blueprints=_blueprints,
+    bootstrap="services.crm.bootstrap",
     settings=SETTINGS,
-    subscriptions=_subscriptions,
-    participant=_participant,
-    extensions=_extensions,
-    background=_background,
     description="Support desk: company person tabs, call logs, cases, e-mails as documents, change notices.",
 )
 

@@ -17,9 +17,7 @@ from . import SPEC
 
 
 def _runtime():
-    from shared.service import Runtime
-
-    return Runtime(SPEC, SPEC.config())
+    return SPEC.runtime()
 
 
 def _fail(message: str) -> int:
@@ -29,14 +27,14 @@ def _fail(message: str) -> int:
 
 def import_calls_command(args) -> int:
     from .calls import import_calls
-    from .domain import SYSTEM, Crm
+    from .domain import SYSTEM
 
     path = Path(args.file)
     if not path.is_file():
         return _fail("the call-log file does not exist")
     runtime = _runtime()
     try:
-        crm = Crm(runtime)
+        crm = runtime.domain
         with runtime.db.transaction() as s:
             report = import_calls(crm, s, SYSTEM, path.read_bytes(), "cli")
     finally:
@@ -46,14 +44,14 @@ def import_calls_command(args) -> int:
 
 
 def ingest_mail_command(args) -> int:
-    from .domain import SYSTEM, Crm
+    from .domain import SYSTEM
     from .mail import ingest, mailbox_messages
 
     runtime = _runtime()
     counts = {"ingested": 0, "duplicates": 0, "rejected": 0}
     problems = []
     try:
-        crm = Crm(runtime)
+        crm = runtime.domain
         with runtime.db.transaction() as s:
             crm.company(s, args.company)
         kind, messages = mailbox_messages(Path(args.path))
@@ -73,12 +71,11 @@ def ingest_mail_command(args) -> int:
 
 
 def deliver_notices_command(_args) -> int:
-    from .domain import Crm
     from .notices import deliver_pending
 
     runtime = _runtime()
     try:
-        outcome = deliver_pending(Crm(runtime))
+        outcome = deliver_pending(runtime.domain)
     finally:
         runtime.db.dispose()
     print(json.dumps(outcome, indent=2))

@@ -97,8 +97,8 @@ class CrmParticipant:
 
     inventory = INVENTORY
 
-    def __init__(self, runtime, crm: Crm | None = None) -> None:
-        self.crm = crm or Crm(runtime)
+    def __init__(self, crm: Crm) -> None:
+        self.crm = crm
 
     # --- counts -------------------------------------------------------------------------------
 

@@ -1,11 +1,8 @@
-"""Worker process of the crm service: outbox relay, gdpr commands, and notice delivery retries."""
+"""Worker process of the crm service: outbox relay, gdpr commands, and notice delivery retries
+(its subscriptions and loops are listed in services/crm/bootstrap.py)."""
 from shared.service import run_worker
 
 from . import SPEC
-
-# crm consumes no domain events; the gdpr command subscription is added by the runtime
-# (shared.privacy) and the notice retry loop runs as SPEC.background.
-SUBSCRIPTIONS: list = []
 
 
 def main() -> None:

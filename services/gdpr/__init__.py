@@ -28,40 +28,13 @@ SETTINGS = (
 )
 
 
-def _blueprints():
-    from .api import bp
-
-    return [bp]
-
-
-def _subscriptions(runtime):
-    from .worker import subscriptions
-
-    return subscriptions(runtime)
-
-
-def _background(runtime):
-    from .worker import background
-
-    return background(runtime)
-
-
-def _extensions(runtime):
-    from .domain import Coordinator
-
-    return {"gdpr": Coordinator(runtime)}
-
-
 SPEC = ServiceSpec(
     name=NAME,
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
-    blueprints=_blueprints,
+    bootstrap="services.gdpr.bootstrap",
     settings=SETTINGS,
-    subscriptions=_subscriptions,
-    background=_background,
-    extensions=_extensions,
     description="Data-subject requests (export, erasure) fanned out to every service over recept.gdpr, "
                 "export packages, erasure results and the data inventory (R1, R2, R3, R5).",
 )

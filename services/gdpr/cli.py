@@ -12,14 +12,11 @@ import sys
 
 
 def _coordinator():
-    from shared.service import Runtime
-
     from . import SPEC
-    from .domain import Coordinator
 
     config = SPEC.config()
     SPEC.migrate(config)
-    return Coordinator(Runtime(SPEC, config))
+    return SPEC.runtime(config).domain
 
 
 def main(argv: list[str]) -> int:

@@ -1,36 +1,20 @@
 """Worker process of the gdpr service: announcements and replies from the bus, the timeout/expiry loop,
-and the outbox relay that carries its commands and events."""
+and the outbox relay that carries its commands and events (listed in services/gdpr/bootstrap.py)."""
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
-from shared.bus import GDPR
-from shared.consumer import Subscription
 from shared.service import run_worker
 
 
-def subscriptions(runtime) -> list[Subscription]:
-    """Everything the gdpr service consumes: one visible list."""
-    from .domain import Coordinator
-
-    coordinator = Coordinator(runtime)
-    return [
-        Subscription(GDPR, "gdpr.announce.*", lambda s, m: coordinator.on_announce(s, m)),
-        Subscription(GDPR, "gdpr.reply.*", lambda s, m: coordinator.on_reply(s, m)),
-    ]
-
-
-def background(runtime) -> list:
+def sweep_loop(coordinator, interval: float) -> Callable[[threading.Event], None]:
     """Re-sends with backoff, gives up on silent services, expires export packages."""
-    from .domain import Coordinator
 
-    coordinator = Coordinator(runtime)
-    interval = float(runtime.config["SWEEP_INTERVAL"])
-
-    def sweeper(stop: threading.Event) -> None:
+    def loop(stop: threading.Event) -> None:
         coordinator.sweep_loop(stop, interval)
 
-    return [sweeper]
+    return loop
 
 
 def main() -> None:

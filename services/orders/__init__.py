@@ -9,42 +9,12 @@ from .models import metadata, tables
 NAME = "orders"
 
 
-def _blueprints():
-    from .api import bp
-
-    return [bp]
-
-
-def _extensions(runtime):
-    from .domain import Orders
-
-    return {"orders": Orders.for_runtime(runtime)}
-
-
-def _participant(runtime):
-    from .privacy import Participant
-
-    return Participant(runtime)
-
-
-def _background(runtime):
-    from .worker import retention_loop
-
-    return [lambda stop: retention_loop(runtime, stop)]
-
-
-def _subscriptions(runtime):
-    from .worker import SUBSCRIPTIONS
-
-    return SUBSCRIPTIONS
-
-
 SPEC = ServiceSpec(
     name=NAME,
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
-    blueprints=_blueprints,
+    bootstrap="services.orders.bootstrap",
     settings=(
         Setting("BLIND_INDEX_BITS", int, 16, "bits kept of each blind index (changing it means re-indexing)",
                 minimum=8),
@@ -52,10 +22,6 @@ SPEC = ServiceSpec(
         Setting("RETENTION_INTERVAL", float, 86400.0, "seconds between purges of orders past the bookkeeping "
                 "retention period", minimum=1),
     ),
-    subscriptions=_subscriptions,
-    participant=_participant,
-    extensions=_extensions,
-    background=_background,
     description="Order registers, individuals, assortment lists and orders: encrypted, access-controlled, "
                 "every change logged.",
 )

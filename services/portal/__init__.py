@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.config import Config, Setting
+from shared.config import Setting
 from shared.service import Runtime, ServiceSpec
 
 from .models import metadata, tables
@@ -32,17 +32,10 @@ SETTINGS = (
 class PortalSpec(ServiceSpec):
     """A ServiceSpec whose app is HTML pages; readiness checks the services it calls, not a broker."""
 
-    #: No bus, so no worker process: the launchers start only its api (see docs/portal.md).
-    has_worker = False
-
     def create_app(self, config=None, runtime: Runtime | None = None):
         from .web import build_app
 
-        if runtime is None:
-            if not isinstance(config, Config):
-                config = self.config(overrides=config)
-            runtime = Runtime(self, config)
-        return build_app(runtime, self.description)
+        return build_app(runtime if runtime is not None else self.runtime(config), self.description)
 
 
 SPEC = PortalSpec(
@@ -50,8 +43,9 @@ SPEC = PortalSpec(
     metadata=metadata,
     tables=tables,
     migrations=Path(__file__).parent / "migrations",
-    blueprints=lambda: [],
+    bootstrap="services.portal.bootstrap",
     settings=SETTINGS,
+    has_worker=False,      # no bus, so no worker process: the launchers start only its api (docs/portal.md)
     description=DESCRIPTION,
 )
 

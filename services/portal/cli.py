@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from shared.service import Runtime
-
 
 def main(argv: list[str] | None = None) -> int:
     from . import SPEC
-    from .web import Portal
 
     parser = argparse.ArgumentParser(prog="./recept portal", description="The compliance portal's commands.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -21,9 +18,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{variable:<36} {help_text}")
         return 0
     SPEC.migrate(config)
-    runtime = Runtime(SPEC, config)
+    runtime = SPEC.runtime(config)
     try:
-        purged = Portal(runtime).store.purge()
+        purged = runtime.domain.store.purge()
     finally:
         runtime.db.dispose()
     print(f"purged {purged} expired session(s)")

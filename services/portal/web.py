@@ -106,10 +106,10 @@ class _ScopedCookieSession(SecureCookieSessionInterface):
 
 def build_app(runtime, description: str = "") -> Flask:
     """The portal's Flask app on a Runtime (see services.portal.PortalSpec)."""
-    ctx = Portal(runtime, clock=runtime.config.get("clock") or utcnow)
+    ctx = runtime.domain
     app = create_service_app("portal", blueprints=[], readiness=ctx.readiness(),
                              max_content_length=runtime.config["MAX_CONTENT_LENGTH"], description=description,
-                             extensions={"recept": runtime, "portal": ctx})
+                             extensions={"recept": runtime, **runtime.wiring.extensions})
     app.secret_key = cookie_secret(runtime)
     app.session_interface = _ScopedCookieSession()
     app.config.update(

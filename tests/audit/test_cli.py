@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import delete
 
 from services.audit import cli
-from services.audit.ledger import ledger_of
 from services.audit.models import entries
 from tests.audit.conftest import write_key
 from tests.audit.test_ledger import store
@@ -53,7 +52,7 @@ def test_verify_json_and_a_cut_tail(env, events, capsys):
 
 
 def test_purge_and_public_key(env, events, capsys, monkeypatch):
-    ledger = ledger_of(env)
+    ledger = env.domain
     now = ledger.clock()
     ledger.clock = lambda: now - timedelta(days=3)   # recorded three days ago
     store(env, [events() for _ in range(2)])

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 
 from shared.bus import EVENTS, GDPR, MemoryBackend, Message, dead_letter_queue, queue_name
-from services.audit.ledger import ledger_of
 from services.audit.models import entries
 from tests.audit.conftest import Worker
 from tests.conftest import create_vhost, pg_admin
@@ -77,7 +76,7 @@ def test_ten_thousand_events_become_exactly_ten_thousand_entries_and_redelivery_
     with rabbit_audit.db.transaction() as s:
         stored = set(s.scalars(select(entries.c.event_id)))
     assert stored == {e["id"] for e in batch}
-    reports = ledger_of(rabbit_audit).verify()
+    reports = rabbit_audit.domain.verify()
     assert [(r.chain, r.ok, r.entries_verified) for r in reports] == [(f"tenant:t{n}", True, 2500) for n in range(4)]
 
 
@@ -88,7 +87,7 @@ def test_a_poison_event_is_dead_lettered_and_the_others_are_stored(rabbit_audit,
     with Worker(rabbit_audit):
         assert wait_for(lambda: count(rabbit_audit) == 5)
         assert wait_for(lambda: queue_depth(rabbit_audit.bus.url, dead_letter_queue("audit")) == 1)
-    assert ledger_of(rabbit_audit).verify()[0].ok
+    assert rabbit_audit.domain.verify()[0].ok
 
 
 def test_events_wait_out_a_database_outage_and_none_is_dead_lettered(rabbit_audit, events, postgres_url):
@@ -108,7 +107,7 @@ def test_events_wait_out_a_database_outage_and_none_is_dead_lettered(rabbit_audi
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert wait_for(lambda: count(rabbit_audit) == 60)
     assert queue_depth(rabbit_audit.bus.url, dead_letter_queue("audit")) == 0
-    assert ledger_of(rabbit_audit).verify()[0].ok
+    assert rabbit_audit.domain.verify()[0].ok
 
 
 def test_ingest_goes_on_after_the_broker_drops_the_connection(rabbit_audit, events):
@@ -143,9 +142,9 @@ def test_the_embedded_run_stores_events_and_signs_checkpoints(memory_audit, even
     publish(memory_audit, batch + batch[:5])
     with Worker(memory_audit):
         assert wait_for(lambda: count(memory_audit) == 20)
-        ledger = ledger_of(memory_audit)
+        ledger = memory_audit.domain
         assert wait_for(lambda: ledger.files.exists("tenant:t1", 20))
-    report = ledger_of(memory_audit).verify()[0]
+    report = memory_audit.domain.verify()[0]
     assert report.ok and report.last_checkpoint["seq"] == 20
 
 

@@ -9,7 +9,6 @@ from sqlalchemy import delete, func, insert, select, update
 
 from services.audit.checkpoints import Signer, public_pem
 from services.audit.domain import entry_hash, genesis, parse_time, to_entry
-from services.audit.ledger import ledger_of
 from services.audit.models import chains, checkpoints, entries
 from tests.audit.conftest import write_key
 from tests.support import events_of
@@ -17,7 +16,7 @@ from tests.support import events_of
 
 def store(runtime, envelopes) -> int:
     with runtime.db.transaction() as s:
-        return ledger_of(runtime).ingest(s, [to_entry(e) for e in envelopes])
+        return runtime.domain.ingest(s, [to_entry(e) for e in envelopes])
 
 
 def chain_rows(runtime, chain="tenant:t1"):
@@ -26,7 +25,7 @@ def chain_rows(runtime, chain="tenant:t1"):
 
 
 def verify(runtime, chain="tenant:t1"):
-    return {r.chain: r for r in ledger_of(runtime).verify()}[chain]
+    return {r.chain: r for r in runtime.domain.verify()}[chain]
 
 
 def execute(runtime, *statements) -> None:
@@ -79,9 +78,9 @@ def test_a_redelivered_event_is_stored_once(audit, events):
 
 def test_intact_chains_verify(audit, events):
     store(audit, [events(tenant=t) for t in ("t1", "t2", "t1", None)])
-    ledger_of(audit).checkpoint(force=True)
+    audit.domain.checkpoint(force=True)
     store(audit, [events(tenant="t1")])
-    reports = ledger_of(audit).verify()
+    reports = audit.domain.verify()
     assert [(r.chain, r.ok, r.entries_verified) for r in reports] == [
         ("tenant:t1", True, 3), ("tenant:t2", True, 1), ("vendor", True, 1)]
     assert reports[0].as_dict()["last_checkpoint"]["seq"] == 2
@@ -141,7 +140,7 @@ def test_an_inserted_row_names_the_inserted_entry(lite, events, forger):
 def test_a_cut_tail_is_detected_against_the_last_checkpoint(audit, events):
     """Cutting the newest entries and moving the head back still leaves the signed checkpoint at 10."""
     store(audit, [events() for _ in range(10)])
-    ledger_of(audit).checkpoint(force=True)
+    audit.domain.checkpoint(force=True)
     rows = chain_rows(audit)
     execute(audit, delete(entries).where(entries.c.chain == "tenant:t1", entries.c.seq > 7),
             update(chains).where(chains.c.chain == "tenant:t1").values(seq=7, head_hash=rows[6].hash))
@@ -151,7 +150,7 @@ def test_a_cut_tail_is_detected_against_the_last_checkpoint(audit, events):
 
 def test_a_cut_tail_is_detected_from_the_files_when_the_database_checkpoints_are_gone_too(lite, events):
     store(lite, [events() for _ in range(6)])
-    ledger_of(lite).checkpoint(force=True)
+    lite.domain.checkpoint(force=True)
     execute(lite, delete(entries), delete(chains), delete(checkpoints))
     report = verify(lite)
     assert (report.first_bad.seq, report.first_bad.problem) == (1, "truncated")
@@ -160,7 +159,7 @@ def test_a_cut_tail_is_detected_from_the_files_when_the_database_checkpoints_are
 def test_a_rehashed_chain_disagrees_with_its_signed_checkpoint(lite, events):
     """A forger who recomputes every hash after a change is caught by the signature over the head."""
     store(lite, [events() for _ in range(6)])
-    ledger_of(lite).checkpoint(force=True)
+    lite.domain.checkpoint(force=True)
     rows = chain_rows(lite)
     prev = genesis("tenant:t1")
     for row in rows:
@@ -189,7 +188,7 @@ def test_a_checkpoint_signed_with_another_key_is_reported(audit, events, tmp_pat
 
 def test_a_checkpoint_claiming_our_key_id_with_a_forged_signature_is_reported(lite, events, tmp_path):
     store(lite, [events() for _ in range(3)])
-    ledger = ledger_of(lite)
+    ledger = lite.domain
     ledger.checkpoint(force=True)
     stranger = Signer.from_file(write_key(tmp_path / "stranger.pem"))
     path = ledger.files.path("tenant:t1", 3)
@@ -205,7 +204,7 @@ def test_checkpoints_of_a_trusted_second_key_are_accepted(audit_factory, sqlite_
     old_key = write_key(tmp_path / "old.pem")
     old = audit_factory(sqlite_url, CHECKPOINT_KEY_FILE=str(old_key))
     store(old, [events() for _ in range(3)])
-    ledger_of(old).checkpoint(force=True)
+    old.domain.checkpoint(force=True)
     public = tmp_path / "old.pub.pem"
     public.write_text(public_pem(Signer.from_file(old_key).public_key))
     new = audit_factory(sqlite_url, CHECKPOINT_TRUSTED_KEYS=[str(public)])
@@ -216,7 +215,7 @@ def test_checkpoints_of_a_trusted_second_key_are_accepted(audit_factory, sqlite_
 
 def test_checkpoints_are_due_by_count_or_time_and_written_as_files(audit_factory, database_url, events):
     runtime = audit_factory(database_url, CHECKPOINT_EVERY=5, CHECKPOINT_INTERVAL=3600.0)
-    ledger = ledger_of(runtime)
+    ledger = runtime.domain
     store(runtime, [events() for _ in range(4)])
     assert ledger.checkpoint() == []
     store(runtime, [events() for _ in range(2)])
@@ -239,12 +238,12 @@ def record_time(runtime):
 def test_a_broken_chain_is_never_signed(lite, events):
     store(lite, [events() for _ in range(4)])
     execute(lite, update(entries).where(entries.c.seq == 2).values(body=b"{}"))
-    assert ledger_of(lite).checkpoint(force=True) == []
+    assert lite.domain.checkpoint(force=True) == []
 
 
 def test_a_lost_checkpoint_file_is_written_again(lite, events):
     store(lite, [events() for _ in range(2)])
-    ledger = ledger_of(lite)
+    ledger = lite.domain
     ledger.checkpoint(force=True)
     ledger.files.path("tenant:t1", 2).unlink()
     assert ledger.sync_files() == 1 and ledger.files.exists("tenant:t1", 2)
@@ -253,7 +252,7 @@ def test_a_lost_checkpoint_file_is_written_again(lite, events):
 def test_retention_purges_old_entries_and_the_chain_stays_verifiable(audit_factory, database_url, events):
     """Purged up to a signed checkpoint, the rest verifies from there; the purge is itself an event."""
     runtime = audit_factory(database_url, RETENTION_DAYS=30)
-    ledger = ledger_of(runtime)
+    ledger = runtime.domain
     start = ledger.clock()
     ledger.clock = lambda: start - timedelta(days=40)
     store(runtime, [events() for _ in range(5)])
@@ -272,7 +271,7 @@ def test_retention_purges_old_entries_and_the_chain_stays_verifiable(audit_facto
 
 def test_retention_signs_a_checkpoint_where_it_cuts(audit_factory, sqlite_url, events):
     runtime = audit_factory(sqlite_url, RETENTION_DAYS=30)
-    ledger = ledger_of(runtime)
+    ledger = runtime.domain
     start = ledger.clock()
     ledger.clock = lambda: start - timedelta(days=40)
     store(runtime, [events() for _ in range(4)])
@@ -285,7 +284,7 @@ def test_retention_signs_a_checkpoint_where_it_cuts(audit_factory, sqlite_url, e
 
 def test_retention_keeps_a_broken_chain_as_evidence(audit_factory, sqlite_url, events):
     runtime = audit_factory(sqlite_url, RETENTION_DAYS=30)
-    ledger = ledger_of(runtime)
+    ledger = runtime.domain
     start = ledger.clock()
     ledger.clock = lambda: start - timedelta(days=40)
     store(runtime, [events() for _ in range(4)])
@@ -308,7 +307,7 @@ def test_a_purge_without_a_checkpoint_is_detected(lite, events):
 
 def test_an_unreadable_checkpoint_file_is_reported(lite, events):
     store(lite, [events()])
-    ledger = ledger_of(lite)
+    ledger = lite.domain
     ledger.checkpoint(force=True)
     ledger.files.path("tenant:t1", 1).write_text("{not json")
     problems = [p for r in ledger.verify() for p in r.checkpoint_problems]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.auth import SPEC, auth_for
+from services.auth import SPEC
 from services.auth.domain import Auth
 from services.auth.login import Logins
 from shared.bus import MemoryBackend
@@ -45,7 +45,7 @@ class Harness:
 
     @property
     def auth(self) -> Auth:
-        return auth_for(self.runtime)
+        return self.runtime.domain
 
     @property
     def logins(self) -> Logins:

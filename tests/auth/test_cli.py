@@ -28,6 +28,7 @@ def env(tmp_path, monkeypatch):
     return values, keyring
 
 
+@pytest.mark.integration   # runs ./recept as a child process
 def test_add_tenant_and_user_from_the_cli_then_log_in(env, tmp_path, monkeypatch, capsys):
     values, keyring = env
     assert cli.main(["add-tenant", "vendor", "Recept AB"]) == 0

@@ -176,7 +176,8 @@ def test_openapi_documents_the_crm_endpoints(crm_lite):
     for path in ("/api/v1/companies/{company_id}/persons", "/api/v1/persons/search", "/api/v1/cases",
                  "/api/v1/calls/import", "/api/v1/companies/{company_id}/emails", "/api/v1/notices"):
         assert path in spec["paths"], path
-    assert crm_lite.client.get("/healthz").get_json() == {"status": "ok"}
+    # Health says the process runs; the broker is a detail of it (issue 20), not a condition.
+    assert crm_lite.client.get("/healthz").get_json() == {"status": "ok", "checks": {"broker": "ok"}}
 
 
 def test_blank_names_are_rejected_and_company_changes_are_events(crm_lite):

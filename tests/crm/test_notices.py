@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 
-from services.crm.domain import Crm
 from services.crm.notices import deliver_pending, delivery_loop
 from tests.support import assert_no_plaintext, events_of, outbox_messages
 
@@ -84,7 +83,7 @@ def test_relay_outage_leaves_deliveries_for_the_worker_loop(make_crm, smtp):
     assert notice["deliveries"][0]["last_error"] == "ConnectionRefusedError"
     crm.runtime.config.values["SMTP_PORT"] = smtp.port      # the relay is back
     stop = threading.Event()
-    worker = threading.Thread(target=delivery_loop(Crm(crm.runtime)), args=(stop,))
+    worker = threading.Thread(target=delivery_loop(crm.runtime.domain), args=(stop,))
     worker.start()
     try:
         deadline = time.monotonic() + 10

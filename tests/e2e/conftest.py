@@ -259,7 +259,7 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
                      f"{name} to be ready")
             assert proc.poll() is None, f"./recept up exited early:\n{log_path.read_text()[-3000:]}"
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == sum(2 if getattr(load(s), "has_worker", True) else 1 for s in SERVICES)
+        assert len(children) == sum(2 if load(s).has_worker else 1 for s in SERVICES)
         yield system
     finally:
         try:

@@ -16,8 +16,8 @@ from sqlalchemy import BigInteger, Column, LargeBinary, String, Table, delete, f
 
 from shared.crypto import BlindIndex, Keyring, normalise_email
 from shared.db import new_metadata
-from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
-from shared.service import Runtime, ServiceSpec, library_tables
+from shared.privacy import Category, Context, DataField, ErasureItem, Inventory, command_subscription
+from shared.service import Runtime, ServiceSpec, Wiring, library_tables
 from tests.support import TokenMint
 
 RETAIN_UNTIL = date(2033, 12, 31)
@@ -147,8 +147,11 @@ def make_fake(name: str, database_url: str, broker_url: str, *, mode: str = "del
         Column("name", LargeBinary, nullable=True),
     )
     holder: dict = {}
-    spec = ServiceSpec(name=name, metadata=metadata, tables=tables, migrations=Path("unused"),
-                       blueprints=lambda: [], participant=lambda rt: holder["participant"])
+    def build(rt: Runtime) -> Wiring:
+        participant = holder["participant"]
+        return Wiring(domain=participant, participant=participant, subscriptions=[command_subscription(rt)])
+
+    spec = ServiceSpec(name=name, metadata=metadata, tables=tables, migrations=Path("unused"), bootstrap=build)
     config = spec.config(overrides={
         "DATABASE_URL": database_url, "BROKER_URL": broker_url, "keyring": Keyring.generate(),
         "keyset": TokenMint().keyset(), "ANNOUNCE_INTERVAL": 1.0, "RELAY_INTERVAL": 0.05, "DELIVERY_LIMIT": 3,

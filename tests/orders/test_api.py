@@ -5,7 +5,7 @@ PERSONAL = {"name", "personnummer", "date_of_birth", "room", "bed", "diets", "al
 
 
 def test_health_and_openapi_document_every_operation(client):
-    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/healthz").get_json() == {"status": "ok", "checks": {"broker": "ok"}}
     assert client.get("/readyz").status_code == 200
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"] == "3.1.0"

@@ -15,6 +15,8 @@ import pytest
 from tests.portal.browser import LAPTOP, TABLET, chromium, fits_width, screenshot, serve, sign_in, watch_console
 from tests.portal.conftest import PASSWORD
 
+pytestmark = pytest.mark.integration   # Chromium drives the embedded system: a real browser and server
+
 
 @pytest.fixture
 def portal(app):

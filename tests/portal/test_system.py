@@ -17,6 +17,8 @@ from shared.bus import MemoryBackend
 from shared.crypto import Keyring
 from tests.portal.browser import LAPTOP, chromium, screenshot, sign_in
 
+pytestmark = pytest.mark.integration   # every service and its workers in one process on a real port
+
 PASSWORD = "a long enough passphrase 42"
 
 
@@ -29,7 +31,6 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     """Every service plus the portal at /portal/, workers running, on one local port."""
-    from services.auth import auth_for
     from services.embedded import build
 
     tmp = tmp_path_factory.mktemp("system")
@@ -51,7 +52,7 @@ def system(tmp_path_factory):
     portal_app = SPEC.create_app(config)
     wsgi.mounts["/portal"] = portal_app
 
-    auth = auth_for(runtimes["auth"])
+    auth = runtimes["auth"].domain
     with auth.db.transaction() as s:
         auth.create_tenant(s, None, "vendor", "The vendor")
         auth.create_tenant(s, None, "kommun", "A municipality")

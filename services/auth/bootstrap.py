@@ -1,0 +1,26 @@
+"""Wiring of the auth service: its domain objects, made once per runtime, and what its processes run."""
+from __future__ import annotations
+
+from shared.privacy import command_subscription
+from shared.service import Loop, Runtime, Wiring
+
+from .api import bp
+from .domain import Auth
+from .login import Logins
+from .privacy import AuthParticipant
+from .worker import purge_loop
+
+
+def build(runtime: Runtime) -> Wiring:
+    auth = Auth(runtime)
+    logins = Logins(auth)
+    participant = AuthParticipant(auth)
+    return Wiring(
+        domain=auth,
+        blueprints=[bp],
+        extensions={"auth": auth, "auth.logins": logins},
+        participant=participant,
+        # auth reacts to no other service's events; it answers the gdpr service's commands.
+        subscriptions=[command_subscription(runtime)],
+        loops=[Loop("purge", purge_loop(logins, runtime.config["PURGE_INTERVAL"]))],
+    )
