@@ -99,7 +99,7 @@ def audit_ingest(ctx: Context) -> list[Figure]:
 def audit_verify(ctx: Context) -> list[Figure]:
     from services.audit import SPEC
     from services.audit.domain import entry_hash, genesis, to_entry
-        from shared.events import make_event
+    from shared.events import make_event
     from tests.support import make_runtime
 
     count = ctx.size(1_000_000, 2_000)
