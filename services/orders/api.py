@@ -1,6 +1,7 @@
 """HTTP API of the orders service: parse and validate, call the domain in one transaction, shape the reply.
 
-No personal value ever travels in a URL: searches by personnummer or name are POST bodies.
+The domain hands back rows and records; present.py turns them into the JSON replies.  No
+personal value ever travels in a URL: searches by personnummer or name are POST bodies.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from flask import current_app, jsonify
 from shared.http import ApiBlueprint, runtime
 from shared.tokens import authenticate
 
-from .domain import ARTICLE_KINDS, MEALS, RIGHTS, UNIT_KINDS, Orders
+from . import present
+from .domain import OrdersDomain
+from .rules import ARTICLE_KINDS, MEALS, RIGHTS, UNIT_KINDS
 
 bp = ApiBlueprint("orders", __name__)
 V1 = "/api/v1"
@@ -69,7 +72,7 @@ GRANT = _closed({
     "right": {"enum": list(RIGHTS)}}, ("principal", "right"))
 
 
-def service() -> Orders:
+def domain() -> OrdersDomain:
     return current_app.extensions["orders"]
 
 
@@ -89,14 +92,14 @@ def created(body: Any):
 @bp.operation("GET", V1 + "/settings", summary="This tenant's orders settings (tenant administrators)",
               tags=("settings",))
 def get_settings():
-    return jsonify(call(service().settings))
+    return jsonify(present.settings(call(domain().catalogue.settings)))
 
 
 @bp.operation("PUT", V1 + "/settings", summary="Change this tenant's orders settings (tenant administrators)",
               body=_closed({"personnummer_enabled": {"type": "boolean"}}, ("personnummer_enabled",)),
               tags=("settings",))
 def put_settings(body):
-    return jsonify(call(service().update_settings, body))
+    return jsonify(present.settings(call(domain().catalogue.update_settings, body)))
 
 
 # --- units ---------------------------------------------------------------------------------------
@@ -104,23 +107,23 @@ def put_settings(body):
 @bp.operation("POST", V1 + "/units", summary="Add a care unit, ward or school kitchen (tenant administrators)",
               body=_closed({"name": LABEL, "kind": {"enum": list(UNIT_KINDS)}}, ("name", "kind")), tags=("units",))
 def create_unit(body):
-    return created(call(service().create_unit, body))
+    return created(present.unit_with_points(call(domain().catalogue.create_unit, body)))
 
 
 @bp.operation("GET", V1 + "/units", summary="This tenant's units", tags=("units",))
 def list_units():
-    return jsonify(items=call(service().units))
+    return jsonify(items=present.items(call(domain().catalogue.units), present.unit))
 
 
 @bp.operation("GET", V1 + "/units/{unit_id}", summary="A unit and its delivery points", tags=("units",))
 def get_unit(unit_id):
-    return jsonify(call(service().unit, unit_id))
+    return jsonify(present.unit_with_points(call(domain().catalogue.unit, unit_id)))
 
 
 @bp.operation("POST", V1 + "/units/{unit_id}/delivery-points", summary="Add a delivery point (tenant administrators)",
               body=_closed({"name": LABEL}, ("name",)), tags=("units",))
 def add_delivery_point(unit_id, body):
-    return created(call(service().add_delivery_point, unit_id, body))
+    return created(present.new_delivery_point(call(domain().catalogue.add_delivery_point, unit_id, body)))
 
 
 # --- order registers -----------------------------------------------------------------------------
@@ -129,25 +132,25 @@ def add_delivery_point(unit_id, body):
               body=_closed({"name": LABEL, "deadline": DEADLINE, "timezone": TIMEZONE}, ("name",)),
               tags=("registers",))
 def create_register(body):
-    return created(call(service().create_register, body))
+    return created(present.register(call(domain().catalogue.create_register, body)))
 
 
 @bp.operation("GET", V1 + "/registers", summary="The registers the caller holds a right on", tags=("registers",))
 def list_registers():
-    return jsonify(items=call(service().registers))
+    return jsonify(items=present.items(call(domain().catalogue.registers), present.register))
 
 
 @bp.operation("GET", V1 + "/registers/{register_id}", summary="One register, with the caller's rights on it",
               tags=("registers",))
 def get_register(register_id):
-    return jsonify(call(service().register, register_id))
+    return jsonify(present.register(call(domain().catalogue.register, register_id)))
 
 
 @bp.operation("PATCH", V1 + "/registers/{register_id}", summary="Rename a register or change its order deadline "
               "(right: administer)", body=_closed({"name": LABEL, "deadline": DEADLINE, "timezone": TIMEZONE},
                                                   minProperties=1), tags=("registers",))
 def change_register(register_id, body):
-    return jsonify(call(service().change_register, register_id, body))
+    return jsonify(present.register(call(domain().catalogue.change_register, register_id, body)))
 
 
 # --- grants on registers and assortment lists ----------------------------------------------------
@@ -167,18 +170,18 @@ def _register_grant_routes() -> None:
 
         @make("GET", "/grants", f"Who holds which right on this {what} (right: administer)")
         def list_grants(kind=kind, param=param, **kwargs):
-            return jsonify(items=call(service().grants, kind, kwargs[param]))
+            return jsonify(items=present.items(call(domain().access.grants, kind, kwargs[param]), present.grant))
 
         @make("POST", "/grants", f"Grant a user or directory group a right on this {what} (right: administer)",
               body=GRANT)
         def add_grant(body, kind=kind, param=param, **kwargs):
-            grant, new = call(service().grant, kind, kwargs[param], body)
-            return jsonify(grant), 201 if new else 200
+            grant, new = call(domain().access.grant, kind, kwargs[param], body)
+            return jsonify(present.grant(grant)), 201 if new else 200
 
         @make("DELETE", "/grants/{grant_id}", f"Revoke a right on this {what} (right: administer)",
               responses={204: {"description": "revoked"}})
         def revoke_grant(grant_id, kind=kind, param=param, **kwargs):
-            call(service().revoke, kind, kwargs[param], grant_id)
+            call(domain().access.revoke, kind, kwargs[param], grant_id)
             return "", 204
 
 
@@ -191,19 +194,19 @@ _register_grant_routes()
               "(tenant administrators)", body=_closed({"name": LABEL, "unit_id": NULLABLE_UUID}, ("name",)),
               tags=("assortment lists",))
 def create_list(body):
-    return created(call(service().create_list, body))
+    return created(present.list_with_articles(call(domain().catalogue.create_list, body)))
 
 
 @bp.operation("GET", V1 + "/assortment-lists", summary="The assortment lists the caller holds a right on",
               tags=("assortment lists",))
 def list_lists():
-    return jsonify(items=call(service().lists))
+    return jsonify(items=present.items(call(domain().catalogue.lists), present.assortment_list))
 
 
 @bp.operation("GET", V1 + "/assortment-lists/{list_id}", summary="An assortment list and its articles (right: view)",
               tags=("assortment lists",))
 def get_list(list_id):
-    return jsonify(call(service().assortment_list, list_id))
+    return jsonify(present.list_with_articles(call(domain().catalogue.assortment_list, list_id)))
 
 
 @bp.operation("POST", V1 + "/assortment-lists/{list_id}/articles", summary="Add an article (right: administer)",
@@ -211,7 +214,7 @@ def get_list(list_id):
                             "kind": {"enum": list(ARTICLE_KINDS)}, "active": {"type": "boolean"}},
                            ("code", "name", "kind")), tags=("assortment lists",))
 def add_article(list_id, body):
-    return created(call(service().add_article, list_id, body))
+    return created(present.article(call(domain().catalogue.add_article, list_id, body)))
 
 
 @bp.operation("PATCH", V1 + "/assortment-lists/{list_id}/articles/{article_id}", summary="Rename, withdraw or offer "
@@ -219,7 +222,7 @@ def add_article(list_id, body):
               body=_closed({"name": LABEL, "active": {"type": "boolean"}}, minProperties=1),
               tags=("assortment lists",))
 def change_article(list_id, article_id, body):
-    return jsonify(call(service().change_article, list_id, article_id, body))
+    return jsonify(present.article(call(domain().catalogue.change_article, list_id, article_id, body)))
 
 
 # --- individuals (AIVO "Individ") ----------------------------------------------------------------
@@ -227,14 +230,14 @@ def change_article(list_id, article_id, body):
 @bp.operation("POST", V1 + "/registers/{register_id}/individuals", summary="Add an individual to a register "
               "(right: administer)", body=_closed(INDIVIDUAL_FIELDS, ("name",)), tags=("individuals",))
 def create_individual(register_id, body):
-    return created(call(service().create_individual, register_id, body))
+    return created(present.individual(call(domain().individuals.create_individual, register_id, body)))
 
 
 @bp.operation("GET", V1 + "/registers/{register_id}/individuals", summary="A register's individuals, without health "
               "data (right: view)", query=_closed({"status": {"enum": ["active", "discharged"]}, "unit_id": UUID,
                                                    **PAGE}), tags=("individuals",))
 def list_individuals(register_id, query):
-    return jsonify(call(service().individuals_in, register_id, query))
+    return jsonify(present.page(call(domain().individuals.individuals_in, register_id, query), present.individual))
 
 
 @bp.operation("POST", V1 + "/individuals/search", summary="Find individuals by personnummer or exact name, in the "
@@ -243,25 +246,25 @@ def list_individuals(register_id, query):
                             "name": LABEL},
                            oneOf=[{"required": ["personnummer"]}, {"required": ["name"]}]), tags=("individuals",))
 def search_individuals(body):
-    return jsonify(items=call(service().search, body))
+    return jsonify(items=present.items(call(domain().individuals.search, body), present.individual))
 
 
 @bp.operation("GET", V1 + "/individuals/{individual_id}", summary="An individual with health data; the read is "
               "logged (right: view)", tags=("individuals",))
 def get_individual(individual_id):
-    return jsonify(call(service().read_individual, individual_id))
+    return jsonify(present.individual(call(domain().individuals.read_individual, individual_id)))
 
 
 @bp.operation("PATCH", V1 + "/individuals/{individual_id}", summary="Change an individual (right: administer)",
               body=_closed(INDIVIDUAL_FIELDS, minProperties=1), tags=("individuals",))
 def change_individual(individual_id, body):
-    return jsonify(call(service().change_individual, individual_id, body))
+    return jsonify(present.individual(call(domain().individuals.change_individual, individual_id, body)))
 
 
 @bp.operation("POST", V1 + "/individuals/{individual_id}/discharge", summary="Discharge an individual, today or on a "
               "given date (right: administer)", body=_closed({"date": DATE}), tags=("individuals",))
 def discharge_individual(individual_id, body):
-    return jsonify(call(service().discharge, individual_id, body))
+    return jsonify(present.individual(call(domain().individuals.discharge, individual_id, body)))
 
 
 # --- orders --------------------------------------------------------------------------------------
@@ -272,30 +275,30 @@ def discharge_individual(individual_id, body):
                             **ORDER_CHANGE_FIELDS},
                            ("register_id", "delivery_date", "meal", "article_id", "quantity")), tags=("orders",))
 def place_order(body):
-    return created(call(service().place_order, body))
+    return created(present.order(call(domain().ordering.place_order, body)))
 
 
 @bp.operation("GET", V1 + "/orders/{order_id}", summary="One order (right: view)", tags=("orders",))
 def get_order(order_id):
-    return jsonify(call(service().order, order_id))
+    return jsonify(present.order(call(domain().ordering.order, order_id)))
 
 
 @bp.operation("PATCH", V1 + "/orders/{order_id}", summary="Change an order before its deadline (right: change)",
               body=_closed(ORDER_CHANGE_FIELDS, minProperties=1), tags=("orders",))
 def change_order(order_id, body):
-    return jsonify(call(service().change_order, order_id, body))
+    return jsonify(present.order(call(domain().ordering.change_order, order_id, body)))
 
 
 @bp.operation("POST", V1 + "/orders/{order_id}/cancel", summary="Cancel an order before its deadline (right: change)",
               tags=("orders",))
 def cancel_order(order_id):
-    return jsonify(call(service().cancel_order, order_id))
+    return jsonify(present.order(call(domain().ordering.cancel_order, order_id)))
 
 
 @bp.operation("GET", V1 + "/orders/{order_id}/history", summary="Who placed, changed and cancelled the order, and when "
               "(right: view)", tags=("orders",))
 def order_history(order_id):
-    return jsonify(items=call(service().history, order_id))
+    return jsonify(items=present.items(call(domain().ordering.history, order_id), present.history_entry))
 
 
 @bp.operation("GET", V1 + "/registers/{register_id}/orders", summary="A register's orders (right: view)",
@@ -303,4 +306,4 @@ def order_history(order_id):
                              "status": {"enum": ["placed", "cancelled"]}, "meal": {"enum": list(MEALS)},
                              "unit_id": UUID, "individual_id": UUID, **PAGE}), tags=("orders",))
 def list_orders(register_id, query):
-    return jsonify(call(service().orders_in, register_id, query))
+    return jsonify(present.page(call(domain().ordering.orders_in, register_id, query), present.order))

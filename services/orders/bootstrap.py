@@ -5,20 +5,19 @@ from shared.privacy import command_subscription
 from shared.service import Loop, Runtime, Wiring
 
 from .api import bp
-from .domain import Orders
+from .domain import build_domain
 from .privacy import Participant
 from .worker import retention_loop
 
 
 def build(runtime: Runtime) -> Wiring:
-    orders = Orders.for_runtime(runtime)
+    domain = build_domain(runtime)
     return Wiring(
-        domain=orders,
+        domain=domain,
         blueprints=[bp],
-        extensions={"orders": orders},
-        participant=Participant(runtime, orders),
+        extensions={"orders": domain},
+        participant=Participant(domain.individuals),
         # orders reacts to no other service's events; it answers the gdpr service's commands.
         subscriptions=[command_subscription(runtime)],
-        loops=[Loop("retention", retention_loop(orders, runtime.db, runtime.outbox,
-                                                runtime.config["RETENTION_INTERVAL"]))],
+        loops=[Loop("retention", retention_loop(domain.ordering, runtime.db, runtime.config["RETENTION_INTERVAL"]))],
     )

@@ -9,10 +9,11 @@ from . import SPEC
 
 
 def purge_expired(_args) -> int:
+    from shared.clock import utcnow
     from shared.db import Database
     from shared.outbox import Outbox
 
-    from .domain import purge_expired_orders, utcnow
+    from .ordering import purge_expired_orders
 
     config = SPEC.config()
     SPEC.migrate(config)

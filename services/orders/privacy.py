@@ -1,27 +1,19 @@
 """The orders service's side of data-subject requests: data inventory, resolve, export and erase (R1, R2, R3, R5).
 
 The vendor is processor here, on behalf of the tenant (the customer), which is controller.
-Individuals are found by personnummer through the blind index, within the request's tenant.
-Erasure crypto-shreds the individual's data key, deletes the personal and health data, keeps
-the orders bookkeeping law still needs de-identified (retained, with legal basis and end
-date), and deletes the rest.
+This module declares the inventory and translates the gdpr protocol into calls of the domain
+(individuals.py: resolve by personnummer, export, erase) and their results into the protocol's
+shapes; it holds no rule of its own.  The retention rule an erasure follows is rules.py's.
 """
 from __future__ import annotations
 
-from collections import Counter
-from datetime import date
-
-from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.crypto import normalise_personnummer
-from shared.errors import Invalid
+from shared.clock import iso_date, rfc3339
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
 
-from . import events as ev
-from .domain import (BOOKKEEPING_LEGAL_BASIS, ENCRYPTED_FIELDS, SUBJECT_PREFIX, Orders, _iso, retain_until,
-                     subject_of)
-from .models import grants, individuals, order_changes, orders
+from .individuals import Individuals
+from .rules import BOOKKEEPING_LEGAL_BASIS, BOOKKEEPING_YEARS, subject_of
 
 PROCESSOR = "processor"
 CONTROLLER = "tenant (customer)"
@@ -82,7 +74,7 @@ INVENTORY = Inventory(service="orders", categories=(
         purposes=("meal production and delivery", "invoicing", "traceability of orders and changes (R9, R11)"),
         legal_basis=AGREEMENT + "; invoicing records: " + BOOKKEEPING_LEGAL_BASIS, role=PROCESSOR,
         controller=CONTROLLER,
-        retention="7 years after the end of the fiscal (calendar) year of the delivery date",
+        retention=f"{BOOKKEEPING_YEARS} years after the end of the fiscal (calendar) year of the delivery date",
         recipients=("the tenant's authorised staff", "the tenant's invoicing"),
         storage="orders database, tables orders and order_changes",
         erasure="retained",   # de-identified (individual_id removed) until the bookkeeping period ends
@@ -101,107 +93,43 @@ INVENTORY = Inventory(service="orders", categories=(
 
 
 class Participant:
-    """shared.privacy.Participant for the orders service."""
+    """shared.privacy.Participant for the orders service, over the domain's individuals."""
 
     inventory = INVENTORY
 
-    def __init__(self, runtime, orders_service: Orders | None = None) -> None:
-        self.runtime = runtime
-        self.orders = orders_service or Orders.for_runtime(runtime)
+    def __init__(self, individuals: Individuals) -> None:
+        self.individuals = individuals
 
     def counts(self, session: Session) -> dict[str, int]:
-        live = individuals.c.status != "erased"
-        people = session.scalar(select(func.count()).select_from(individuals).where(live))
-        with_health = session.scalar(select(func.count()).select_from(individuals).where(
-            live, (individuals.c.diets.is_not(None)) | (individuals.c.allergies.is_not(None))
-            | (individuals.c.texture_level.is_not(None)) | (individuals.c.notes.is_not(None))))
-        return {"individual": people, "health_data": with_health,
-                "order": session.scalar(select(func.count()).select_from(orders)),
-                "access_grant": session.scalar(select(func.count()).select_from(grants))}
+        return self.individuals.counts(session)
 
     def resolve(self, session: Session, ctx: Context) -> list[str]:
         """Individuals of the request's tenant whose personnummer matches (blind index, then decrypt)."""
-        given = ctx.subject.get("personnummer")
-        if not given:
-            return []
-        try:
-            wanted = normalise_personnummer(given, today=self.orders.now().date())
-        except Invalid:
-            return []
-        statement = select(individuals).where(
-            individuals.c.personnummer_idx == self.orders.index.of("personnummer", wanted),
-            individuals.c.status != "erased")
-        if ctx.tenant:
-            statement = statement.where(individuals.c.tenant == ctx.tenant)
-        rows = list(session.execute(statement.order_by(individuals.c.created_at, individuals.c.id)))
-        self.runtime.vault.prefetch(session, [r.personnummer for r in rows])
-        return [subject_of(r.id) for r in rows if self.orders.decrypt_field(session, r, "personnummer") == wanted]
-
-    def _rows(self, session: Session, ctx: Context, references: list[str]) -> list:
-        ids = [ref[len(SUBJECT_PREFIX):] for ref in references if ref.startswith(SUBJECT_PREFIX)]
-        if not ids:
-            return []
-        statement = select(individuals).where(individuals.c.id.in_(ids))
-        if ctx.tenant:
-            statement = statement.where(individuals.c.tenant == ctx.tenant)
-        return list(session.execute(statement.order_by(individuals.c.created_at, individuals.c.id)))
+        return self.individuals.resolve(session, ctx.tenant, ctx.subject.get("personnummer"))
 
     def export(self, session: Session, ctx: Context, references: list[str]) -> dict[str, list[dict]]:
         people, placed = [], []
-        for row in self._rows(session, ctx, references):
-            values = self.orders.decrypt_individual(session, row, ENCRYPTED_FIELDS)
+        for found in self.individuals.export(session, ctx.tenant, references):
+            row = found.individual.row
             people.append({"id": row.id, "subject": subject_of(row.id), "register_id": row.register_id,
-                           "unit_id": row.unit_id, "status": row.status, "valid_from": _iso(row.valid_from),
-                           "valid_to": _iso(row.valid_to), **values, "created_at": _iso(row.created_at),
-                           "updated_at": _iso(row.updated_at)})
-            for order in session.execute(select(orders).where(orders.c.individual_id == row.id)
-                                         .order_by(orders.c.delivery_date, orders.c.placed_at, orders.c.id)):
+                           "unit_id": row.unit_id, "status": row.status, "valid_from": iso_date(row.valid_from),
+                           "valid_to": iso_date(row.valid_to), **found.individual.values,
+                           "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at)})
+            for order in found.orders:
                 placed.append({"id": order.id, "individual_id": row.id, "register_id": order.register_id,
                                "unit_id": order.unit_id, "article_id": order.article_id,
-                               "delivery_date": _iso(order.delivery_date), "meal": order.meal,
+                               "delivery_date": iso_date(order.delivery_date), "meal": order.meal,
                                "quantity": order.quantity, "diet_variant": order.diet_variant,
-                               "status": order.status, "placed_at": _iso(order.placed_at),
-                               "updated_at": _iso(order.updated_at)})
+                               "status": order.status, "placed_at": rfc3339(order.placed_at),
+                               "updated_at": rfc3339(order.updated_at)})
         return {"individual": people, "order": placed}
 
     def erase(self, session: Session, ctx: Context, references: list[str]) -> list[ErasureItem]:
-        today = self.orders.now().date()
-        erased = health = 0
-        retained: Counter[date] = Counter()
-        deleted_orders = 0
-        for row in self._rows(session, ctx, references):
-            if row.status == "erased":
-                continue       # erased by an earlier request: nothing left to do
-            had_health = any(getattr(row, f) is not None for f in ("diets", "allergies", "texture_level", "notes"))
-            self.runtime.vault.shred(session, subject_of(row.id))
-            keep, drop = [], []
-            for order_id, delivery_date in session.execute(
-                    select(orders.c.id, orders.c.delivery_date).where(orders.c.individual_id == row.id)):
-                (keep if retain_until(delivery_date) >= today else drop).append((order_id, delivery_date))
-            if drop:
-                ids = [o for o, _d in drop]
-                session.execute(delete(order_changes).where(order_changes.c.order_id.in_(ids)))
-                session.execute(delete(orders).where(orders.c.id.in_(ids)))
-            if keep:
-                session.execute(update(orders).where(orders.c.id.in_([o for o, _d in keep]))
-                                .values(individual_id=None, deidentified=True))
-            # The row stays as a tombstone without personal data, so the id keeps answering
-            # "erased" (no new orders) instead of looking like it never existed.
-            session.execute(update(individuals).where(individuals.c.id == row.id).values(
-                status="erased", valid_from=None, valid_to=None, name_idx=None, personnummer_idx=None,
-                erased_at=self.orders.now(), updated_at=self.orders.now(), **dict.fromkeys(ENCRYPTED_FIELDS)))
-            erased += 1
-            health += had_health
-            retained.update(retain_until(d) for _o, d in keep)
-            deleted_orders += len(drop)
-            self.runtime.outbox.emit(
-                session, ev.INDIVIDUAL_ERASED, actor={"id": "gdpr", "tenant": row.tenant, "kind": "service"},
-                tenant=row.tenant, subject=subject_of(row.id), resource={"type": "individual", "id": row.id},
-                data={"individual_id": row.id, "register_id": row.register_id, "request_id": ctx.request_id[:100],
-                      "orders_retained": len(keep), "orders_deleted": len(drop)})
-        items = [ErasureItem("individual", "deleted", erased), ErasureItem("health_data", "deleted", health)]
-        for until in sorted(retained):
-            items.append(ErasureItem("order", "retained", retained[until], legal_basis=BOOKKEEPING_LEGAL_BASIS,
-                                     retain_until=until))
-        items.append(ErasureItem("order", "deleted", deleted_orders))
+        done = self.individuals.erase(session, ctx.tenant, references, ctx.request_id)
+        items = [ErasureItem("individual", "deleted", done.individuals),
+                 ErasureItem("health_data", "deleted", done.health_data)]
+        for until in sorted(done.orders_retained):
+            items.append(ErasureItem("order", "retained", done.orders_retained[until],
+                                     legal_basis=BOOKKEEPING_LEGAL_BASIS, retain_until=until))
+        items.append(ErasureItem("order", "deleted", done.orders_deleted))
         return items

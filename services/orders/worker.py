@@ -11,15 +11,13 @@ from . import SPEC
 log = logging.getLogger(__name__)
 
 
-def retention_loop(orders, db, outbox, interval: float) -> Callable[[threading.Event], None]:
+def retention_loop(ordering, db, interval: float) -> Callable[[threading.Event], None]:
     """Delete orders past the 7-year bookkeeping period, at start-up and then every ``interval`` seconds."""
-    from .domain import purge_expired_orders
-
     def loop(stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 with db.transaction() as session:
-                    count = purge_expired_orders(session, outbox, orders.now().date())
+                    count = ordering.purge_expired(session)
                 if count:
                     log.info("retention: deleted %d expired order(s)", count)
             except Exception as exc:  # noqa: BLE001 - try again next round; the database may be restarting

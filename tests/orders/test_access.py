@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from services.orders.domain import RIGHTS
+from services.orders.rules import RIGHTS
 from tests.orders.world import personnummer
 from tests.support import events_of
 

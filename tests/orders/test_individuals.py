@@ -2,6 +2,7 @@
 found through blind indexes, health data read only with 'view' and every read logged."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -93,9 +94,9 @@ def test_search_by_personnummer_or_name_is_a_post_and_finds_exactly_the_person(w
 
 def test_blind_index_candidates_are_filtered_after_decryption(world, monkeypatch):
     """R7: with a tiny index every person shares one index value; decryption removes the false positives."""
-    service = world.client.application.extensions["orders"]
-    tiny = type(service.index)(world.runtime.keyring, bits=1)
-    monkeypatch.setattr(service, "index", tiny)
+    individuals = world.client.application.extensions["orders"].individuals
+    tiny = type(individuals.deps.index)(world.runtime.keyring, bits=1)
+    monkeypatch.setattr(individuals, "deps", dataclasses.replace(individuals.deps, index=tiny))
     people = [world.individual(name=f"Person {n}", personnummer=personnummer("19500101", f"{n:03d}"))
               for n in range(6)]
     found = world.ok("POST", "/individuals/search", world.staff, {"name": "Person 3"})["items"]

@@ -69,9 +69,9 @@ def test_order_history_answers_from_the_service_records(world):
     world.ok("POST", f"/orders/{order['id']}/cancel", changer)
     history = world.ok("GET", f"/orders/{order['id']}/history", world.staff)["items"]
     assert [(h["action"], h["actor"], h["at"]) for h in history] == [
-        ("placed", "staff-all", "2030-03-10T08:00:00+00:00"),
-        ("changed", "changer", "2030-03-10T08:05:00+00:00"),
-        ("cancelled", "changer", "2030-03-10T08:10:00+00:00")]
+        ("placed", "staff-all", "2030-03-10T08:00:00.000000Z"),
+        ("changed", "changer", "2030-03-10T08:05:00.000000Z"),
+        ("cancelled", "changer", "2030-03-10T08:10:00.000000Z")]
     assert {"field": "quantity", "after": 4} in history[0]["changes"]
     assert {"field": "article_id", "after": world.lunch["id"]} in history[0]["changes"]
     assert {"field": "quantity", "before": 4, "after": 6} in history[1]["changes"]

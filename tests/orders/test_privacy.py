@@ -145,7 +145,7 @@ def test_erase_shreds_the_individual_keeps_invoicing_quantities_and_leaves_other
 def test_retention_purge_deletes_orders_past_the_bookkeeping_period(world):
     """R2: orders delivered more than 7 years before the end of their fiscal year are deleted."""
     greta, _harald, placed, _ = with_history(world)
-    from services.orders.domain import purge_expired_orders
+    from services.orders.ordering import purge_expired_orders
 
     with world.runtime.db.transaction() as s:
         assert purge_expired_orders(s, world.runtime.outbox, world.clock.current.date()) == 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from services.orders.domain import RIGHTS
+from services.orders.rules import RIGHTS
 
 V1 = "/api/v1"
 

@@ -1,0 +1,362 @@
+"""Individuals (AIVO "Individ", R7, R16): encrypted records, search through blind indexes, and their erasure.
+
+Every personal field is encrypted under the individual's own data key (subject
+``orders:individual:<id>``); lists and searches decrypt name, room and bed only, and reading the
+health data is itself an event.  The data-subject side (counts, resolve, export, erase) lives
+here too, so the gdpr participant (privacy.py) only translates the protocol.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from shared.crypto import ERASED, normalise_name, normalise_personnummer
+from shared.errors import Conflict, Invalid
+from shared.tokens import Principal
+
+from . import events as ev
+from .access import one, require, rights_on, tenant_of
+from .base import Deps, Page, Record, new_id
+from .catalogue import check_unit, personnummer_enabled
+from .models import grants, individuals, orders, registers
+from .ordering import deidentify_orders_of
+from .rules import (ENCRYPTED_FIELDS, HEALTH_FIELDS, LIST_FIELDS, check_not_erased, check_validity, field_error,
+                    individual_id_of, retain_until, subject_of)
+
+INDIVIDUAL_TABLE = "individuals"
+SUMMARY_FIELDS = ("name", "room", "bed")     # what lists and searches show: no health data
+
+
+@dataclass(frozen=True)
+class Individual:
+    """An individual's row (plaintext columns) with the personal values decrypted for this reply."""
+
+    row: Any
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SubjectData:
+    """Everything this service holds on one individual, for a data-subject export (R1)."""
+
+    individual: Individual
+    orders: Sequence[Any]
+
+
+@dataclass
+class Erasure:
+    """What an erasure did: individuals and health records deleted, orders kept (per retain-until) or deleted."""
+
+    individuals: int = 0
+    health_data: int = 0
+    orders_retained: Counter[date] = field(default_factory=Counter)
+    orders_deleted: int = 0
+
+
+def _date(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+class Individuals:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    # --- encryption (R7) ------------------------------------------------------------------------
+
+    def _encrypt(self, session: Session, individual_id: str, field: str, value: Any) -> bytes | None:
+        if value is None:
+            return None
+        if field in LIST_FIELDS:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        else:
+            text = str(value)
+        return self.deps.vault.encrypt(session, subject_of(individual_id), INDIVIDUAL_TABLE, field, individual_id,
+                                       text)
+
+    def decrypt_field(self, session: Session, row, field: str) -> Any:
+        value = self.deps.vault.decrypt(session, INDIVIDUAL_TABLE, field, row.id, getattr(row, field))
+        if value is None or value is ERASED:
+            return None
+        if field in LIST_FIELDS:
+            return json.loads(value)
+        if field == "texture_level":
+            return int(value)
+        return value
+
+    def decrypt(self, session: Session, row, fields: Iterable[str] = ENCRYPTED_FIELDS) -> Individual:
+        return Individual(row, {f: self.decrypt_field(session, row, f) for f in fields})
+
+    def _summary(self, session: Session, row) -> Individual:
+        """What lists and searches show: no health data, so reading it is not a health-data read."""
+        return self.decrypt(session, row, SUMMARY_FIELDS)
+
+    def _encrypted_columns(self, session: Session, individual_id: str, personal: Mapping[str, Any]) -> dict:
+        columns: dict[str, Any] = {}
+        for field, value in personal.items():
+            columns[field] = self._encrypt(session, individual_id, field, value)
+        if "name" in personal:
+            columns["name_idx"] = self.deps.index.name(personal["name"])
+        if "personnummer" in personal:
+            pnr = personal["personnummer"]
+            columns["personnummer_idx"] = self.deps.index.of("personnummer", pnr) if pnr else None
+        return columns
+
+    def _personal_values(self, session: Session, tenant: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated, normalised personal values of a create or change body (only the keys given)."""
+        today = self.deps.now().date()
+        values: dict[str, Any] = {}
+        if "name" in body:
+            if not normalise_name(body["name"]):
+                raise field_error("name", "must not be blank")
+            values["name"] = " ".join(body["name"].split())
+        if "personnummer" in body:
+            if body["personnummer"] is not None:
+                if not personnummer_enabled(session, tenant):
+                    raise field_error("personnummer", "is not enabled for this tenant")
+                values["personnummer"] = normalise_personnummer(body["personnummer"], today=today)
+            else:
+                values["personnummer"] = None
+        for field in ("date_of_birth", "room", "bed", "diets", "allergies", "texture_level", "notes"):
+            if field in body:
+                value = body[field]
+                if isinstance(value, str) and field != "notes":
+                    value = value.strip() or None
+                if field in LIST_FIELDS and value is not None:
+                    value = list(dict.fromkeys(v.strip() for v in value if v.strip()))
+                values[field] = value
+        if values.get("date_of_birth") and date.fromisoformat(values["date_of_birth"]) > today:
+            raise field_error("date_of_birth", "is in the future")
+        return values
+
+    # --- the register's individuals ---------------------------------------------------------------
+
+    def _row(self, session: Session, principal: Principal, individual_id: str):
+        return one(session, individuals, individual_id, tenant_of(principal), "individual")
+
+    def _reread(self, session: Session, individual_id: str) -> Individual:
+        return self._summary(session, session.execute(select(individuals)
+                                                      .where(individuals.c.id == individual_id)).one())
+
+    def create_individual(self, session: Session, principal: Principal, register_id: str,
+                          body: Mapping[str, Any]) -> Individual:
+        tenant = tenant_of(principal)
+        one(session, registers, register_id, tenant, "register")
+        require(session, principal, register_id, "administer", "register")
+        check_unit(session, tenant, body.get("unit_id"))
+        valid_from, valid_to = _date(body.get("valid_from")), _date(body.get("valid_to"))
+        check_validity(valid_from, valid_to)
+        personal = self._personal_values(session, tenant, body)
+        individual_id, now = new_id(), self.deps.now()
+        row: dict[str, Any] = {
+            "id": individual_id, "tenant": tenant, "register_id": register_id, "unit_id": body.get("unit_id"),
+            "status": "active", "valid_from": valid_from, "valid_to": valid_to, "created_at": now,
+            "updated_at": now, **dict.fromkeys(ENCRYPTED_FIELDS), "name_idx": None, "personnummer_idx": None}
+        row.update(self._encrypted_columns(session, individual_id, personal))
+        session.execute(insert(individuals).values(**row))
+        fields = sorted([k for k, v in personal.items() if v not in (None, [])]
+                        + [k for k in ("unit_id", "valid_from", "valid_to") if body.get(k) is not None])
+        self.deps.outbox.emit(session, ev.INDIVIDUAL_CREATED, actor=principal.actor, tenant=tenant,
+                              subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
+                              data={"individual_id": individual_id, "register_id": register_id, "fields": fields})
+        return self._summary(session, Record(row))
+
+    def change_individual(self, session: Session, principal: Principal, individual_id: str,
+                          body: Mapping[str, Any]) -> Individual:
+        row = self._row(session, principal, individual_id)
+        tenant = row.tenant
+        require(session, principal, row.register_id, "administer", "register")
+        check_not_erased(row.status)
+        personal = self._personal_values(session, tenant, body)
+        current = self.decrypt(session, row, personal.keys()).values
+        changed_personal = {k: v for k, v in personal.items() if current[k] != v}
+        plain: dict[str, Any] = {}
+        changes = []
+        if "unit_id" in body and body["unit_id"] != row.unit_id:
+            check_unit(session, tenant, body["unit_id"])
+            plain["unit_id"] = body["unit_id"]
+            changes.append({"field": "unit_id", "before": row.unit_id, "after": body["unit_id"]})
+        for field in ("valid_from", "valid_to"):
+            if field in body and _date(body[field]) != getattr(row, field):
+                plain[field] = _date(body[field])
+        check_validity(plain.get("valid_from", row.valid_from), plain.get("valid_to", row.valid_to))
+        fields = sorted([*changed_personal, *plain])
+        if fields:
+            values = {**plain, **self._encrypted_columns(session, individual_id, changed_personal),
+                      "updated_at": self.deps.now()}
+            session.execute(update(individuals).where(individuals.c.id == individual_id).values(**values))
+            self.deps.outbox.emit(session, ev.INDIVIDUAL_CHANGED, actor=principal.actor, tenant=tenant,
+                                  subject=subject_of(individual_id),
+                                  resource={"type": "individual", "id": individual_id},
+                                  data={"individual_id": individual_id, "register_id": row.register_id,
+                                        "fields": fields, "changes": changes})
+        return self._reread(session, individual_id)
+
+    def discharge(self, session: Session, principal: Principal, individual_id: str,
+                  body: Mapping[str, Any]) -> Individual:
+        row = self._row(session, principal, individual_id)
+        require(session, principal, row.register_id, "administer", "register")
+        check_not_erased(row.status)
+        if row.status == "discharged":
+            raise Conflict("the individual is already discharged")
+        register = session.execute(select(registers.c.timezone).where(registers.c.id == row.register_id)).one()
+        # Without a date the discharge is today where the register is, not in UTC.
+        on = _date(body.get("date")) or self.deps.now().astimezone(ZoneInfo(register.timezone)).date()
+        if row.valid_from is not None and on < row.valid_from:
+            raise field_error("date", "is before the admission date")
+        session.execute(update(individuals).where(individuals.c.id == individual_id).values(
+            status="discharged", valid_to=on, updated_at=self.deps.now()))
+        self.deps.outbox.emit(session, ev.INDIVIDUAL_DISCHARGED, actor=principal.actor, tenant=row.tenant,
+                              subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
+                              data={"individual_id": individual_id, "register_id": row.register_id})
+        return self._reread(session, individual_id)
+
+    def read_individual(self, session: Session, principal: Principal, individual_id: str) -> Individual:
+        """The whole record, health data included; the read itself is an event (R9, R16)."""
+        row = self._row(session, principal, individual_id)
+        require(session, principal, row.register_id, "view", "register")
+        check_not_erased(row.status)
+        record = self.decrypt(session, row)
+        read = [f for f in HEALTH_FIELDS if record.values[f] not in (None, [])]
+        self.deps.outbox.emit(session, ev.INDIVIDUAL_READ, actor=principal.actor, tenant=row.tenant,
+                              subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
+                              data={"individual_id": individual_id, "register_id": row.register_id, "fields": read})
+        return record
+
+    def individuals_in(self, session: Session, principal: Principal, register_id: str,
+                       query: Mapping[str, str]) -> Page[Individual]:
+        tenant = tenant_of(principal)
+        one(session, registers, register_id, tenant, "register")
+        require(session, principal, register_id, "view", "register")
+        limit, offset = int(query.get("limit", 100)), int(query.get("offset", 0))
+        statement = select(individuals).where(individuals.c.register_id == register_id,
+                                              individuals.c.status != "erased")
+        if query.get("status"):
+            statement = statement.where(individuals.c.status == query["status"])
+        if query.get("unit_id"):
+            statement = statement.where(individuals.c.unit_id == query["unit_id"])
+        rows = list(session.execute(statement.order_by(individuals.c.created_at, individuals.c.id)
+                                    .limit(limit + 1).offset(offset)))
+        self.deps.vault.prefetch(session, [r.name for r in rows])
+        page = Page.of(rows, limit, offset)
+        return Page([self._summary(session, r) for r in page.items], page.next_offset)
+
+    def search(self, session: Session, principal: Principal, body: Mapping[str, Any]) -> list[Individual]:
+        """Find individuals by personnummer or exact name through blind indexes (R7).
+
+        Candidates sharing the truncated index value are decrypted and compared, so the
+        result has no false positives; only registers the caller may view are searched.
+        """
+        tenant = tenant_of(principal)
+        if "register_id" in body:
+            one(session, registers, body["register_id"], tenant, "register")
+            require(session, principal, body["register_id"], "view", "register")
+            visible = [body["register_id"]]
+        else:
+            ids = list(session.scalars(select(registers.c.id).where(registers.c.tenant == tenant)))
+            visible = [r for r, held in rights_on(session, principal, ids).items() if "view" in held]
+        if "personnummer" in body:
+            field, wanted = "personnummer", normalise_personnummer(body["personnummer"],
+                                                                   today=self.deps.now().date())
+            column, value = individuals.c.personnummer_idx, self.deps.index.of("personnummer", wanted)
+        else:
+            field, wanted = "name", normalise_name(body["name"])
+            if not wanted:
+                raise field_error("name", "must not be blank")
+            column, value = individuals.c.name_idx, self.deps.index.of("name", wanted)
+        if not visible:
+            return []
+        rows = list(session.execute(select(individuals).where(
+            individuals.c.tenant == tenant, column == value, individuals.c.register_id.in_(visible),
+            individuals.c.status != "erased").order_by(individuals.c.created_at, individuals.c.id)))
+        self.deps.vault.prefetch(session, [getattr(r, field) for r in rows])
+        found = []
+        for row in rows:
+            plain = self.decrypt_field(session, row, field)
+            if plain is not None and (plain if field == "personnummer" else normalise_name(plain)) == wanted:
+                found.append(self._summary(session, row))
+        return found
+
+    # --- data-subject requests (R1, R2, R3, R5) ---------------------------------------------------
+
+    def counts(self, session: Session) -> dict[str, int]:
+        """How many records of each inventory kind this service holds (for the gdpr service's overview)."""
+        live = individuals.c.status != "erased"
+        people = session.scalar(select(func.count()).select_from(individuals).where(live))
+        with_health = session.scalar(select(func.count()).select_from(individuals).where(
+            live, (individuals.c.diets.is_not(None)) | (individuals.c.allergies.is_not(None))
+            | (individuals.c.texture_level.is_not(None)) | (individuals.c.notes.is_not(None))))
+        return {"individual": people, "health_data": with_health,
+                "order": session.scalar(select(func.count()).select_from(orders)),
+                "access_grant": session.scalar(select(func.count()).select_from(grants))}
+
+    def resolve(self, session: Session, tenant: str | None, personnummer: str | None) -> list[str]:
+        """Subject references of the tenant's individuals with that personnummer (blind index, then decrypt)."""
+        if not personnummer:
+            return []
+        try:
+            wanted = normalise_personnummer(personnummer, today=self.deps.now().date())
+        except Invalid:
+            return []       # not a personnummer: nobody here has it
+        statement = select(individuals).where(
+            individuals.c.personnummer_idx == self.deps.index.of("personnummer", wanted),
+            individuals.c.status != "erased")
+        if tenant:
+            statement = statement.where(individuals.c.tenant == tenant)
+        rows = list(session.execute(statement.order_by(individuals.c.created_at, individuals.c.id)))
+        self.deps.vault.prefetch(session, [r.personnummer for r in rows])
+        return [subject_of(r.id) for r in rows if self.decrypt_field(session, r, "personnummer") == wanted]
+
+    def _subjects(self, session: Session, tenant: str | None, references: Iterable[str]) -> list:
+        ids = [i for i in map(individual_id_of, references) if i is not None]
+        if not ids:
+            return []
+        statement = select(individuals).where(individuals.c.id.in_(ids))
+        if tenant:
+            statement = statement.where(individuals.c.tenant == tenant)
+        return list(session.execute(statement.order_by(individuals.c.created_at, individuals.c.id)))
+
+    def export(self, session: Session, tenant: str | None, references: Iterable[str]) -> list[SubjectData]:
+        """Each referenced individual decrypted (every field), with all their orders."""
+        found = []
+        for row in self._subjects(session, tenant, references):
+            placed = session.execute(select(orders).where(orders.c.individual_id == row.id)
+                                     .order_by(orders.c.delivery_date, orders.c.placed_at, orders.c.id))
+            found.append(SubjectData(self.decrypt(session, row), list(placed)))
+        return found
+
+    def erase(self, session: Session, tenant: str | None, references: Iterable[str], request_id: str) -> Erasure:
+        """Crypto-shred each individual, keep a tombstone, and settle their orders by the retention rule.
+
+        Orders bookkeeping still needs stay de-identified; the rest are deleted.  An individual
+        erased by an earlier request is left as it is, so a repeated request does nothing more.
+        """
+        now = self.deps.now()
+        done = Erasure()
+        for row in self._subjects(session, tenant, references):
+            if row.status == "erased":
+                continue
+            had_health = any(getattr(row, f) is not None for f in HEALTH_FIELDS)
+            self.deps.vault.shred(session, subject_of(row.id))
+            kept, deleted = deidentify_orders_of(session, row.id, now.date())
+            # The row stays as a tombstone without personal data, so the id keeps answering
+            # "erased" (no new orders) instead of looking like it never existed.
+            session.execute(update(individuals).where(individuals.c.id == row.id).values(
+                status="erased", valid_from=None, valid_to=None, name_idx=None, personnummer_idx=None,
+                erased_at=now, updated_at=now, **dict.fromkeys(ENCRYPTED_FIELDS)))
+            done.individuals += 1
+            done.health_data += had_health
+            done.orders_retained.update(retain_until(d) for d in kept)
+            done.orders_deleted += deleted
+            self.deps.outbox.emit(
+                session, ev.INDIVIDUAL_ERASED, actor={"id": "gdpr", "tenant": row.tenant, "kind": "service"},
+                tenant=row.tenant, subject=subject_of(row.id), resource={"type": "individual", "id": row.id},
+                data={"individual_id": row.id, "register_id": row.register_id, "request_id": request_id[:100],
+                      "orders_retained": len(kept), "orders_deleted": deleted})
+        return done
