@@ -46,8 +46,9 @@ def audit_ingest(ctx: Context) -> list[Figure]:
     import psycopg
 
     from services.orders.models import tables as orders_tables
+    from shared.crypto import PayloadCipher
     from shared.db import Database
-    from shared.outbox import Outbox, PayloadCipher
+    from shared.outbox import Outbox
 
     count = ctx.size(100_000, 1_000)
     baseline = raw_pika_round_trip(ctx.vhost(), count, b"x" * envelope_size())

@@ -20,8 +20,9 @@ from sqlalchemy import MetaData
 from .bus import Bus
 from .config import Config, Setting, load_config
 from .consumer import Consumer, Subscription, inbox_table
+from .crypto import PayloadCipher
 from .db import Database, migrate
-from .outbox import Outbox, PayloadCipher, Relay, outbox_table
+from .outbox import Outbox, Relay, outbox_table
 from .tokens import KeySet, TokenVerifier, http_fetch
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared.crypto import normalise_email
 from shared.errors import AccessDenied, Conflict, Invalid, NotFound, Unauthorized, Unavailable
+from shared.normalise import normalise_email
 from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
 
 from . import events

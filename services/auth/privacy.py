@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.crypto import normalise_email
 from shared.errors import Invalid
+from shared.normalise import normalise_email
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
 
 from .domain import Auth, iso, user_subject

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.crypto import normalise_phone
 from shared.errors import Invalid
+from shared.normalise import normalise_phone
 
 from . import events as ev
 from .domain import Actor, Crm, iso, new_id, utc, utcnow

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.crypto import ERASED, BlindIndex, normalise_email, normalise_name, normalise_phone
+from shared.crypto import ERASED, BlindIndex
 from shared.db import as_utc
 from shared.errors import Invalid, NotFound
+from shared.normalise import normalise_email, normalise_name, normalise_phone
 
 from . import events as ev
 from .models import calls, cases, companies, email_addresses, emails, notice_deliveries, persons

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.crypto import normalise_email
 from shared.errors import Conflict, Invalid, NotFound
+from shared.normalise import normalise_email
 
 from . import events as ev
 from .domain import Actor, Crm, iso, new_id, utcnow, valid_uuid

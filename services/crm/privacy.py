@@ -16,8 +16,8 @@ import base64
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.crypto import normalise_email, normalise_phone
 from shared.errors import Invalid
+from shared.normalise import normalise_email, normalise_phone
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
 
 from . import events as ev

@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from shared.crypto import ERASED, normalise_name, normalise_personnummer
+from shared.crypto import ERASED
 from shared.errors import Conflict, Invalid
+from shared.normalise import normalise_name, normalise_personnummer
 from shared.tokens import Principal
 
 from . import events as ev

@@ -1,7 +1,7 @@
 """The benchmarks' own helpers: data they generate must be what the services accept, figures computed right."""
 from bench.bench_gdpr import personnummer, phone
 from bench.common import percentile
-from shared.crypto import normalise_personnummer, normalise_phone
+from shared.normalise import normalise_personnummer, normalise_phone
 
 
 def test_generated_personnummer_are_valid_distinct_and_already_normalised():

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from sqlalchemy import BigInteger, Column, LargeBinary, String, Table, delete, func, select, update
 
-from shared.crypto import BlindIndex, Keyring, normalise_email
+from shared.crypto import BlindIndex, Keyring
 from shared.db import new_metadata
+from shared.normalise import normalise_email
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory, command_subscription
 from shared.service import Runtime, ServiceSpec, Wiring, library_tables
 from tests.support import TokenMint

@@ -301,8 +301,7 @@ def test_memory_bus_serves_a_queue_named_like_an_exchange(tmp_path):
 def test_transient_payloads_are_encrypted_at_rest_and_published_in_clear(service):
     """gdpr commands and export replies carry personal data: sealed in the outbox, opened by the relay."""
     from shared.bus import GDPR
-    from shared.crypto import Keyring
-    from shared.outbox import PayloadCipher
+    from shared.crypto import Keyring, PayloadCipher
     from tests.conftest import raw_dump
 
     cipher = PayloadCipher(Keyring.generate())

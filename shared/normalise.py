@@ -1,0 +1,130 @@
+"""Normal forms of the identifiers people are looked up by: e-mail, phone, personnummer, name.
+
+Blind indexes (``shared.crypto.BlindIndex``) and data-subject requests compare these normal
+forms, so the same person spelled two ways is found once.  Bad input raises
+:class:`shared.errors.Invalid` whose message and ``errors`` never contain the value.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date
+from typing import Any
+
+from shared.errors import Invalid
+
+__all__ = ["normalise_email", "normalise_phone", "normalise_personnummer", "normalise_name"]
+
+
+def _invalid(field: str, message: str) -> Invalid:
+    return Invalid(message, errors=[{"field": field, "message": message}])
+
+
+_EMAIL_LABEL = re.compile(r"[^\s@.]+\Z")
+
+
+def normalise_email(value: Any, *, field: str = "email") -> str:
+    """Trimmed, lower-cased e-mail address; :class:`Invalid` unless it is a plausible address."""
+    if not isinstance(value, str):
+        raise _invalid(field, "e-mail address must be a string")
+    text = unicodedata.normalize("NFC", value).strip().lower()
+    local, at, domain = text.rpartition("@")
+    labels = domain.split(".")
+    if (
+        not at or not local or len(local) > 64 or len(text) > 254
+        or any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in text)
+        or "@" in local or ".." in local or local.startswith(".") or local.endswith(".")
+        or len(labels) < 2 or not all(_EMAIL_LABEL.match(label) for label in labels)
+        or any(label.startswith("-") or label.endswith("-") for label in labels)
+    ):
+        raise _invalid(field, "not a valid e-mail address")
+    return text
+
+
+_PHONE_SEPARATORS = re.compile(r"[\s\-./()]")
+
+
+def normalise_phone(value: Any, default_country: str = "46", *, field: str = "phone") -> str:
+    """E.164 (``+46701234567``).
+
+    ``+CC…`` and ``00CC…`` are international; ``0…`` is national in ``default_country``;
+    bare digits (``46701234567``, as phone switches log them) are read as E.164 without the
+    ``+``.  Spaces, ``-``, ``.``, ``/`` and parentheses are ignored, and so is a ``(0)``
+    trunk prefix after a country code (``+46 (0)70 …``).
+    """
+    if not isinstance(default_country, str) or not re.fullmatch(r"[1-9]\d{0,2}", default_country):
+        raise ValueError("default_country must be a country calling code such as '46'")
+    if not isinstance(value, str):
+        raise _invalid(field, "phone number must be a string")
+    text = unicodedata.normalize("NFKC", value).strip()
+    international = text.startswith("+") or text.startswith("00")
+    if international:
+        text = text.replace("(0)", "")
+    digits = _PHONE_SEPARATORS.sub("", text)
+    if digits.startswith("+"):
+        digits = digits[1:]
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    elif digits.startswith("0"):
+        digits = default_country + digits[1:]
+    if not digits.isascii() or not digits.isdigit() or digits.startswith("0") or not 7 <= len(digits) <= 15:
+        raise _invalid(field, "not a valid phone number")
+    return "+" + digits
+
+
+def normalise_name(value: Any, *, field: str = "name") -> str:
+    """NFKC, case-folded, inner whitespace collapsed to one space, stripped."""
+    if not isinstance(value, str):
+        raise _invalid(field, "name must be a string")
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+_PNR = re.compile(r"(\d{2})?(\d{6})([-+]?)(\d{4})\Z")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(digits):
+        n = int(ch) * (2 if i % 2 == 0 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def normalise_personnummer(value: Any, today: date | None = None, *, field: str = "personnummer") -> str:
+    """Swedish personal identity (or co-ordination) number as 12 digits ``YYYYMMDDNNNN``.
+
+    Accepts ``YYYYMMDD-NNNN``, ``YYYYMMDDNNNN``, ``YYMMDD-NNNN``, ``YYMMDDNNNN`` and
+    ``YYMMDD+NNNN``.  Checks the Luhn digit of the 10-digit form and the birth date (day + 60
+    for a samordningsnummer; not in the future).  Two-digit years take the century that makes
+    the person 0-99 years old on ``today``; with ``+`` the person turns 100 or more this year
+    (Skatteverket writes ``+`` from January 1st of the year the person turns 100).  The day
+    digits are kept as written, so a samordningsnummer keeps its day + 60.
+    """
+    if not isinstance(value, str):
+        raise _invalid(field, "personal identity number must be a string")
+    today = today or date.today()
+    match = _PNR.match(unicodedata.normalize("NFKC", value).strip())
+    if not match:
+        raise _invalid(field, "not a valid personal identity number")
+    century, yymmdd, sep, tail = match.groups()
+    if century and sep == "+":
+        raise _invalid(field, "not a valid personal identity number")
+    yy, mm, dd = int(yymmdd[:2]), int(yymmdd[2:4]), int(yymmdd[4:6])
+    day = dd - 60 if dd > 60 else dd
+    if century:
+        year = int(century) * 100 + yy
+    elif sep == "+":
+        year = today.year - 100 - (today.year - 100 - yy) % 100
+    else:
+        year = today.year - (today.year - yy) % 100
+        if (year, mm, day) > (today.year, today.month, today.day):
+            year -= 100
+    try:
+        born = date(year, mm, day)
+    except ValueError:
+        raise _invalid(field, "personal identity number has an impossible date") from None
+    if born > today:
+        raise _invalid(field, "personal identity number has an impossible date")
+    if not _luhn_ok(yymmdd + tail):
+        raise _invalid(field, "personal identity number has a wrong check digit")
+    return f"{year:04d}{yymmdd[2:]}{tail}"
