@@ -1,0 +1,319 @@
+"""The RabbitMQ back end (pika): declarations, a consumer with batched acks, a confirming publisher.
+
+On RabbitMQ the publisher uses asynchronous publisher confirms over one channel (waiting for
+each confirm in turn caps near 2,000 messages/s here), ``mandatory`` and persistent delivery;
+consumers use prefetch and batched acks.  Service queues are quorum queues, so the broker
+counts deliveries and dead-letters a message after the delivery limit.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Sequence
+
+from .interface import Backend, BatchHandler, BusError, Delivery, Message, Outcome, Publisher, Unroutable
+from .topology import (DEAD_LETTER_QUEUE_ARGUMENTS, DLX, EXCHANGES, Binding, dead_letter_key, dead_letter_queue,
+                       queue_arguments, queue_name)
+
+__all__ = ["RabbitBackend", "RabbitPublisher"]
+
+log = logging.getLogger(__name__)
+
+
+def _parameters(url: str):
+    import pika
+
+    params = pika.URLParameters(url)
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 60
+    params.heartbeat = 30
+    return params
+
+
+class RabbitBackend(Backend):
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _connect(self):
+        import pika
+        import pika.exceptions
+
+        try:
+            return pika.BlockingConnection(_parameters(self.url))
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise BusError(f"cannot connect to the broker: {type(exc).__name__}") from None
+
+    def ping(self) -> None:
+        self._connect().close()
+
+    def declare(self, service: str, bindings: list[Binding], delivery_limit: int) -> None:
+        conn = self._connect()
+        try:
+            ch = conn.channel()
+            for exchange in EXCHANGES:
+                ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+            queue, dead = queue_name(service), dead_letter_queue(service)
+            ch.queue_declare(dead, durable=True, arguments=dict(DEAD_LETTER_QUEUE_ARGUMENTS))
+            ch.queue_bind(dead, DLX, routing_key=dead_letter_key(service))
+            ch.queue_declare(queue, durable=True, arguments=queue_arguments(service, delivery_limit))
+            for binding in bindings:
+                ch.queue_bind(queue, binding.exchange, routing_key=binding.pattern)
+        finally:
+            conn.close()
+
+    def publisher(self) -> Publisher:
+        return RabbitPublisher(self.url)
+
+    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
+                batch_size: int, batch_wait: float, **_options) -> None:
+        import pika.exceptions
+
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                conn = self._connect()
+            except BusError:
+                log.warning("consumer: broker unreachable, retrying in %.1fs", backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 15)
+                continue
+            backoff = 0.5
+            try:
+                self._consume_on(conn, queue, handle_batch, stop, prefetch, batch_size, batch_wait)
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                log.warning("consumer: connection lost (%s), reconnecting", type(exc).__name__)
+            finally:
+                if conn.is_open:
+                    try:
+                        conn.close()
+                    except Exception:  # noqa: BLE001 - closing a broken connection
+                        pass
+
+    @staticmethod
+    def _consume_on(conn, queue, handle_batch, stop, prefetch, batch_size, batch_wait) -> None:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=prefetch)
+        pending: list[Delivery] = []
+
+        def on_message(_ch, method, properties, body):
+            headers = properties.headers or {}
+            pending.append(Delivery(
+                exchange=method.exchange, routing_key=method.routing_key, body=body,
+                message_id=properties.message_id,
+                delivery_count=int(headers.get("x-delivery-count", 0)) + 1,
+                tag=method.delivery_tag,
+            ))
+
+        ch.basic_consume(queue, on_message, auto_ack=False)
+        while not stop.is_set():
+            conn.process_data_events(time_limit=0.25)
+            # Adaptive batching: keep gathering while deliveries keep arriving (a busy queue fills
+            # batches up to batch_size or batch_wait); a lone message is handled at once.
+            deadline = time.monotonic() + batch_wait
+            while pending and len(pending) < batch_size and time.monotonic() < deadline:
+                before = len(pending)
+                conn.process_data_events(time_limit=min(0.005, max(0.0, deadline - time.monotonic())))
+                if len(pending) == before:
+                    break
+            if not pending:
+                continue
+            batch, pending[:] = list(pending), []
+            outcomes = handle_batch(batch)
+            last_ack = None
+            for delivery, outcome in zip(batch, outcomes):
+                if outcome is Outcome.ACK:
+                    last_ack = delivery.tag
+                else:
+                    # Flush the acks before this one, then requeue (broker counts the delivery)
+                    # or dead-letter it; the rest of the batch keeps flowing.
+                    if last_ack is not None:
+                        ch.basic_ack(delivery_tag=last_ack, multiple=True)
+                        last_ack = None
+                    ch.basic_nack(delivery_tag=delivery.tag, requeue=outcome is Outcome.RETRY)
+            if last_ack is not None:
+                ch.basic_ack(delivery_tag=last_ack, multiple=True)
+
+
+class RabbitPublisher(Publisher):
+    """Publisher confirms handled asynchronously over a pika SelectConnection.
+
+    The connection's I/O loop runs in the caller's thread, only while a batch is in
+    flight or while ``idle`` waits, so there is no second thread to coordinate with.
+    """
+
+    def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self._conn = None
+        self._channel = None
+        self._ready = False
+        self._closed_reason: str | None = None
+        self._waiting: Callable[[], bool] | None = None
+        self._next_tag = 1
+        self._inflight: dict[int, int] = {}          # delivery tag -> index in batch
+        self._by_id: dict[str, int] = {}              # message id -> index in batch
+        self._results: list = []
+
+    # I/O loop plumbing ------------------------------------------------------------------------
+    def _wake(self) -> None:
+        if self._waiting is not None and self._waiting() and self._conn is not None:
+            self._conn.ioloop.stop()
+
+    def _run_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        if done():
+            return True
+        ioloop = self._conn.ioloop
+        self._waiting = done
+        timer = ioloop.call_later(timeout, ioloop.stop)
+        try:
+            ioloop.start()
+        finally:
+            self._waiting = None
+            ioloop.remove_timeout(timer)
+        return done()
+
+    def _connect(self) -> None:
+        import pika
+
+        self._ready = False
+        self._closed_reason = None
+        self._next_tag = 1
+        self._conn = pika.SelectConnection(
+            _parameters(self.url),
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_closed,
+        )
+        ok = self._run_until(lambda: self._ready or self._closed_reason is not None, self.connect_timeout)
+        if not ok or not self._ready:
+            reason = self._closed_reason or "timed out"
+            self._drop()
+            raise BusError(f"cannot open a publishing channel: {reason}")
+
+    def _on_open(self, conn) -> None:
+        conn.channel(on_open_callback=self._on_channel_open)
+
+    def _on_open_error(self, _conn, exc) -> None:
+        self._closed_reason = type(exc).__name__
+        self._wake_stop()
+
+    def _on_closed(self, _conn, exc) -> None:
+        self._closed_reason = type(exc).__name__
+        self._ready = False
+        self._fail_inflight(BusError("connection closed before the broker confirmed"))
+        self._wake_stop()
+
+    def _wake_stop(self) -> None:
+        if self._conn is not None:
+            self._conn.ioloop.stop()
+
+    def _on_channel_open(self, channel) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_ok)
+
+    def _on_confirm_ok(self, _frame) -> None:
+        self._ready = True
+        self._wake()
+
+    def _on_channel_closed(self, _channel, exc) -> None:
+        self._ready = False
+        self._closed_reason = type(exc).__name__
+        self._fail_inflight(BusError("channel closed before the broker confirmed"))
+        if self._conn is not None and self._conn.is_open:
+            self._conn.close()
+        self._wake_stop()
+
+    def _on_return(self, _channel, _method, properties, _body) -> None:
+        # basic.return comes before the ack of an unroutable mandatory message.
+        index = self._by_id.get(properties.message_id)
+        if index is not None:
+            self._results[index] = Unroutable("no queue is bound for this routing key")
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        nack = method.NAME == "Basic.Nack"
+        tags = [t for t in self._inflight if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
+        for tag in tags:
+            index = self._inflight.pop(tag, None)
+            if index is None:
+                continue
+            if nack:
+                self._results[index] = BusError("the broker refused the message (nack)")
+            elif self._results[index] is _PENDING:
+                self._results[index] = None
+        self._wake()
+
+    def _fail_inflight(self, error: Exception) -> None:
+        for index in self._inflight.values():
+            if self._results[index] is _PENDING or self._results[index] is None:
+                self._results[index] = error
+        self._inflight.clear()
+
+    def _drop(self) -> None:
+        conn = self._conn
+        self._channel, self._ready = None, False
+        if conn is None:
+            return
+        try:
+            if not (conn.is_closed or conn.is_closing):
+                conn.close()
+            if not conn.is_closed:
+                self._run_until(lambda: conn.is_closed, 2.0)
+            # pika closes the socket in a callback after "closed"; let the loop run it.
+            self._run_until(lambda: False, 0.02)
+        except Exception:  # noqa: BLE001 - best effort on a broken connection
+            pass
+        finally:
+            self._conn = None
+            try:
+                conn.ioloop.close()   # its wake-up socket pair would otherwise leak
+            except Exception:  # noqa: BLE001
+                pass
+
+    # Public API -------------------------------------------------------------------------------
+    def publish(self, messages: Sequence[Message], timeout: float = 30.0) -> list[Exception | None]:
+        import pika
+
+        if not messages:
+            return []
+        if self._conn is None or not self._ready:
+            self._drop()
+            try:
+                self._connect()
+            except BusError as exc:
+                return [exc] * len(messages)
+        self._results = [_PENDING] * len(messages)
+        self._by_id = {m.message_id: i for i, m in enumerate(messages)}
+        self._inflight = {}
+        for index, message in enumerate(messages):
+            props = pika.BasicProperties(
+                content_type="application/json", delivery_mode=2, message_id=message.message_id,
+                headers=message.headers or None,
+            )
+            self._channel.basic_publish(message.exchange, message.routing_key, message.body, props,
+                                        mandatory=True)
+            self._inflight[self._next_tag] = index
+            self._next_tag += 1
+        self._run_until(lambda: not self._inflight, timeout)
+        if self._inflight:
+            self._fail_inflight(BusError("timed out waiting for publisher confirms"))
+            self._drop()   # tags of the next batch must not mix with late confirms of this one
+        results = [BusError("no confirm") if r is _PENDING else r for r in self._results]
+        self._results, self._by_id = [], {}
+        return results
+
+    def idle(self, seconds: float) -> None:
+        if self._conn is None or not self._ready:
+            time.sleep(seconds)
+            return
+        self._run_until(lambda: False, seconds)
+
+    def close(self) -> None:
+        self._drop()
+
+
+_PENDING = object()

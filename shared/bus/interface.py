@@ -1,0 +1,79 @@
+"""What both back ends implement and service code sees: messages, deliveries, outcomes, errors."""
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from .topology import Binding
+
+__all__ = ["BusError", "Unroutable", "Message", "Delivery", "Outcome", "BatchHandler", "Publisher", "Backend"]
+
+
+class BusError(RuntimeError):
+    """The broker cannot be reached or refused an operation (message holds no payload)."""
+
+
+class Unroutable(BusError):
+    """A ``mandatory`` message matched no queue: a wiring error, never a silent success."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """An outgoing message."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Delivery:
+    """An incoming message, as handed to a batch handler."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str | None
+    delivery_count: int      # 1 on first delivery
+    tag: object = None
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"        # done (or a duplicate): remove it
+    RETRY = "retry"    # failed: deliver again, up to the delivery limit, then dead-letter
+    DEAD = "dead"      # can never succeed (unparseable): dead-letter now
+
+
+BatchHandler = Callable[[Sequence[Delivery]], Sequence[Outcome]]
+
+
+class Publisher:
+    def publish(self, messages: Sequence[Message], timeout: float = 30.0) -> list[Exception | None]:
+        """Publish a batch; one entry per message: None when confirmed, else why it failed."""
+        raise NotImplementedError
+
+    def idle(self, seconds: float) -> None:
+        """Wait ``seconds`` while keeping the connection alive (heartbeats)."""
+        time.sleep(seconds)
+
+    def close(self) -> None:
+        pass
+
+
+class Backend:
+    def declare(self, service: str, bindings: list[Binding], delivery_limit: int) -> None:
+        raise NotImplementedError
+
+    def publisher(self) -> Publisher:
+        raise NotImplementedError
+
+    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, **options: Any) -> None:
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        raise NotImplementedError

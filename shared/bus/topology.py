@@ -1,0 +1,77 @@
+"""The topology every back end declares: exchanges, per-service queues and their arguments.
+
+| exchange | carries |
+|---|---|
+| ``recept.events`` | every domain event, routing key = event type |
+| ``recept.gdpr`` | ``gdpr.command.<svc>``, ``gdpr.reply.<svc>``, ``gdpr.announce.<svc>`` |
+| ``recept.dlx`` | dead letters, routing key ``dead.<svc>`` -> queue ``recept.q.<svc>.dead`` |
+
+Each service consumes one durable quorum queue ``recept.q.<svc>`` with its bindings; the broker
+counts deliveries and dead-letters a message after the delivery limit.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["EVENTS", "GDPR", "DLX", "EXCHANGES", "Binding", "queue_name", "dead_letter_queue",
+           "dead_letter_key", "queue_arguments", "DEAD_LETTER_QUEUE_ARGUMENTS", "topic_matches"]
+
+EVENTS = "recept.events"   # every domain event, routing key = event type
+GDPR = "recept.gdpr"       # commands from the gdpr service and replies to it
+DLX = "recept.dlx"         # where messages that keep failing end up
+EXCHANGES = (EVENTS, GDPR, DLX)
+
+
+@dataclass(frozen=True)
+class Binding:
+    exchange: str
+    pattern: str
+
+
+def queue_name(service: str) -> str:
+    # Queues live under their own prefix: RabbitMQ permission patterns match names whatever the
+    # resource type, so a queue named like an exchange ("recept.gdpr") would be readable by
+    # everyone allowed on that exchange.
+    return f"recept.q.{service}"
+
+
+def dead_letter_queue(service: str) -> str:
+    return f"recept.q.{service}.dead"
+
+
+def dead_letter_key(service: str) -> str:
+    """The routing key on ``DLX`` that leads to ``dead_letter_queue(service)``."""
+    return f"dead.{service}"
+
+
+DEAD_LETTER_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
+
+
+def queue_arguments(service: str, delivery_limit: int) -> dict[str, Any]:
+    """The arguments of a service's queue (a queue re-declared with others fails on RabbitMQ)."""
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": DLX,
+        "x-dead-letter-routing-key": dead_letter_key(service),
+        "x-delivery-limit": delivery_limit,
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more."""
+    words, parts = key.split("."), pattern.split(".")
+
+    @functools.lru_cache(maxsize=None)
+    def match(i: int, j: int) -> bool:
+        if i == len(parts):
+            return j == len(words)
+        if parts[i] == "#":
+            return match(i + 1, j) or (j < len(words) and match(i, j + 1))
+        if j == len(words):
+            return False
+        return parts[i] in ("*", words[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
