@@ -19,8 +19,9 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from jsonschema import Draft202012Validator, FormatChecker
 from werkzeug.exceptions import HTTPException
 
-from .errors import DomainError, Invalid, Unavailable, UnsupportedMediaType
+from .errors import AccessDenied, DomainError, Invalid, Unauthorized, Unavailable, UnsupportedMediaType
 from .logs import request_id
+from .tokens import CHALLENGE, Principal
 
 log = logging.getLogger("recept.http")
 
@@ -146,12 +147,8 @@ class ApiBlueprint(Blueprint):
             @wraps(view)
             def wrapper(**kwargs):
                 if not op.public:
-                    from .tokens import authenticate
-
                     principal = authenticate()
                     if op.roles is not None and not principal.has_any_role(op.roles):
-                        from .errors import AccessDenied
-
                         raise AccessDenied("your roles do not allow this operation")
                 if op.query is not None:
                     params = {k: v for k, v in request.args.items()}
@@ -339,3 +336,17 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
 def runtime():
     """The current service's Runtime (shared.service) from inside a request."""
     return current_app.extensions["recept"]
+
+
+def authenticate() -> Principal:
+    """The verified caller of the current request (cached on ``flask.g``)."""
+    principal = g.get("principal")
+    if principal is not None:
+        return principal
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send an access token as 'Authorization: Bearer <token>'", headers=CHALLENGE)
+    principal = runtime().tokens.verify(token.strip())
+    g.principal = principal
+    return principal

@@ -4,6 +4,8 @@ Tokens are verified locally against the auth service's JWKS, cached and refreshe
 when a token names a key id the cache does not know (that is how key rotation
 reaches every service without logging anyone out).  Only asymmetric algorithms are
 accepted, so ``alg: none`` and HS256-signed-with-the-public-key tokens fail.
+
+No Flask here: the bearer token of a request is read by ``shared.http.authenticate``.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import jwt
-from flask import g, request
 
 from .errors import AccessDenied, NotFound, Unauthorized, Unavailable
 
@@ -131,23 +132,3 @@ class TokenVerifier:
             raise invalid
         return Principal(user_id=str(claims["sub"]), tenant=claims.get("tenant"), roles=frozenset(roles),
                          groups=frozenset(groups), token_id=claims.get("jti"), claims=claims)
-
-
-def authenticate() -> Principal:
-    """The verified caller of the current request (cached on ``flask.g``)."""
-    principal = g.get("principal")
-    if principal is not None:
-        return principal
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send an access token as 'Authorization: Bearer <token>'", headers=CHALLENGE)
-    from .http import runtime
-
-    principal = runtime().tokens.verify(token.strip())
-    g.principal = principal
-    return principal
-
-
-def current_principal() -> Principal:
-    return authenticate()

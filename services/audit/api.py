@@ -14,8 +14,8 @@ from flask import Response, current_app, jsonify, request
 
 from shared.errors import AccessDenied, Invalid, NotFound
 from shared.events import SUBJECT_REF
-from shared.http import ApiBlueprint
-from shared.tokens import Principal, authenticate
+from shared.http import ApiBlueprint, authenticate
+from shared.tokens import Principal
 
 from .domain import csv_cell, decode_cursor, encode_cursor, parse_time
 from .ledger import Filters, Ledger

@@ -7,8 +7,8 @@ import re
 from flask import Response, current_app, jsonify, request
 
 from shared.errors import NotFound
-from shared.http import ApiBlueprint
-from shared.tokens import VENDOR_ROLES, authenticate
+from shared.http import ApiBlueprint, authenticate
+from shared.tokens import VENDOR_ROLES
 
 from .domain import ROLE_DESCRIPTIONS, Auth
 from .login import Logins

@@ -11,8 +11,7 @@ from urllib.parse import quote
 from flask import Response, current_app, jsonify, request
 
 from shared.errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
-from shared.http import ApiBlueprint
-from shared.tokens import authenticate
+from shared.http import ApiBlueprint, authenticate
 
 from . import mail, notices
 from .calls import import_calls, list_calls, parse_time_filter, search_calls

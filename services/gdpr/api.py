@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request
 
-from shared.http import ApiBlueprint, runtime
-from shared.tokens import authenticate
+from shared.http import ApiBlueprint, authenticate, runtime
 
 from .domain import STATUSES, TYPES
 

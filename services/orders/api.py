@@ -9,8 +9,7 @@ from typing import Any, Callable
 
 from flask import current_app, jsonify
 
-from shared.http import ApiBlueprint, runtime
-from shared.tokens import authenticate
+from shared.http import ApiBlueprint, authenticate, runtime
 
 from . import present
 from .domain import OrdersDomain

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -12,6 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from shared.errors import Unauthorized, Unavailable
 from shared.tokens import KeySet, TokenVerifier
 from tests.support import ISSUER, TokenMint
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -129,3 +134,11 @@ def test_non_list_roles_claim_is_rejected(mint, verifier):
     token = jwt.encode(claims, mint.private_key, algorithm="EdDSA", headers={"kid": mint.kid})
     with pytest.raises(Unauthorized):
         verifier.verify(token)
+
+
+def test_verification_needs_no_flask():
+    """tokens.py is verification only (issue 13): reading the request's bearer token is shared.http's."""
+    code = ("import sys, shared.tokens; "
+            "assert 'flask' not in sys.modules and 'shared.http' not in sys.modules, sorted(sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
