@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -21,17 +20,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """A stored timestamp as an aware UTC datetime.
-
-    Every service stores UTC; SQLite hands timezone-aware columns back naive, PostgreSQL
-    aware in the session's zone.  Services read times through this one function.
-    """
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def new_metadata() -> MetaData:

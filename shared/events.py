@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import fastjsonschema
 from jsonschema import Draft202012Validator
 
+from .clock import now_rfc3339
 from .errors import Invalid
 
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){2,}$")
@@ -128,10 +128,6 @@ def obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[s
     """Shorthand for a closed JSON object schema (no undeclared fields can slip personal data in)."""
     return {"type": "object", "properties": properties, "required": required or list(properties),
             "additionalProperties": False}
-
-
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def make_event(

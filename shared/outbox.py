@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table,
@@ -22,14 +22,11 @@ from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, LargeBinar
 from sqlalchemy.orm import Session
 
 from .bus import EVENTS, Message, Publisher
+from .clock import utcnow
 from .crypto import PayloadCipher
 from .events import REGISTRY, EventRegistry, EventType, make_event
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def outbox_table(metadata: MetaData) -> Table:

@@ -32,8 +32,8 @@ from typing import Any, Iterable, Protocol
 from sqlalchemy.orm import Session
 
 from .bus import GDPR, Message
+from .clock import now_rfc3339
 from .consumer import Subscription
-from .events import now_rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Mapping
 
-from shared.db import as_utc
+from shared.clock import as_utc
 from shared.errors import Invalid
 from shared.events import SUBJECT_REF, TYPE_NAME
 

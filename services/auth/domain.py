@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.clock import as_utc
 from shared.crypto import ERASED, BlindIndex
-from shared.db import as_utc
 from shared.errors import AccessDenied, Conflict, Invalid, NotFound
 from shared.normalise import normalise_email
 from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
+from shared.clock import as_utc
 from shared.crypto import ERASED, BlindIndex
-from shared.db import as_utc
 from shared.errors import Invalid, NotFound
 from shared.normalise import normalise_email, normalise_name, normalise_phone
 

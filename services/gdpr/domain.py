@@ -28,8 +28,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.bus import GDPR
+from shared.clock import as_utc
 from shared.crypto import ERASED
-from shared.db import as_utc
 from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
 from shared.normalise import normalise_email, normalise_personnummer, normalise_phone
 from shared.privacy import ACTIONS, IDENTIFIERS

@@ -16,8 +16,8 @@ from typing import Callable, Iterable
 
 from sqlalchemy import delete, select, update
 
+from shared.clock import as_utc
 from shared.crypto import ERASED, Vault
-from shared.db import as_utc
 
 from .models import sessions as table
 
