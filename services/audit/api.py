@@ -12,12 +12,13 @@ from typing import Any, Iterator
 
 from flask import Response, current_app, jsonify, request
 
+from shared.clock import parse_rfc3339
 from shared.errors import AccessDenied, Invalid, NotFound
 from shared.events import SUBJECT_REF
 from shared.http import ApiBlueprint, authenticate
 from shared.tokens import Principal
 
-from .domain import csv_cell, decode_cursor, encode_cursor, parse_time
+from .domain import csv_cell, decode_cursor, encode_cursor
 from .ledger import Filters, Ledger
 
 bp = ApiBlueprint("audit", __name__)
@@ -94,7 +95,7 @@ def _time(query: dict[str, str], name: str):
     if name not in query:
         return None
     try:
-        return parse_time(query[name])
+        return parse_rfc3339(query[name])
     except ValueError:
         raise Invalid("the query parameters are invalid",
                       errors=[{"field": name, "message": "is not an RFC 3339 date-time with an offset"}]) from None

@@ -21,9 +21,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from shared.clock import rfc3339, utcnow
 from shared.config import ConfigError
 
-from .domain import checkpoint_payload, rfc3339, utcnow
+from .domain import checkpoint_payload
 
 FORMAT = 1
 _SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,80}$")

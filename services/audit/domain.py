@@ -16,10 +16,10 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
-from shared.clock import as_utc
+from shared.clock import as_utc, parse_rfc3339, rfc3339
 from shared.errors import Invalid
 from shared.events import SUBJECT_REF, TYPE_NAME
 
@@ -35,26 +35,6 @@ ACTOR_KINDS = frozenset({"user", "service", "system"})
 
 class PoisonEvent(ValueError):
     """A message on recept.events that is not a valid envelope (the message names the field, never a value)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-
-
-def rfc3339(value: datetime) -> str:
-    return as_utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_time(raw: str) -> datetime:
-    """An RFC 3339 timestamp with an offset, as UTC; ValueError otherwise."""
-    if not isinstance(raw, str) or not 10 <= len(raw) <= 40 or "T" not in raw.upper():
-        raise ValueError("not an RFC 3339 date-time")
-    value = datetime.fromisoformat(raw)
-    if value.tzinfo is None:
-        raise ValueError("an RFC 3339 date-time needs an offset (Z or +hh:mm)")
-    return value.astimezone(timezone.utc)
 
 
 # --- envelopes -----------------------------------------------------------------------------------
@@ -155,7 +135,7 @@ def to_entry(message: Mapping[str, Any]) -> Entry:
     """Check an incoming envelope and turn it into an entry; raises PoisonEvent."""
     check_envelope(message)
     try:
-        time = parse_time(message["time"])
+        time = parse_rfc3339(message["time"])
         body = canonical(message)
     except ValueError:
         raise PoisonEvent("envelope field time is not RFC 3339, or data holds a non-JSON number") from None
@@ -309,7 +289,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         time_text, entry_id = json.loads(raw)
         if not isinstance(entry_id, int) or isinstance(entry_id, bool):
             raise ValueError
-        return parse_time(time_text), entry_id
+        return parse_rfc3339(time_text), entry_id
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise Invalid("the cursor is not valid", errors=[{"field": "cursor", "message": "is not a cursor from "
                                                                                          "this API"}]) from None

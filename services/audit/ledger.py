@@ -18,11 +18,11 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.clock import as_utc, rfc3339, utcnow
 from shared.config import ROOT
 
 from .checkpoints import CheckpointFiles, Signer, TrustedKeys
-from .domain import (Entry, Finding, Row, as_utc, chain_tenant, entry_hash, genesis, rfc3339, utcnow,
-                     walk_chain)
+from .domain import Entry, Finding, Row, chain_tenant, entry_hash, genesis, walk_chain
 from .events import ENTRIES_PURGED
 from .models import chains, checkpoints, entries
 

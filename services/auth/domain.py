@@ -13,13 +13,13 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.clock import as_utc
+from shared.clock import as_utc, rfc3339, utcnow
 from shared.crypto import ERASED, BlindIndex
 from shared.errors import AccessDenied, Conflict, Invalid, NotFound
 from shared.normalise import normalise_email
@@ -41,18 +41,6 @@ ROLE_DESCRIPTIONS = {
 SYSTEM_ACTOR = {"id": "cli", "tenant": None, "kind": "system"}
 FROM_CALLER = object()   # Auth.emit's default actor: the caller (``by``), or the CLI when there is none
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-aware = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
-
-
-def iso(value: datetime | None) -> str | None:
-    value = aware(value)
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def normalise_username(value: Any, field: str = "username") -> str:
@@ -123,7 +111,7 @@ class Auth:
         self.client_index = BlindIndex(runtime.keyring, bits=63)
 
     def now(self) -> datetime:
-        return aware(self.clock())
+        return as_utc(self.clock())
 
     def emit(self, session: Session, event_type, by: Principal | None, data: dict[str, Any], *,
              tenant: str | None, subject: str | None = None, resource: dict[str, str] | None = None,
@@ -183,7 +171,7 @@ class Auth:
 
     def tenant_view(self, session: Session, row, *, with_agreement: bool = True) -> dict[str, Any]:
         view: dict[str, Any] = {"id": row.id, "slug": row.slug, "name": row.name, "kind": row.kind,
-                                "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+                                "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at)}
         if with_agreement:
             signatory = self.vault.decrypt(session, "tenants", "dpa_signatory", row.id, row.dpa_signatory)
             view["agreement"] = None if row.dpa_version is None else {
@@ -288,7 +276,7 @@ class Auth:
             "group_filter": row.group_filter, "group_name_attribute": row.group_name_attribute,
             "member_of_attribute": row.member_of_attribute, "display_name_attribute": row.display_name_attribute,
             "mail_attribute": row.mail_attribute, "group_roles": json.loads(row.group_roles),
-            "timeout": row.timeout, "updated_at": iso(row.updated_at),
+            "timeout": row.timeout, "updated_at": rfc3339(row.updated_at),
         }
 
     def get_directory(self, session: Session, by: Principal | None, slug: str) -> dict[str, Any]:
@@ -414,16 +402,16 @@ class Auth:
             value = self.vault.decrypt(session, "users", name, row.id, getattr(row, name))
             return "(erased)" if value is ERASED else value
 
-        locked_until = aware(row.locked_until)
+        locked_until = as_utc(row.locked_until)
         return {
             "id": row.id, "tenant": tenant_slug, "username": field("username"),
             "display_name": field("display_name"), "email": field("email"),
             "roles": self.roles_of(session, row.id), "groups": self.groups_of(session, row),
             "source": row.source, "status": row.status,
-            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
-            "last_login_at": iso(row.last_login_at),
-            "failed_logins": row.failed_count, "last_failed_login_at": iso(row.last_failed_at),
-            "locked_until": iso(locked_until) if locked_until and locked_until > self.now() else None,
+            "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at),
+            "last_login_at": rfc3339(row.last_login_at),
+            "failed_logins": row.failed_count, "last_failed_login_at": rfc3339(row.last_failed_at),
+            "locked_until": rfc3339(locked_until) if locked_until and locked_until > self.now() else None,
             "has_password": row.password_hash is not None,
         }
 

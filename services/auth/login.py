@@ -19,13 +19,14 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.clock import as_utc, rfc3339
 from shared.errors import AccessDenied, Conflict, Invalid, NotFound, Unauthorized, Unavailable
 from shared.normalise import normalise_email
 from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
 
 from . import events
 from .directory import DirectoryClient, DirectoryRejected, DirectoryUnavailable
-from .domain import Auth, aware, normalise_username, user_subject
+from .domain import Auth, normalise_username, user_subject
 from .models import client_failures, login_history, refresh_tokens, tenants, users
 
 LOGIN_FAILED = "the login failed: check the tenant, username and password, or try again later"
@@ -92,7 +93,7 @@ class Logins:
         if client is None:
             return False
         until = session.scalar(select(client_failures.c.blocked_until).where(client_failures.c.client == client))
-        return until is not None and aware(until) > now
+        return until is not None and as_utc(until) > now
 
     def _count_client_failure(self, session: Session, client: int | None, now: datetime) -> None:
         if client is None:
@@ -107,11 +108,11 @@ class Logins:
             session.execute(insert(client_failures).values(**values))
         row = session.execute(select(client_failures).where(client_failures.c.client == client)
                               .with_for_update()).one()
-        if aware(row.window_started_at) + window <= now:
+        if as_utc(row.window_started_at) + window <= now:
             failures, started = 1, now           # the window has passed: count afresh
         else:
-            failures, started = row.failures + 1, aware(row.window_started_at)
-        blocked = now + window if failures >= self.policy.client_max_failures else aware(row.blocked_until)
+            failures, started = row.failures + 1, as_utc(row.window_started_at)
+        blocked = now + window if failures >= self.policy.client_max_failures else as_utc(row.blocked_until)
         session.execute(update(client_failures).where(client_failures.c.client == client).values(
             failures=failures, window_started_at=started, blocked_until=blocked,
             expires_at=max(started + window, blocked or now)))
@@ -127,7 +128,7 @@ class Logins:
                 failed_count=0, locked_until=until))
             self.auth.emit(session, events.ACCOUNT_LOCKED, None,
                            {"user_id": attempt.user_id, "failures": count,
-                            "locked_until": until.isoformat().replace("+00:00", "Z")},
+                            "locked_until": rfc3339(until)},
                            tenant=attempt.tenant_slug, subject=user_subject(attempt.user_id),
                            resource={"type": "user", "id": attempt.user_id}, actor=None)
 
@@ -171,7 +172,7 @@ class Logins:
             directory = self.auth.directory_config(session, tenant.id)
         return Attempt(tenant.id, tenant.slug, tenant.kind, user.id if user else None, user.source if user else None,
                        user.status if user else None, user.password_hash if user else None,
-                       aware(user.locked_until) if user else None, directory)
+                       as_utc(user.locked_until) if user else None, directory)
 
     def login(self, slug: str, username: str, password: str, client_address: str | None = None) -> dict[str, Any]:
         auth = self.auth
@@ -291,7 +292,7 @@ class Logins:
                                      family_id=row.family_id, actor=None)
             directory = auth.directory_config(session, tenant.id) if user.source == "directory" else None
             username = auth.vault.decrypt(session, "users", "username", user.id, user.username)
-        if reused or user.status != "active" or aware(row.expires_at) <= now:
+        if reused or user.status != "active" or as_utc(row.expires_at) <= now:
             raise Unauthorized(REFRESH_FAILED)
         looked_up = None
         if user.source == "directory":
@@ -317,7 +318,7 @@ class Logins:
                                              actor={"id": user.id, "tenant": tenant.slug, "kind": "user"})
                     user = session.execute(select(users).where(users.c.id == user.id)).first()
                 return self._issue(session, user, tenant.slug, now, family_id=row.family_id,
-                                   session_expires_at=aware(row.session_expires_at))
+                                   session_expires_at=as_utc(row.session_expires_at))
         # Another request rotated this token between our read and our write: treat it as reuse.
         with self.db.transaction() as session:
             auth.revoke_sessions(session, None, tenant.slug, user.id, "reuse_detected",
@@ -358,7 +359,7 @@ class Logins:
         auth.hasher.check_policy(new, field="new_password")
         if not auth.hasher.verify(current, user.password_hash):
             attempt = Attempt(tenant.id, tenant.slug, tenant.kind, user.id, user.source, user.status,
-                              user.password_hash, aware(user.locked_until), None)
+                              user.password_hash, as_utc(user.locked_until), None)
             with self.db.transaction() as session:
                 self._count_account_failure(session, attempt, now)
             raise AccessDenied("the current password is wrong")

@@ -6,11 +6,12 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared.clock import rfc3339
 from shared.errors import Invalid
 from shared.normalise import normalise_email
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
 
-from .domain import Auth, iso, user_subject
+from .domain import Auth, user_subject
 from .models import client_failures, login_history, refresh_tokens, tenants, users
 
 LEGITIMATE_INTEREST = "GDPR art. 6(1)(f) legitimate interest: secure access to the service"
@@ -152,14 +153,16 @@ class AuthParticipant:
             out["user_account"].append({"reference": user_subject(user_id), **view})
             for entry in session.execute(select(login_history).where(login_history.c.user_id == user_id)
                                          .order_by(login_history.c.at)):
-                out["login_history"].append({"reference": user_subject(user_id), "at": iso(entry.at),
+                out["login_history"].append({"reference": user_subject(user_id), "at": rfc3339(entry.at),
                                              "outcome": entry.outcome, "reason": entry.reason,
                                              "method": entry.method})
             for token in session.execute(select(refresh_tokens).where(refresh_tokens.c.user_id == user_id)
                                          .order_by(refresh_tokens.c.created_at)):
                 out["session"].append({"reference": user_subject(user_id), "session_id": token.family_id,
-                                       "created_at": iso(token.created_at), "expires_at": iso(token.expires_at),
-                                       "rotated_at": iso(token.rotated_at), "revoked_at": iso(token.revoked_at)})
+                                       "created_at": rfc3339(token.created_at),
+                                       "expires_at": rfc3339(token.expires_at),
+                                       "rotated_at": rfc3339(token.rotated_at),
+                                       "revoked_at": rfc3339(token.revoked_at)})
         return out
 
     def erase(self, session: Session, ctx: Context, references: list[str]) -> list[ErasureItem]:

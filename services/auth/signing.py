@@ -19,7 +19,7 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +27,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shared.clock import utcnow
 from shared.tokens import KeySet
 
 GRACE = timedelta(minutes=5)   # clock skew and in-flight requests after a token's expiry
@@ -56,10 +57,6 @@ class SigningKey:
                 "retired_at": self.retired_at.isoformat() if self.retired_at else None}
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _new_key(now: datetime) -> SigningKey:
     return SigningKey(secrets.token_hex(8), Ed25519PrivateKey.generate(), now, None)
 
@@ -85,7 +82,7 @@ def _parse(text: str, path: Path) -> tuple[str, list[SigningKey]]:
 class SigningKeys:
     """The auth service's signing keys, backed by a file; thread-safe."""
 
-    def __init__(self, path: str | Path, access_ttl: int, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, path: str | Path, access_ttl: int, clock: Callable[[], datetime] = utcnow) -> None:
         self.path = Path(path)
         self.access_ttl = timedelta(seconds=access_ttl)
         self.clock = clock

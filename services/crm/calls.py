@@ -18,11 +18,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.clock import as_utc, rfc3339, utcnow
 from shared.errors import Invalid
 from shared.normalise import normalise_phone
 
 from . import events as ev
-from .domain import Actor, Crm, iso, new_id, utc, utcnow
+from .domain import Actor, Crm, new_id
 from .models import call_imports, calls
 
 COLUMNS = ("timestamp", "calling_number", "called_line", "duration", "direction")
@@ -222,7 +223,7 @@ def import_calls(crm: Crm, s: Session, actor: Actor, data: bytes, source: str) -
 def call_view(crm: Crm, s: Session, row) -> dict[str, Any]:
     values, erased = crm.plain(s, calls, row, ("number",))
     out = {"id": row.id, "import_id": row.import_id, "number": values["number"], "called_line": row.called_line,
-           "started_at": iso(row.started_at), "duration_s": row.duration_s, "direction": row.direction,
+           "started_at": rfc3339(row.started_at), "duration_s": row.duration_s, "direction": row.direction,
            "person_id": row.person_id, "company_id": row.company_id, "redacted": row.redacted_at is not None}
     if erased:
         out["erased_fields"] = erased
@@ -257,7 +258,7 @@ def calls_by_phone(crm: Crm, s: Session, normalised: str) -> list:
 
 
 def search_calls(crm: Crm, s: Session, actor: Actor, phone: str) -> list[dict[str, Any]]:
-    rows = sorted(calls_by_phone(crm, s, normalise_phone(phone)), key=lambda r: (utc(r.started_at), r.id),
+    rows = sorted(calls_by_phone(crm, s, normalise_phone(phone)), key=lambda r: (as_utc(r.started_at), r.id),
                   reverse=True)
     viewed_calls(crm, s, actor, rows)
     return [call_view(crm, s, r) for r in rows]
@@ -271,5 +272,5 @@ def parse_time_filter(value: str | None, field: str) -> datetime | None:
     except ValueError:
         raise Invalid("a time filter is not ISO 8601",
                       errors=[{"field": field, "message": "is not an ISO 8601 date and time"}]) from None
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return as_utc(parsed)   # a time without an offset is UTC
 

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from cryptography.hazmat.primitives import hashes
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.clock import as_utc
+from shared.clock import as_utc, rfc3339, utcnow
 from shared.crypto import ERASED, BlindIndex
 from shared.errors import Invalid, NotFound
 from shared.normalise import normalise_email, normalise_name, normalise_phone
@@ -29,18 +28,6 @@ from .models import calls, cases, companies, email_addresses, emails, notice_del
 
 CASE_STATUSES = ("open", "in_progress", "waiting", "closed")
 CHANNELS = ("phone", "email", "other")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-utc = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
-
-
-def iso(value: datetime | None) -> str | None:
-    value = utc(value)
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def new_id() -> str:
@@ -149,7 +136,7 @@ class Crm:
     @staticmethod
     def company_view(row) -> dict[str, Any]:
         return {"id": row.id, "name": row.name, "org_number": row.org_number, "tenant": row.tenant,
-                "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+                "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at)}
 
     def create_company(self, s: Session, actor: Actor, name: str, org_number: str | None = None,
                        tenant: str | None = None) -> dict[str, Any]:
@@ -194,7 +181,7 @@ class Crm:
     def person_view(self, s: Session, row) -> dict[str, Any]:
         values, erased = self.plain(s, persons, row, self.PERSON_FIELDS)
         out = {"id": row.id, "company_id": row.company_id, **values, "notice_recipient": row.notice_recipient,
-               "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+               "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at)}
         if erased:
             out["erased_fields"] = erased
         return out
@@ -354,7 +341,8 @@ class Crm:
         out = {"id": row.id, "company_id": row.company_id, "person_id": row.person_id,
                **{api: values[col] for api, col in self.CASE_SEALED.items()},
                "channel": row.channel, "status": row.status, "assignee": row.assignee, "created_by": row.created_by,
-               "created_at": iso(row.created_at), "updated_at": iso(row.updated_at), "closed_at": iso(row.closed_at),
+               "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at),
+               "closed_at": rfc3339(row.closed_at),
                "redacted": row.redacted_at is not None}
         if erased:
             out["erased_fields"] = [api for api, col in self.CASE_SEALED.items() if col in erased]
@@ -486,7 +474,7 @@ class Crm:
         if not matches:
             raise Invalid("search by email or phone", errors=[{"field": "body", "message": "needs email or phone"}])
         found = {i: matches[0][i] for i in set(matches[0]).intersection(*matches[1:])}
-        rows = sorted(found.values(), key=lambda r: (utc(r.created_at), r.id), reverse=True)
+        rows = sorted(found.values(), key=lambda r: (as_utc(r.created_at), r.id), reverse=True)
         self.viewed_cases(s, actor, rows)
         return [self.case_view(s, r) for r in rows]
 

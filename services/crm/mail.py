@@ -12,7 +12,7 @@ import email
 import email.policy
 import mailbox
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,11 +20,12 @@ from typing import Any, Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.clock import as_utc, rfc3339, utcnow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.normalise import normalise_email
 
 from . import events as ev
-from .domain import Actor, Crm, iso, new_id, utcnow, valid_uuid
+from .domain import Actor, Crm, new_id, valid_uuid
 from .models import email_addresses, email_attachments, emails
 
 ROLES = ("from", "to", "cc", "reply_to")
@@ -118,7 +119,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         sent_at = None
     if sent_at is not None:
         # Stored as UTC: SQLite keeps no offset, so a local time would come back wrong.
-        sent_at = sent_at.replace(tzinfo=timezone.utc) if sent_at.tzinfo is None else sent_at.astimezone(timezone.utc)
+        sent_at = as_utc(sent_at)
     to = ", ".join(v for v in (_header(message, "To"), _header(message, "Cc")) if v)
     return ParsedMail(
         header_from=_header(message, "From"), header_to=to, subject=_header(message, "Subject"),
@@ -201,9 +202,9 @@ def _viewed(crm: Crm, s: Session, actor: Actor, row, part: str) -> None:
 def summary(crm: Crm, s: Session, row) -> dict[str, Any]:
     values, erased = crm.plain(s, emails, row, ("header_from", "header_to", "header_subject"))
     out = {"id": row.id, "company_id": row.company_id, "person_id": row.person_id, "from": values["header_from"],
-           "to": values["header_to"], "subject": values["header_subject"], "date": iso(row.sent_at),
+           "to": values["header_to"], "subject": values["header_subject"], "date": rfc3339(row.sent_at),
            "size": row.size, "attachment_count": row.attachment_count, "source": row.source,
-           "created_at": iso(row.created_at)}
+           "created_at": rfc3339(row.created_at)}
     if erased:
         out["erased_fields"] = erased
     return out
@@ -261,7 +262,7 @@ def get_attachment(crm: Crm, s: Session, actor: Actor, email_id: str, position: 
 
 def search_emails(crm: Crm, s: Session, actor: Actor, address: str) -> list[dict[str, Any]]:
     rows = crm.emails_naming(s, normalise_email(address))
-    rows = sorted(rows, key=lambda r: (iso(r.created_at), r.id), reverse=True)
+    rows = sorted(rows, key=lambda r: (as_utc(r.created_at), r.id), reverse=True)
     for row in rows:
         _viewed(crm, s, actor, row, "headers")
     return [summary(crm, s, r) for r in rows]

@@ -20,10 +20,11 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from shared.clock import rfc3339, utcnow
 from shared.errors import Invalid, NotFound
 
 from . import events as ev
-from .domain import SYSTEM, Actor, Crm, iso, new_id, utcnow, valid_uuid
+from .domain import SYSTEM, Actor, Crm, new_id, valid_uuid
 from .models import companies, notice_deliveries, notices, persons
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,16 @@ def notice_view(s: Session, notice_id: str) -> dict[str, Any]:
     deliveries = s.execute(select(notice_deliveries).where(notice_deliveries.c.notice_id == notice_id)
                            .order_by(notice_deliveries.c.created_at, notice_deliveries.c.id)).all()
     return {"id": row.id, "title": row.title, "body": row.body, "company_ids": json.loads(row.company_ids),
-            "created_by": row.created_by, "created_at": iso(row.created_at),
+            "created_by": row.created_by, "created_at": rfc3339(row.created_at),
             "deliveries": [{"id": d.id, "company_id": d.company_id, "person_id": d.person_id, "status": d.status,
-                            "attempts": d.attempts, "sent_at": iso(d.sent_at), "last_error": d.last_error}
+                            "attempts": d.attempts, "sent_at": rfc3339(d.sent_at), "last_error": d.last_error}
                            for d in deliveries]}
 
 
 def list_notices(s: Session, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
     rows = s.execute(select(notices).order_by(notices.c.created_at.desc(), notices.c.id).limit(limit).offset(offset))
     return [{"id": r.id, "title": r.title, "company_ids": json.loads(r.company_ids), "created_by": r.created_by,
-             "created_at": iso(r.created_at)} for r in rows]
+             "created_at": rfc3339(r.created_at)} for r in rows]
 
 
 # --- delivery -----------------------------------------------------------------------------------

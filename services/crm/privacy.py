@@ -16,13 +16,14 @@ import base64
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from shared.clock import rfc3339, utcnow
 from shared.errors import Invalid
 from shared.normalise import normalise_email, normalise_phone
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
 
 from . import events as ev
 from .calls import call_view, calls_by_phone
-from .domain import Actor, Crm, iso, utcnow
+from .domain import Actor, Crm
 from .mail import attachment_list, body_text, parse, summary
 from .models import (calls, cases, companies, email_addresses, email_attachments, emails,
                      notice_deliveries, persons)
@@ -169,7 +170,7 @@ class CrmParticipant:
         if ids["person"]:
             for d in s.execute(select(notice_deliveries).where(notice_deliveries.c.person_id.in_(ids["person"]))):
                 out["notice_delivery"].append({"notice_id": d.notice_id, "person_id": d.person_id,
-                                               "status": d.status, "sent_at": iso(d.sent_at)})
+                                               "status": d.status, "sent_at": rfc3339(d.sent_at)})
         for row in s.execute(select(cases).where(cases.c.id.in_(ids["case"]))).all():
             out["case"].append(c.case_view(s, row))
         for row in s.execute(select(calls).where(calls.c.id.in_(ids["call"]))).all():

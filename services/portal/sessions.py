@@ -11,24 +11,17 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 from sqlalchemy import delete, select, update
 
-from shared.clock import as_utc
+from shared.clock import as_utc, utcnow
 from shared.crypto import ERASED, Vault
 
 from .models import sessions as table
 
 TABLE = "portal_sessions"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-_utc = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
 
 
 def _key(sid: str) -> str:
@@ -103,7 +96,7 @@ class SessionStore:
             row = s.execute(select(table).where(table.c.id == key)).first()
             if row is None:
                 return None, False
-            if _utc(row.expires_at) <= now or _utc(row.last_seen_at) + self.idle <= now:
+            if as_utc(row.expires_at) <= now or as_utc(row.last_seen_at) + self.idle <= now:
                 self._drop(s, row)
                 return None, True
             values = {c: self.vault.decrypt(s, TABLE, c, key, getattr(row, c))
@@ -117,7 +110,7 @@ class SessionStore:
             username=values["username"] if isinstance(values["username"], str) else "",
             access_token=values["access_token"],
             refresh_token=values["refresh_token"] if isinstance(values["refresh_token"], str) else None,
-            access_expires_at=_utc(row.access_expires_at),
+            access_expires_at=as_utc(row.access_expires_at),
         ), False
 
     def replace_tokens(self, sid: str, tokens: Tokens, *, roles: Iterable[str] | None = None) -> None:

@@ -23,11 +23,12 @@ from flask import (Blueprint, Flask, Response, abort, current_app, flash, g, red
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
+from shared.clock import as_utc, utcnow
 from shared.errors import DomainError, Unauthorized
 from shared.http import create_service_app, problem
 
 from . import i18n, present
-from .sessions import PortalSession, SessionStore, Tokens, utcnow
+from .sessions import PortalSession, SessionStore, Tokens
 from .upstream import Upstream, UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger("recept.portal")
@@ -535,11 +536,10 @@ AUDIT_FIELDS = ("subject", "actor", "resource", "type", "since", "until")
 def _instant(value: str) -> str | None:
     """A datetime-local value (read as UTC) as RFC 3339, or None when it is not one."""
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = as_utc(datetime.fromisoformat(value))
     except ValueError:
         return None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @bp.route("/audit", methods=["GET", "POST"])

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.audit import SPEC
-from services.audit.domain import rfc3339
+from shared.clock import rfc3339
 from tests.support import TokenMint, make_runtime
 
 

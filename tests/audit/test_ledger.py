@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 
 from services.audit.checkpoints import Signer, public_pem
-from services.audit.domain import entry_hash, genesis, parse_time, to_entry
+from services.audit.domain import entry_hash, genesis, to_entry
 from services.audit.models import chains, checkpoints, entries
+from shared.clock import as_utc, parse_rfc3339
 from tests.audit.conftest import write_key
 from tests.support import events_of
 
@@ -129,7 +130,7 @@ def test_an_inserted_row_names_the_inserted_entry(lite, events, forger):
     body = json.dumps(forged, sort_keys=True, separators=(",", ":")).encode()
     digest = entry_hash(rows[3].hash, body) if forger == "rehashes" else bytes(32)
     execute(lite, insert(entries).values(
-        chain="tenant:t1", seq=5, event_id=forged["id"], type=forged["type"], time=parse_time(forged["time"]),
+        chain="tenant:t1", seq=5, event_id=forged["id"], type=forged["type"], time=parse_rfc3339(forged["time"]),
         recorded_at=rows[3].recorded_at, tenant="t1", actor=forged["actor"]["id"], subject=forged["subject"],
         resource_type="order", resource_id="o1", body=body, prev_hash=rows[3].hash, hash=digest))
     report = verify(lite)
@@ -229,8 +230,6 @@ def test_checkpoints_are_due_by_count_or_time_and_written_as_files(audit_factory
 
 
 def record_time(runtime):
-    from services.audit.domain import as_utc
-
     with runtime.db.transaction() as s:
         return as_utc(s.scalar(select(func.max(checkpoints.c.created_at))))
 

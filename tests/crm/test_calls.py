@@ -38,7 +38,7 @@ def test_import_reports_malformed_rows_by_line_and_imports_the_good_ones(crm):
     assert len(mine) == 3 and {c["number"] for c in mine} == {"+46701234567"}
     assert {c["company_id"] for c in mine} == {company["id"]}
     # Local operator time is read in Europe/Stockholm (UTC+1 in March).
-    assert sorted(c["started_at"] for c in mine)[0] == "2025-03-03T07:15:00Z"
+    assert sorted(c["started_at"] for c in mine)[0] == "2025-03-03T07:15:00.000000Z"
     assert len(events_of(crm.runtime, "crm.call.recorded")) == 4
     assert events_of(crm.runtime, "crm.call_import.completed")[0]["data"]["rejected"] == 4
     assert_no_plaintext(json.dumps(outbox_messages(crm.runtime)).encode(), ["+46701234567", "+46855512345"])

@@ -66,7 +66,7 @@ def test_eml_with_attachments_and_encoded_headers_is_stored_encrypted_and_linked
     assert message["from"] == "Åsa Öberg <asa.oberg@kommun.example>"
     assert "Bo Ek <Bo.Ek@kommun.example>" in message["to"]
     assert message["person_id"] == asa["id"] and message["company_id"] == company["id"]
-    assert message["date"] == "2025-03-03T08:15:00Z"
+    assert message["date"] == "2025-03-03T08:15:00.000000Z"
     assert message["body"].strip() == "Hej! Se bifogad meny för vårt boende."
     assert [(a["filename"], a["content_type"], a["size"]) for a in message["attachments"]] == [
         ("meny väsby.pdf", "application/pdf", len(PDF)), ("allergier.csv", "text/csv", len(CSV_ATTACHMENT))]
