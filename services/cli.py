@@ -28,10 +28,9 @@ def _say(message: str) -> None:
 def redact(url: str) -> str:
     """A URL with its credentials removed, for messages."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    # The netloc after its credentials, not hostname/port: a cluster's broker URL names
+    # several hosts (amqp://u:p@h1:5672,h2:5672/v), which urlsplit cannot read as one port.
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def ensure_keyring() -> None:

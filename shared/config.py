@@ -84,7 +84,7 @@ def _default_database_url(service: str) -> str:
 # Settings every service has.  Services add their own with ``extra``.
 COMMON: tuple[Setting, ...] = (
     Setting("DATABASE_URL", str, None, "SQLAlchemy URL of this service's own database", secret=True),
-    Setting("BROKER_URL", str, "memory://", "amqp://user:pass@host:5672/vhost, or memory:// (in-process)", secret=True),
+    Setting("BROKER_URL", str, "memory://", "amqp://user:pass@host:5672/vhost (a cluster: host1:5672,host2:5672,…), or memory:// (in-process)", secret=True),
     Setting("KEYRING", str, None, "key-encryption keyring as JSON (see ./recept keys)", secret=True),
     Setting("KEYRING_FILE", str, None, "path of a keyring JSON file (a mounted secret)"),
     Setting("JWKS_URL", str, "http://127.0.0.1:8080/auth/.well-known/jwks.json", "where the auth service publishes its public keys"),

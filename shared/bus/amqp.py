@@ -4,10 +4,14 @@ On RabbitMQ the publisher uses asynchronous publisher confirms over one channel 
 each confirm in turn caps near 2,000 messages/s here), ``mandatory`` and persistent delivery;
 consumers use prefetch and batched acks.  Service queues are quorum queues, so the broker
 counts deliveries and dead-letters a message after the delivery limit.
+
+The broker URL may name the nodes of a cluster (``split_hosts``); both connect to the first
+reachable node and move to a surviving one when theirs goes away (``BrokerNodes``).
 """
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Callable, Sequence
@@ -16,9 +20,78 @@ from .interface import Backend, BatchHandler, BusError, Delivery, Message, Outco
 from .topology import (DEAD_LETTER_QUEUE_ARGUMENTS, DLX, EXCHANGES, Binding, dead_letter_key, dead_letter_queue,
                        queue_arguments, queue_name)
 
-__all__ = ["RabbitBackend", "RabbitPublisher"]
+__all__ = ["RabbitBackend", "RabbitPublisher", "BrokerNodes", "split_hosts"]
 
 log = logging.getLogger(__name__)
+
+
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::(\d{1,5}))?")
+
+
+def split_hosts(url: str) -> tuple[str, ...]:
+    """One single-host URL per node named in a broker URL.
+
+    A cluster is named in one URL with a comma-separated host list:
+    ``amqp://user:pass@host1:5672,host2:5672,host3:5672/vhost?heartbeat=30``.  The user,
+    password, vhost and query apply to every node (a RabbitMQ cluster shares its users and
+    vhosts).  A URL with one host is returned as it is.  A comma-separated list of whole URLs
+    is refused rather than guessed at.  Errors name the position of a bad host, never the URL
+    (it holds the password).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("amqp", "amqps"):
+        raise BusError("broker URL must start with amqp:// or amqps://")
+    if re.search(r",\s*amqps?://", rest):
+        raise BusError("name several broker hosts in one URL (amqp://user:pass@host1:5672,host2:5672/vhost), "
+                       "not as a list of URLs")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host_list = authority.rpartition("@")
+    hosts = host_list.split(",")
+    if len(hosts) == 1:
+        return (url,)
+    urls = []
+    for position, host in enumerate(hosts, 1):
+        host = host.strip()
+        match = _HOST.fullmatch(host)
+        if not match or (match.group(2) is not None and not 0 < int(match.group(2)) < 65536):
+            raise BusError(f"host {position} of the broker URL's {len(hosts)} hosts is not host or host:port")
+        urls.append(f"{scheme}://{userinfo}{at}{host}{tail}")
+    return tuple(urls)
+
+
+class BrokerNodes:
+    """The nodes of a broker URL and which one to try first.
+
+    Connections go to the first reachable node in the URL's order and stay with the node that
+    answered, so a dead node early in the list costs its timeout once, not on every reconnect.
+    When a connection to a node is lost, the next attempt starts with the node after it: clients
+    move to a surviving node of the cluster instead of waiting for the one that went away.
+    The consumer and the publishers of one bus share this object, so they move together.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.urls = split_hosts(url)
+        self._first = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def order(self) -> list[int]:
+        """Indexes of the nodes, in the order to try them now."""
+        with self._lock:
+            first = self._first
+        return [(first + k) % len(self.urls) for k in range(len(self.urls))]
+
+    def connected(self, index: int) -> None:
+        with self._lock:
+            self._first = index
+
+    def lost(self, index: int) -> None:
+        with self._lock:
+            if self._first == index:
+                self._first = (index + 1) % len(self.urls)
 
 
 def _parameters(url: str):
@@ -35,15 +108,30 @@ def _parameters(url: str):
 class RabbitBackend(Backend):
     def __init__(self, url: str) -> None:
         self.url = url
+        self.nodes = BrokerNodes(url)
 
-    def _connect(self):
+    def _open(self):
+        """A connection to the first reachable node, and that node's index."""
         import pika
         import pika.exceptions
 
-        try:
-            return pika.BlockingConnection(_parameters(self.url))
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            raise BusError(f"cannot connect to the broker: {type(exc).__name__}") from None
+        error: Exception | None = None
+        for index in self.nodes.order():
+            try:
+                conn = pika.BlockingConnection(_parameters(self.nodes.urls[index]))
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                error = exc
+                if len(self.nodes) > 1:
+                    log.warning("broker host %d of %d unreachable (%s)", index + 1, len(self.nodes),
+                                type(exc).__name__)
+                continue
+            self.nodes.connected(index)
+            return conn, index
+        tried = f" (tried {len(self.nodes)} hosts)" if len(self.nodes) > 1 else ""
+        raise BusError(f"cannot connect to the broker{tried}: {type(error).__name__}") from None
+
+    def _connect(self):
+        return self._open()[0]
 
     def ping(self) -> None:
         self._connect().close()
@@ -64,7 +152,7 @@ class RabbitBackend(Backend):
             conn.close()
 
     def publisher(self) -> Publisher:
-        return RabbitPublisher(self.url)
+        return RabbitPublisher(self.url, nodes=self.nodes)
 
     def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
                 batch_size: int, batch_wait: float, **_options) -> None:
@@ -73,7 +161,7 @@ class RabbitBackend(Backend):
         backoff = 0.5
         while not stop.is_set():
             try:
-                conn = self._connect()
+                conn, node = self._open()
             except BusError:
                 log.warning("consumer: broker unreachable, retrying in %.1fs", backoff)
                 stop.wait(backoff)
@@ -83,6 +171,7 @@ class RabbitBackend(Backend):
             try:
                 self._consume_on(conn, queue, handle_batch, stop, prefetch, batch_size, batch_wait)
             except (pika.exceptions.AMQPError, OSError) as exc:
+                self.nodes.lost(node)
                 log.warning("consumer: connection lost (%s), reconnecting", type(exc).__name__)
             finally:
                 if conn.is_open:
@@ -143,8 +232,10 @@ class RabbitPublisher(Publisher):
     flight or while ``idle`` waits, so there is no second thread to coordinate with.
     """
 
-    def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, connect_timeout: float = 10.0, *, nodes: BrokerNodes | None = None) -> None:
         self.url = url
+        self.nodes = nodes or BrokerNodes(url)
+        self._node: int | None = None                 # index of the node this publisher is connected to
         self.connect_timeout = connect_timeout
         self._conn = None
         self._channel = None
@@ -175,22 +266,36 @@ class RabbitPublisher(Publisher):
         return done()
 
     def _connect(self) -> None:
+        reason = "no broker host"
+        for index in self.nodes.order():
+            reason = self._open(self.nodes.urls[index])
+            if reason is None:
+                self._node = index
+                self.nodes.connected(index)
+                return
+            if len(self.nodes) > 1:
+                log.warning("relay: broker host %d of %d unreachable (%s)", index + 1, len(self.nodes), reason)
+        raise BusError(f"cannot open a publishing channel: {reason}")
+
+    def _open(self, url: str) -> str | None:
+        """Open a confirming channel on one node; None when it is ready, else why not."""
         import pika
 
         self._ready = False
         self._closed_reason = None
         self._next_tag = 1
         self._conn = pika.SelectConnection(
-            _parameters(self.url),
+            _parameters(url),
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed,
         )
         ok = self._run_until(lambda: self._ready or self._closed_reason is not None, self.connect_timeout)
-        if not ok or not self._ready:
-            reason = self._closed_reason or "timed out"
-            self._drop()
-            raise BusError(f"cannot open a publishing channel: {reason}")
+        if ok and self._ready:
+            return None
+        reason = self._closed_reason or "timed out"
+        self._drop()
+        return reason
 
     def _on_open(self, conn) -> None:
         conn.channel(on_open_callback=self._on_channel_open)
@@ -281,6 +386,10 @@ class RabbitPublisher(Publisher):
         if not messages:
             return []
         if self._conn is None or not self._ready:
+            if self._node is not None:
+                # The node went away (or stopped confirming): start the reconnect with the next one.
+                self.nodes.lost(self._node)
+                self._node = None
             self._drop()
             try:
                 self._connect()
@@ -313,6 +422,7 @@ class RabbitPublisher(Publisher):
         self._run_until(lambda: False, seconds)
 
     def close(self) -> None:
+        self._node = None
         self._drop()
 
 
