@@ -71,3 +71,16 @@ class Unavailable(DomainError):
     status = 503
     title = "Service unavailable"
     type_suffix = "unavailable"
+
+
+class DamagedRecord(DomainError):
+    """A stored value cannot be read back (a ciphertext that fails authentication, a plaintext
+    of the wrong type): the data is damaged, not the request and not the code.
+
+    409: the resource is in a state that does not allow the operation; the detail names the
+    field (never its value) so an operator can repair or restore it.  A bug (a TypeError, a
+    KeyError) stays the plain 500.
+    """
+    status = 409
+    title = "Damaged record"
+    type_suffix = "damaged-record"

@@ -16,10 +16,15 @@ from functools import wraps
 from typing import Any, Callable, Iterable
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from jsonschema import Draft202012Validator, FormatChecker
+from flask.globals import request_ctx
+from jsonschema import FormatChecker
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter, ValidationError
 
-from .errors import AccessDenied, DomainError, Invalid, Unauthorized, Unavailable, UnsupportedMediaType
+from .crypto import DecryptionError
+from .errors import (AccessDenied, DamagedRecord, DomainError, Invalid, NotFound, Unauthorized, Unavailable,
+                     UnsupportedMediaType)
+from .inputs import TEXT_PATTERNS, Validator, acceptable_path_value, harden, parse_json, query_parameters
 from .logs import request_id
 from .tokens import CHALLENGE, Principal
 
@@ -69,14 +74,23 @@ _MESSAGES = {
     "anyOf": "does not match any accepted form",
     "oneOf": "does not match exactly one accepted form",
     "uniqueItems": "has duplicate items",
+    "x-multiline": "must be a single line (no line breaks or tabs)",
+    "maxProperties": "takes at most {validator_value} fields",
+    "not": "is not accepted",
+    "exclusiveMinimum": "must be more than {validator_value}",
+    "exclusiveMaximum": "must be less than {validator_value}",
 }
 
 
 def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> list[dict[str, str]]:
     """Field-level problems, described by rule, never echoing the submitted value."""
-    validator = Draft202012Validator(schema, format_checker=FormatChecker())
+    # inputs.Validator: JSON Schema 2020-12 where an ``integer`` is a JSON integer (never 3.0)
+    # and ``x-multiline: false`` refuses line breaks.
+    validator = Validator(schema, format_checker=FormatChecker())
     problems = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        if error.validator == "pattern" and error.validator_value in TEXT_PATTERNS:
+            continue     # the text rule's own checks (inputs.check_document, x-multiline) say it better
         path = [str(p) for p in error.absolute_path]
         if error.validator == "required":
             missing = error.message.split("'")[1] if "'" in error.message else ""
@@ -122,72 +136,176 @@ class Operation:
     content_type: str = "application/json"
 
 
+_SUCCESS_WITHOUT_BODY = {204, 304}
+
+
+def _is_response_object(spec: Any) -> bool:
+    """An OpenAPI response object (``{"description", "content"?}``) rather than a bare JSON schema."""
+    return isinstance(spec, dict) and "description" in spec and "type" not in spec and "$ref" not in spec
+
+
+def _check_responses(method: str, path: str, responses: dict, content_type: str) -> None:
+    """Every operation documents its success: a status below 400 with a schema (or 204).
+
+    Raised at import, so an operation without a described answer cannot be declared.
+    """
+    successes = {int(k): v for k, v in responses.items() if int(k) < 400}
+    where = f"{method} {path}"
+    if not successes:
+        raise TypeError(f"{where}: responses= must declare the success status with its schema")
+    for status, spec in successes.items():
+        if status in _SUCCESS_WITHOUT_BODY:
+            continue
+        if spec is None:
+            raise TypeError(f"{where}: the {status} response needs a schema")
+        if _is_response_object(spec):
+            content = spec.get("content") or {}
+            if not content or not all(isinstance(m, dict) and "schema" in m for m in content.values()):
+                raise TypeError(f"{where}: the {status} response object needs content with a schema")
+
+
 class ApiBlueprint(Blueprint):
-    """A Blueprint whose routes are declared with their schemas and access rules."""
+    """A Blueprint whose routes are declared with their schemas and access rules.
+
+    Routes are added to Flask when the blueprint is first registered, once every operation is
+    known: a variable segment (``/persons/{person_id}``) then refuses the static words of its
+    sibling routes (``/persons/search``), so the static route wins for every method and a
+    method it lacks is a 405 with the right ``Allow``, never a lookup of a person "search".
+    """
 
     def __init__(self, name: str, import_name: str, **kwargs) -> None:
         super().__init__(name, import_name, **kwargs)
         self.operations: list[Operation] = []
+        self._views: list[tuple[Operation, Callable, str]] = []
+        self._routed = False
 
-    def operation(self, method: str, path: str, *, summary: str, body: dict | None = None,
-                  query: dict | None = None, responses: dict | None = None, roles: Iterable[str] | None = None,
+    def operation(self, method: str, path: str, *, summary: str, responses: dict, body: dict | None = None,
+                  query: dict | None = None, roles: Iterable[str] | None = None,
                   public: bool = False, tags: Iterable[str] = (), content_type: str = "application/json"):
         """Declare an endpoint.
 
+        ``responses``: status -> what the answer holds: a JSON schema of the body (in
+        ``content_type``), an OpenAPI response object (``{"description", "content"}``: other or
+        alternative media types such as ``text/csv``), or None for an error status (a problem).
+        A success status with its schema is required (204 needs none);
         ``body``: JSON schema of the request body (passed to the view as ``body=``);
         ``query``: JSON schema (object) of the query parameters, all strings, passed as ``query=``;
         ``roles``: the caller needs one of these roles (None: any signed-in caller);
         ``public``: no token needed (login, public keys).
+
+        Body and query schemas are hardened (shared/inputs.py: the text rule) and the hardened
+        schema is both what validates and what ``/openapi.json`` publishes.
         """
-        op = Operation(method.upper(), path, summary, body, query, responses or {},
+        _check_responses(method.upper(), path, responses, content_type)
+        op = Operation(method.upper(), path, summary, harden(body), harden(query), dict(responses),
                        tuple(roles) if roles is not None else None, public, tuple(tags), content_type)
         self.operations.append(op)
 
         def decorator(view: Callable):
             @wraps(view)
             def wrapper(**kwargs):
+                # A path value no id can hold (NUL, bidi controls, a lone surrogate) names nothing.
+                if not all(acceptable_path_value(v) for v in kwargs.values() if isinstance(v, str)):
+                    raise NotFound("no such resource")
                 if not op.public:
                     principal = authenticate()
                     if op.roles is not None and not principal.has_any_role(op.roles):
                         raise AccessDenied("your roles do not allow this operation")
+                params = query_parameters(request.args)      # the text rule, declared or not
                 if op.query is not None:
-                    params = {k: v for k, v in request.args.items()}
                     problems = schema_errors(op.query, params)
                     if problems:
                         raise Invalid("the query parameters are invalid", errors=problems)
                     kwargs["query"] = params
                 if op.body is not None:
-                    kwargs["body"] = json_body(op.body)
+                    kwargs["body"] = json_body(op.body, hardened=True)
                 return view(**kwargs)
 
-            rule = re.sub(r"\{(\w+)\}", r"<\1>", path)
-            self.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[op.method])
+            self._views.append((op, wrapper, view.__name__))
             return wrapper
 
         return decorator
 
+    def register(self, app, options) -> None:
+        if not self._routed:
+            self._routed = True
+            for op, wrapper, endpoint in self._views:
+                self.add_url_rule(_rule(op.path, [o.path for o in self.operations]), endpoint=endpoint,
+                                  view_func=wrapper, methods=[op.method])
+        super().register(app, options)
 
-def json_body(schema: dict | None = None) -> Any:
+
+def _rule(path: str, siblings: list[str]) -> str:
+    """The werkzeug rule of ``path``; a variable refuses the static words siblings have in its place."""
+    parts = path.strip("/").split("/")
+    out = []
+    for i, part in enumerate(parts):
+        variable = re.fullmatch(r"\{(\w+)\}", part)
+        if not variable:
+            out.append(part)
+            continue
+        words = set()
+        for other in siblings:
+            theirs = other.strip("/").split("/")
+            if len(theirs) != len(parts) or re.fullmatch(r"\{\w+\}", theirs[i]):
+                continue
+            if all(a == b or re.fullmatch(r"\{\w+\}", a) or re.fullmatch(r"\{\w+\}", b)
+                   for j, (a, b) in enumerate(zip(parts, theirs)) if j != i):
+                words.add(theirs[i])
+        if words:
+            out.append(f"<segment({', '.join(repr(w) for w in sorted(words))}):{variable.group(1)}>")
+        else:
+            out.append(f"<{variable.group(1)}>")
+    return "/" + "/".join(out)
+
+
+class SegmentConverter(BaseConverter):
+    """One path segment, except the given static words (they belong to a sibling route)."""
+
+    def __init__(self, url_map, *excluded: str) -> None:
+        super().__init__(url_map)
+        self.excluded = frozenset(excluded)
+
+    def to_python(self, value: str) -> str:
+        if value in self.excluded:
+            raise ValidationError()
+        return value
+
+
+def json_body(schema: dict | None = None, *, hardened: bool = False) -> Any:
+    """The request's JSON body under the shared input rules (shared/inputs.py), validated."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send the request body as application/json")
-    try:
-        data = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("the request body is not valid JSON", errors=[{"field": "body", "message": "is not valid JSON"}]) from None
+    data = parse_json(request.get_data(cache=True) or b"null")
     if schema is not None:
-        validate(schema, data)
+        validate(schema if hardened else harden(schema), data)
     return data
 
 
 def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], description: str = "") -> dict:
     problem_ref = {"$ref": "#/components/schemas/Problem"}
+    problem_content = {PROBLEM: {"schema": problem_ref}}
+
+    def json_reply(description: str, schema: dict) -> dict:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    checks = {"type": "object", "additionalProperties": {"enum": ["ok", "unreachable"]}}
+    # The probes and this document need no token (security: []): kubelets and tools have none.
     paths: dict[str, dict] = {
-        "/healthz": {"get": {"summary": "The process runs", "responses": {"200": {"description": "ok"}}}},
-        "/readyz": {"get": {"summary": "Can serve its API: database reachable, configuration sound",
-                            "responses": {"200": {"description": "ready"},
-                                          "503": {"description": "not ready",
-                                                  "content": {PROBLEM: {"schema": problem_ref}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/healthz": {"get": {"summary": "The process runs", "security": [], "responses": {
+            "200": json_reply("ok", {"type": "object", "required": ["status"],
+                                     "properties": {"status": {"const": "ok"}, "checks": checks}}),
+            "default": {"description": "an error", "content": problem_content}}}},
+        "/readyz": {"get": {"summary": "Can serve its API: database reachable, configuration sound", "security": [],
+                            "responses": {
+                                "200": json_reply("ready", {"type": "object", "required": ["status", "checks"],
+                                                            "properties": {"status": {"const": "ready"},
+                                                                           "checks": checks}}),
+                                "503": {"description": "not ready", "content": problem_content},
+                                "default": {"description": "an error", "content": problem_content}}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
+            "200": json_reply("OpenAPI 3.1", {"type": "object", "required": ["openapi", "paths"]}),
+            "default": {"description": "an error", "content": problem_content}}}},
     }
     for bp in blueprints:
         for op in getattr(bp, "operations", ()):   # plain Blueprints (HTML pages) are not in the API document
@@ -206,14 +324,16 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
             if op.body is not None:
                 entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
             responses: dict[str, Any] = {}
-            for status, spec in (op.responses or {200: None}).items():
-                if isinstance(spec, dict) and "description" in spec and "schema" not in spec:
+            for status, spec in op.responses.items():
+                code = int(status)
+                if _is_response_object(spec):
                     responses[str(status)] = spec
-                    continue
-                desc = {"description": "success" if int(status) < 400 else "failure"}
-                if spec is not None:
-                    desc["content"] = {op.content_type if int(status) < 400 else PROBLEM: {"schema": spec}}
-                responses[str(status)] = desc
+                elif code >= 400:
+                    responses[str(status)] = {"description": "failure", "content": problem_content}
+                elif spec is None:        # 204: no body
+                    responses[str(status)] = {"description": "success"}
+                else:
+                    responses[str(status)] = {"description": "success", "content": {op.content_type: {"schema": spec}}}
             responses.setdefault("default", {"description": "an error", "content": {PROBLEM: {"schema": problem_ref}}})
             entry["responses"] = responses
             if op.public:
@@ -242,6 +362,23 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
 
 # --- the app factory ----------------------------------------------------------------------------------
 
+class ServiceFlask(Flask):
+    def make_default_options_response(self) -> Response:
+        # werkzeug lists a method when a rule's path pattern matches, before the rule's
+        # converters have a say; keep only the methods that would really be dispatched here.
+        adapter = request_ctx.url_adapter
+        methods = set()
+        for method in adapter.allowed_methods():
+            try:
+                adapter.match(method=method)
+                methods.add(method)
+            except HTTPException:
+                continue
+        response = self.response_class()
+        response.allow.update(methods | {"OPTIONS"})
+        return response
+
+
 def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readiness: dict[str, Callable[[], None]],
                        health: dict[str, Callable[[], None]] | None = None, max_content_length: int = 1_048_576, title: str | None = None, version: str = "1.0.0",
                        description: str = "", extensions: dict[str, Any] | None = None) -> Flask:
@@ -252,8 +389,9 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
     of what the API can serve without (the broker: writes go through the outbox and wait there);
     ``/healthz`` reports them as detail and stays 200 while the process runs.
     """
-    app = Flask(f"recept.{name}", static_folder=None)   # no implicit /static route shadowing a blueprint's
+    app = ServiceFlask(f"recept.{name}", static_folder=None)   # no implicit /static route shadowing a blueprint's
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
+    app.url_map.converters["segment"] = SegmentConverter
     app.json.sort_keys = False
     app.extensions.update(extensions or {})
     blueprints = list(blueprints)
@@ -281,6 +419,13 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
     def _domain_error(exc: DomainError):
         return problem(exc.status, exc.title, exc.detail, type_suffix=exc.type_suffix, errors=exc.errors,
                        headers=exc.headers)
+
+    @app.errorhandler(DecryptionError)
+    def _damaged(exc: DecryptionError):
+        # The vault's typed failure (tampered, moved or unreadable ciphertext): a damaged record.
+        log.error("damaged stored value", exc_info=exc)
+        return _domain_error(DamagedRecord("a stored value of this record cannot be decrypted; it is damaged and "
+                                           "must be restored or corrected by an operator"))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

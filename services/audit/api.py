@@ -125,7 +125,11 @@ def _wants_csv(query: dict[str, str]) -> bool:
 
 @bp.operation("GET", "/api/v1/events", summary="Query the audit trail (JSON pages, or CSV with format=csv / Accept: "
                                         "text/csv)", query=EVENTS_QUERY, roles=ROLES, tags=("audit",),
-              responses={200: EVENTS_PAGE, 404: None, 422: None})
+              responses={200: {"description": "a page of events, or with format=csv / Accept: text/csv the whole "
+                                              "result as CSV",
+                               "content": {"application/json": {"schema": EVENTS_PAGE},
+                                           "text/csv": {"schema": {"type": "string"}}}},
+                         404: None, 422: None})
 def list_events(query: dict[str, str]):
     filters = _filters(query, authenticate())
     ledger = the_ledger()

@@ -8,6 +8,7 @@ from flask import Response, current_app, jsonify, request
 
 from shared.errors import NotFound
 from shared.http import ApiBlueprint, authenticate
+from shared.inputs import EMAIL, multiline, nullable
 from shared.tokens import VENDOR_ROLES
 
 from .domain import ROLE_DESCRIPTIONS, Auth
@@ -19,6 +20,9 @@ _SLUG = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{1,62}$"}
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
 _ROLE = {"type": "string", "maxLength": 40}
 _PASSWORD = {"type": "string", "minLength": 1, "maxLength": 1024}
+# A password being set: the policy's bounds in the schema, so the document says what is refused
+# (PASSWORD_MIN_LENGTH's default; the hasher still applies a configured other minimum).
+_NEW_PASSWORD = {"type": "string", "minLength": 12, "maxLength": 1024}
 _DN = {"type": "string", "minLength": 1, "maxLength": 500}
 _ATTRIBUTE = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9-]{0,99}$"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -38,7 +42,7 @@ LOGIN = _closed({"tenant": {"type": "string", "minLength": 1, "maxLength": 63},
 REFRESH = _closed({"refresh_token": {"type": "string", "minLength": 1, "maxLength": 200}}, ["refresh_token"])
 LOGOUT = _closed({"refresh_token": {"type": "string", "minLength": 1, "maxLength": 200},
                   "everywhere": {"type": "boolean"}}, minProperties=1)
-OWN_PASSWORD = _closed({"current_password": _PASSWORD, "new_password": _PASSWORD},
+OWN_PASSWORD = _closed({"current_password": _PASSWORD, "new_password": _NEW_PASSWORD},
                        ["current_password", "new_password"])
 AGREEMENT = _closed({"version": {"type": "string", "minLength": 1, "maxLength": 50},
                      "signed_on": {"type": "string", "format": "date"}, "signatory": _TEXT},
@@ -49,7 +53,7 @@ DIRECTORY = _closed({
     "urls": {"type": "array", "items": {"type": "string", "minLength": 8, "maxLength": 300}, "minItems": 1,
              "maxItems": 5},
     "tls": {"enum": ["ldaps", "starttls", "none"]},
-    "ca_certificates": {"type": "string", "maxLength": 100_000},
+    "ca_certificates": multiline({"type": "string", "maxLength": 100_000}),     # PEM: lines
     "bind_dn": _DN, "bind_password": {"type": "string", "minLength": 1, "maxLength": 1024},
     "user_search_base": _DN, "user_filter": {"type": "string", "minLength": 3, "maxLength": 1000},
     "username_attribute": _ATTRIBUTE,
@@ -62,17 +66,50 @@ DIRECTORY = _closed({
 }, ["urls", "tls", "bind_dn", "user_search_base", "user_filter"])
 NEW_USER = _closed({
     "username": {"type": "string", "minLength": 1, "maxLength": 256},
-    "display_name": {"type": "string", "maxLength": 200}, "email": {"type": "string", "maxLength": 254},
+    "display_name": {"type": "string", "maxLength": 200}, "email": EMAIL,
     "roles": {"type": "array", "items": _ROLE, "maxItems": 10, "uniqueItems": True},
-    "password": _PASSWORD, "source": {"enum": ["local", "directory"]},
+    "password": _NEW_PASSWORD, "source": {"enum": ["local", "directory"]},
 }, ["username"])
 USER_CHANGE = _closed({"display_name": {"type": ["string", "null"], "maxLength": 200},
-                       "email": {"type": ["string", "null"], "maxLength": 254},
+                       "email": nullable(EMAIL),
                        "status": {"enum": ["active", "disabled"]}}, minProperties=1)
 USER_SEARCH = _closed({"username": {"type": "string", "minLength": 1, "maxLength": 256},
-                       "email": {"type": "string", "minLength": 3, "maxLength": 254}}, minProperties=1)
-PASSWORD = _closed({"password": _PASSWORD}, ["password"])
+                       "email": EMAIL}, minProperties=1)
+PASSWORD = _closed({"password": _NEW_PASSWORD}, ["password"])
 GRANT = _closed({"role": _ROLE}, ["role"])
+# --- answers (every operation documents its success, issue 18) ---------------------------------------
+
+_STAMP = {"type": ["string", "null"]}
+TENANT_OUT = {"type": "object", "required": ["id", "slug", "name", "kind", "created_at", "updated_at"],
+              "properties": {"id": {"type": "string"}, "slug": {"type": "string"}, "name": {"type": "string"},
+                             "kind": {"type": "string"}, "created_at": _STAMP, "updated_at": _STAMP,
+                             "agreement": {"type": ["object", "null"]}, "directory": {"type": "boolean"}}}
+TENANTS_OUT = {"type": "array", "items": TENANT_OUT}
+USER_OUT = {"type": "object", "required": ["id", "tenant", "username", "roles", "groups", "source", "status"],
+            "properties": {"id": {"type": "string"}, "tenant": {"type": "string"}, "username": {"type": "string"},
+                           "display_name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]},
+                           "roles": {"type": "array", "items": {"type": "string"}},
+                           "groups": {"type": "array", "items": {"type": "string"}},
+                           "source": {"enum": ["local", "directory"]}, "status": {"type": "string"},
+                           "created_at": _STAMP, "updated_at": _STAMP, "last_login_at": _STAMP,
+                           "failed_logins": {"type": "integer"}, "last_failed_login_at": _STAMP,
+                           "locked_until": _STAMP, "has_password": {"type": "boolean"}}}
+USERS_OUT = {"type": "array", "items": USER_OUT}
+USER_PAGE = {"type": "object", "required": ["items", "total", "limit", "offset"],
+             "properties": {"items": USERS_OUT, "total": {"type": "integer"}, "limit": {"type": "integer"},
+                            "offset": {"type": "integer"}}}
+DIRECTORY_OUT = {"type": "object", "required": ["urls", "tls", "bind_dn", "bind_password_set", "user_search_base",
+                                                "user_filter"],
+                 "properties": {"urls": {"type": "array", "items": {"type": "string"}}, "tls": {"type": "string"},
+                                "bind_password_set": {"const": True}, "group_roles": {"type": "object"}}}
+JWKS_OUT = {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
+    "type": "object", "required": ["kty", "kid"]}}}}
+ROLES_OUT = {"type": "array", "items": {"type": "object", "required": ["role", "scope", "description"],
+                                        "properties": {"role": {"type": "string"},
+                                                       "scope": {"enum": ["vendor", "tenant"]},
+                                                       "description": {"type": "string"}}}}
+STATUS_OUT = {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
+
 PAGE = _closed({"limit": {"type": "string", "pattern": r"^([1-9]\d?|[1-4]\d\d|500)$"},
                 "offset": {"type": "string", "pattern": r"^\d{1,7}$"}})
 
@@ -118,14 +155,14 @@ def logout(body):
 
 
 @bp.operation("GET", "/.well-known/jwks.json", summary="The public keys that verify access tokens", public=True,
-              tags=("login",))
+              tags=("login",), responses={200: JWKS_OUT})
 def jwks():
     response = jsonify(_auth().signing_keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=60"
     return response
 
 
-@bp.operation("GET", "/api/v1/auth/me", summary="The caller's own account", tags=("login",))
+@bp.operation("GET", "/api/v1/auth/me", summary="The caller's own account", tags=("login",), responses={200: USER_OUT})
 def me():
     principal = authenticate()
     auth = _auth()
@@ -141,7 +178,7 @@ def change_own_password(body):
     return _no_content()
 
 
-@bp.operation("GET", "/api/v1/roles", summary="The roles and what they allow", tags=("roles",))
+@bp.operation("GET", "/api/v1/roles", summary="The roles and what they allow", tags=("roles",), responses={200: ROLES_OUT})
 def roles():
     return jsonify([{"role": r, "scope": "vendor" if r in VENDOR_ROLES else "tenant", "description": d}
                     for r, d in ROLE_DESCRIPTIONS.items()])
@@ -149,7 +186,8 @@ def roles():
 
 # --- tenants ------------------------------------------------------------------------------------------
 
-@bp.operation("GET", "/api/v1/tenants", summary="List tenants", roles=VENDOR_ROLES, tags=("tenants",))
+@bp.operation("GET", "/api/v1/tenants", summary="List tenants", roles=VENDOR_ROLES, tags=("tenants",),
+              responses={200: TENANTS_OUT})
 def list_tenants():
     auth = _auth()
     with auth.db.transaction() as s:
@@ -157,7 +195,7 @@ def list_tenants():
 
 
 @bp.operation("POST", "/api/v1/tenants", summary="Create a tenant (with its data processing agreement)",
-              body=NEW_TENANT, roles=("vendor_admin",), tags=("tenants",), responses={201: None, 409: None})
+              body=NEW_TENANT, roles=("vendor_admin",), tags=("tenants",), responses={201: TENANT_OUT, 409: None})
 def create_tenant(body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -165,7 +203,8 @@ def create_tenant(body):
     return jsonify(view), 201
 
 
-@bp.operation("GET", "/api/v1/tenants/{slug}", summary="A tenant with its agreement", tags=("tenants",))
+@bp.operation("GET", "/api/v1/tenants/{slug}", summary="A tenant with its agreement", tags=("tenants",),
+              responses={200: TENANT_OUT})
 def get_tenant(slug):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -173,7 +212,7 @@ def get_tenant(slug):
 
 
 @bp.operation("PATCH", "/api/v1/tenants/{slug}", summary="Rename a tenant", body=TENANT_CHANGE,
-              roles=("vendor_admin",), tags=("tenants",))
+              roles=("vendor_admin",), tags=("tenants",), responses={200: TENANT_OUT})
 def update_tenant(slug, body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -181,7 +220,7 @@ def update_tenant(slug, body):
 
 
 @bp.operation("PUT", "/api/v1/tenants/{slug}/agreement", summary="Record the data processing agreement (R5)",
-              body=AGREEMENT, roles=("vendor_admin",), tags=("tenants",))
+              body=AGREEMENT, roles=("vendor_admin",), tags=("tenants",), responses={200: TENANT_OUT})
 def set_agreement(slug, body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -191,7 +230,7 @@ def set_agreement(slug, body):
 # --- directory ----------------------------------------------------------------------------------------
 
 @bp.operation("GET", "/api/v1/tenants/{slug}/directory", summary="The tenant's directory settings (no secret)",
-              tags=("directory",))
+              tags=("directory",), responses={200: DIRECTORY_OUT})
 def get_directory(slug):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -199,7 +238,7 @@ def get_directory(slug):
 
 
 @bp.operation("PUT", "/api/v1/tenants/{slug}/directory", summary="Configure the tenant's LDAP / AD login (R10)",
-              body=DIRECTORY, tags=("directory",))
+              body=DIRECTORY, tags=("directory",), responses={200: DIRECTORY_OUT})
 def set_directory(slug, body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -217,7 +256,7 @@ def remove_directory(slug):
 
 @bp.operation("POST", "/api/v1/tenants/{slug}/directory/test",
               summary="Check that the service account can bind on the directory", tags=("directory",),
-              responses={200: None, 503: None})
+              responses={200: STATUS_OUT, 503: None})
 def test_directory(slug):
     _logins().check_directory(authenticate(), slug)
     return jsonify(status="ok")
@@ -226,7 +265,7 @@ def test_directory(slug):
 # --- users and roles ----------------------------------------------------------------------------------
 
 @bp.operation("GET", "/api/v1/tenants/{slug}/users", summary="List the tenant's users", query=PAGE,
-              tags=("users",))
+              tags=("users",), responses={200: USER_PAGE})
 def list_users(slug, query):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -235,7 +274,7 @@ def list_users(slug, query):
 
 
 @bp.operation("POST", "/api/v1/tenants/{slug}/users", summary="Create a user", body=NEW_USER, tags=("users",),
-              responses={201: None, 409: None})
+              responses={201: USER_OUT, 409: None})
 def create_user(slug, body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -247,7 +286,7 @@ def create_user(slug, body):
 
 
 @bp.operation("POST", "/api/v1/tenants/{slug}/users/search", summary="Find users by username or e-mail",
-              body=USER_SEARCH, tags=("users",))
+              body=USER_SEARCH, tags=("users",), responses={200: USERS_OUT})
 def search_users(slug, body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -255,7 +294,7 @@ def search_users(slug, body):
                                          email=body.get("email")))
 
 
-@bp.operation("GET", "/api/v1/tenants/{slug}/users/{user_id}", summary="A user", tags=("users",))
+@bp.operation("GET", "/api/v1/tenants/{slug}/users/{user_id}", summary="A user", tags=("users",), responses={200: USER_OUT})
 def get_user(slug, user_id):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -263,7 +302,7 @@ def get_user(slug, user_id):
 
 
 @bp.operation("PATCH", "/api/v1/tenants/{slug}/users/{user_id}", summary="Change, disable or enable a user",
-              body=USER_CHANGE, tags=("users",))
+              body=USER_CHANGE, tags=("users",), responses={200: USER_OUT})
 def update_user(slug, user_id, body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -289,7 +328,7 @@ def set_password(slug, user_id, body):
 
 
 @bp.operation("POST", "/api/v1/tenants/{slug}/users/{user_id}/unlock", summary="Clear failed logins and the lock",
-              tags=("users",))
+              tags=("users",), responses={200: USER_OUT})
 def unlock_user(slug, user_id):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -297,7 +336,7 @@ def unlock_user(slug, user_id):
 
 
 @bp.operation("POST", "/api/v1/tenants/{slug}/users/{user_id}/roles", summary="Grant a role", body=GRANT,
-              tags=("roles",))
+              tags=("roles",), responses={200: USER_OUT})
 def grant_role(slug, user_id, body):
     auth = _auth()
     with auth.db.transaction() as s:
@@ -305,7 +344,7 @@ def grant_role(slug, user_id, body):
 
 
 @bp.operation("DELETE", "/api/v1/tenants/{slug}/users/{user_id}/roles/{role}", summary="Revoke a role",
-              tags=("roles",))
+              tags=("roles",), responses={200: USER_OUT})
 def revoke_role(slug, user_id, role):
     auth = _auth()
     with auth.db.transaction() as s:

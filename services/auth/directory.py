@@ -23,11 +23,24 @@ with warnings.catch_warnings():
     import ldap3
     from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPStartTLSError
     from ldap3.utils.conv import escape_filter_chars
+    from ldap3.operation.search import parse_filter
     from ldap3.utils.dn import parse_dn
 
 log = logging.getLogger(__name__)
 
 TLS_MODES = ("ldaps", "starttls", "none")
+
+
+def ldap_filter_ok(template: str) -> bool:
+    """Whether a configured filter (with ``{username}`` / ``{user_dn}`` placeholders) is one
+    RFC 4515 filter: balanced parentheses, one outer filter, no trailing text.  Checked when the
+    directory is configured, so a typo is a 422 then, not a failed login for everyone later."""
+    text = template.replace("{username}", "x").replace("{user_dn}", "x")
+    try:
+        parse_filter(text, None, True, None, None, False)
+    except Exception:  # noqa: BLE001 - ldap3 raises its own error, or an IndexError on some garbage
+        return False
+    return True
 
 
 class DirectoryUnavailable(Exception):

@@ -26,7 +26,7 @@ from shared.normalise import normalise_email
 from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
 
 from . import events
-from .directory import TLS_MODES, DirectoryConfig
+from .directory import TLS_MODES, DirectoryConfig, ldap_filter_ok
 from .models import directories, login_history, refresh_tokens, tenants, user_roles, users
 from .passwords import PasswordHasher
 
@@ -305,8 +305,12 @@ class Auth:
                 problems.append({"field": f"urls.{i}", "message": f"must start with {scheme} for tls={tls}"})
         if "{username}" not in settings["user_filter"]:
             problems.append({"field": "user_filter", "message": "must contain {username}"})
+        elif not ldap_filter_ok(settings["user_filter"]):
+            problems.append({"field": "user_filter", "message": "is not a valid LDAP filter (RFC 4515)"})
         if settings.get("group_filter") and "{user_dn}" not in settings["group_filter"]:
             problems.append({"field": "group_filter", "message": "must contain {user_dn}"})
+        elif settings.get("group_filter") and not ldap_filter_ok(settings["group_filter"]):
+            problems.append({"field": "group_filter", "message": "is not a valid LDAP filter (RFC 4515)"})
         if settings.get("group_filter") and not settings.get("group_search_base"):
             problems.append({"field": "group_search_base", "message": "is required with group_filter"})
         if existing is None and not settings.get("bind_password"):

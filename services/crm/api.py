@@ -12,6 +12,7 @@ from flask import Response, current_app, jsonify, request
 
 from shared.errors import Invalid, NotFound, PayloadTooLarge, UnsupportedMediaType
 from shared.http import ApiBlueprint, authenticate
+from shared.inputs import EMAIL, PHONE, multiline, nullable
 
 from . import mail, notices
 from .calls import import_calls, list_calls, parse_time_filter, search_calls
@@ -26,7 +27,9 @@ TAGS_CALL, TAGS_EMAIL, TAGS_NOTICE = ("call logs",), ("e-mails",), ("notices",)
 UUID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
 TEXT = lambda n: {"type": "string", "minLength": 1, "maxLength": n}  # noqa: E731 - schema shorthand
 NULLABLE = lambda n: {"type": ["string", "null"], "maxLength": n}  # noqa: E731
-PAGE = {"limit": {"type": "string", "pattern": "^[0-9]{1,3}$"}, "offset": {"type": "string", "pattern": "^[0-9]{1,7}$"}}
+# 1-500, in the schema so the document says what page() accepts.
+PAGE = {"limit": {"type": "string", "pattern": "^([1-9][0-9]?|[1-4][0-9][0-9]|500)$"},
+        "offset": {"type": "string", "pattern": "^[0-9]{1,7}$"}}
 
 
 def closed(properties: dict, required: tuple[str, ...] = (), min_properties: int = 0) -> dict:
@@ -37,14 +40,36 @@ def closed(properties: dict, required: tuple[str, ...] = (), min_properties: int
 
 
 COMPANY_FIELDS = {"name": TEXT(200), "org_number": NULLABLE(20), "tenant": NULLABLE(100)}
-PERSON_FIELDS = {"name": TEXT(200), "email": NULLABLE(254), "phone": NULLABLE(40), "title": NULLABLE(200),
+PERSON_FIELDS = {"name": TEXT(200), "email": nullable(EMAIL), "phone": nullable(PHONE), "title": NULLABLE(200),
                  "notice_recipient": {"type": "boolean"}}
-CASE_FIELDS = {"caller_name": NULLABLE(200), "phone": NULLABLE(40), "email": NULLABLE(254), "subject": TEXT(300),
-               "description": NULLABLE(20000), "status": {"enum": list(CASE_STATUSES)},
+CASE_FIELDS = {"caller_name": NULLABLE(200), "phone": nullable(PHONE), "email": nullable(EMAIL), "subject": TEXT(300),
+               "description": multiline(NULLABLE(20000)), "status": {"enum": list(CASE_STATUSES)},
                "channel": {"enum": list(CHANNELS)}, "assignee": NULLABLE(100),
                "person_id": {"anyOf": [UUID, {"type": "null"}]}}
-COMPANY_OUT = {"type": "object"}
-ITEMS = {"type": "object", "properties": {"items": {"type": "array"}}}
+STAMP = {"type": ["string", "null"]}
+COMPANY_OUT = {"type": "object", "required": ["id", "name", "org_number", "tenant", "created_at", "updated_at"],
+               "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                              "org_number": {"type": ["string", "null"]}, "tenant": {"type": ["string", "null"]},
+                              "created_at": STAMP, "updated_at": STAMP}}
+PERSON_OUT = {"type": "object", "required": ["id", "company_id", "notice_recipient", "created_at"],
+              "properties": {"id": {"type": "string"}, "company_id": {"type": "string"},
+                             "notice_recipient": {"type": "boolean"},
+                             "erased_fields": {"type": "array", "items": {"type": "string"}}}}
+CASE_OUT = {"type": "object", "required": ["id", "company_id", "person_id", "channel", "status", "created_at",
+                                           "redacted"],
+            "properties": {"id": {"type": "string"}, "company_id": {"type": "string"},
+                           "person_id": {"type": ["string", "null"]}, "status": {"enum": list(CASE_STATUSES)},
+                           "channel": {"enum": list(CHANNELS)}, "redacted": {"type": "boolean"}}}
+NOTICE_OUT = {"type": "object", "required": ["id", "title", "body", "company_ids", "created_at", "deliveries"],
+              "properties": {"id": {"type": "string"}, "company_ids": {"type": "array", "items": {"type": "string"}},
+                             "deliveries": {"type": "array", "items": {"type": "object"}}}}
+EMAIL_OUT = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}
+STORED_EMAIL = {"type": "object", "required": ["id", "duplicate"],
+                "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}}}
+IMPORT_OUT = {"type": "object"}
+ITEMS = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array",
+                                                                            "items": {"type": "object"}}}}
+BYTES = {"type": "string", "description": "the stored bytes"}
 
 
 def crm() -> Crm:
@@ -61,10 +86,8 @@ def actor() -> Actor:
 
 
 def page(query: dict) -> tuple[int, int]:
-    limit = int(query.get("limit", 50))
-    if not 1 <= limit <= 500:
-        raise Invalid("limit must be 1-500", errors=[{"field": "limit", "message": "must be between 1 and 500"}])
-    return limit, int(query.get("offset", 0))
+    # PAGE's patterns have bounded both (limit 1-500) before a view runs.
+    return int(query.get("limit", 50)), int(query.get("offset", 0))
 
 
 def created(body: dict, location: str) -> Response:
@@ -136,7 +159,7 @@ def update_company(company_id, body):
 # --- persons (person tab) ---------------------------------------------------------------------------
 
 @bp.operation("POST", "/api/v1/companies/{company_id}/persons", summary="Add a person to a company's person tab",
-              roles=ROLES, tags=TAGS_PERSON, body=closed(PERSON_FIELDS, ("name",)), responses={201: {"type": "object"}})
+              roles=ROLES, tags=TAGS_PERSON, body=closed(PERSON_FIELDS, ("name",)), responses={201: PERSON_OUT})
 def add_person(company_id, body):
     who = actor()
     with crm().db.transaction() as s:
@@ -153,7 +176,7 @@ def list_persons(company_id):
 
 
 @bp.operation("GET", "/api/v1/persons/{person_id}", summary="A person (the read is an event)", roles=ROLES,
-              tags=TAGS_PERSON)
+              tags=TAGS_PERSON, responses={200: PERSON_OUT})
 def get_person(person_id):
     who = actor()
     with crm().db.transaction() as s:
@@ -161,7 +184,7 @@ def get_person(person_id):
 
 
 @bp.operation("PATCH", "/api/v1/persons/{person_id}", summary="Change a person", roles=ROLES, tags=TAGS_PERSON,
-              body=closed(PERSON_FIELDS, (), 1))
+              body=closed(PERSON_FIELDS, (), 1), responses={200: PERSON_OUT})
 def update_person(person_id, body):
     who = actor()
     with crm().db.transaction() as s:
@@ -169,7 +192,7 @@ def update_person(person_id, body):
 
 
 @bp.operation("DELETE", "/api/v1/persons/{person_id}", summary="Remove a person from the person tab (R15)",
-              roles=ROLES, tags=TAGS_PERSON, responses={204: {"description": "removed"}})
+              roles=ROLES, tags=TAGS_PERSON, responses={204: None})
 def remove_person(person_id):
     who = actor()
     with crm().db.transaction() as s:
@@ -179,7 +202,7 @@ def remove_person(person_id):
 
 @bp.operation("POST", "/api/v1/persons/search", summary="Find persons by e-mail, phone or name (blind indexes)",
               roles=ROLES, tags=TAGS_PERSON, responses={200: ITEMS},
-              body=closed({"email": TEXT(254), "phone": TEXT(40), "name": TEXT(200), "company_id": UUID}, (), 1))
+              body=closed({"email": EMAIL, "phone": PHONE, "name": TEXT(200), "company_id": UUID}, (), 1))
 def search_persons(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -190,7 +213,7 @@ def search_persons(body):
 
 @bp.operation("POST", "/api/v1/cases", summary="Register a case", roles=ROLES, tags=TAGS_CASE,
               body=closed({"company_id": UUID, **CASE_FIELDS}, ("company_id", "subject")),
-              responses={201: {"type": "object"}})
+              responses={201: CASE_OUT})
 def open_case(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -210,7 +233,8 @@ def list_cases(query):
             assignee=query.get("assignee"), limit=limit, offset=offset))
 
 
-@bp.operation("GET", "/api/v1/cases/{case_id}", summary="A case (the read is an event)", roles=ROLES, tags=TAGS_CASE)
+@bp.operation("GET", "/api/v1/cases/{case_id}", summary="A case (the read is an event)", roles=ROLES, tags=TAGS_CASE,
+              responses={200: CASE_OUT})
 def get_case(case_id):
     who = actor()
     with crm().db.transaction() as s:
@@ -218,7 +242,7 @@ def get_case(case_id):
 
 
 @bp.operation("PATCH", "/api/v1/cases/{case_id}", summary="Change a case", roles=ROLES, tags=TAGS_CASE,
-              body=closed(CASE_FIELDS, (), 1))
+              body=closed(CASE_FIELDS, (), 1), responses={200: CASE_OUT})
 def update_case(case_id, body):
     who = actor()
     with crm().db.transaction() as s:
@@ -226,7 +250,7 @@ def update_case(case_id, body):
 
 
 @bp.operation("POST", "/api/v1/cases/search", summary="Find cases by caller e-mail and/or phone", roles=ROLES,
-              tags=TAGS_CASE, body=closed({"email": TEXT(254), "phone": TEXT(40)}, (), 1), responses={200: ITEMS})
+              tags=TAGS_CASE, body=closed({"email": EMAIL, "phone": PHONE}, (), 1), responses={200: ITEMS})
 def search_cases(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -236,7 +260,7 @@ def search_cases(body):
 # --- call logs --------------------------------------------------------------------------------------
 
 @bp.operation("POST", "/api/v1/calls/import", summary="Import the phone operator's call log (CSV)", roles=ROLES,
-              tags=TAGS_CALL, responses={200: {"type": "object"}})
+              tags=TAGS_CALL, responses={200: IMPORT_OUT})
 def import_call_log():
     who = actor()
     data = upload(crm().config["MAX_CALL_LOG_BYTES"], ("text/csv", "text/plain", "application/csv"), "call log")
@@ -258,7 +282,7 @@ def list_call_log(query):
 
 
 @bp.operation("POST", "/api/v1/calls/search", summary="Find call-log rows by phone number", roles=ROLES,
-              tags=TAGS_CALL, body=closed({"phone": TEXT(40)}, ("phone",)), responses={200: ITEMS})
+              tags=TAGS_CALL, body=closed({"phone": PHONE}, ("phone",)), responses={200: ITEMS})
 def search_call_log(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -268,8 +292,9 @@ def search_call_log(body):
 # --- e-mails ----------------------------------------------------------------------------------------
 
 @bp.operation("POST", "/api/v1/companies/{company_id}/emails", summary="Store an e-mail (.eml) as a company document",
-              roles=ROLES, tags=TAGS_EMAIL, content_type="message/rfc822",
-              responses={201: {"description": "stored"}, 200: {"description": "already stored (same message)"}})
+              roles=ROLES, tags=TAGS_EMAIL,
+              responses={201: STORED_EMAIL, 200: {"description": "already stored (same message)", "content": {
+                  "application/json": {"schema": STORED_EMAIL}}}})
 def ingest_email(company_id):
     who = actor()
     with crm().db.transaction() as s:
@@ -293,7 +318,7 @@ def list_emails(company_id, query):
 
 
 @bp.operation("GET", "/api/v1/emails/{email_id}", summary="An e-mail: headers, text, attachments (a read event)",
-              roles=ROLES, tags=TAGS_EMAIL)
+              roles=ROLES, tags=TAGS_EMAIL, responses={200: EMAIL_OUT})
 def get_email(email_id):
     who = actor()
     with crm().db.transaction() as s:
@@ -302,7 +327,7 @@ def get_email(email_id):
 
 @bp.operation("GET", "/api/v1/emails/{email_id}/raw", summary="The stored RFC 5322 document (a read event)",
               roles=ROLES, tags=TAGS_EMAIL, content_type="message/rfc822",
-              responses={200: {"description": "the message"}})
+              responses={200: BYTES})
 def get_raw_email(email_id):
     who = actor()
     with crm().db.transaction() as s:
@@ -312,8 +337,9 @@ def get_raw_email(email_id):
 
 
 @bp.operation("GET", "/api/v1/emails/{email_id}/attachments/{position}", summary="One attachment (a read event)",
-              roles=ROLES, tags=TAGS_EMAIL, content_type="application/octet-stream",
-              responses={200: {"description": "the attachment"}})
+              roles=ROLES, tags=TAGS_EMAIL,
+              responses={200: {"description": "the attachment, in the media type it was sent with",
+                               "content": {"*/*": {"schema": BYTES}}}})
 def get_attachment(email_id, position):
     who = actor()
     if not position.isdigit():
@@ -327,7 +353,7 @@ def get_attachment(email_id, position):
 
 
 @bp.operation("POST", "/api/v1/emails/search", summary="Find e-mails that name an address", roles=ROLES,
-              tags=TAGS_EMAIL, body=closed({"email": TEXT(254)}, ("email",)), responses={200: ITEMS})
+              tags=TAGS_EMAIL, body=closed({"email": EMAIL}, ("email",)), responses={200: ITEMS})
 def search_email(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -337,8 +363,8 @@ def search_email(body):
 # --- change notices -------------------------------------------------------------------------------------
 
 @bp.operation("POST", "/api/v1/notices", summary="Send a system-change notice to chosen companies' recipients (R4)",
-              roles=ROLES, tags=TAGS_NOTICE, responses={201: {"type": "object"}},
-              body=closed({"title": TEXT(200), "body": TEXT(50000),
+              roles=ROLES, tags=TAGS_NOTICE, responses={201: NOTICE_OUT},
+              body=closed({"title": TEXT(200), "body": multiline(TEXT(50000)),
                            "company_ids": {"type": "array", "items": UUID, "minItems": 1, "maxItems": 1000}},
                           ("title", "body", "company_ids")))
 def send_notice(body):
@@ -362,7 +388,7 @@ def list_notices(query):
 
 
 @bp.operation("GET", "/api/v1/notices/{notice_id}", summary="A notice and who was sent it, when", roles=ROLES,
-              tags=TAGS_NOTICE)
+              tags=TAGS_NOTICE, responses={200: NOTICE_OUT})
 def get_notice(notice_id):
     actor()
     with crm().db.transaction() as s:

@@ -8,8 +8,10 @@ import logging
 import pytest
 from flask import jsonify
 
+from shared.crypto import DecryptionError
 from shared.errors import Conflict
 from shared.http import ApiBlueprint, create_service_app
+from shared.inputs import MAX_DEPTH, harden, multiline
 from shared.logs import JsonFormatter
 from shared.tokens import TokenVerifier
 from tests.support import TokenMint
@@ -37,14 +39,38 @@ def create_thing(body):
 
 @bp.operation("GET", "/api/v1/things/{thing_id}", summary="Read a thing",
               query={"type": "object", "properties": {"limit": {"type": "string", "pattern": "^[0-9]+$"}},
-                     "additionalProperties": False})
+                     "additionalProperties": False}, responses={200: {"type": "object"}})
 def read_thing(thing_id, query):
     return jsonify(id=thing_id, query=query)
 
 
-@bp.operation("GET", "/api/v1/public", summary="No token needed", public=True)
+@bp.operation("GET", "/api/v1/public", summary="No token needed", public=True, responses={200: {"type": "object"}})
 def public():
     return jsonify(ok=True)
+
+
+@bp.operation("POST", "/api/v1/things/search", summary="Find things (a static sibling of /things/{thing_id})",
+              body={"type": "object", "properties": {"name": {"type": "string"}}}, responses={200: {"type": "object"}})
+def search_things(body):
+    return jsonify(found=[])
+
+
+NOTE = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 50},
+                                         "text": multiline({"type": "string", "maxLength": 500}),
+                                         "code": {"type": "string", "pattern": "^[a-z]+$"}},
+        "additionalProperties": False}
+
+
+@bp.operation("POST", "/api/v1/notes", summary="A note with a multi-line text", body=NOTE,
+              responses={200: {"type": "object"}})
+def create_note(body):
+    return jsonify(body)
+
+
+@bp.operation("GET", "/api/v1/damaged", summary="Reads a stored value that fails authentication",
+              responses={200: {"type": "object"}})
+def read_damaged():
+    raise DecryptionError("ciphertext failed authentication")
 
 
 class FakeRuntime:
@@ -166,7 +192,8 @@ def test_health_and_readiness_name_what_is_down_without_secrets(client):
 def test_openapi_documents_every_operation(client):
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.1")
-    assert spec["paths"]["/api/v1/things"]["post"]["requestBody"]["content"]["application/json"]["schema"] == THING
+    # The published schema is the one that validates: the declared one with the text rule (issue 18).
+    assert spec["paths"]["/api/v1/things"]["post"]["requestBody"]["content"]["application/json"]["schema"] == harden(THING)
     assert spec["paths"]["/api/v1/things/{thing_id}"]["get"]["parameters"][0]["name"] == "thing_id"
     assert spec["paths"]["/api/v1/public"]["get"]["security"] == []
     for path in ("/healthz", "/readyz", "/openapi.json"):
@@ -193,3 +220,109 @@ def test_request_log_lines_are_json_without_query_strings(client, mint, caplog):
     line = json.loads(JsonFormatter("demo").format(record))
     assert line["path"] == "/api/v1/things/9" and line["status"] == 200 and "12345" not in json.dumps(line)
     assert line["service"] == "demo" and "duration_ms" in line
+
+
+# --- the shared input layer (shared/inputs.py, issue 18) ----------------------------------------------
+
+def post_raw(client, mint, path, text: str):
+    return client.post(path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json",
+                       headers=mint.headers())
+
+
+def test_deeply_nested_json_is_a_422_not_a_recursion_error(app, mint):
+    # 100,000 '[' is larger than this app's 2 KiB limit, so it gets a larger one here.
+    app.config["MAX_CONTENT_LENGTH"] = 1_048_576
+    client = app.test_client()
+    body = assert_problem(post_raw(client, mint, "/api/v1/things", "[" * 100_000), 422)
+    assert "nested" in body["detail"]
+    # Within the parser's reach but deeper than the limit: the same answer.
+    body = assert_problem(post_raw(client, mint, "/api/v1/things", '{"name": ' + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "}"), 422)
+    assert "nested" in body["detail"]
+
+
+def test_duplicate_keys_are_rejected(client, mint):
+    body = assert_problem(post_raw(client, mint, "/api/v1/things", '{"name": "a", "quantity": 1, "name": "b"}'), 422)
+    assert body["errors"] == [{"field": "name", "message": "has a duplicate key"}]
+
+
+def test_nan_and_infinity_are_not_json(client, mint):
+    assert_problem(post_raw(client, mint, "/api/v1/things", '{"name": "a", "quantity": NaN}'), 422)
+    assert_problem(post_raw(client, mint, "/api/v1/things", '{"name": "a", "quantity": Infinity}'), 422)
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "a\\u0000b", "\\u202eevil", "x\\u2066y", "\\u0007"])
+def test_unacceptable_text_is_a_field_level_422(client, mint, text):
+    body = assert_problem(post_raw(client, mint, "/api/v1/things", '{"name": "%s", "quantity": 1}' % text), 422)
+    assert [e["field"] for e in body["errors"]] == ["name"]
+    assert "ud800" not in json.dumps(body) and "evil" not in json.dumps(body)
+
+
+def test_a_raw_lone_surrogate_is_refused_as_not_utf8(client, mint):
+    body = assert_problem(post_raw(client, mint, "/api/v1/things", '{"name": "\ud800", "quantity": 1}'), 422)
+    assert body["errors"][0]["message"] == "is not UTF-8"
+
+
+def test_line_breaks_only_where_a_field_allows_them(client, mint):
+    headers = mint.headers()
+    assert client.post("/api/v1/notes", json={"text": "two\nlines\tand a tab"}, headers=headers).status_code == 200
+    for field, value in (("title", "two\nlines"), ("code", "abc\n"), ("title", "tab\there")):
+        body = assert_problem(client.post("/api/v1/notes", json={field: value}, headers=headers), 422)
+        assert body["errors"] == [{"field": field, "message": "must be a single line (no line breaks or tabs)"}]
+    # Multi-line still refuses NUL and bidi overrides.
+    assert_problem(client.post("/api/v1/notes", json={"text": "a\u202eb"}, headers=headers), 422)
+
+
+def test_an_integer_field_takes_no_float(client, mint):
+    # JSON Schema's integer admits 3.0; the domain would store "3.0" and fail to read it back.
+    body = assert_problem(client.post("/api/v1/things", json={"name": "a", "quantity": 3.0}, headers=mint.headers()), 422)
+    assert body["errors"] == [{"field": "quantity", "message": "has the wrong type (expected integer)"}]
+    assert client.post("/api/v1/things", json={"name": "a", "quantity": 3}, headers=mint.headers()).status_code == 201
+
+
+def test_query_strings_follow_the_same_rules(client, mint):
+    headers = mint.headers()
+    body = assert_problem(client.get("/api/v1/things/7?limit=1&limit=2", headers=headers), 422)
+    assert body["errors"] == [{"field": "limit", "message": "is given more than once"}]
+    assert_problem(client.get("/api/v1/things/7?limit=1%00", headers=headers), 422)
+    assert_problem(client.get("/api/v1/things/7?limit=%E2%80%AE1", headers=headers), 422)
+
+
+def test_a_path_value_with_control_characters_names_nothing(client, mint):
+    assert_problem(client.get("/api/v1/things/a%00b", headers=mint.headers()), 404)
+
+
+def test_static_sibling_routes_win_and_allow_is_truthful(client, mint):
+    assert client.post("/api/v1/things/search", json={}, headers=mint.headers()).get_json() == {"found": []}
+    r = client.get("/api/v1/things/search", headers=mint.headers())
+    assert_problem(r, 405)
+    assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"POST", "OPTIONS"}
+    r = client.options("/api/v1/things/search")
+    assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"POST", "OPTIONS"}
+    assert client.get("/api/v1/things/7", headers=mint.headers()).status_code == 200
+
+
+def test_a_damaged_stored_value_is_a_problem_not_a_500(client, mint):
+    body = assert_problem(client.get("/api/v1/damaged", headers=mint.headers()), 409)
+    assert body["type"].endswith("/damaged-record")
+
+
+def test_an_operation_must_document_its_success():
+    demo = ApiBlueprint("undocumented", __name__)
+    with pytest.raises(TypeError, match="success status"):
+        demo.operation("GET", "/x", summary="x", responses={404: None})
+    with pytest.raises(TypeError, match="needs a schema"):
+        demo.operation("GET", "/x", summary="x", responses={200: None})
+    demo.operation("DELETE", "/x", summary="x", responses={204: None})
+
+
+def test_probes_and_the_document_are_public_with_schemas(client):
+    spec = client.get("/openapi.json").get_json()
+    for path in ("/healthz", "/readyz", "/openapi.json"):
+        operation = spec["paths"][path]["get"]
+        assert operation["security"] == []
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            ok = [s for s in operation["responses"] if s != "default" and int(s) < 300 and s != "204"]
+            assert ok, f"{method} {path} documents no success"
+            assert all(operation["responses"][s]["content"] for s in ok)
