@@ -103,9 +103,15 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
         value = error.validator_value
         if error.validator == "enum":
             value = ", ".join(map(str, value))
+        elif error.validator == "type" and isinstance(value, list):
+            value = " or ".join(map(str, value))
         message = template.format(validator_value=value)
-        problems.append({"field": ".".join(p for p in [prefix, *path] if p) or "body", "message": message})
-    return problems
+        problems.append({"field": ".".join(p for p in [prefix, *path] if p) or "body", "message": message,
+                         "rule": error.validator})
+    # A line break also breaks most patterns: the single-line message says it, once.
+    single = {p["field"] for p in problems if p["rule"] == "x-multiline"}
+    return [{"field": p["field"], "message": p["message"]} for p in problems
+            if not (p["rule"] == "pattern" and p["field"] in single)]
 
 
 def instance_at(instance: Any, path) -> Any:

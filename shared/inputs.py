@@ -234,12 +234,14 @@ def harden(schema: dict[str, Any] | None) -> dict[str, Any] | None:
 # hand-written client sees the rule.  What a pattern cannot say (the personnummer's check digit
 # and date) stays the normaliser's 422, and the description says so.
 
+# Surrounding spaces are allowed: the normalisers strip them.
 _LABEL = r"[^\s@.\-](?:[^\s@.]*[^\s@.\-])?"
 EMAIL = {"type": "string", "maxLength": 254,
-         "pattern": rf"^[^\s@.](?:[^\s@]{{0,62}}[^\s@.])?@{_LABEL}(?:\.{_LABEL})+$"}
-PHONE = {"type": "string", "maxLength": 40, "pattern": r"^(?:\+|00)?\(?[0-9][0-9 ./()\-]{5,37}[0-9]$",
+         "pattern": rf"^ *[^\s@.](?:[^\s@]{{0,62}}[^\s@.])?@{_LABEL}(?:\.{_LABEL})+ *$"}
+PHONE = {"type": "string", "maxLength": 40, "pattern": r"^ *(?:\+|00)?\(?[0-9][0-9 ./()\-]{5,37}[0-9] *$",
          "description": "7-15 digits; spaces, '-', '.', '/' and parentheses are ignored"}
-PERSONNUMMER = {"type": "string", "minLength": 10, "maxLength": 13, "pattern": r"^(?:[0-9]{2})?[0-9]{6}[-+]?[0-9]{4}$",
+PERSONNUMMER = {"type": "string", "minLength": 10, "maxLength": 20,
+                "pattern": r"^ *(?:[0-9]{2})?[0-9]{6}[-+]?[0-9]{4} *$",
                 "description": "YYYYMMDD-NNNN, YYYYMMDDNNNN, YYMMDD-NNNN or YYMMDD+NNNN; the date and the check "
                                "digit are verified too (422)"}
 

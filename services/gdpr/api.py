@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import Response, current_app, jsonify, request
 
 from shared.http import ApiBlueprint, authenticate, runtime
+from shared.inputs import EMAIL, PERSONNUMMER, PHONE, multiline
 
 from .domain import STATUSES, TYPES
 
@@ -19,7 +20,7 @@ OFFICER = ("compliance_officer",)
 READERS = ("compliance_officer", "vendor_admin")
 INVENTORY_READERS = ("compliance_officer", "vendor_admin", "auditor")
 
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 2000}
+_TEXT = multiline({"type": "string", "minLength": 1, "maxLength": 2000})
 _IDENT = {"type": "string", "minLength": 1, "maxLength": 254}
 CREATE = {
     "type": "object",
@@ -30,8 +31,8 @@ CREATE = {
         "tenant": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,99}$"},
         "subject": {
             "type": "object", "minProperties": 1, "additionalProperties": False,
-            "properties": {"email": _IDENT, "phone": {**_IDENT, "maxLength": 40},
-                           "personnummer": {**_IDENT, "maxLength": 20}, "username": {**_IDENT, "maxLength": 100}},
+            "properties": {"email": EMAIL, "phone": PHONE, "personnummer": PERSONNUMMER,
+                           "username": {**_IDENT, "maxLength": 100}},
         },
         "reason": _TEXT,
     },
@@ -51,7 +52,11 @@ LIST_QUERY = {
 }
 INVENTORY_QUERY = {"type": "object", "additionalProperties": False,
                    "properties": {"format": {"enum": ["json", "csv"]}}}
-_SUMMARY = {"type": "object", "required": ["id", "type", "status", "tenant", "created_at", "due_at", "links"]}
+_SUMMARY = {"type": "object", "required": ["id", "type", "status", "tenant", "created_at", "due_at", "links"],
+            "properties": {"id": {"type": "string"}, "type": {"enum": list(TYPES)}, "status": {"enum": list(STATUSES)},
+                           "tenant": {"type": "string"}, "links": {"type": "object"}}}
+_LISTING = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": _SUMMARY}}}
+_INVENTORY = {"type": "object"}
 
 
 def _coordinator():
@@ -81,7 +86,7 @@ def create_request(body):
 
 
 @bp.operation("GET", "/api/v1/requests", summary="List requests (filters: status, type, tenant, overdue)",
-              query=LIST_QUERY, roles=READERS, tags=("requests",))
+              query=LIST_QUERY, roles=READERS, tags=("requests",), responses={200: _LISTING})
 def list_requests(query):
     principal = authenticate()
     overdue = {"true": True, "false": False}.get(query.get("overdue", ""))
@@ -94,7 +99,7 @@ def list_requests(query):
 
 
 @bp.operation("GET", "/api/v1/requests/{request_id}", summary="A request with every service's status and result",
-              roles=READERS, tags=("requests",))
+              roles=READERS, tags=("requests",), responses={200: _SUMMARY})
 def get_request(request_id):
     with runtime().db.transaction() as s:
         return jsonify(_prefixed(_coordinator().view(s, authenticate(), request_id)))
@@ -102,21 +107,21 @@ def get_request(request_id):
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/approve",
               summary="Approve a request (a compliance officer other than the requester)", roles=OFFICER,
-              tags=("requests",))
+              tags=("requests",), responses={200: _SUMMARY})
 def approve_request(request_id):
     with runtime().db.transaction() as s:
         return jsonify(_prefixed(_coordinator().approve(s, authenticate(), request_id)))
 
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/reject", summary="Reject a request awaiting approval",
-              body=REJECT, roles=OFFICER, tags=("requests",))
+              body=REJECT, roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
 def reject_request(request_id, body):
     with runtime().db.transaction() as s:
         return jsonify(_prefixed(_coordinator().reject(s, authenticate(), request_id, body.get("reason"))))
 
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/retry",
-              summary="Re-send to the services that failed or did not answer", roles=OFFICER, tags=("requests",))
+              summary="Re-send to the services that failed or did not answer", roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
 def retry_request(request_id):
     with runtime().db.transaction() as s:
         return jsonify(_prefixed(_coordinator().retry(s, authenticate(), request_id)))
@@ -124,7 +129,7 @@ def retry_request(request_id):
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/extend",
               summary="Extend the deadline by one or two months, with a reason (GDPR art. 12(3))",
-              body=EXTEND, roles=OFFICER, tags=("requests",))
+              body=EXTEND, roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
 def extend_request(request_id, body):
     with runtime().db.transaction() as s:
         return jsonify(_prefixed(_coordinator().extend(s, authenticate(), request_id, body["months"],
@@ -132,7 +137,8 @@ def extend_request(request_id, body):
 
 
 @bp.operation("GET", "/api/v1/requests/{request_id}/export", summary="Download the export package (ZIP)",
-              roles=OFFICER, responses={200: {"description": "the ZIP", "content": {"application/zip": {}}}},
+              roles=OFFICER, responses={200: {"description": "the ZIP", "content": {
+                  "application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}}}}},
               tags=("requests",), content_type="application/zip")
 def download_export(request_id):
     with runtime().db.transaction() as s:
@@ -142,7 +148,9 @@ def download_export(request_id):
 
 
 @bp.operation("GET", "/api/v1/inventory", summary="The data inventory (record of processing activities), "
-              "JSON or ?format=csv", query=INVENTORY_QUERY, roles=INVENTORY_READERS, tags=("inventory",))
+              "JSON or ?format=csv", query=INVENTORY_QUERY, roles=INVENTORY_READERS, tags=("inventory",), responses={200: {"description": "the inventory as JSON, or with format=csv as CSV",
+                         "content": {"application/json": {"schema": _INVENTORY},
+                                     "text/csv": {"schema": {"type": "string"}}}}})
 def get_inventory(query):
     coordinator = _coordinator()
     with runtime().db.transaction() as s:

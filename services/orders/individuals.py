@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.crypto import ERASED
-from shared.errors import Conflict, Invalid
+from shared.errors import Conflict, DamagedRecord, Invalid
 from shared.normalise import normalise_name, normalise_personnummer
 from shared.tokens import Principal
 
@@ -88,7 +88,7 @@ class Individuals:
         if field in LIST_FIELDS:
             return json.loads(value)
         if field == "texture_level":
-            return int(value)
+            return _stored_texture_level(value)
         return value
 
     def decrypt(self, session: Session, row, fields: Iterable[str] = ENCRYPTED_FIELDS) -> Individual:
@@ -361,3 +361,15 @@ class Individuals:
                 data={"individual_id": row.id, "register_id": row.register_id, "request_id": request_id[:100],
                       "orders_retained": len(kept), "orders_deleted": deleted})
         return done
+
+
+def _stored_texture_level(text: str) -> int:
+    """The stored IDDSI level.  Before issue 18 a JSON 3.0 was accepted and stored as "3.0": such a
+    record reads as 3 again.  Anything else is a damaged value (a typed 409), not a 500."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise DamagedRecord("this individual's stored texture_level is damaged") from None
+    if not number.is_integer() or not 0 <= number <= 7:
+        raise DamagedRecord("this individual's stored texture_level is damaged")
+    return int(number)

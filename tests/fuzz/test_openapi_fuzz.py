@@ -76,7 +76,9 @@ def fuzz(target: Target) -> None:
         variants = [None] + ([seeded] if seeded else [])
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             for path_parameters in variants:
-                strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+                # The token is a fixed header: a negative case is about the request, not a missing token.
+                strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters,
+                                                 headers=headers or None)
 
                 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
                           suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
@@ -156,6 +158,44 @@ def test_audit_keeps_its_contract(tmp_path):
         fuzz(Target(app, lambda _op: mint.headers(tenant="vendor", roles=("auditor",))))
     finally:
         runtime.db.dispose()
+
+
+def test_orders_keeps_its_contract(tmp_path):
+    from datetime import datetime, timezone
+
+    from services.orders import SPEC
+    from tests.orders.conftest import Clock
+    from tests.orders.world import World
+
+    mint, clock = TokenMint(), Clock(datetime(2030, 3, 10, 8, 0, tzinfo=timezone.utc))
+    runtime = make_runtime(SPEC, _sqlite(tmp_path, "orders"), mint=mint, clock=clock)
+    try:
+        app = SPEC.create_app(runtime=runtime)
+        world = World(app.test_client(), mint, runtime, "sqlite", clock)
+        person = world.individual(texture_level=3, diets=["gluten"])
+        order = world.place(individual_id=person["id"])
+        grants = world.ok("GET", f"/registers/{world.register['id']}/grants", world.admin)["items"]
+        # The member of staff who holds every right, also a tenant administrator.
+        roles = ["tenant_admin", "staff"]
+        fuzz(Target(app, lambda _op: mint.headers(sub="staff-all", tenant="t1", roles=roles),
+                    seeds={"unit_id": world.unit["id"], "register_id": world.register["id"],
+                           "list_id": world.list["id"], "article_id": world.lunch["id"],
+                           "individual_id": person["id"], "order_id": order["id"], "grant_id": grants[0]["id"]}))
+    finally:
+        runtime.db.dispose()
+
+
+def test_gdpr_keeps_its_contract(tmp_path):
+    from tests.gdpr.test_requests import Gdpr
+
+    gdpr = Gdpr(_sqlite(tmp_path, "gdpr"))
+    try:
+        opened = gdpr.open("export", reason="asked by e-mail")
+        assert opened.status_code == 202, opened.get_json()
+        fuzz(Target(gdpr.client.application, lambda _op: gdpr.headers(),
+                    seeds={"request_id": opened.get_json()["id"]}))
+    finally:
+        gdpr.rt.db.dispose()
 
 
 def test_a_fuzz_failure_is_reported(tmp_path):

@@ -66,7 +66,8 @@ def test_a_ciphertext_moved_to_another_individual_fails_to_decrypt(world):
         with pytest.raises(DecryptionError):   # nor does it fit another column of the same person
             world.runtime.vault.decrypt(s, "individuals", "diets", greta["id"], stolen)
     response = world.call("GET", f"/individuals/{harald['id']}", world.staff)
-    assert response.status_code == 500
+    # A damaged record, told apart from a bug (issue 18): a 409 problem, not a 500.
+    assert response.status_code == 409 and response.get_json()["type"].endswith("/damaged-record")
     assert_no_plaintext(response.data, plaintexts(GRETA))
 
 
@@ -84,8 +85,9 @@ def test_search_by_personnummer_or_name_is_a_post_and_finds_exactly_the_person(w
     assert "allergies" not in found[0]                               # searching is not reading health data
     assert world.ok("POST", "/individuals/search", world.staff, {"name": "Greta"})["items"] == []
     assert harald["id"] not in [p["id"] for p in found]
-    # There is no GET search: the path reads as an individual id that does not exist.
-    assert world.call("GET", "/individuals/search?name=Greta", world.staff).status_code == 404
+    # There is no GET search: the static route wins over /individuals/{id}, so it is a 405 (issue 18).
+    no_get = world.call("GET", "/individuals/search?name=Greta", world.staff)
+    assert no_get.status_code == 405 and "GET" not in no_get.headers["Allow"]
     bad = world.call("POST", "/individuals/search", world.staff, {"personnummer": "19380407-4821"})
     assert bad.status_code == 422 and "19380407" not in bad.get_data(as_text=True)
     both = world.call("POST", "/individuals/search", world.staff, {"name": "x", "personnummer": "19380407-4821"})
