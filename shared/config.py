@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,13 +106,15 @@ class Config(Mapping[str, Any]):
     """The resolved settings of one service: ``config["DATABASE_URL"]``."""
 
     service: str
-    values: dict[str, Any] = field(default_factory=dict)
+    # The resolved values, also written to directly (``config.values["keyset"] = ...``) by service
+    # set-up and tests.  The name shadows ``Mapping.values()``: use ``config.items()`` instead.
+    values: dict[str, Any] = field(default_factory=dict)  # type: ignore[assignment]  # see above
     settings: dict[str, Setting] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.values)
 
     def __len__(self) -> int:

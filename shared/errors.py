@@ -10,7 +10,8 @@ class DomainError(Exception):
     title = "Bad request"
     type_suffix = "bad-request"
 
-    def __init__(self, detail: str, *, errors: list[dict] | None = None, headers: dict | None = None) -> None:
+    def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []

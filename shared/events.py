@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import fastjsonschema
 from jsonschema import Draft202012Validator
@@ -54,8 +54,11 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
 }
 _envelope_validator = Draft202012Validator(ENVELOPE_SCHEMA)
 
+#: A compiled fastjsonschema check: returns when the instance passes, raises JsonSchemaException otherwise.
+FastCheck = Callable[[Any], object]
 
-def _compile(schema: dict[str, Any]):
+
+def _compile(schema: dict[str, Any]) -> FastCheck:
     """A fast yes/no check (fastjsonschema generates Python code: ~25x jsonschema's speed on
     every emitted event); jsonschema stays the reference that explains a failure."""
     return fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
@@ -64,7 +67,7 @@ def _compile(schema: dict[str, Any]):
 _envelope_fast = _compile(ENVELOPE_SCHEMA)
 
 
-def _passes(check, instance: Any) -> bool:
+def _passes(check: FastCheck, instance: Any) -> bool:
     try:
         check(instance)
         return True
@@ -79,7 +82,7 @@ class EventType:
     data_schema: dict[str, Any]
     description: str = ""
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
-    fast: Any = field(init=False, repr=False, compare=False)
+    fast: FastCheck = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not TYPE_NAME.match(self.name):
@@ -113,7 +116,7 @@ class EventRegistry:
         except KeyError:
             raise KeyError(f"unknown event type {name} v{version}") from None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[EventType]:
         return iter(sorted(self._types.values(), key=lambda t: t.key))
 
     def __contains__(self, key: tuple[str, int]) -> bool:
@@ -162,7 +165,7 @@ def make_event(
 
 
 def _problems(validator: Draft202012Validator, instance: Any, prefix: str) -> list[dict[str, str]]:
-    problems = []
+    problems: list[dict[str, str]] = []
     for error in validator.iter_errors(instance):
         where = ".".join([prefix, *(str(p) for p in error.absolute_path)]).strip(".")
         # Describe the rule that failed, never the value that failed it.
@@ -174,7 +177,7 @@ def validate_envelope(envelope: dict[str, Any], event_type: EventType | None = N
                       registry: EventRegistry | None = None) -> EventType | None:
     if event_type is None and registry is not None and isinstance(envelope.get("type"), str):
         try:
-            event_type = registry.get(envelope["type"], envelope.get("version"))
+            event_type = registry.get(envelope["type"], envelope["version"])   # no version: KeyError too
         except KeyError:
             pass
     # Fast path: a valid event is checked once; the error walk only runs for an invalid one.

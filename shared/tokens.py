@@ -56,10 +56,11 @@ class Principal:
             raise NotFound("no such resource")
 
 
-def http_fetch(url: str, timeout: float = 5.0) -> Callable[[], dict]:
-    def fetch() -> dict:
+def http_fetch(url: str, timeout: float = 5.0) -> Callable[[], dict[str, Any]]:
+    def fetch() -> dict[str, Any]:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - configured URL
-            return json.loads(response.read())
+            document: dict[str, Any] = json.loads(response.read())   # a JWKS is a JSON object
+            return document
 
     return fetch
 
@@ -67,7 +68,7 @@ def http_fetch(url: str, timeout: float = 5.0) -> Callable[[], dict]:
 class KeySet:
     """A cached JWKS: ``key(kid)`` refreshes once when ``kid`` is unknown (rate-limited)."""
 
-    def __init__(self, fetch: Callable[[], dict], max_age: float = 300.0, min_refresh: float = 5.0) -> None:
+    def __init__(self, fetch: Callable[[], dict[str, Any]], max_age: float = 300.0, min_refresh: float = 5.0) -> None:
         self._fetch = fetch
         self.max_age = max_age
         self.min_refresh = min_refresh
@@ -80,7 +81,7 @@ class KeySet:
             document = self._fetch()
         except Exception:  # noqa: BLE001 - any fetch failure
             raise Unavailable("the token signing keys cannot be fetched right now") from None
-        keys = {}
+        keys: dict[str, jwt.PyJWK] = {}
         for entry in document.get("keys", []):
             if entry.get("kid"):
                 try:

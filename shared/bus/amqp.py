@@ -14,11 +14,19 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .interface import Backend, BatchHandler, BusError, Delivery, Message, Outcome, Publisher, Unroutable
 from .topology import (DEAD_LETTER_QUEUE_ARGUMENTS, DLX, EXCHANGES, Binding, dead_letter_key, dead_letter_queue,
                        queue_arguments, queue_name)
+
+if TYPE_CHECKING:
+    # pika ships no type information: mypy sees these as Any; they name what is passed around.
+    import pika
+    import pika.adapters.blocking_connection
+    import pika.channel
+    import pika.frame
+    import pika.spec
 
 __all__ = ["RabbitBackend", "RabbitPublisher", "BrokerNodes", "split_hosts"]
 
@@ -94,7 +102,7 @@ class BrokerNodes:
                 self._first = (index + 1) % len(self.urls)
 
 
-def _parameters(url: str):
+def _parameters(url: str) -> pika.URLParameters:
     import pika
 
     params = pika.URLParameters(url)
@@ -110,7 +118,7 @@ class RabbitBackend(Backend):
         self.url = url
         self.nodes = BrokerNodes(url)
 
-    def _open(self):
+    def _open(self) -> tuple[pika.BlockingConnection, int]:
         """A connection to the first reachable node, and that node's index."""
         import pika
         import pika.exceptions
@@ -130,7 +138,7 @@ class RabbitBackend(Backend):
         tried = f" (tried {len(self.nodes)} hosts)" if len(self.nodes) > 1 else ""
         raise BusError(f"cannot connect to the broker{tried}: {type(error).__name__}") from None
 
-    def _connect(self):
+    def _connect(self) -> pika.BlockingConnection:
         return self._open()[0]
 
     def ping(self) -> None:
@@ -155,7 +163,9 @@ class RabbitBackend(Backend):
         return RabbitPublisher(self.url, nodes=self.nodes)
 
     def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
-                batch_size: int, batch_wait: float, **_options) -> None:
+                batch_size: int, batch_wait: float, delivery_limit: int, dead_letter_queue: str) -> None:
+        # The quorum queue counts deliveries and dead-letters by itself (queue_arguments), so
+        # delivery_limit and dead_letter_queue are already in the broker's hands.
         import pika.exceptions
 
         backoff = 0.5
@@ -181,12 +191,14 @@ class RabbitBackend(Backend):
                         pass
 
     @staticmethod
-    def _consume_on(conn, queue, handle_batch, stop, prefetch, batch_size, batch_wait) -> None:
+    def _consume_on(conn: pika.BlockingConnection, queue: str, handle_batch: BatchHandler, stop: threading.Event,
+                    prefetch: int, batch_size: int, batch_wait: float) -> None:
         ch = conn.channel()
         ch.basic_qos(prefetch_count=prefetch)
         pending: list[Delivery] = []
 
-        def on_message(_ch, method, properties, body):
+        def on_message(_ch: pika.adapters.blocking_connection.BlockingChannel, method: pika.spec.Basic.Deliver,
+                       properties: pika.spec.BasicProperties, body: bytes) -> None:
             headers = properties.headers or {}
             pending.append(Delivery(
                 exchange=method.exchange, routing_key=method.routing_key, body=body,
@@ -210,7 +222,7 @@ class RabbitBackend(Backend):
                 continue
             batch, pending[:] = list(pending), []
             outcomes = handle_batch(batch)
-            last_ack = None
+            last_ack: object = None
             for delivery, outcome in zip(batch, outcomes):
                 if outcome is Outcome.ACK:
                     last_ack = delivery.tag
@@ -237,15 +249,15 @@ class RabbitPublisher(Publisher):
         self.nodes = nodes or BrokerNodes(url)
         self._node: int | None = None                 # index of the node this publisher is connected to
         self.connect_timeout = connect_timeout
-        self._conn = None
-        self._channel = None
+        self._conn: pika.SelectConnection | None = None
+        self._channel: pika.channel.Channel | None = None
         self._ready = False
         self._closed_reason: str | None = None
         self._waiting: Callable[[], bool] | None = None
         self._next_tag = 1
         self._inflight: dict[int, int] = {}          # delivery tag -> index in batch
         self._by_id: dict[str, int] = {}              # message id -> index in batch
-        self._results: list = []
+        self._results: list[Exception | _Pending | None] = []   # per message of the batch in flight
 
     # I/O loop plumbing ------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -255,6 +267,7 @@ class RabbitPublisher(Publisher):
     def _run_until(self, done: Callable[[], bool], timeout: float) -> bool:
         if done():
             return True
+        assert self._conn is not None, "the I/O loop runs only on an open connection"
         ioloop = self._conn.ioloop
         self._waiting = done
         timer = ioloop.call_later(timeout, ioloop.stop)
@@ -266,7 +279,7 @@ class RabbitPublisher(Publisher):
         return done()
 
     def _connect(self) -> None:
-        reason = "no broker host"
+        reason: str | None = "no broker host"
         for index in self.nodes.order():
             reason = self._open(self.nodes.urls[index])
             if reason is None:
@@ -297,14 +310,14 @@ class RabbitPublisher(Publisher):
         self._drop()
         return reason
 
-    def _on_open(self, conn) -> None:
+    def _on_open(self, conn: pika.SelectConnection) -> None:
         conn.channel(on_open_callback=self._on_channel_open)
 
-    def _on_open_error(self, _conn, exc) -> None:
+    def _on_open_error(self, _conn: pika.SelectConnection, exc: BaseException) -> None:
         self._closed_reason = type(exc).__name__
         self._wake_stop()
 
-    def _on_closed(self, _conn, exc) -> None:
+    def _on_closed(self, _conn: pika.SelectConnection, exc: BaseException) -> None:
         self._closed_reason = type(exc).__name__
         self._ready = False
         self._fail_inflight(BusError("connection closed before the broker confirmed"))
@@ -314,17 +327,17 @@ class RabbitPublisher(Publisher):
         if self._conn is not None:
             self._conn.ioloop.stop()
 
-    def _on_channel_open(self, channel) -> None:
+    def _on_channel_open(self, channel: pika.channel.Channel) -> None:
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_ok)
 
-    def _on_confirm_ok(self, _frame) -> None:
+    def _on_confirm_ok(self, _frame: pika.frame.Method) -> None:
         self._ready = True
         self._wake()
 
-    def _on_channel_closed(self, _channel, exc) -> None:
+    def _on_channel_closed(self, _channel: pika.channel.Channel, exc: BaseException) -> None:
         self._ready = False
         self._closed_reason = type(exc).__name__
         self._fail_inflight(BusError("channel closed before the broker confirmed"))
@@ -332,13 +345,14 @@ class RabbitPublisher(Publisher):
             self._conn.close()
         self._wake_stop()
 
-    def _on_return(self, _channel, _method, properties, _body) -> None:
+    def _on_return(self, _channel: pika.channel.Channel, _method: pika.spec.Basic.Return,
+                   properties: pika.spec.BasicProperties, _body: bytes) -> None:
         # basic.return comes before the ack of an unroutable mandatory message.
         index = self._by_id.get(properties.message_id)
         if index is not None:
             self._results[index] = Unroutable("no queue is bound for this routing key")
 
-    def _on_confirm(self, frame) -> None:
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
         nack = method.NAME == "Basic.Nack"
         tags = [t for t in self._inflight if t <= method.delivery_tag] if method.multiple else [method.delivery_tag]
@@ -398,20 +412,21 @@ class RabbitPublisher(Publisher):
         self._results = [_PENDING] * len(messages)
         self._by_id = {m.message_id: i for i, m in enumerate(messages)}
         self._inflight = {}
+        channel = self._channel
+        assert channel is not None, "a ready publisher has an open channel"
         for index, message in enumerate(messages):
             props = pika.BasicProperties(
                 content_type="application/json", delivery_mode=2, message_id=message.message_id,
                 headers=message.headers or None,
             )
-            self._channel.basic_publish(message.exchange, message.routing_key, message.body, props,
-                                        mandatory=True)
+            channel.basic_publish(message.exchange, message.routing_key, message.body, props, mandatory=True)
             self._inflight[self._next_tag] = index
             self._next_tag += 1
         self._run_until(lambda: not self._inflight, timeout)
         if self._inflight:
             self._fail_inflight(BusError("timed out waiting for publisher confirms"))
             self._drop()   # tags of the next batch must not mix with late confirms of this one
-        results = [BusError("no confirm") if r is _PENDING else r for r in self._results]
+        results = [BusError("no confirm") if isinstance(r, _Pending) else r for r in self._results]
         self._results, self._by_id = [], {}
         return results
 
@@ -426,4 +441,8 @@ class RabbitPublisher(Publisher):
         self._drop()
 
 
-_PENDING = object()
+class _Pending:
+    """The result of a message whose confirm has not come yet (one instance: ``_PENDING``)."""
+
+
+_PENDING = _Pending()

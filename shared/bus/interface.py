@@ -72,7 +72,9 @@ class Backend:
     def publisher(self) -> Publisher:
         raise NotImplementedError
 
-    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, **options: Any) -> None:
+    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
+                batch_size: int, batch_wait: float, delivery_limit: int, dead_letter_queue: str) -> None:
+        """Feed ``queue`` to ``handle_batch`` until ``stop`` is set (the options are ``Bus.consume``'s)."""
         raise NotImplementedError
 
     def ping(self) -> None:

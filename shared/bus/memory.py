@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .interface import Backend, BatchHandler, Delivery, Message, Outcome, Publisher, Unroutable
 from .topology import DLX, EXCHANGES, Binding, dead_letter_key, dead_letter_queue, queue_name, topic_matches
+
+if TYPE_CHECKING:
+    from kombu.connection import Connection
+    from kombu.message import Message as KombuMessage
 
 __all__ = ["MemoryBackend", "MemoryPublisher"]
 
@@ -28,9 +32,9 @@ class MemoryBackend(Backend):
     _bindings: dict[str, list[tuple[str, str]]] = {}     # exchange -> [(pattern, queue)]
 
     def __init__(self) -> None:
-        from kombu import Connection
+        from kombu.connection import Connection
 
-        self._connection_factory = lambda: Connection("memory://")
+        self._connection_factory: Callable[[], Connection] = lambda: Connection("memory://")
 
     @classmethod
     def reset(cls) -> None:
@@ -47,7 +51,7 @@ class MemoryBackend(Backend):
         return None
 
     def declare(self, service: str, bindings: list[Binding], delivery_limit: int) -> None:
-        from kombu import Exchange, Queue
+        from kombu.entity import Exchange, Queue
 
         with self._connection_factory() as conn:
             channel = conn.channel()
@@ -70,9 +74,11 @@ class MemoryBackend(Backend):
     def publisher(self) -> Publisher:
         return MemoryPublisher(self)
 
-    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, batch_size: int,
-                batch_wait: float, delivery_limit: int, dead_letter_queue: str, **_options) -> None:
-        from kombu import Connection, Exchange, Queue
+    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
+                batch_size: int, batch_wait: float, delivery_limit: int, dead_letter_queue: str) -> None:
+        # ``prefetch`` has no meaning in memory: a batch is taken from the queue at once.
+        from kombu.connection import Connection
+        from kombu.entity import Exchange, Queue
 
         with Connection("memory://") as conn:
             # Bind through the default exchange: SimpleQueue(name) would declare a direct exchange
@@ -81,7 +87,8 @@ class MemoryBackend(Backend):
             publisher = MemoryPublisher(self)
             try:
                 while not stop.is_set():
-                    batch, messages = [], []
+                    batch: list[Delivery] = []
+                    messages: list[KombuMessage] = []
                     deadline = time.monotonic() + batch_wait
                     while len(batch) < batch_size:
                         try:
@@ -119,14 +126,14 @@ class MemoryBackend(Backend):
 
 class MemoryPublisher(Publisher):
     def __init__(self, backend: MemoryBackend) -> None:
-        from kombu import Connection
+        from kombu.connection import Connection
 
         self.backend = backend
         self._conn = Connection("memory://")
         self._producer = self._conn.Producer(serializer=None)
 
     def publish(self, messages: Sequence[Message], timeout: float = 30.0) -> list[Exception | None]:
-        from kombu import Exchange
+        from kombu.entity import Exchange
 
         results: list[Exception | None] = []
         for m in messages:
@@ -141,7 +148,7 @@ class MemoryPublisher(Publisher):
             results.append(None)
         return results
 
-    def put(self, queue: str, delivery: Delivery, headers: dict) -> None:
+    def put(self, queue: str, delivery: Delivery, headers: dict[str, Any]) -> None:
         """Put a delivery straight back on a queue (redelivery or dead-lettering)."""
         self._producer.publish(delivery.body, exchange="", routing_key=queue, headers=headers,
                                message_id=delivery.message_id, content_type="application/json",
