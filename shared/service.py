@@ -6,6 +6,7 @@ database, keyring, bus, outbox and token verifier; ``spec.create_app()`` and
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import signal
@@ -13,9 +14,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
-from sqlalchemy import MetaData
+from sqlalchemy import Connection, MetaData
+from sqlalchemy.orm import Session
 
 from .bus import Bus
 from .config import Config, Setting, load_config
@@ -24,6 +26,11 @@ from .crypto import PayloadCipher
 from .db import Database, migrate
 from .outbox import Outbox, Relay, outbox_table
 from .tokens import KeySet, TokenVerifier, http_fetch
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .crypto import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,13 @@ def library_tables(metadata: MetaData) -> SimpleNamespace:
                            data_keys=crypto_tables(metadata))
 
 
-def create_library_tables(op) -> None:
+class MigrationOps(Protocol):
+    """What ``create_library_tables`` needs of a migration's ``alembic.op``."""
+
+    def get_bind(self) -> Connection: ...
+
+
+def create_library_tables(op: MigrationOps) -> None:
     """For a service's first Alembic migration: create the library's tables (version 1)."""
     from .db import new_metadata
 
@@ -67,7 +80,7 @@ class Wiring:
     extensions: Mapping[str, Any] = field(default_factory=dict)
     participant: Any = None                                # shared.privacy.Participant, or None
     subscriptions: Sequence[Subscription] = ()
-    batch_handler: Callable[[Any, list], None] | None = None
+    batch_handler: Callable[[Session, list[dict[str, Any]]], None] | None = None
     loops: Sequence[Loop] = ()
     #: Raises (e.g. ConfigError) when the service cannot work as configured; called before the
     #: worker starts consuming and by /readyz, so a bad setting stops the start instead of
@@ -107,12 +120,12 @@ class ServiceSpec:
             config = self.config(overrides=config)
         return Runtime(self, config)
 
-    def create_app(self, config: Config | Mapping[str, Any] | None = None, runtime: "Runtime | None" = None):
+    def create_app(self, config: Config | Mapping[str, Any] | None = None, runtime: "Runtime | None" = None) -> Flask:
         from .http import create_service_app
 
         rt = runtime if runtime is not None else self.runtime(config)
         wiring = rt.wiring
-        readiness = {"database": rt.db.ping, "configuration": wiring.preflight}
+        readiness = {"database": rt.db.ping, "configuration": _discard_result(wiring.preflight)}
         health = {"broker": rt.bus.ping} if self.has_worker else {}
         return create_service_app(
             self.name, blueprints=wiring.blueprints, readiness=readiness, health=health,
@@ -131,13 +144,13 @@ class Runtime:
         self.name = spec.name
         self.config = config
         self.tables = spec.tables
-        self.db = config.get("database") or Database(config["DATABASE_URL"])
+        self.db: Database = config.get("database") or Database(config["DATABASE_URL"])
         self.bus = Bus(config["BROKER_URL"], spec.name, delivery_limit=config["DELIVERY_LIMIT"],
                        prefetch=config["PREFETCH"])
-        self.keyring = config.get("keyring") or Keyring.from_config(config)
+        self.keyring: Keyring = config.get("keyring") or Keyring.from_config(config)
         self.vault = Vault(self.keyring, spec.tables.data_keys)
         self.outbox = Outbox(spec.tables.outbox, spec.name, cipher=PayloadCipher(self.keyring))
-        keys = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
+        keys: KeySet = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
         self.tokens = TokenVerifier(keys, config["TOKEN_ISSUER"])
         self._wiring: Wiring | None = None
         self._wiring_lock = threading.Lock()
@@ -186,13 +199,22 @@ class Runtime:
 
             loops.append(("announcer", lambda: announce_loop(self, stop)))
         for loop in self.wiring.loops:
-            loops.append((loop.name, lambda loop=loop: loop.run(stop)))
+            loops.append((loop.name, functools.partial(loop.run, stop)))
         threads = []
         for label, target in loops:
             thread = threading.Thread(target=_guard(label, target, stop), name=f"{self.name}-{label}", daemon=True)
             thread.start()
             threads.append(thread)
         return threads
+
+
+def _discard_result(check: Callable[[], object]) -> Callable[[], None]:
+    """A readiness check only has to raise or not; a preflight may return what it loaded."""
+
+    def run() -> None:
+        check()
+
+    return run
 
 
 def _guard(label: str, target: Callable[[], None], stop: threading.Event) -> Callable[[], None]:
