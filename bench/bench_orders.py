@@ -92,14 +92,14 @@ def order_placement(ctx: Context) -> list[Figure]:
     ctx.cleanup.append(stop)
 
     def up() -> bool:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/healthz")
-            ok = c.getresponse().status == 200
-            c.close()
-            return ok
-        except OSError:
+            return c.getresponse().status == 200
+        except OSError:      # not up yet, or too slow to answer on a loaded machine
             return False
+        finally:
+            c.close()        # also on a time-out: an unclosed socket is a ResourceWarning (an error in tests)
 
     if not wait_until(up, 60, 0.2):
         raise RuntimeError("gunicorn did not start; see its log in the bench temp dir")
