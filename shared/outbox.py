@@ -153,6 +153,16 @@ class Outbox:
         self._add(session, exchange, routing_key, message_id, body, aggregate, transient)
         return message_id
 
+    def is_pending(self, session: Session, message_id: str) -> bool:
+        """True while the message ``message_id`` is written but not yet confirmed by the broker.
+
+        A sender that re-sends under the same id (the gdpr coordinator's commands) asks first:
+        the copy still waiting will go out, and a second row with that id may not be written.
+        """
+        t = self.table
+        return session.execute(select(t.c.id).where(t.c.message_id == message_id, t.c.sent_at.is_(None))
+                               ).first() is not None
+
     def _add(self, session, exchange, routing_key, message_id, body, aggregate, transient) -> None:
         row = self._row(exchange, routing_key, message_id, body, aggregate, transient)
         if transient and self.cipher is not None:

@@ -5,40 +5,29 @@ resolves a subject's identifiers to its own subject references, exports them (R1
 and erases them (R2).  This module turns the gdpr service's commands into calls on
 that participant and sends the reply through the outbox, in the same transaction as
 the erasure, so a command handled twice does the work once (inbox) and the reply is
-never lost.
-
-Wire protocol, all on the ``recept.gdpr`` exchange:
-
-* ``gdpr.announce.<service>``: ``{"service", "inventory", "counts", "phase", "at"}``, at start-up
-  and periodically; the gdpr service learns whom to wait for, and in which phase, from these.
-* ``gdpr.command.<service>``: ``{"request_id", "command_id", "action": "export"|"erase",
-  "phase": "resolve"|"trail", "tenant", "subject": {identifiers}, "references": [...]}``.
-* ``gdpr.reply.<service>``: ``{"request_id", "command_id", "service", "action", "phase",
-  "status": "done"|"failed", "references": [...], "export": {kind: [records]} | None,
-  "erasure": [{"kind", "action", "count", "legal_basis"?, "retain_until"?}] | None,
-  "error": str | None}``, message id = uuid5 of the command id (a repeated command yields the
-  same reply id).  Export replies are routed only to the gdpr service's queue, sealed while
-  in the outbox, and their rows are deleted as soon as the broker confirms them.
+never lost.  The messages themselves (announcement, command, reply) are defined once,
+for this side and the coordinator's, in ``shared.gdpr_protocol``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Any, Iterable, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .bus import GDPR, Message
-from .clock import now_rfc3339
+from .clock import now_rfc3339, utcnow
 from .consumer import Subscription
+from .errors import Invalid
+from .gdpr_protocol import ERASURE_ACTIONS, Announcement, Command, Reply
 
 log = logging.getLogger(__name__)
-
-IDENTIFIERS = ("email", "phone", "personnummer", "username")
-ACTIONS = ("deleted", "anonymised", "retained")
 
 
 @dataclass(frozen=True)
@@ -91,8 +80,8 @@ class ErasureItem:
     retain_until: date | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        if self.action not in ACTIONS:
-            raise ValueError(f"erasure action must be one of {ACTIONS}")
+        if self.action not in ERASURE_ACTIONS:
+            raise ValueError(f"erasure action must be one of {ERASURE_ACTIONS}")
         out: dict[str, Any] = {"kind": self.kind, "action": self.action, "count": self.count}
         if self.legal_basis:
             out["legal_basis"] = self.legal_basis
@@ -134,7 +123,7 @@ def command_subscription(runtime) -> Subscription:
     def on_command(session: Session, message: dict[str, Any]) -> None:
         handle_command(runtime, session, message)
 
-    return Subscription(GDPR, f"gdpr.command.{runtime.name}", on_command)
+    return Subscription(GDPR, Command.routing_key(runtime.name), on_command)
 
 
 def _first_time(runtime, session: Session, command_id: str) -> bool:
@@ -143,62 +132,56 @@ def _first_time(runtime, session: Session, command_id: str) -> bool:
     The inbox already drops a redelivered message, but a command re-sent under a new
     message id (a retry) must not be acted on twice either.
     """
-    from sqlalchemy import select
-
     inbox = runtime.tables.inbox
     key = f"command:{command_id}"[:64]
     if session.scalar(select(inbox.c.message_id).where(inbox.c.consumer == runtime.name,
                                                        inbox.c.message_id == key)) is not None:
         return False
-    session.execute(inbox.insert().values(consumer=runtime.name, message_id=key,
-                                          received_at=datetime.now(timezone.utc)))
+    session.execute(inbox.insert().values(consumer=runtime.name, message_id=key, received_at=utcnow()))
     return True
 
 
 def handle_command(runtime, session: Session, message: dict[str, Any]) -> None:
-    if not _first_time(runtime, session, str(message.get("command_id"))):
+    try:
+        command = Command.from_wire(message)
+    except Invalid:
+        # Nothing to act on and nobody to answer: the coordinator sends only well-formed
+        # commands, and it would not accept a reply to this one either.
+        log.warning("ignoring a malformed gdpr command")
+        return
+    if not _first_time(runtime, session, command.command_id):
         return
     participant = runtime.participant
-    action, phase = message.get("action"), message.get("phase", "resolve")
-    ctx = Context(request_id=str(message.get("request_id")), tenant=message.get("tenant"),
-                  subject={k: v for k, v in (message.get("subject") or {}).items() if k in IDENTIFIERS and v},
-                  references=list(message.get("references") or []))
-    reply: dict[str, Any] = {
-        "request_id": ctx.request_id, "command_id": message.get("command_id"), "service": runtime.name,
-        "action": action, "phase": phase, "status": "done", "references": [], "export": None,
-        "erasure": None, "error": None, "at": now_rfc3339(),
-    }
-    if action not in ("export", "erase"):
-        reply.update(status="failed", error="unknown action")
+    ctx = Context(request_id=command.request_id, tenant=command.tenant, subject=dict(command.subject),
+                  references=list(command.references))
+    # The work and the reply commit together; an exception rolls both back and the
+    # command is redelivered (and dead-lettered after the delivery limit).
+    references = participant.resolve(session, ctx) if command.phase == "resolve" else list(ctx.references)
+    if command.action == "export":
+        reply = Reply.done(command, service=runtime.name, references=references,
+                           export=participant.export(session, ctx, references), at=now_rfc3339())
     else:
-        # The work and the reply commit together; an exception rolls both back and the
-        # command is redelivered (and dead-lettered after the delivery limit).
-        references = participant.resolve(session, ctx) if phase == "resolve" else list(ctx.references)
-        reply["references"] = references
-        if action == "export":
-            reply["export"] = participant.export(session, ctx, references)
-        else:
-            reply["erasure"] = [item.as_dict() for item in participant.erase(session, ctx, references)]
-    runtime.outbox.send(session, GDPR, f"gdpr.reply.{runtime.name}", reply,
-                        message_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"recept:reply:{message.get('command_id')}")),
-                        transient=action == "export",
-                        aggregate=f"gdpr:{ctx.request_id}")
+        reply = Reply.done(command, service=runtime.name, references=references,
+                           erasure=[item.as_dict() for item in participant.erase(session, ctx, references)],
+                           at=now_rfc3339())
+    runtime.outbox.send(session, GDPR, Reply.routing_key(runtime.name), reply.to_wire(),
+                        message_id=reply.message_id, transient=command.action == "export",
+                        aggregate=f"gdpr:{command.request_id}")
 
 
 def announcement(runtime) -> dict[str, Any]:
+    """This service's announcement, as it goes on the wire."""
     participant = runtime.participant
     with runtime.db.transaction() as session:
         counts = participant.counts(session)
-    return {"service": runtime.name, "inventory": participant.inventory.as_dict(), "counts": counts,
-            "phase": getattr(participant, "phase", "resolve"), "at": now_rfc3339()}
+    return Announcement(service=runtime.name, inventory=participant.inventory.as_dict(), counts=counts,
+                        phase=getattr(participant, "phase", "resolve"), at=now_rfc3339()).to_wire()
 
 
 def announce(runtime, publisher) -> bool:
     """Publish one announcement; True when the broker confirmed it."""
-    import json
-
     body = json.dumps(announcement(runtime), default=str).encode()
-    results = publisher.publish([Message(GDPR, f"gdpr.announce.{runtime.name}", body, str(uuid.uuid4()))])
+    results = publisher.publish([Message(GDPR, Announcement.routing_key(runtime.name), body, str(uuid.uuid4()))])
     if results and results[0] is not None:
         log.warning("announce: not delivered (%s)", type(results[0]).__name__)
         return False
@@ -223,10 +206,6 @@ def announce_loop(runtime, stop: threading.Event) -> None:
             stop.wait(interval if delivered else min(interval, 3.0))
     finally:
         publisher.close()
-
-
-def utc_today() -> date:
-    return datetime.now(timezone.utc).date()
 
 
 def fields_of(categories: Iterable[Category]) -> list[str]:

@@ -10,20 +10,15 @@ from __future__ import annotations
 import calendar
 import csv
 import hashlib
-import hmac
 import io
 import json
 import logging
-import re
 import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from jsonschema import Draft202012Validator
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -31,8 +26,8 @@ from shared.bus import GDPR
 from shared.clock import as_utc
 from shared.crypto import ERASED
 from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
-from shared.normalise import normalise_email, normalise_personnummer, normalise_phone
-from shared.privacy import ACTIONS, IDENTIFIERS
+from shared.gdpr_protocol import REQUEST_TYPES, Announcement, Command, Reply
+from shared.identifiers import IdentifierHasher, normalise_subject
 from shared.tokens import Principal
 
 from . import events as ev
@@ -42,12 +37,11 @@ from .models import export_packages, participants, request_services, requests
 
 log = logging.getLogger(__name__)
 
-TYPES = ("export", "erase")
+TYPES = REQUEST_TYPES
 STATUSES = ("awaiting_approval", "in_progress", "completed", "partially_completed", "failed", "rejected")
 FINISHED = ("completed", "rejected")            # never overdue, nothing left to do
 ROW_STATUSES = ("waiting", "pending", "done", "failed", "silent")
 SYSTEM_ACTOR = {"id": "gdpr-worker", "tenant": None, "kind": "system"}
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,59}$")
 MAX_EXTENSION_MONTHS = 2
 
 
@@ -79,96 +73,6 @@ def due_at(received: datetime, extension_months: int = 0) -> datetime:
     Counted from the receipt each time, so 31 January + 1 + 2 months is 30 April, not 28 April.
     """
     return add_months(received, 1 + extension_months)
-
-
-# --- identifiers ------------------------------------------------------------------------------
-
-def normalise_subject(subject: dict[str, Any]) -> dict[str, str]:
-    """Normalised identifiers; ``Invalid`` names the field, never the value."""
-    out: dict[str, str] = {}
-    problems: list[dict[str, str]] = []
-    normalisers = {"email": normalise_email, "phone": normalise_phone, "personnummer": normalise_personnummer}
-    for kind in IDENTIFIERS:
-        value = subject.get(kind)
-        if value is None:
-            continue
-        field = f"subject.{kind}"
-        try:
-            if kind == "username":
-                text = str(value).strip()
-                if not text:
-                    raise Invalid("username is empty", errors=[{"field": field, "message": "must not be empty"}])
-                out[kind] = text
-            else:
-                out[kind] = normalisers[kind](value, field=field)
-        except Invalid as exc:
-            problems.extend(exc.errors or [{"field": field, "message": "is not valid"}])
-    if problems:
-        raise Invalid(f"the subject has {len(problems)} invalid identifier(s)", errors=problems)
-    if not out:
-        raise Invalid("give at least one identifier of the subject",
-                      errors=[{"field": "subject", "message": "needs at least one identifier"}])
-    return out
-
-
-class IdentifierHasher:
-    """Keyed hashes of identifiers for the manifest: the package says whom it is about without saying it.
-
-    HMAC-SHA256 with a key derived (HKDF) from the keyring's index key, over
-    ``"<kind>:<normalised value>"``; whoever holds the keyring can check a package against an
-    identifier, nobody else can reverse or confirm it.
-    """
-
-    INFO = b"recept.gdpr.manifest-identifier.v1"
-
-    def __init__(self, index_key: bytes) -> None:
-        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=self.INFO).derive(index_key)
-
-    def __call__(self, kind: str, value: str) -> str:
-        return hmac.new(self._key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
-
-
-# --- wire validation --------------------------------------------------------------------------
-
-_ANNOUNCEMENT = Draft202012Validator({
-    "type": "object",
-    "required": ["service", "inventory", "counts"],
-    "properties": {
-        "service": {"type": "string", "pattern": SERVICE_NAME.pattern},
-        "phase": {"enum": ["resolve", "trail"]},
-        "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
-        "inventory": {"type": "object", "required": ["service", "categories"], "properties": {
-            "service": {"type": "string"},
-            "categories": {"type": "array", "items": {"type": "object", "required": ["kind", "fields"]}},
-        }},
-    },
-})
-
-_REPLY = Draft202012Validator({
-    "type": "object",
-    "required": ["request_id", "command_id", "service", "action", "phase", "status"],
-    "properties": {
-        "request_id": {"type": "string", "maxLength": 36},
-        "command_id": {"type": "string", "maxLength": 36},
-        "service": {"type": "string", "pattern": SERVICE_NAME.pattern},
-        "action": {"enum": list(TYPES)},
-        "phase": {"enum": ["resolve", "trail"]},
-        "status": {"enum": ["done", "failed"]},
-        "references": {"type": ["array", "null"], "items": {"type": "string", "maxLength": 200}},
-        "export": {"type": ["object", "null"], "additionalProperties": {"type": "array"}},
-        "erasure": {"type": ["array", "null"], "items": {
-            "type": "object", "required": ["kind", "action", "count"],
-            "properties": {"kind": {"type": "string", "maxLength": 100}, "action": {"enum": list(ACTIONS)},
-                           "count": {"type": "integer", "minimum": 0},
-                           "legal_basis": {"type": ["string", "null"], "maxLength": 500},
-                           "retain_until": {"type": ["string", "null"], "maxLength": 40}}}},
-        "error": {"type": ["string", "null"]},
-    },
-})
-
-
-def _valid(validator: Draft202012Validator, message: Any) -> bool:
-    return isinstance(message, dict) and validator.is_valid(message)
 
 
 # --- the coordinator --------------------------------------------------------------------------
@@ -409,12 +313,14 @@ class Coordinator:
     def on_announce(self, s: Session, message: dict[str, Any], now: datetime | None = None) -> None:
         """Remember a participating service, its phase and its inventory (gdpr.announce.<service>)."""
         now = now or utcnow()
-        if not _valid(_ANNOUNCEMENT, message) or message["inventory"]["service"] != message["service"]:
+        try:
+            announced = Announcement.from_wire(message)
+        except Invalid:
             log.warning("ignoring a malformed announcement")
             return
-        values = {"phase": message.get("phase") or "resolve", "inventory": message["inventory"],
-                  "counts": message["counts"], "last_seen": now}
-        service = message["service"]
+        values = {"phase": announced.phase, "inventory": announced.inventory, "counts": announced.counts,
+                  "last_seen": now}
+        service = announced.service
         found = s.execute(select(participants.c.service).where(participants.c.service == service)
                           .with_for_update()).first()
         if found is None:
@@ -425,28 +331,30 @@ class Coordinator:
     def on_reply(self, s: Session, message: dict[str, Any], now: datetime | None = None) -> None:
         """Record one service's answer; a duplicate, stale or unexpected answer changes nothing."""
         now = now or utcnow()
-        if not _valid(_REPLY, message):
+        try:
+            reply = Reply.from_wire(message)
+        except Invalid:
             log.warning("ignoring a malformed reply")
             return
-        request_id, service = message["request_id"], message["service"]
+        request_id, service = reply.request_id, reply.service
         req = self._lock(s, request_id)
-        if req is None or req.type != message["action"]:
+        if req is None or req.type != reply.action:
             log.info("ignoring a reply for an unknown request")
             return
         row = s.execute(select(request_services).where(request_services.c.request_id == request_id,
                                                        request_services.c.service == service)).first()
-        if (row is None or row.phase != message["phase"] or row.command_id != message["command_id"]
+        if (row is None or row.phase != reply.phase or row.command_id != reply.command_id
                 or row.status not in ("pending", "silent")):
             # Not expected, or already answered: at-least-once delivery means duplicates are normal.
             log.info("ignoring a duplicate or unexpected reply from %s", service)
             return
-        references = list(dict.fromkeys(message.get("references") or []))
+        references = list(dict.fromkeys(reply.references))
         values: dict[str, Any] = {"replied_at": now, "next_attempt_at": None}
         records = 0
-        if message["status"] == "done":
+        if reply.status == "done":
             values.update(status="done", error=None, refs=references)
             if req.type == "export":
-                export = message.get("export") or {}
+                export = reply.export or {}
                 counts = {kind: len(items) for kind, items in export.items()}
                 records = sum(counts.values())
                 values["result"] = {"records": counts}
@@ -455,17 +363,17 @@ class Coordinator:
                     json.dumps(export, ensure_ascii=False, default=str))
             else:
                 items = [{k: item[k] for k in ("kind", "action", "count", "legal_basis", "retain_until")
-                          if item.get(k) is not None} for item in (message.get("erasure") or [])]
+                          if item.get(k) is not None} for item in (reply.erasure or [])]
                 records = sum(item["count"] for item in items)
                 values["result"] = {"erasure": items}
         else:
             # Participants promise errors without personal data; the length cap is belt and braces.
-            values.update(status="failed", error=str(message.get("error") or "failed")[:200])
+            values.update(status="failed", error=str(reply.error or "failed")[:200])
         s.execute(update(request_services).where(request_services.c.request_id == request_id,
                                                  request_services.c.service == service).values(**values))
         self._emit(s, ev.SERVICE_REPLIED, request_id, req.tenant, SYSTEM_ACTOR, {
             "request_id": request_id, "type": req.type, "service": service, "phase": row.phase,
-            "status": message["status"], "references": len(references), "records": records})
+            "status": reply.status, "references": len(references), "records": records})
         self._advance(s, self._lock(s, request_id), now)
 
     def sweep(self, now: datetime | None = None) -> dict[str, int]:
@@ -559,21 +467,14 @@ class Coordinator:
 
     def _send(self, s: Session, req, service: str, phase: str, identifiers: dict[str, str],
               references: list[str], now: datetime, *, command_id: str, attempts: int) -> None:
-        body = {
-            "request_id": req.id, "command_id": command_id, "action": req.type, "phase": phase,
-            "tenant": req.tenant,
-            # Phase two acts on references only: the audit trail never needs the identifiers.
-            "subject": identifiers if phase == "resolve" else {},
-            "references": references if phase == "trail" else [],
-            "at": rfc3339(now),
-        }
-        outbox = self.rt.tables.outbox
-        queued = s.execute(select(outbox.c.id).where(outbox.c.message_id == command_id,
-                                                     outbox.c.sent_at.is_(None))).first()
-        if queued is None:
+        command = Command.for_phase(request_id=req.id, command_id=command_id, action=req.type, phase=phase,
+                                    tenant=req.tenant, identifiers=identifiers, references=references,
+                                    at=rfc3339(now))
+        if not self.rt.outbox.is_pending(s, command.message_id):
             # Transient: the row (which carries the identifiers) is deleted once the broker confirms it.
             # The same message id on a re-send lets the service's inbox drop the copy it already handled.
-            self.rt.outbox.send(s, GDPR, f"gdpr.command.{service}", body, message_id=command_id, transient=True)
+            self.rt.outbox.send(s, GDPR, Command.routing_key(service), command.to_wire(),
+                             message_id=command.message_id, transient=True)
         s.execute(update(request_services).where(request_services.c.request_id == req.id,
                                                  request_services.c.service == service).values(
             status="pending", command_id=command_id, attempts=attempts, sends=request_services.c.sends + 1,

@@ -4,17 +4,19 @@ Data holds request ids, kinds of identifiers (never their values), service names
 statuses and counts.  The envelope's ``subject`` is the pseudonymous ``gdpr:request:<id>``.
 """
 from shared.events import REGISTRY, obj
+from shared.gdpr_protocol import PHASES, REPLY_STATUSES, REQUEST_TYPES
+from shared.identifiers import IDENTIFIERS
 
 _ID = {"type": "string", "minLength": 36, "maxLength": 36}
-_TYPE = {"enum": ["export", "erase"]}
+_TYPE = {"enum": list(REQUEST_TYPES)}
 _SERVICE = {"type": "string", "maxLength": 60}
 _SERVICES = {"type": "array", "items": _SERVICE}
-_PHASE = {"enum": ["resolve", "trail"]}
+_PHASE = {"enum": list(PHASES)}
 _TIME = {"type": "string", "maxLength": 40}
 
 REQUEST_RECEIVED = REGISTRY.register("gdpr.request.received", 1, obj({
     "request_id": _ID, "type": _TYPE,
-    "identifier_kinds": {"type": "array", "items": {"enum": ["email", "phone", "personnummer", "username"]}},
+    "identifier_kinds": {"type": "array", "items": {"enum": list(IDENTIFIERS)}},
     "due_at": _TIME, "needs_approval": {"type": "boolean"},
 }), "A data-subject request was opened (R1, R2).")
 
@@ -37,7 +39,7 @@ REQUEST_DISPATCHED = REGISTRY.register("gdpr.request.dispatched", 1, obj({
 
 SERVICE_REPLIED = REGISTRY.register("gdpr.service.replied", 1, obj({
     "request_id": _ID, "type": _TYPE, "service": _SERVICE, "phase": _PHASE,
-    "status": {"enum": ["done", "failed"]},
+    "status": {"enum": list(REPLY_STATUSES)},
     "references": {"type": "integer", "minimum": 0},
     "records": {"type": "integer", "minimum": 0},
 }), "One service answered a request; counts only.")

@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 import pytest
 
 from services.gdpr import package
-from services.gdpr.domain import IdentifierHasher, add_months, due_at, normalise_subject
+from services.gdpr.domain import add_months, due_at
 from shared.errors import Invalid
+from shared.identifiers import IdentifierHasher, normalise_subject
 
 
 def at(y: int, m: int, d: int) -> datetime:

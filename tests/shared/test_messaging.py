@@ -325,6 +325,26 @@ def test_transient_payloads_are_encrypted_at_rest_and_published_in_clear(service
     assert service.unsent() == 0 and b"anna.svensson" not in raw_dump(service.db.url)
 
 
+def test_a_message_is_pending_until_the_broker_confirms_it(service):
+    """Outbox.is_pending: a sender that re-sends under one id (gdpr commands) writes it only while none waits."""
+    from shared.bus import GDPR
+
+    service.bus.declare([*service.consumer.bindings, Binding(GDPR, "gdpr.command.#")])
+    with service.db.transaction() as s:
+        assert not service.outbox.is_pending(s, "cmd-1")
+        service.outbox.send(s, GDPR, "gdpr.command.lib", {"n": 1}, message_id="cmd-1", transient=True)
+        event_id = service.outbox.emit(s, THING_HAPPENED, data={"n": 2})["id"]
+        assert service.outbox.is_pending(s, "cmd-1") and service.outbox.is_pending(s, event_id)
+    relay = service.relay()
+    try:
+        assert relay.run_once() == 2
+    finally:
+        relay.publisher.close()
+    with service.db.transaction() as s:
+        # The transient row is gone, the event's is kept as sent: neither waits any more.
+        assert not service.outbox.is_pending(s, "cmd-1") and not service.outbox.is_pending(s, event_id)
+
+
 def test_old_inbox_entries_are_purged(service):
     from datetime import timedelta
 

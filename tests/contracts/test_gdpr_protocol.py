@@ -1,0 +1,147 @@
+"""The GDPR wire protocol (shared/gdpr_protocol.py): pinned schemas and the exact messages on recept.gdpr.
+
+Participants and the coordinator are deployed separately, so a message one side writes must stay
+readable by the other side's previous release: the schemas are pinned in gdpr_protocol.json, and
+the messages each type writes are pinned here key by key (DESIGN.md "Data-subject requests", R1, R2).
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.bus import GDPR
+from shared.errors import Invalid
+from shared.gdpr_protocol import SCHEMAS, Announcement, Command, Reply
+from shared.privacy import handle_command
+from tests.gdpr.participants import make_fake
+from tests.support import outbox_messages
+
+PINNED = Path(__file__).resolve().parent / "gdpr_protocol.json"
+REQUEST, COMMAND = str(uuid.uuid4()), str(uuid.uuid4())
+AT = "2026-03-01T10:00:00.000000Z"
+
+
+def test_the_protocol_schemas_are_pinned():
+    """A changed schema is a protocol change between separately deployed services.
+
+    Regenerate with RECEPT_UPDATE_CONTRACTS=1 only after making sure both sides' previous
+    releases read what the new one writes.
+    """
+    if os.environ.get("RECEPT_UPDATE_CONTRACTS"):
+        PINNED.write_text(json.dumps(SCHEMAS, indent=2, sort_keys=True) + "\n")
+    assert json.loads(PINNED.read_text()) == json.loads(json.dumps(SCHEMAS))
+
+
+def test_a_phase_one_command_carries_the_identifiers_and_no_references():
+    command = Command.for_phase(request_id=REQUEST, command_id=COMMAND, action="erase", phase="resolve",
+                                tenant="t1", identifiers={"email": "a@b.se"}, references=["x:1"], at=AT)
+    assert command.to_wire() == {"request_id": REQUEST, "command_id": COMMAND, "action": "erase",
+                                 "phase": "resolve", "tenant": "t1", "subject": {"email": "a@b.se"},
+                                 "references": [], "at": AT}
+    assert command.message_id == COMMAND and Command.routing_key("orders") == "gdpr.command.orders"
+
+
+def test_a_phase_two_command_carries_references_and_never_the_identifiers():
+    command = Command.for_phase(request_id=REQUEST, command_id=COMMAND, action="export", phase="trail",
+                                tenant="t1", identifiers={"email": "a@b.se"}, references=["x:1", "y:2"], at=AT)
+    assert command.to_wire() == {"request_id": REQUEST, "command_id": COMMAND, "action": "export",
+                                 "phase": "trail", "tenant": "t1", "subject": {}, "references": ["x:1", "y:2"],
+                                 "at": AT}
+
+
+def test_a_command_as_older_coordinators_wrote_it_is_read_with_its_defaults():
+    """No phase means phase one; unknown identifier kinds and empty values are dropped."""
+    command = Command.from_wire({"request_id": "req-1", "command_id": "cmd-1", "action": "export",
+                                 "tenant": None, "subject": {"email": "a@b.se", "phone": "", "shoe_size": "42"}})
+    assert (command.phase, command.subject, command.references, command.at) == ("resolve", {"email": "a@b.se"},
+                                                                               [], None)
+    written = Command.for_phase(request_id=REQUEST, command_id=COMMAND, action="erase", phase="resolve",
+                                tenant="t1", identifiers={"personnummer": "198112189876"}, references=[], at=AT)
+    assert Command.from_wire(written.to_wire()) == written
+
+
+def test_a_reply_names_its_command_and_has_a_message_id_derived_from_it():
+    command = Command.from_wire({"request_id": REQUEST, "command_id": COMMAND, "action": "erase",
+                                 "phase": "trail", "references": ["x:1"]})
+    reply = Reply.done(command, service="audit", references=["x:1"], at=AT,
+                       erasure=[{"kind": "audit_entry", "action": "retained", "count": 3,
+                                 "legal_basis": "accountability (GDPR art. 5(2))", "retain_until": "2033-12-31"}])
+    assert reply.to_wire() == {
+        "request_id": REQUEST, "command_id": COMMAND, "service": "audit", "action": "erase", "phase": "trail",
+        "status": "done", "references": ["x:1"], "export": None,
+        "erasure": [{"kind": "audit_entry", "action": "retained", "count": 3,
+                     "legal_basis": "accountability (GDPR art. 5(2))", "retain_until": "2033-12-31"}],
+        "error": None, "at": AT}
+    # The same command handled again yields the same reply id, which the coordinator's inbox drops.
+    assert reply.message_id == str(uuid.uuid5(uuid.NAMESPACE_URL, f"recept:reply:{COMMAND}"))
+    assert Reply.routing_key("audit") == "gdpr.reply.audit"
+    assert Reply.from_wire(reply.to_wire()) == reply
+
+
+def test_an_announcement_must_carry_its_own_services_declaration():
+    inventory = {"service": "orders", "categories": [{"kind": "individual", "fields": []}]}
+    announced = Announcement(service="orders", inventory=inventory, counts={"individual": 2}, at=AT)
+    assert announced.to_wire() == {"service": "orders", "inventory": inventory, "counts": {"individual": 2},
+                                   "phase": "resolve", "at": AT}
+    assert Announcement.from_wire({"service": "orders", "inventory": inventory, "counts": {}}).phase == "resolve"
+    with pytest.raises(Invalid) as info:
+        Announcement.from_wire({"service": "crm", "inventory": inventory, "counts": {}})
+    assert info.value.errors == [{"field": "inventory.service", "message": "must name the announcing service"}]
+
+
+@pytest.mark.parametrize("kind, message, field", [
+    ("command", {"request_id": REQUEST, "command_id": COMMAND, "action": "delete"}, "action"),
+    ("command", {"request_id": REQUEST, "command_id": COMMAND, "action": "erase",
+                 "subject": {"email": "secret-" + "x" * 260}}, "subject.email"),
+    ("command", {"request_id": REQUEST, "action": "erase"}, "command"),
+    ("reply", {"request_id": REQUEST, "command_id": COMMAND, "service": "Orders!", "action": "erase",
+               "phase": "resolve", "status": "done"}, "service"),
+    ("reply", {"request_id": REQUEST, "command_id": COMMAND, "service": "orders", "action": "erase",
+               "phase": "resolve", "status": "done",
+               "erasure": [{"kind": "individual", "action": "forgotten", "count": 1}]}, "erasure.0.action"),
+    ("announcement", {"service": "orders", "inventory": {"service": "orders", "categories": []},
+                      "counts": {"individual": -1}}, "counts.individual"),
+    ("announcement", ["not", "an", "object"], "announcement"),
+])
+def test_a_malformed_message_is_refused_naming_the_field_never_the_value(kind, message, field):
+    reader = {"command": Command, "reply": Reply, "announcement": Announcement}[kind]
+    with pytest.raises(Invalid) as info:
+        reader.from_wire(message)
+    assert field in {e["field"] for e in info.value.errors}
+    assert "secret" not in json.dumps(info.value.errors) + info.value.detail
+
+
+def test_a_participant_answers_a_command_with_a_reply_the_coordinator_reads(tmp_path):
+    """Both sides through the one module: the participant's outbox holds exactly what Reply.from_wire takes."""
+    fake = make_fake("alpha", f"sqlite:///{tmp_path / 'alpha.db'}", "memory://")
+    try:
+        ref = fake.add_person("karin@example.se", "Karin Karlsson")
+        command = Command.for_phase(request_id=REQUEST, command_id=COMMAND, action="export", phase="resolve",
+                                    tenant="t1", identifiers={"email": "karin@example.se"}, references=[], at=AT)
+        with fake.runtime.db.transaction() as s:
+            handle_command(fake.runtime, s, command.to_wire())
+        [wire] = outbox_messages(fake.runtime, GDPR)
+        reply = Reply.from_wire(wire)
+        assert (reply.request_id, reply.command_id, reply.service, reply.status) == (REQUEST, COMMAND, "alpha",
+                                                                                    "done")
+        assert reply.references == [ref] and reply.export["person"][0]["name"] == "Karin Karlsson"
+    finally:
+        fake.close()
+
+
+def test_a_participant_ignores_a_malformed_command_and_writes_nothing(tmp_path):
+    """The coordinator could not read a reply to it either; nothing is done, nothing half-written."""
+    fake = make_fake("alpha", f"sqlite:///{tmp_path / 'alpha.db'}", "memory://")
+    try:
+        fake.add_person("karin@example.se", "Karin Karlsson")
+        with fake.runtime.db.transaction() as s:
+            handle_command(fake.runtime, s, {"request_id": REQUEST, "command_id": COMMAND, "action": "delete",
+                                             "subject": {"email": "karin@example.se"}})
+        assert outbox_messages(fake.runtime, GDPR) == []
+        assert [p["email"] for p in fake.people()] == ["karin@example.se"]
+    finally:
+        fake.close()
