@@ -12,7 +12,7 @@ from flask import Response, current_app, jsonify, request
 from shared.http import ApiBlueprint, authenticate, runtime
 from shared.inputs import EMAIL, PERSONNUMMER, PHONE, multiline
 
-from .domain import STATUSES, TYPES
+from .domain import STATUSES, TYPES, next_steps
 
 bp = ApiBlueprint("gdpr", __name__)
 
@@ -59,15 +59,20 @@ _LISTING = {"type": "object", "required": ["items"], "properties": {"items": {"t
 _INVENTORY = {"type": "object"}
 
 
+def _parts():
+    return current_app.extensions["gdpr"]          # parts.Parts, built once for this app
+
+
 def _coordinator():
-    return current_app.extensions["gdpr"]
+    return _parts().coordinator
 
 
-def _prefixed(document: dict) -> dict:
-    """Links relative to where this app is mounted (``/gdpr`` in the embedded run)."""
-    root = request.script_root
-    if root and isinstance(document.get("links"), dict):
-        document["links"] = {k: root + v for k, v in document["links"].items()}
+def _linked(document: dict) -> dict:
+    """A request with links to itself and to what may be done with it next, relative to where
+    this app is mounted (``/gdpr`` in the embedded run)."""
+    base = f"{request.script_root}/api/v1/requests/{document['id']}"
+    document["links"] = {"self": base, **{step: f"{base}/{step}"
+                                          for step in next_steps(document["status"], document["type"])}}
     return document
 
 
@@ -78,7 +83,7 @@ def create_request(body):
     with runtime().db.transaction() as s:
         created = _coordinator().open(s, principal, type_=body["type"], tenant=body["tenant"],
                                       subject=body["subject"], reason=body.get("reason"))
-    created = _prefixed(created)
+    created = _linked(created)
     response = jsonify(created)
     response.status_code = 202
     response.headers["Location"] = created["links"]["self"]
@@ -94,7 +99,7 @@ def list_requests(query):
         listing = _coordinator().list(s, principal, status=query.get("status"), type_=query.get("type"),
                                       tenant=query.get("tenant"), overdue=overdue,
                                       limit=int(query.get("limit", 100)), offset=int(query.get("offset", 0)))
-    listing["items"] = [_prefixed(item) for item in listing["items"]]
+    listing["items"] = [_linked(item) for item in listing["items"]]
     return jsonify(listing)
 
 
@@ -102,7 +107,7 @@ def list_requests(query):
               roles=READERS, tags=("requests",), responses={200: _SUMMARY})
 def get_request(request_id):
     with runtime().db.transaction() as s:
-        return jsonify(_prefixed(_coordinator().view(s, authenticate(), request_id)))
+        return jsonify(_linked(_coordinator().view(s, authenticate(), request_id)))
 
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/approve",
@@ -110,21 +115,21 @@ def get_request(request_id):
               tags=("requests",), responses={200: _SUMMARY})
 def approve_request(request_id):
     with runtime().db.transaction() as s:
-        return jsonify(_prefixed(_coordinator().approve(s, authenticate(), request_id)))
+        return jsonify(_linked(_coordinator().approve(s, authenticate(), request_id)))
 
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/reject", summary="Reject a request awaiting approval",
               body=REJECT, roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
 def reject_request(request_id, body):
     with runtime().db.transaction() as s:
-        return jsonify(_prefixed(_coordinator().reject(s, authenticate(), request_id, body.get("reason"))))
+        return jsonify(_linked(_coordinator().reject(s, authenticate(), request_id, body.get("reason"))))
 
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/retry",
               summary="Re-send to the services that failed or did not answer", roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
 def retry_request(request_id):
     with runtime().db.transaction() as s:
-        return jsonify(_prefixed(_coordinator().retry(s, authenticate(), request_id)))
+        return jsonify(_linked(_coordinator().retry(s, authenticate(), request_id)))
 
 
 @bp.operation("POST", "/api/v1/requests/{request_id}/extend",
@@ -132,7 +137,7 @@ def retry_request(request_id):
               body=EXTEND, roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
 def extend_request(request_id, body):
     with runtime().db.transaction() as s:
-        return jsonify(_prefixed(_coordinator().extend(s, authenticate(), request_id, body["months"],
+        return jsonify(_linked(_coordinator().extend(s, authenticate(), request_id, body["months"],
                                                        body["reason"])))
 
 
@@ -152,10 +157,10 @@ def download_export(request_id):
                          "content": {"application/json": {"schema": _INVENTORY},
                                      "text/csv": {"schema": {"type": "string"}}}}})
 def get_inventory(query):
-    coordinator = _coordinator()
+    inventory = _parts().inventory
     with runtime().db.transaction() as s:
-        document = coordinator.inventory(s)
+        document = inventory.document(s)
     if query.get("format") == "csv":
-        return Response(coordinator.inventory_csv(document), mimetype="text/csv",
+        return Response(inventory.as_csv(document), mimetype="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="recept-inventory.csv"'})
     return jsonify(document)

@@ -11,12 +11,12 @@ import json
 import sys
 
 
-def _coordinator():
+def _runtime():
     from . import SPEC
 
     config = SPEC.config()
     SPEC.migrate(config)
-    return SPEC.runtime(config).domain
+    return SPEC.runtime(config)
 
 
 def main(argv: list[str]) -> int:
@@ -28,19 +28,20 @@ def main(argv: list[str]) -> int:
     inventory.add_argument("--csv", action="store_true", help="as CSV instead of JSON")
     sub.add_parser("sweep", help="run one round of the background loop now")
     args = parser.parse_args(argv)
-    coordinator = _coordinator()
+    runtime = _runtime()
+    parts = runtime.domain          # parts.Parts, from bootstrap.build
     try:
         if args.command == "sweep":
-            print(json.dumps(coordinator.sweep()))
+            print(json.dumps(parts.sweeper.sweep()))
             return 0
-        with coordinator.rt.db.transaction() as s:
-            document = coordinator.inventory(s)
+        with runtime.db.transaction() as s:
+            document = parts.inventory.document(s)
         if args.command == "participants":
             for service in document["services"]:
                 stale = " (stale: not expected by new requests)" if service["stale"] else ""
                 print(f"{service['service']:<12} {service['phase']:<12} last seen {service['last_seen']}{stale}")
             return 0
-        sys.stdout.write(coordinator.inventory_csv(document) if args.csv else json.dumps(document, indent=2) + "\n")
+        sys.stdout.write(parts.inventory.as_csv(document) if args.csv else json.dumps(document, indent=2) + "\n")
         return 0
     finally:
-        coordinator.rt.db.dispose()
+        runtime.db.dispose()

@@ -1,5 +1,6 @@
-"""Data-subject requests: deadlines, approval, the fan-out over recept.gdpr, results, export packages,
-and the data inventory (R1, R2, R3, R5).  No Flask here: the API and the worker both call ``Coordinator``.
+"""Data-subject requests: deadlines, approval, the fan-out over recept.gdpr, results and export
+packages (R1, R2).  No Flask here: the API and the worker both call ``Coordinator``; the inventory
+is ``inventory.py``, the background loop ``sweep.py``, the wire messages ``shared.gdpr_protocol``.
 
 A request's ledger is one ``request_services`` row per expected service.  Row statuses:
 ``waiting`` (phase two, not sent yet), ``pending`` (sent, no answer yet), ``done``, ``failed``
@@ -8,22 +9,19 @@ A request's ledger is one ``request_services`` row per expected service.  Row st
 from __future__ import annotations
 
 import calendar
-import csv
 import hashlib
-import io
 import json
 import logging
-import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.bus import GDPR
-from shared.clock import as_utc
+from shared.clock import as_utc, rfc3339, utcnow
 from shared.crypto import ERASED
 from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
 from shared.gdpr_protocol import REQUEST_TYPES, Announcement, Command, Reply
@@ -32,7 +30,6 @@ from shared.tokens import Principal
 
 from . import events as ev
 from . import package as packaging
-from . import privacy
 from .models import export_packages, participants, request_services, requests
 
 log = logging.getLogger(__name__)
@@ -45,20 +42,7 @@ SYSTEM_ACTOR = {"id": "gdpr-worker", "tenant": None, "kind": "system"}
 MAX_EXTENSION_MONTHS = 2
 
 
-# --- time -------------------------------------------------------------------------------------
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-aware = as_utc   # stored times come back naive from SQLite (shared.db.as_utc)
-
-
-def rfc3339(value: datetime | None) -> str | None:
-    value = aware(value)
-    return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="seconds").replace(
-        "+00:00", "Z")
-
+# --- deadlines --------------------------------------------------------------------------------
 
 def add_months(value: datetime, months: int) -> datetime:
     """The same day ``months`` calendar months later, or that month's last day (31 Jan + 1 = 28/29 Feb)."""
@@ -73,6 +57,22 @@ def due_at(received: datetime, extension_months: int = 0) -> datetime:
     Counted from the receipt each time, so 31 January + 1 + 2 months is 30 April, not 28 April.
     """
     return add_months(received, 1 + extension_months)
+
+
+# --- what may happen next -----------------------------------------------------------------------
+
+def next_steps(status: str, type_: str) -> tuple[str, ...]:
+    """The operations a request in ``status`` is open to (the API turns them into links)."""
+    steps: list[str] = []
+    if status == "awaiting_approval":
+        steps += ["approve", "reject"]
+    if status in ("partially_completed", "failed"):
+        steps.append("retry")
+    if status not in FINISHED:
+        steps.append("extend")
+    if type_ == "export" and status == "completed":
+        steps.append("export")
+    return tuple(steps)
 
 
 # --- the coordinator --------------------------------------------------------------------------
@@ -118,12 +118,21 @@ def export_subject(request_id: str) -> str:
 
 
 class Coordinator:
-    """Every rule about data-subject requests, for one service runtime."""
+    """Every rule about data-subject requests.
 
-    def __init__(self, runtime) -> None:
-        self.rt = runtime
-        self.policy = Policy.from_config(runtime.config)
-        self.hash_identifier = IdentifierHasher(runtime.keyring.index_key)
+    ``vault`` encrypts identifiers, reasons and export data under ``gdpr:request:<id>`` and
+    ``gdpr:export:<id>``; ``outbox`` carries events and commands in the caller's transaction;
+    ``hash_identifier`` names the subject in a package's manifest; ``clock`` is "now" wherever
+    a caller does not pass one.  Every method works in the session it is given.
+    """
+
+    def __init__(self, *, vault, outbox, policy: Policy, hash_identifier: IdentifierHasher,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.vault = vault
+        self.outbox = outbox
+        self.policy = policy
+        self.hash_identifier = hash_identifier
+        self.clock = clock
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -142,13 +151,13 @@ class Coordinator:
 
     def open(self, s: Session, principal: Principal, *, type_: str, tenant: str, subject: dict[str, Any],
              reason: str | None, now: datetime | None = None) -> dict[str, Any]:
-        now = now or utcnow()
+        now = now or self.clock()
         scope = self.scope(principal)
         if scope is not None and scope != tenant:
             raise NotFound("no such tenant")
         identifiers = normalise_subject(subject)
         request_id = str(uuid.uuid4())
-        vault, vs = self.rt.vault, request_subject(request_id)
+        vault, vs = self.vault, request_subject(request_id)
         needs_approval = type_ == "erase" or self.policy.export_needs_approval(tenant)
         s.execute(requests.insert().values(
             id=request_id, type=type_, tenant=tenant, status="awaiting_approval", phase=None,
@@ -169,7 +178,7 @@ class Coordinator:
         return self._summary(self._lock(s, request_id))
 
     def approve(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
-        now = now or utcnow()
+        now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status != "awaiting_approval":
             raise Conflict(f"the request is {req.status}; only a request awaiting approval can be approved")
@@ -184,11 +193,11 @@ class Coordinator:
 
     def reject(self, s: Session, principal: Principal, request_id: str, reason: str | None,
                now: datetime | None = None) -> dict:
-        now = now or utcnow()
+        now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status != "awaiting_approval":
             raise Conflict(f"the request is {req.status}; only a request awaiting approval can be rejected")
-        encrypted = (self.rt.vault.encrypt(s, request_subject(request_id), "requests", "rejection_reason",
+        encrypted = (self.vault.encrypt(s, request_subject(request_id), "requests", "rejection_reason",
                                            request_id, reason) if reason else None)
         self._set(s, request_id, status="rejected", decided_by=principal.user_id, decided_at=now,
                   rejection_reason=encrypted, finished_at=now, updated_at=now)
@@ -198,7 +207,7 @@ class Coordinator:
 
     def extend(self, s: Session, principal: Principal, request_id: str, months: int, reason: str,
                now: datetime | None = None) -> dict:
-        now = now or utcnow()
+        now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status in FINISHED:
             raise Conflict(f"the request is {req.status}; its deadline no longer runs")
@@ -206,14 +215,14 @@ class Coordinator:
         if total > MAX_EXTENSION_MONTHS:
             raise Conflict(f"the deadline can be extended by at most {MAX_EXTENSION_MONTHS} months in all "
                            f"({req.extension_months} already used)")
-        created = aware(req.created_at)
+        created = as_utc(req.created_at)
         if now > due_at(created):
             # Art. 12(3): the subject must be told of an extension within one month of receipt.
             raise Conflict("an extension must be decided within one month of receipt")
         new_due = due_at(created, total)
         self._set(s, request_id, extension_months=total, due_at=new_due, extended_by=principal.user_id,
                   extended_at=now, updated_at=now,
-                  extension_reason=self.rt.vault.encrypt(s, request_subject(request_id), "requests",
+                  extension_reason=self.vault.encrypt(s, request_subject(request_id), "requests",
                                                          "extension_reason", request_id, reason))
         self._emit(s, ev.REQUEST_EXTENDED, request_id, req.tenant, principal.actor,
                    {"request_id": request_id, "months": months, "due_at": rfc3339(new_due)})
@@ -221,7 +230,7 @@ class Coordinator:
 
     def retry(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
         """Re-send to the services that failed or stayed silent, and only to them."""
-        now = now or utcnow()
+        now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status not in ("partially_completed", "failed"):
             raise Conflict(f"the request is {req.status}; only a partially completed or failed request "
@@ -261,12 +270,12 @@ class Coordinator:
 
     def view(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
         req = self._get(s, principal, request_id)
-        return self._describe(s, req, now or utcnow())
+        return self._describe(s, req, now or self.clock())
 
     def list(self, s: Session, principal: Principal, *, status: str | None = None, type_: str | None = None,
              tenant: str | None = None, overdue: bool | None = None, limit: int = 100, offset: int = 0,
              now: datetime | None = None) -> dict:
-        now = now or utcnow()
+        now = now or self.clock()
         query = select(requests)
         scope = self.scope(principal)
         if scope is not None:
@@ -290,16 +299,16 @@ class Coordinator:
 
     def export_package(self, s: Session, principal: Principal, request_id: str,
                        now: datetime | None = None) -> tuple[bytes, str]:
-        now = now or utcnow()
+        now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.type != "export":
             raise NotFound("an erasure request has no export package")
         pkg = s.execute(select(export_packages).where(export_packages.c.request_id == request_id)).first()
         if pkg is None:
             raise Conflict(f"the export is {req.status}; the package exists once every service has answered")
-        if pkg.package is None or aware(pkg.expires_at) <= now:
+        if pkg.package is None or as_utc(pkg.expires_at) <= now:
             raise Gone("the export package has expired and was deleted")
-        data = self.rt.vault.decrypt(s, "export_packages", "package", request_id, pkg.package)
+        data = self.vault.decrypt(s, "export_packages", "package", request_id, pkg.package)
         if data is ERASED or data is None:
             raise Gone("the export package has expired and was deleted")
         s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
@@ -312,7 +321,7 @@ class Coordinator:
 
     def on_announce(self, s: Session, message: dict[str, Any], now: datetime | None = None) -> None:
         """Remember a participating service, its phase and its inventory (gdpr.announce.<service>)."""
-        now = now or utcnow()
+        now = now or self.clock()
         try:
             announced = Announcement.from_wire(message)
         except Invalid:
@@ -330,7 +339,7 @@ class Coordinator:
 
     def on_reply(self, s: Session, message: dict[str, Any], now: datetime | None = None) -> None:
         """Record one service's answer; a duplicate, stale or unexpected answer changes nothing."""
-        now = now or utcnow()
+        now = now or self.clock()
         try:
             reply = Reply.from_wire(message)
         except Invalid:
@@ -358,7 +367,7 @@ class Coordinator:
                 counts = {kind: len(items) for kind, items in export.items()}
                 records = sum(counts.values())
                 values["result"] = {"records": counts}
-                values["export"] = self.rt.vault.encrypt(
+                values["export"] = self.vault.encrypt(
                     s, export_subject(request_id), "request_services", "export", f"{request_id}:{service}",
                     json.dumps(export, ensure_ascii=False, default=str))
             else:
@@ -376,68 +385,78 @@ class Coordinator:
             "status": reply.status, "references": len(references), "records": records})
         self._advance(s, self._lock(s, request_id), now)
 
-    def sweep(self, now: datetime | None = None) -> dict[str, int]:
-        """One round of the background loop: re-send overdue commands, give up on silent services,
-        delete expired export packages and shred old identifiers.  Returns what it did."""
-        now = now or utcnow()
-        done = {"resent": 0, "silent": 0, "packages_deleted": 0, "identifiers_shredded": 0}
-        with self.rt.db.transaction() as s:
-            due = s.execute(select(request_services.c.request_id).where(
-                request_services.c.status == "pending", request_services.c.next_attempt_at <= now)
-                .distinct().limit(200)).scalars().all()
-        for request_id in due:
-            with self.rt.db.transaction() as s:
-                resent, silent = self._timeouts(s, request_id, now)
-                done["resent"] += resent
-                done["silent"] += silent
-        done["packages_deleted"] = self._expire_exports(now)
-        done["identifiers_shredded"] = self._shred_identifiers(now)
-        return done
+    # -- the background loop's steps (sweep.py runs them, each in its own transaction) -----------
 
-    def sweep_loop(self, stop: threading.Event, interval: float) -> None:
-        while not stop.is_set():
-            try:
-                self.sweep()
-            except Exception as exc:  # noqa: BLE001 - the loop outlives a database or broker outage
-                log.warning("sweep failed (%s); trying again", type(exc).__name__)
-            stop.wait(interval)
+    def due_for_resend(self, s: Session, now: datetime, limit: int = 200) -> list[str]:
+        """Requests with a command whose answer is overdue."""
+        return list(s.scalars(select(request_services.c.request_id).where(
+            request_services.c.status == "pending", request_services.c.next_attempt_at <= now)
+            .distinct().limit(limit)))
 
-    # -- inventory ------------------------------------------------------------------------------
+    def time_out(self, s: Session, request_id: str, now: datetime) -> tuple[int, int]:
+        """Re-send a request's overdue commands, or give up on a service past its retry budget.
 
-    def inventory(self, s: Session, now: datetime | None = None) -> dict[str, Any]:
-        now = now or utcnow()
-        stale_before = now - timedelta(seconds=self.policy.participant_ttl)
-        services = []
-        for row in s.execute(select(participants).order_by(participants.c.service)):
-            services.append(_inventory_entry(row.service, row.phase, row.inventory, row.counts,
-                                             rfc3339(row.last_seen), aware(row.last_seen) < stale_before))
-        services.append(_inventory_entry("gdpr", "coordinator", privacy.INVENTORY.as_dict(),
-                                         privacy.counts(s), rfc3339(now), False))
-        return {"generated_at": rfc3339(now), "services": services}
+        Returns (re-sent, now silent)."""
+        req = self._lock(s, request_id)
+        if req is None:
+            return 0, 0
+        resent = silent = 0
+        rows = [r for r in self._rows(s, request_id)
+                if r.status == "pending" and as_utc(r.next_attempt_at) <= now]
+        if not rows:
+            return 0, 0
+        identifiers = self._identifiers(s, request_id) if any(r.phase == "resolve" for r in rows) else {}
+        references = self._references(self._rows(s, request_id))
+        for row in rows:
+            if row.attempts < self.policy.max_attempts:
+                self._send(s, req, row.service, row.phase, identifiers, references, now,
+                           command_id=row.command_id, attempts=row.attempts + 1)
+                resent += 1
+            else:
+                s.execute(update(request_services).where(request_services.c.request_id == request_id,
+                                                         request_services.c.service == row.service)
+                          .values(status="silent", next_attempt_at=None))
+                silent += 1
+        if silent:
+            self._advance(s, self._lock(s, request_id), now)
+        return resent, silent
 
-    @staticmethod
-    def inventory_csv(document: dict[str, Any]) -> str:
-        """One row per field of every category: the art. 30 record as a spreadsheet."""
-        columns = ["service", "role_in_requests", "last_seen", "stale", "kind", "data_subjects", "field",
-                   "description", "personal", "special_category", "encrypted", "blind_indexed", "purposes",
-                   "legal_basis", "role", "controller", "retention", "recipients", "storage", "erasure", "count"]
-        out = io.StringIO(newline="")
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(columns)
-        for service in document["services"]:
-            for category in service["categories"]:
-                for field in category["fields"]:
-                    writer.writerow([
-                        service["service"], service["phase"], service["last_seen"], service["stale"],
-                        category["kind"], category.get("data_subjects", ""), field.get("name", ""),
-                        field.get("description", ""), field.get("personal", True), field.get("special", False),
-                        field.get("encrypted", False), field.get("blind_indexed", False),
-                        "; ".join(category.get("purposes") or []), category.get("legal_basis", ""),
-                        category.get("role", ""), category.get("controller", ""), category.get("retention", ""),
-                        "; ".join(category.get("recipients") or []), category.get("storage", ""),
-                        category.get("erasure", ""), category.get("count", ""),
-                    ])
-        return out.getvalue()
+    def expired_exports(self, s: Session, now: datetime) -> set[str]:
+        """Requests whose package, or whose parts of an export that never completed, are past retention."""
+        cutoff = now - timedelta(seconds=self.policy.export_retention)
+        expired = set(s.scalars(select(export_packages.c.request_id).where(
+            export_packages.c.package.is_not(None), export_packages.c.expires_at <= now)))
+        # Parts of an export that never completed expire on the same clock as a package would.
+        expired |= set(s.scalars(select(request_services.c.request_id).join(
+            requests, requests.c.id == request_services.c.request_id).where(
+            request_services.c.export.is_not(None), requests.c.status.in_(("partially_completed", "failed")),
+            requests.c.updated_at <= cutoff)))
+        return expired
+
+    def expire_export(self, s: Session, request_id: str, now: datetime) -> None:
+        """Delete a request's package and parts and crypto-shred what is left of them."""
+        req = self._lock(s, request_id)
+        self.vault.shred(s, export_subject(request_id))
+        s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
+                  .values(package=None, deleted_at=now))
+        s.execute(update(request_services).where(request_services.c.request_id == request_id)
+                  .values(export=None))
+        self._emit(s, ev.EXPORT_DELETED, request_id, req.tenant, SYSTEM_ACTOR,
+                   {"request_id": request_id, "reason": "expired"})
+
+    def shred_identifiers(self, s: Session, now: datetime, limit: int = 500) -> int:
+        """Crypto-shred the identifiers and reasons of requests finished longer than their retention."""
+        cutoff = now - timedelta(seconds=self.policy.identifier_retention)
+        ids = list(s.scalars(select(requests.c.id).where(
+            requests.c.status.in_(FINISHED), requests.c.finished_at <= cutoff,
+            requests.c.identifiers_shredded_at.is_(None)).limit(limit)))
+        for request_id in ids:
+            req = self._lock(s, request_id)
+            self.vault.shred(s, request_subject(request_id))
+            self._set(s, request_id, identifiers_shredded_at=now)
+            self._emit(s, ev.IDENTIFIERS_SHREDDED, request_id, req.tenant, SYSTEM_ACTOR,
+                       {"request_id": request_id})
+        return len(ids)
 
     # -- internals: fan-out ---------------------------------------------------------------------
 
@@ -470,40 +489,15 @@ class Coordinator:
         command = Command.for_phase(request_id=req.id, command_id=command_id, action=req.type, phase=phase,
                                     tenant=req.tenant, identifiers=identifiers, references=references,
                                     at=rfc3339(now))
-        if not self.rt.outbox.is_pending(s, command.message_id):
+        if not self.outbox.is_pending(s, command.message_id):
             # Transient: the row (which carries the identifiers) is deleted once the broker confirms it.
             # The same message id on a re-send lets the service's inbox drop the copy it already handled.
-            self.rt.outbox.send(s, GDPR, Command.routing_key(service), command.to_wire(),
+            self.outbox.send(s, GDPR, Command.routing_key(service), command.to_wire(),
                              message_id=command.message_id, transient=True)
         s.execute(update(request_services).where(request_services.c.request_id == req.id,
                                                  request_services.c.service == service).values(
             status="pending", command_id=command_id, attempts=attempts, sends=request_services.c.sends + 1,
             sent_at=now, next_attempt_at=now + self.policy.backoff(attempts), error=None))
-
-    def _timeouts(self, s: Session, request_id: str, now: datetime) -> tuple[int, int]:
-        req = self._lock(s, request_id)
-        if req is None:
-            return 0, 0
-        resent = silent = 0
-        rows = [r for r in self._rows(s, request_id)
-                if r.status == "pending" and aware(r.next_attempt_at) <= now]
-        if not rows:
-            return 0, 0
-        identifiers = self._identifiers(s, request_id) if any(r.phase == "resolve" for r in rows) else {}
-        references = self._references(self._rows(s, request_id))
-        for row in rows:
-            if row.attempts < self.policy.max_attempts:
-                self._send(s, req, row.service, row.phase, identifiers, references, now,
-                           command_id=row.command_id, attempts=row.attempts + 1)
-                resent += 1
-            else:
-                s.execute(update(request_services).where(request_services.c.request_id == request_id,
-                                                         request_services.c.service == row.service)
-                          .values(status="silent", next_attempt_at=None))
-                silent += 1
-        if silent:
-            self._advance(s, self._lock(s, request_id), now)
-        return resent, silent
 
     def _advance(self, s: Session, req, now: datetime) -> None:
         """Move the request on after its ledger changed: phase two, completion, or a visible stall."""
@@ -542,7 +536,7 @@ class Coordinator:
                 "missing": [r.service for r in rows if r.status != "done"]})
 
     def _build_package(self, s: Session, req, rows, now: datetime) -> None:
-        vault = self.rt.vault
+        vault = self.vault
         parts: dict[str, dict[str, list]] = {}
         for row in rows:
             if row.export is None:
@@ -565,42 +559,6 @@ class Coordinator:
             expires_at=now + timedelta(seconds=self.policy.export_retention), downloads=0))
         # The parts now live only inside the package.
         s.execute(update(request_services).where(request_services.c.request_id == req.id).values(export=None))
-
-    def _expire_exports(self, now: datetime) -> int:
-        cutoff = now - timedelta(seconds=self.policy.export_retention)
-        with self.rt.db.transaction() as s:
-            expired = set(s.scalars(select(export_packages.c.request_id).where(
-                export_packages.c.package.is_not(None), export_packages.c.expires_at <= now)))
-            # Parts of an export that never completed expire on the same clock as a package would.
-            expired |= set(s.scalars(select(request_services.c.request_id).join(
-                requests, requests.c.id == request_services.c.request_id).where(
-                request_services.c.export.is_not(None), requests.c.status.in_(("partially_completed", "failed")),
-                requests.c.updated_at <= cutoff)))
-        for request_id in expired:
-            with self.rt.db.transaction() as s:
-                req = self._lock(s, request_id)
-                self.rt.vault.shred(s, export_subject(request_id))
-                s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
-                          .values(package=None, deleted_at=now))
-                s.execute(update(request_services).where(request_services.c.request_id == request_id)
-                          .values(export=None))
-                self._emit(s, ev.EXPORT_DELETED, request_id, req.tenant, SYSTEM_ACTOR,
-                           {"request_id": request_id, "reason": "expired"})
-        return len(expired)
-
-    def _shred_identifiers(self, now: datetime) -> int:
-        cutoff = now - timedelta(seconds=self.policy.identifier_retention)
-        with self.rt.db.transaction() as s:
-            ids = list(s.scalars(select(requests.c.id).where(
-                requests.c.status.in_(FINISHED), requests.c.finished_at <= cutoff,
-                requests.c.identifiers_shredded_at.is_(None)).limit(500)))
-            for request_id in ids:
-                req = self._lock(s, request_id)
-                self.rt.vault.shred(s, request_subject(request_id))
-                self._set(s, request_id, identifiers_shredded_at=now)
-                self._emit(s, ev.IDENTIFIERS_SHREDDED, request_id, req.tenant, SYSTEM_ACTOR,
-                           {"request_id": request_id})
-        return len(ids)
 
     # -- internals: rows and views --------------------------------------------------------------
 
@@ -633,7 +591,7 @@ class Coordinator:
 
     def _identifiers(self, s: Session, request_id: str) -> dict[str, str]:
         blob = s.scalar(select(requests.c.subject).where(requests.c.id == request_id))
-        text = self.rt.vault.decrypt(s, "requests", "subject", request_id, blob)
+        text = self.vault.decrypt(s, "requests", "subject", request_id, blob)
         if not isinstance(text, str):
             raise Gone("the subject's identifiers of this request have been erased")
         return json.loads(text)
@@ -642,32 +600,21 @@ class Coordinator:
         s.execute(update(requests).where(requests.c.id == request_id).values(**values))
 
     def _emit(self, s: Session, event_type, request_id: str, tenant: str, actor: dict, data: dict) -> None:
-        self.rt.outbox.emit(s, event_type, data=data, actor=actor, tenant=tenant,
+        self.outbox.emit(s, event_type, data=data, actor=actor, tenant=tenant,
                             subject=request_subject(request_id), resource={"type": "gdpr_request", "id": request_id})
 
     def _decrypt_text(self, s: Session, column: str, request_id: str, blob) -> str | None:
         if blob is None:
             return None
-        value = self.rt.vault.decrypt(s, "requests", column, request_id, blob)
+        value = self.vault.decrypt(s, "requests", column, request_id, blob)
         return "[erased]" if value is ERASED else value
 
     def _summary(self, req, now: datetime | None = None) -> dict[str, Any]:
-        now = now or utcnow()
-        base = f"/api/v1/requests/{req.id}"
-        links = {"self": base}
-        if req.status == "awaiting_approval":
-            links.update(approve=base + "/approve", reject=base + "/reject")
-        if req.status in ("partially_completed", "failed"):
-            links["retry"] = base + "/retry"
-        if req.status not in FINISHED:
-            links["extend"] = base + "/extend"
-        if req.type == "export" and req.status == "completed":
-            links["export"] = base + "/export"
+        now = now or self.clock()
         return {
             "id": req.id, "type": req.type, "status": req.status, "tenant": req.tenant,
             "created_at": rfc3339(req.created_at), "due_at": rfc3339(req.due_at),
-            "overdue": req.status not in FINISHED and aware(req.due_at) < now,
-            "links": links,
+            "overdue": req.status not in FINISHED and as_utc(req.due_at) < now,
         }
 
     def _describe(self, s: Session, req, now: datetime) -> dict[str, Any]:
@@ -680,7 +627,7 @@ class Coordinator:
             "decided_by": req.decided_by, "decided_at": rfc3339(req.decided_at),
             "rejection_reason": self._decrypt_text(s, "rejection_reason", req.id, req.rejection_reason),
             "extension": None if not req.extension_months else {
-                "months": req.extension_months, "original_due_at": rfc3339(due_at(aware(req.created_at))),
+                "months": req.extension_months, "original_due_at": rfc3339(due_at(as_utc(req.created_at))),
                 "reason": self._decrypt_text(s, "extension_reason", req.id, req.extension_reason),
                 "extended_by": req.extended_by, "extended_at": rfc3339(req.extended_at)},
             "phase": req.phase,
@@ -693,7 +640,7 @@ class Coordinator:
                                    export_packages.c.downloads)
                             .where(export_packages.c.request_id == req.id)).first()
             out["export"] = None if pkg is None else {
-                "available": pkg.deleted_at is None and aware(pkg.expires_at) > now,
+                "available": pkg.deleted_at is None and as_utc(pkg.expires_at) > now,
                 "sha256": pkg.sha256, "size": pkg.size, "created_at": rfc3339(pkg.created_at),
                 "expires_at": rfc3339(pkg.expires_at), "deleted_at": rfc3339(pkg.deleted_at),
                 "downloads": pkg.downloads}
@@ -712,21 +659,4 @@ class Coordinator:
         if "erasure" in result:
             entry["erasure"] = result["erasure"]
         return entry
-
-
-def _inventory_entry(service: str, phase: str, inventory: dict, counts: dict, last_seen: str | None,
-                     stale: bool) -> dict[str, Any]:
-    categories = []
-    for category in inventory.get("categories") or []:
-        fields = category.get("fields") or []
-        personal = [f for f in fields if f.get("personal", True)]
-        categories.append({
-            **category,
-            "personal_data": [f.get("name") for f in personal],
-            "special_categories": [f.get("name") for f in personal if f.get("special")],
-            "special_category": any(f.get("special") for f in personal),
-            "encrypted": all(f.get("encrypted") for f in personal) if personal else True,
-            "count": counts.get(category.get("kind")),
-        })
-    return {"service": service, "phase": phase, "last_seen": last_seen, "stale": stale, "categories": categories}
 

@@ -8,11 +8,11 @@ from typing import Callable
 from shared.service import run_worker
 
 
-def sweep_loop(coordinator, interval: float) -> Callable[[threading.Event], None]:
-    """Re-sends with backoff, gives up on silent services, expires export packages."""
+def sweep_loop(sweeper, interval: float) -> Callable[[threading.Event], None]:
+    """Re-sends with backoff, gives up on silent services, expires export packages (sweep.py)."""
 
     def loop(stop: threading.Event) -> None:
-        coordinator.sweep_loop(stop, interval)
+        sweeper.run(stop, interval)
 
     return loop
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from services.gdpr import package
-from services.gdpr.domain import add_months, due_at
+from services.gdpr.domain import add_months, due_at, next_steps
 from shared.errors import Invalid
 from shared.identifiers import IdentifierHasher, normalise_subject
 
@@ -38,6 +38,20 @@ def test_extended_deadline_counts_from_receipt_not_from_the_clamped_due_date():
     assert due_at(at(2025, 1, 31), 2) == at(2025, 4, 30)
     assert due_at(at(2025, 1, 31), 1) == at(2025, 3, 31)
     assert add_months(at(2025, 11, 30), 3) == at(2026, 2, 28)
+
+
+@pytest.mark.parametrize("status, type_, steps", [
+    ("awaiting_approval", "erase", ("approve", "reject", "extend")),
+    ("in_progress", "export", ("extend",)),
+    ("partially_completed", "export", ("retry", "extend")),
+    ("failed", "erase", ("retry", "extend")),
+    ("completed", "export", ("export",)),
+    ("completed", "erase", ()),
+    ("rejected", "export", ()),
+])
+def test_what_a_request_is_open_to_follows_its_status(status, type_, steps):
+    """The API's links come from this: a finished request cannot be extended, only a completed export downloaded."""
+    assert next_steps(status, type_) == steps
 
 
 def test_subject_identifiers_are_normalised_and_problems_never_echo_the_value():

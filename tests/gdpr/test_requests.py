@@ -28,7 +28,8 @@ class Gdpr:
         self.mint = TokenMint()
         self.rt = make_runtime(SPEC, database_url, mint=self.mint, **settings)
         self.client = SPEC.create_app(runtime=self.rt).test_client()
-        self.coordinator = self.client.application.extensions["gdpr"]
+        self.parts = self.client.application.extensions["gdpr"]
+        self.coordinator, self.sweeper = self.parts.coordinator, self.parts.sweeper
         self.officer, self.other_officer = str(uuid.uuid4()), str(uuid.uuid4())
 
     def headers(self, user: str | None = None, tenant: str = "vendor", roles=("compliance_officer",)) -> dict:
@@ -113,6 +114,22 @@ def test_erase_waits_for_a_second_officer_and_its_requester_cannot_approve_it(gd
     assert again.status_code == 409 and again.mimetype == "application/problem+json"
     assert [e["type"] for e in events_of(gdpr.rt)][:3] == ["gdpr.request.received", "gdpr.request.approved",
                                                            "gdpr.request.dispatched"]
+
+
+def test_links_point_under_the_mount_point_of_the_app(gdpr_sqlite):
+    """Embedded, the gdpr app is mounted at /gdpr: every link and the Location header start there."""
+    gdpr = gdpr_sqlite
+    mounted = {"SCRIPT_NAME": "/gdpr"}
+    created = gdpr.client.post("/api/v1/requests", json={"type": "erase", "tenant": "t1", "subject": {"email": EMAIL}},
+                               headers=gdpr.headers(), environ_overrides=mounted)
+    base = f"/gdpr/api/v1/requests/{created.json['id']}"
+    assert created.headers["Location"] == base
+    assert created.json["links"] == {"self": base, "approve": base + "/approve", "reject": base + "/reject",
+                                     "extend": base + "/extend"}
+    listed = gdpr.client.get("/api/v1/requests", headers=gdpr.headers(), environ_overrides=mounted).json["items"]
+    assert [item["links"]["self"] for item in listed] == [base]
+    plain = gdpr.client.get(f"/api/v1/requests/{created.json['id']}", headers=gdpr.headers()).json["links"]
+    assert plain["self"] == f"/api/v1/requests/{created.json['id']}"
 
 
 def test_a_request_can_be_rejected_and_then_never_runs(gdpr):
@@ -315,12 +332,12 @@ def test_silent_services_are_re_sent_with_backoff_then_marked_silent_and_a_late_
         service.announce(("alpha", "resolve"), tmp_path=tmp_path)
         request_id = service.open("export").json["id"]
         start = datetime.now(timezone.utc)
-        assert service.coordinator.sweep(start + timedelta(seconds=5))["resent"] == 0
-        assert service.coordinator.sweep(start + timedelta(seconds=11))["resent"] == 1     # after 10 s
-        assert service.coordinator.sweep(start + timedelta(seconds=25))["resent"] == 0     # now waits 20 s
-        assert service.coordinator.sweep(start + timedelta(seconds=32))["resent"] == 1
+        assert service.sweeper.sweep(start + timedelta(seconds=5))["resent"] == 0
+        assert service.sweeper.sweep(start + timedelta(seconds=11))["resent"] == 1     # after 10 s
+        assert service.sweeper.sweep(start + timedelta(seconds=25))["resent"] == 0     # now waits 20 s
+        assert service.sweeper.sweep(start + timedelta(seconds=32))["resent"] == 1
         assert service.view(request_id)["status"] == "in_progress"
-        assert service.coordinator.sweep(start + timedelta(seconds=200))["silent"] == 1
+        assert service.sweeper.sweep(start + timedelta(seconds=200))["silent"] == 1
         view = service.view(request_id)
         assert view["status"] == "failed" and view["services"][0]["status"] == "silent"
         assert view["services"][0]["attempts"] == 3
@@ -348,7 +365,7 @@ def test_export_package_expires_is_shredded_and_then_gone(database_url, tmp_path
         service.reply(service.commands()[0])
         url = f"/api/v1/requests/{request_id}/export"
         assert service.client.get(url, headers=service.headers()).status_code == 200
-        done = service.coordinator.sweep(datetime.now(timezone.utc) + timedelta(seconds=61))
+        done = service.sweeper.sweep(datetime.now(timezone.utc) + timedelta(seconds=61))
         assert done["packages_deleted"] == 1
         gone = service.client.get(url, headers=service.headers())
         assert gone.status_code == 410 and gone.mimetype == "application/problem+json"
@@ -366,10 +383,10 @@ def test_identifiers_of_finished_requests_are_shredded_after_their_retention(dat
     try:
         request_id = service.open(reason="private note").json["id"]
         service.client.post(f"/api/v1/requests/{request_id}/reject", json={}, headers=service.headers())
-        assert service.coordinator.sweep()["identifiers_shredded"] == 1
+        assert service.sweeper.sweep()["identifiers_shredded"] == 1
         view = service.view(request_id)
         assert view["identifiers_erased"] is True and view["reason"] == "[erased]"
-        assert service.coordinator.sweep()["identifiers_shredded"] == 0
+        assert service.sweeper.sweep()["identifiers_shredded"] == 0
     finally:
         service.rt.db.dispose()
 
