@@ -16,16 +16,19 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from typing import Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .bus import GDPR, Message
+from .bus import GDPR, Message, Publisher
 from .clock import now_rfc3339, utcnow
 from .consumer import Subscription
 from .errors import Invalid
 from .gdpr_protocol import ERASURE_ACTIONS, Announcement, Command, Reply
+
+if TYPE_CHECKING:
+    from .service import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +115,21 @@ class Participant(Protocol):
     def resolve(self, session: Session, ctx: Context) -> list[str]:
         """This service's subject references for the identifiers (through blind indexes)."""
 
-    def export(self, session: Session, ctx: Context, references: list[str]) -> dict[str, list[dict]]:
+    def export(self, session: Session, ctx: Context, references: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Every record about the references, decrypted, by kind."""
 
     def erase(self, session: Session, ctx: Context, references: list[str]) -> list[ErasureItem]:
         """Erase per the inventory's rules; report what was done per kind."""
 
 
-def command_subscription(runtime) -> Subscription:
+def command_subscription(runtime: Runtime) -> Subscription:
     def on_command(session: Session, message: dict[str, Any]) -> None:
         handle_command(runtime, session, message)
 
     return Subscription(GDPR, Command.routing_key(runtime.name), on_command)
 
 
-def _first_time(runtime, session: Session, command_id: str) -> bool:
+def _first_time(runtime: Runtime, session: Session, command_id: str) -> bool:
     """Record the command id in the inbox; False when this command was handled before.
 
     The inbox already drops a redelivered message, but a command re-sent under a new
@@ -141,7 +144,7 @@ def _first_time(runtime, session: Session, command_id: str) -> bool:
     return True
 
 
-def handle_command(runtime, session: Session, message: dict[str, Any]) -> None:
+def handle_command(runtime: Runtime, session: Session, message: dict[str, Any]) -> None:
     try:
         command = Command.from_wire(message)
     except Invalid:
@@ -169,7 +172,7 @@ def handle_command(runtime, session: Session, message: dict[str, Any]) -> None:
                         aggregate=f"gdpr:{command.request_id}")
 
 
-def announcement(runtime) -> dict[str, Any]:
+def announcement(runtime: Runtime) -> dict[str, Any]:
     """This service's announcement, as it goes on the wire."""
     participant = runtime.participant
     with runtime.db.transaction() as session:
@@ -178,7 +181,7 @@ def announcement(runtime) -> dict[str, Any]:
                         phase=getattr(participant, "phase", "resolve"), at=now_rfc3339()).to_wire()
 
 
-def announce(runtime, publisher) -> bool:
+def announce(runtime: Runtime, publisher: Publisher) -> bool:
     """Publish one announcement; True when the broker confirmed it."""
     body = json.dumps(announcement(runtime), default=str).encode()
     results = publisher.publish([Message(GDPR, Announcement.routing_key(runtime.name), body, str(uuid.uuid4()))])
@@ -188,7 +191,7 @@ def announce(runtime, publisher) -> bool:
     return True
 
 
-def announce_loop(runtime, stop: threading.Event) -> None:
+def announce_loop(runtime: Runtime, stop: threading.Event) -> None:
     """Announce at start-up and every ANNOUNCE_INTERVAL seconds.
 
     Until one announcement is delivered (the gdpr service may start after this one, so its
