@@ -382,8 +382,13 @@ class RabbitPublisher(Publisher):
                 conn.close()
             if not conn.is_closed:
                 self._run_until(lambda: conn.is_closed, 2.0)
-            # pika closes the socket in a callback after "closed"; let the loop run it.
-            self._run_until(lambda: False, 0.02)
+            # pika closes the socket in a callback after "closed" and then drops its transport;
+            # run the loop until it has (a fixed short wait was not enough on a loaded machine,
+            # and the socket left behind is a ResourceWarning).
+            for _ in range(50):
+                if getattr(conn, "_transport", None) is None:
+                    break
+                self._run_until(lambda: False, 0.02)
         except Exception:  # noqa: BLE001 - best effort on a broken connection
             pass
         finally:
