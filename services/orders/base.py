@@ -10,6 +10,8 @@ from shared.clock import as_utc
 from shared.crypto import ERASED, BlindIndex, Vault
 from shared.outbox import Outbox
 
+from . import events as ev
+
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 
@@ -56,8 +58,6 @@ def actor_of(principal) -> dict[str, Any]:
 def record_reads(deps: Deps, session, principal, subjects: Sequence[str], purpose: str,
                  register_id: str | None = None) -> None:
     """One ``orders.individuals.read`` event for the subjects whose data this request decrypted."""
-    from . import events as ev
-
     named = list(dict.fromkeys(subjects))
     if not named:
         return
