@@ -20,6 +20,7 @@ from .errors import Invalid
 
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){2,}$")
 SUBJECT_REF = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[A-Za-z0-9_.-]+$")
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -38,7 +39,11 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {"id": {"type": "string", "maxLength": 100},
                            "tenant": {"type": ["string", "null"], "maxLength": 100},
-                           "kind": {"enum": ["user", "service", "system"]}},
+                           "kind": {"enum": ["user", "service", "system"]},
+                           # The caller's roles (an added, optional field): a trail names who saw
+                           # what by role and tenant, never by name (GDPR art. 15).
+                           "roles": {"type": "array", "maxItems": 20,
+                                     "items": {"type": "string", "pattern": ROLE_NAME.pattern}}},
         },
         "tenant": {"type": ["string", "null"], "maxLength": 100},
         "subject": {"type": ["string", "null"], "pattern": SUBJECT_REF.pattern, "maxLength": 200},

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from shared.clock import as_utc, parse_rfc3339, rfc3339
 from shared.errors import Invalid
-from shared.events import SUBJECT_REF, TYPE_NAME
+from shared.events import ROLE_NAME, SUBJECT_REF, TYPE_NAME
 
 VENDOR_CHAIN = "vendor"
 SYSTEM_CHAIN = "system"
@@ -29,7 +29,8 @@ TENANT_PREFIX = "tenant:"
 
 ENVELOPE_KEYS = frozenset({"id", "type", "version", "source", "time", "actor", "tenant", "subject", "resource",
                            "correlation_id", "data"})
-ACTOR_KEYS = frozenset({"id", "tenant", "kind"})
+ACTOR_KEYS = frozenset({"id", "tenant", "kind", "roles"})
+MAX_ROLES = 20
 ACTOR_KINDS = frozenset({"user", "service", "system"})
 
 
@@ -91,11 +92,15 @@ def check_envelope(message: Mapping[str, Any]) -> None:
     actor = message["actor"]
     if actor is not None:
         if not isinstance(actor, dict) or "id" not in actor or not actor.keys() <= ACTOR_KEYS:
-            raise PoisonEvent("envelope field actor is not {id, tenant?, kind?}")
+            raise PoisonEvent("envelope field actor is not {id, tenant?, kind?, roles?}")
         _string(actor["id"], "actor.id", 100)
         _string(actor.get("tenant"), "actor.tenant", 100, nullable=True)
         if "kind" in actor and actor["kind"] not in ACTOR_KINDS:
             raise PoisonEvent("envelope field actor.kind is not user/service/system")
+        roles = actor.get("roles", [])
+        if not isinstance(roles, list) or len(roles) > MAX_ROLES or not all(
+                isinstance(r, str) and ROLE_NAME.match(r) for r in roles):
+            raise PoisonEvent("envelope field actor.roles is not a list of role names")
     _string(message["tenant"], "tenant", 100, nullable=True)
     subject = message["subject"]
     if subject is not None:
@@ -304,3 +309,25 @@ def csv_cell(value: Any) -> str:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
     return "'" + text if _CSV_FORMULA.match(text) else text
+
+
+# --- the art. 15 trail ----------------------------------------------------------------------------
+
+def describe_actor(actor: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Who acted, for a data subject's trail: role and tenant, never a user id or a name.
+
+    A service or the system is named as such (its id is the service's name, not a person's);
+    an event recorded before envelopes carried roles says only that a user of the tenant acted.
+    """
+    if actor is None:
+        return None
+    kind = actor.get("kind", "user")
+    if kind != "user":
+        return {"role": kind, "service": actor["id"], "tenant": actor.get("tenant")}
+    return {"role": ", ".join(sorted(actor.get("roles") or [])) or "user", "tenant": actor.get("tenant")}
+
+
+def batched_subjects(event: Mapping[str, Any]) -> list[str]:
+    """The subjects a batched read event names in ``data.subjects`` (``*.read`` types only)."""
+    subjects = event.get("data", {}).get("subjects") if event.get("type", "").endswith(".read") else None
+    return [s for s in subjects if isinstance(s, str)] if isinstance(subjects, list) else []

@@ -19,6 +19,8 @@ SPEC = ServiceSpec(
         Setting("BLIND_INDEX_BITS", int, 16, "bits kept of each blind index (changing it means re-indexing)",
                 minimum=8),
         Setting("DEFAULT_TIMEZONE", str, "Europe/Stockholm", "time zone of new registers' order deadlines"),
+        Setting("RETAINED_K", int, 5, "k: an order retained after an erasure must describe at least k people "
+                "(unit, register and date are generalised until it does)", minimum=2),
         Setting("RETENTION_INTERVAL", float, 86400.0, "seconds between purges of orders past the bookkeeping "
                 "retention period", minimum=1),
     ),

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 from shared.clock import as_utc
-from shared.crypto import BlindIndex, Vault
+from shared.crypto import ERASED, BlindIndex, Vault
 from shared.outbox import Outbox
+
+from . import events as ev
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -23,10 +25,45 @@ class Deps:
     outbox: Outbox                  # events in the caller's transaction (R9, R11)
     clock: Clock                    # the service's notion of now (tests move it)
     default_timezone: str           # of new registers' deadlines
+    retained_k: int = 5             # k of the retained orders' de-identification (docs/orders.md)
 
     def now(self) -> datetime:
         # An injected clock may hand back another zone; stored and compared times are UTC.
         return as_utc(self.clock())
+
+    # Fields stored as ciphertext bound to ``<table>.<column>:<row id>`` (R7): text and dates.
+
+    def seal(self, session, subject: str, table: str, column: str, row_id: str, value: str | date | None
+             ) -> bytes | None:
+        if value is None:
+            return None
+        text = value.isoformat() if isinstance(value, date) else value
+        return self.vault.encrypt(session, subject, table, column, row_id, text)
+
+    def open(self, session, table: str, column: str, row_id: str, blob: bytes | None) -> str | None:
+        """The plaintext, or None for no value and for a value whose key was shredded."""
+        value = self.vault.decrypt(session, table, column, row_id, blob)
+        return None if value is None or value is ERASED else value
+
+    def open_date(self, session, table: str, column: str, row_id: str, blob: bytes | None) -> date | None:
+        value = self.open(session, table, column, row_id, blob)
+        return date.fromisoformat(value) if value else None
+
+
+def actor_of(principal) -> dict[str, Any]:
+    """The event actor: the token's ids plus its roles, so a trail can say who saw what by role."""
+    return {**principal.actor, "roles": sorted(principal.roles)}
+
+
+def record_reads(deps: Deps, session, principal, subjects: Sequence[str], purpose: str,
+                 register_id: str | None = None) -> None:
+    """One ``orders.individuals.read`` event for the subjects whose data this request decrypted."""
+    named = list(dict.fromkeys(subjects))
+    if not named:
+        return
+    deps.outbox.emit(session, ev.INDIVIDUALS_READ, actor=actor_of(principal), tenant=principal.tenant,
+                     resource={"type": "register", "id": register_id} if register_id else None,
+                     data={"register_id": register_id, "purpose": purpose, "count": len(named), "subjects": named})
 
 
 def new_id() -> str:

@@ -36,7 +36,7 @@ def deps_of(runtime) -> Deps:
     config = runtime.config
     return Deps(vault=runtime.vault, index=BlindIndex(runtime.keyring, bits=config["BLIND_INDEX_BITS"]),
                 outbox=runtime.outbox, clock=config.get("clock") or utcnow,
-                default_timezone=config["DEFAULT_TIMEZONE"])
+                default_timezone=config["DEFAULT_TIMEZONE"], retained_k=config["RETAINED_K"])
 
 
 def build_domain(runtime) -> OrdersDomain:

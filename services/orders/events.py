@@ -6,7 +6,7 @@ the diet variant of an order (health data once linked to a person) appear by nam
 """
 from __future__ import annotations
 
-from shared.events import REGISTRY, obj
+from shared.events import REGISTRY, SUBJECT_REF, obj
 
 ID = {"type": "string", "minLength": 1, "maxLength": 36}
 OPTIONAL_ID = {"type": ["string", "null"], "maxLength": 36}
@@ -78,6 +78,17 @@ INDIVIDUAL_DISCHARGED = REGISTRY.register("orders.individual.discharged", 1, obj
 INDIVIDUAL_READ = REGISTRY.register("orders.individual.read", 1, obj({
     "individual_id": ID, "register_id": ID, "fields": _field_names}),
     "someone read an individual's health data (diets, allergies, texture level, notes)")
+
+# One per HTTP request that decrypted individuals' data for the caller (GDPR art. 15: who has seen
+# my data), naming the subjects by reference only; the audit files it under each of them.
+READ_PURPOSES = ("list_individuals", "search_individuals", "list_orders", "read_order")
+READ_LIMIT = 500       # the largest page a listing answers
+INDIVIDUALS_READ = REGISTRY.register("orders.individuals.read", 1, obj({
+    "register_id": OPTIONAL_ID, "purpose": {"enum": list(READ_PURPOSES)},
+    "count": {"type": "integer", "minimum": 1, "maximum": READ_LIMIT},
+    "subjects": {"type": "array", "minItems": 1, "maxItems": READ_LIMIT, "uniqueItems": True,
+                 "items": {"type": "string", "pattern": SUBJECT_REF.pattern, "maxLength": 200}}}),
+    "someone listed, searched or read individuals or their orders (batched per request; references only)")
 
 INDIVIDUAL_ERASED = REGISTRY.register("orders.individual.erased", 1, obj({
     "individual_id": ID, "register_id": ID, "request_id": {"type": "string", "maxLength": 100},

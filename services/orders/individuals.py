@@ -24,20 +24,24 @@ from shared.tokens import Principal
 
 from . import events as ev
 from .access import one, require, rights_on, tenant_of
-from .base import Deps, Page, Record, new_id
+from .base import Deps, Page, Record, actor_of, new_id, record_reads
 from .catalogue import check_unit, personnummer_enabled
 from .models import grants, individuals, orders, registers
 from .ordering import deidentify_orders_of
-from .rules import (ENCRYPTED_FIELDS, HEALTH_FIELDS, LIST_FIELDS, check_not_erased, check_validity, field_error,
-                    individual_id_of, retain_until, subject_of)
+from .rules import (ENCRYPTED_FIELDS, HEALTH_FIELDS, LIST_FIELDS, STAY_FIELDS, check_not_erased, check_validity,
+                    field_error, individual_id_of, retain_until, subject_of)
 
 INDIVIDUAL_TABLE = "individuals"
-SUMMARY_FIELDS = ("name", "room", "bed")     # what lists and searches show: no health data
+SUMMARY_FIELDS = ("name", "room", "bed", *STAY_FIELDS)     # what lists and searches show: no health data
+ALL_FIELDS = ENCRYPTED_FIELDS + STAY_FIELDS
 
 
 @dataclass(frozen=True)
 class Individual:
-    """An individual's row (plaintext columns) with the personal values decrypted for this reply."""
+    """An individual's row (plaintext columns) with the personal values decrypted for this reply.
+
+    ``values`` holds dates (``valid_from``, ``valid_to``, once decrypted) as ``date`` objects.
+    """
 
     row: Any
     values: Mapping[str, Any]
@@ -74,7 +78,9 @@ class Individuals:
     def _encrypt(self, session: Session, individual_id: str, field: str, value: Any) -> bytes | None:
         if value is None:
             return None
-        if field in LIST_FIELDS:
+        if field in STAY_FIELDS:
+            text = value.isoformat()
+        elif field in LIST_FIELDS:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         else:
             text = str(value)
@@ -89,9 +95,11 @@ class Individuals:
             return json.loads(value)
         if field == "texture_level":
             return _stored_texture_level(value)
+        if field in STAY_FIELDS:
+            return date.fromisoformat(value)
         return value
 
-    def decrypt(self, session: Session, row, fields: Iterable[str] = ENCRYPTED_FIELDS) -> Individual:
+    def decrypt(self, session: Session, row, fields: Iterable[str] = ALL_FIELDS) -> Individual:
         return Individual(row, {f: self.decrypt_field(session, row, f) for f in fields})
 
     def _summary(self, session: Session, row) -> Individual:
@@ -157,13 +165,14 @@ class Individuals:
         individual_id, now = new_id(), self.deps.now()
         row: dict[str, Any] = {
             "id": individual_id, "tenant": tenant, "register_id": register_id, "unit_id": body.get("unit_id"),
-            "status": "active", "valid_from": valid_from, "valid_to": valid_to, "created_at": now,
-            "updated_at": now, **dict.fromkeys(ENCRYPTED_FIELDS), "name_idx": None, "personnummer_idx": None}
-        row.update(self._encrypted_columns(session, individual_id, personal))
+            "status": "active", "created_at": now, "updated_at": now, **dict.fromkeys(ALL_FIELDS),
+            "name_idx": None, "personnummer_idx": None}
+        row.update(self._encrypted_columns(session, individual_id,
+                                           {**personal, "valid_from": valid_from, "valid_to": valid_to}))
         session.execute(insert(individuals).values(**row))
         fields = sorted([k for k, v in personal.items() if v not in (None, [])]
                         + [k for k in ("unit_id", "valid_from", "valid_to") if body.get(k) is not None])
-        self.deps.outbox.emit(session, ev.INDIVIDUAL_CREATED, actor=principal.actor, tenant=tenant,
+        self.deps.outbox.emit(session, ev.INDIVIDUAL_CREATED, actor=actor_of(principal), tenant=tenant,
                               subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
                               data={"individual_id": individual_id, "register_id": register_id, "fields": fields})
         return self._summary(session, Record(row))
@@ -175,7 +184,7 @@ class Individuals:
         require(session, principal, row.register_id, "administer", "register")
         check_not_erased(row.status)
         personal = self._personal_values(session, tenant, body)
-        current = self.decrypt(session, row, personal.keys()).values
+        current = self.decrypt(session, row, [*personal.keys(), *STAY_FIELDS]).values
         changed_personal = {k: v for k, v in personal.items() if current[k] != v}
         plain: dict[str, Any] = {}
         changes = []
@@ -183,16 +192,17 @@ class Individuals:
             check_unit(session, tenant, body["unit_id"])
             plain["unit_id"] = body["unit_id"]
             changes.append({"field": "unit_id", "before": row.unit_id, "after": body["unit_id"]})
-        for field in ("valid_from", "valid_to"):
-            if field in body and _date(body[field]) != getattr(row, field):
-                plain[field] = _date(body[field])
-        check_validity(plain.get("valid_from", row.valid_from), plain.get("valid_to", row.valid_to))
+        for field in STAY_FIELDS:
+            if field in body and _date(body[field]) != current[field]:
+                changed_personal[field] = _date(body[field])
+        check_validity(changed_personal.get("valid_from", current["valid_from"]),
+                       changed_personal.get("valid_to", current["valid_to"]))
         fields = sorted([*changed_personal, *plain])
         if fields:
             values = {**plain, **self._encrypted_columns(session, individual_id, changed_personal),
                       "updated_at": self.deps.now()}
             session.execute(update(individuals).where(individuals.c.id == individual_id).values(**values))
-            self.deps.outbox.emit(session, ev.INDIVIDUAL_CHANGED, actor=principal.actor, tenant=tenant,
+            self.deps.outbox.emit(session, ev.INDIVIDUAL_CHANGED, actor=actor_of(principal), tenant=tenant,
                                   subject=subject_of(individual_id),
                                   resource={"type": "individual", "id": individual_id},
                                   data={"individual_id": individual_id, "register_id": row.register_id,
@@ -209,11 +219,13 @@ class Individuals:
         register = session.execute(select(registers.c.timezone).where(registers.c.id == row.register_id)).one()
         # Without a date the discharge is today where the register is, not in UTC.
         on = _date(body.get("date")) or self.deps.now().astimezone(ZoneInfo(register.timezone)).date()
-        if row.valid_from is not None and on < row.valid_from:
+        admitted = self.decrypt_field(session, row, "valid_from")
+        if admitted is not None and on < admitted:
             raise field_error("date", "is before the admission date")
         session.execute(update(individuals).where(individuals.c.id == individual_id).values(
-            status="discharged", valid_to=on, updated_at=self.deps.now()))
-        self.deps.outbox.emit(session, ev.INDIVIDUAL_DISCHARGED, actor=principal.actor, tenant=row.tenant,
+            status="discharged", valid_to=self._encrypt(session, individual_id, "valid_to", on),
+            updated_at=self.deps.now()))
+        self.deps.outbox.emit(session, ev.INDIVIDUAL_DISCHARGED, actor=actor_of(principal), tenant=row.tenant,
                               subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
                               data={"individual_id": individual_id, "register_id": row.register_id})
         return self._reread(session, individual_id)
@@ -225,7 +237,7 @@ class Individuals:
         check_not_erased(row.status)
         record = self.decrypt(session, row)
         read = [f for f in HEALTH_FIELDS if record.values[f] not in (None, [])]
-        self.deps.outbox.emit(session, ev.INDIVIDUAL_READ, actor=principal.actor, tenant=row.tenant,
+        self.deps.outbox.emit(session, ev.INDIVIDUAL_READ, actor=actor_of(principal), tenant=row.tenant,
                               subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
                               data={"individual_id": individual_id, "register_id": row.register_id, "fields": read})
         return record
@@ -246,7 +258,10 @@ class Individuals:
                                     .limit(limit + 1).offset(offset)))
         self.deps.vault.prefetch(session, [r.name for r in rows])
         page = Page.of(rows, limit, offset)
-        return Page([self._summary(session, r) for r in page.items], page.next_offset)
+        found = [self._summary(session, r) for r in page.items]
+        record_reads(self.deps, session, principal, [subject_of(r.row.id) for r in found], "list_individuals",
+                     register_id)
+        return Page(found, page.next_offset)
 
     def search(self, session: Session, principal: Principal, body: Mapping[str, Any]) -> list[Individual]:
         """Find individuals by personnummer or exact name through blind indexes (R7).
@@ -282,6 +297,9 @@ class Individuals:
             plain = self.decrypt_field(session, row, field)
             if plain is not None and (plain if field == "personnummer" else normalise_name(plain)) == wanted:
                 found.append(self._summary(session, row))
+        # Only the matches were shown to the caller; candidates sharing an index value were not.
+        record_reads(self.deps, session, principal, [subject_of(r.row.id) for r in found], "search_individuals",
+                     body.get("register_id"))
         return found
 
     # --- data-subject requests (R1, R2, R3, R5) ---------------------------------------------------
@@ -329,7 +347,9 @@ class Individuals:
         for row in self._subjects(session, tenant, references):
             placed = session.execute(select(orders).where(orders.c.individual_id == row.id)
                                      .order_by(orders.c.delivery_date, orders.c.placed_at, orders.c.id))
-            found.append(SubjectData(self.decrypt(session, row), list(placed)))
+            opened = [Record({**o._mapping, "diet_variant": self.deps.open(session, "orders", "diet_variant", o.id,
+                                                                            o.diet_variant)}) for o in placed]
+            found.append(SubjectData(self.decrypt(session, row), opened))
         return found
 
     def erase(self, session: Session, tenant: str | None, references: Iterable[str], request_id: str) -> Erasure:
@@ -345,12 +365,12 @@ class Individuals:
                 continue
             had_health = any(getattr(row, f) is not None for f in HEALTH_FIELDS)
             self.deps.vault.shred(session, subject_of(row.id))
-            kept, deleted = deidentify_orders_of(session, row.id, now.date())
+            kept, deleted = deidentify_orders_of(session, row.id, now.date(), self.deps.retained_k)
             # The row stays as a tombstone without personal data, so the id keeps answering
             # "erased" (no new orders) instead of looking like it never existed.
             session.execute(update(individuals).where(individuals.c.id == row.id).values(
-                status="erased", valid_from=None, valid_to=None, name_idx=None, personnummer_idx=None,
-                erased_at=now, updated_at=now, **dict.fromkeys(ENCRYPTED_FIELDS)))
+                status="erased", name_idx=None, personnummer_idx=None, erased_at=now, updated_at=now,
+                **dict.fromkeys(ALL_FIELDS)))
             done.individuals += 1
             done.health_data += had_health
             done.orders_retained.update(retain_until(d) for d in kept)

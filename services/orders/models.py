@@ -104,8 +104,8 @@ individuals = Table(
     Column("register_id", String(ID), ForeignKey("registers.id"), nullable=False, index=True),
     Column("unit_id", String(ID), ForeignKey("units.id"), nullable=True),
     Column("status", String(20), nullable=False),              # active | discharged | erased
-    Column("valid_from", Date, nullable=True),                 # admission
-    Column("valid_to", Date, nullable=True),                   # discharge
+    Column("valid_from", LargeBinary, nullable=True),          # admission date (ciphertext, ISO date)
+    Column("valid_to", LargeBinary, nullable=True),            # discharge date (ciphertext, ISO date)
     Column("name", LargeBinary, nullable=True),
     Column("name_idx", BigInteger, nullable=True),
     Column("personnummer", LargeBinary, nullable=True),
@@ -125,20 +125,23 @@ individuals = Table(
 )
 
 # Orders reference the individual by id only; an erasure sets individual_id to NULL on the
-# orders bookkeeping law keeps (deidentified = true).
+# orders bookkeeping law keeps (deidentified = true) and generalises them (ordering.py,
+# docs/orders.md "Retained orders"): unit_id may then be NULL (generalised to the register).
 orders = Table(
     "orders", metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False),
     Column("register_id", String(ID), ForeignKey("registers.id"), nullable=False),
-    Column("unit_id", String(ID), ForeignKey("units.id"), nullable=False),
+    Column("unit_id", String(ID), ForeignKey("units.id"), nullable=True),
     Column("individual_id", String(ID), ForeignKey("individuals.id"), nullable=True, index=True),
     Column("delivery_point_id", String(ID), ForeignKey("delivery_points.id"), nullable=True),
     Column("article_id", String(ID), ForeignKey("articles.id"), nullable=False),
     Column("delivery_date", Date, nullable=False),
     Column("meal", String(20), nullable=False),
     Column("quantity", Integer, nullable=False),
-    Column("diet_variant", String(40), nullable=True),
+    # Ciphertext under the individual's data key (orders:individual:<id>), or the unit's
+    # (orders:unit:<id>) for an order without an individual; bound to orders.diet_variant:<order id>.
+    Column("diet_variant", LargeBinary, nullable=True),
     Column("status", String(20), nullable=False),              # placed | cancelled
     Column("placed_at", DateTime(timezone=True), nullable=False),
     Column("placed_by", String(ACTOR), nullable=False),

@@ -7,10 +7,10 @@ retention rules themselves are in rules.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, distinct, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.clock import iso_date
@@ -20,9 +20,10 @@ from shared.tokens import Principal
 
 from . import events as ev
 from .access import one, require, rights_on, tenant_of
-from .base import Deps, Page, Record, new_id
+from .base import Deps, Page, Record, actor_of, new_id, record_reads
 from .models import articles, assortment_lists, delivery_points, individuals, order_changes, orders, registers, units
-from .rules import Deadline, check_orderable, field_error, is_retained, order_change, retention_cutoff, subject_of
+from .rules import (Deadline, check_orderable, field_error, generalised_date, is_retained, order_change,
+                    retained_level, retention_cutoff, subject_of, variant_subject)
 
 SYSTEM_ACTOR = {"id": "orders", "tenant": None, "kind": "system"}
 
@@ -53,31 +54,79 @@ def purge_expired_orders(session: Session, outbox: Outbox, today: date) -> int:
     return count
 
 
-def deidentify_orders_of(session: Session, individual_id: str, today: date) -> tuple[list[date], int]:
+def _people(session: Session, where, month: date) -> int:
+    """How many individuals were ordered for under ``where`` in the month starting ``month``."""
+    following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return session.scalar(select(func.count(distinct(orders.c.individual_id))).where(
+        where, orders.c.individual_id.is_not(None), orders.c.delivery_date >= month,
+        orders.c.delivery_date < following)) or 0
+
+
+def deidentify_orders_of(session: Session, individual_id: str, today: date, k: int) -> tuple[list[date], int]:
     """On an individual's erasure: orders bookkeeping still needs lose the link to the person, the rest go.
 
-    Returns the delivery dates of the orders kept and the number deleted.
+    A kept order is generalised (rules.retained_level) so that what it still says (unit or
+    register, and the month or year of delivery) describes at least ``k`` people: it keeps no
+    diet variant, delivery point or change history, and its times become the start of the
+    period.  People are counted from the orders that still name an individual (this one
+    included), a lower bound, so an order is generalised rather more than less.
+    Returns the delivery dates of the orders kept (as placed) and the number deleted.
     """
-    keep: list[tuple[str, date]] = []
+    keep: list[Any] = []
     drop: list[str] = []
-    for order_id, delivery_date in session.execute(
-            select(orders.c.id, orders.c.delivery_date).where(orders.c.individual_id == individual_id)):
-        if is_retained(delivery_date, today):
-            keep.append((order_id, delivery_date))
+    for row in session.execute(select(orders.c.id, orders.c.delivery_date, orders.c.unit_id, orders.c.register_id)
+                               .where(orders.c.individual_id == individual_id)):
+        if is_retained(row.delivery_date, today):
+            keep.append(row)
         else:
-            drop.append(order_id)
+            drop.append(row.id)
     if drop:
         session.execute(delete(order_changes).where(order_changes.c.order_id.in_(drop)))
         session.execute(delete(orders).where(orders.c.id.in_(drop)))
+    counted: dict[tuple, int] = {}
+
+    def people(column, value, month: date) -> int:
+        if (column.name, value, month) not in counted:
+            counted[(column.name, value, month)] = _people(session, column == value, month)
+        return counted[(column.name, value, month)]
+
+    settled = []
+    for row in keep:     # every count first: the updates below remove this person from them
+        month = row.delivery_date.replace(day=1)
+        level = retained_level(people(orders.c.unit_id, row.unit_id, month) if row.unit_id else 0,
+                               people(orders.c.register_id, row.register_id, month), k)
+        settled.append((row, level))
+    for row, level in settled:
+        on = generalised_date(row.delivery_date, level)
+        at = datetime(on.year, on.month, on.day, tzinfo=timezone.utc)
+        session.execute(update(orders).where(orders.c.id == row.id).values(
+            individual_id=None, deidentified=True, diet_variant=None, delivery_point_id=None,
+            unit_id=row.unit_id if level == "unit_month" else None, delivery_date=on, placed_at=at, updated_at=at))
     if keep:
-        session.execute(update(orders).where(orders.c.id.in_([o for o, _d in keep]))
-                        .values(individual_id=None, deidentified=True))
-    return [d for _o, d in keep], len(drop)
+        session.execute(delete(order_changes).where(order_changes.c.order_id.in_([r.id for r in keep])))
+    return [r.delivery_date for r in keep], len(drop)
 
 
 class Ordering:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+
+    # --- encrypted fields (R7, issue 14) -----------------------------------------------------------
+
+    def _seal_variant(self, session: Session, order_id: str, individual_id: str | None, unit_id: str,
+                      variant: str | None) -> bytes | None:
+        return self.deps.seal(session, variant_subject(individual_id, unit_id), "orders", "diet_variant", order_id,
+                              variant)
+
+    def _opened(self, session: Session, row) -> Record:
+        """The order row with its diet variant decrypted (None once its key was shredded)."""
+        variant = self.deps.open(session, "orders", "diet_variant", row.id, row.diet_variant)
+        return Record({**row._mapping, "diet_variant": variant})
+
+    def _stay(self, session: Session, individual_id: str, row) -> tuple[date | None, date | None]:
+        """An individual's admission and discharge dates (ciphertext columns valid_from, valid_to)."""
+        return (self.deps.open_date(session, "individuals", "valid_from", individual_id, row.valid_from),
+                self.deps.open_date(session, "individuals", "valid_to", individual_id, row.valid_to))
 
     def purge_expired(self, session: Session) -> int:
         """The retention purge as of the service's today."""
@@ -124,7 +173,7 @@ class Ordering:
         if individual_id is not None:
             if row.individual_id is None or row.individual_register_id != register_id:
                 raise field_error("individual_id", "names no individual in this register")
-            check_orderable(row.individual_status, row.valid_from, row.valid_to, delivery_date)
+            check_orderable(row.individual_status, *self._stay(session, individual_id, row), delivery_date)
             if unit_id is not None and row.individual_unit_id is not None and unit_id != row.individual_unit_id:
                 raise field_error("unit_id", "is not the individual's unit")
             unit_id = unit_id or row.individual_unit_id
@@ -141,8 +190,9 @@ class Ordering:
                  "delivery_date": delivery_date, "meal": body["meal"], "quantity": body["quantity"],
                  "diet_variant": body.get("diet_variant"), "status": "placed", "placed_at": now,
                  "placed_by": principal.user_id, "updated_at": now, "deidentified": False}
-        session.execute(insert(orders).values(**order))
-        self.deps.outbox.emit(session, ev.ORDER_PLACED, actor=principal.actor, tenant=tenant,
+        session.execute(insert(orders).values({**order, "diet_variant": self._seal_variant(
+            session, order["id"], individual_id, unit_id, order["diet_variant"])}))
+        self.deps.outbox.emit(session, ev.ORDER_PLACED, actor=actor_of(principal), tenant=tenant,
                               subject=subject_of(individual_id) if individual_id else None,
                               resource={"type": "order", "id": order["id"]},
                               data={"order_id": order["id"], "register_id": register_id, "unit_id": unit_id,
@@ -164,7 +214,7 @@ class Ordering:
         return row
 
     def change_order(self, session: Session, principal: Principal, order_id: str, body: Mapping[str, Any]):
-        row = self._for_update(session, principal, order_id)
+        row = self._opened(session, self._for_update(session, principal, order_id))
         new_article = None
         if "article_id" in body and body["article_id"] != row.article_id:
             new_article = session.execute(
@@ -203,7 +253,8 @@ class Ordering:
                 person = session.execute(select(individuals.c.status, individuals.c.valid_from,
                                                 individuals.c.valid_to)
                                          .where(individuals.c.id == row.individual_id)).one()
-                check_orderable(person.status, person.valid_from, person.valid_to, after["delivery_date"])
+                check_orderable(person.status, *self._stay(session, row.individual_id, person),
+                                after["delivery_date"])
         if after.get("delivery_point_id") is not None and session.execute(select(delivery_points.c.id).where(
                 delivery_points.c.id == after["delivery_point_id"],
                 delivery_points.c.unit_id == row.unit_id)).first() is None:
@@ -211,10 +262,14 @@ class Ordering:
         if not after:
             return row
         changes = [order_change(field, getattr(row, field), value) for field, value in after.items()]
-        session.execute(update(orders).where(orders.c.id == order_id).values(**after, updated_at=now))
+        stored = dict(after)
+        if "diet_variant" in after:
+            stored["diet_variant"] = self._seal_variant(session, order_id, row.individual_id, row.unit_id,
+                                                        after["diet_variant"])
+        session.execute(update(orders).where(orders.c.id == order_id).values(**stored, updated_at=now))
         session.execute(insert(order_changes).values(order_id=order_id, tenant=row.tenant, at=now,
                                                      actor=principal.user_id, action="changed", changes=changes))
-        self.deps.outbox.emit(session, ev.ORDER_CHANGED, actor=principal.actor, tenant=row.tenant,
+        self.deps.outbox.emit(session, ev.ORDER_CHANGED, actor=actor_of(principal), tenant=row.tenant,
                               subject=subject_of(row.individual_id) if row.individual_id else None,
                               resource={"type": "order", "id": order_id},
                               data={"order_id": order_id, "register_id": row.register_id,
@@ -223,7 +278,7 @@ class Ordering:
         return Record({**row._mapping, **after, "updated_at": now})
 
     def cancel_order(self, session: Session, principal: Principal, order_id: str) -> Record:
-        row = self._for_update(session, principal, order_id)
+        row = self._opened(session, self._for_update(session, principal, order_id))
         rights = rights_on(session, principal, [row.register_id, row.list_id])
         if "change" not in rights[row.register_id]:
             raise AccessDenied("you need the 'change' right on this register")
@@ -237,7 +292,7 @@ class Ordering:
         session.execute(insert(order_changes).values(
             order_id=order_id, tenant=row.tenant, at=now, actor=principal.user_id, action="cancelled",
             changes=[{"field": "status", "before": "placed", "after": "cancelled"}]))
-        self.deps.outbox.emit(session, ev.ORDER_CANCELLED, actor=principal.actor, tenant=row.tenant,
+        self.deps.outbox.emit(session, ev.ORDER_CANCELLED, actor=actor_of(principal), tenant=row.tenant,
                               subject=subject_of(row.individual_id) if row.individual_id else None,
                               resource={"type": "order", "id": order_id},
                               data={"order_id": order_id, "register_id": row.register_id})
@@ -250,7 +305,11 @@ class Ordering:
         return row
 
     def order(self, session: Session, principal: Principal, order_id: str):
-        return self._viewable(session, principal, order_id)
+        row = self._opened(session, self._viewable(session, principal, order_id))
+        if row.individual_id is not None:
+            record_reads(self.deps, session, principal, [subject_of(row.individual_id)], "read_order",
+                         row.register_id)
+        return row
 
     def history(self, session: Session, principal: Principal, order_id: str) -> list[HistoryEntry]:
         """Who placed, changed and cancelled the order, and when, from this service's own tables."""
@@ -287,4 +346,9 @@ class Ordering:
                 statement = statement.where(orders.c[field] == query[field])
         rows = list(session.execute(statement.order_by(orders.c.delivery_date, orders.c.placed_at, orders.c.id)
                                     .limit(limit + 1).offset(offset)))
-        return Page.of(rows, limit, offset)
+        page = Page.of(rows, limit, offset)
+        self.deps.vault.prefetch(session, [r.diet_variant for r in page.items])
+        opened = [self._opened(session, r) for r in page.items]
+        record_reads(self.deps, session, principal, [subject_of(r.individual_id) for r in opened if r.individual_id],
+                     "list_orders", register_id)
+        return Page(opened, page.next_offset)

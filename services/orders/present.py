@@ -76,9 +76,9 @@ def grant(row) -> Json:
 
 def individual(found: Individual) -> Json:
     """The plaintext columns and whichever personal values the domain decrypted for this reply."""
-    row = found.row
+    row, values = found.row, found.values
     return {"id": row.id, "register_id": row.register_id, "unit_id": row.unit_id, "status": row.status,
-            "valid_from": iso_date(row.valid_from), "valid_to": iso_date(row.valid_to), **found.values}
+            **values, "valid_from": iso_date(values.get("valid_from")), "valid_to": iso_date(values.get("valid_to"))}
 
 
 def order(row) -> Json:

@@ -32,8 +32,8 @@ INVENTORY = Inventory(service="orders", categories=(
             DataField("date_of_birth", "to tell people apart and to portion meals by age", encrypted=True),
             DataField("room", "where the meal is delivered", encrypted=True),
             DataField("bed", "where the meal is delivered", encrypted=True),
-            DataField("valid_from", "admission date: from when meals are ordered"),
-            DataField("valid_to", "discharge date: until when meals are ordered"),
+            DataField("valid_from", "admission date: from when meals are ordered", encrypted=True),
+            DataField("valid_to", "discharge date: until when meals are ordered", encrypted=True),
             DataField("unit_id", "the care unit the person stays at", personal=False),
         ),
         purposes=("ordering and delivering meals to individual persons (AIVO Individ)",),
@@ -65,7 +65,8 @@ INVENTORY = Inventory(service="orders", categories=(
         data_subjects=CARE_RECIPIENTS + "; the staff who placed or changed orders (by user id)",
         fields=(
             DataField("individual_id", "whom the order is for (a pseudonymous id; NULL once de-identified)"),
-            DataField("diet_variant", "the diet variant of the ordered meal", special=True),
+            DataField("diet_variant", "the diet variant of the ordered meal (dropped when the order is retained "
+                      "after an erasure)", special=True, encrypted=True),
             DataField("delivery_date", "when the meal is delivered", personal=False),
             DataField("meal", "meal occasion", personal=False),
             DataField("quantity", "for production and invoicing", personal=False),
@@ -77,7 +78,9 @@ INVENTORY = Inventory(service="orders", categories=(
         retention=f"{BOOKKEEPING_YEARS} years after the end of the fiscal (calendar) year of the delivery date",
         recipients=("the tenant's authorised staff", "the tenant's invoicing"),
         storage="orders database, tables orders and order_changes",
-        erasure="retained",   # de-identified (individual_id removed) until the bookkeeping period ends
+        # De-identified until the bookkeeping period ends: no individual, diet variant, delivery point or
+        # history; unit and date generalised until they describe at least RETAINED_K people (rules.py).
+        erasure="retained",
     ),
     Category(
         kind="access_grant",
@@ -111,9 +114,10 @@ class Participant:
         people, placed = [], []
         for found in self.individuals.export(session, ctx.tenant, references):
             row = found.individual.row
+            values = found.individual.values
             people.append({"id": row.id, "subject": subject_of(row.id), "register_id": row.register_id,
-                           "unit_id": row.unit_id, "status": row.status, "valid_from": iso_date(row.valid_from),
-                           "valid_to": iso_date(row.valid_to), **found.individual.values,
+                           "unit_id": row.unit_id, "status": row.status, **values,
+                           "valid_from": iso_date(values.get("valid_from")), "valid_to": iso_date(values.get("valid_to")),
                            "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at)})
             for order in found.orders:
                 placed.append({"id": order.id, "individual_id": row.id, "register_id": order.register_id,

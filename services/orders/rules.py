@@ -30,11 +30,18 @@ SUBJECT_PREFIX = "orders:individual:"
 IDENTITY_FIELDS = ("name", "personnummer", "date_of_birth", "room", "bed")
 HEALTH_FIELDS = ("diets", "allergies", "texture_level", "notes")      # special category (R16, art. 9)
 ENCRYPTED_FIELDS = IDENTITY_FIELDS + HEALTH_FIELDS
+STAY_FIELDS = ("valid_from", "valid_to")          # admission and discharge: encrypted dates too (issue 14)
+UNIT_SUBJECT_PREFIX = "orders:unit:"              # key of a unit order's diet variant (no person behind it)
 LIST_FIELDS = ("diets", "allergies")
 
 
 def subject_of(individual_id: str) -> str:
     return SUBJECT_PREFIX + individual_id
+
+
+def variant_subject(individual_id: str | None, unit_id: str) -> str:
+    """Whose data key encrypts an order's diet variant: the individual's, else the unit's."""
+    return subject_of(individual_id) if individual_id else UNIT_SUBJECT_PREFIX + unit_id
 
 
 def individual_id_of(reference: str) -> str | None:
@@ -158,3 +165,31 @@ def retention_cutoff(today: date) -> date:
     ``delivery_date < retention_cutoff(today)`` exactly when ``not is_retained(delivery_date, today)``.
     """
     return date(today.year - BOOKKEEPING_YEARS, 1, 1)
+
+
+# --- de-identification of retained orders (issue 14) ---------------------------------------------
+# An order kept for bookkeeping after its individual's erasure must not single the person out:
+# the unit and delivery date it keeps have to describe at least k people (RETAINED_K).  The diet
+# variant, the delivery point and the change history go entirely; the date and the unit are
+# generalised one level at a time until the group is large enough.
+
+RETAINED_LEVELS = ("unit_month", "register_month", "register_year")
+
+
+def retained_level(people_in_unit_month: int, people_in_register_month: int, k: int) -> str:
+    """The finest level at which a retained order still describes at least ``k`` people.
+
+    ``register_year`` is the last level: bookkeeping law keeps the record even when fewer
+    than ``k`` people were ordered for in the register that year (then it holds only the
+    register, the year, the article, the meal and the quantity).
+    """
+    if people_in_unit_month >= k:
+        return "unit_month"
+    if people_in_register_month >= k:
+        return "register_month"
+    return "register_year"
+
+
+def generalised_date(delivery_date: date, level: str) -> date:
+    """The delivery date a retained order keeps: the first of its month, or of its year."""
+    return date(delivery_date.year, 1, 1) if level == "register_year" else delivery_date.replace(day=1)

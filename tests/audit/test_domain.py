@@ -25,6 +25,12 @@ def _mutations(event):
     yield "actor without id", {**event, "actor": {"tenant": "t1"}}
     yield "actor with name", {**event, "actor": {"id": "u", "name": "Anna"}}
     yield "actor kind", {**event, "actor": {"id": "u", "kind": "robot"}}
+    yield "actor roles", {**event, "actor": {"id": "u", "kind": "user", "roles": ["staff", "tenant_admin"]}}
+    yield "actor no roles", {**event, "actor": {"id": "u", "roles": []}}
+    yield "actor roles text", {**event, "actor": {"id": "u", "roles": "staff"}}
+    yield "actor role a name", {**event, "actor": {"id": "u", "roles": ["Anna Andersson"]}}
+    yield "actor role number", {**event, "actor": {"id": "u", "roles": [7]}}
+    yield "actor many roles", {**event, "actor": {"id": "u", "roles": [f"r{i}" for i in range(21)]}}
     yield "tenant number", {**event, "tenant": 42}
     yield "subject free text", {**event, "subject": "Anna Andersson"}
     yield "resource without id", {**event, "resource": {"type": "order"}}

@@ -21,9 +21,49 @@ def test_the_trail_export_lists_who_saw_and_changed_the_subjects_data(audit, eve
         ctx = Context(request_id="r1", tenant="t1", subject={}, references=["orders:individual:p1"])
         assert participant.resolve(s, ctx) == []
         export = participant.export(s, ctx, ["orders:individual:p1"])
-    assert [(r["event_id"], r["actor_id"], r["type"]) for r in export["audit_trail"]] == [
-        (viewed["id"], "u2", "orders.individual.viewed"), (changed["id"], "u3", "orders.individual.changed")]
+    # Actors by role and tenant (issue 14): an event recorded without roles says only "a user of t1".
+    assert [(r["event_id"], r["actor"], r["type"]) for r in export["audit_trail"]] == [
+        (viewed["id"], {"role": "user", "tenant": "t1"}, "orders.individual.viewed"),
+        (changed["id"], {"role": "user", "tenant": "t1"}, "orders.individual.changed")]
+    assert not any("actor_id" in r for r in export["audit_trail"])
     assert export["activity"] == []
+
+
+def _with_roles(event: dict, *roles: str) -> dict:
+    event["actor"]["roles"] = list(roles)
+    return event
+
+
+def test_batched_reads_are_in_the_trail_of_each_subject_they_name_and_actors_are_roles(audit, events):
+    """GDPR art. 15 (issue 14): one orders.individuals.read per request, found under every subject it names.
+
+    The person sees who read their data by role and tenant, never a user id, and not the other
+    people read in the same request.
+    """
+    listed = _with_roles(events("orders.individuals.read", actor="u2", subject=None, resource=("register", "r1"),
+                                data={"register_id": "r1", "purpose": "list_individuals", "count": 3,
+                                      "subjects": ["orders:individual:p2", "orders:individual:p1",
+                                                   "orders:individual:p3"]}), "staff")
+    other = _with_roles(events("orders.individuals.read", actor="u2", subject=None, resource=None,
+                               data={"register_id": None, "purpose": "search_individuals", "count": 1,
+                                     "subjects": ["orders:individual:p3"]}), "staff")
+    elsewhere = _with_roles(events("orders.individuals.read", tenant="t2", actor="u9", subject=None,
+                                   data={"register_id": None, "purpose": "search_individuals", "count": 1,
+                                         "subjects": ["orders:individual:p1"]}), "staff")
+    changed = _with_roles(events("orders.individual.changed", actor="u3", subject="orders:individual:p1"),
+                          "tenant_admin", "staff")
+    by_gdpr = events("orders.individual.erased", actor="gdpr", kind="service", subject="orders:individual:p1")
+    store(audit, [listed, other, elsewhere, changed, by_gdpr])
+    with audit.db.transaction() as s:
+        export = audit.participant.export(s, Context("r1", "t1", {}), ["orders:individual:p1"])
+    trail = export["audit_trail"]
+    assert [r["event_id"] for r in trail] == [listed["id"], changed["id"], by_gdpr["id"]]
+    assert trail[0]["data"] == {"register_id": "r1", "purpose": "list_individuals", "count": 3,
+                                "subjects": ["orders:individual:p1"]}
+    assert [r["actor"] for r in trail] == [{"role": "staff", "tenant": "t1"},
+                                           {"role": "staff, tenant_admin", "tenant": "t1"},
+                                           {"role": "service", "service": "gdpr", "tenant": "t1"}]
+    assert "u2" not in str(trail) and "u3" not in str(trail) and "orders:individual:p2" not in str(trail)
 
 
 def test_a_users_own_actions_are_part_of_their_export(audit, events):

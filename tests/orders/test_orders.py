@@ -20,7 +20,7 @@ def test_placing_an_order_emits_one_event_with_the_actor_and_no_personal_value(w
     new = events_of(world.runtime)[before:]
     assert [e["type"] for e in new] == ["orders.order.placed"]
     event = new[0]
-    assert event["actor"] == {"id": "staff-all", "tenant": "t1", "kind": "user"}
+    assert event["actor"] == {"id": "staff-all", "tenant": "t1", "kind": "user", "roles": ["staff"]}
     assert event["tenant"] == "t1"
     assert event["subject"] == f"orders:individual:{person['id']}"
     assert event["resource"] == {"type": "order", "id": order["id"]}
