@@ -96,8 +96,8 @@ calls = Table(
     Column("direction", String(10), nullable=False),
     Column("person_id", String(36), nullable=True, index=True),
     Column("company_id", String(36), nullable=True, index=True),
-    # Keyed HMAC-SHA256 of the whole normalised row: a re-import adds nothing twice, and it
-    # stays after a redaction so an old file cannot bring an erased number back.
+    # Keyed HMAC-SHA256 of the whole normalised row: a re-import adds nothing twice.  A redaction
+    # replaces it with a random value, since it could be brute-forced back to the number.
     Column("fingerprint", String(64), nullable=False, unique=True),
     _ts("created_at"),
     _ts("redacted_at", nullable=True),

@@ -12,11 +12,12 @@ each record's key, then delete (person-tab entry, e-mail document) or de-identif
 from __future__ import annotations
 
 import base64
+import secrets
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.clock import rfc3339, utcnow
+from shared.clock import as_utc, rfc3339, utcnow
 from shared.errors import Invalid
 from shared.normalise import normalise_email, normalise_phone
 from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
@@ -29,8 +30,8 @@ from .models import (calls, cases, companies, email_addresses, email_attachments
                      notice_deliveries, persons)
 
 GDPR_ACTOR = Actor("gdpr", None, "service")
-FINGERPRINT_BASIS = ("GDPR art. 17(1) with art. 5(1)(d): a keyed fingerprint (no readable value) keeps an "
-                     "erased call or e-mail from being imported again from an old file or mailbox")
+FINGERPRINT_BASIS = ("GDPR art. 17(1) with art. 5(1)(d): a keyed fingerprint of the whole message (no readable "
+                     "value) keeps an erased e-mail from being imported again from an old mailbox")
 
 INVENTORY = Inventory(service="crm", categories=(
     Category(
@@ -84,6 +85,22 @@ INVENTORY = Inventory(service="crm", categories=(
 ))
 
 _KINDS = ("person", "case", "call", "email")
+
+
+def erased_call_values(row) -> dict:
+    """What an erased call-log row keeps instead of its exact time, duration and fingerprint (issue 14).
+
+    The fingerprint is a keyed HMAC of the whole row, number included: with the keyring and the other
+    columns, the ~10^8 possible numbers are tried in well under a second.  So it becomes random (still
+    unique, so the column's constraint holds, and it matches no file), and the exact start and duration,
+    which would single the call out in the operator's own records, are coarsened to the hour and to whole
+    minutes (rounded up), enough for support statistics.  The price: a re-import of an old file records
+    an erased call again, as a new row (docs/crm.md).
+    """
+    started = as_utc(row.started_at)
+    return {"fingerprint": secrets.token_hex(32),
+            "started_at": started.replace(minute=0, second=0, microsecond=0),
+            "duration_s": -(-row.duration_s // 60) * 60}
 
 
 def _kind(reference: str) -> tuple[str, str] | None:
@@ -223,11 +240,10 @@ class CrmParticipant:
                     continue
                 c.vault.shred(s, row.subject_ref)
                 s.execute(update(calls).where(calls.c.id == row.id).values(
-                    number=None, number_idx=None, person_id=None, redacted_at=now))
+                    number=None, number_idx=None, person_id=None, redacted_at=now, **erased_call_values(row)))
                 c.emit(s, ev.CALL_REDACTED, GDPR_ACTOR, data={"call_id": row.id, "request_id": request_id},
                        subject=row.subject_ref, resource=("call", row.id), request_id=request_id)
                 counts["call"] += 1
-                counts["fingerprint"] += 1
             else:
                 row = s.execute(select(emails).where(emails.c.id == record_id, emails.c.deleted_at.is_(None))).first()
                 if row is None:
