@@ -315,6 +315,14 @@ class Auth:
             problems.append({"field": "group_search_base", "message": "is required with group_filter"})
         if existing is None and not settings.get("bind_password"):
             problems.append({"field": "bind_password", "message": "is required"})
+        elif existing is not None and not settings.get("bind_password") and (
+                json.loads(existing.urls) != list(settings["urls"]) or existing.tls != tls
+                or existing.bind_dn != settings["bind_dn"]
+                or existing.ca_certificates != settings.get("ca_certificates")):
+            # The stored secret goes wherever these settings point: whoever moves the connection must
+            # know the secret already, or the connection test would hand it to a host of their choosing.
+            problems.append({"field": "bind_password",
+                             "message": "is required again when urls, tls, ca_certificates or bind_dn change"})
         if problems:
             raise Invalid("the directory settings are not valid", errors=problems)
         group_roles = {}

@@ -193,3 +193,43 @@ def test_plain_ldap_is_refused_unless_explicitly_allowed(tmp_path, slapd):
         assert {e["field"] for e in response.json["errors"]} == {"urls.0"}   # ldap:// with tls=ldaps
     finally:
         harness.runtime.db.dispose()
+
+
+def test_moving_the_directory_needs_the_bind_secret_again(harness):
+    """Security review (issue 14): a tenant admin who changes where or how auth connects (URLs, TLS, CA,
+    bind DN) re-enters the bind password; otherwise the stored secret could be sent to a host of their
+    choosing by the connection test.  Other settings still change without it."""
+    import socket
+    from types import SimpleNamespace
+
+    harness.tenant("north")
+    nowhere = SimpleNamespace(url="ldap://127.0.0.1:1", bind_dn="cn=svc,dc=north", bind_password="stored-secret",
+                              settings=SimpleNamespace(user_search_base="ou=people,dc=north",
+                                                       user_filter="(uid={username})", username_attribute="uid"))
+    harness.directory("north", nowhere)
+    admin = harness.headers("north", ["tenant_admin"])
+    current = harness.client.get("/api/v1/tenants/north/directory", headers=admin).json
+    body = {k: current[k] for k in ("urls", "tls", "bind_dn", "user_search_base", "user_filter",
+                                    "username_attribute", "group_roles", "timeout")}
+    with socket.socket() as trap:
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(5)
+        trap.settimeout(0.5)
+        elsewhere = f"ldap://127.0.0.1:{trap.getsockname()[1]}"
+        for change in ({"urls": [elsewhere]}, {"bind_dn": "cn=other,dc=north"}, {"ca_certificates": "-----X-----"},
+                       {"tls": "starttls"}):
+            response = harness.client.put("/api/v1/tenants/north/directory", json={**body, **change}, headers=admin)
+            assert response.status_code == 422, (change, response.json)
+            assert response.mimetype == "application/problem+json"
+            assert [e["field"] for e in response.json["errors"]] == ["bind_password"]
+        assert harness.client.get("/api/v1/tenants/north/directory", headers=admin).json["urls"] == current["urls"]
+        harness.client.post("/api/v1/tenants/north/directory/test", headers=admin)
+        with pytest.raises(socket.timeout):
+            trap.accept()      # nothing (least of all the stored secret) went to the new host
+    # A change that does not move the connection needs no secret; one that does, with the secret, is taken.
+    relaxed = harness.client.put("/api/v1/tenants/north/directory", json={**body, "timeout": 3.0}, headers=admin)
+    assert relaxed.status_code == 200 and relaxed.json["timeout"] == 3.0
+    moved = harness.client.put("/api/v1/tenants/north/directory",
+                               json={**body, "urls": ["ldap://127.0.0.1:2"], "bind_password": "a-new-secret"},
+                               headers=admin)
+    assert moved.status_code == 200 and moved.json["urls"] == ["ldap://127.0.0.1:2"]
