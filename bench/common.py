@@ -141,10 +141,12 @@ class JwksServer:
     """Serves a TokenMint's public keys over HTTP, standing in for the auth service's JWKS."""
 
     def __init__(self, mint) -> None:
-        body = json.dumps(mint.jwks()).encode()
+        keys = json.dumps(mint.jwks()).encode()
+        revocations = json.dumps({"jti": []}).encode()   # services also read auth's revocation list
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
+                body = revocations if self.path.endswith("/revocations.json") else keys
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

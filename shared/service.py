@@ -25,7 +25,7 @@ from .consumer import Consumer, Subscription, inbox_table
 from .crypto import PayloadCipher
 from .db import Database, migrate
 from .outbox import Outbox, Relay, outbox_table
-from .tokens import KeySet, TokenVerifier, http_fetch
+from .tokens import KeySet, RevocationList, TokenVerifier, http_fetch, revocations_url
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -151,7 +151,9 @@ class Runtime:
         self.vault = Vault(self.keyring, spec.tables.data_keys)
         self.outbox = Outbox(spec.tables.outbox, spec.name, cipher=PayloadCipher(self.keyring))
         keys: KeySet = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
-        self.tokens = TokenVerifier(keys, config["TOKEN_ISSUER"])
+        revoked: RevocationList = config.get("revocations") or RevocationList(
+            http_fetch(revocations_url(config["JWKS_URL"])))
+        self.tokens = TokenVerifier(keys, config["TOKEN_ISSUER"], revocations=revoked)
         self._wiring: Wiring | None = None
         self._wiring_lock = threading.Lock()
 

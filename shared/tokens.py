@@ -6,6 +6,11 @@ reaches every service without logging anyone out).  Only asymmetric algorithms a
 accepted, so ``alg: none`` and HS256-signed-with-the-public-key tokens fail.
 
 No Flask here: the bearer token of a request is read by ``shared.http.authenticate``.
+
+A token that was revoked before it expired (logout, a password change, a disabled
+account) is refused through the auth service's revocation list, the ``jti`` of every
+revoked token still in date, published beside its JWKS and re-read every few seconds
+(``RevocationList``, docs/auth.md "Revocation").
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+from urllib.parse import urljoin
 
 import jwt
 
@@ -102,11 +108,62 @@ class KeySet:
         return key
 
 
+def revocations_url(jwks_url: str) -> str:
+    """Where the auth service publishes its revocation list: beside its JWKS."""
+    return urljoin(jwks_url, "revocations.json")
+
+
+class RevocationList:
+    """The ``jti`` of revoked access tokens that have not expired yet, as the auth service publishes them.
+
+    Re-read when older than ``interval`` seconds (so a revocation reaches every service within
+    that time).  When the auth service cannot be reached the last list is used for up to
+    ``max_stale`` seconds; after that every verification is a 503, never a pass, since a token
+    revoked meanwhile would otherwise be accepted.
+    """
+
+    def __init__(self, fetch: Callable[[], dict], interval: float = 5.0, max_stale: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._fetch = fetch
+        self.interval = interval
+        self.max_stale = max_stale
+        self._clock = clock
+        self._revoked: frozenset[str] = frozenset()
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def _refresh(self, now: float) -> None:
+        try:
+            document = self._fetch()
+            listed = document["jti"]
+            if not isinstance(listed, list) or not all(isinstance(j, str) for j in listed):
+                raise ValueError("jti is not a list of strings")
+        except Exception:  # noqa: BLE001 - any fetch or format failure: keep the last list while it is fresh
+            if self._fetched_at is None or now - self._fetched_at > self.max_stale:
+                raise Unavailable("the token revocation list cannot be fetched right now") from None
+            return
+        self._revoked = frozenset(listed)
+        self._fetched_at = now
+
+    def is_revoked(self, jti: str) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._fetched_at is None or now - self._fetched_at >= self.interval:
+                self._refresh(now)
+            return jti in self._revoked
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 class TokenVerifier:
-    def __init__(self, keys: KeySet, issuer: str, leeway: float = 5.0) -> None:
+    def __init__(self, keys: KeySet, issuer: str, leeway: float = 5.0,
+                 revocations: RevocationList | None = None) -> None:
         self.keys = keys
         self.issuer = issuer
         self.leeway = leeway
+        self.revocations = revocations
 
     def verify(self, token: str) -> Principal:
         invalid = Unauthorized("the access token is not valid", headers=CHALLENGE)
@@ -129,7 +186,12 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise invalid from None
         roles, groups = claims.get("roles", []), claims.get("groups", [])
-        if not isinstance(roles, list) or not isinstance(groups, list):
+        tenant, subject, jti = claims.get("tenant"), claims["sub"], claims["jti"]
+        # A signed token is still input: claims of the wrong type are a 401, not a crash further in.
+        if (not _strings(roles) or not _strings(groups) or not isinstance(subject, str) or not subject
+                or not (tenant is None or isinstance(tenant, str)) or not isinstance(jti, str) or not jti):
             raise invalid
+        if self.revocations is not None and self.revocations.is_revoked(jti):
+            raise Unauthorized("the access token has been revoked; log in again", headers=CHALLENGE)
         return Principal(user_id=str(claims["sub"]), tenant=claims.get("tenant"), roles=frozenset(roles),
                          groups=frozenset(groups), token_id=claims.get("jti"), claims=claims)

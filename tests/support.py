@@ -18,7 +18,7 @@ from sqlalchemy import select
 from shared.bus import EVENTS, MemoryBackend
 from shared.crypto import Keyring
 from shared.service import Runtime, ServiceSpec
-from shared.tokens import KeySet
+from shared.tokens import KeySet, RevocationList
 
 ISSUER = "recept-auth"
 
@@ -29,6 +29,7 @@ class TokenMint:
     def __init__(self) -> None:
         self.kid = uuid.uuid4().hex[:16]
         self.private_key = Ed25519PrivateKey.generate()
+        self.revoked: set[str] = set()
 
     def jwks(self) -> dict[str, Any]:
         jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.private_key.public_key()))
@@ -37,6 +38,10 @@ class TokenMint:
 
     def keyset(self) -> KeySet:
         return KeySet(self.jwks)
+
+    def revocations(self) -> RevocationList:
+        """The revocation list auth would publish: the jti in ``self.revoked``, re-read on every check."""
+        return RevocationList(lambda: {"jti": sorted(self.revoked)}, interval=0.0)
 
     def token(self, sub: str | None = None, tenant: str | None = "t1", roles: Iterable[str] = ("staff",),
               groups: Iterable[str] = (), ttl: int = 300, **claims) -> str:
@@ -54,10 +59,11 @@ def make_runtime(spec: ServiceSpec, database_url: str, *, broker_url: str = "mem
     """Migrate ``spec``'s database and open a Runtime on it (memory bus unless told otherwise)."""
     if broker_url.startswith("memory://"):
         MemoryBackend.reset()
+    mint = mint or TokenMint()
     config = spec.config(overrides={
         "DATABASE_URL": database_url, "BROKER_URL": broker_url,
         "keyring": keyring or Keyring.generate(),
-        "keyset": (mint or TokenMint()).keyset(),
+        "keyset": mint.keyset(), "revocations": mint.revocations(),
         **overrides,
     }, env={})
     spec.migrate(config)

@@ -104,6 +104,8 @@ DIRECTORY_OUT = {"type": "object", "required": ["urls", "tls", "bind_dn", "bind_
                                 "bind_password_set": {"const": True}, "group_roles": {"type": "object"}}}
 JWKS_OUT = {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
     "type": "object", "required": ["kty", "kid"]}}}}
+REVOCATIONS_OUT = {"type": "object", "required": ["jti"], "additionalProperties": False,
+                   "properties": {"jti": {"type": "array", "items": {"type": "string"}}}}
 ROLES_OUT = {"type": "array", "items": {"type": "object", "required": ["role", "scope", "description"],
                                         "properties": {"role": {"type": "string"},
                                                        "scope": {"enum": ["vendor", "tenant"]},
@@ -159,6 +161,14 @@ def logout(body):
 def jwks():
     response = jsonify(_auth().signing_keys.jwks())
     response.headers["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+@bp.operation("GET", "/.well-known/revocations.json", public=True, tags=("login",), responses={200: REVOCATIONS_OUT},
+              summary="The jti of access tokens revoked before they expire (every verifier re-reads it)")
+def revocations():
+    response = jsonify(_auth().revocation_list())
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -13,7 +13,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import delete, func, select, update
@@ -23,11 +23,11 @@ from shared.clock import as_utc, rfc3339, utcnow
 from shared.crypto import ERASED, BlindIndex
 from shared.errors import AccessDenied, Conflict, Invalid, NotFound
 from shared.normalise import normalise_email
-from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
+from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal, RevocationList
 
 from . import events
 from .directory import TLS_MODES, DirectoryConfig, ldap_filter_ok
-from .models import directories, login_history, refresh_tokens, tenants, user_roles, users
+from .models import directories, login_history, refresh_tokens, revoked_tokens, tenants, user_roles, users
 from .passwords import PasswordHasher
 
 ROLE_DESCRIPTIONS = {
@@ -41,6 +41,7 @@ ROLE_DESCRIPTIONS = {
 SYSTEM_ACTOR = {"id": "cli", "tenant": None, "kind": "system"}
 FROM_CALLER = object()   # Auth.emit's default actor: the caller (``by``), or the CLI when there is none
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+REVOCATION_MARGIN = 60   # seconds a revocation outlives its token: clock skew and verifiers' leeway
 
 
 def normalise_username(value: Any, field: str = "username") -> str:
@@ -109,6 +110,9 @@ class Auth:
         self.index = BlindIndex(runtime.keyring, bits=16)
         # The client-address hash only has to tell addresses apart for a few minutes: 63 bits.
         self.client_index = BlindIndex(runtime.keyring, bits=63)
+        # Other services learn revocations over HTTP every few seconds; auth reads its own table on every
+        # request, so a logout takes effect here at once.
+        runtime.tokens.revocations = RevocationList(self.revocation_list, interval=0.0)
 
     def now(self) -> datetime:
         return as_utc(self.clock())
@@ -562,22 +566,58 @@ class Auth:
                       resource=resource)
 
     def revoke_sessions(self, session: Session, by: Principal | None, slug: str | None, user_id: str, reason: str,
-                        family_id: str | None = None, actor: dict[str, Any] | None | object = FROM_CALLER) -> int:
-        """Revoke the user's live refresh tokens (one family, or all); one event per session."""
+                        family_id: str | None = None, actor: dict[str, Any] | None | object = FROM_CALLER, *,
+                        keep_family: str | None = None) -> int:
+        """Revoke the user's live sessions (one family, or all but ``keep_family``): their refresh tokens,
+        and the access tokens issued with them that are still in date.  One event per session."""
         t = refresh_tokens
         query = select(t.c.family_id).where(t.c.user_id == user_id, t.c.revoked_at.is_(None)).distinct()
         if family_id is not None:
             query = query.where(t.c.family_id == family_id)
+        if keep_family is not None:
+            query = query.where(t.c.family_id != keep_family)
         families = list(session.scalars(query))
         if not families:
             return 0
+        now = self.now()
         session.execute(update(t).where(t.c.family_id.in_(families), t.c.revoked_at.is_(None))
-                        .values(revoked_at=self.now(), revoked_reason=reason))
+                        .values(revoked_at=now, revoked_reason=reason))
+        # Every refresh issued an access token; those issued within one lifetime may still be in use.
+        issued = session.execute(select(t.c.access_jti, t.c.created_at).where(
+            t.c.family_id.in_(families), t.c.access_jti.is_not(None),
+            t.c.created_at > now - timedelta(seconds=self.policy.access_ttl + REVOCATION_MARGIN))).all()
+        self.revoke_access_tokens(session, [(r.access_jti, as_utc(r.created_at) + timedelta(
+            seconds=self.policy.access_ttl)) for r in issued])
         for family in sorted(families):
             self.emit(session, events.SESSION_REVOKED, by, {"user_id": user_id, "session_id": family, "reason": reason},
                       tenant=slug, subject=user_subject(user_id), resource={"type": "user", "id": user_id},
                       actor=actor)
         return len(families)
+
+    # --- access-token revocation (docs/auth.md "Revocation") ---------------------------------------
+
+    def revoke_access_tokens(self, session: Session, tokens: Iterable[tuple[str, datetime]]) -> None:
+        """Record revoked access tokens (jti, expiry) until they would have expired anyway (and a margin)."""
+        wanted = {jti: expires for jti, expires in tokens if jti}
+        if not wanted:
+            return
+        known = set(session.scalars(select(revoked_tokens.c.jti).where(revoked_tokens.c.jti.in_(list(wanted)))))
+        fresh = [{"jti": jti, "expires_at": expires + timedelta(seconds=REVOCATION_MARGIN)}
+                 for jti, expires in wanted.items() if jti not in known]
+        if fresh:
+            session.execute(revoked_tokens.insert(), fresh)
+
+    def revocation_list(self) -> dict[str, Any]:
+        """What every verifier reads (``/.well-known/revocations.json``): the revoked jti still in date."""
+        with self.db.transaction() as session:
+            jtis = sorted(session.scalars(select(revoked_tokens.c.jti).where(revoked_tokens.c.expires_at > self.now())))
+        return {"jti": jtis}
+
+    def session_of(self, session: Session, by: Principal | None) -> str | None:
+        """The session (refresh-token family) the caller's access token was issued with, if any."""
+        if by is None or not by.token_id:
+            return None
+        return session.scalar(select(refresh_tokens.c.family_id).where(refresh_tokens.c.access_jti == by.token_id))
 
     def delete_user(self, session: Session, by: Principal | None, slug: str, user_id: str, *,
                     reason: str = "admin") -> None:
@@ -652,6 +692,10 @@ class Auth:
             password_hash=self.hasher.hash(password), updated_at=self.now()))
         self.emit(session, events.PASSWORD_CHANGED, by, {"user_id": user_id, "by": changed_by}, tenant=slug,
                   subject=user_subject(user_id), resource={"type": "user", "id": user_id})
+        # Whoever knew the old password may hold a session: end them all, except (for a change by the
+        # user) the session that made the change, which has just proved it knows both passwords.
+        keep = self.session_of(session, by) if changed_by == "self" else None
+        self.revoke_sessions(session, by, slug, user_id, "password_changed", keep_family=keep)
 
     def unlock(self, session: Session, by: Principal | None, slug: str, user_id: str) -> dict[str, Any]:
         self.require_tenant_access(by, slug, admin=True)

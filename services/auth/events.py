@@ -62,8 +62,16 @@ ACCOUNT_LOCKED = REGISTRY.register("auth.account.locked", 1,
                                    "Too many failed logins locked an account until locked_until.")
 ACCOUNT_UNLOCKED = REGISTRY.register("auth.account.unlocked", 1, obj({"user_id": _ID}),
                                      "An administrator cleared an account's failed-login state.")
-SESSION_REVOKED = REGISTRY.register(
+SESSION_REVOKED_V1 = REGISTRY.register(
     "auth.session.revoked", 1,
     obj({"user_id": _ID, "session_id": _ID,
          "reason": {"enum": ["logout", "reuse_detected", "user_disabled", "directory_rejected"]}}),
     "A login session's refresh tokens were revoked (logout, refresh-token reuse, disabled account).")
+# Version 2 adds the reason password_changed; version 1 stays registered for events already published.
+SESSION_REVOKED = REGISTRY.register(
+    "auth.session.revoked", 2,
+    obj({"user_id": _ID, "session_id": _ID,
+         "reason": {"enum": ["logout", "reuse_detected", "user_disabled", "directory_rejected",
+                             "password_changed"]}}),
+    "A login session's refresh tokens and its access tokens still in date were revoked (logout, "
+    "refresh-token reuse, disabled account, password changed or reset).")

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -27,7 +27,7 @@ from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
 from . import events
 from .directory import DirectoryClient, DirectoryRejected, DirectoryUnavailable
 from .domain import Auth, normalise_username, user_subject
-from .models import client_failures, login_history, refresh_tokens, tenants, users
+from .models import client_failures, login_history, refresh_tokens, revoked_tokens, tenants, users
 
 LOGIN_FAILED = "the login failed: check the tenant, username and password, or try again later"
 REFRESH_FAILED = "the refresh token is not valid; log in again"
@@ -64,23 +64,24 @@ class Logins:
     # --- tokens -----------------------------------------------------------------------------------
 
     def _access_token(self, user_id: str, tenant_slug: str, roles: list[str], groups: list[str],
-                      now: datetime) -> str:
+                      now: datetime, jti: str) -> str:
         iat = int(now.timestamp())
         return self.auth.signing_keys.sign({
             "sub": user_id, "tenant": tenant_slug, "roles": roles, "groups": groups, "iat": iat,
-            "exp": iat + self.policy.access_ttl, "iss": self.policy.issuer, "jti": uuid.uuid4().hex,
+            "exp": iat + self.policy.access_ttl, "iss": self.policy.issuer, "jti": jti,
         })
 
     def _issue(self, session: Session, user_row, tenant_slug: str, now: datetime, *, family_id: str,
                session_expires_at: datetime) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
+        jti = uuid.uuid4().hex     # kept with the refresh token: ending the session revokes this access token
         session.execute(refresh_tokens.insert().values(
             id=str(uuid.uuid4()), token_hash=token_hash(refresh), family_id=family_id, user_id=user_row.id,
             created_at=now, expires_at=min(now + timedelta(seconds=self.policy.refresh_ttl), session_expires_at),
-            session_expires_at=session_expires_at))
+            session_expires_at=session_expires_at, access_jti=jti))
         roles = self.auth.roles_of(session, user_row.id)
         groups = self.auth.groups_of(session, user_row)
-        return {"access_token": self._access_token(user_row.id, tenant_slug, roles, groups, now),
+        return {"access_token": self._access_token(user_row.id, tenant_slug, roles, groups, now, jti),
                 "token_type": "Bearer", "expires_in": self.policy.access_ttl, "refresh_token": refresh}
 
     # --- brute force ------------------------------------------------------------------------------
@@ -334,18 +335,25 @@ class Logins:
             raise Unavailable(DIRECTORY_DOWN) from None
 
     def logout(self, by: Principal, refresh_token: str | None = None, everywhere: bool = False) -> int:
-        """End the session of ``refresh_token`` (if it is the caller's), or all the caller's sessions."""
+        """End the session of ``refresh_token`` (if it is the caller's), or all the caller's sessions;
+        the access tokens of the ended sessions, the caller's own among them, are revoked with them."""
         auth = self.auth
         actor = by.actor
         with self.db.transaction() as session:
             if everywhere:
-                return auth.revoke_sessions(session, by, by.tenant, by.user_id, "logout", actor=actor)
-            row = session.execute(select(refresh_tokens).where(
-                refresh_tokens.c.token_hash == token_hash(refresh_token or ""))).first()
-            if row is None or row.user_id != by.user_id:
-                return 0     # someone else's or unknown: nothing to end, and nothing to tell
-            return auth.revoke_sessions(session, by, by.tenant, by.user_id, "logout", family_id=row.family_id,
-                                        actor=actor)
+                ended = auth.revoke_sessions(session, by, by.tenant, by.user_id, "logout", actor=actor)
+            else:
+                row = session.execute(select(refresh_tokens).where(
+                    refresh_tokens.c.token_hash == token_hash(refresh_token or ""))).first()
+                if row is None or row.user_id != by.user_id:
+                    return 0     # someone else's or unknown: nothing to end, and nothing to tell
+                ended = auth.revoke_sessions(session, by, by.tenant, by.user_id, "logout",
+                                             family_id=row.family_id, actor=actor)
+            # The calling token may come from another session (or none, e.g. the CLI's): revoke it too.
+            expires = by.claims.get("exp")
+            if by.token_id and isinstance(expires, (int, float)):
+                auth.revoke_access_tokens(session, [(by.token_id, datetime.fromtimestamp(expires, timezone.utc))])
+            return ended
 
     def change_own_password(self, by: Principal, current: str, new: str) -> None:
         """A local user changes their own password; a wrong current password counts as a failed login."""
@@ -391,7 +399,9 @@ class Logins:
             clients = session.execute(delete(client_failures).where(client_failures.c.expires_at < now)).rowcount
             sessions = session.execute(delete(refresh_tokens).where(
                 refresh_tokens.c.session_expires_at < now - timedelta(days=1))).rowcount
-        return {"login_history": history, "client_failures": clients, "refresh_tokens": sessions}
+            revoked = session.execute(delete(revoked_tokens).where(revoked_tokens.c.expires_at <= now)).rowcount
+        return {"login_history": history, "client_failures": clients, "refresh_tokens": sessions,
+                "revoked_tokens": revoked}
 
 
 def _email_or_none(value: str | None) -> str | None:

@@ -92,6 +92,14 @@ refresh_tokens = Table(
     Column("rotated_at", DateTime(timezone=True), nullable=True),    # used once: a second use is reuse
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revoked_reason", String(20), nullable=True),
+    # The jti of the access token issued with this refresh token: revoking the session revokes it too.
+    Column("access_jti", String(32), nullable=True, index=True),
+)
+
+revoked_tokens = Table(
+    "revoked_tokens", metadata,
+    Column("jti", String(32), primary_key=True),               # an access token revoked before it expired
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),   # then the entry is dropped
 )
 
 login_history = Table(
@@ -115,5 +123,6 @@ client_failures = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
-# Alembic's 0002 migration creates these with op.create_table; keep the two in step.
-SERVICE_TABLES = (tenants, directories, users, user_roles, refresh_tokens, login_history, client_failures)
+# Alembic's migrations (0002, 0003) create these with op; keep the two in step.
+SERVICE_TABLES = (tenants, directories, users, user_roles, refresh_tokens, login_history, client_failures,
+                  revoked_tokens)

@@ -217,9 +217,11 @@ def test_purge_deletes_login_data_past_its_retention(harness):
     harness.user("north", "kim")
     harness.login("north", "kim", PASSWORD)
     harness.login("north", "kim", "wrong password!")
-    assert harness.logins.purge() == {"login_history": 0, "client_failures": 0, "refresh_tokens": 0}
+    assert harness.logins.purge() == {"login_history": 0, "client_failures": 0, "refresh_tokens": 0,
+                                      "revoked_tokens": 0}
     harness.clock.advance(91 * 86_400)
-    assert harness.logins.purge() == {"login_history": 2, "client_failures": 1, "refresh_tokens": 1}
+    assert harness.logins.purge() == {"login_history": 2, "client_failures": 1, "refresh_tokens": 1,
+                                      "revoked_tokens": 0}
 
 
 def test_failed_login_and_lock_events_have_no_actor(harness):
