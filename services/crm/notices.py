@@ -12,6 +12,7 @@ import json
 import logging
 import smtplib
 import ssl
+import unicodedata
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, format_datetime, make_msgid
@@ -32,7 +33,15 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=2)     # a claimed delivery is someone's for this long
 
 
+def _one_line(text: str) -> bool:
+    """No control characters or line separators: the title becomes the Subject header of every e-mail."""
+    return not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+
+
 def create_notice(crm: Crm, s: Session, actor: Actor, title: str, body: str, company_ids: list[str]) -> str:
+    if not _one_line(title) or not title.strip():
+        raise Invalid("the notice title is not valid",
+                      errors=[{"field": "title", "message": "must be one line of text without control characters"}])
     company_ids = list(dict.fromkeys(company_ids))
     known = set(s.scalars(select(companies.c.id).where(companies.c.id.in_([c for c in company_ids if valid_uuid(c)]))))
     unknown = [i for i, c in enumerate(company_ids) if c not in known]
@@ -151,32 +160,48 @@ def deliver_pending(crm: Crm, notice_id: str | None = None, limit: int = 200) ->
     if not jobs:
         return outcome
     results: dict[str, str | None] = {}
-    to_send = [j for j in jobs if not j["cancel"]]
+    # A message that cannot even be built (a stored title or name no header can carry) fails for good
+    # on its own; it must never abort the batch and leave every other delivery claimed and unsent.
+    unsendable: set[str] = set()
+    to_send = []
+    for job in jobs:
+        if job["cancel"]:
+            continue
+        try:
+            job["message"] = _message(crm.config, job["notice"], job["address"], job["name"])
+            to_send.append(job)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            results[job["delivery"].id] = type(exc).__name__
+            unsendable.add(job["delivery"].id)
     if to_send:
         try:
             smtp = SmtpRelay(crm.config).open()
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("notice relay unreachable: %s", _reason(exc))
-            results = {j["delivery"].id: _reason(exc) for j in to_send}
+            results.update({j["delivery"].id: _reason(exc) for j in to_send})
         else:
             try:
                 for job in to_send:
-                    message = _message(crm.config, job["notice"], job["address"], job["name"])
                     try:
-                        smtp.send_message(message, from_addr=crm.config["SMTP_FROM"], to_addrs=[job["address"]])
+                        smtp.send_message(job["message"], from_addr=crm.config["SMTP_FROM"],
+                                          to_addrs=[job["address"]])
                         results[job["delivery"].id] = None
                     except (OSError, smtplib.SMTPException) as exc:
                         results[job["delivery"].id] = _reason(exc)
+                    except (ValueError, TypeError, UnicodeError) as exc:   # e.g. an address SMTP cannot carry
+                        results[job["delivery"].id] = type(exc).__name__
+                        unsendable.add(job["delivery"].id)
             finally:
                 try:
                     smtp.quit()
                 except (OSError, smtplib.SMTPException):
                     smtp.close()
-    _record(crm, jobs, results, outcome)
+    _record(crm, jobs, results, outcome, unsendable)
     return outcome
 
 
-def _record(crm: Crm, jobs: list[dict[str, Any]], results: dict[str, str | None], outcome: dict[str, int]) -> None:
+def _record(crm: Crm, jobs: list[dict[str, Any]], results: dict[str, str | None], outcome: dict[str, int],
+            unsendable: set[str] = frozenset()) -> None:
     d = notice_deliveries
     now = utcnow()
     max_attempts = crm.config["NOTICE_MAX_ATTEMPTS"]
@@ -196,7 +221,7 @@ def _record(crm: Crm, jobs: list[dict[str, Any]], results: dict[str, str | None]
                 crm.emit(s, ev.NOTICE_DELIVERY_SENT, SYSTEM, data=data, subject=f"crm:person:{delivery.person_id}",
                          resource=("notice_delivery", delivery.id))
                 outcome["sent"] += 1
-            elif attempts >= max_attempts:
+            elif attempts >= max_attempts or delivery.id in unsendable:
                 s.execute(update(d).where(d.c.id == delivery.id).values(
                     status="failed", attempts=attempts, claimed_until=None, last_error=error[:200]))
                 crm.emit(s, ev.NOTICE_DELIVERY_FAILED, SYSTEM, data={**data, "reason": error[:60]},

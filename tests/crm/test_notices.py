@@ -118,3 +118,34 @@ def test_notice_needs_known_companies_with_recipients(make_crm):
     response = crm.client.post("/api/v1/notices", headers=crm.support, json={**NOTICE, "company_ids": [company["id"]]})
     assert response.status_code == 422
     assert crm.get("/api/v1/notices")["items"] == []
+
+
+def test_a_title_with_a_line_break_is_refused_and_one_unsendable_message_does_not_stop_the_others(make_crm, smtp):
+    """Security review (issue 14): a CR/LF in a title is a 422 (it would also inject headers); and a message
+    that cannot be built is marked failed on its own while every other delivery of the batch goes out."""
+    from sqlalchemy import update
+
+    from services.crm.models import notices
+
+    crm = make_crm(**smtp_settings(smtp, NOTICE_SEND_INLINE=False))
+    company = crm.company()
+    crm.person(company["id"], name="Anna", email="anna@a.example", notice_recipient=True)
+    crm.person(company["id"], name="Bo", email="bo@a.example", notice_recipient=True)
+    for title in ("Uppgradering\r\nBcc: all@evil.example", "Rad ett\nrad två", "Tab\x00noll"):
+        response = crm.client.post("/api/v1/notices", headers=crm.support,
+                                   json={**NOTICE, "title": title, "company_ids": [company["id"]]})
+        assert response.status_code == 422 and response.mimetype == "application/problem+json"
+        assert [e["field"] for e in response.get_json()["errors"]] == ["title"]
+    assert crm.get("/api/v1/notices")["items"] == []
+    # A notice stored before titles were checked: its deliveries come first in the batch.
+    bad = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
+    with crm.runtime.db.transaction() as s:
+        s.execute(update(notices).where(notices.c.id == bad["id"]).values(title="Före\r\nBcc: all@evil.example"))
+    good = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
+    assert deliver_pending(crm.crm) == {"sent": 2, "retry": 0, "failed": 2, "cancelled": 0}
+    assert {d["status"] for d in crm.get(f"/api/v1/notices/{good['id']}")["deliveries"]} == {"sent"}
+    failed = crm.get(f"/api/v1/notices/{bad['id']}")["deliveries"]
+    assert {d["status"] for d in failed} == {"failed"} and all(d["last_error"] == "ValueError" for d in failed)
+    assert sorted(r for m in smtp.messages for r in m.recipients) == ["anna@a.example", "bo@a.example"]
+    assert b"evil" not in b"".join(m.data for m in smtp.messages)
+    assert deliver_pending(crm.crm) == {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}   # nothing stuck
