@@ -62,13 +62,68 @@ def _ed25519_pem(path: Path) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
+def _forwarding_token(path: Path) -> None:
+    # auth and the portal must hold the same token (services/auth/config.py): the second file made
+    # copies the first.
+    made = sorted(p for p in path.parent.glob("*-forwarding-token") if p != path)
+    token = made[0].read_text(encoding="utf-8").strip() if made else secrets.token_urlsafe(32)
+    path.write_text(token, encoding="utf-8")
+
+
+def relay_tls(names: tuple[str, ...]) -> tuple[bytes, bytes, bytes]:
+    """(CA certificate, server certificate, server key) as PEM, for a demo SMTP relay known by ``names``.
+
+    The compose run's relay (mailpit) speaks STARTTLS with this certificate and crm verifies it
+    against this CA (``RECEPT_CRM_SMTP_CA_PATH``), so notices never cross the network in clear.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Recept demo relay CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    sans = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return (ca.public_bytes(pem), cert.public_bytes(pem),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
 # Setting name -> how to make its file.  A service that adds a *_FILE setting adds a line here;
 # tests/deploy fails until it does, so no deployment starts with a missing secret.
 FILE_GENERATORS: dict[str, Callable[[Path], None]] = {
     "KEYRING_FILE": _keyring,
     "SIGNING_KEYS_FILE": _signing_keys,
     "CHECKPOINT_KEY_FILE": _ed25519_pem,
+    "FORWARDING_TOKEN_FILE": _forwarding_token,
 }
+# The compose run's demo relay (mailpit) and what crm trusts it by: made together, kept together.
+RELAY_FILES = ("crm-smtp-ca", "mailpit-tls-cert", "mailpit-tls-key")
+RELAY_NAME = "mailpit"
 
 
 class Secrets:
@@ -124,6 +179,11 @@ def generate(directory: Path = DEFAULT_DIR, services=None) -> list[str]:
             if setting not in FILE_GENERATORS:
                 raise SystemExit(f"make_secrets: no generator for {service}'s {setting}; add one to FILE_GENERATORS")
             store.keep_or_make(secret_file(service, file_name), FILE_GENERATORS[setting])
+    if not all(store.path(name).exists() for name in RELAY_FILES):
+        for name, pem in zip(RELAY_FILES, relay_tls((RELAY_NAME,))):
+            store.path(name).write_bytes(pem)
+    for name in RELAY_FILES:
+        os.chmod(store.path(name), 0o644)
     store.write("rabbitmq-definitions.json",
                 json.dumps(definitions(all_topologies(), password_hashes=hashes), indent=2) + "\n")
     return sorted(p.name for p in directory.iterdir() if p.name != ".gitignore")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 
@@ -22,6 +23,8 @@ log = logging.getLogger("recept.embedded")
 def build(port: int, overrides: dict | None = None, names=SERVICES):
     """(wsgi app, runtimes) for the embedded system; used by ``run_embedded`` and tests."""
     os.environ.setdefault("RECEPT_JWKS_URL", f"http://127.0.0.1:{port}/auth/.well-known/jwks.json")
+    # One per run, shared by auth and the portal: auth throttles portal sign-ins per browser address.
+    os.environ.setdefault("RECEPT_FORWARDING_TOKEN", secrets.token_urlsafe(32))
     runtimes, apps = {}, {}
     for name in names:
         spec = load(name)

@@ -8,6 +8,7 @@ Ctrl-C / SIGTERM — or when any child dies, so a half-running system never look
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from shared.config import ROOT
 
 
 def child_env(name: str, broker: str, host: str) -> dict[str, str]:
+    # One per run, the same in every child: auth believes the browser address the portal forwards.
+    os.environ.setdefault("RECEPT_FORWARDING_TOKEN", secrets.token_urlsafe(32))
     env = dict(os.environ)
     env["RECEPT_BROKER_URL"] = broker
     env["RECEPT_SERVICE"] = name

@@ -154,3 +154,15 @@ def load_config(
         values["DATABASE_URL"] = _default_database_url(service)
     values.update(overrides)  # unknown override keys are allowed: tests pass fakes this way
     return Config(service=service, values=values, settings=settings)
+
+
+def secret_value(config: Mapping[str, Any], name: str) -> str | None:
+    """A secret given as ``NAME`` or as a file ``NAME_FILE`` (a mounted secret), stripped; None when neither."""
+    value = config.get(name)
+    path = config.get(f"{name}_FILE")
+    if not value and path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(f"{name}_FILE: the file cannot be read") from None
+    return value or None

@@ -140,7 +140,10 @@ def _no_content() -> Response:
 @bp.operation("POST", "/api/v1/auth/login", summary="Log in with tenant, username and password", body=LOGIN,
               public=True, tags=("login",), responses={200: TOKENS, 401: None, 503: None})
 def login(body):
-    return jsonify(_logins().login(body["tenant"], body["username"], body["password"], request.remote_addr))
+    logins = _logins()
+    client = logins.client_address(request.remote_addr, request.headers.get("X-Recept-Client-Address"),
+                                   request.headers.get("X-Recept-Forwarding-Token"))
+    return jsonify(logins.login(body["tenant"], body["username"], body["password"], client))
 
 
 @bp.operation("POST", "/api/v1/auth/refresh", summary="Swap a refresh token for new tokens (rotation)",

@@ -23,4 +23,21 @@ SETTINGS = (
     Setting("ALLOW_PLAIN_LDAP", bool, False, "allow directories without LDAPS/StartTLS (tests and demos only)"),
     Setting("LOGIN_HISTORY_DAYS", int, 90, "days login history is kept", minimum=1),
     Setting("PURGE_INTERVAL", float, 3600.0, "seconds between purges of expired login data", minimum=1),
+    # The portal signs its users in through this api; with this token (it holds the same) the browser's
+    # address it forwards is the one sign-ins are throttled by (docs/auth.md "Brute-force protection").
+    Setting("FORWARDING_TOKEN", str, None, "shared with the portal: lets it forward the browser's address",
+            secret=True),
+    Setting("FORWARDING_TOKEN_FILE", str, None, "path of a file holding FORWARDING_TOKEN (a mounted secret)"),
 )
+
+MIN_FORWARDING_TOKEN = 32
+
+
+def forwarding_token(config) -> str | None:
+    """The portal's forwarding token, or None (then no forwarded address is believed)."""
+    from shared.config import ConfigError, secret_value
+
+    token = secret_value(config, "FORWARDING_TOKEN")
+    if token is not None and len(token) < MIN_FORWARDING_TOKEN:
+        raise ConfigError(f"FORWARDING_TOKEN: must be at least {MIN_FORWARDING_TOKEN} characters")
+    return token

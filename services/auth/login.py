@@ -9,6 +9,8 @@ say why.  A directory that cannot be reached is ``Unavailable`` (503), never a f
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from shared.normalise import normalise_email
 from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
 
 from . import events
+from .config import forwarding_token
 from .directory import DirectoryClient, DirectoryRejected, DirectoryUnavailable
 from .domain import Auth, normalise_username, user_subject
 from .models import client_failures, login_history, refresh_tokens, revoked_tokens, tenants, users
@@ -60,6 +63,21 @@ class Logins:
         self.auth = auth
         self.db = auth.db
         self.policy = auth.policy
+        self.forwarding_token = forwarding_token(auth.runtime.config)
+
+    def client_address(self, peer: str | None, forwarded: str | None, token: str | None) -> str | None:
+        """The address a sign-in is throttled by: the caller's, or the browser's when the portal says so.
+
+        Only a caller presenting the forwarding token (the portal) may name another address; anyone
+        else naming one is ignored, or they could spread their attempts over invented addresses.
+        """
+        if not (self.forwarding_token and forwarded and token
+                and hmac.compare_digest(token.encode(), self.forwarding_token.encode())):
+            return peer
+        try:
+            return str(ipaddress.ip_address(forwarded.strip()))
+        except ValueError:
+            return peer
 
     # --- tokens -----------------------------------------------------------------------------------
 
@@ -188,7 +206,8 @@ class Logins:
             blocked = self._client_blocked(session, client, now)
             attempt = None if blocked else self._read(session, slug, username)
         if blocked:
-            auth.hasher.dummy_verify(password)
+            # No hash here: a blocked address is the one flooding us, and spending Argon2's memory and
+            # time on each of its attempts is what the block exists to stop.
             raise self._fail(None, "client_blocked", client, now, count=False)
         if attempt is None:
             auth.hasher.dummy_verify(password)

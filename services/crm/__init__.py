@@ -13,6 +13,8 @@ SETTINGS = (
     Setting("SMTP_PORT", int, 25, "SMTP relay port", minimum=1),
     Setting("SMTP_FROM", str, "noreply@recept.invalid", "From address of system-change notices"),
     Setting("SMTP_STARTTLS", bool, False, "upgrade the relay connection with STARTTLS"),
+    Setting("SMTP_CA_PATH", str, None, "PEM file of the CA that signs the relay's certificate (default: the "
+            "system's trust store)"),
     Setting("SMTP_USER", str, None, "relay login user (optional)"),
     Setting("SMTP_PASSWORD", str, None, "relay login password (optional)", secret=True),
     Setting("SMTP_TIMEOUT", float, 10.0, "seconds to wait for the relay", minimum=0.1),

@@ -99,7 +99,7 @@ class SmtpRelay:
         smtp = smtplib.SMTP(c["SMTP_HOST"], c["SMTP_PORT"], timeout=c["SMTP_TIMEOUT"])
         try:
             if c["SMTP_STARTTLS"]:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=ssl.create_default_context(cafile=c.get("SMTP_CA_PATH") or None))
             if c["SMTP_USER"]:
                 smtp.login(c["SMTP_USER"], c["SMTP_PASSWORD"] or "")
         except BaseException:

@@ -26,6 +26,9 @@ SETTINGS = (
     Setting("SESSION_MAX_HOURS", int, 12, "a session ends this many hours after sign-in, active or not", minimum=1),
     Setting("PAGE_REFRESH_SECONDS", int, 3, "how often a running request's page reloads itself", minimum=1),
     Setting("COOKIE_SECURE", bool, False, "send the session cookie over HTTPS only (set true behind TLS)"),
+    Setting("FORWARDING_TOKEN", str, None, "shared with auth: lets the portal forward the browser's address",
+            secret=True),
+    Setting("FORWARDING_TOKEN_FILE", str, None, "path of a file holding FORWARDING_TOKEN (a mounted secret)"),
 )
 
 

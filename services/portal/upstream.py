@@ -62,10 +62,11 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 class Upstream:
     """One service's base URL (``http://127.0.0.1:8080/gdpr``) and how to call it."""
 
-    def __init__(self, service: str, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, service: str, base_url: str, timeout: float = 10.0, forwarding_token: str | None = None) -> None:
         self.service = service
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.forwarding_token = forwarding_token
 
     def url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
         url = self.base_url + path
@@ -78,10 +79,12 @@ class Upstream:
              query: Mapping[str, Any] | None = None, accept: str = "application/json",
              forwarded_for: str | None = None) -> Reply:
         headers = {"Accept": accept}
-        if forwarded_for:
-            # Auth throttles sign-ins per client address; without this every portal sign-in
-            # would count against the portal's own address (honoured only behind a proxy).
-            headers["X-Forwarded-For"] = forwarded_for
+        if forwarded_for and self.forwarding_token:
+            # Auth throttles sign-ins per client address; without this every portal sign-in would
+            # count against the portal's own address.  Auth believes the address only with the token
+            # it shares with the portal (docs/auth.md "Brute-force protection").
+            headers["X-Recept-Client-Address"] = forwarded_for
+            headers["X-Recept-Forwarding-Token"] = self.forwarding_token
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -24,6 +24,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from shared.clock import as_utc, utcnow
+from shared.config import secret_value
 from shared.errors import DomainError, Unauthorized
 from shared.http import create_service_app, problem
 
@@ -72,7 +73,8 @@ class Portal:
         config = runtime.config
         timeout = config["UPSTREAM_TIMEOUT"]
         self.runtime = runtime
-        self.auth = Upstream("auth", config["AUTH_URL"], timeout)
+        self.auth = Upstream("auth", config["AUTH_URL"], timeout,
+                             forwarding_token=secret_value(config, "FORWARDING_TOKEN"))
         self.gdpr = Upstream("gdpr", config["GDPR_URL"], timeout)
         self.audit = Upstream("audit", config["AUDIT_URL"], timeout)
         self.clock = clock

@@ -232,3 +232,47 @@ def test_failed_login_and_lock_events_have_no_actor(harness):
         harness.login("north", "kim", "wrong password!")
     failed = events_of(harness.runtime, "auth.login.failed") + events_of(harness.runtime, "auth.account.locked")
     assert len(failed) == 6 and all(e["actor"] is None for e in failed)
+
+
+FORWARDING_TOKEN = "portal-to-auth-forwarding-token-0123456789"
+
+
+def test_sign_ins_through_the_portal_are_throttled_per_browser_and_a_blocked_one_costs_no_hash(tmp_path, monkeypatch):
+    """Security review (issue 14): auth saw every portal sign-in as the portal's address, so twenty failures
+    locked everyone out.  The portal forwards the browser's address with a token only it and auth hold;
+    auth counts per that address, ignores the header from anyone without the token, and answers a blocked
+    address without spending an Argon2 hash on it."""
+    harness = build(f"sqlite:///{tmp_path / 'auth.db'}", tmp_path, CLIENT_MAX_FAILURES=3, CLIENT_WINDOW_SECONDS=60,
+                    FORWARDING_TOKEN=FORWARDING_TOKEN)
+    try:
+        harness.tenant("north")
+        harness.user("north", "kim")
+
+        def via_portal(password: str, browser: str, token: str = FORWARDING_TOKEN):
+            return harness.client.post(
+                "/api/v1/auth/login", json={"tenant": "north", "username": "kim", "password": password},
+                headers={"X-Recept-Client-Address": browser, "X-Recept-Forwarding-Token": token},
+                environ_base={"REMOTE_ADDR": "10.0.0.5"})            # the portal's own address
+
+        for _ in range(3):
+            assert via_portal("wrong password!", "198.51.100.7").status_code == 401
+        assert via_portal(PASSWORD, "198.51.100.7").status_code == 401         # that browser is blocked
+        assert via_portal(PASSWORD, "198.51.100.8").status_code == 200         # every other one is not
+        # Without the token the header is nobody's word: the attempts count against the caller itself.
+        for _ in range(3):
+            assert via_portal("wrong password!", "198.51.100.9", token="guessed").status_code == 401
+        assert via_portal(PASSWORD, "198.51.100.9", token="guessed").status_code == 401   # 10.0.0.5 is blocked
+        assert via_portal(PASSWORD, "198.51.100.9").status_code == 200
+        assert via_portal(PASSWORD, "not an address").status_code == 401     # unusable: the portal's address
+        # A blocked address is refused before any password hashing.
+        from services.auth.passwords import PasswordHasher
+
+        hashed = []
+        original = PasswordHasher.verify
+        monkeypatch.setattr(PasswordHasher, "verify", lambda *args: hashed.append("verify") or original(*args))
+        assert via_portal(PASSWORD, "198.51.100.7").status_code == 401
+        assert harness.login("north", "nobody", "x" * 12, address="10.0.0.5").status_code == 401
+        assert hashed == []
+        assert via_portal(PASSWORD, "198.51.100.8").status_code == 200 and hashed == ["verify"]
+    finally:
+        harness.runtime.db.dispose()

@@ -149,3 +149,50 @@ def test_a_title_with_a_line_break_is_refused_and_one_unsendable_message_does_no
     assert sorted(r for m in smtp.messages for r in m.recipients) == ["anna@a.example", "bo@a.example"]
     assert b"evil" not in b"".join(m.data for m in smtp.messages)
     assert deliver_pending(crm.crm) == {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}   # nothing stuck
+
+
+def test_starttls_to_the_relay_verifies_its_certificate_against_the_configured_ca(make_crm, tmp_path):
+    """Compose turns STARTTLS on (issue 14) with a demo CA from deploy/make_secrets: notices go encrypted to
+    a relay whose certificate that CA signed, and never to one it did not."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    from deploy.make_secrets import relay_tls
+
+    ca, cert, key = relay_tls(("localhost",))
+    for name, pem in (("ca.pem", ca), ("cert.pem", cert), ("key.pem", key)):
+        (tmp_path / name).write_bytes(pem)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    received = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append((session.ssl is not None, envelope.rcpt_tos))
+            return "250 Message accepted"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="localhost", port=port, tls_context=server_tls,
+                            require_starttls=True)
+    controller.start()
+    try:
+        other_ca = relay_tls(("localhost",))[0]
+        (tmp_path / "other-ca.pem").write_bytes(other_ca)
+        settings = {"SMTP_HOST": "localhost", "SMTP_PORT": port, "SMTP_STARTTLS": True, "SMTP_TIMEOUT": 5.0,
+                    "NOTICE_SEND_INLINE": False}
+        crm = make_crm(**settings, SMTP_CA_PATH=str(tmp_path / "ca.pem"))
+        company = crm.company()
+        crm.person(company["id"], name="Anna", email="anna@a.example", notice_recipient=True)
+        crm.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
+        assert deliver_pending(crm.crm) == {"sent": 1, "retry": 0, "failed": 0, "cancelled": 0}
+        assert received == [(True, ["anna@a.example"])]
+        stranger = make_crm(**settings, SMTP_CA_PATH=str(tmp_path / "other-ca.pem"))
+        company = stranger.company()
+        stranger.person(company["id"], name="Bo", email="bo@a.example", notice_recipient=True)
+        notice = stranger.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
+        assert deliver_pending(stranger.crm)["retry"] == 1 and len(received) == 1
+        assert stranger.get(f"/api/v1/notices/{notice['id']}")["deliveries"][0]["last_error"] == \
+            "SSLCertVerificationError"
+    finally:
+        controller.stop()

@@ -247,3 +247,31 @@ def test_auth_reaches_the_demo_directory(compose):
     assert "./deploy/ldap:/ldifs:ro" in ldap["volumes"]
     assert (ROOT / "deploy" / "ldap" / "demo.ldif").read_text(encoding="utf-8").count("dn: dc=recept,dc=test") == 1
     assert compose["services"]["auth-api"]["depends_on"]["ldap"] == {"condition": "service_healthy"}
+
+
+def test_cookies_are_secure_and_notices_go_over_verified_starttls(compose):
+    """Security review (issue 14): both were off in compose."""
+    services = compose["services"]
+    for role in ("api", "migrate"):
+        assert services[f"portal-{role}"]["environment"]["RECEPT_PORTAL_COOKIE_SECURE"] == "true"
+    for role in ("api", "worker", "migrate"):
+        definition = services[f"crm-{role}"]
+        env = definition["environment"]
+        assert env["RECEPT_CRM_SMTP_STARTTLS"] == "true" and env["RECEPT_CRM_SMTP_HOST"] == "mailpit"
+        assert env["RECEPT_CRM_SMTP_CA_PATH"] in _secret_mounts(definition)
+    mailpit = services["mailpit"]
+    assert mailpit["environment"]["MP_SMTP_REQUIRE_STARTTLS"] == "true"
+    for variable in ("MP_SMTP_TLS_CERT", "MP_SMTP_TLS_KEY"):
+        assert mailpit["environment"][variable] in _secret_mounts(mailpit)
+
+
+def test_auth_and_the_portal_mount_one_forwarding_token(compose, generated_secrets):
+    """The portal forwards the browser's address to auth; auth believes it only with this token."""
+    services = compose["services"]
+    sources = set()
+    for service, role in (("auth", "api"), ("portal", "api")):
+        definition = services[f"{service}-{role}"]
+        path = definition["environment"][f"RECEPT_{service.upper()}_FORWARDING_TOKEN_FILE"]
+        sources.add(compose["secrets"][_secret_mounts(definition)[path]["source"]]["file"])
+    tokens = {(generated_secrets / Path(source).name).read_text() for source in sources}
+    assert len(sources) == 2 and len(tokens) == 1 and len(tokens.pop()) >= 32

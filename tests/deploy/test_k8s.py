@@ -188,3 +188,10 @@ def test_one_migration_job_migrates_every_service(rendered):
 def test_kustomization_lists_exactly_the_rendered_files():
     listed = set(_kustomization()["resources"])
     assert listed == {p.name for p in render.K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_cookies_are_secure_and_notices_use_starttls(rendered):
+    """Security review (issue 14): the cluster's settings turn both on."""
+    config = _by_kind(rendered, "ConfigMap")
+    assert config["recept-portal"]["data"]["RECEPT_PORTAL_COOKIE_SECURE"] == "true"
+    assert config["recept-crm"]["data"]["RECEPT_CRM_SMTP_STARTTLS"] == "true"

@@ -60,3 +60,15 @@ def test_running_again_keeps_keys_and_passwords(tmp_path):
     generate(tmp_path)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "rabbitmq-definitions.json"}
     assert before == after
+
+
+def test_the_demo_relay_certificate_is_signed_by_the_ca_crm_trusts(generated_secrets):
+    from cryptography import x509
+
+    ca = x509.load_pem_x509_certificate((generated_secrets / "crm-smtp-ca").read_bytes())
+    cert = x509.load_pem_x509_certificate((generated_secrets / "mailpit-tls-cert").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert names == ["mailpit"]
+    key = serialization.load_pem_private_key((generated_secrets / "mailpit-tls-key").read_bytes(), None)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()

@@ -9,6 +9,8 @@ import pytest
 
 from services.portal import SPEC
 from tests.portal.fakes import FakeServices
+
+FORWARDING_TOKEN = "the-token-auth-and-the-portal-share-0123"
 from tests.support import TokenMint, make_runtime
 
 PASSWORD = "correct horse battery staple"
@@ -62,7 +64,7 @@ def runtime(tmp_path, migrated_sqlite, fakes, mint, clock):
     path = tmp_path / "portal.db"
     shutil.copyfile(migrated_sqlite, path)
     rt = make_runtime(SPEC, f"sqlite:///{path}", mint=mint, clock=clock, SESSION_IDLE_MINUTES=30,
-                      SESSION_MAX_HOURS=12, PAGE_REFRESH_SECONDS=1, **fakes.urls())
+                      SESSION_MAX_HOURS=12, PAGE_REFRESH_SECONDS=1, FORWARDING_TOKEN=FORWARDING_TOKEN, **fakes.urls())
     yield rt
     rt.db.dispose()
 

@@ -184,7 +184,8 @@ class FakeServices:
             service = request.path.strip("/").split("/")[0]
             fake.calls.append({"method": request.method, "path": request.path, "url": request.url,
                                "body": request.get_data(as_text=True), "service": service,
-                               "forwarded_for": request.headers.get("X-Forwarded-For")})
+                               "forwarded_for": request.headers.get("X-Recept-Client-Address"),
+                               "forwarding_token": request.headers.get("X-Recept-Forwarding-Token")})
             if service in fake.down:
                 return fake._problem(503, "Service unavailable", "down for the test")
             if request.path.endswith("/healthz") or "/.well-known/" in request.path or "/auth/api/v1/auth/" in \

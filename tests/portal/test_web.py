@@ -8,9 +8,10 @@ import zipfile
 
 from openapi_spec_validator import validate as validate_openapi
 
+from services.portal import SPEC
 from services.portal.sessions import Tokens
 from services.portal.web import CSP
-from tests.portal.conftest import PASSWORD, csrf_of, form_token, sign_in
+from tests.portal.conftest import FORWARDING_TOKEN, PASSWORD, csrf_of, form_token, sign_in
 from tests.support import TokenMint
 
 
@@ -54,6 +55,16 @@ def test_sign_in_tells_auth_the_browsers_address_for_its_throttling(client, fake
     sign_in(client)
     [login] = [c for c in fakes.calls if c["path"].endswith("/auth/login")]
     assert login["forwarded_for"] == "203.0.113.7"   # the browser's address, not the portal's
+    assert login["forwarding_token"] == FORWARDING_TOKEN   # which auth believes only with this token
+
+
+def test_without_a_forwarding_token_the_portal_names_no_address(runtime, fakes):
+    runtime.config.values["FORWARDING_TOKEN"] = None
+    client = SPEC.create_app(runtime=runtime).test_client()
+    client.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+    sign_in(client)
+    [login] = [c for c in fakes.calls if c["path"].endswith("/auth/login")]
+    assert login["forwarded_for"] is None and login["forwarding_token"] is None
 
 
 def test_wrong_password_gets_one_generic_message(client):
