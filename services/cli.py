@@ -2,7 +2,8 @@
 
     ./recept up [--port 8080] [--broker amqp://...]   run the whole system
     ./recept migrate [SERVICE...]                     run migrations only
-    ./recept keys [--rotate FILE]                     print a new keyring (or rotate one in place)
+    ./recept keys [--rotate FILE]                     print a new keyring (or rotate one in place, 0600)
+    ./recept keys rewrap [SERVICE...]                 re-wrap data keys under the primary key after a rotation
     ./recept bench [NAME...] [--smoke]                run benchmarks against in-run baselines
     ./recept SERVICE COMMAND ...                      e.g. ./recept auth add-tenant, ./recept audit verify
 """
@@ -93,17 +94,23 @@ def cmd_migrate(args) -> None:
 
 
 def cmd_keys(args) -> None:
+    import json
+
+    from services import keys as keyfiles
     from shared.crypto import Keyring
 
+    if args.action == "rewrap":      # docs/crypto.md "Rotation and rewrap"
+        unknown = sorted(set(args.services) - set(SERVICES))
+        if unknown:
+            raise SystemExit(f"recept: unknown service(s) {', '.join(unknown)}; services are {', '.join(SERVICES)}")
+        ensure_keyring()
+        report = {name: keyfiles.rewrap(load(name), load(name).config()) for name in args.services or SERVICES}
+        print(json.dumps(report, indent=2))
+        return
     if args.rotate:
-        path = Path(args.rotate)
-        rotated = Keyring.from_json(path.read_text()).rotated()
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(rotated.to_json())
-        tmp.replace(path)
-        _say(f"new primary key {rotated.primary_id} in {path}; run each service's 'rewrap' job next")
+        rotated = keyfiles.rotate_file(Path(args.rotate))
+        _say(f"new primary key {rotated.primary_id} in {args.rotate} (mode 0600); deploy it to the service, "
+             "then run './recept keys rewrap <service>'")
         return
     print(Keyring.generate().to_json())
 
@@ -147,8 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     mig = sub.add_parser("migrate", help="run every service's (or the named services') migrations")
     mig.add_argument("services", nargs="*", metavar="SERVICE", help=", ".join(SERVICES))
     mig.set_defaults(func=cmd_migrate)
-    keys = sub.add_parser("keys", help="print a new keyring as JSON, or --rotate a keyring file")
-    keys.add_argument("--rotate", metavar="FILE", help="add a new primary key to this keyring file")
+    keys = sub.add_parser("keys", help="print a new keyring as JSON, --rotate a keyring file, or rewrap data keys")
+    keys.add_argument("--rotate", metavar="FILE", help="add a new primary key to this keyring file (written 0600)")
+    keys.add_argument("action", nargs="?", choices=["rewrap"],
+                      help="rewrap: re-wrap every data key of the services under their primary key")
+    keys.add_argument("services", nargs="*", metavar="SERVICE", help="for rewrap (default: every service)")
     keys.set_defaults(func=cmd_keys)
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")
     sub.add_parser("bench", help="run the benchmarks (./recept bench [NAME...] [--smoke])")

@@ -18,7 +18,7 @@ class Harness:
     def __init__(self, url: str, **overrides) -> None:
         self.url = url
         self.mint = TokenMint()
-        self.keyring = Keyring.generate()
+        self.keyring = overrides.pop("keyring", None) or Keyring.generate()
         self.runtime = make_runtime(SPEC, url, mint=self.mint, keyring=self.keyring, **overrides)
         self.app = SPEC.create_app(runtime=self.runtime)
         self.client = self.app.test_client()

@@ -49,3 +49,33 @@ def test_every_service_migrates_on_both_backends_with_its_own_history(name, data
     assert {"outbox", "inbox", "data_keys", f"alembic_version_{name}"} <= tables
     assert set(spec.metadata.tables) <= tables, "models and migrations disagree"
     db.dispose()
+
+
+def test_sqlite_files_are_owner_only_and_erased_bytes_do_not_linger(tmp_path):
+    """Security review (issue 14): var/*.db were 0644, readable by every local user.  New database files
+    (and their WAL) are 0600, an existing looser file is tightened, and deleted rows are overwritten
+    (secure_delete), so a shredded data key is not left in the file's free pages."""
+    import stat
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    path = tmp_path / "var" / "new.db"
+    db = Database(f"sqlite:///{path}")
+    with db.transaction() as s:
+        s.execute(text("CREATE TABLE t (v TEXT)"))
+        for value in ("a row that stays", "a-distinctive-wrapped-key-value", "another row that stays"):
+            s.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+    with db.transaction() as s:
+        s.execute(text("DELETE FROM t WHERE v = 'a-distinctive-wrapped-key-value'"))
+        assert s.execute(text("PRAGMA secure_delete")).scalar() == 1
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
+    assert mode(path.with_name("new.db-wal")) == 0o600
+    db.dispose()
+    assert b"a-distinctive-wrapped-key-value" not in path.read_bytes()
+
+    old = tmp_path / "old.db"
+    old.touch()
+    old.chmod(0o644)
+    Database(f"sqlite:///{old}").ping()
+    assert mode(old) == 0o600
