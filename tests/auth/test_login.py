@@ -276,3 +276,14 @@ def test_sign_ins_through_the_portal_are_throttled_per_browser_and_a_blocked_one
         assert via_portal(PASSWORD, "198.51.100.8").status_code == 200 and hashed == ["verify"]
     finally:
         harness.runtime.db.dispose()
+
+
+def test_deeply_nested_json_to_login_is_a_422_not_a_500(harness):
+    """Security review (issue 14): the parser's recursion error answered 500 (shared/inputs.py now refuses it)."""
+    for depth in (100_000, 65):
+        body = '{"tenant": ' + "[" * depth + "]" * depth + ', "username": "a", "password": "b"}'
+        response = harness.client.post("/api/v1/auth/login", data=body, content_type="application/json")
+        assert response.status_code == 422 and response.mimetype == "application/problem+json"
+        assert "nested more than" in response.get_json()["detail"]
+    body = '{"tenant": ' + "[" * 10 + "]" * 10 + ', "username": "a", "password": "b"}'
+    assert harness.client.post("/api/v1/auth/login", data=body, content_type="application/json").status_code == 422
