@@ -23,7 +23,7 @@ from shared.clock import as_utc, rfc3339, utcnow
 from shared.crypto import ERASED, BlindIndex
 from shared.errors import AccessDenied, Conflict, Invalid, NotFound
 from shared.normalise import normalise_email
-from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal, RevocationList
+from shared.tokens import TENANT_ROLES, VENDOR_ROLES, Principal
 
 from . import events
 from .directory import TLS_MODES, DirectoryConfig, ldap_filter_ok
@@ -110,9 +110,6 @@ class Auth:
         self.index = BlindIndex(runtime.keyring, bits=16)
         # The client-address hash only has to tell addresses apart for a few minutes: 63 bits.
         self.client_index = BlindIndex(runtime.keyring, bits=63)
-        # Other services learn revocations over HTTP every few seconds; auth reads its own table on every
-        # request, so a logout takes effect here at once.
-        runtime.tokens.revocations = RevocationList(self.revocation_list, interval=0.0)
 
     def now(self) -> datetime:
         return as_utc(self.clock())

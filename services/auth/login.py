@@ -32,6 +32,7 @@ from .directory import DirectoryClient, DirectoryRejected, DirectoryUnavailable
 from .domain import Auth, normalise_username, user_subject
 from .models import client_failures, login_history, refresh_tokens, revoked_tokens, tenants, users
 
+_UNREAD = object()
 LOGIN_FAILED = "the login failed: check the tenant, username and password, or try again later"
 REFRESH_FAILED = "the refresh token is not valid; log in again"
 DIRECTORY_DOWN = "the user directory cannot be reached right now; try again later"
@@ -63,7 +64,16 @@ class Logins:
         self.auth = auth
         self.db = auth.db
         self.policy = auth.policy
-        self.forwarding_token = forwarding_token(auth.runtime.config)
+        self._config = auth.runtime.config
+        self._forwarding_token: str | None | object = _UNREAD
+
+    @property
+    def forwarding_token(self) -> str | None:
+        # Read on first use (a mounted file; the preflight reads it at start): building the wiring
+        # alone, e.g. to declare the worker's queues, must not need the secret.
+        if self._forwarding_token is _UNREAD:
+            self._forwarding_token = forwarding_token(self._config)
+        return self._forwarding_token
 
     def client_address(self, peer: str | None, forwarded: str | None, token: str | None) -> str | None:
         """The address a sign-in is throttled by: the caller's, or the browser's when the portal says so.
