@@ -226,7 +226,7 @@ def test_an_erased_call_row_keeps_nothing_that_can_be_recomputed_from_the_number
     from datetime import datetime, timezone
 
     from services.crm.calls import CallRow
-    from shared.db import as_utc
+    from shared.clock import as_utc
 
     single = ("timestamp,calling_number,called_line,duration,direction\n"
               "2025-03-03T08:15:07+00:00,+46701234567,support,125,inbound\n"
