@@ -122,7 +122,7 @@ class RevocationList:
     revoked meanwhile would otherwise be accepted.
     """
 
-    def __init__(self, fetch: Callable[[], dict], interval: float = 5.0, max_stale: float = 60.0,
+    def __init__(self, fetch: Callable[[], dict[str, Any]], interval: float = 5.0, max_stale: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._fetch = fetch
         self.interval = interval
