@@ -30,6 +30,7 @@ from sqlalchemy.orm import scoped_session
 
 from shared.clock import utcnow
 
+from .erasure_log import ErasureLog
 from .keyring import KEY_BYTES, Keyring, KeyringError
 
 __all__ = ["ERASED", "ErasedType", "DecryptionError", "crypto_tables", "Vault"]
@@ -109,6 +110,10 @@ def crypto_tables(metadata: MetaData) -> Table:
 
 _CACHE_PREFIX = "recept.crypto.keys:"
 _LISTENING = "recept.crypto.listening"
+_PENDING = "recept.crypto.erasures"          # session.info: {id(log): (log, [subjects])} to append at commit
+_LOGGING = "recept.crypto.logging"
+#: Set in ``session.info`` by the replay of the erasure log: its shreds are already logged.
+REPLAYING = "recept.crypto.replaying"
 _IN_CHUNK = 500  # subjects / ids per IN (...) query
 
 
@@ -130,6 +135,22 @@ def _drop_caches(session, _transaction) -> None:
 
 
 
+def _append_erasures(session: Any) -> None:
+    # before_commit: the records are on disk (fsync'd) before the shred commits; if writing
+    # fails the commit is aborted, so no erasure commits without its record.
+    pending = session.info.pop(_PENDING, None)
+    for log, subjects in (pending or {}).values():
+        log.append(subjects)
+
+
+def _forget_erasures(session: Any, transaction: Any) -> None:
+    # The outermost transaction ended without its before_commit (a rollback): nothing to log.
+    # A rolled-back savepoint keeps its records: logging a shred that did not commit only makes
+    # the replay finish an erasure that was asked for, never loses one.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
 class Vault:
     """Per-subject envelope encryption of fields, with crypto-shredding.
 
@@ -145,12 +166,15 @@ class Vault:
     savepoint) ends; :meth:`shred` updates the cache of its own session.
     """
 
-    def __init__(self, keyring: Keyring, table: Table) -> None:
+    def __init__(self, keyring: Keyring, table: Table, erasure_log: ErasureLog | None = None) -> None:
         missing = {"id", "subject", "kek_id", "wrapped", "created_at", "shredded_at"} - set(table.c.keys())
         if missing:
             raise ValueError(f"table {table.name!r} is not a data_keys table (missing {', '.join(sorted(missing))})")
         self.keyring = keyring
         self.table = table
+        #: Where shreds are recorded outside the database, so they survive restoring a backup
+        #: (``shared.erasure_replay``).  None: not recorded (tests and tools without a service).
+        self.erasure_log = erasure_log
         self._cache_name = _CACHE_PREFIX + table.fullname
 
     # -- public API ----------------------------------------------------------------------------
@@ -222,7 +246,20 @@ class Vault:
             for key_id, (owner, _cipher) in list(cache.by_id.items()):
                 if owner == subject:
                     cache.by_id[key_id] = (owner, None)
-        return result.rowcount
+        if self.erasure_log is not None and not session.info.get(REPLAYING):
+            self._log_at_commit(session, subject)
+        return int(result.rowcount)
+
+    def _log_at_commit(self, session: Any, subject: str) -> None:
+        info = session.info
+        if not info.get(_LOGGING):
+            real = session.registry() if isinstance(session, scoped_session) else session
+            event.listen(real, "before_commit", _append_erasures)
+            event.listen(real, "after_transaction_end", _forget_erasures)
+            info[_LOGGING] = True
+        log = self.erasure_log
+        assert log is not None
+        info.setdefault(_PENDING, {}).setdefault(id(log), (log, []))[1].append(subject)
 
     def is_shredded(self, session, subject: str) -> bool:
         """True when ``subject`` has data keys and all of them are shredded."""
