@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sqlalchemy import select
@@ -20,7 +22,7 @@ from sqlalchemy import select
 from .crypto.erasure_log import ErasureLog
 from .crypto.vault import REPLAYING
 
-__all__ = ["REPLAY_REQUEST_ID", "add_commands", "erasure_log_path", "reindex_command", "replay_command",
+__all__ = ["REPLAY_REQUEST_ID", "add_commands", "erasure_log_path", "open_erasure_log", "reindex_command", "replay_command",
            "replay_erasures", "revived_subjects"]
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,25 @@ def erasure_log_path(config: Any, service: str) -> str:
     from .config import default_erasure_log
 
     return str(config.get("ERASURE_LOG") or default_erasure_log(service, config["DATABASE_URL"]))
+
+
+def open_erasure_log(config: Any, service: str, keyring: Any) -> ErasureLog | None:
+    """The service's erasure log.  Set explicitly (``ERASURE_LOG``), it must work: a shred whose
+    record cannot be written fails its transaction.  Left at its default in a place that cannot
+    be written (a read-only image without the volume), the log is off and the start says so, so
+    erasures keep working without the backup protection instead of all failing."""
+    path = Path(erasure_log_path(config, service))
+    if not config.get("ERASURE_LOG"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            usable = os.access(path.parent, os.W_OK)
+        except OSError:
+            usable = False
+        if not usable:
+            log.warning("erasure log is OFF: the default location is not writable; set ERASURE_LOG to a "
+                        "volume kept apart from the database's backups (docs/crypto.md \"Backups\")")
+            return None
+    return ErasureLog(path, service, keyring)
 
 
 def revived_subjects(session: Any, data_keys: Any, subjects: list[str]) -> list[str]:
@@ -105,6 +126,9 @@ def replay_command(spec: Any, reseal: bool = False) -> int:
     runtime = _runtime(spec)
     try:
         count = replay_erasures(runtime)
+        if runtime.vault.erasure_log is None:
+            print(f"recept {spec.name}: the erasure log is off (set ERASURE_LOG)", file=sys.stderr)
+            return 2
         sealed = runtime.vault.erasure_log.reseal() if reseal else None
     except ErasureLogError as exc:
         print(f"recept {spec.name}: {exc}", file=sys.stderr)

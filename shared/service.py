@@ -141,8 +141,8 @@ class Runtime:
     """One service's live dependencies in one process, and its wiring (made once, on first use)."""
 
     def __init__(self, spec: ServiceSpec, config: Config) -> None:
-        from .crypto import ErasureLog, Keyring, Vault
-        from .erasure_replay import erasure_log_path
+        from .crypto import Keyring, Vault
+        from .erasure_replay import open_erasure_log
 
         self.spec = spec
         self.name = spec.name
@@ -153,7 +153,7 @@ class Runtime:
                        prefetch=config["PREFETCH"])
         self.keyring: Keyring = config.get("keyring") or Keyring.from_config(config)
         self.vault = Vault(self.keyring, spec.tables.data_keys,
-                           erasure_log=ErasureLog(erasure_log_path(config, spec.name), spec.name, self.keyring))
+                           erasure_log=open_erasure_log(config, spec.name, self.keyring))
         self.outbox = Outbox(spec.tables.outbox, spec.name, cipher=PayloadCipher(self.keyring))
         keys: KeySet = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
         self.tokens = TokenVerifier(keys, config["TOKEN_ISSUER"])

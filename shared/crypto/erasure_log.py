@@ -24,6 +24,7 @@ import binascii
 import fcntl
 import hmac as std_hmac
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,12 @@ from .keyring import Keyring, KeyringError
 __all__ = ["ErasureLog", "ErasureLogError", "ErasureRecord"]
 
 _INFO = b"recept.erasure-log.v1"
+
+log = logging.getLogger(__name__)
+
+
+class _UnknownKey(Exception):
+    """A line MACed under a key-encryption key this keyring does not hold."""
 
 
 class ErasureLogError(ValueError):
@@ -130,8 +137,9 @@ class ErasureLog:
         return start + tail.rfind(b"\n") + 1
 
     def reseal(self) -> int:
-        """Rewrite every record under the primary KEK (before retiring an old KEK with
-        ``Keyring.without``); returns how many records the log holds.  Atomic (rename)."""
+        """Rewrite every verifiable record under the primary KEK (before retiring an old KEK
+        with ``Keyring.without``); returns how many records the log holds.  Atomic (rename).
+        Lines under KEKs the keyring lacks are dropped, so reseal only with the full keyring."""
         with self._locked():
             records = list(self.records())
             tmp = self.path.with_name(self.path.name + ".reseal")
@@ -153,7 +161,8 @@ class ErasureLog:
     def records(self) -> Iterator[ErasureRecord]:
         """Every verified record in file order.  A missing file is an empty log.  An incomplete
         last line (no newline: the write was cut off, so its transaction never committed) is
-        skipped; any other bad line raises :class:`ErasureLogError`."""
+        skipped, and so are lines MACed under a KEK the keyring does not hold (with a warning);
+        any other bad line raises :class:`ErasureLogError`."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -162,10 +171,21 @@ class ErasureLog:
             raise ErasureLogError(f"cannot read the erasure log {str(self.path)!r}: {exc.strerror}") from None
         lines = data.split(b"\n")
         complete = lines[:-1]          # the part after the last newline is empty or torn
+        foreign = 0
         for number, raw in enumerate(complete, start=1):
             if not raw.strip():
                 continue
-            yield self._parse(raw, number)
+            try:
+                yield self._parse(raw, number)
+            except _UnknownKey:
+                foreign += 1
+        if foreign:
+            # Lines under a KEK the keyring lacks cannot be checked, so they are not acted on:
+            # a retired KEK whose lines were not resealed, or a log left from another keyring
+            # (a development reset).  Nobody can forge a line under a key the keyring holds.
+            log.warning("erasure log %s: %d line(s) MACed with a key-encryption key this keyring does not "
+                        "have were skipped (run replay-erasures --reseal before retiring a key)",
+                        self.path, foreign)
 
     def subjects(self) -> list[str]:
         return list(dict.fromkeys(record.subject for record in self.records()))
@@ -186,9 +206,7 @@ class ErasureLog:
         try:
             expected = self._mac(data["k"], data["subject"], data["at"])
         except KeyringError:
-            raise ErasureLogError(
-                f"{where} is signed with key-encryption key {data['k']!r}, which the keyring no longer has "
-                "(run replay-erasures --reseal before retiring a key)") from None
+            raise _UnknownKey from None
         if not std_hmac.compare_digest(mac, expected):
             raise ErasureLogError(f"{where} fails its MAC (altered, or from another service's log)")
         return ErasureRecord(subject=data["subject"], at=data["at"], kek_id=data["k"])

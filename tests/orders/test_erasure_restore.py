@@ -137,3 +137,29 @@ def test_a_tampered_erasure_log_stops_the_start(world, erasure_log_path):
     erasure_log_path.write_text(text.replace(greta["id"], greta["id"][:-1] + ("0" if greta["id"][-1] != "0" else "1")))
     with pytest.raises(ErasureLogError, match="fails its MAC"):
         SPEC.create_app(runtime=world.runtime)
+
+
+def test_indexes_follow_planned_subjects_and_reindex_keeps_everyone_findable(world, monkeypatch, capsys, mint, clock):
+    """R7 / issue 14: the index width comes from PLANNED_SUBJECTS; after changing it, `./recept orders
+    reindex` recomputes the columns and a search still finds her (no false negatives)."""
+    from services.orders.domain import deps_of
+
+    assert deps_of(world.runtime).index.bits == 13                     # the default 100 000 people
+    greta = world.individual(**GRETA)
+    world.runtime.db.dispose()
+    monkeypatch.setenv("RECEPT_ORDERS_DATABASE_URL", world.database_url)
+    monkeypatch.setenv("RECEPT_ORDERS_KEYRING", world.runtime.keyring.to_json())
+    monkeypatch.setenv("RECEPT_ORDERS_PLANNED_SUBJECTS", "5000")
+    monkeypatch.setattr("shared.service.KeySet", lambda _fetch: world.mint.keyset())
+    assert cli.main(["reindex"]) == 0
+    report = capsys.readouterr().out
+    assert '"bits": 8' in report and '"individuals": 1' in report
+    smaller = make_runtime(SPEC, world.database_url, mint=mint, clock=clock, keyring=world.runtime.keyring,
+                           PLANNED_SUBJECTS=5000)
+    try:
+        assert deps_of(smaller).index.bits == 8
+        individuals_domain = smaller.domain.individuals
+        with smaller.db.transaction() as s:
+            assert individuals_domain.resolve(s, "t1", GRETA["personnummer"]) == [subject_of(greta["id"])]
+    finally:
+        smaller.db.dispose()
