@@ -112,8 +112,8 @@ COMMON: tuple[Setting, ...] = (
             "giving a batch back to the broker", minimum=0),
     Setting("ERASURE_LOG", str, None, "append-only file recording every crypto-shred outside the database, "
             "replayed after a restore (default: var/erasure-log/<service>.log; a volume in compose/k8s)"),
-    Setting("PLANNED_SUBJECTS", int, 100_000, "people this service is sized for: blind indexes keep "
-            "log2(PLANNED_SUBJECTS / 10) bits, so each value matches ~10 rows (changing it: ./recept <service> reindex)",
+    Setting("PLANNED_SUBJECTS", int, 100_000, "people this service is sized for: the blind indexes of orders and crm "
+            "keep log2(PLANNED_SUBJECTS / 10) bits, so each value matches ~10 rows (changing it: ./recept <service> reindex)",
             minimum=1),
     Setting("ANNOUNCE_INTERVAL", float, 60.0, "seconds between a worker's announcements to the gdpr service", minimum=1),
 )
