@@ -32,7 +32,7 @@ class Loader:
 
     def __init__(self, system: System) -> None:
         from services.orders.models import tables as orders_tables
-        from shared.crypto import BlindIndex, Vault
+        from shared.crypto import BlindIndex, Vault, index_bits
         from shared.db import Database
         from services.crm.models import tables as crm_tables
 
@@ -41,7 +41,10 @@ class Loader:
         self.crm_db = Database(system.urls["crm"])
         self.orders_vault = Vault(system.keyring, orders_tables.data_keys)
         self.crm_vault = Vault(system.keyring, crm_tables.data_keys)
-        self.index = BlindIndex(system.keyring, bits=16)
+        # the width the services write with: sized from their PLANNED_SUBJECTS (docs/crypto.md "Sizing")
+        from services.orders import SPEC as ORDERS
+
+        self.index = BlindIndex(system.keyring, bits=index_bits(ORDERS.config()["PLANNED_SUBJECTS"]))
         self.now = datetime.now(timezone.utc)
         self.ids = {k: str(uuid.uuid4()) for k in ("unit", "register", "list", "article", "import")}
         self._static()

@@ -81,6 +81,19 @@ def _default_database_url(service: str) -> str:
     return f"sqlite:///{ROOT / 'var' / (service + '.db')}"
 
 
+def default_erasure_log(service: str, database_url: str) -> Path:
+    """Where the erasure log goes when ``ERASURE_LOG`` is not set (docs/crypto.md "Backups").
+
+    Beside a SQLite file database (``var/erasure-log/<service>.log`` in development), otherwise
+    ``var/erasure-log/<service>.log`` of the checkout.  Compose and Kubernetes set
+    ``ERASURE_LOG`` to a mounted volume that is not part of the database's backups.
+    """
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix) and database_url[len(prefix):] not in ("", ":memory:"):
+        return Path(database_url[len(prefix):].split("?", 1)[0]).parent / "erasure-log" / f"{service}.log"
+    return ROOT / "var" / "erasure-log" / f"{service}.log"
+
+
 # Settings every service has.  Services add their own with ``extra``.
 COMMON: tuple[Setting, ...] = (
     Setting("DATABASE_URL", str, None, "SQLAlchemy URL of this service's own database", secret=True),
@@ -97,6 +110,11 @@ COMMON: tuple[Setting, ...] = (
     Setting("RELAY_INTERVAL", float, 0.2, "seconds the relay waits when the outbox is empty", minimum=0.001),
     Setting("DATABASE_WAIT", float, 300.0, "seconds a consumer waits for an unreachable database before "
             "giving a batch back to the broker", minimum=0),
+    Setting("ERASURE_LOG", str, None, "append-only file recording every crypto-shred outside the database, "
+            "replayed after a restore (default: var/erasure-log/<service>.log; a volume in compose/k8s)"),
+    Setting("PLANNED_SUBJECTS", int, 100_000, "people this service is sized for: the blind indexes of orders and crm "
+            "keep log2(PLANNED_SUBJECTS / 10) bits, so each value matches ~10 rows (changing it: ./recept <service> reindex)",
+            minimum=1),
     Setting("ANNOUNCE_INTERVAL", float, 60.0, "seconds between a worker's announcements to the gdpr service", minimum=1),
 )
 

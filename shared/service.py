@@ -123,8 +123,11 @@ class ServiceSpec:
     def create_app(self, config: Config | Mapping[str, Any] | None = None, runtime: "Runtime | None" = None) -> Flask:
         from .http import create_service_app
 
+        from .erasure_replay import replay_erasures
+
         rt = runtime if runtime is not None else self.runtime(config)
         wiring = rt.wiring
+        replay_erasures(rt)     # a restored backup must not serve erased people (docs/crypto.md "Backups")
         readiness = {"database": rt.db.ping, "configuration": _discard_result(wiring.preflight)}
         health = {"broker": rt.bus.ping} if self.has_worker else {}
         return create_service_app(
@@ -139,6 +142,7 @@ class Runtime:
 
     def __init__(self, spec: ServiceSpec, config: Config) -> None:
         from .crypto import Keyring, Vault
+        from .erasure_replay import open_erasure_log
 
         self.spec = spec
         self.name = spec.name
@@ -148,7 +152,8 @@ class Runtime:
         self.bus = Bus(config["BROKER_URL"], spec.name, delivery_limit=config["DELIVERY_LIMIT"],
                        prefetch=config["PREFETCH"])
         self.keyring: Keyring = config.get("keyring") or Keyring.from_config(config)
-        self.vault = Vault(self.keyring, spec.tables.data_keys)
+        self.vault = Vault(self.keyring, spec.tables.data_keys,
+                           erasure_log=open_erasure_log(config, spec.name, self.keyring))
         self.outbox = Outbox(spec.tables.outbox, spec.name, cipher=PayloadCipher(self.keyring))
         keys: KeySet = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
         revoked: RevocationList = config.get("revocations") or RevocationList(
@@ -243,6 +248,9 @@ def run_worker(spec: ServiceSpec) -> None:
     runtime = Runtime(spec, config)
     try:
         runtime.wiring.preflight()
+        from .erasure_replay import replay_erasures
+
+        replay_erasures(runtime)    # before consuming: a restored backup must not serve erased people
     except Exception as exc:  # noqa: BLE001 - report any set-up failure plainly and stop
         log.error("worker cannot start: %s", exc if isinstance(exc, ValueError) else type(exc).__name__)
         raise SystemExit(2) from None

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import ConfigError
 from shared.db import Database
+from shared.erasure_replay import add_commands
 from shared.outbox import Outbox
 
 from . import SPEC
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("checkpoint", help="sign every chain's head now").set_defaults(func=cmd_checkpoint)
     sub.add_parser("purge", help="apply the retention period now").set_defaults(func=cmd_purge)
     sub.add_parser("public-key", help="print the signing key's public half").set_defaults(func=cmd_public_key)
+    add_commands(sub, SPEC)
     args = parser.parse_args(argv)
     try:
         config = SPEC.config()

@@ -89,6 +89,11 @@ def main(argv: list[str]) -> int:
     user.set_defaults(func=_add_user)
     rotate = sub.add_parser("rotate-signing-key", help="add a new token-signing key; old tokens stay valid")
     rotate.set_defaults(func=_rotate)
+    from shared.erasure_replay import add_commands
+
+    from . import SPEC
+
+    add_commands(sub, SPEC)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from shared.erasure_replay import add_commands
 from shared.errors import DomainError
 
 from . import SPEC
@@ -82,6 +83,22 @@ def deliver_notices_command(_args) -> int:
     return 0
 
 
+def indexed_columns(tables) -> dict:
+    """The blind-index columns of the crm database, for ``reindex`` (docs/crypto.md)."""
+    from shared.crypto.reindex import IndexedColumn
+    from shared.normalise import normalise_name
+
+    # e-mails and phone numbers are stored in their normal forms; names as entered
+    return {
+        "persons": [IndexedColumn("name_idx", "name", "name", normalise_name),
+                    IndexedColumn("email_idx", "email", "email"), IndexedColumn("phone_idx", "phone", "phone")],
+        "cases": [IndexedColumn("caller_phone_idx", "caller_phone", "phone"),
+                  IndexedColumn("caller_email_idx", "caller_email", "email")],
+        "calls": [IndexedColumn("number_idx", "number", "phone")],
+        "email_addresses": [IndexedColumn("address_idx", "address", "email")],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./recept crm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest.set_defaults(func=ingest_mail_command)
     deliver = sub.add_parser("deliver-notices", help="send due pending change-notice deliveries now")
     deliver.set_defaults(func=deliver_notices_command)
+    add_commands(sub, SPEC, reindex=indexed_columns)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -19,7 +19,7 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.clock import as_utc, rfc3339, utcnow
-from shared.crypto import ERASED, BlindIndex
+from shared.crypto import ERASED, BlindIndex, index_bits
 from shared.errors import Invalid, NotFound
 from shared.normalise import normalise_email, normalise_name, normalise_phone
 
@@ -72,7 +72,8 @@ class Crm:
         self.config = runtime.config
         self.vault = runtime.vault
         self.outbox = runtime.outbox
-        self.index = BlindIndex(runtime.keyring, bits=16)
+        # sized from the planned number of people, so a value matches ~10 rows (docs/crypto.md)
+        self.index = BlindIndex(runtime.keyring, bits=index_bits(runtime.config["PLANNED_SUBJECTS"]))
         # Row fingerprints (import de-duplication) use their own key derived from the index key,
         # full length, so two different rows never collide the way 16-bit index values do.
         self._fingerprint_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
@@ -109,8 +110,8 @@ class Crm:
     def matching(self, s: Session, table: Table, idx_column: str, blob_column: str, normalised: str,
                  normaliser: Callable[[str], str], kind: str, where=()) -> list:
         """Rows of ``table`` whose ``blob_column`` normalises to ``normalised`` (blind index, then decrypt)."""
-        idx = self.index.of(kind, normalised)
-        rows = s.execute(select(table).where(table.c[idx_column] == idx, *where)).all()
+        # every index key's value: rows not yet re-indexed after an index-key rotation still match
+        rows = s.execute(select(table).where(self.index.match(table.c[idx_column], kind, normalised), *where)).all()
         self.vault.prefetch(s, [getattr(r, blob_column) for r in rows])
         found = []
         for row in rows:

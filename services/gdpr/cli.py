@@ -3,6 +3,7 @@
     ./recept gdpr participants          the services the gdpr service knows, their phase and last announcement
     ./recept gdpr inventory [--csv]     the data inventory (record of processing activities) on stdout
     ./recept gdpr sweep                 one round of re-sends, silence timeouts, package expiry and shredding
+    ./recept gdpr replay-erasures       after restoring a backup: erase again everyone the erasure log lists
 """
 from __future__ import annotations
 
@@ -27,7 +28,14 @@ def main(argv: list[str]) -> int:
     inventory = sub.add_parser("inventory", help="print the data inventory")
     inventory.add_argument("--csv", action="store_true", help="as CSV instead of JSON")
     sub.add_parser("sweep", help="run one round of the background loop now")
+    from shared.erasure_replay import add_commands
+
+    from . import SPEC
+
+    add_commands(sub, SPEC)
     args = parser.parse_args(argv)
+    if hasattr(args, "func"):
+        return args.func(args)
     runtime = _runtime()
     parts = runtime.domain          # parts.Parts, from bootstrap.build
     try:

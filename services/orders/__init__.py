@@ -16,8 +16,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     bootstrap="services.orders.bootstrap",
     settings=(
-        Setting("BLIND_INDEX_BITS", int, 16, "bits kept of each blind index (changing it means re-indexing)",
-                minimum=8),
+        Setting("BLIND_INDEX_BITS", int, None, "bits kept of each blind index; default: from PLANNED_SUBJECTS "
+                "(changing either means ./recept orders reindex)", minimum=1),
         Setting("DEFAULT_TIMEZONE", str, "Europe/Stockholm", "time zone of new registers' order deadlines"),
         Setting("RETAINED_K", int, 5, "k: an order retained after an erasure must describe at least k people "
                 "(unit, register and date are generalised until it does)", minimum=2),

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from shared.erasure_replay import add_commands
+
 from . import SPEC
 
 
@@ -35,6 +37,16 @@ def inventory(_args) -> int:
     return 0
 
 
+def indexed_columns(tables) -> dict:
+    """The blind-index columns of the orders database, for ``reindex`` (docs/crypto.md)."""
+    from shared.crypto.reindex import IndexedColumn
+    from shared.normalise import normalise_name
+
+    # personnummer is stored in its normal form; names as entered, indexed normalised
+    return {"individuals": [IndexedColumn("name_idx", "name", "name", normalise_name),
+                            IndexedColumn("personnummer_idx", "personnummer", "personnummer")]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./recept orders", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,5 +54,6 @@ def main(argv: list[str] | None = None) -> int:
                    ).set_defaults(func=purge_expired)
     sub.add_parser("inventory", help="print this service's data inventory (GDPR art. 30) as JSON"
                    ).set_defaults(func=inventory)
+    add_commands(sub, SPEC, reindex=indexed_columns)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return args.func(args)

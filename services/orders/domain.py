@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.clock import utcnow
-from shared.crypto import BlindIndex
+from shared.crypto import BlindIndex, index_bits
 
 from .access import Access
 from .base import Deps
@@ -34,7 +34,9 @@ class OrdersDomain:
 def deps_of(runtime) -> Deps:
     """The dependency bundle from a runtime's vault, keyring, outbox and settings."""
     config = runtime.config
-    return Deps(vault=runtime.vault, index=BlindIndex(runtime.keyring, bits=config["BLIND_INDEX_BITS"]),
+    # BLIND_INDEX_BITS pins the width; by default it follows PLANNED_SUBJECTS (docs/crypto.md "Sizing")
+    bits = config["BLIND_INDEX_BITS"] or index_bits(config["PLANNED_SUBJECTS"])
+    return Deps(vault=runtime.vault, index=BlindIndex(runtime.keyring, bits=bits),
                 outbox=runtime.outbox, clock=config.get("clock") or utcnow,
                 default_timezone=config["DEFAULT_TIMEZONE"], retained_k=config["RETAINED_K"])
 

@@ -280,16 +280,16 @@ class Individuals:
         if "personnummer" in body:
             field, wanted = "personnummer", normalise_personnummer(body["personnummer"],
                                                                    today=self.deps.now().date())
-            column, value = individuals.c.personnummer_idx, self.deps.index.of("personnummer", wanted)
+            match = self.deps.index.match(individuals.c.personnummer_idx, "personnummer", wanted)
         else:
             field, wanted = "name", normalise_name(body["name"])
             if not wanted:
                 raise field_error("name", "must not be blank")
-            column, value = individuals.c.name_idx, self.deps.index.of("name", wanted)
+            match = self.deps.index.match(individuals.c.name_idx, "name", wanted)
         if not visible:
             return []
         rows = list(session.execute(select(individuals).where(
-            individuals.c.tenant == tenant, column == value, individuals.c.register_id.in_(visible),
+            individuals.c.tenant == tenant, match, individuals.c.register_id.in_(visible),
             individuals.c.status != "erased").order_by(individuals.c.created_at, individuals.c.id)))
         self.deps.vault.prefetch(session, [getattr(r, field) for r in rows])
         found = []
@@ -324,7 +324,7 @@ class Individuals:
         except Invalid:
             return []       # not a personnummer: nobody here has it
         statement = select(individuals).where(
-            individuals.c.personnummer_idx == self.deps.index.of("personnummer", wanted),
+            self.deps.index.match(individuals.c.personnummer_idx, "personnummer", wanted),
             individuals.c.status != "erased")
         if tenant:
             statement = statement.where(individuals.c.tenant == tenant)

@@ -8,7 +8,9 @@ Key hierarchy (see docs/crypto.md)::
         ──wraps──▶ data_keys row per data subject (32-byte data key)    vault.py
                      └──encrypts──▶ fields of that subject
         ──HKDF──▶ sealing key of transient outbox payloads             payload.py
-      index_key ──HKDF(kind)──▶ blind-index HMAC keys                  blind_index.py
+        ──HKDF──▶ MAC key of the erasure log (outside the database)      erasure_log.py
+      index keys {iid: 32 bytes}, one primary
+        ──HKDF(kind)──▶ blind-index HMAC keys                          blind_index.py
 
 Only primitives from the ``cryptography`` package are used: AES-256-GCM (``AESGCM``),
 HMAC-SHA256 and HKDF-SHA256.  Nothing in this package puts key material or personal data
@@ -17,7 +19,8 @@ into an exception message or a ``repr``.  The normal forms the blind indexes has
 """
 from __future__ import annotations
 
-from .blind_index import BlindIndex
+from .blind_index import BlindIndex, index_bits
+from .erasure_log import ErasureLog, ErasureLogError
 from .keyring import Keyring, KeyringError
 from .payload import PayloadCipher
 from .vault import ERASED, DecryptionError, ErasedType, Vault, crypto_tables
@@ -31,5 +34,8 @@ __all__ = [
     "crypto_tables",
     "Vault",
     "BlindIndex",
+    "index_bits",
+    "ErasureLog",
+    "ErasureLogError",
     "PayloadCipher",
 ]

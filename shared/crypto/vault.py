@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Union, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,13 +26,18 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import scoped_session
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from shared.clock import utcnow
 
+from .erasure_log import ErasureLog
 from .keyring import KEY_BYTES, Keyring, KeyringError
 
-__all__ = ["ERASED", "ErasedType", "DecryptionError", "crypto_tables", "Vault"]
+__all__ = ["ERASED", "AnySession", "ErasedType", "DecryptionError", "crypto_tables", "Vault"]
+
+#: What the vault's methods take: a session, or a scoped session (its current session is used).
+AnySession = Union[Session, "scoped_session[Session]"]
 
 NONCE_BYTES = 12        # AES-GCM nonce
 TAG_BYTES = 16          # AES-GCM tag
@@ -69,7 +74,7 @@ class ErasedType:
     def __copy__(self) -> "ErasedType":
         return self
 
-    def __deepcopy__(self, _memo) -> "ErasedType":
+    def __deepcopy__(self, _memo: object) -> "ErasedType":
         return self
 
 
@@ -109,6 +114,10 @@ def crypto_tables(metadata: MetaData) -> Table:
 
 _CACHE_PREFIX = "recept.crypto.keys:"
 _LISTENING = "recept.crypto.listening"
+_PENDING = "recept.crypto.erasures"          # session.info: {id(log): (log, [subjects])} to append at commit
+_LOGGING = "recept.crypto.logging"
+#: Set in ``session.info`` by the replay of the erasure log: its shreds are already logged.
+REPLAYING = "recept.crypto.replaying"
 _IN_CHUNK = 500  # subjects / ids per IN (...) query
 
 
@@ -122,12 +131,28 @@ class _KeyCache:
         self.by_subject: dict[str, tuple[str, AESGCM]] = {}       # subject -> (key id, cipher) used to encrypt
 
 
-def _drop_caches(session, _transaction) -> None:
+def _drop_caches(session: Session, _transaction: object) -> None:
     # Any transaction end (commit, rollback, savepoint release/rollback, close) drops the cache:
     # a rolled-back savepoint may have created or shredded keys the cache still remembers.
     for name in [k for k in session.info if isinstance(k, str) and k.startswith(_CACHE_PREFIX)]:
         del session.info[name]
 
+
+
+def _append_erasures(session: Session) -> None:
+    # before_commit: the records are on disk (fsync'd) before the shred commits; if writing
+    # fails the commit is aborted, so no erasure commits without its record.
+    pending = session.info.pop(_PENDING, None)
+    for log, subjects in (pending or {}).values():
+        log.append(subjects)
+
+
+def _forget_erasures(session: Session, transaction: SessionTransaction) -> None:
+    # The outermost transaction ended without its before_commit (a rollback): nothing to log.
+    # A rolled-back savepoint keeps its records: logging a shred that did not commit only makes
+    # the replay finish an erasure that was asked for, never loses one.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 class Vault:
@@ -145,17 +170,21 @@ class Vault:
     savepoint) ends; :meth:`shred` updates the cache of its own session.
     """
 
-    def __init__(self, keyring: Keyring, table: Table) -> None:
+    def __init__(self, keyring: Keyring, table: Table, erasure_log: ErasureLog | None = None) -> None:
         missing = {"id", "subject", "kek_id", "wrapped", "created_at", "shredded_at"} - set(table.c.keys())
         if missing:
             raise ValueError(f"table {table.name!r} is not a data_keys table (missing {', '.join(sorted(missing))})")
         self.keyring = keyring
         self.table = table
+        #: Where shreds are recorded outside the database, so they survive restoring a backup
+        #: (``shared.erasure_replay``).  None: not recorded (tests and tools without a service).
+        self.erasure_log = erasure_log
         self._cache_name = _CACHE_PREFIX + table.fullname
 
     # -- public API ----------------------------------------------------------------------------
 
-    def encrypt(self, session, subject: str, table: str, column: str, row_id, value: str | bytes | None) -> bytes | None:
+    def encrypt(self, session: AnySession, subject: str, table: str, column: str, row_id: object,
+                value: str | bytes | None) -> bytes | None:
         if value is None:
             return None
         if isinstance(value, str):
@@ -176,7 +205,8 @@ class Vault:
         nonce = os.urandom(NONCE_BYTES)
         return header + nonce + cipher.encrypt(nonce, plaintext, header + location)
 
-    def decrypt(self, session, table: str, column: str, row_id, blob: bytes | None) -> str | bytes | None | ErasedType:
+    def decrypt(self, session: AnySession, table: str, column: str, row_id: object,
+                blob: bytes | None) -> str | bytes | None | ErasedType:
         if blob is None:
             return None
         blob = bytes(blob)
@@ -207,24 +237,37 @@ class Vault:
             return body
         raise DecryptionError("ciphertext has an unknown value type")  # pragma: no cover - authenticated
 
-    def shred(self, session, subject: str) -> int:
+    def shred(self, session: AnySession, subject: str) -> int:
         """Destroy every data key of ``subject``; returns how many were live.  Idempotent."""
         _check_subject(subject)
         t = self.table
-        result = session.execute(
+        result = cast("CursorResult[Any]", session.execute(
             update(t)
             .where(t.c.subject == subject, t.c.wrapped.is_not(None))
             .values(wrapped=None, shredded_at=utcnow())
-        )
+        ))
         cache = session.info.get(self._cache_name)
         if cache is not None:
             cache.by_subject.pop(subject, None)
             for key_id, (owner, _cipher) in list(cache.by_id.items()):
                 if owner == subject:
                     cache.by_id[key_id] = (owner, None)
-        return result.rowcount
+        if self.erasure_log is not None and not session.info.get(REPLAYING):
+            self._log_at_commit(session, subject)
+        return int(result.rowcount)
 
-    def is_shredded(self, session, subject: str) -> bool:
+    def _log_at_commit(self, session: AnySession, subject: str) -> None:
+        info = session.info
+        if not info.get(_LOGGING):
+            real = session.registry() if isinstance(session, scoped_session) else session
+            event.listen(real, "before_commit", _append_erasures)
+            event.listen(real, "after_transaction_end", _forget_erasures)
+            info[_LOGGING] = True
+        log = self.erasure_log
+        assert log is not None
+        info.setdefault(_PENDING, {}).setdefault(id(log), (log, []))[1].append(subject)
+
+    def is_shredded(self, session: AnySession, subject: str) -> bool:
         """True when ``subject`` has data keys and all of them are shredded."""
         _check_subject(subject)
         t = self.table
@@ -233,7 +276,7 @@ class Vault:
         ).one()
         return total > 0 and live == 0
 
-    def rewrap(self, session, batch: int = 1000) -> int:
+    def rewrap(self, session: AnySession, batch: int = 1000) -> int:
         """Re-wrap every live data key whose KEK is not the primary; returns how many.
 
         Works through the table in primary-key order, ``batch`` rows per query.  A key shredded
@@ -262,14 +305,14 @@ class Vault:
                 key = self._unwrap(row.id, row.subject, row.kek_id, bytes(row.wrapped))
                 params.append({"b_id": row.id, "b_old": row.kek_id,
                                "b_wrapped": _wrap(primary, primary_id, row.id, row.subject, key)})
-            result = session.execute(stmt, params)
+            result = cast("CursorResult[Any]", session.execute(stmt, params))
             dialect = session.connection().dialect
             count += result.rowcount if dialect.supports_sane_multi_rowcount else len(params)
             last = rows[-1].id
 
     # -- bulk helpers (optional; they only save round trips) ------------------------------------
 
-    def prepare(self, session, subjects: Iterable[str]) -> None:
+    def prepare(self, session: AnySession, subjects: Iterable[str]) -> None:
         """Load, and create where missing, the data keys of many subjects in a few statements.
 
         Call before encrypting fields of many subjects in one transaction: one SELECT per 500
@@ -284,7 +327,7 @@ class Vault:
         if wanted:
             self._load_subjects(session, cache, wanted, create=True)
 
-    def prefetch(self, session, blobs: Iterable[bytes | None]) -> None:
+    def prefetch(self, session: AnySession, blobs: Iterable[bytes | None]) -> None:
         """Load the data keys of many ciphertexts at once before decrypting them one by one."""
         cache = self._cache(session)
         ids = []
@@ -298,7 +341,7 @@ class Vault:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _cache(self, session) -> _KeyCache:
+    def _cache(self, session: AnySession) -> _KeyCache:
         info = session.info
         cache = info.get(self._cache_name)
         if cache is None:
@@ -322,14 +365,14 @@ class Vault:
                 "(wrong key material under that id, or the data_keys row was altered)"
             ) from None
 
-    def _remember(self, cache: _KeyCache, row) -> None:
+    def _remember(self, cache: _KeyCache, row: Any) -> None:      # a Row of data_keys columns
         if row.wrapped is None:
             cache.by_id[row.id] = (row.subject, None)
             return
         cipher = AESGCM(self._unwrap(row.id, row.subject, row.kek_id, bytes(row.wrapped)))
         cache.by_id[row.id] = (row.subject, cipher)
 
-    def _load_ids(self, session, cache: _KeyCache, ids: list[str]) -> None:
+    def _load_ids(self, session: AnySession, cache: _KeyCache, ids: list[str]) -> None:
         t = self.table
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start:start + _IN_CHUNK]
@@ -338,7 +381,7 @@ class Vault:
             ):
                 self._remember(cache, row)
 
-    def _load_subjects(self, session, cache: _KeyCache, subjects: list[str], create: bool) -> None:
+    def _load_subjects(self, session: AnySession, cache: _KeyCache, subjects: list[str], create: bool) -> None:
         t = self.table
         for start in range(0, len(subjects), _IN_CHUNK):
             chunk = subjects[start:start + _IN_CHUNK]
@@ -349,7 +392,9 @@ class Vault:
             )
             for row in rows:  # ascending: the newest live key of a subject wins
                 self._remember(cache, row)
-                cache.by_subject[row.subject] = (row.id, cache.by_id[row.id][1])
+                cipher = cache.by_id[row.id][1]
+                assert cipher is not None        # only live keys were selected
+                cache.by_subject[row.subject] = (row.id, cipher)
         if not create:
             return
         new_rows = []
