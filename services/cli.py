@@ -61,7 +61,7 @@ def check_broker(url: str) -> None:
     try:
         Bus(url, "probe").ping()
     except BusError as exc:
-        raise SystemExit(f"recept: cannot reach the broker at {redact(url)}: {exc}")
+        raise SystemExit(f"recept: cannot reach the broker at {redact(url)}: {exc}") from None
 
 
 def check_database(service: str, url: str) -> None:
@@ -71,7 +71,7 @@ def check_database(service: str, url: str) -> None:
     try:
         db.ping()
     except Exception as exc:  # noqa: BLE001 - report any driver error plainly
-        raise SystemExit(f"recept: cannot reach the {service} database at {redact(url)}: {type(exc).__name__}")
+        raise SystemExit(f"recept: cannot reach the {service} database at {redact(url)}: {type(exc).__name__}") from None
     finally:
         db.dispose()
 

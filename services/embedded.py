@@ -39,7 +39,7 @@ def build(port: int, overrides: dict | None = None, names=SERVICES):
         runtimes[name] = runtime
         apps[f"/{name}"] = spec.create_app(runtime=runtime)
     # Declare every queue before any worker publishes, so nothing is unroutable at start-up.
-    for name, runtime in runtimes.items():
+    for runtime in runtimes.values():
         if runtime.spec.has_worker:
             runtime.declare()
 
@@ -56,7 +56,7 @@ def run_embedded(host: str = "127.0.0.1", port: int = 8080) -> None:
     app, runtimes = build(port)
     stop = threading.Event()
     threads = []
-    for name, runtime in runtimes.items():
+    for runtime in runtimes.values():
         if runtime.spec.has_worker:
             threads += runtime.start_worker_threads(stop)
     server = make_server(host, port, app, threaded=True)

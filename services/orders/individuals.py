@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
@@ -61,7 +62,7 @@ class Erasure:
 
     individuals: int = 0
     health_data: int = 0
-    orders_retained: Counter[date] = field(default_factory=Counter)
+    orders_retained: Counter[date] = dataclasses.field(default_factory=Counter)
     orders_deleted: int = 0
 
 
@@ -108,8 +109,8 @@ class Individuals:
 
     def _encrypted_columns(self, session: Session, individual_id: str, personal: Mapping[str, Any]) -> dict:
         columns: dict[str, Any] = {}
-        for field, value in personal.items():
-            columns[field] = self._encrypt(session, individual_id, field, value)
+        for name, value in personal.items():
+            columns[name] = self._encrypt(session, individual_id, name, value)
         if "name" in personal:
             columns["name_idx"] = self.deps.index.name(personal["name"])
         if "personnummer" in personal:

@@ -168,7 +168,7 @@ def test_every_setting_the_code_needs_is_provided(rendered, contracts, service):
             called = next(v for v in env if c.setting_of(v) == setting)
             assert env[called] == api_url(upstream)
             assert f"{upstream}-api" in _by_kind(rendered, "Service")
-        for setting, file_name in c.secret_files.items():
+        for file_name in c.secret_files.values():
             assert file_name in secret
         for variable in env:
             assert c.accepts(variable) or not variable.startswith("RECEPT_"), f"{variable} is read by no setting"

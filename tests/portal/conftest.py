@@ -9,9 +9,9 @@ import pytest
 
 from services.portal import SPEC
 from tests.portal.fakes import FakeServices
+from tests.support import TokenMint, make_runtime
 
 FORWARDING_TOKEN = "the-token-auth-and-the-portal-share-0123"
-from tests.support import TokenMint, make_runtime
 
 PASSWORD = "correct horse battery staple"
 
