@@ -13,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from shared.clock import as_utc, parse_rfc3339, rfc3339
 from shared.errors import Invalid
 from shared.events import ROLE_NAME, SUBJECT_REF, TYPE_NAME
+from shared.spreadsheet import formula_safe
 
 VENDOR_CHAIN = "vendor"
 SYSTEM_CHAIN = "system"
@@ -300,15 +300,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
                                                                                          "this API"}]) from None
 
 
-_CSV_FORMULA = re.compile(r"^[=+\-@\t\r]")
-
-
 def csv_cell(value: Any) -> str:
     """A CSV cell that a spreadsheet will not run as a formula."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return "'" + text if _CSV_FORMULA.match(text) else text
+    return formula_safe(text)
 
 
 # --- the art. 15 trail ----------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import re
 import zipfile
 from typing import Any, Iterable
 
+from shared.spreadsheet import formula_safe
+
 SCHEMA_VERSION = "1"
 MANIFEST = "manifest.json"
 SUMMARY = "summary.txt"
@@ -26,13 +28,16 @@ def safe_name(name: str) -> str:
 
 
 def _cell(value: Any) -> str:
+    """One cell; text a spreadsheet would run as a formula is escaped (a CRM name, a note)."""
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+        return formula_safe(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, (int, float)):
+        return str(value)             # a negative number is a number, not a formula
+    return formula_safe(str(value))
 
 
 def to_csv(records: list[Any]) -> bytes:

