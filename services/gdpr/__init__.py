@@ -21,8 +21,10 @@ SETTINGS = (
             "deleted and crypto-shredded", minimum=1),
     Setting("IDENTIFIER_RETENTION", float, 30 * 86400.0, "seconds after a request finished (completed or "
             "rejected) before its subject identifiers are crypto-shredded", minimum=0),
-    Setting("EXPORT_APPROVAL", list, (), "tenants whose exports also need a second officer's approval "
-            "(comma-separated; * for all); other exports run at once"),
+    # Four eyes by default (issue 14): an export hands a person's whole record, health data included,
+    # to whoever downloads it, so a second officer releases it unless a deployment names the tenants.
+    Setting("EXPORT_APPROVAL", list, ("*",), "tenants whose exports need a second officer's approval "
+            "(comma-separated; * for all, the default); other exports run at once"),
     Setting("VENDOR_TENANTS", list, ("vendor",), "token tenants whose compliance officers see every tenant's "
             "requests; officers of any other tenant see only their own"),
 )

@@ -226,6 +226,11 @@ def exported(world: World) -> tuple[dict, dict[str, bytes]]:
         "type": "export", "tenant": TENANT, "reason": "Begäran om registerutdrag via e-post",
         "subject": {"email": SIGNE.email, "phone": SIGNE.phones[1], "personnummer": SIGNE.personnummer,
                     "username": SIGNE.uid}}, 202)
+    # Four eyes for exports too, by default (issue 14): officer one may not release her own request.
+    assert opened["status"] == "awaiting_approval"
+    refused = world.gdpr.call("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer1"])
+    assert refused.status == 403, refused.status
+    world.gdpr.ok("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer2"])
     view = _finish(world, opened["id"])
     reply = world.gdpr.call("GET", f"/api/v1/requests/{opened['id']}/export", world.tokens["officer1"])
     assert reply.status == 200 and reply.headers["Content-Type"] == "application/zip", reply.status

@@ -35,9 +35,18 @@ class Gdpr:
     def headers(self, user: str | None = None, tenant: str = "vendor", roles=("compliance_officer",)) -> dict:
         return self.mint.headers(sub=user or self.officer, tenant=tenant, roles=list(roles))
 
-    def open(self, type_: str = "erase", tenant: str = "t1", headers: dict | None = None, **extra):
+    def open(self, type_: str = "erase", tenant: str = "t1", headers: dict | None = None, approve: bool = False,
+             **extra):
+        """Open a request; ``approve``: the other officer releases it, and the answer is the approval's."""
         body = {"type": type_, "tenant": tenant, "subject": {"email": EMAIL}, **extra}
-        return self.client.post("/api/v1/requests", json=body, headers=headers or self.headers())
+        opened = self.client.post("/api/v1/requests", json=body, headers=headers or self.headers())
+        if not approve:
+            return opened
+        assert opened.status_code == 202 and opened.json["status"] == "awaiting_approval", opened.json
+        approved = self.client.post(f"/api/v1/requests/{opened.json['id']}/approve",
+                                    headers=self.headers(self.other_officer))
+        assert approved.status_code == 200, approved.json
+        return approved
 
     def announce(self, *services: tuple[str, str], tmp_path) -> dict:
         """Let the gdpr service hear announcements from real participant declarations."""
@@ -140,6 +149,25 @@ def test_a_request_can_be_rejected_and_then_never_runs(gdpr):
     assert rejected.json["rejection_reason"] == "identity not verified"
     later = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
     assert later.status_code == 409 and gdpr.commands() == []
+
+
+def test_export_needs_a_second_officer_by_default(database_url, tmp_path):
+    """Issue 14: with no EXPORT_APPROVAL set, an export waits for an officer other than its requester."""
+    service = Gdpr(database_url)
+    try:
+        service.announce(("alpha", "resolve"), tmp_path=tmp_path)
+        opened = service.open("export")
+        assert opened.status_code == 202 and opened.json["status"] == "awaiting_approval"
+        assert service.commands() == []
+        request_id = opened.json["id"]
+        own = service.client.post(f"/api/v1/requests/{request_id}/approve", headers=service.headers())
+        assert own.status_code == 403 and service.commands() == []
+        other = service.client.post(f"/api/v1/requests/{request_id}/approve",
+                                    headers=service.headers(service.other_officer))
+        assert other.status_code == 200 and other.json["status"] == "in_progress"
+        assert len(service.commands()) == 1
+    finally:
+        service.rt.db.dispose()
 
 
 def test_export_runs_at_once_unless_the_tenant_requires_approval(database_url, tmp_path):
@@ -264,7 +292,7 @@ def _principal(gdpr: Gdpr):
 def test_replies_fill_the_ledger_and_phase_two_gets_every_reference(gdpr, tmp_path):
     """Two phases: the trail participant is asked only after every resolving service answered."""
     gdpr.announce(("alpha", "resolve"), ("beta", "resolve"), ("ledger", "trail"), tmp_path=tmp_path)
-    request_id = gdpr.open("export").json["id"]
+    request_id = gdpr.open("export", approve=True).json["id"]
     sent = gdpr.commands()
     assert [c["phase"] for c in sent] == ["resolve", "resolve"]
     assert all(c["subject"] == {"email": EMAIL} for c in sent)
@@ -290,7 +318,7 @@ def _service_of(gdpr: Gdpr, command: dict) -> str:
 
 def test_failed_reply_is_visible_and_retry_sends_a_new_command_only_to_that_service(gdpr, tmp_path):
     gdpr.announce(("alpha", "resolve"), ("beta", "resolve"), tmp_path=tmp_path)
-    request_id = gdpr.open("export").json["id"]
+    request_id = gdpr.open("export", approve=True).json["id"]
     first = {_service_of(gdpr, c): c for c in gdpr.commands()}
     gdpr.reply(first["alpha"], service="alpha")
     gdpr.reply(first["beta"], service="beta", status="failed")
@@ -330,7 +358,7 @@ def test_silent_services_are_re_sent_with_backoff_then_marked_silent_and_a_late_
     service = Gdpr(database_url, REPLY_TIMEOUT=10.0, MAX_ATTEMPTS=3)
     try:
         service.announce(("alpha", "resolve"), tmp_path=tmp_path)
-        request_id = service.open("export").json["id"]
+        request_id = service.open("export", approve=True).json["id"]
         start = datetime.now(timezone.utc)
         assert service.sweeper.sweep(start + timedelta(seconds=5))["resent"] == 0
         assert service.sweeper.sweep(start + timedelta(seconds=11))["resent"] == 1     # after 10 s
@@ -350,7 +378,7 @@ def test_silent_services_are_re_sent_with_backoff_then_marked_silent_and_a_late_
 
 
 def test_a_request_with_no_known_services_fails_visibly_and_retry_uses_the_services_known_now(gdpr, tmp_path):
-    request_id = gdpr.open("export").json["id"]
+    request_id = gdpr.open("export", approve=True).json["id"]
     assert gdpr.view(request_id)["status"] == "failed"
     gdpr.announce(("alpha", "resolve"), tmp_path=tmp_path)
     retried = gdpr.client.post(f"/api/v1/requests/{request_id}/retry", headers=gdpr.headers())
@@ -361,7 +389,7 @@ def test_export_package_expires_is_shredded_and_then_gone(database_url, tmp_path
     service = Gdpr(database_url, EXPORT_RETENTION=60.0)
     try:
         service.announce(("alpha", "resolve"), tmp_path=tmp_path)
-        request_id = service.open("export").json["id"]
+        request_id = service.open("export", approve=True).json["id"]
         service.reply(service.commands()[0])
         url = f"/api/v1/requests/{request_id}/export"
         assert service.client.get(url, headers=service.headers()).status_code == 200
