@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from shared.bus import DLX, EVENTS, EXCHANGES, GDPR, dead_letter_queue, queue_name
+from shared.bus.topology import DEAD_LETTER_POLICY
 
 VHOST = "recept"
 ADMIN_USER = "recept-admin"
@@ -212,6 +213,8 @@ def definitions(topologies: list[ServiceTopology], vhost: str = VHOST,
         "queues": [{"name": name, "vhost": vhost, **spec} for name, spec in sorted(queues.items())],
         "bindings": [{"source": exchange, "vhost": vhost, "destination": queue, "destination_type": "queue",
                       "routing_key": key, "arguments": {}} for exchange, queue, key in sorted(bindings)],
+        # The dead-letter queues' TTL and length limit (shared.bus.topology.DEAD_LETTER_POLICY).
+        "policies": [{"vhost": vhost, **DEAD_LETTER_POLICY}],
     }
 
 

@@ -7,7 +7,10 @@
 | ``recept.dlx`` | dead letters, routing key ``dead.<svc>`` -> queue ``recept.q.<svc>.dead`` |
 
 Each service consumes one durable quorum queue ``recept.q.<svc>`` with its bindings; the broker
-counts deliveries and dead-letters a message after the delivery limit.
+counts deliveries and dead-letters a message after the delivery limit.  Dead-letter queues are
+bounded by ``DEAD_LETTER_POLICY`` (a broker policy, deploy/rabbitmq/definitions.json): a dead
+letter is dropped after ``DEAD_LETTER_TTL_MS`` or when ``DEAD_LETTER_MAX_LENGTH`` newer ones
+arrived, so a failing command or reply does not stay on the broker's disk indefinitely.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["EVENTS", "GDPR", "DLX", "EXCHANGES", "Binding", "queue_name", "dead_letter_queue",
-           "dead_letter_key", "queue_arguments", "DEAD_LETTER_QUEUE_ARGUMENTS", "topic_matches"]
+           "dead_letter_key", "queue_arguments", "DEAD_LETTER_QUEUE_ARGUMENTS", "DEAD_LETTER_TTL_MS",
+           "DEAD_LETTER_MAX_LENGTH", "DEAD_LETTER_POLICY", "topic_matches"]
 
 EVENTS = "recept.events"   # every domain event, routing key = event type
 GDPR = "recept.gdpr"       # commands from the gdpr service and replies to it
@@ -47,6 +51,25 @@ def dead_letter_key(service: str) -> str:
 
 
 DEAD_LETTER_QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
+
+#: Seven days: long enough for an operator to see and investigate a dead letter (the worker logs its
+#: arrival), short enough that nothing waits there for months (issue 14).
+DEAD_LETTER_TTL_MS = 7 * 24 * 3600 * 1000
+#: A poison stream cannot fill the broker's disk: the oldest dead letters are dropped first.
+DEAD_LETTER_MAX_LENGTH = 10_000
+
+#: A policy, not queue arguments: a policy changes on a running broker, while a queue re-declared
+#: with new arguments fails with PRECONDITION_FAILED on every deployment that already has it.
+#: ``pattern`` matches exactly the names ``dead_letter_queue`` makes (quorum queues honour
+#: message-ttl since RabbitMQ 3.10 and max-length with drop-head).
+DEAD_LETTER_POLICY: dict[str, Any] = {
+    "name": "recept-dead-letters",
+    "pattern": r"^recept\.q\.[^.]+\.dead$",
+    "apply-to": "queues",
+    "priority": 10,
+    "definition": {"message-ttl": DEAD_LETTER_TTL_MS, "max-length": DEAD_LETTER_MAX_LENGTH,
+                   "overflow": "drop-head"},
+}
 
 
 def queue_arguments(service: str, delivery_limit: int) -> dict[str, Any]:

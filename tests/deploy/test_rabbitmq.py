@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ from deploy.contract import bus_services
 from deploy.topology import ADMIN_USER, all_topologies, rabbit_password_hash, user_name
 from services import SERVICES
 from shared.bus import DLX, EVENTS, GDPR, Binding, Bus, BusError, Message, Unroutable, dead_letter_queue, queue_name
+from shared.bus.topology import DEAD_LETTER_MAX_LENGTH, DEAD_LETTER_POLICY, DEAD_LETTER_TTL_MS
 from tests.conftest import RABBIT_HOST, RABBIT_PORT
 
 
@@ -57,6 +59,33 @@ def test_every_service_queue_has_a_dead_letter_exchange_and_a_delivery_limit():
         assert queues[dead_letter_queue(service)]["x-queue-type"] == "quorum"
     assert {"source": DLX, "destination": dead_letter_queue("orders"), "routing_key": "dead.orders"}.items() <= \
         next(b for b in committed["bindings"] if b["destination"] == dead_letter_queue("orders")).items()
+
+
+def test_dead_letter_queues_have_a_ttl_and_a_length_limit_by_policy():
+    """Issue 14: a dead letter does not stay on the broker's disk indefinitely."""
+    committed = json.loads(render.DEFINITIONS.read_text(encoding="utf-8"))
+    (policy,) = [p for p in committed["policies"] if p["name"] == DEAD_LETTER_POLICY["name"]]
+    assert policy["apply-to"] == "queues" and policy["vhost"] == "recept"
+    assert policy["definition"] == {"message-ttl": DEAD_LETTER_TTL_MS, "max-length": DEAD_LETTER_MAX_LENGTH,
+                                    "overflow": "drop-head"}
+    assert 0 < DEAD_LETTER_TTL_MS <= 30 * 24 * 3600 * 1000 and DEAD_LETTER_MAX_LENGTH > 0
+    pattern = re.compile(policy["pattern"])
+    for service in bus_services():
+        assert pattern.search(dead_letter_queue(service)) and not pattern.search(queue_name(service))
+
+
+def test_the_dead_letter_policy_applies_on_a_real_broker(broker):
+    def ctl(*args: str) -> str:
+        return subprocess.run(["rabbitmqctl", "-q", *args, "-p", broker.vhost], check=True, capture_output=True,
+                              text=True, timeout=60).stdout
+
+    listed = ctl("list_queues", "name", "policy")
+    rows = {line.split("\t")[0]: line.split("\t")[1].strip() for line in listed.splitlines() if "\t" in line}
+    for service in bus_services():
+        assert rows[dead_letter_queue(service)] == DEAD_LETTER_POLICY["name"], rows
+        assert rows[queue_name(service)] != DEAD_LETTER_POLICY["name"]
+    policies = ctl("list_policies")
+    assert DEAD_LETTER_POLICY["name"] in policies and f'"message-ttl":{DEAD_LETTER_TTL_MS}' in policies
 
 
 def test_rabbit_password_hash_is_salted_sha256():
@@ -99,7 +128,7 @@ def broker(rabbitmq_server, tmp_path_factory):
     for entry in definitions["permissions"] + definitions["topic_permissions"]:
         entry["user"] = renamed[entry["user"]]
     definitions["vhosts"] = [{"name": vhost}]
-    for key in ("permissions", "topic_permissions", "exchanges", "queues", "bindings"):
+    for key in ("permissions", "topic_permissions", "exchanges", "queues", "bindings", "policies"):
         for entry in definitions[key]:
             entry["vhost"] = vhost
     _import(definitions)
@@ -109,6 +138,7 @@ def broker(rabbitmq_server, tmp_path_factory):
         return (f"amqp://{quote(renamed[user_name(service)], safe='')}:{password}@{RABBIT_HOST}:{RABBIT_PORT}/"
                 f"{quote(vhost, safe='')}")
 
+    url.vhost = vhost
     yield url
     # Each rabbitmqctl call starts an Erlang VM (~1 s): clean up in parallel.
     threads = [threading.Thread(target=_rabbitmqctl, args=("delete_user", user)) for user in renamed.values()]
