@@ -23,14 +23,32 @@ has one JSON schema, checked when a message is written (``to_wire``) and when it
 
 A message that does not match its schema raises ``Invalid`` whose errors name the field and the
 rule it broke, never the value (commands and replies carry personal data).
+
+Sealing (``Channel``, docs/crypto.md "Sealed gdpr messages"): the end-to-end encryption of a
+command's identifiers and a reply's export between the coordinator and one participant, so the
+broker (its queues, segment files and dead letters) never holds them in clear.  A participant's
+static X25519 key is derived from its keyring (``transport_private_key``); the coordinator makes
+one ephemeral X25519 key per request (``RequestKey``); both derive the request's key for that
+service from the ECDH secret and seal with AES-256-GCM bound to the message kind, request,
+command and service.  Destroying the ``RequestKey`` when the request finishes leaves the
+coordinator unable to open the broker's copies of the replies.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jsonschema import Draft202012Validator
 
 from .errors import Invalid
@@ -39,6 +57,7 @@ from .identifiers import IDENTIFIERS
 __all__ = [
     "REQUEST_TYPES", "PHASES", "REPLY_STATUSES", "ERASURE_ACTIONS", "SERVICE_NAME",
     "ANNOUNCE_PATTERN", "REPLY_PATTERN", "SCHEMAS", "Command", "Reply", "Announcement",
+    "TRANSPORT_INFO", "transport_private_key", "transport_public_key", "transport_keys", "RequestKey", "Channel",
 ]
 
 REQUEST_TYPES = ("export", "erase")              # a command's and a reply's "action"
@@ -251,3 +270,125 @@ class Announcement:
             raise Invalid("malformed gdpr announcement",
                           errors=[{"field": "inventory.service", "message": "must name the announcing service"}])
         return m
+
+
+# --- sealing: end to end between the coordinator and one participant ---------------------------
+
+TRANSPORT_INFO = b"recept.gdpr.transport.v1"
+SEALED_KINDS = ("command", "reply")
+_RAW = serialization.Encoding.Raw
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, binascii.Error):
+        raise Invalid("malformed sealed gdpr message", errors=[{"field": what, "message": "is not base64"}]) from None
+
+
+def _public_text(key: X25519PrivateKey) -> str:
+    return _b64(key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
+
+
+def transport_private_key(keyring, kid: str | None = None) -> X25519PrivateKey:
+    """A participant's static X25519 key, derived from its key-encryption key ``kid`` (default: the
+    primary).  Nothing new to distribute or store: it changes when the keyring's primary rotates."""
+    seed = HKDF(hashes.SHA256(), 32, salt=None, info=TRANSPORT_INFO).derive(keyring.kek(kid or keyring.primary_id))
+    return X25519PrivateKey.from_private_bytes(seed)
+
+
+def transport_public_key(keyring) -> str:
+    """The public key a participant announces (base64 of the 32 raw bytes)."""
+    return _public_text(transport_private_key(keyring))
+
+
+def transport_keys(keyring) -> dict[str, X25519PrivateKey]:
+    """Public key -> private key for every KEK on the keyring: a command sealed to the key announced
+    before a rotation still opens while the old KEK is on the keyring, and no longer once it is retired."""
+    keys = (transport_private_key(keyring, kid) for kid in keyring.key_ids)
+    return {_public_text(key): key for key in keys}
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """The coordinator's ephemeral X25519 key of one request (stored Vault-encrypted, shredded when
+    the request finishes)."""
+
+    private: X25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> "RequestKey":
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "RequestKey":
+        return cls(X25519PrivateKey.from_private_bytes(bytes(raw)))
+
+    def to_bytes(self) -> bytes:
+        return self.private.private_bytes(_RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+    @property
+    def public(self) -> str:
+        return _public_text(self.private)
+
+
+def _channel_key(private: X25519PrivateKey, peer_public: str, request_id: str, service: str) -> bytes:
+    peer = _unb64(peer_public, "sealed.key")
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(peer))
+    except ValueError:
+        # Wrong length or a low-order point (an all-zero secret): nobody honest sends either.
+        raise Invalid("malformed sealed gdpr message",
+                      errors=[{"field": "sealed.key", "message": "is not a usable X25519 public key"}]) from None
+    return HKDF(hashes.SHA256(), 32, salt=request_id.encode(),
+                info=TRANSPORT_INFO + b":" + service.encode()).derive(shared)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """The AES-256-GCM key of one request and one service, as both ends derive it."""
+
+    request_id: str
+    service: str
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def for_coordinator(cls, request_key: RequestKey, participant_public: str, *, request_id: str,
+                        service: str) -> "Channel":
+        return cls(request_id, service, _channel_key(request_key.private, participant_public, request_id, service))
+
+    @classmethod
+    def for_participant(cls, keyring, *, recipient: str, ephemeral: str, request_id: str,
+                        service: str) -> "Channel":
+        """``recipient``: the participant public key the command names; ``ephemeral``: the request's."""
+        private = transport_keys(keyring).get(recipient)
+        if private is None:
+            raise Invalid("sealed gdpr message for another key",
+                          errors=[{"field": "sealed.recipient", "message": "is not a key of this keyring"}])
+        return cls(request_id, service, _channel_key(private, ephemeral, request_id, service))
+
+    def _ad(self, kind: str, command_id: str) -> bytes:
+        if kind not in SEALED_KINDS:
+            raise ValueError(f"kind must be one of {SEALED_KINDS}")
+        # The message type, request, command and service: a sealed part moved to another message fails.
+        return b"\x00".join(p.encode() for p in ("recept.gdpr." + kind, self.request_id, command_id, self.service))
+
+    def seal(self, kind: str, command_id: str, value: Any) -> str:
+        nonce = os.urandom(12)
+        plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+        return _b64(nonce + AESGCM(self.key).encrypt(nonce, plaintext, self._ad(kind, command_id)))
+
+    def open(self, kind: str, command_id: str, sealed: Any) -> Any:
+        raw = _unb64(sealed, "sealed.box")
+        try:
+            plaintext = AESGCM(self.key).decrypt(raw[:12], raw[12:], self._ad(kind, command_id))
+        except (InvalidTag, ValueError):
+            raise Invalid("sealed gdpr message does not open",
+                          errors=[{"field": "sealed.box", "message": "fails authentication"}]) from None
+        return json.loads(plaintext)
