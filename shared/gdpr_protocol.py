@@ -6,17 +6,17 @@ has one JSON schema, checked when a message is written (``to_wire``) and when it
 (``from_wire``), so a message one side accepts is a message the other side can write.
 
 * ``gdpr.announce.<service>`` — ``Announcement``: ``{"service", "inventory", "counts", "phase",
-  "at"}``, at start-up and periodically; the coordinator learns whom to wait for, and in which
+  "transport_key", "at"}``, at start-up and periodically; the coordinator learns whom to wait for, and in which
   phase, from these.  ``inventory.service`` must name the announcing service.
 * ``gdpr.command.<service>`` — ``Command``: ``{"request_id", "command_id", "action":
-  "export"|"erase", "phase": "resolve"|"trail", "tenant", "subject": {identifiers},
-  "references": [...], "at"}``; message id = ``command_id`` (a re-send keeps it, so the
+  "export"|"erase", "phase": "resolve"|"trail", "tenant", "sealed": {"recipient", "key", "box"},
+  "at"}``, the box holding ``{"subject": {identifiers}, "references": [...]}``; message id = ``command_id`` (a re-send keeps it, so the
   participant's inbox drops a copy it already handled).  Phase ``resolve`` carries the
   identifiers and no references; phase ``trail`` the references the other services resolved
   and no identifiers.
 * ``gdpr.reply.<service>`` — ``Reply``: ``{"request_id", "command_id", "service", "action",
-  "phase", "status": "done"|"failed", "references": [...], "export": {kind: [records]} | None,
-  "erasure": [{"kind", "action", "count", "legal_basis"?, "retain_until"?}] | None,
+  "phase", "status": "done"|"failed", "sealed": box of ``{"references": [...], "export":
+  {kind: [records]} | None}`` (required when done), "erasure": [{"kind", "action", "count", "legal_basis"?, "retain_until"?}] | None,
   "error": str | None, "at"}``; message id = uuid5 of the command id (a repeated command
   yields the same reply id).  Export replies are routed only to the coordinator's queue,
   sealed while in the outbox, and their rows are deleted as soon as the broker confirms them.
@@ -74,19 +74,26 @@ _SERVICE = {"type": "string", "pattern": SERVICE_NAME.pattern}
 _AT = {"type": ["string", "null"], "maxLength": 40}
 _REFERENCES = {"type": ["array", "null"], "items": {"type": "string", "maxLength": 200}}
 
+_B64 = {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9+/]+={0,2}$"}
+# A sealed box: base64 of nonce + AES-GCM ciphertext (an export can be large; the broker bounds it).
+_BOX = {"type": "string", "pattern": "^[A-Za-z0-9+/]*={0,2}$"}
+# Plaintext personal data is refused outright: a field that must travel sealed may not appear in clear.
+_NEVER: dict[str, Any] = {"not": {}}
+
 COMMAND_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["request_id", "command_id", "action"],
+    "required": ["request_id", "command_id", "action", "sealed"],
     "properties": {
         "request_id": _ID,
         "command_id": _ID,
         "action": {"enum": list(REQUEST_TYPES)},
         "phase": {"enum": list(PHASES)},
         "tenant": {"type": ["string", "null"], "maxLength": 100},
-        # Other keys are tolerated and dropped: a newer coordinator may name more kinds.
-        "subject": {"type": ["object", "null"],
-                    "properties": {kind: {"type": ["string", "null"], "maxLength": 254} for kind in IDENTIFIERS}},
-        "references": _REFERENCES,
+        # {"subject": {identifiers}, "references": [...]} sealed for the one recipient.
+        "sealed": {"type": "object", "required": ["recipient", "key", "box"], "additionalProperties": False,
+                   "properties": {"recipient": _B64, "key": _B64, "box": _BOX}},
+        "subject": _NEVER,
+        "references": _NEVER,
         "at": _AT,
     },
 }
@@ -101,8 +108,10 @@ REPLY_SCHEMA: dict[str, Any] = {
         "action": {"enum": list(REQUEST_TYPES)},
         "phase": {"enum": list(PHASES)},
         "status": {"enum": list(REPLY_STATUSES)},
-        "references": _REFERENCES,
-        "export": {"type": ["object", "null"], "additionalProperties": {"type": "array"}},
+        # {"references": [...], "export": {kind: [records]} | None} sealed with the command's channel.
+        "sealed": {"anyOf": [_BOX, {"type": "null"}]},
+        "references": _NEVER,
+        "export": _NEVER,
         "erasure": {"type": ["array", "null"], "items": {
             "type": "object", "required": ["kind", "action", "count"],
             "properties": {"kind": {"type": "string", "maxLength": 100}, "action": {"enum": list(ERASURE_ACTIONS)},
@@ -112,6 +121,9 @@ REPLY_SCHEMA: dict[str, Any] = {
         "error": {"type": ["string", "null"]},
         "at": _AT,
     },
+    # A done reply always carries its sealed part (an empty result is sealed too).
+    "if": {"properties": {"status": {"const": "done"}}},
+    "then": {"required": ["sealed"], "properties": {"sealed": _BOX}},
 }
 
 ANNOUNCEMENT_SCHEMA: dict[str, Any] = {
@@ -120,6 +132,8 @@ ANNOUNCEMENT_SCHEMA: dict[str, Any] = {
     "properties": {
         "service": _SERVICE,
         "phase": {"enum": list(PHASES)},
+        # The participant's static X25519 public key (transport_public_key); commands are sealed to it.
+        "transport_key": _B64,
         "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
         "inventory": {"type": "object", "required": ["service", "categories"], "properties": {
             "service": {"type": "string"},
@@ -174,19 +188,36 @@ class Command:
     def message_id(self) -> str:
         return self.command_id
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, channel: "Channel") -> dict[str, Any]:
+        """The command with its subject and references sealed for ``channel``'s participant."""
+        self._same_request(channel)
+        box = channel.seal("command", self.command_id, {"subject": dict(self.subject),
+                                                        "references": list(self.references)})
         return dict(_check("command", {
             "request_id": self.request_id, "command_id": self.command_id, "action": self.action,
-            "phase": self.phase, "tenant": self.tenant, "subject": dict(self.subject),
-            "references": list(self.references), "at": self.at}))
+            "phase": self.phase, "tenant": self.tenant,
+            "sealed": {"recipient": channel.recipient, "key": channel.ephemeral, "box": box}, "at": self.at}))
 
     @classmethod
-    def from_wire(cls, message: Any) -> "Command":
+    def from_wire(cls, message: Any, *, keyring, service: str) -> tuple["Command", "Channel"]:
+        """The command opened with ``service``'s keyring, and the channel its reply is sealed with."""
         m = _check("command", message)
+        sealed = m["sealed"]
+        channel = Channel.for_participant(keyring, recipient=sealed["recipient"], ephemeral=sealed["key"],
+                                          request_id=m["request_id"], service=service)
+        inner = channel.open("command", m["command_id"], sealed["box"])
+        if not isinstance(inner, dict):
+            raise Invalid("malformed sealed gdpr command", errors=[{"field": "sealed.box", "message": "is not an object"}])
+        subject = inner.get("subject") if isinstance(inner.get("subject"), dict) else {}
+        references = inner.get("references") if isinstance(inner.get("references"), list) else []
         return cls(request_id=m["request_id"], command_id=m["command_id"], action=m["action"],
                    phase=m.get("phase") or "resolve", tenant=m.get("tenant"),
-                   subject={k: v for k, v in (m.get("subject") or {}).items() if k in IDENTIFIERS and v},
-                   references=list(m.get("references") or []), at=m.get("at"))
+                   subject={k: str(v)[:254] for k, v in subject.items() if k in IDENTIFIERS and v},
+                   references=[str(r)[:200] for r in references], at=m.get("at")), channel
+
+    def _same_request(self, channel: "Channel") -> None:
+        if channel.request_id != self.request_id:
+            raise ValueError("the channel belongs to another request")
 
 
 @dataclass(frozen=True)
@@ -222,20 +253,39 @@ class Reply:
         # Derived from the command, so a command handled again yields a reply the coordinator's inbox drops.
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"recept:reply:{self.command_id}"))
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, channel: "Channel") -> dict[str, Any]:
+        """The reply with its references and export sealed with the command's ``channel``."""
+        if (channel.request_id, channel.service) != (self.request_id, self.service):
+            raise ValueError("the channel belongs to another request or service")
+        box = channel.seal("reply", self.command_id, {"references": list(self.references), "export": self.export})
         return dict(_check("reply", {
             "request_id": self.request_id, "command_id": self.command_id, "service": self.service,
-            "action": self.action, "phase": self.phase, "status": self.status,
-            "references": list(self.references), "export": self.export, "erasure": self.erasure,
-            "error": self.error, "at": self.at}))
+            "action": self.action, "phase": self.phase, "status": self.status, "sealed": box,
+            "erasure": self.erasure, "error": self.error, "at": self.at}))
+
+    @staticmethod
+    def addressed(message: Any) -> tuple[str, str]:
+        """(request id, service) of a well-formed reply, to find the channel that opens it."""
+        m = _check("reply", message)
+        return m["request_id"], m["service"]
 
     @classmethod
-    def from_wire(cls, message: Any) -> "Reply":
+    def from_wire(cls, message: Any, channel: "Channel") -> "Reply":
         m = _check("reply", message)
+        if (channel.request_id, channel.service) != (m["request_id"], m["service"]):
+            raise Invalid("sealed gdpr reply for another channel",
+                          errors=[{"field": "service", "message": "does not match the channel"}])
+        inner: Any = {}
+        if m.get("sealed") is not None:
+            inner = channel.open("reply", m["command_id"], m["sealed"])
+        if not isinstance(inner, dict) or not isinstance(inner.get("references") or [], list) \
+                or not isinstance(inner.get("export") or {}, dict) \
+                or not all(isinstance(v, list) for v in (inner.get("export") or {}).values()):
+            raise Invalid("malformed sealed gdpr reply", errors=[{"field": "sealed", "message": "has the wrong shape"}])
         return cls(request_id=m["request_id"], command_id=m["command_id"], service=m["service"],
                    action=m["action"], phase=m["phase"], status=m["status"],
-                   references=list(m.get("references") or []), export=m.get("export"), erasure=m.get("erasure"),
-                   error=m.get("error"), at=m.get("at"))
+                   references=[str(r)[:200] for r in inner.get("references") or []], export=inner.get("export"),
+                   erasure=m.get("erasure"), error=m.get("error"), at=m.get("at"))
 
 
 @dataclass(frozen=True)
@@ -247,21 +297,24 @@ class Announcement:
     counts: dict[str, int]
     phase: str = "resolve"
     at: str | None = None
+    transport_key: str | None = None              # transport_public_key(keyring); None: cannot be sent to
 
     @staticmethod
     def routing_key(service: str) -> str:
         return f"gdpr.announce.{service}"
 
     def to_wire(self) -> dict[str, Any]:
-        return dict(self._consistent(_check("announcement", {
-            "service": self.service, "inventory": self.inventory, "counts": dict(self.counts),
-            "phase": self.phase, "at": self.at})))
+        message: dict[str, Any] = {"service": self.service, "inventory": self.inventory, "counts": dict(self.counts),
+                                   "phase": self.phase, "at": self.at}
+        if self.transport_key is not None:
+            message["transport_key"] = self.transport_key
+        return dict(self._consistent(_check("announcement", message)))
 
     @classmethod
     def from_wire(cls, message: Any) -> "Announcement":
         m = cls._consistent(_check("announcement", message))
         return cls(service=m["service"], inventory=m["inventory"], counts=m["counts"],
-                   phase=m.get("phase") or "resolve", at=m.get("at"))
+                   phase=m.get("phase") or "resolve", at=m.get("at"), transport_key=m.get("transport_key"))
 
     @staticmethod
     def _consistent(m: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -357,11 +410,14 @@ class Channel:
     request_id: str
     service: str
     key: bytes = field(repr=False)
+    recipient: str = ""                           # the participant's public key
+    ephemeral: str = ""                           # the request's public key
 
     @classmethod
     def for_coordinator(cls, request_key: RequestKey, participant_public: str, *, request_id: str,
                         service: str) -> "Channel":
-        return cls(request_id, service, _channel_key(request_key.private, participant_public, request_id, service))
+        return cls(request_id, service, _channel_key(request_key.private, participant_public, request_id, service),
+                   participant_public, request_key.public)
 
     @classmethod
     def for_participant(cls, keyring, *, recipient: str, ephemeral: str, request_id: str,
@@ -371,7 +427,7 @@ class Channel:
         if private is None:
             raise Invalid("sealed gdpr message for another key",
                           errors=[{"field": "sealed.recipient", "message": "is not a key of this keyring"}])
-        return cls(request_id, service, _channel_key(private, ephemeral, request_id, service))
+        return cls(request_id, service, _channel_key(private, ephemeral, request_id, service), recipient, ephemeral)
 
     def _ad(self, kind: str, command_id: str) -> bytes:
         if kind not in SEALED_KINDS:

@@ -5,7 +5,9 @@ resolves a subject's identifiers to its own subject references, exports them (R1
 and erases them (R2).  This module turns the gdpr service's commands into calls on
 that participant and sends the reply through the outbox, in the same transaction as
 the erasure, so a command handled twice does the work once (inbox) and the reply is
-never lost.  The messages themselves (announcement, command, reply) are defined once,
+never lost.  Commands arrive sealed to this service's transport key (derived from its keyring,
+announced with its inventory) and replies leave sealed with the same request's channel, so the
+broker never holds a subject's identifiers or records in clear (docs/crypto.md).  The messages themselves (announcement, command, reply) are defined once,
 for this side and the coordinator's, in ``shared.gdpr_protocol``.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .bus import GDPR, Message, Publisher
 from .clock import now_rfc3339, utcnow
 from .consumer import Subscription
 from .errors import Invalid
-from .gdpr_protocol import ERASURE_ACTIONS, Announcement, Command, Reply
+from .gdpr_protocol import ERASURE_ACTIONS, Announcement, Command, Reply, transport_public_key
 
 if TYPE_CHECKING:
     from .service import Runtime
@@ -146,11 +148,12 @@ def _first_time(runtime: Runtime, session: Session, command_id: str) -> bool:
 
 def handle_command(runtime: Runtime, session: Session, message: dict[str, Any]) -> None:
     try:
-        command = Command.from_wire(message)
+        command, channel = Command.from_wire(message, keyring=runtime.keyring, service=runtime.name)
     except Invalid:
-        # Nothing to act on and nobody to answer: the coordinator sends only well-formed
-        # commands, and it would not accept a reply to this one either.
-        log.warning("ignoring a malformed gdpr command")
+        # Nothing to act on and nobody to answer: the coordinator sends only well-formed commands
+        # sealed to this service's key (a plaintext or unopenable one is refused), and it would not
+        # accept a reply to this one either.
+        log.warning("ignoring a malformed, unsealed or unopenable gdpr command")
         return
     if not _first_time(runtime, session, command.command_id):
         return
@@ -167,7 +170,7 @@ def handle_command(runtime: Runtime, session: Session, message: dict[str, Any]) 
         reply = Reply.done(command, service=runtime.name, references=references,
                            erasure=[item.as_dict() for item in participant.erase(session, ctx, references)],
                            at=now_rfc3339())
-    runtime.outbox.send(session, GDPR, Reply.routing_key(runtime.name), reply.to_wire(),
+    runtime.outbox.send(session, GDPR, Reply.routing_key(runtime.name), reply.to_wire(channel),
                         message_id=reply.message_id, transient=command.action == "export",
                         aggregate=f"gdpr:{command.request_id}")
 
@@ -178,7 +181,8 @@ def announcement(runtime: Runtime) -> dict[str, Any]:
     with runtime.db.transaction() as session:
         counts = participant.counts(session)
     return Announcement(service=runtime.name, inventory=participant.inventory.as_dict(), counts=counts,
-                        phase=getattr(participant, "phase", "resolve"), at=now_rfc3339()).to_wire()
+                        phase=getattr(participant, "phase", "resolve"), at=now_rfc3339(),
+                        transport_key=transport_public_key(runtime.keyring)).to_wire()
 
 
 def announce(runtime: Runtime, publisher: Publisher) -> bool:

@@ -24,7 +24,7 @@ from shared.bus import GDPR
 from shared.clock import as_utc, rfc3339, utcnow
 from shared.crypto import ERASED
 from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
-from shared.gdpr_protocol import REQUEST_TYPES, Announcement, Command, Reply
+from shared.gdpr_protocol import REQUEST_TYPES, Announcement, Channel, Command, Reply, RequestKey
 from shared.identifiers import IdentifierHasher, normalise_subject
 from shared.tokens import Principal
 
@@ -117,6 +117,12 @@ def export_subject(request_id: str) -> str:
     return f"gdpr:export:{request_id}"
 
 
+def transport_subject(request_id: str) -> str:
+    """The Vault subject of a request's ephemeral key: shredding it leaves the broker's copies of
+    the request's replies unopenable (docs/crypto.md "Sealed gdpr messages")."""
+    return f"gdpr:transport:{request_id}"
+
+
 class Coordinator:
     """Every rule about data-subject requests.
 
@@ -201,6 +207,7 @@ class Coordinator:
                                            request_id, reason) if reason else None)
         self._set(s, request_id, status="rejected", decided_by=principal.user_id, decided_at=now,
                   rejection_reason=encrypted, finished_at=now, updated_at=now)
+        self._shred_transport(s, request_id)
         self._emit(s, ev.REQUEST_REJECTED, request_id, req.tenant, principal.actor,
                    {"request_id": request_id, "type": req.type})
         return self.view(s, principal, request_id)
@@ -328,7 +335,7 @@ class Coordinator:
             log.warning("ignoring a malformed announcement")
             return
         values = {"phase": announced.phase, "inventory": announced.inventory, "counts": announced.counts,
-                  "last_seen": now}
+                  "transport_key": announced.transport_key, "last_seen": now}
         service = announced.service
         found = s.execute(select(participants.c.service).where(participants.c.service == service)
                           .with_for_update()).first()
@@ -341,13 +348,22 @@ class Coordinator:
         """Record one service's answer; a duplicate, stale or unexpected answer changes nothing."""
         now = now or self.clock()
         try:
-            reply = Reply.from_wire(message)
+            request_id, service = Reply.addressed(message)
         except Invalid:
-            log.warning("ignoring a malformed reply")
+            log.warning("ignoring a malformed or unsealed reply")
             return
-        request_id, service = reply.request_id, reply.service
         req = self._lock(s, request_id)
-        if req is None or req.type != reply.action:
+        channel = self._channel(s, req, service, create=False) if req is not None else None
+        if channel is None:
+            # Unknown request, or its key was shredded when it finished: nothing can open this reply.
+            log.info("ignoring a reply for an unknown or finished request")
+            return
+        try:
+            reply = Reply.from_wire(message, channel)
+        except Invalid:
+            log.warning("ignoring a reply that does not open")
+            return
+        if req.type != reply.action:
             log.info("ignoring a reply for an unknown request")
             return
         row = s.execute(select(request_services).where(request_services.c.request_id == request_id,
@@ -437,6 +453,7 @@ class Coordinator:
         """Delete a request's package and parts and crypto-shred what is left of them."""
         req = self._lock(s, request_id)
         self.vault.shred(s, export_subject(request_id))
+        self._shred_transport(s, request_id)
         s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
                   .values(package=None, deleted_at=now))
         s.execute(update(request_services).where(request_services.c.request_id == request_id)
@@ -453,6 +470,7 @@ class Coordinator:
         for request_id in ids:
             req = self._lock(s, request_id)
             self.vault.shred(s, request_subject(request_id))
+            self._shred_transport(s, request_id)
             self._set(s, request_id, identifiers_shredded_at=now)
             self._emit(s, ev.IDENTIFIERS_SHREDDED, request_id, req.tenant, SYSTEM_ACTOR,
                        {"request_id": request_id})
@@ -489,10 +507,19 @@ class Coordinator:
         command = Command.for_phase(request_id=req.id, command_id=command_id, action=req.type, phase=phase,
                                     tenant=req.tenant, identifiers=identifiers, references=references,
                                     at=rfc3339(now))
+        channel = self._channel(s, req, service, create=True)
+        if channel is None:
+            # An older participant that announced no transport key: it cannot be sent personal data.
+            s.execute(update(request_services).where(request_services.c.request_id == req.id,
+                                                     request_services.c.service == service).values(
+                status="failed", command_id=command_id, attempts=attempts, sent_at=now, replied_at=now,
+                next_attempt_at=None, error="the service announced no transport key; commands are sealed"))
+            return
         if not self.outbox.is_pending(s, command.message_id):
-            # Transient: the row (which carries the identifiers) is deleted once the broker confirms it.
-            # The same message id on a re-send lets the service's inbox drop the copy it already handled.
-            self.outbox.send(s, GDPR, Command.routing_key(service), command.to_wire(),
+            # Sealed for the one service (its subject never crosses the broker in clear) and transient:
+            # the row is deleted once the broker confirms it. The same message id on a re-send lets the
+            # service's inbox drop the copy it already handled.
+            self.outbox.send(s, GDPR, Command.routing_key(service), command.to_wire(channel),
                              message_id=command.message_id, transient=True)
         s.execute(update(request_services).where(request_services.c.request_id == req.id,
                                                  request_services.c.service == service).values(
@@ -525,6 +552,7 @@ class Coordinator:
             if req.type == "export":
                 self._build_package(s, req, rows, now)
             self._set(s, req.id, status="completed", phase=None, finished_at=now, updated_at=now)
+            self._shred_transport(s, req.id)
             self._emit(s, ev.REQUEST_COMPLETED, req.id, req.tenant, SYSTEM_ACTOR,
                        {"request_id": req.id, "type": req.type, "services": confirmed})
             return
@@ -559,6 +587,40 @@ class Coordinator:
             expires_at=now + timedelta(seconds=self.policy.export_retention), downloads=0))
         # The parts now live only inside the package.
         s.execute(update(request_services).where(request_services.c.request_id == req.id).values(export=None))
+
+    # -- internals: sealing ---------------------------------------------------------------------
+
+    def _request_key(self, s: Session, request_id: str, create: bool) -> RequestKey | None:
+        """The request's ephemeral key; made (and stored Vault-encrypted) on first use when ``create``."""
+        blob = s.scalar(select(requests.c.transport_key).where(requests.c.id == request_id))
+        if blob is not None:
+            raw = self.vault.decrypt(s, "requests", "transport_key", request_id, blob)
+            if isinstance(raw, bytes):
+                return RequestKey.from_bytes(raw)
+        if not create:
+            return None
+        key = RequestKey.generate()
+        self._set(s, request_id, transport_key=self.vault.encrypt(
+            s, transport_subject(request_id), "requests", "transport_key", request_id, key.to_bytes()))
+        return key
+
+    def _channel(self, s: Session, req, service: str, *, create: bool) -> Channel | None:
+        public = s.scalar(select(participants.c.transport_key).where(participants.c.service == service))
+        if not public:
+            return None
+        key = self._request_key(s, req.id, create)
+        if key is None:
+            return None
+        try:
+            return Channel.for_coordinator(key, public, request_id=req.id, service=service)
+        except Invalid:
+            log.warning("service %s announced an unusable transport key", service)
+            return None
+
+    def _shred_transport(self, s: Session, request_id: str) -> None:
+        """Destroy the request's ephemeral key: the broker's copies of its replies stay shut for good."""
+        self.vault.shred(s, transport_subject(request_id))
+        self._set(s, request_id, transport_key=None)
 
     # -- internals: rows and views --------------------------------------------------------------
 

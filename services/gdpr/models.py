@@ -21,6 +21,7 @@ participants = Table(
     Column("phase", String(10), nullable=False),               # resolve | trail
     Column("inventory", JSON, nullable=False),                 # the service's declaration (R3, R5)
     Column("counts", JSON, nullable=False),                    # live counts per kind, as announced
+    Column("transport_key", String(64), nullable=True),        # its X25519 public key; commands are sealed to it
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
 )
@@ -48,6 +49,8 @@ requests = Table(
     Column("dispatched_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("identifiers_shredded_at", DateTime(timezone=True), nullable=True),
+    # Vault (gdpr:transport:<id>): the request's ephemeral X25519 key; shredded when the request finishes.
+    Column("transport_key", LargeBinary, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_requests_tenant_status", "tenant", "status"),
     Index("ix_requests_due_at", "due_at"),

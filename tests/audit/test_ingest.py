@@ -14,6 +14,7 @@ from shared.bus import EVENTS, GDPR, MemoryBackend, Message, dead_letter_queue, 
 from services.audit.models import entries
 from tests.audit.conftest import Worker
 from tests.conftest import create_vhost, pg_admin
+from tests.gdpr.sealing import opened_reply, sealed_command
 from tests.support import wait_for
 
 
@@ -164,7 +165,8 @@ def test_a_gdpr_command_arrives_with_the_events_and_is_answered_once(memory_audi
     publisher = memory_audit.bus.publisher()
     try:
         for _ in range(2):   # delivered twice: answered once
-            assert publisher.publish([Message(GDPR, "gdpr.command.audit", json.dumps(command).encode(),
+            assert publisher.publish([Message(GDPR, "gdpr.command.audit",
+                                              json.dumps(sealed_command(memory_audit, command)).encode(),
                                               str(uuid.uuid4()))]) == [None]
     finally:
         publisher.close()
@@ -176,7 +178,7 @@ def test_a_gdpr_command_arrives_with_the_events_and_is_answered_once(memory_audi
                 def drain():
                     while True:
                         try:
-                            replies.append(json.loads(queue.get(block=False).body))
+                            replies.append(opened_reply(memory_audit, json.loads(queue.get(block=False).body)))
                         except queue.Empty:
                             return bool(replies)
 

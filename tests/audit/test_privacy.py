@@ -9,6 +9,7 @@ from shared.bus import GDPR
 from shared.privacy import Context, handle_command
 from tests.audit.test_ledger import store
 from tests.support import outbox_messages
+from tests.gdpr.sealing import sealed_command
 
 
 def test_the_trail_export_lists_who_saw_and_changed_the_subjects_data(audit, events):
@@ -92,7 +93,7 @@ def test_an_erase_command_is_answered_once_even_when_delivered_twice(audit, even
                "phase": "trail", "tenant": "t1", "subject": {}, "references": ["orders:individual:p1"]}
     for _ in range(2):   # the second time under a new message id (a retry): the command id decides
         with audit.db.transaction() as s:
-            handle_command(audit, s, command)
+            handle_command(audit, s, sealed_command(audit, command))   # sealed as the gdpr service does
     [reply] = outbox_messages(audit, GDPR)
     assert reply["status"] == "done" and reply["erasure"][0]["action"] == "retained"
     assert reply["erasure"][0]["count"] == 1

@@ -11,6 +11,7 @@ from shared.bus import GDPR
 from shared.privacy import handle_command
 from tests.auth.conftest import PASSWORD
 from tests.conftest import raw_dump
+from tests.gdpr.sealing import opened_reply, sealed_command
 from tests.support import assert_no_plaintext, events_of
 
 
@@ -18,9 +19,9 @@ def command(harness, action: str, subject: dict, tenant: str | None = "north") -
     message = {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": action,
                "phase": "resolve", "tenant": tenant, "subject": subject}
     with harness.runtime.db.transaction() as s:
-        handle_command(harness.runtime, s, message)
+        handle_command(harness.runtime, s, sealed_command(harness.runtime, message))   # sealed as the gdpr service does
     (reply,) = [m for m in gdpr_replies(harness.runtime) if m["command_id"] == message["command_id"]]
-    return reply
+    return opened_reply(harness.runtime, reply)
 
 
 def gdpr_replies(runtime) -> list[dict]:

@@ -15,6 +15,7 @@ from shared.crypto import ERASED
 from shared.privacy import Context, announcement
 from tests.conftest import raw_dump
 from tests.crm.test_mail import eml
+from tests.gdpr.sealing import opened_reply, sealed_command
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime
 
 ANNA = {"name": "Anna Svensson", "email": "anna.svensson@kommun.example", "phone": "070-123 45 67",
@@ -189,7 +190,7 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url):
     def collect(batch):
         for delivery in batch:
             if delivery.routing_key == "gdpr.reply.crm":
-                replies.append(json.loads(delivery.body))
+                replies.append(opened_reply(runtime, json.loads(delivery.body)))
                 replies_done.set()
         return [Outcome.ACK] * len(batch)
 
@@ -200,7 +201,7 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url):
     try:
         command = {"request_id": "req-1", "command_id": "cmd-1", "action": "erase", "phase": "resolve",
                    "tenant": "kommun", "subject": {"email": ANNA["email"]}, "references": []}
-        body = json.dumps(command).encode()
+        body = json.dumps(sealed_command(runtime, command)).encode()
         # Sent twice (at-least-once delivery): the inbox makes the second a no-op.
         assert publisher.publish([Message(GDPR, "gdpr.command.crm", body, "cmd-1"),
                                   Message(GDPR, "gdpr.command.crm", body, "cmd-1")]) == [None, None]

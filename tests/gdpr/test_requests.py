@@ -14,9 +14,11 @@ from services.gdpr import SPEC
 from services.gdpr.domain import due_at
 from services.gdpr.models import export_packages, requests
 from shared.bus import GDPR
+from shared.errors import Invalid
 from shared.privacy import announcement, fields_of
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
+from tests.gdpr.sealing import opened_command, sealed_reply
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, outbox_messages
 
 EMAIL = "karin.karlsson@example.se"
@@ -31,6 +33,7 @@ class Gdpr:
         self.parts = self.client.application.extensions["gdpr"]
         self.coordinator, self.sweeper = self.parts.coordinator, self.parts.sweeper
         self.officer, self.other_officer = str(uuid.uuid4()), str(uuid.uuid4())
+        self.keyrings: dict = {}           # each announced service's keyring: it opens the commands sealed to it
 
     def headers(self, user: str | None = None, tenant: str = "vendor", roles=("compliance_officer",)) -> dict:
         return self.mint.headers(sub=user or self.officer, tenant=tenant, roles=list(roles))
@@ -57,24 +60,39 @@ class Gdpr:
                 with self.rt.db.transaction() as s:
                     self.coordinator.on_announce(s, announcement(fake.runtime))
                 made[name] = fake.runtime.participant.inventory
+                self.keyrings[name] = fake.runtime.keyring
             finally:
                 fake.close()
         return made
 
-    def commands(self) -> list[dict]:
-        """Commands in the outbox (no relay runs here, so they stay)."""
+    def wire_commands(self) -> list[dict]:
+        """Commands in the outbox as they go on the broker (no relay runs here, so they stay)."""
         return outbox_messages(self.rt, GDPR)
+
+    def commands(self) -> list[dict]:
+        """The commands opened by the services they are sealed to (with "service" added)."""
+        return [self._open(wire) for wire in self.wire_commands()]
+
+    def _open(self, wire: dict) -> dict:
+        for name, keyring in self.keyrings.items():
+            try:
+                return {**opened_command(keyring, name, wire), "wire": wire}
+            except Invalid:
+                continue
+        raise AssertionError("a command sealed to no announced service")
 
     def reply(self, command: dict, status: str = "done", **extra) -> None:
         message = {"request_id": command["request_id"], "command_id": command["command_id"],
-                   "service": extra.pop("service", None) or "alpha", "action": command["action"],
+                   "service": extra.pop("service", None) or command["service"], "action": command["action"],
                    "phase": command["phase"], "status": status, "references": ["alpha:person:1"],
                    "export": {"person": [{"email": EMAIL}]} if command["action"] == "export" else None,
                    "erasure": [{"kind": "person", "action": "deleted", "count": 1}]
                    if command["action"] == "erase" else None, "error": None if status == "done" else "boom",
                    **extra}
+        # Sealed as the service the command was sealed to does it (its keyring opens the command).
+        wire = sealed_reply(self.keyrings[message["service"]], message["service"], command["wire"], message)
         with self.rt.db.transaction() as s:
-            self.coordinator.on_reply(s, message)
+            self.coordinator.on_reply(s, wire)
 
     def view(self, request_id: str) -> dict:
         return self.client.get(f"/api/v1/requests/{request_id}", headers=self.headers()).json

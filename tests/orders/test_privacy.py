@@ -15,6 +15,7 @@ from shared.crypto import ERASED
 from shared.privacy import handle_command
 from tests.orders.test_individuals import GRETA, HARALD
 from tests.orders.world import World
+from tests.gdpr.sealing import opened_reply, sealed_command
 from tests.support import TokenMint, events_of, make_runtime
 
 
@@ -35,10 +36,10 @@ def gdpr_messages(runtime) -> list[dict]:
 def run(world, message: dict) -> dict:
     """Handle one gdpr command as the worker does, and return the reply it put in the outbox."""
     with world.runtime.db.transaction() as s:
-        handle_command(world.runtime, s, message)
+        handle_command(world.runtime, s, sealed_command(world.runtime, message))   # sealed as the gdpr service does
     replies = [m for m in gdpr_messages(world.runtime) if m["command_id"] == message["command_id"]]
     assert len(replies) == 1
-    return replies[0]
+    return opened_reply(world.runtime, replies[0])
 
 
 def with_history(world):
@@ -168,7 +169,7 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url, 
         message = command("erase", GRETA["personnummer"])
         publisher = gdpr.publisher()
         try:
-            body = json.dumps(message).encode()
+            body = json.dumps(sealed_command(runtime, message)).encode()
             # Sent twice, as an at-least-once bus may deliver it: the inbox makes it one erasure.
             assert publisher.publish([Message(GDPR, "gdpr.command.orders", body, message["command_id"])] * 2) \
                 == [None, None]
@@ -179,7 +180,7 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url, 
         def collect(batch):
             for delivery in batch:
                 if delivery.routing_key == "gdpr.reply.orders":
-                    got.append(json.loads(delivery.body))
+                    got.append(opened_reply(runtime, json.loads(delivery.body)))
             if got:
                 stop.set()
             return [Outcome.ACK] * len(batch)
