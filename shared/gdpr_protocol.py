@@ -42,7 +42,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -53,6 +53,9 @@ from jsonschema import Draft202012Validator
 
 from .errors import Invalid
 from .identifiers import IDENTIFIERS
+
+if TYPE_CHECKING:
+    from .crypto import Keyring
 
 __all__ = [
     "REQUEST_TYPES", "PHASES", "REPLY_STATUSES", "ERASURE_ACTIONS", "SERVICE_NAME",
@@ -199,7 +202,7 @@ class Command:
             "sealed": {"recipient": channel.recipient, "key": channel.ephemeral, "box": box}, "at": self.at}))
 
     @classmethod
-    def from_wire(cls, message: Any, *, keyring, service: str) -> tuple["Command", "Channel"]:
+    def from_wire(cls, message: Any, *, keyring: Keyring, service: str) -> tuple["Command", "Channel"]:
         """The command opened with ``service``'s keyring, and the channel its reply is sealed with."""
         m = _check("command", message)
         sealed = m["sealed"]
@@ -208,8 +211,9 @@ class Command:
         inner = channel.open("command", m["command_id"], sealed["box"])
         if not isinstance(inner, dict):
             raise Invalid("malformed sealed gdpr command", errors=[{"field": "sealed.box", "message": "is not an object"}])
-        subject = inner.get("subject") if isinstance(inner.get("subject"), dict) else {}
-        references = inner.get("references") if isinstance(inner.get("references"), list) else []
+        raw_subject, raw_references = inner.get("subject"), inner.get("references")
+        subject: dict[str, Any] = raw_subject if isinstance(raw_subject, dict) else {}
+        references: list[Any] = raw_references if isinstance(raw_references, list) else []
         return cls(request_id=m["request_id"], command_id=m["command_id"], action=m["action"],
                    phase=m.get("phase") or "resolve", tenant=m.get("tenant"),
                    subject={k: str(v)[:254] for k, v in subject.items() if k in IDENTIFIERS and v},
@@ -349,19 +353,19 @@ def _public_text(key: X25519PrivateKey) -> str:
     return _b64(key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
 
 
-def transport_private_key(keyring, kid: str | None = None) -> X25519PrivateKey:
+def transport_private_key(keyring: Keyring, kid: str | None = None) -> X25519PrivateKey:
     """A participant's static X25519 key, derived from its key-encryption key ``kid`` (default: the
     primary).  Nothing new to distribute or store: it changes when the keyring's primary rotates."""
     seed = HKDF(hashes.SHA256(), 32, salt=None, info=TRANSPORT_INFO).derive(keyring.kek(kid or keyring.primary_id))
     return X25519PrivateKey.from_private_bytes(seed)
 
 
-def transport_public_key(keyring) -> str:
+def transport_public_key(keyring: Keyring) -> str:
     """The public key a participant announces (base64 of the 32 raw bytes)."""
     return _public_text(transport_private_key(keyring))
 
 
-def transport_keys(keyring) -> dict[str, X25519PrivateKey]:
+def transport_keys(keyring: Keyring) -> dict[str, X25519PrivateKey]:
     """Public key -> private key for every KEK on the keyring: a command sealed to the key announced
     before a rotation still opens while the old KEK is on the keyring, and no longer once it is retired."""
     keys = (transport_private_key(keyring, kid) for kid in keyring.key_ids)
@@ -420,7 +424,7 @@ class Channel:
                    participant_public, request_key.public)
 
     @classmethod
-    def for_participant(cls, keyring, *, recipient: str, ephemeral: str, request_id: str,
+    def for_participant(cls, keyring: Keyring, *, recipient: str, ephemeral: str, request_id: str,
                         service: str) -> "Channel":
         """``recipient``: the participant public key the command names; ``ephemeral``: the request's."""
         private = transport_keys(keyring).get(recipient)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -459,3 +460,30 @@ def test_inventory_names_every_personal_field_the_services_store(gdpr, tmp_path)
         ("gdpr", "data_subject_request", "personnummer")}
     assert gdpr.client.get("/api/v1/inventory", headers=gdpr.headers(roles=("staff",))).status_code == 403
     assert gdpr.client.get("/api/v1/inventory?format=xml", headers=gdpr.headers()).status_code == 422
+
+
+def test_a_finished_requests_key_is_shredded_so_the_brokers_copy_of_a_reply_no_longer_opens(gdpr, tmp_path):
+    """Issue 14: commands leave sealed (no identifier in clear on the wire); once the request completes
+    its ephemeral key is crypto-shredded and a replayed copy of a reply changes nothing."""
+    gdpr.announce(("alpha", "resolve"), tmp_path=tmp_path)
+    request_id = gdpr.open("export", approve=True).json["id"]
+    [wire] = gdpr.wire_commands()
+    assert EMAIL not in json.dumps(wire) and set(wire["sealed"]) == {"recipient", "key", "box"}
+    [command] = gdpr.commands()
+    assert command["subject"] == {"email": EMAIL}
+    with gdpr.rt.db.transaction() as s:
+        assert s.scalar(select(requests.c.transport_key).where(requests.c.id == request_id)) is not None
+    reply = sealed_reply(gdpr.keyrings["alpha"], "alpha", command["wire"], {
+        "request_id": request_id, "command_id": command["command_id"], "service": "alpha", "action": "export",
+        "phase": "resolve", "status": "done", "references": ["alpha:person:1"],
+        "export": {"person": [{"email": EMAIL}]}})
+    assert EMAIL not in json.dumps(reply)
+    with gdpr.rt.db.transaction() as s:
+        gdpr.coordinator.on_reply(s, reply)
+    assert gdpr.view(request_id)["status"] == "completed"
+    with gdpr.rt.db.transaction() as s:
+        assert s.scalar(select(requests.c.transport_key).where(requests.c.id == request_id)) is None
+        assert gdpr.rt.vault.is_shredded(s, f"gdpr:transport:{request_id}")
+        replied_before = gdpr.coordinator._rows(s, request_id)[0].replied_at
+        gdpr.coordinator.on_reply(s, reply)                    # the broker's copy, replayed: it cannot be opened
+        assert gdpr.coordinator._rows(s, request_id)[0].replied_at == replied_before
