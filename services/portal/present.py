@@ -103,7 +103,8 @@ def erasure_table(services: Iterable[ServiceProgress]) -> list[dict]:
 
 
 def can_decide(request: dict, user_id: str) -> bool:
-    """Approve / reject are offered on an erase awaiting approval, but never to the officer who opened it."""
+    """Approve / reject are offered on a request (erase, or export by default) awaiting approval, but never
+    to the officer who opened it."""
     if request.get("status") != "awaiting_approval":
         return False
     requester = request.get("requested_by")

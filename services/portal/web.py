@@ -470,7 +470,8 @@ def request_detail(request_id: str):
     return render_template(
         "request_detail.html", item=item, services=services, erasure=present.erasure_table(services),
         overdue=present.is_overdue(item, portal().clock()),
-        can_decide=item.get("type") == "erase" and present.can_decide(item, user.user_id),
+        # Any request awaiting approval: exports need a second officer by default too (issue 14).
+        can_decide=present.can_decide(item, user.user_id),
         is_requester=str(item.get("requested_by") or "") == user.user_id,
         can_retry=present.can_retry(item), export_ready=present.export_ready(item),
         refreshing=portal().runtime.config["PAGE_REFRESH_SECONDS"] if item.get("status") in present.RUNNING else 0,

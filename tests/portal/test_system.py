@@ -102,9 +102,16 @@ def open_request(page, base: str, type_: str, email: str) -> str:
 
 def test_export_through_the_real_services_completes_and_downloads(system, browser):
     """R1 end to end: the gdpr service fans out to every service, the package downloads with a manifest."""
-    page = browser.new_page(viewport=LAPTOP, accept_downloads=True)
-    sign_in(page, system, "vendor", "officer.one", PASSWORD)
-    open_request(page, system, "export", "anna.subject@example.org")
+    first = browser.new_context(viewport=LAPTOP).new_page()
+    sign_in(first, system, "vendor", "officer.one", PASSWORD)
+    url = open_request(first, system, "export", "anna.subject@example.org")
+    # Exports need a second officer by default too (issue 14).
+    first.wait_for_selector("[data-status=awaiting_approval]")
+    first.context.close()
+    page = browser.new_context(viewport=LAPTOP, accept_downloads=True).new_page()
+    sign_in(page, system, "vendor", "officer.two", PASSWORD)
+    page.goto(url)
+    page.click("button:has-text('Approve')")
     page.wait_for_selector("[data-status=completed]", timeout=60_000)
     screenshot(page, "system-export")
     with page.expect_download() as download_info:
