@@ -37,6 +37,8 @@ ACTOR_KINDS = frozenset({"user", "service", "system"})
 class PoisonEvent(ValueError):
     """A message on recept.events that is not a valid envelope (the message names the field, never a value)."""
 
+    permanent = True    # redelivery cannot fix it: the consumer dead-letters it at once (shared.consumer)
+
 
 # --- envelopes -----------------------------------------------------------------------------------
 
