@@ -28,6 +28,7 @@ WORKER_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"c
 # Turned on in every deployment (compose sets them too): Secure session cookies, notices over STARTTLS.
 SECURE_SETTINGS = ("COOKIE_SECURE", "SMTP_STARTTLS")
 JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+METRICS_PORT = 9100                  # a worker's /metrics listener (shared/metrics.py); apis serve /metrics on http
 
 
 def render_definitions() -> str:
@@ -74,8 +75,17 @@ def _volumes(c: Contract) -> list[dict[str, Any]]:
               for volume in c.data_dirs.values())]
 
 
-def _deployment(c: Contract, component: str, container: dict, replicas: int) -> dict[str, Any]:
+def _scrape(port: int) -> dict[str, str]:
+    """The prometheus.io annotations that Prometheus' usual Kubernetes pod discovery follows."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
+def _deployment(c: Contract, component: str, container: dict, replicas: int,
+                annotations: dict[str, str] | None = None) -> dict[str, Any]:
     labels = _labels(c.service, component)
+    template_metadata: dict[str, Any] = {"labels": labels}
+    if annotations:
+        template_metadata["annotations"] = annotations
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": f"{c.service}-{component}", "labels": labels},
@@ -83,7 +93,7 @@ def _deployment(c: Contract, component: str, container: dict, replicas: int) -> 
             "replicas": replicas,
             "selector": {"matchLabels": {"app.kubernetes.io/instance": labels["app.kubernetes.io/instance"]}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": template_metadata,
                 "spec": {"automountServiceAccountToken": False, "securityContext": _pod_security(),
                          "terminationGracePeriodSeconds": 30, "containers": [container],
                          "volumes": _volumes(c)},
@@ -103,6 +113,9 @@ def service_documents(c: Contract) -> list[dict[str, Any]]:
     api["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": 10,
                             "periodSeconds": 20, "timeoutSeconds": 3, "failureThreshold": 3}
     worker = _container(c, "worker", ["python", "-m", f"services.{c.service}.worker"], WORKER_RESOURCES)
+    worker["env"] = [{"name": "RECEPT_METRICS_HOST", "value": "0.0.0.0"},
+                     {"name": "RECEPT_METRICS_PORT", "value": str(METRICS_PORT)}]
+    worker["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
     labels = _labels(c.service, "api")
     service = {
         "apiVersion": "v1", "kind": "Service",
@@ -118,8 +131,8 @@ def service_documents(c: Contract) -> list[dict[str, Any]]:
                "metadata": {"name": _claim_name(c, volume), "labels": _labels(c.service, "data")},
                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
               for volume in c.data_dirs.values()]
-    workers = [_deployment(c, "worker", worker, 1)] if c.worker else []     # the portal is an api only
-    return [_deployment(c, "api", api, 2), service, *workers, *claims]
+    workers = [_deployment(c, "worker", worker, 1, _scrape(METRICS_PORT))] if c.worker else []   # portal: api only
+    return [_deployment(c, "api", api, 2, _scrape(API_PORT)), service, *workers, *claims]
 
 
 def config_documents(contracts: list[Contract]) -> list[dict[str, Any]]:
@@ -176,13 +189,8 @@ def job_document(contracts: list[Contract]) -> dict[str, Any]:
     }
 
 
-def render_k8s() -> dict[str, str]:
-    """File name -> content of the Kustomize base."""
+def _dumper():
     import yaml
-
-    from services import SERVICES
-
-    contracts = [contract(name, jwks_url=f"http://auth-api:{API_PORT}/.well-known/jwks.json") for name in SERVICES]
 
     class Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data):     # plain YAML, no &id001 anchors for shared dicts
@@ -192,6 +200,16 @@ def render_k8s() -> dict[str, str]:
         return HEADER + "---\n".join(yaml.dump(d, Dumper=Dumper, sort_keys=False, default_flow_style=False)
                                      for d in documents)
 
+    return dump
+
+
+def render_k8s() -> dict[str, str]:
+    """File name -> content of the Kustomize base."""
+    from services import SERVICES
+
+    contracts = [contract(name, jwks_url=f"http://auth-api:{API_PORT}/.well-known/jwks.json") for name in SERVICES]
+
+    dump = _dumper()
     files = {"config.yaml": dump(config_documents(contracts)),
              "secrets.yaml": dump(secret_documents(contracts)),
              "migrate-job.yaml": dump([job_document(contracts)])}

@@ -25,12 +25,17 @@ from services.checks import check_database, redact, say
 from shared.config import ROOT
 
 
-def child_env(name: str, broker: str, host: str) -> dict[str, str]:
+def child_env(name: str, broker: str, host: str, role: str = "api") -> dict[str, str]:
     # One per run, the same in every child: auth believes the browser address the portal forwards.
     os.environ.setdefault("RECEPT_FORWARDING_TOKEN", secrets.token_urlsafe(32))
     env = dict(os.environ)
     env["RECEPT_BROKER_URL"] = broker
     env["RECEPT_SERVICE"] = name
+    # Metrics: a worker listens on its own port (the api's + 1000 unless configured, docs/operations.md);
+    # gunicorn gets a multi-process directory of its own from deploy/gunicorn.conf.py.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if role == "worker":
+        env[f"RECEPT_{name.upper()}_METRICS_PORT"] = str(metrics_port_of(name))
     env.setdefault("RECEPT_JWKS_URL", f"http://127.0.0.1:{port_of('auth')}/.well-known/jwks.json")
     env["PYTHONUNBUFFERED"] = "1"
     if name == "portal":
@@ -38,6 +43,18 @@ def child_env(name: str, broker: str, host: str) -> dict[str, str]:
 
         env.update(distributed_env({n: port_of(n) for n in ("auth", "gdpr", "audit")}, host="127.0.0.1"))
     return env
+
+
+def metrics_port_of(name: str) -> int:
+    """Where the launcher puts a worker's /metrics: RECEPT_<SERVICE>_METRICS_PORT, else the api's port + 1000
+    (9081..9085); RECEPT_METRICS_PORT=0 turns them off. One port for all would make the workers collide."""
+    from shared.metrics import metrics_port
+
+    if f"RECEPT_{name.upper()}_METRICS_PORT" in os.environ:
+        return metrics_port(name)[1]
+    if os.environ.get("RECEPT_METRICS_PORT") == "0":
+        return 0
+    return port_of(name) + 1000
 
 
 def port_of(name: str) -> int:
@@ -212,7 +229,7 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
         check_database(name, config["DATABASE_URL"])
         spec.migrate(config)
     policy = Policy.from_env()
-    children = [(f"{name} {role}", argv, child_env(name, broker, host))
+    children = [(f"{name} {role}", argv, child_env(name, broker, host, role))
                 for name in names for role, argv in commands(name, host)]
     supervisor = Supervisor(children, policy=policy)
     signal.signal(signal.SIGTERM, supervisor.stop)
@@ -220,7 +237,12 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
     print(f"recept: distributed run against {redact(broker)}", flush=True)
     supervisor.start()
     for name in names:
-        roles = "api + worker" if load(name).has_worker else "api"
+        if load(name).has_worker and metrics_port_of(name):
+            roles = f"api + worker, worker metrics on http://127.0.0.1:{metrics_port_of(name)}/metrics"
+        elif load(name).has_worker:
+            roles = "api + worker"
+        else:
+            roles = "api"
         print(f"recept:   {name:<7} http://{host}:{port_of(name)}/  ({roles})", flush=True)
     print(f"recept: a process that exits is restarted (gives up after {policy.give_up} quick failures); "
           "Ctrl-C stops everything", flush=True)

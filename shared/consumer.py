@@ -116,6 +116,7 @@ class Consumer:
                  database_wait: float = 300.0, delivery_limit: int | None = None) -> None:
         self.name = name
         self.delivery_limit = delivery_limit
+        self._times: dict[int, str] = {}     # id(delivery) -> the event's time, for the lag metric
         self.batch_exchange = batch_exchange
         self.database_wait = database_wait
         self.inbox_retention = inbox_retention
@@ -213,6 +214,37 @@ class Consumer:
         return result.rowcount or 0
 
     def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        try:
+            outcomes = self._handle_batch(deliveries)
+        except BaseException:
+            self._times.clear()
+            raise
+        self._count(deliveries, outcomes)
+        return outcomes
+
+    def _count(self, deliveries: Sequence[Delivery], outcomes: Sequence[Outcome]) -> None:
+        """Metrics: outcomes, redeliveries, and how long after its time each event was handled."""
+        from . import metrics
+        from .clock import parse_rfc3339, utcnow
+
+        tally: dict[Outcome, int] = {}
+        for outcome in outcomes:
+            tally[outcome] = tally.get(outcome, 0) + 1
+        for outcome, count in tally.items():
+            metrics.CONSUMED.labels(self.name, outcome.value).inc(count)
+        redelivered = sum(1 for d in deliveries if d.delivery_count > 1)
+        if redelivered:
+            metrics.REDELIVERED.labels(self.name).inc(redelivered)
+        now, lag = utcnow(), metrics.EVENT_LAG.labels(self.name)
+        for delivery in deliveries:
+            sent = self._times.pop(id(delivery), None)
+            if sent is not None:
+                try:
+                    lag.observe(max(0.0, (now - parse_rfc3339(sent)).total_seconds()))
+                except (ValueError, TypeError):
+                    pass      # a time that is not one: the envelope check deals with the message
+
+    def _handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         if self.use_inbox and time.monotonic() - self._last_purge > 3600:
             self._last_purge = time.monotonic()
             try:
@@ -224,6 +256,8 @@ class Consumer:
         for index, delivery in enumerate(deliveries):
             try:
                 message = self._decode(delivery)
+                if isinstance(message.get("time"), str):
+                    self._times[id(delivery)] = message["time"]
                 items.append((index, (delivery, message, self._message_id(delivery, message))))
             except PoisonMessage as exc:
                 log.error("consumer %s: dead-lettering a message on %s: %s", self.name, delivery.routing_key, exc)

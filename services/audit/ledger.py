@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
+from shared import metrics
 from shared.clock import as_utc, rfc3339, utcnow
 from shared.config import ROOT
 
@@ -188,6 +189,7 @@ class Ledger:
                 if current.seq <= current.checkpoint_seq:
                     continue
                 finding = self._check_segment(s, current)
+                metrics.AUDIT_VERIFICATIONS.labels("audit", "ok" if finding is None else "broken", "checkpoint").inc()
                 if finding is not None:
                     log.error("audit: chain %s is broken at entry %d (%s); not signing a checkpoint",
                               current.chain, finding.seq, finding.problem)
@@ -259,9 +261,16 @@ class Ledger:
             with conn.begin():
                 s = Session(bind=conn)
                 try:
-                    return self._verify_in(s, file_records, chain, tenant)
+                    reports = self._verify_in(s, file_records, chain, tenant)
                 finally:
                     s.close()
+        broken = sum(1 for r in reports if not r.ok)
+        if reports:
+            metrics.AUDIT_VERIFICATIONS.labels("audit", "ok", "full").inc(len(reports) - broken)
+            metrics.AUDIT_VERIFICATIONS.labels("audit", "broken", "full").inc(broken)
+        if chain is None and tenant is None:
+            metrics.AUDIT_BROKEN.labels("audit").set(broken)
+        return reports
 
     def _verify_in(self, s: Session, file_records, only_chain, tenant) -> list[ChainReport]:
         heads = {r.chain: r for r in _read(s, select(*HEAD_COLUMNS))}
