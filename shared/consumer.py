@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, select
 from sqlalchemy.orm import Session
 
+from . import tracing
 from .bus import EVENTS, Binding, Delivery, Outcome, topic_matches
 
 log = logging.getLogger(__name__)
@@ -182,11 +183,14 @@ class Consumer:
             if self.use_inbox:
                 batched = self._dedup(session, batched)
             if batched:
-                self.batch_handler(session, [m for _d, m, _mid in batched])
+                with tracing.batch_span(self.name, self.batch_exchange, [_headers(d) for d, _m, _mid in batched]):
+                    self.batch_handler(session, [m for _d, m, _mid in batched])
         for delivery, message, _mid in self._dedup(session, routed) if routed else ():
             handler = self._route(delivery)
             if handler is not None:
-                handler(session, message)
+                # The sender's trace goes on here: what the handler writes to the outbox carries it.
+                with tracing.consumer_span(self.name, delivery.routing_key, _headers(delivery), delivery.delivery_count):
+                    handler(session, message)
 
     def _wait_for_database(self) -> bool:
         """Block while the database is down.  True when it was down and came back; False when
@@ -296,6 +300,11 @@ class Consumer:
                     type(exc).__name__, delivery.delivery_count,
                     f" of {self.delivery_limit}: dead-lettering it" if last else "")
         return Outcome.DEAD if last else Outcome.RETRY
+
+
+def _headers(delivery: Delivery) -> dict[str, Any]:
+    """The AMQP headers of a delivery (where the sender's traceparent travels)."""
+    return getattr(delivery, "headers", None) or {}
 
 
 def _is_disconnect(exc: BaseException) -> bool:

@@ -21,7 +21,7 @@ from jsonschema import FormatChecker
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, ValidationError
 
-from . import metrics
+from . import metrics, tracing
 from .crypto import DecryptionError
 from .errors import (AccessDenied, DamagedRecord, DomainError, Invalid, NotFound, Unauthorized, Unavailable,
                      UnsupportedMediaType)
@@ -414,6 +414,15 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
         supplied = request.headers.get("X-Request-ID", "")
         request_id.set(supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex)
         g.started = time.perf_counter()
+        # Continue the caller's W3C trace (traceparent) in this request's span; the route, not the path.
+        route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        g.recept_span = tracing.start_server_span(name, request.method, route, request.headers)
+
+    @app.teardown_request
+    def _end_span(error: BaseException | None) -> None:
+        started = g.pop("recept_span", None)
+        if started is not None:
+            tracing.end_span(started, g.pop("recept_status", None), error)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -426,6 +435,7 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
         # The rule (/api/v1/orders/<order_id>), never the path: ids stay out of metric labels.
         route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
         metrics.HTTP_REQUESTS.labels(name, request.method, route, str(response.status_code)).inc()
+        g.recept_status = response.status_code
         metrics.HTTP_DURATION.labels(name, request.method, route).observe(seconds)
         log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
                                    "duration_ms": round(seconds * 1000, 2)})
