@@ -205,7 +205,6 @@ def test_an_api_exports_its_spans_over_otlp_when_configured(tmp_path):
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     """Every service and the portal on one local port with their workers (services/embedded.py)."""
-    from services.auth import auth_for
     from services.embedded import build
     from services.portal import SPEC as PORTAL
     from services.portal import embedded_overrides
@@ -226,7 +225,7 @@ def system(tmp_path_factory):
     config = PORTAL.config(overrides={"DATABASE_URL": f"sqlite:///{tmp / 'portal-own.db'}", **embedded_overrides(port)})
     PORTAL.migrate(config)
     portal = PORTAL.create_app(config)
-    auth = auth_for(runtimes["auth"])
+    auth = runtimes["auth"].domain
     with auth.db.transaction() as s:
         auth.create_tenant(s, None, "vendor", "The vendor")
         auth.create_tenant(s, None, "kommun", "A municipality")

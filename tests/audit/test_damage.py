@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import select, text
 
 from services.audit import cli
-from services.audit.ledger import ledger_of
 from services.audit.models import entries
 from tests.audit.conftest import write_key
 from tests.audit.test_ledger import store
@@ -30,7 +29,7 @@ def lite(audit_factory, tmp_path, monkeypatch):
 def two_chains(lite, events):
     """Six entries in tenant:t1 (checkpointed at 6) and four in tenant:t2."""
     store(lite, [events(tenant="t1") for _ in range(6)] + [events(tenant="t2") for _ in range(4)])
-    ledger_of(lite).checkpoint(force=True)
+    lite.domain.checkpoint(force=True)
     return lite
 
 
@@ -66,7 +65,7 @@ def test_damaged_entry_is_named_and_the_other_chains_are_verified(two_chains, ca
     sql, problem, column = DAMAGE[case]
     expected_id = event_id(two_chains, 3)
     damage(two_chains, sql)
-    reports = {r.chain: r for r in ledger_of(two_chains).verify()}
+    reports = {r.chain: r for r in two_chains.domain.verify()}
     assert set(reports) == {"tenant:t1", "tenant:t2"}
     bad = reports["tenant:t1"].first_bad
     assert bad is not None and (bad.seq, bad.problem) == (3, problem), bad
@@ -94,7 +93,7 @@ def test_cli_names_the_text_body_and_goes_on(two_chains, capsys):
 
 def test_a_sequence_number_that_is_not_a_number(two_chains):
     damage(two_chains, "UPDATE audit_entries SET seq = 'three' WHERE chain = 'tenant:t1' AND seq = 3")
-    reports = {r.chain: r for r in ledger_of(two_chains).verify()}
+    reports = {r.chain: r for r in two_chains.domain.verify()}
     bad = reports["tenant:t1"].first_bad
     assert (bad.seq, bad.problem) == (3, "removed")        # entry 3 is no longer where it belongs ...
     assert reports["tenant:t2"].ok
@@ -104,7 +103,7 @@ def test_a_damaged_chain_head_and_checkpoint_row_get_verdicts(two_chains):
     damage(two_chains, "UPDATE audit_chains SET head_hash = 'not bytes', anchor_hash = 'nor this' "
                        "WHERE chain = 'tenant:t1'")
     damage(two_chains, "UPDATE audit_checkpoints SET seq = 'six', created_at = 'soon' WHERE chain = 'tenant:t2'")
-    reports = {r.chain: r for r in ledger_of(two_chains).verify()}
+    reports = {r.chain: r for r in two_chains.domain.verify()}
     head = reports["tenant:t1"].first_bad
     assert head is not None and head.problem == "damaged" and "head" in head.detail
     # tenant:t2's database checkpoint is unreadable; its file is still there and vouches for the chain.

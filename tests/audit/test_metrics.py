@@ -7,7 +7,6 @@ from tests.shared.test_metrics import samples, value
 def test_audit_verification_results_are_counted(audit_factory, tmp_path):
     from sqlalchemy import text
 
-    from services.audit.ledger import ledger_of
     from tests.audit.conftest import Events
     from tests.audit.test_ledger import store
 
@@ -16,10 +15,10 @@ def test_audit_verification_results_are_counted(audit_factory, tmp_path):
     store(runtime, [events(tenant=t) for t in ("t1", "t2", "t1")])
     client = runtime.spec.create_app(runtime=runtime).test_client()
     before = samples(client.get("/metrics").data)
-    ledger_of(runtime).verify()
+    runtime.domain.verify()
     with runtime.db.transaction() as s:
         s.execute(text("UPDATE audit_entries SET body = CAST(body AS TEXT) WHERE chain = 'tenant:t1' AND seq = 2"))
-    ledger_of(runtime).verify()
+    runtime.domain.verify()
     after = samples(client.get("/metrics").data)
 
     def moved(name, **labels):
