@@ -99,8 +99,9 @@ class RabbitCluster:
         raise AssertionError(f"queue {queue} is not in the cluster")
 
     def connections(self, node: Node) -> int:
-        out = self.ctl(node, "list_connections", "node").stdout
-        return sum(1 for line in out.splitlines() if line.strip() == node.name)
+        """Client connections held by ``node`` (a connection's pid names its node: <rc1@localhost.1.2.3>)."""
+        out = self.ctl(node, "list_connections", "pid").stdout
+        return sum(1 for line in out.splitlines() if line.strip().startswith(f"<{node.name}."))
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
