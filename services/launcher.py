@@ -5,7 +5,7 @@ Every child gets the broker URL and its own database URL
 launcher migrates first, prints where each api listens, and then supervises: a child
 that exits is started again after a backoff (0.5 s, doubling up to 30 s), and only a
 child that keeps failing quickly is given up on — the other services keep serving
-meanwhile. Ctrl-C / SIGTERM stops every child. docs/operations.md describes the
+meanwhile. Ctrl-C / SIGTERM stops every child (SIGKILL after 30 s). docs/operations.md describes the
 settings (``RECEPT_SUPERVISE_*``).
 """
 from __future__ import annotations
@@ -209,7 +209,12 @@ class Supervisor:
             self.terminate()
         return 1 if any(child.given_up for child in self.children) else 0
 
-    def terminate(self, grace: float = 15.0) -> None:
+    def terminate(self, grace: float = 30.0) -> None:
+        """SIGTERM every child; after ``grace`` seconds SIGKILL what is left, its own children first.
+
+        gunicorn's master takes up to its graceful_timeout (10 s) to stop its workers; killed before
+        that, it would leave them running with nobody to stop them.
+        """
         running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
         for proc in running:
             proc.terminate()
@@ -218,8 +223,19 @@ class Supervisor:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                say(f"pid {proc.pid} did not stop within {grace:.0f}s; killing it and its children")
+                for pid in _children_of(proc.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
                 proc.kill()
                 proc.wait()
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(child) for child in out]
 
 
 def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> None:
