@@ -142,8 +142,11 @@ class Supervisor:
     """Starts children, restarts the ones that exit, and stops them all on request."""
 
     def __init__(self, children: Sequence[tuple[str, Sequence[str], Mapping[str, str]]], *,
-                 policy: Policy | None = None, cwd: Path = ROOT, poll: float = 0.2) -> None:
+                 policy: Policy | None = None, cwd: Path = ROOT, poll: float = 0.2,
+                 adopt_orphans: bool = False) -> None:
         self.children = [Child(label, list(argv), env) for label, argv, env in children]
+        # The launcher's own process only: a subreaper receives every orphan below it.
+        self.adopt_orphans = adopt_orphans
         self.policy = policy or Policy()
         self.cwd = cwd
         self.poll = poll
@@ -156,6 +159,8 @@ class Supervisor:
         child.restart_at = None
 
     def start(self) -> None:
+        if self.adopt_orphans:
+            _become_subreaper()
         for child in self.children:
             self._start(child)
 
@@ -164,6 +169,8 @@ class Supervisor:
 
     def check(self) -> None:
         """One supervision round: notice exits, schedule and perform restarts."""
+        if self.adopt_orphans:
+            _reap_orphans({c.proc.pid for c in self.children if c.proc is not None})
         now = time.monotonic()
         for child in self.children:
             if child.given_up or self.stopping:
@@ -231,6 +238,49 @@ class Supervisor:
                         pass
                 proc.kill()
                 proc.wait()
+        # Grandchildren whose parent died first (a gunicorn worker SIGKILLed by its master on the way
+        # out) were handed to this process: reap them, and kill any that still run.
+        deadline = time.monotonic() + 5
+        while self.adopt_orphans and (_reap_orphans(set()) or _children_of(os.getpid())):
+            if time.monotonic() > deadline:
+                for pid in _children_of(os.getpid()):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                deadline = time.monotonic() + 5
+            time.sleep(0.05)
+
+
+def _become_subreaper() -> None:
+    """Orphaned grandchildren come to the launcher instead of to PID 1 (Linux; elsewhere a no-op).
+
+    Where PID 1 does not reap (many containers), a grandchild that outlived its parent would
+    otherwise stay a zombie; the launcher reaps them and, when it stops, kills what is left.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _reap_orphans(own: set[int]) -> bool:
+    """Reap exited children that are not ours to supervise (Popen waits for those); True if one was."""
+    reaped = False
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return reaped
+        if info is None or info.si_pid in own:
+            return reaped
+        try:
+            os.waitpid(info.si_pid, 0)
+        except ChildProcessError:
+            pass
+        reaped = True
 
 
 def _children_of(pid: int) -> list[int]:
@@ -247,7 +297,7 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
     policy = Policy.from_env()
     children = [(f"{name} {role}", argv, child_env(name, broker, host, role))
                 for name in names for role, argv in commands(name, host)]
-    supervisor = Supervisor(children, policy=policy)
+    supervisor = Supervisor(children, policy=policy, adopt_orphans=True)
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
     print(f"recept: distributed run against {redact(broker)}", flush=True)

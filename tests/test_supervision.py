@@ -165,3 +165,25 @@ def test_recept_up_restarts_a_killed_worker_while_the_apis_keep_answering(tmp_pa
     assert proc.returncode == 1                 # the audit worker was given up: the stop says so
     leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not leftovers, "children survived the stop"
+
+
+def test_orphaned_grandchildren_are_reaped_and_stopped_with_the_launcher(tmp_path):
+    """A child that dies before its own children (a gunicorn master killed mid-shutdown) hands them to
+    the launcher, which reaps them and stops the ones still running: no zombie, nothing left over."""
+    marker = f"recept-orphan-{os.getpid()}-{time.monotonic_ns()}"
+    script = tmp_path / "supervise.py"
+    script.write_text(f'''
+import os, signal, sys, threading, time
+from services.launcher import Policy, Supervisor
+grandchild = "import time; time.sleep(120)  # {marker}"
+parent = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', %r]); time.sleep(0.5)" % grandchild)
+sup = Supervisor([("parent", [sys.executable, "-c", parent], dict(os.environ))],
+                 policy=Policy(backoff=5, quick=0.1, give_up=100), poll=0.05, adopt_orphans=True)
+threading.Timer(3.0, sup.stop).start()
+sys.exit(sup.run())
+''')
+    done = subprocess.run([PY, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert not left, f"{len(left)} grandchild process(es) outlived the launcher"
