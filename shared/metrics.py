@@ -76,7 +76,7 @@ def register_probe(service: str, probe: Probe) -> Probe:
     return probe
 
 
-def outbox_probe(runtime) -> Iterable[Metric]:
+def outbox_probe(runtime: Any) -> Iterable[Metric]:
     from sqlalchemy import func, select
 
     from .clock import as_utc, utcnow
@@ -94,7 +94,7 @@ def outbox_probe(runtime) -> Iterable[Metric]:
     return [backlog, age]
 
 
-def queue_probe(runtime) -> Iterable[Metric]:
+def queue_probe(runtime: Any) -> Iterable[Metric]:
     """Messages waiting in the service's queue (its consumer lag) and in its dead-letter queue."""
     from .bus import dead_letter_queue, queue_name
 
@@ -110,11 +110,11 @@ def queue_probe(runtime) -> Iterable[Metric]:
     return [lag, dead]
 
 
-def queue_depths(bus, queues: list[str]) -> list[int | None]:
+def queue_depths(bus: Any, queues: list[str]) -> list[int | None]:
     """Ready messages per queue (None: the queue does not exist yet or the broker is unreachable)."""
     backend = bus.backend
     if type(backend).__name__ == "MemoryBackend":
-        from kombu import Connection
+        from kombu.connection import Connection
         from kombu.transport import memory
 
         with Connection("memory://") as conn:
@@ -147,7 +147,7 @@ def queue_depths(bus, queues: list[str]) -> list[int | None]:
 class ServiceProbes:
     """A collector of one service's scrape-time figures (a few indexed queries per scrape)."""
 
-    def __init__(self, runtime, *, broker: bool) -> None:
+    def __init__(self, runtime: Any, *, broker: bool) -> None:
         self.runtime = runtime
         self.broker = broker
 
@@ -168,7 +168,7 @@ class ServiceProbes:
 class _OneService:
     """The process-wide counters, only the samples of one service (the embedded run has six apps)."""
 
-    def __init__(self, source, service: str) -> None:
+    def __init__(self, source: Any, service: str) -> None:
         self.source = source
         self.service = service
 
@@ -189,12 +189,12 @@ def _counted() -> Any:
         from prometheus_client import multiprocess as mp
 
         registry = CollectorRegistry()
-        mp.MultiProcessCollector(registry)
+        mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         return registry
     return REGISTRY
 
 
-def exposition(runtime, *, broker: bool = False, probes: ServiceProbes | None = None) -> bytes:
+def exposition(runtime: Any, *, broker: bool = False, probes: ServiceProbes | None = None) -> bytes:
     """The text of ``/metrics`` for ``runtime``'s service."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_OneService(_counted(), runtime.name))
@@ -220,7 +220,7 @@ def metrics_port(service: str, env: Mapping[str, str] | None = None) -> tuple[st
     return values[0], values[1]
 
 
-def serve_worker_metrics(runtime, env: Mapping[str, str] | None = None):
+def serve_worker_metrics(runtime: Any, env: Mapping[str, str] | None = None) -> Any:
     """Start the worker's /metrics listener when a port is configured; the server, or None.
 
     A port that is taken (a second worker of the service on the same host) is logged and the
@@ -233,7 +233,7 @@ def serve_worker_metrics(runtime, env: Mapping[str, str] | None = None):
         return None
     probes = ServiceProbes(runtime, broker=True)
 
-    def app(environ, start_response):
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         if environ.get("PATH_INFO") not in ("/metrics", "/"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found; try /metrics\n"]
@@ -242,7 +242,7 @@ def serve_worker_metrics(runtime, env: Mapping[str, str] | None = None):
         return [body]
 
     class QuietHandler(WSGIRequestHandler):
-        def log_message(self, *_args) -> None:   # scrapes are not worth a log line each
+        def log_message(self, *_args: Any) -> None:   # scrapes are not worth a log line each
             pass
 
     try:

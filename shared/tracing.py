@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 from contextlib import contextmanager
+from contextvars import Token
 from typing import Any, Iterator, Mapping, MutableMapping, Sequence
 
 from opentelemetry import context as otel_context
@@ -81,7 +82,7 @@ def shutdown() -> None:
             pass
 
 
-def tracer():
+def tracer() -> trace.Tracer:
     return trace.get_tracer(_TRACER_NAME)
 
 
@@ -119,7 +120,8 @@ def ids() -> tuple[str, str] | None:
 
 # --- spans ---------------------------------------------------------------------------------------
 
-def start_server_span(service: str, method: str, route: str, headers: Mapping[str, Any]):
+def start_server_span(service: str, method: str, route: str,
+                      headers: Mapping[str, Any]) -> tuple[trace.Span, Token[otel_context.Context]]:
     """Start and enter the span of one HTTP request; ``end_span`` with what this returns."""
     span = tracer().start_span(f"{method} {route}", context=extract(headers), kind=SpanKind.SERVER,
                                attributes={"recept.service": service, "http.request.method": method,
@@ -128,7 +130,8 @@ def start_server_span(service: str, method: str, route: str, headers: Mapping[st
     return span, token
 
 
-def end_span(started, status: int | None = None, error: BaseException | None = None) -> None:
+def end_span(started: tuple[trace.Span, Token[otel_context.Context]], status: int | None = None,
+             error: BaseException | None = None) -> None:
     span, token = started
     try:
         if status is not None:
