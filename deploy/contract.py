@@ -41,6 +41,13 @@ WSGI_VARIABLES = (SERVICE_VARIABLE, PROXY_VARIABLE)
 API_ENV = {PROXY_VARIABLE: "true"}
 
 
+def worker_variables(service: str) -> tuple[str, ...]:
+    """Variables a worker reads besides its settings: its /metrics listener (shared/metrics.py)."""
+    from shared.metrics import METRICS_HOST, METRICS_PORT
+
+    return tuple(f"RECEPT_{prefix}{s.name}" for s in (METRICS_HOST, METRICS_PORT) for prefix in ("", f"{service.upper()}_"))
+
+
 def has_worker(service: str) -> bool:
     """Does ``service`` run a worker (and so use the bus)?  The portal is an api only."""
     from services import load
@@ -101,6 +108,8 @@ class Contract:
     def accepts(self, variable_name: str) -> bool:
         """Is ``variable_name`` one this service reads (either form), or one services/wsgi.py reads?"""
         if variable_name in WSGI_VARIABLES:
+            return True
+        if self.worker and variable_name in worker_variables(self.service):
             return True
         prefix = f"RECEPT_{self.service.upper()}_"
         name = variable_name.removeprefix(prefix) if variable_name.startswith(prefix) else \

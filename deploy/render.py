@@ -28,6 +28,7 @@ WORKER_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"c
 # Turned on in every deployment (compose sets them too): Secure session cookies, notices over STARTTLS.
 SECURE_SETTINGS = ("COOKIE_SECURE", "SMTP_STARTTLS")
 JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+METRICS_PORT = 9100                  # a worker's /metrics listener (shared/metrics.py); apis serve /metrics on http
 
 
 def render_definitions() -> str:
@@ -74,8 +75,17 @@ def _volumes(c: Contract) -> list[dict[str, Any]]:
               for volume in c.data_dirs.values())]
 
 
-def _deployment(c: Contract, component: str, container: dict, replicas: int) -> dict[str, Any]:
+def _scrape(port: int) -> dict[str, str]:
+    """The prometheus.io annotations that Prometheus' usual Kubernetes pod discovery follows."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
+def _deployment(c: Contract, component: str, container: dict, replicas: int,
+                annotations: dict[str, str] | None = None) -> dict[str, Any]:
     labels = _labels(c.service, component)
+    template_metadata: dict[str, Any] = {"labels": labels}
+    if annotations:
+        template_metadata["annotations"] = annotations
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": f"{c.service}-{component}", "labels": labels},
@@ -83,7 +93,7 @@ def _deployment(c: Contract, component: str, container: dict, replicas: int) -> 
             "replicas": replicas,
             "selector": {"matchLabels": {"app.kubernetes.io/instance": labels["app.kubernetes.io/instance"]}},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": template_metadata,
                 "spec": {"automountServiceAccountToken": False, "securityContext": _pod_security(),
                          "terminationGracePeriodSeconds": 30, "containers": [container],
                          "volumes": _volumes(c)},
@@ -103,6 +113,9 @@ def service_documents(c: Contract) -> list[dict[str, Any]]:
     api["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": 10,
                             "periodSeconds": 20, "timeoutSeconds": 3, "failureThreshold": 3}
     worker = _container(c, "worker", ["python", "-m", f"services.{c.service}.worker"], WORKER_RESOURCES)
+    worker["env"] = [{"name": "RECEPT_METRICS_HOST", "value": "0.0.0.0"},
+                     {"name": "RECEPT_METRICS_PORT", "value": str(METRICS_PORT)}]
+    worker["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
     labels = _labels(c.service, "api")
     service = {
         "apiVersion": "v1", "kind": "Service",
@@ -118,8 +131,8 @@ def service_documents(c: Contract) -> list[dict[str, Any]]:
                "metadata": {"name": _claim_name(c, volume), "labels": _labels(c.service, "data")},
                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
               for volume in c.data_dirs.values()]
-    workers = [_deployment(c, "worker", worker, 1)] if c.worker else []     # the portal is an api only
-    return [_deployment(c, "api", api, 2), service, *workers, *claims]
+    workers = [_deployment(c, "worker", worker, 1, _scrape(METRICS_PORT))] if c.worker else []   # portal: api only
+    return [_deployment(c, "api", api, 2, _scrape(API_PORT)), service, *workers, *claims]
 
 
 def config_documents(contracts: list[Contract]) -> list[dict[str, Any]]:
@@ -176,13 +189,8 @@ def job_document(contracts: list[Contract]) -> dict[str, Any]:
     }
 
 
-def render_k8s() -> dict[str, str]:
-    """File name -> content of the Kustomize base."""
+def _dumper():
     import yaml
-
-    from services import SERVICES
-
-    contracts = [contract(name, jwks_url=f"http://auth-api:{API_PORT}/.well-known/jwks.json") for name in SERVICES]
 
     class Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data):     # plain YAML, no &id001 anchors for shared dicts
@@ -192,6 +200,16 @@ def render_k8s() -> dict[str, str]:
         return HEADER + "---\n".join(yaml.dump(d, Dumper=Dumper, sort_keys=False, default_flow_style=False)
                                      for d in documents)
 
+    return dump
+
+
+def render_k8s() -> dict[str, str]:
+    """File name -> content of the Kustomize base."""
+    from services import SERVICES
+
+    contracts = [contract(name, jwks_url=f"http://auth-api:{API_PORT}/.well-known/jwks.json") for name in SERVICES]
+
+    dump = _dumper()
     files = {"config.yaml": dump(config_documents(contracts)),
              "secrets.yaml": dump(secret_documents(contracts)),
              "migrate-job.yaml": dump([job_document(contracts)])}
@@ -205,6 +223,134 @@ def render_k8s() -> dict[str, str]:
     }
     files["kustomization.yaml"] = dump([kustomization])
     return files
+
+
+# --- a three-node RabbitMQ cluster (deploy/k8s/rabbitmq/, a base of its own) --------------------
+
+RABBITMQ_K8S = K8S / "rabbitmq"
+RABBITMQ_IMAGE = "rabbitmq:3.13-management"      # the compose run's image
+RABBITMQ_REPLICAS = 3                            # quorum queues keep working while a majority (2) runs
+RABBITMQ_UID = 999                               # the image's rabbitmq user
+RABBITMQ_RESOURCES = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+
+
+def rabbitmq_conf(replicas: int = RABBITMQ_REPLICAS) -> str:
+    nodes = "".join(f"cluster_formation.classic_config.nodes.{i + 1} = rabbit@rabbitmq-{i}.rabbitmq-nodes\n"
+                    for i in range(replicas))
+    return (
+        "# A fixed three-node cluster: every node knows the others by their StatefulSet names.\n"
+        "cluster_formation.peer_discovery_backend = classic_config\n" + nodes +
+        "# A node cut off from the majority stops serving instead of diverging (quorum queues need it).\n"
+        "cluster_partition_handling = pause_minority\n"
+        "# Spread the queue leaders over the nodes.\n"
+        "queue_leader_locator = balanced\n"
+        "# Topology and users (with password hashes) from deploy/make_secrets.py, as in the compose run.\n"
+        "load_definitions = /run/secrets/rabbitmq-definitions.json\n"
+        "loopback_users.guest = true\n"
+        "disk_free_limit.absolute = 2GB\n"
+    )
+
+
+def rabbitmq_documents(replicas: int = RABBITMQ_REPLICAS) -> list[dict[str, Any]]:
+    labels = {"app.kubernetes.io/name": "rabbitmq", "app.kubernetes.io/instance": "rabbitmq",
+              "app.kubernetes.io/component": "broker"}
+    selector = {"app.kubernetes.io/instance": "rabbitmq"}
+    security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    data_mount = {"name": "data", "mountPath": "/var/lib/rabbitmq"}
+    probe = {"exec": {"command": ["rabbitmq-diagnostics", "-q", "check_port_connectivity"]},
+             "periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 3}
+    container = {
+        "name": "rabbitmq", "image": RABBITMQ_IMAGE, "imagePullPolicy": "IfNotPresent",
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            # rabbit@rabbitmq-0.rabbitmq-nodes: stable names through the headless Service.
+            {"name": "RABBITMQ_USE_LONGNAME", "value": "true"},
+            {"name": "RABBITMQ_NODENAME", "value": "rabbit@$(POD_NAME).rabbitmq-nodes"},
+        ],
+        "ports": [{"name": "amqp", "containerPort": 5672, "protocol": "TCP"},
+                  {"name": "management", "containerPort": 15672, "protocol": "TCP"},
+                  {"name": "epmd", "containerPort": 4369, "protocol": "TCP"},
+                  {"name": "cluster", "containerPort": 25672, "protocol": "TCP"}],
+        "volumeMounts": [data_mount,
+                         {"name": "config", "mountPath": "/etc/rabbitmq/conf.d/20-recept.conf",
+                          "subPath": "rabbitmq.conf", "readOnly": True},
+                         {"name": "secrets", "mountPath": "/run/secrets/rabbitmq-definitions.json",
+                          "subPath": "rabbitmq-definitions.json", "readOnly": True}],
+        "readinessProbe": {**probe, "initialDelaySeconds": 10},
+        "livenessProbe": {"exec": {"command": ["rabbitmq-diagnostics", "-q", "status"]}, "initialDelaySeconds": 60,
+                          "periodSeconds": 60, "timeoutSeconds": 30, "failureThreshold": 3},
+        "resources": RABBITMQ_RESOURCES, "securityContext": security,
+    }
+    # The Erlang cookie authenticates the nodes to each other: from the Secret, copied into the data
+    # directory with the mode Erlang insists on (a Secret volume cannot be 0600 and owned by rabbitmq).
+    cookie = {
+        "name": "erlang-cookie", "image": RABBITMQ_IMAGE, "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", "cp /run/cookie/erlang-cookie /var/lib/rabbitmq/.erlang.cookie && "
+                                "chmod 600 /var/lib/rabbitmq/.erlang.cookie"],
+        "volumeMounts": [data_mount, {"name": "cookie", "mountPath": "/run/cookie", "readOnly": True}],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "securityContext": security,
+    }
+    statefulset = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "rabbitmq", "labels": labels},
+        "spec": {
+            "serviceName": "rabbitmq-nodes", "replicas": replicas,
+            # The nodes find each other at boot: they must be able to start together.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": RABBITMQ_UID, "runAsGroup": RABBITMQ_UID,
+                                        "fsGroup": RABBITMQ_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "terminationGracePeriodSeconds": 120,
+                    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                        "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                                           "labelSelector": {"matchLabels": selector}}}]}},
+                    "initContainers": [cookie], "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": "rabbitmq-config"}},
+                                {"name": "secrets", "secret": {"secretName": "recept-rabbitmq", "defaultMode": 0o440,
+                                                               "items": [{"key": "rabbitmq-definitions.json",
+                                                                          "path": "rabbitmq-definitions.json"}]}},
+                                {"name": "cookie", "secret": {"secretName": "recept-rabbitmq", "defaultMode": 0o400,
+                                                              "items": [{"key": "erlang-cookie",
+                                                                         "path": "erlang-cookie"}]}}],
+                },
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                                      "spec": {"accessModes": ["ReadWriteOnce"],
+                                               "resources": {"requests": {"storage": "10Gi"}}}}],
+        },
+    }
+    nodes = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "rabbitmq-nodes", "labels": labels},
+             "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector,
+                      "ports": [{"name": "epmd", "port": 4369, "targetPort": "epmd", "protocol": "TCP"},
+                                {"name": "cluster", "port": 25672, "targetPort": "cluster", "protocol": "TCP"},
+                                {"name": "amqp", "port": 5672, "targetPort": "amqp", "protocol": "TCP"}]}}
+    client = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "rabbitmq", "labels": labels},
+              "spec": {"selector": selector,
+                       "ports": [{"name": "amqp", "port": 5672, "targetPort": "amqp", "protocol": "TCP"},
+                                 {"name": "management", "port": 15672, "targetPort": "management",
+                                  "protocol": "TCP"}]}}
+    budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "rabbitmq",
+                                                                                    "labels": labels},
+              "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}}}
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rabbitmq-config", "labels": labels},
+              "data": {"rabbitmq.conf": rabbitmq_conf(replicas)}}
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": "recept-rabbitmq", "labels": labels},
+              "stringData": {"erlang-cookie": PLACEHOLDER, "rabbitmq-definitions.json": PLACEHOLDER}}
+    return [config, secret, nodes, client, budget, statefulset]
+
+
+def render_rabbitmq_k8s() -> dict[str, str]:
+    """deploy/k8s/rabbitmq/: an optional base an overlay adds beside deploy/k8s (docs/deploy.md)."""
+    dump = _dumper()
+    kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                     "labels": [{"pairs": {"app.kubernetes.io/part-of": "recept"}}],
+                     "resources": ["rabbitmq.yaml"]}
+    return {"rabbitmq.yaml": dump(rabbitmq_documents()), "kustomization.yaml": dump([kustomization])}
 
 
 # --- the settings table of docs/deploy.md -------------------------------------------------------
@@ -253,7 +399,8 @@ def render_docs(current: str) -> str:
 
 
 def rendered() -> dict[Path, str]:
-    files = {DEFINITIONS: render_definitions(), **{K8S / name: text for name, text in render_k8s().items()}}
+    files = {DEFINITIONS: render_definitions(), **{K8S / name: text for name, text in render_k8s().items()},
+             **{RABBITMQ_K8S / name: text for name, text in render_rabbitmq_k8s().items()}}
     if DOCS.exists():
         files[DOCS] = render_docs(DOCS.read_text(encoding="utf-8"))
     return files

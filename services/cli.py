@@ -14,24 +14,12 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from services import SERVICES, load
+from services.checks import check_broker, check_database, say
 from shared.config import ROOT
 
 VAR = ROOT / "var"
-
-
-def _say(message: str) -> None:
-    print(f"recept: {message}", file=sys.stderr, flush=True)
-
-
-def redact(url: str) -> str:
-    """A URL with its credentials removed, for messages."""
-    parts = urlsplit(url)
-    # The netloc after its credentials, not hostname/port: a cluster's broker URL names
-    # several hosts (amqp://u:p@h1:5672,h2:5672/v), which urlsplit cannot read as one port.
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 def ensure_keyring() -> None:
@@ -50,30 +38,9 @@ def ensure_keyring() -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(Keyring.generate().to_json())
-        _say(f"generated a development keyring at {path} (use a mounted secret in production)")
+        say(f"generated a development keyring at {path} (use a mounted secret in production)")
     for service in lacking:
         os.environ[f"RECEPT_{service.upper()}_KEYRING_FILE"] = str(path)
-
-
-def check_broker(url: str) -> None:
-    from shared.bus import Bus, BusError
-
-    try:
-        Bus(url, "probe").ping()
-    except BusError as exc:
-        raise SystemExit(f"recept: cannot reach the broker at {redact(url)}: {exc}") from None
-
-
-def check_database(service: str, url: str) -> None:
-    from shared.db import Database
-
-    db = Database(url)
-    try:
-        db.ping()
-    except Exception as exc:  # noqa: BLE001 - report any driver error plainly
-        raise SystemExit(f"recept: cannot reach the {service} database at {redact(url)}: {type(exc).__name__}") from None
-    finally:
-        db.dispose()
 
 
 def migrate_all(names=SERVICES) -> None:
@@ -82,7 +49,7 @@ def migrate_all(names=SERVICES) -> None:
         config = spec.config()
         check_database(name, config["DATABASE_URL"])
         spec.migrate(config)
-        _say(f"{name}: database migrated")
+        say(f"{name}: database migrated")
 
 
 def cmd_migrate(args) -> None:
@@ -109,7 +76,7 @@ def cmd_keys(args) -> None:
         return
     if args.rotate:
         rotated = keyfiles.rotate_file(Path(args.rotate))
-        _say(f"new primary key {rotated.primary_id} in {args.rotate} (mode 0600); deploy it to the service, "
+        say(f"new primary key {rotated.primary_id} in {args.rotate} (mode 0600); deploy it to the service, "
              "then run './recept keys rewrap <service>'")
         return
     print(Keyring.generate().to_json())

@@ -12,6 +12,12 @@ transaction; the inbox row (consumer, message id) is written in that same
 transaction, so a message redelivered after a crash is applied once.  A batch is
 first tried in one transaction; if it fails, each message is retried on its own so
 one poison message cannot hold the others back.
+
+A failure is either *permanent* — the message can never be applied (not JSON, no id, an
+envelope or data that fails its schema: ``is_permanent``) — and the message goes to the
+dead-letter queue at once, or *transient* (a lock timeout, a service it needs being down,
+a bug that a redeploy fixes) and the message is delivered again, ``delivery_limit``
+deliveries in all, then dead-lettered.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, select
 from sqlalchemy.orm import Session
 
+from . import tracing
 from .bus import EVENTS, Binding, Delivery, Outcome, topic_matches
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,33 @@ class Subscription:
 class PoisonMessage(ValueError):
     """A message that can never be handled (not JSON, no id)."""
 
+    permanent = True
+
+
+def _permanent_types() -> tuple[type[BaseException], ...]:
+    import fastjsonschema
+    import jsonschema
+
+    from .errors import Invalid
+
+    return (PoisonMessage, Invalid, jsonschema.ValidationError, fastjsonschema.JsonSchemaException, UnicodeError,
+            json.JSONDecodeError)
+
+
+_PERMANENT: tuple[type[BaseException], ...] = ()
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A failure that redelivery cannot cure: decoding, schema or validation failures.
+
+    Besides the library's own types, any exception class may say so with ``permanent = True``
+    (the audit's ``PoisonEvent`` does); everything else is treated as transient.
+    """
+    global _PERMANENT
+    if not _PERMANENT:
+        _PERMANENT = _permanent_types()
+    return bool(getattr(exc, "permanent", False)) or isinstance(exc, _PERMANENT)
+
 
 class Consumer:
     """Turns deliveries into handler calls; plug ``handle_batch`` into ``Bus.consume``.
@@ -69,13 +103,21 @@ class Consumer:
     When the database is unreachable the consumer waits for it (up to ``database_wait``
     seconds) instead of failing the batch, so messages wait in the queue rather than
     spending their deliveries and landing in the dead-letter queue.
+
+    ``delivery_limit`` (the ``DELIVERY_LIMIT`` setting) is how many times a message with a
+    transient failure is delivered in all: the last failing delivery is dead-lettered by the
+    consumer itself.  (A quorum queue's ``x-delivery-limit`` counts *re*deliveries, so left to
+    the broker a limit of five meant six deliveries; the broker's limit stays as a backstop.)
+    None leaves the count to the broker.
     """
 
     def __init__(self, name: str, db, inbox: Table, subscriptions: Sequence[Subscription],
                  batch_handler: BatchHandler | None = None, use_inbox: bool = True,
                  inbox_retention: timedelta = timedelta(days=14), batch_exchange: str = EVENTS,
-                 database_wait: float = 300.0) -> None:
+                 database_wait: float = 300.0, delivery_limit: int | None = None) -> None:
         self.name = name
+        self.delivery_limit = delivery_limit
+        self._times: dict[int, str] = {}     # id(delivery) -> the event's time, for the lag metric
         self.batch_exchange = batch_exchange
         self.database_wait = database_wait
         self.inbox_retention = inbox_retention
@@ -141,11 +183,14 @@ class Consumer:
             if self.use_inbox:
                 batched = self._dedup(session, batched)
             if batched:
-                self.batch_handler(session, [m for _d, m, _mid in batched])
+                with tracing.batch_span(self.name, self.batch_exchange, [_headers(d) for d, _m, _mid in batched]):
+                    self.batch_handler(session, [m for _d, m, _mid in batched])
         for delivery, message, _mid in self._dedup(session, routed) if routed else ():
             handler = self._route(delivery)
             if handler is not None:
-                handler(session, message)
+                # The sender's trace goes on here: what the handler writes to the outbox carries it.
+                with tracing.consumer_span(self.name, delivery.routing_key, _headers(delivery), delivery.delivery_count):
+                    handler(session, message)
 
     def _wait_for_database(self) -> bool:
         """Block while the database is down.  True when it was down and came back; False when
@@ -173,6 +218,37 @@ class Consumer:
         return result.rowcount or 0
 
     def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        try:
+            outcomes = self._handle_batch(deliveries)
+        except BaseException:
+            self._times.clear()
+            raise
+        self._count(deliveries, outcomes)
+        return outcomes
+
+    def _count(self, deliveries: Sequence[Delivery], outcomes: Sequence[Outcome]) -> None:
+        """Metrics: outcomes, redeliveries, and how long after its time each event was handled."""
+        from . import metrics
+        from .clock import parse_rfc3339, utcnow
+
+        tally: dict[Outcome, int] = {}
+        for outcome in outcomes:
+            tally[outcome] = tally.get(outcome, 0) + 1
+        for outcome, count in tally.items():
+            metrics.CONSUMED.labels(self.name, outcome.value).inc(count)
+        redelivered = sum(1 for d in deliveries if d.delivery_count > 1)
+        if redelivered:
+            metrics.REDELIVERED.labels(self.name).inc(redelivered)
+        now, lag = utcnow(), metrics.EVENT_LAG.labels(self.name)
+        for delivery in deliveries:
+            sent = self._times.pop(id(delivery), None)
+            if sent is not None:
+                try:
+                    lag.observe(max(0.0, (now - parse_rfc3339(sent)).total_seconds()))
+                except (ValueError, TypeError):
+                    pass      # a time that is not one: the envelope check deals with the message
+
+    def _handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         if self.use_inbox and time.monotonic() - self._last_purge > 3600:
             self._last_purge = time.monotonic()
             try:
@@ -184,6 +260,8 @@ class Consumer:
         for index, delivery in enumerate(deliveries):
             try:
                 message = self._decode(delivery)
+                if isinstance(message.get("time"), str):
+                    self._times[id(delivery)] = message["time"]
                 items.append((index, (delivery, message, self._message_id(delivery, message))))
             except PoisonMessage as exc:
                 log.error("consumer %s: dead-lettering a message on %s: %s", self.name, delivery.routing_key, exc)
@@ -199,8 +277,7 @@ class Consumer:
                 if _is_disconnect(exc) and self._wait_for_database():
                     continue          # the database is back: try the whole batch again
                 if len(items) == 1:
-                    self._log_failure(items[0][1][0], exc)
-                    outcomes[items[0][0]] = Outcome.RETRY
+                    outcomes[items[0][0]] = self._failed(items[0][1][0], exc)
                     return outcomes
                 break
         for index, item in items:
@@ -208,14 +285,26 @@ class Consumer:
                 with self.db.transaction() as session:
                     self._apply(session, [item])
             except Exception as exc:  # noqa: BLE001 - this message retries; the others go on
-                self._log_failure(item[0], exc)
-                outcomes[index] = Outcome.RETRY
+                outcomes[index] = self._failed(item[0], exc)
         return outcomes
 
-    def _log_failure(self, delivery: Delivery, exc: Exception) -> None:
-        # The exception's message may quote database values; log only its type.
-        log.warning("consumer %s: handler for %s failed (%s), delivery %d", self.name, delivery.routing_key,
-                    type(exc).__name__, delivery.delivery_count)
+    def _failed(self, delivery: Delivery, exc: Exception) -> Outcome:
+        """Log a failed message (by exception type only: messages may quote database values) and
+        say what becomes of it."""
+        if is_permanent(exc):
+            log.error("consumer %s: dead-lettering a message on %s that can never succeed (%s)", self.name,
+                      delivery.routing_key, type(exc).__name__)
+            return Outcome.DEAD
+        last = self.delivery_limit is not None and delivery.delivery_count >= self.delivery_limit
+        log.warning("consumer %s: handler for %s failed (%s), delivery %d%s", self.name, delivery.routing_key,
+                    type(exc).__name__, delivery.delivery_count,
+                    f" of {self.delivery_limit}: dead-lettering it" if last else "")
+        return Outcome.DEAD if last else Outcome.RETRY
+
+
+def _headers(delivery: Delivery) -> dict[str, Any]:
+    """The AMQP headers of a delivery (where the sender's traceparent travels)."""
+    return getattr(delivery, "headers", None) or {}
 
 
 def _is_disconnect(exc: BaseException) -> bool:

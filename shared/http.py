@@ -21,6 +21,7 @@ from jsonschema import FormatChecker
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, ValidationError
 
+from . import metrics, tracing
 from .crypto import DecryptionError
 from .errors import (AccessDenied, DamagedRecord, DomainError, Invalid, NotFound, Unauthorized, Unavailable,
                      UnsupportedMediaType)
@@ -312,6 +313,11 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
             "200": json_reply("OpenAPI 3.1", {"type": "object", "required": ["openapi", "paths"]}),
             "default": {"description": "an error", "content": problem_content}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics of this service (docs/operations.md)", "security": [],
+                             "responses": {
+                                 "200": {"description": "Prometheus text exposition format",
+                                         "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                 "default": {"description": "an error", "content": problem_content}}}},
     }
     for bp in blueprints:
         for op in getattr(bp, "operations", ()):   # plain Blueprints (HTML pages) are not in the API document
@@ -408,6 +414,15 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
         supplied = request.headers.get("X-Request-ID", "")
         request_id.set(supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex)
         g.started = time.perf_counter()
+        # Continue the caller's W3C trace (traceparent) in this request's span; the route, not the path.
+        route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        g.recept_span = tracing.start_server_span(name, request.method, route, request.headers)
+
+    @app.teardown_request
+    def _end_span(error: BaseException | None) -> None:
+        started = g.pop("recept_span", None)
+        if started is not None:
+            tracing.end_span(started, g.pop("recept_status", None), error)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -416,9 +431,14 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
             response.headers["X-Request-ID"] = rid
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
-        duration = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        # The rule (/api/v1/orders/<order_id>), never the path: ids stay out of metric labels.
+        route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        metrics.HTTP_REQUESTS.labels(name, request.method, route, str(response.status_code)).inc()
+        g.recept_status = response.status_code
+        metrics.HTTP_DURATION.labels(name, request.method, route).observe(seconds)
         log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
-                                   "duration_ms": round(duration, 2)})
+                                   "duration_ms": round(seconds * 1000, 2)})
         return response
 
     @app.errorhandler(DomainError)
@@ -478,6 +498,18 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
     @app.get("/openapi.json")
     def openapi():
         return jsonify(spec)
+
+    probes: list = []
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        # Counted figures of this service, and its outbox (and a service's own probes) read now.
+        rt = app.extensions.get("recept")
+        if rt is None:
+            return Response(b"", mimetype="text/plain")
+        if not probes:
+            probes.append(metrics.ServiceProbes(rt, broker=False))
+        return Response(metrics.exposition(rt, probes=probes[0]), content_type=metrics.CONTENT_TYPE_LATEST)
 
     for bp in blueprints:
         app.register_blueprint(bp)

@@ -1,4 +1,4 @@
-"""JSON log lines with the service name and request id; nothing personal goes in.
+"""JSON log lines with the service name, request id and trace ids; nothing personal goes in.
 
 Rules that keep personal data out: request lines carry the path without its query
 string; exceptions are logged by type and stack frames, never by message (database
@@ -12,6 +12,9 @@ import logging
 import sys
 import traceback
 from datetime import datetime, timezone
+
+from .tracing import configure_tracing
+from .tracing import ids as tracing_ids
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -32,6 +35,9 @@ class JsonFormatter(logging.Formatter):
         rid = request_id.get()
         if rid:
             entry["request_id"] = rid
+        current = tracing_ids()
+        if current is not None:
+            entry["trace_id"], entry["span_id"] = current
         for key in ("method", "path", "status", "duration_ms"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
@@ -43,7 +49,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str, level: str = "INFO", stream=None) -> None:
-    """Send this process's logs as JSON lines to stderr (idempotent)."""
+    """Send this process's logs as JSON lines to stderr (idempotent).
+
+    Every process's entry point calls this once, so it also sets up tracing: spans are exported
+    when OTEL_EXPORTER_OTLP_ENDPOINT is set, and nothing is by default (shared/tracing.py)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_recept", False):
@@ -54,5 +63,6 @@ def configure_logging(service: str, level: str = "INFO", stream=None) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party libraries log connection details and payload fragments at DEBUG/INFO.
-    for noisy in ("pika", "kombu", "amqp", "ldap3", "urllib3", "werkzeug", "alembic"):
+    for noisy in ("pika", "kombu", "amqp", "ldap3", "urllib3", "werkzeug", "alembic", "opentelemetry"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_tracing(service)

@@ -25,8 +25,12 @@ from .bus import EVENTS, Message, Publisher
 from .clock import utcnow
 from .crypto import PayloadCipher
 from .events import REGISTRY, EventRegistry, EventType, make_event
+from .tracing import TRACEPARENT, current_traceparent
 
 log = logging.getLogger(__name__)
+
+
+TRACE_CONTEXT_LENGTH = 55    # a W3C traceparent: "00-<32 hex>-<16 hex>-<2 hex>"
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -44,8 +48,22 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("attempts", Integer, nullable=False, default=0),
         Column("next_attempt_at", DateTime(timezone=True), nullable=True),
         Column("last_error", String(200), nullable=True),
+        # W3C traceparent of the span that wrote the row: the relay sends it on as an AMQP header.
+        Column("trace_context", String(TRACE_CONTEXT_LENGTH), nullable=True),
         Index("ix_outbox_unsent", "sent_at", "id"),
     )
+
+
+def add_trace_context_column(op) -> None:
+    """For a service's Alembic revision: the outbox's trace_context column (issue 20).
+
+    A database created after the column came already has it (its first revision creates the
+    library's tables as they are now), so the column is added only where it is missing.
+    """
+    import sqlalchemy as sa
+
+    if "trace_context" not in {c["name"] for c in sa.inspect(op.get_bind()).get_columns("outbox")}:
+        op.add_column("outbox", sa.Column("trace_context", sa.String(TRACE_CONTEXT_LENGTH), nullable=True))
 
 
 NOTIFY_CHANNEL = "recept_outbox"
@@ -174,7 +192,8 @@ class Outbox:
     def _row(exchange, routing_key, message_id, body, aggregate, transient) -> dict[str, Any]:
         return {"message_id": message_id, "exchange": exchange, "routing_key": routing_key, "aggregate": aggregate,
                 "payload": json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
-                "transient": transient, "created_at": utcnow(), "attempts": 0}
+                "transient": transient, "created_at": utcnow(), "attempts": 0,
+                "trace_context": current_traceparent()}
 
 
 class RelayLock:
@@ -247,7 +266,7 @@ class Relay:
                 t.c.aggregate.is_not(None),
             ).distinct()
             query = (select(t.c.id, t.c.message_id, t.c.exchange, t.c.routing_key, t.c.aggregate, t.c.payload,
-                            t.c.transient, t.c.attempts)
+                            t.c.transient, t.c.attempts, t.c.trace_context)
                      .where(t.c.sent_at.is_(None))
                      .where((t.c.next_attempt_at.is_(None)) | (t.c.next_attempt_at <= now))
                      .where((t.c.aggregate.is_(None)) | (t.c.aggregate.not_in(blocked)))
@@ -261,7 +280,8 @@ class Relay:
             return 0
         results = self.publisher.publish([
             Message(exchange=r.exchange, routing_key=r.routing_key, message_id=r.message_id,
-                    body=self.cipher.open(r.message_id, r.payload) if self.cipher else r.payload)
+                    body=self.cipher.open(r.message_id, r.payload) if self.cipher else r.payload,
+                    headers={TRACEPARENT: r.trace_context} if r.trace_context else {})
             for r in rows
         ])
         # Keep order per aggregate: rows of an aggregate after one that failed are published again after it.

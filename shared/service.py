@@ -182,7 +182,8 @@ class Runtime:
         wiring = self.wiring
         return Consumer(self.name, self.db, self.tables.inbox, list(wiring.subscriptions),
                         batch_handler=wiring.batch_handler, use_inbox=self.spec.use_inbox,
-                        database_wait=self.config["DATABASE_WAIT"])
+                        database_wait=self.config["DATABASE_WAIT"],
+                        delivery_limit=self.config["DELIVERY_LIMIT"])
 
     def declare(self) -> Consumer:
         """Declare this service's queue and every binding of its subscriptions."""
@@ -258,9 +259,14 @@ def run_worker(spec: ServiceSpec) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threads = runtime.start_worker_threads(stop)
+    from .metrics import serve_worker_metrics
+
+    metrics_server = serve_worker_metrics(runtime)   # RECEPT_METRICS_PORT; none by default
     log.info("worker started")
     while not stop.is_set():
         stop.wait(1.0)
     for thread in threads:
         thread.join(timeout=10)
+    if metrics_server is not None:
+        metrics_server.shutdown()
     log.info("worker stopped")

@@ -4,6 +4,7 @@ from pathlib import Path
 from shared.config import Setting
 from shared.service import ServiceSpec
 
+from . import metrics as _metrics  # noqa: F401 - registers the service's scrape-time metrics
 from .models import metadata, tables
 
 NAME = "audit"

@@ -112,5 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audit: the database failed ({type(exc).__name__}); is it reachable and migrated "
               f"(./recept migrate audit)?", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a verdict, not a traceback (the message may quote stored values)
+        print(f"audit: {args.command} failed ({type(exc).__name__}); nothing was changed by the failure",
+              file=sys.stderr)
+        return 2
     finally:
         ledger.db.dispose()

@@ -37,6 +37,8 @@ ACTOR_KINDS = frozenset({"user", "service", "system"})
 class PoisonEvent(ValueError):
     """A message on recept.events that is not a valid envelope (the message names the field, never a value)."""
 
+    permanent = True    # redelivery cannot fix it: the consumer dead-letters it at once (shared.consumer)
+
 
 # --- envelopes -----------------------------------------------------------------------------------
 
@@ -178,12 +180,39 @@ class Row:
     prev_hash: bytes
     hash: bytes
     columns: dict[str, Any] = field(default_factory=dict)   # the query copies, checked against body
+    unreadable: str | None = None   # why a stored value could not be read (a column of another type)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _stored_as(value: Any) -> str:
+    return {str: "text", int: "an integer", float: "a real number", type(None): "nothing (NULL)"}.get(
+        type(value), type(value).__name__)
+
+
+def storage_damage(row: Row) -> str | None:
+    """Why an entry is not stored the way the ingest writes it, or None.
+
+    SQLite lets any column hold any storage class, so a body rewritten as TEXT (or a hash as hex
+    text) is damage of its own kind: it is named, never fed to the hash function.
+    """
+    if row.unreadable is not None:
+        return row.unreadable
+    if not _is_int(row.seq):
+        return f"the sequence number is stored as {_stored_as(row.seq)}, not as an integer"
+    for name in ("body", "prev_hash", "hash"):
+        value = getattr(row, name)
+        if not isinstance(value, bytes):
+            return f"the {name} column holds {_stored_as(value)}, not bytes: it was rewritten with another type"
+    return None
 
 
 @dataclass
 class Finding:
     seq: int
-    problem: str          # changed | removed | inserted | truncated | rewritten
+    problem: str          # changed | removed | inserted | truncated | rewritten | damaged
     detail: str
     event_id: str | None = None
 
@@ -206,15 +235,17 @@ def _columns_match(row: Row) -> bool:
         return True
     try:
         entry = to_entry(json.loads(row.body))
-    except (ValueError, PoisonEvent):
+    except (ValueError, PoisonEvent, RecursionError):
         return False
     stored = dict(row.columns)
-    if stored.get("time") is not None:
+    if isinstance(stored.get("time"), datetime):
         stored["time"] = as_utc(stored["time"])
     return entry.columns() == stored
 
 
 def _links(row: Row, prev: bytes) -> bool:
+    if storage_damage(row) is not None:
+        return False
     return row.prev_hash == prev and entry_hash(prev, row.body) == row.hash
 
 
@@ -239,10 +270,15 @@ def walk_chain(chain: str, rows: Iterable[Row], *, start_seq: int, start_hash: b
         return result
 
     while (row := next_row()) is not None:
+        damage = storage_damage(row)
+        if damage is not None and not _is_int(row.seq):
+            return stop(Finding(expected, "damaged", damage, row.event_id if isinstance(row.event_id, str) else None))
         if row.seq > expected:
             return stop(Finding(expected, "removed", f"entries {expected} to {row.seq - 1} are missing"))
         if row.seq < expected:
             return stop(Finding(row.seq, "inserted", "a second entry with this sequence number", row.event_id))
+        if damage is not None:
+            return stop(Finding(row.seq, "damaged", damage, row.event_id if isinstance(row.event_id, str) else None))
         if _links(row, prev):
             if not _columns_match(row):
                 return stop(Finding(row.seq, "changed", "the stored query fields differ from the hashed event",

@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
+from shared import metrics
 from shared.clock import as_utc, rfc3339, utcnow
 from shared.config import ROOT
 
@@ -187,6 +189,7 @@ class Ledger:
                 if current.seq <= current.checkpoint_seq:
                     continue
                 finding = self._check_segment(s, current)
+                metrics.AUDIT_VERIFICATIONS.labels("audit", "ok" if finding is None else "broken", "checkpoint").inc()
                 if finding is not None:
                     log.error("audit: chain %s is broken at entry %d (%s); not signing a checkpoint",
                               current.chain, finding.seq, finding.problem)
@@ -258,13 +261,20 @@ class Ledger:
             with conn.begin():
                 s = Session(bind=conn)
                 try:
-                    return self._verify_in(s, file_records, chain, tenant)
+                    reports = self._verify_in(s, file_records, chain, tenant)
                 finally:
                     s.close()
+        broken = sum(1 for r in reports if not r.ok)
+        if reports:
+            metrics.AUDIT_VERIFICATIONS.labels("audit", "ok", "full").inc(len(reports) - broken)
+            metrics.AUDIT_VERIFICATIONS.labels("audit", "broken", "full").inc(broken)
+        if chain is None and tenant is None:
+            metrics.AUDIT_BROKEN.labels("audit").set(broken)
+        return reports
 
     def _verify_in(self, s: Session, file_records, only_chain, tenant) -> list[ChainReport]:
-        heads = {r.chain: r for r in s.execute(select(chains))}
-        db_records = [("database", _record(r)) for r in s.execute(select(checkpoints))]
+        heads = {r.chain: r for r in _read(s, select(*HEAD_COLUMNS))}
+        db_records = [("database", _record(r)) for r in _read(s, select(checkpoints))]
         names = set(heads) | set(s.scalars(select(entries.c.chain).distinct()))
         reports: dict[str, ChainReport] = {}
         trusted: dict[str, dict[int, str]] = {}
@@ -297,7 +307,13 @@ class Ledger:
                 continue
             if tenant is not None and chain_tenant(name) != tenant:
                 continue
-            self._verify_chain(s, report_for(name), heads.get(name), trusted.get(name, {}), latest.get(name))
+            report = report_for(name)
+            try:
+                self._verify_chain(s, report, heads.get(name), trusted.get(name, {}), latest.get(name))
+            except Exception as exc:  # noqa: BLE001 - one unreadable chain must not stop the others' verdicts
+                log.error("audit: verifying chain %s failed (%s)", name, type(exc).__name__)
+                report.first_bad = Finding(report.first_seq, "damaged",
+                                           f"the chain could not be read past this point ({type(exc).__name__})")
         keep = [r for name, r in sorted(reports.items())
                 if (only_chain is None or name == only_chain) and (tenant is None or chain_tenant(name) == tenant)]
         return keep
@@ -305,6 +321,11 @@ class Ledger:
     def _verify_chain(self, s: Session, report: ChainReport, head, signed: dict[int, str],
                       latest: dict[str, Any] | None) -> None:
         name = report.chain
+        damage = _head_damage(head)
+        if damage is not None:
+            report.head = None
+            report.first_bad = Finding(1, "damaged", f"the chain's head record is damaged: {damage}")
+            return
         anchor_seq = head.anchor_seq if head is not None else 0
         anchor_hash = head.anchor_hash if head is not None else genesis(name)
         head_seq = head.seq if head is not None else 0
@@ -330,12 +351,12 @@ class Ledger:
             query = select(*ROW_COLUMNS).where(entries.c.chain == chain, entries.c.seq > after)
             if up_to is not None:
                 query = query.where(entries.c.seq <= up_to)
-            batch = s.execute(query.order_by(entries.c.seq).limit(chunk)).all()
+            batch = _read(s, query.order_by(entries.c.seq).limit(chunk))
             for r in batch:
                 yield Row(seq=r.seq, event_id=r.event_id, body=r.body, prev_hash=r.prev_hash, hash=r.hash,
-                          columns={name: getattr(r, name) for name in _CHECKED})
-            if len(batch) < chunk:
-                return
+                          columns={name: getattr(r, name) for name in _CHECKED}, unreadable=r.damage)
+            if len(batch) < chunk or not isinstance(batch[-1].seq, int):
+                return      # a sequence number that is not one ends the walk there (walk_chain names it)
             after = batch[-1].seq
 
     # --- queries -----------------------------------------------------------------------------------
@@ -472,9 +493,77 @@ class Ledger:
         return results
 
 
+HEAD_COLUMNS = (chains.c.chain, chains.c.seq, chains.c.head_hash, chains.c.anchor_seq, chains.c.anchor_hash)
+
+
+class StoredRow:
+    """A row read column by column because one of its values does not fit its column's type."""
+
+    def __init__(self, values: dict[str, Any], damage: str | None) -> None:
+        self.__dict__.update(values)
+        self.damage = damage
+
+
+def _read(s: Session, query) -> list:
+    """Every row of ``query``; rows whose stored values cannot be read come back with ``damage`` saying why.
+
+    The typed read is the fast path.  When a value does not fit its column (SQLite keeps any type in
+    any column: a time that is not one, a number that is text), the rows are read again raw and
+    converted one value at a time, so verification names the bad entry instead of failing.
+    """
+    try:
+        return [StoredRow(dict(r._mapping), None) for r in s.execute(query)]
+    except (ValueError, TypeError, OverflowError, ArithmeticError):
+        pass
+    dialect = s.get_bind().dialect
+    columns = list(query.selected_columns)
+    raw = query.with_only_columns(*[type_coerce(c, NullType()).label(c.name) for c in columns])
+    converters = {c.name: c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns}
+    rows = []
+    for r in s.execute(raw):
+        values, damage = {}, None
+        for name, value in r._mapping.items():
+            convert = converters[name]
+            try:
+                values[name] = convert(value) if convert is not None and value is not None else value
+            except (ValueError, TypeError, OverflowError, ArithmeticError):
+                values[name] = value
+                damage = damage or f"the {name} column holds {_stored_as(value)} that cannot be read as its type"
+        rows.append(StoredRow(values, damage))
+    return rows
+
+
+def _stored_as(value: Any) -> str:
+    return "text" if isinstance(value, str) else type(value).__name__
+
+
+def _head_damage(head) -> str | None:
+    if head is None:
+        return None
+    if getattr(head, "damage", None):
+        return head.damage
+    for name in ("seq", "anchor_seq"):
+        value = getattr(head, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{name} is stored as {_stored_as(value)}, not as an integer"
+    for name in ("head_hash", "anchor_hash"):
+        if not isinstance(getattr(head, name), bytes):
+            return f"{name} is stored as {_stored_as(getattr(head, name))}, not as bytes"
+    return None
+
+
 def _record(row) -> dict[str, Any]:
-    return {"format": 1, "chain": row.chain, "seq": int(row.seq), "head_hash": row.head_hash, "key_id": row.key_id,
-            "signature": row.signature, "created_at": rfc3339(row.created_at)}
+    """A checkpoint row as the record that was signed; values of the wrong type stay as they are, so the
+    record is reported as malformed instead of failing the whole verification."""
+    seq = row.seq
+    if isinstance(seq, str) and seq.isdigit():
+        seq = int(seq)
+    try:
+        created = rfc3339(row.created_at) if isinstance(row.created_at, datetime) else None
+    except (ValueError, TypeError, OverflowError):
+        created = None
+    return {"format": 1, "chain": row.chain, "seq": seq, "head_hash": row.head_hash, "key_id": row.key_id,
+            "signature": row.signature, "created_at": created}
 
 
 def _item(row) -> dict[str, Any]:

@@ -27,7 +27,7 @@ def ingest_handler(ledger):
     """Store a batch of events in their chains, in one transaction.
 
     An invalid envelope raises ``PoisonEvent``: the consumer then retries the batch message by
-    message, the others are stored, and the poison one is dead-lettered after the delivery limit.
+    message, the others are stored, and the poison one is dead-lettered at once (a permanent failure).
     """
 
     def handle(session: Session, messages: list[dict[str, Any]]) -> None:

@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from shared import tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +93,7 @@ class Upstream:
             headers["Content-Type"] = "application/json"
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        tracing.inject(headers)     # the W3C traceparent of this page's request goes on to the service
         req = urllib.request.Request(self.url(path, query), data=data, headers=headers, method=method)
         try:
             with _OPENER.open(req, timeout=self.timeout) as response:  # noqa: S310 - configured base URL

@@ -204,7 +204,7 @@ class RabbitBackend(Backend):
                 exchange=method.exchange, routing_key=method.routing_key, body=body,
                 message_id=properties.message_id,
                 delivery_count=int(headers.get("x-delivery-count", 0)) + 1,
-                tag=method.delivery_tag,
+                tag=method.delivery_tag, headers=headers,
             ))
 
         ch.basic_consume(queue, on_message, auto_ack=False)

@@ -41,6 +41,7 @@ class Delivery:
     message_id: str | None
     delivery_count: int      # 1 on first delivery
     tag: object = None
+    headers: dict[str, Any] = field(default_factory=dict)   # AMQP headers: the sender's traceparent travels here
 
 
 class Outcome(enum.Enum):

@@ -105,6 +105,7 @@ class MemoryBackend(Backend):
                             body=message.body if isinstance(message.body, bytes) else message.body.encode(),
                             message_id=props.get("message_id") or headers.get("x-message-id"),
                             delivery_count=int(headers.get("x-delivery-count", 0)) + 1,
+                            headers=headers,
                         ))
                         messages.append(message)
                     if not batch:

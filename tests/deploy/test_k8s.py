@@ -195,3 +195,34 @@ def test_cookies_are_secure_and_notices_use_starttls(rendered):
     config = _by_kind(rendered, "ConfigMap")
     assert config["recept-portal"]["data"]["RECEPT_PORTAL_COOKIE_SECURE"] == "true"
     assert config["recept-crm"]["data"]["RECEPT_CRM_SMTP_STARTTLS"] == "true"
+
+
+# --- the three-node RabbitMQ (deploy/k8s/rabbitmq/, issue 20) ----------------------------------------
+
+def test_the_rabbitmq_base_is_rendered_from_the_code_and_validates():
+    current = {p.name: p.read_text(encoding="utf-8") for p in render.RABBITMQ_K8S.glob("*.yaml")}
+    assert current == render.render_rabbitmq_k8s(), "deploy/k8s/rabbitmq is stale: run `python -m deploy.render`"
+    for doc in _load(render.RABBITMQ_K8S / "rabbitmq.yaml"):
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert _load(render.RABBITMQ_K8S / "kustomization.yaml")[0]["resources"] == ["rabbitmq.yaml"]
+
+
+def test_rabbitmq_runs_three_clustered_nodes_that_keep_a_majority():
+    docs = _load(render.RABBITMQ_K8S / "rabbitmq.yaml")
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    assert statefulset["spec"]["replicas"] == 3 and statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    headless = _by_kind(docs, "Service")[statefulset["spec"]["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    conf = _by_kind(docs, "ConfigMap")["rabbitmq-config"]["data"]["rabbitmq.conf"]
+    assert [line.split(" = ")[1] for line in conf.splitlines() if line.startswith("cluster_formation.classic_config")] \
+        == [f"rabbit@rabbitmq-{i}.rabbitmq-nodes" for i in range(3)]
+    assert "cluster_partition_handling = pause_minority" in conf
+    assert "load_definitions = /run/secrets/rabbitmq-definitions.json" in conf
+    assert _by_kind(docs, "PodDisruptionBudget")["rabbitmq"]["spec"]["maxUnavailable"] == 1
+    pod = statefulset["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["RABBITMQ_NODENAME"] == "rabbit@$(POD_NAME).rabbitmq-nodes" and env["RABBITMQ_USE_LONGNAME"] == "true"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert set(_by_kind(docs, "Secret")["recept-rabbitmq"]["stringData"].values()) == {render.PLACEHOLDER}
+    # The services reach it through the client Service; the quorum queues are declared by the workers.
+    assert _by_kind(docs, "Service")["rabbitmq"]["spec"]["ports"][0]["port"] == 5672

@@ -34,16 +34,21 @@ class LibraryService:
         metadata.create_all(self.db.engine)
         self.outbox = Outbox(tables.outbox, name, registry)
         self.bus = Bus(broker_url, name, delivery_limit=delivery_limit, prefetch=500)
-        self.poison: set[int] = set()
+        self.poison: set[int] = set()       # fail transiently (RuntimeError) every time
+        self.invalid: set[int] = set()      # fail permanently (shared.errors.Invalid)
         self.consumer = Consumer(name, self.db, tables.inbox,
                                  [Subscription(EVENTS, "lib.thing.*", self.on_thing)],
-                                 batch_handler=self.on_things if batch else None)
+                                 batch_handler=self.on_things if batch else None, delivery_limit=delivery_limit)
         self.bus.declare(self.consumer.bindings)
 
     def on_thing(self, session, event) -> None:
         n = event["data"]["n"]
         if n in self.poison:
             raise RuntimeError("poison")
+        if n in self.invalid:
+            from shared.errors import Invalid
+
+            raise Invalid("the thing does not match its schema")
         session.execute(applied.insert().values(event_id=event["id"], n=n))
 
     def on_things(self, session, events) -> None:

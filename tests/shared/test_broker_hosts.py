@@ -190,7 +190,7 @@ def test_ping_reports_every_host_unreachable_without_credentials():
 
 
 def test_the_command_line_names_a_cluster_url_without_its_password():
-    from services.cli import redact
+    from services.checks import redact
 
     assert redact("amqp://recept:s3cret@rabbit-0:5672,rabbit-1:5672/recept") == "amqp://rabbit-0:5672,rabbit-1:5672/recept"
     assert redact("amqp://guest:s3cret@127.0.0.1:1/") == "amqp://127.0.0.1:1/"

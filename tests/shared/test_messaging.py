@@ -395,3 +395,98 @@ def test_a_commit_in_another_process_wakes_the_relay_at_once(postgres_url):
         thread.join(10)
         worker_db.dispose()
         api_db.dispose()
+
+
+# --- permanent and transient failures (issue 20) -----------------------------------------------
+
+class DeliveryLog:
+    """Wraps the consumer's handle_batch and counts every delivery per event number."""
+
+    def __init__(self, consumer) -> None:
+        self.consumer = consumer
+        self.deliveries: dict[int, list[int]] = {}    # n -> delivery counts seen, in order
+        self.lock = threading.Lock()
+
+    def __call__(self, batch):
+        with self.lock:
+            for delivery in batch:
+                try:
+                    n = json.loads(delivery.body)["data"]["n"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                self.deliveries.setdefault(n, []).append(delivery.delivery_count)
+        return self.consumer.handle_batch(batch)
+
+
+def dead_bodies(url: str, queue: str) -> list[dict]:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel, bodies = conn.channel(), []
+        while True:
+            method, _props, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return bodies
+            bodies.append(json.loads(body))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_a_transient_failure_is_delivered_exactly_delivery_limit_times(postgres_url, make_rabbit_vhost, limit):
+    """DELIVERY_LIMIT means deliveries in all (docs/deploy.md): limit 5 is five deliveries, not six."""
+    svc = LibraryService(postgres_url, make_rabbit_vhost(), delivery_limit=limit)
+    try:
+        svc.poison = {2}
+        svc.emit([1, 2, 3])
+        log = DeliveryLog(svc.consumer)
+        with svc.running(handle_batch=log):
+            assert wait_for(lambda: queue_depth(svc.bus.url, dead_letter_queue("lib")) == 1)
+            assert wait_for(lambda: svc.applied_numbers() == [1, 3])
+            assert queue_depth(svc.bus.url, svc.bus.queue) == 0
+        assert log.deliveries[2] == list(range(1, limit + 1))
+        assert log.deliveries[1] == [1] and log.deliveries[3] == [1]
+        assert [b["data"]["n"] for b in dead_bodies(svc.bus.url, dead_letter_queue("lib"))] == [2]
+    finally:
+        svc.db.dispose()
+
+
+def test_a_message_failing_validation_is_dead_lettered_on_its_first_delivery(service):
+    service.invalid = {5}
+    service.poison = {6}
+    service.emit([4, 5, 6, 7])
+    log = DeliveryLog(service.consumer)
+    with service.running(handle_batch=log):
+        assert wait_for(lambda: queue_depth(service.bus.url, dead_letter_queue("lib")) == 2)
+        assert wait_for(lambda: service.applied_numbers() == [4, 7])
+    assert log.deliveries[5] == [1]                       # permanent: straight to the dead letters
+    assert log.deliveries[6] == [1, 2, 3]                 # transient: the limit (3), exactly
+    assert sorted(b["data"]["n"] for b in dead_bodies(service.bus.url, dead_letter_queue("lib"))) == [5, 6]
+
+
+def test_which_failures_are_permanent():
+    import jsonschema
+
+    from shared.consumer import PoisonMessage, is_permanent
+    from shared.errors import Invalid
+    from services.audit.domain import PoisonEvent
+    from sqlalchemy.exc import OperationalError
+
+    assert is_permanent(PoisonMessage("body is not JSON"))
+    assert is_permanent(Invalid("event does not match its schema"))
+    assert is_permanent(PoisonEvent("envelope field id is not a uuid"))
+    assert is_permanent(jsonschema.ValidationError("x"))
+    assert is_permanent(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
+    assert not is_permanent(RuntimeError("lock timeout"))
+    assert not is_permanent(KeyError("data"))            # a bug a redeploy fixes: retried, then dead-lettered
+    assert not is_permanent(OperationalError("SELECT 1", {}, Exception("server closed the connection")))
+
+
+def test_memory_bus_counts_deliveries_like_the_consumer(memory_service):
+    svc = memory_service
+    svc.poison, svc.invalid = {2}, {3}
+    svc.emit([1, 2, 3])
+    log = DeliveryLog(svc.consumer)
+    with svc.running(handle_batch=log):
+        assert wait_for(lambda: svc.applied_numbers() == [1])
+        assert wait_for(lambda: len(log.deliveries.get(2, [])) == 3)
+    assert log.deliveries[2] == [1, 2, 3] and log.deliveries[3] == [1]
