@@ -221,7 +221,9 @@ def system(tmp_path_factory):
     patch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(write_key(tmp / "checkpoint-key.pem")))
     patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
     MemoryBackend.reset()
-    wsgi, runtimes = build(port, {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db"} for name in SERVICES})
+    # The trace is the point here, not the four eyes: this system runs exports on one officer's word.
+    wsgi, runtimes = build(port, {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db",
+                                         **({"EXPORT_APPROVAL": ()} if name == "gdpr" else {})} for name in SERVICES})
     config = PORTAL.config(overrides={"DATABASE_URL": f"sqlite:///{tmp / 'portal-own.db'}", **embedded_overrides(port)})
     PORTAL.migrate(config)
     portal = PORTAL.create_app(config)

@@ -1,14 +1,14 @@
 """The outbox keeps the trace context of the span that wrote each row (shared/outbox.py, issue 20).
 
 Revision ID: gdpr_outbox_trace
-Revises: gdpr_0002
+Revises: gdpr_0003
 """
 from alembic import op
 
 from shared.outbox import add_trace_context_column
 
 revision = "gdpr_outbox_trace"
-down_revision = "gdpr_0002"
+down_revision = "gdpr_0003"
 branch_labels = None
 depends_on = None
 
