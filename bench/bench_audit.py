@@ -1,4 +1,5 @@
 """The audit service: ingest end to end over the distributed system (with its memory), and chain verification."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,27 @@ def placed_events(count: int, start: int) -> list:
     for n in range(start, start + count):
         tenant = TENANTS[n % len(TENANTS)]
         order_id = str(uuid.uuid4())
-        out.append((ORDER_PLACED, {
-            "data": {"order_id": order_id, "register_id": str(uuid.UUID(int=n % 97)), "unit_id": str(uuid.UUID(int=7)),
-                     "individual_id": str(uuid.uuid4()), "article_id": str(uuid.UUID(int=11)),
-                     "delivery_date": "2030-01-15", "meal": "lunch", "quantity": 1 + n % 5},
-            "actor": {"id": str(uuid.UUID(int=n % 50)), "tenant": tenant, "kind": "user"}, "tenant": tenant,
-            "subject": None, "resource": {"type": "order", "id": order_id}}))
+        out.append(
+            (
+                ORDER_PLACED,
+                {
+                    "data": {
+                        "order_id": order_id,
+                        "register_id": str(uuid.UUID(int=n % 97)),
+                        "unit_id": str(uuid.UUID(int=7)),
+                        "individual_id": str(uuid.uuid4()),
+                        "article_id": str(uuid.UUID(int=11)),
+                        "delivery_date": "2030-01-15",
+                        "meal": "lunch",
+                        "quantity": 1 + n % 5,
+                    },
+                    "actor": {"id": str(uuid.UUID(int=n % 50)), "tenant": tenant, "kind": "user"},
+                    "tenant": tenant,
+                    "subject": None,
+                    "resource": {"type": "order", "id": order_id},
+                },
+            )
+        )
     return out
 
 
@@ -40,8 +56,11 @@ def stored(conn) -> int:
     return conn.execute("SELECT count(*) FROM audit_entries WHERE type = 'orders.order.placed'").fetchone()[0]
 
 
-@benchmark("audit_ingest", "events through a service's outbox → RabbitMQ → audit hash chains, "
-                           "over the distributed system; its resident memory idle and under that load")
+@benchmark(
+    "audit_ingest",
+    "events through a service's outbox → RabbitMQ → audit hash chains, "
+    "over the distributed system; its resident memory idle and under that load",
+)
 def audit_ingest(ctx: Context) -> list[Figure]:
     import psycopg
 
@@ -55,7 +74,7 @@ def audit_ingest(ctx: Context) -> list[Figure]:
 
     # The smoke run starts only the two services on the path, to stay quick; the full run starts them all.
     system = System(ctx, ("orders", "audit") if ctx.smoke else None).start()
-    time.sleep(ctx.size(10, 2))   # let start-up traffic (announcements, first checkpoints) settle
+    time.sleep(ctx.size(10, 2))  # let start-up traffic (announcements, first checkpoints) settle
     idle = [system.rss_mib() for _ in range(3)]
 
     samples: list[float] = []
@@ -68,14 +87,14 @@ def audit_ingest(ctx: Context) -> list[Figure]:
     sampler = threading.Thread(target=sample, daemon=True)
     orders_db = Database(system.urls["orders"])
     outbox = Outbox(orders_tables.outbox, "orders", cipher=PayloadCipher(system.keyring))
-    events = placed_events(count, 0)   # built before the clock starts: this is the service's own work
+    events = placed_events(count, 0)  # built before the clock starts: this is the service's own work
     with psycopg.connect(plain_url(system.urls["audit"])) as audit:
         try:
             sampler.start()
             started = time.perf_counter()
             for first in range(0, count, 500):
                 with orders_db.transaction() as s:
-                    outbox.emit_many(s, events[first:first + 500])
+                    outbox.emit_many(s, events[first : first + 500])
             ok = wait_until(lambda: stored(audit) >= count, timeout=ctx.size(1800, 120), interval=0.2)
             elapsed = time.perf_counter() - started
             got = stored(audit)
@@ -87,12 +106,29 @@ def audit_ingest(ctx: Context) -> list[Figure]:
         raise RuntimeError(f"audit stored {got} of {count} events")
     cores_note = f"{len(system.pids())} processes"
     return [
-        Figure("events stored in the audit chains (no event lost)", count / elapsed, "events/s", baseline,
-               "raw pika publish (async confirms) + consume (batched acks)", ">= 0.50 of baseline", 0.5),
-        Figure(f"resident memory of the whole system, idle ({cores_note})", sum(idle) / len(idle), "MiB",
-               higher_is_better=False),
-        Figure("resident memory of the whole system, peak during the ingest", max(samples or idle), "MiB",
-               sum(idle) / len(idle), "idle", higher_is_better=False),
+        Figure(
+            "events stored in the audit chains (no event lost)",
+            count / elapsed,
+            "events/s",
+            baseline,
+            "raw pika publish (async confirms) + consume (batched acks)",
+            ">= 0.50 of baseline",
+            0.5,
+        ),
+        Figure(
+            f"resident memory of the whole system, idle ({cores_note})",
+            sum(idle) / len(idle),
+            "MiB",
+            higher_is_better=False,
+        ),
+        Figure(
+            "resident memory of the whole system, peak during the ingest",
+            max(samples or idle),
+            "MiB",
+            sum(idle) / len(idle),
+            "idle",
+            higher_is_better=False,
+        ),
     ]
 
 
@@ -109,8 +145,10 @@ def audit_verify(ctx: Context) -> list[Figure]:
     bodies: list[bytes] = []
     try:
         for first in range(0, count, 10_000):
-            batch = [to_entry(make_event(t, source="orders", **kw))
-                     for t, kw in placed_events(min(10_000, count - first), first)]
+            batch = [
+                to_entry(make_event(t, source="orders", **kw))
+                for t, kw in placed_events(min(10_000, count - first), first)
+            ]
             bodies += [e.body for e in batch]
             with runtime.db.transaction() as s:
                 ledger.ingest(s, batch)
@@ -130,5 +168,12 @@ def audit_verify(ctx: Context) -> list[Figure]:
     for body in bodies:
         prev = entry_hash(prev, body)
     hashed = time.perf_counter() - started
-    return [Figure(f"entries verified ({len(reports)} chains)", count / elapsed, "entries/s", count / hashed,
-                   "the SHA-256 chain alone, in memory")]
+    return [
+        Figure(
+            f"entries verified ({len(reports)} chains)",
+            count / elapsed,
+            "entries/s",
+            count / hashed,
+            "the SHA-256 chain alone, in memory",
+        )
+    ]

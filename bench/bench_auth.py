@@ -1,4 +1,5 @@
 """Logins per second, local (Argon2id) and directory (LDAP bind), against the raw Argon2id hash rate."""
+
 from __future__ import annotations
 
 import time
@@ -48,8 +49,14 @@ def login(ctx: Context) -> list[Figure]:
         harness.runtime.db.dispose()
     params = f"m={hasher.memory_kib} KiB, t={hasher.iterations}, p={hasher.lanes}"
     return [
-        Figure("local logins (Argon2id verify, tokens, history)", local, "logins/s", raw,
-               f"raw Argon2id verify, {params}"),
-        Figure("directory logins (LDAP search + bind, tokens, history)", remote, "logins/s", raw,
-               f"raw Argon2id verify, {params}"),
+        Figure(
+            "local logins (Argon2id verify, tokens, history)", local, "logins/s", raw, f"raw Argon2id verify, {params}"
+        ),
+        Figure(
+            "directory logins (LDAP search + bind, tokens, history)",
+            remote,
+            "logins/s",
+            raw,
+            f"raw Argon2id verify, {params}",
+        ),
     ]

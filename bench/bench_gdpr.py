@@ -1,16 +1,17 @@
 """Data-subject export and erasure latency end to end over the distributed system, at two data sizes."""
+
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from bench.common import Client, JwksServer, System, percentile, plain_url, wait_until
 from bench.runner import Context, Figure, benchmark
 
 TENANT = "bench"
-ORDERS_PER_INDIVIDUAL = 10     # 100,000 individuals -> 1,000,000 orders
-CALLS_PER_INDIVIDUAL = 1       # 100,000 individuals -> 100,000 call-log rows
+ORDERS_PER_INDIVIDUAL = 10  # 100,000 individuals -> 1,000,000 orders
+CALLS_PER_INDIVIDUAL = 1  # 100,000 individuals -> 100,000 call-log rows
 FINISHED = ("completed", "partially_completed", "failed", "rejected")
 
 
@@ -31,10 +32,10 @@ class Loader:
     """Bulk loads individuals and their orders (orders) and call-log rows (crm), Vault-encrypted per subject."""
 
     def __init__(self, system: System) -> None:
+        from services.crm.models import tables as crm_tables
         from services.orders.models import tables as orders_tables
         from shared.crypto import BlindIndex, Vault, index_bits
         from shared.db import Database
-        from services.crm.models import tables as crm_tables
 
         self.system = system
         self.orders_db = Database(system.urls["orders"])
@@ -45,7 +46,7 @@ class Loader:
         from services.orders import SPEC as ORDERS
 
         self.index = BlindIndex(system.keyring, bits=index_bits(ORDERS.config()["PLANNED_SUBJECTS"]))
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
         self.ids = {k: str(uuid.uuid4()) for k in ("unit", "register", "list", "article", "import")}
         self._static()
 
@@ -59,18 +60,54 @@ class Loader:
 
         ids, now = self.ids, self.now
         with self.orders_db.transaction() as s:
-            s.execute(units.insert().values(id=ids["unit"], tenant=TENANT, name="Ward 7", kind="hospital_ward",
-                                            created_at=now))
-            s.execute(registers.insert().values(id=ids["register"], tenant=TENANT, name="Ward 7", deadline_minutes=720,
-                                                deadline_days_before=1, timezone="Europe/Stockholm", created_at=now,
-                                                updated_at=now))
-            s.execute(assortment_lists.insert().values(id=ids["list"], tenant=TENANT, name="Food", unit_id=None,
-                                                       created_at=now))
-            s.execute(articles.insert().values(id=ids["article"], tenant=TENANT, list_id=ids["list"], code="L1",
-                                               name="Lunch", kind="meal", active=True, created_at=now))
+            s.execute(
+                units.insert().values(
+                    id=ids["unit"], tenant=TENANT, name="Ward 7", kind="hospital_ward", created_at=now
+                )
+            )
+            s.execute(
+                registers.insert().values(
+                    id=ids["register"],
+                    tenant=TENANT,
+                    name="Ward 7",
+                    deadline_minutes=720,
+                    deadline_days_before=1,
+                    timezone="Europe/Stockholm",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            s.execute(
+                assortment_lists.insert().values(
+                    id=ids["list"], tenant=TENANT, name="Food", unit_id=None, created_at=now
+                )
+            )
+            s.execute(
+                articles.insert().values(
+                    id=ids["article"],
+                    tenant=TENANT,
+                    list_id=ids["list"],
+                    code="L1",
+                    name="Lunch",
+                    kind="meal",
+                    active=True,
+                    created_at=now,
+                )
+            )
         with self.crm_db.transaction() as s:
-            s.execute(call_imports.insert().values(id=ids["import"], source="cli", imported_by="bench", rows=0,
-                                                   imported=0, duplicates=0, rejected=0, matched=0, created_at=now))
+            s.execute(
+                call_imports.insert().values(
+                    id=ids["import"],
+                    source="cli",
+                    imported_by="bench",
+                    rows=0,
+                    imported=0,
+                    duplicates=0,
+                    rejected=0,
+                    matched=0,
+                    created_at=now,
+                )
+            )
 
     def load(self, first: int, last: int) -> None:
         for start in range(first, last, 5_000):
@@ -90,25 +127,60 @@ class Loader:
             for i, pid in people:
                 subject, name, pnr = f"orders:individual:{pid}", f"Person {i}", personnummer(i)
                 seal = lambda column, value, pid=pid, subject=subject: self.orders_vault.encrypt(  # noqa: E731
-                    s, subject, "individuals", column, pid, value)
-                rows.append({"id": pid, "tenant": TENANT, "register_id": ids["register"], "unit_id": ids["unit"],
-                             "status": "active", "valid_from": None, "valid_to": None,
-                             "name": seal("name", name), "name_idx": self.index.name(name),
-                             "personnummer": seal("personnummer", pnr),
-                             "personnummer_idx": self.index.of("personnummer", pnr),
-                             "date_of_birth": None, "room": seal("room", "12"), "bed": None, "diets": None,
-                             "allergies": None, "texture_level": None, "notes": None, "created_at": now,
-                             "updated_at": now, "erased_at": None})
+                    s, subject, "individuals", column, pid, value
+                )
+                rows.append(
+                    {
+                        "id": pid,
+                        "tenant": TENANT,
+                        "register_id": ids["register"],
+                        "unit_id": ids["unit"],
+                        "status": "active",
+                        "valid_from": None,
+                        "valid_to": None,
+                        "name": seal("name", name),
+                        "name_idx": self.index.name(name),
+                        "personnummer": seal("personnummer", pnr),
+                        "personnummer_idx": self.index.of("personnummer", pnr),
+                        "date_of_birth": None,
+                        "room": seal("room", "12"),
+                        "bed": None,
+                        "diets": None,
+                        "allergies": None,
+                        "texture_level": None,
+                        "notes": None,
+                        "created_at": now,
+                        "updated_at": now,
+                        "erased_at": None,
+                    }
+                )
             s.execute(individuals.insert(), rows)
         with psycopg.connect(plain_url(self.system.urls["orders"])) as conn:
-            with conn.cursor().copy("COPY orders (id, tenant, register_id, unit_id, individual_id, article_id, "
-                                    "delivery_date, meal, quantity, status, placed_at, placed_by, updated_at, "
-                                    "deidentified) FROM STDIN") as copy:
+            with conn.cursor().copy(
+                "COPY orders (id, tenant, register_id, unit_id, individual_id, article_id, "
+                "delivery_date, meal, quantity, status, placed_at, placed_by, updated_at, "
+                "deidentified) FROM STDIN"
+            ) as copy:
                 for i, pid in people:
                     for k in range(ORDERS_PER_INDIVIDUAL):
-                        copy.write_row((str(uuid.uuid4()), TENANT, ids["register"], ids["unit"], pid, ids["article"],
-                                        date.today() - timedelta(days=1 + (i + k) % 300), "lunch", 1, "placed", now,
-                                        "bench", now, False))
+                        copy.write_row(
+                            (
+                                str(uuid.uuid4()),
+                                TENANT,
+                                ids["register"],
+                                ids["unit"],
+                                pid,
+                                ids["article"],
+                                date.today() - timedelta(days=1 + (i + k) % 300),
+                                "lunch",
+                                1,
+                                "placed",
+                                now,
+                                "bench",
+                                now,
+                                False,
+                            )
+                        )
         with self.crm_db.transaction() as s:
             call_rows = []
             for i, _pid in people:
@@ -117,13 +189,27 @@ class Loader:
                     subject = f"crm:call:{call_id}"
                     call_rows.append((call_id, subject, i, k))
             self.crm_vault.prepare(s, [row[1] for row in call_rows])
-            s.execute(calls.insert(), [{
-                "id": call_id, "import_id": ids["import"], "subject_ref": subject,
-                "number": self.crm_vault.encrypt(s, subject, "calls", "number", call_id, phone(i)),
-                "number_idx": self.index.of("phone", phone(i)), "called_line": "+4686000000",
-                "started_at": now - timedelta(hours=i % 5000), "duration_s": 60 + k, "direction": "in",
-                "person_id": None, "company_id": None, "fingerprint": uuid.uuid4().hex + uuid.uuid4().hex,
-                "created_at": now} for call_id, subject, i, k in call_rows])
+            s.execute(
+                calls.insert(),
+                [
+                    {
+                        "id": call_id,
+                        "import_id": ids["import"],
+                        "subject_ref": subject,
+                        "number": self.crm_vault.encrypt(s, subject, "calls", "number", call_id, phone(i)),
+                        "number_idx": self.index.of("phone", phone(i)),
+                        "called_line": "+4686000000",
+                        "started_at": now - timedelta(hours=i % 5000),
+                        "duration_s": 60 + k,
+                        "direction": "in",
+                        "person_id": None,
+                        "company_id": None,
+                        "fingerprint": uuid.uuid4().hex + uuid.uuid4().hex,
+                        "created_at": now,
+                    }
+                    for call_id, subject, i, k in call_rows
+                ],
+            )
 
 
 class Officers:
@@ -178,8 +264,11 @@ def _measure(officers: Officers, kind: str, people: list[int]) -> list[float]:
     return latencies
 
 
-@benchmark("gdpr_requests", "data-subject export and erasure, request accepted → completed, over the "
-                            "distributed system (auth, orders, crm, audit, gdpr)")
+@benchmark(
+    "gdpr_requests",
+    "data-subject export and erasure, request accepted → completed, over the "
+    "distributed system (auth, orders, crm, audit, gdpr)",
+)
 def gdpr_requests(ctx: Context) -> list[Figure]:
     from tests.support import TokenMint
 
@@ -221,11 +310,31 @@ def gdpr_requests(ctx: Context) -> list[Figure]:
     for kind in ("export", "erase"):
         for size in (small, large):
             values = results[(kind, size)]
-            figures.append(Figure(f"{kind} p50, {size:,} individuals", percentile(values, 50), "ms", 500.0,
-                                  "goal 500 ms", "p50 < 500 ms", 1.0, higher_is_better=False))
-            figures.append(Figure(f"{kind} p95, {size:,} individuals", percentile(values, 95), "ms",
-                                  higher_is_better=False))
-        figures.append(Figure(f"{kind} p50 growth for 10× the data", percentile(results[(kind, large)], 50), "ms",
-                              percentile(results[(kind, small)], 50), f"p50 at {small:,} individuals",
-                              "<= 1.5× the small set", 1.5, higher_is_better=False))
+            figures.append(
+                Figure(
+                    f"{kind} p50, {size:,} individuals",
+                    percentile(values, 50),
+                    "ms",
+                    500.0,
+                    "goal 500 ms",
+                    "p50 < 500 ms",
+                    1.0,
+                    higher_is_better=False,
+                )
+            )
+            figures.append(
+                Figure(f"{kind} p95, {size:,} individuals", percentile(values, 95), "ms", higher_is_better=False)
+            )
+        figures.append(
+            Figure(
+                f"{kind} p50 growth for 10× the data",
+                percentile(results[(kind, large)], 50),
+                "ms",
+                percentile(results[(kind, small)], 50),
+                f"p50 at {small:,} individuals",
+                "<= 1.5× the small set",
+                1.5,
+                higher_is_better=False,
+            )
+        )
     return figures

@@ -1,4 +1,5 @@
 """Outbox → relay → RabbitMQ → idempotent consumer, against raw pika doing the same traffic."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,12 @@ def messaging(ctx: Context) -> list[Figure]:
         started = time.perf_counter()
         stop = threading.Event()
         relay = threading.Thread(target=service.relay().run, args=(stop, 0.02), daemon=True)
-        consumer = threading.Thread(target=service.bus.consume, args=(service.consumer.handle_batch, stop),
-                                    kwargs={"batch_size": 500}, daemon=True)
+        consumer = threading.Thread(
+            target=service.bus.consume,
+            args=(service.consumer.handle_batch, stop),
+            kwargs={"batch_size": 500},
+            daemon=True,
+        )
         relay.start()
         consumer.start()
         for start in range(0, count, 500):
@@ -38,5 +43,14 @@ def messaging(ctx: Context) -> list[Figure]:
             raise RuntimeError("events were lost or applied twice")
     finally:
         service.db.dispose()
-    return [Figure("events through outbox, relay and consumer", count / elapsed, "events/s", baseline,
-                   "raw pika publish (async confirms) + consume (batched acks)", ">= 0.50 of baseline", 0.5)]
+    return [
+        Figure(
+            "events through outbox, relay and consumer",
+            count / elapsed,
+            "events/s",
+            baseline,
+            "raw pika publish (async confirms) + consume (batched acks)",
+            ">= 0.50 of baseline",
+            0.5,
+        )
+    ]

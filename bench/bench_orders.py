@@ -1,4 +1,5 @@
 """Order placement over HTTP under gunicorn on PostgreSQL, against a plaintext insert on the same server."""
+
 from __future__ import annotations
 
 import http.client
@@ -46,8 +47,9 @@ def load(port: int, token: str | None, path: str, body: dict, total: int) -> tup
     return total / elapsed, latencies
 
 
-@benchmark("order_placement", "POST /api/v1/orders under gunicorn (2 workers) on PostgreSQL: token, access check, "
-                              "outbox")
+@benchmark(
+    "order_placement", "POST /api/v1/orders under gunicorn (2 workers) on PostgreSQL: token, access check, outbox"
+)
 def order_placement(ctx: Context) -> list[Figure]:
     import uuid
 
@@ -65,9 +67,15 @@ def order_placement(ctx: Context) -> list[Figure]:
     mint = TokenMint()
     jwks = JwksServer(mint)
     ctx.cleanup.append(jwks.close)
-    env.update(RECEPT_SERVICE="orders", RECEPT_ORDERS_DATABASE_URL=db_url, RECEPT_BROKER_URL=ctx.vhost(),
-               RECEPT_KEYRING_FILE=str(keyring), RECEPT_JWKS_URL=jwks.url, GUNICORN_WORKERS="2",
-               PYTHONUNBUFFERED="1")
+    env.update(
+        RECEPT_SERVICE="orders",
+        RECEPT_ORDERS_DATABASE_URL=db_url,
+        RECEPT_BROKER_URL=ctx.vhost(),
+        RECEPT_KEYRING_FILE=str(keyring),
+        RECEPT_JWKS_URL=jwks.url,
+        GUNICORN_WORKERS="2",
+        PYTHONUNBUFFERED="1",
+    )
     SPEC.migrate(SPEC.config(env=env))
     db = Database(db_url)
     plain_orders.create(db.engine)
@@ -75,10 +83,20 @@ def order_placement(ctx: Context) -> list[Figure]:
 
     port = free_port()
     log = open(Path(ctx.tempdir()) / "gunicorn.log", "wb")
-    server = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c",
-                               str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
-                               "bench.orders_baseline:create_app()"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "-c",
+            str(ROOT / "deploy" / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "bench.orders_baseline:create_app()",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
     def stop() -> None:
         server.terminate()
@@ -96,10 +114,10 @@ def order_placement(ctx: Context) -> list[Figure]:
         try:
             c.request("GET", "/healthz")
             return c.getresponse().status == 200
-        except OSError:      # not up yet, or too slow to answer on a loaded machine
+        except OSError:  # not up yet, or too slow to answer on a loaded machine
             return False
         finally:
-            c.close()        # also on a time-out: an unclosed socket is a ResourceWarning (an error in tests)
+            c.close()  # also on a time-out: an unclosed socket is a ResourceWarning (an error in tests)
 
     if not wait_until(up, 60, 0.2):
         raise RuntimeError("gunicorn did not start; see its log in the bench temp dir")
@@ -107,6 +125,7 @@ def order_placement(ctx: Context) -> list[Figure]:
     tenant, user = "bench", str(uuid.uuid4())
     admin = Client(port, mint.token(tenant=tenant, roles=("tenant_admin",), ttl=3600))
     try:
+
         def made(path: str, body: dict) -> str:
             status, out = admin.post(path, body)
             if status not in (200, 201):
@@ -123,8 +142,15 @@ def order_placement(ctx: Context) -> list[Figure]:
     finally:
         admin.close()
 
-    order = {"register_id": register, "individual_id": individual, "unit_id": unit, "article_id": article,
-             "delivery_date": (date.today() + timedelta(days=30)).isoformat(), "meal": "lunch", "quantity": 1}
+    order = {
+        "register_id": register,
+        "individual_id": individual,
+        "unit_id": unit,
+        "article_id": article,
+        "delivery_date": (date.today() + timedelta(days=30)).isoformat(),
+        "meal": "lunch",
+        "quantity": 1,
+    }
     token = mint.token(sub=user, tenant=tenant, roles=("staff",), ttl=3600)
     warm = ctx.size(200, 8)
     load(port, token, "/api/v1/orders", order, warm)
@@ -132,10 +158,29 @@ def order_placement(ctx: Context) -> list[Figure]:
     rate, latencies = load(port, token, "/api/v1/orders", order, total)
     base_rate, base_latencies = load(port, None, "/bench/plain-order", {**order, "tenant": tenant}, total)
     return [
-        Figure(f"orders placed ({CLIENTS} keep-alive clients)", rate, "orders/s", base_rate,
-               "plaintext insert of the same row, no token/check/event, same server", ">= 0.75 of baseline", 0.75),
-        Figure("order placement latency p50", percentile(latencies, 50), "ms", percentile(base_latencies, 50),
-               "baseline p50", higher_is_better=False),
-        Figure("order placement latency p99", percentile(latencies, 99), "ms", percentile(base_latencies, 99),
-               "baseline p99", higher_is_better=False),
+        Figure(
+            f"orders placed ({CLIENTS} keep-alive clients)",
+            rate,
+            "orders/s",
+            base_rate,
+            "plaintext insert of the same row, no token/check/event, same server",
+            ">= 0.75 of baseline",
+            0.75,
+        ),
+        Figure(
+            "order placement latency p50",
+            percentile(latencies, 50),
+            "ms",
+            percentile(base_latencies, 50),
+            "baseline p50",
+            higher_is_better=False,
+        ),
+        Figure(
+            "order placement latency p99",
+            percentile(latencies, 99),
+            "ms",
+            percentile(base_latencies, 99),
+            "baseline p99",
+            higher_is_better=False,
+        ),
     ]

@@ -1,5 +1,6 @@
 """Helpers the benchmarks share: the raw pika baseline, a distributed system of real processes,
 a JWKS server for minted tokens, resident-memory readings and percentiles."""
+
 from __future__ import annotations
 
 import http.client
@@ -50,16 +51,19 @@ def raw_pika_round_trip(url: str, count: int, body: bytes) -> float:
         def publish_some():
             # Keep a bounded window in flight, as a real asynchronous publisher would.
             while state["sent"] < count and state["sent"] - state["acked"] < 2000:
-                channel.basic_publish("bench.raw", "bench.event", body,
-                                      pika.BasicProperties(delivery_mode=2, message_id=str(uuid.uuid4())))
+                channel.basic_publish(
+                    "bench.raw",
+                    "bench.event",
+                    body,
+                    pika.BasicProperties(delivery_mode=2, message_id=str(uuid.uuid4())),
+                )
                 state["sent"] += 1
             if state["sent"] < count:
                 channel.connection.ioloop.call_later(0.001, publish_some)
 
         channel.confirm_delivery(ack_nack_callback=on_confirm, callback=lambda _f: publish_some())
 
-    conn = pika.SelectConnection(params, on_open_callback=on_open,
-                                 on_close_callback=lambda c, e: c.ioloop.stop())
+    conn = pika.SelectConnection(params, on_open_callback=on_open, on_close_callback=lambda c, e: c.ioloop.stop())
     conn.ioloop.start()
     conn.ioloop.close()
     if state["acked"] < count:
@@ -142,7 +146,7 @@ class JwksServer:
 
     def __init__(self, mint) -> None:
         keys = json.dumps(mint.jwks()).encode()
-        revocations = json.dumps({"jti": []}).encode()   # services also read auth's revocation list
+        revocations = json.dumps({"jti": []}).encode()  # services also read auth's revocation list
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's naming
@@ -201,29 +205,36 @@ class System:
         self.ports = {s: free_port() for s in self.services}
         self.urls = {s: ctx.postgres(f"recept_bench_{s}") for s in self.services}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RECEPT_")}
-        self.env.update({
-            "RECEPT_KEYRING_FILE": str(self.dir / "keyring.json"),
-            "RECEPT_AUTH_SIGNING_KEYS_FILE": str(self.dir / "signing-keys.json"),
-            "RECEPT_AUDIT_CHECKPOINT_DIR": str(self.dir / "checkpoints"),
-            "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(self.dir / "checkpoint-key.pem"),
-            "RECEPT_LOG_LEVEL": "WARNING",
-            **{f"RECEPT_{s.upper()}_DATABASE_URL": u for s, u in self.urls.items()},
-            **{f"RECEPT_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
-            **env,
-        })
+        self.env.update(
+            {
+                "RECEPT_KEYRING_FILE": str(self.dir / "keyring.json"),
+                "RECEPT_AUTH_SIGNING_KEYS_FILE": str(self.dir / "signing-keys.json"),
+                "RECEPT_AUDIT_CHECKPOINT_DIR": str(self.dir / "checkpoints"),
+                "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(self.dir / "checkpoint-key.pem"),
+                "RECEPT_LOG_LEVEL": "WARNING",
+                **{f"RECEPT_{s.upper()}_DATABASE_URL": u for s, u in self.urls.items()},
+                **{f"RECEPT_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
+                **env,
+            }
+        )
         self.proc: subprocess.Popen | None = None
         ctx.cleanup.append(self.stop)
 
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
-    def start(self, timeout: float = 120) -> "System":
+    def start(self, timeout: float = 120) -> System:
         import urllib.request
 
         self.log = open(self.dir / "system.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _LAUNCH, self.broker, *self.services],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def healthy() -> bool:
             if self.proc.poll() is not None:
@@ -264,8 +275,9 @@ def _ed25519_pem() -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption())
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def plain_url(url: str) -> str:
@@ -274,4 +286,6 @@ def plain_url(url: str) -> str:
 
 
 # The launcher with a chosen subset of services (run_distributed takes ``names``).
-_LAUNCH = "import sys; from services.launcher import run_distributed; run_distributed(sys.argv[1], names=tuple(sys.argv[2:]))"
+_LAUNCH = (
+    "import sys; from services.launcher import run_distributed; run_distributed(sys.argv[1], names=tuple(sys.argv[2:]))"
+)

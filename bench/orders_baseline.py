@@ -1,17 +1,19 @@
 """gunicorn entry for the order-placement benchmark: the orders app and, in the same process, a baseline
 route (POST /bench/plain-order) that inserts the same order row in plaintext, without token, access check or
 event. It lives here, not in the service, so no benchmark code ships in the orders service."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, String, Table
 
 metadata = MetaData()
 # The columns of services.orders.models.orders, without foreign keys or indexes beyond the key.
 plain_orders = Table(
-    "bench_plain_orders", metadata,
+    "bench_plain_orders",
+    metadata,
     Column("id", String(36), primary_key=True),
     Column("tenant", String(100), nullable=False),
     Column("register_id", String(36), nullable=False),
@@ -47,12 +49,25 @@ def create_app():
     @app.post("/bench/plain-order")
     def plain_order():
         body = request.get_json()
-        now = datetime.now(timezone.utc)
-        row = {"id": str(uuid.uuid4()), "tenant": body["tenant"], "register_id": body["register_id"],
-               "unit_id": body["unit_id"], "individual_id": body.get("individual_id"), "delivery_point_id": None,
-               "article_id": body["article_id"], "delivery_date": date.fromisoformat(body["delivery_date"]),
-               "meal": body["meal"], "quantity": body["quantity"], "diet_variant": None, "status": "placed",
-               "placed_at": now, "placed_by": "bench", "updated_at": now, "deidentified": False}
+        now = datetime.now(UTC)
+        row = {
+            "id": str(uuid.uuid4()),
+            "tenant": body["tenant"],
+            "register_id": body["register_id"],
+            "unit_id": body["unit_id"],
+            "individual_id": body.get("individual_id"),
+            "delivery_point_id": None,
+            "article_id": body["article_id"],
+            "delivery_date": date.fromisoformat(body["delivery_date"]),
+            "meal": body["meal"],
+            "quantity": body["quantity"],
+            "diet_variant": None,
+            "status": "placed",
+            "placed_at": now,
+            "placed_by": "bench",
+            "updated_at": now,
+            "deidentified": False,
+        }
         with db.transaction() as s:
             s.execute(plain_orders.insert().values(**row))
         return jsonify({"id": row["id"]}), 201

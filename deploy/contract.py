@@ -21,6 +21,7 @@ bus, so it gets no broker URL, no broker user and no queue.
 Deriving this from ``ServiceSpec.settings`` (not a list kept here) is what lets the
 compose and Kubernetes tests notice when a service gains a secret the deployment lacks.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ def worker_variables(service: str) -> tuple[str, ...]:
     """Variables a worker reads besides its settings: its /metrics listener (shared/metrics.py)."""
     from shared.metrics import METRICS_HOST, METRICS_PORT
 
-    return tuple(f"RECEPT_{prefix}{s.name}" for s in (METRICS_HOST, METRICS_PORT) for prefix in ("", f"{service.upper()}_"))
+    return tuple(
+        f"RECEPT_{prefix}{s.name}" for s in (METRICS_HOST, METRICS_PORT) for prefix in ("", f"{service.upper()}_")
+    )
 
 
 def has_worker(service: str) -> bool:
@@ -92,13 +95,13 @@ def variable(service: str, setting: Setting) -> str:
 class Contract:
     service: str
     settings: dict[str, Setting]
-    env: dict[str, str] = field(default_factory=dict)            # plain variables and their values
-    secret_env: list[str] = field(default_factory=list)          # variables delivered as secret files
-    optional_secrets: list[str] = field(default_factory=list)    # the operator's, only when used
-    secret_files: dict[str, str] = field(default_factory=dict)   # setting name -> file under SECRETS_DIR
-    data_dirs: dict[str, str] = field(default_factory=dict)      # setting name -> volume name (under DATA_DIR)
-    upstreams: dict[str, str] = field(default_factory=dict)      # setting name -> service whose api it names
-    worker: bool = True                                          # False: an api only, no bus
+    env: dict[str, str] = field(default_factory=dict)  # plain variables and their values
+    secret_env: list[str] = field(default_factory=list)  # variables delivered as secret files
+    optional_secrets: list[str] = field(default_factory=list)  # the operator's, only when used
+    secret_files: dict[str, str] = field(default_factory=dict)  # setting name -> file under SECRETS_DIR
+    data_dirs: dict[str, str] = field(default_factory=dict)  # setting name -> volume name (under DATA_DIR)
+    upstreams: dict[str, str] = field(default_factory=dict)  # setting name -> service whose api it names
+    worker: bool = True  # False: an api only, no bus
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -112,8 +115,11 @@ class Contract:
         if self.worker and variable_name in worker_variables(self.service):
             return True
         prefix = f"RECEPT_{self.service.upper()}_"
-        name = variable_name.removeprefix(prefix) if variable_name.startswith(prefix) else \
-            variable_name.removeprefix("RECEPT_")
+        name = (
+            variable_name.removeprefix(prefix)
+            if variable_name.startswith(prefix)
+            else variable_name.removeprefix("RECEPT_")
+        )
         return variable_name.startswith("RECEPT_") and name in self.settings
 
     def setting_of(self, variable_name: str) -> str | None:
@@ -127,8 +133,9 @@ def contract(service: str, jwks_url: str = f"http://auth-api:{API_PORT}/.well-kn
     from services import SERVICES, load
 
     settings = dict(load(service).config(env={}).settings)
-    result = Contract(service, settings, env={SERVICE_VARIABLE: service, "RECEPT_JWKS_URL": jwks_url},
-                      worker=has_worker(service))
+    result = Contract(
+        service, settings, env={SERVICE_VARIABLE: service, "RECEPT_JWKS_URL": jwks_url}, worker=has_worker(service)
+    )
     for name, setting in settings.items():
         other = name.removesuffix("_URL").lower() if name.endswith("_URL") else None
         if other in SERVICES and other != service:

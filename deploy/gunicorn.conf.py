@@ -1,4 +1,5 @@
 """gunicorn settings shared by every service's api process (overridable by GUNICORN_* env)."""
+
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8080")

@@ -1,4 +1,5 @@
 """Container health check without curl in the image: ``python -m deploy.healthcheck [URL]`` exits 0 on HTTP 200."""
+
 import sys
 import urllib.error
 import urllib.request

@@ -11,6 +11,7 @@ The folder is 0700; the files in it are 0644 because Compose bind-mounts file se
 with their host permissions, and the containers run as other users (10001 for Recept,
 999 for PostgreSQL, ...) that must read them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from deploy.contract import contract
 from deploy.topology import ADMIN_USER, VHOST, all_topologies, definitions, rabbit_password_hash, user_name
@@ -51,15 +52,18 @@ def _keyring(path: Path) -> None:
 def _signing_keys(path: Path) -> None:
     from services.auth.signing import SigningKeys
 
-    SigningKeys(path, access_ttl=300).primary()      # creates the file with one Ed25519 key
+    SigningKeys(path, access_ttl=300).primary()  # creates the file with one Ed25519 key
 
 
 def _ed25519_pem(path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
 
 
 def _forwarding_token(path: Path) -> None:
@@ -84,33 +88,59 @@ def relay_tls(names: tuple[str, ...]) -> tuple[bytes, bytes, bytes]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Recept demo relay CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=3650))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     sans = []
     for name in names:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             sans.append(x509.DNSName(name))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=825))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
-    return (ca.public_bytes(pem), cert.public_bytes(pem),
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return (
+        ca.public_bytes(pem),
+        cert.public_bytes(pem),
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
 
 
 # Setting name -> how to make its file.  A service that adds a *_FILE setting adds a line here;
@@ -164,9 +194,9 @@ def generate(directory: Path = DEFAULT_DIR, services=None) -> list[str]:
         db_password = store.password(f"postgres-{service}-password")
         values = {
             "DATABASE_URL": f"postgresql://{database_name(service)}:{db_password}@{POSTGRES_HOST}/"
-                            f"{database_name(service)}",
+            f"{database_name(service)}",
         }
-        if c.worker:      # an api-only service (the portal) has no broker user
+        if c.worker:  # an api-only service (the portal) has no broker user
             broker_password = store.password(f"rabbitmq-{service}-password")
             hashes[user_name(service)] = rabbit_password_hash(broker_password)
             values["BROKER_URL"] = f"amqp://{user_name(service)}:{broker_password}@{RABBITMQ_HOST}/{VHOST}"
@@ -184,14 +214,16 @@ def generate(directory: Path = DEFAULT_DIR, services=None) -> list[str]:
             store.path(name).write_bytes(pem)
     for name in RELAY_FILES:
         os.chmod(store.path(name), 0o644)
-    store.write("rabbitmq-definitions.json",
-                json.dumps(definitions(all_topologies(), password_hashes=hashes), indent=2) + "\n")
+    store.write(
+        "rabbitmq-definitions.json", json.dumps(definitions(all_topologies(), password_hashes=hashes), indent=2) + "\n"
+    )
     return sorted(p.name for p in directory.iterdir() if p.name != ".gitignore")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.make_secrets", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.make_secrets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where to write them (default deploy/secrets)")
     args = parser.parse_args(argv)
     names = generate(args.dir)

@@ -19,13 +19,15 @@ follows the wire protocol of ``shared.outbox`` and ``shared.privacy``:
 A service without a worker (``has_worker=False``) declares nothing and publishes nothing
 (its outbox would have no relay), so it gets no user and no queue at all.
 """
+
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from shared.bus import DLX, EVENTS, EXCHANGES, GDPR, dead_letter_queue, queue_name
 from shared.bus.topology import DEAD_LETTER_POLICY
@@ -45,7 +47,7 @@ def user_name(service: str) -> str:
 class _Declared:
     exchanges: dict[str, dict[str, Any]] = field(default_factory=dict)
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
-    bindings: list[tuple[str, str, str]] = field(default_factory=list)    # (exchange, queue, key)
+    bindings: list[tuple[str, str, str]] = field(default_factory=list)  # (exchange, queue, key)
 
 
 class _RecordingChannel:
@@ -54,14 +56,30 @@ class _RecordingChannel:
     def __init__(self, declared: _Declared) -> None:
         self.declared = declared
 
-    def exchange_declare(self, exchange, exchange_type="direct", passive=False, durable=False, auto_delete=False,
-                         internal=False, arguments=None):
-        self.declared.exchanges[exchange] = {"type": exchange_type, "durable": durable, "auto_delete": auto_delete,
-                                             "internal": internal, "arguments": dict(arguments or {})}
+    def exchange_declare(
+        self,
+        exchange,
+        exchange_type="direct",
+        passive=False,
+        durable=False,
+        auto_delete=False,
+        internal=False,
+        arguments=None,
+    ):
+        self.declared.exchanges[exchange] = {
+            "type": exchange_type,
+            "durable": durable,
+            "auto_delete": auto_delete,
+            "internal": internal,
+            "arguments": dict(arguments or {}),
+        }
 
     def queue_declare(self, queue, passive=False, durable=False, exclusive=False, auto_delete=False, arguments=None):
-        self.declared.queues[queue] = {"durable": durable, "auto_delete": auto_delete,
-                                       "arguments": dict(arguments or {})}
+        self.declared.queues[queue] = {
+            "durable": durable,
+            "auto_delete": auto_delete,
+            "arguments": dict(arguments or {}),
+        }
 
     def queue_bind(self, queue, exchange, routing_key=None, arguments=None):
         key = (exchange, queue, routing_key or "")
@@ -136,9 +154,13 @@ class ServiceTopology:
         for exchange in EXCHANGES:
             write = publishes.get(exchange, [])
             read = [_literal(key) for key in self.binding_keys(exchange)]
-            result.append({"exchange": exchange,
-                           "write": f"^({'|'.join(write)})$" if write else "^$",
-                           "read": f"^({'|'.join(read)})$" if read else "^$"})
+            result.append(
+                {
+                    "exchange": exchange,
+                    "write": f"^({'|'.join(write)})$" if write else "^$",
+                    "read": f"^({'|'.join(read)})$" if read else "^$",
+                }
+            )
         return result
 
 
@@ -160,11 +182,16 @@ def service_topology(name: str, env: Mapping[str, str] | None = None) -> Service
     from shared.tokens import KeySet
 
     spec = load(name)
-    config = spec.config(env=dict(env or {}), overrides={
-        # Only the declaration runs: an in-memory database, a throwaway keyring, no token keys.
-        "DATABASE_URL": "sqlite://", "BROKER_URL": "amqp://offline.invalid/",
-        "keyring": Keyring.generate(), "keyset": KeySet(lambda: {"keys": []}),
-    })
+    config = spec.config(
+        env=dict(env or {}),
+        overrides={
+            # Only the declaration runs: an in-memory database, a throwaway keyring, no token keys.
+            "DATABASE_URL": "sqlite://",
+            "BROKER_URL": "amqp://offline.invalid/",
+            "keyring": Keyring.generate(),
+            "keyset": KeySet(lambda: {"keys": []}),
+        },
+    )
     runtime = Runtime(spec, config)
     declared = _Declared()
     try:
@@ -182,8 +209,9 @@ def all_topologies(env: Mapping[str, str] | None = None) -> list[ServiceTopology
     return [service_topology(name, env) for name in bus_services()]
 
 
-def definitions(topologies: list[ServiceTopology], vhost: str = VHOST,
-                password_hashes: Mapping[str, str] | None = None) -> dict[str, Any]:
+def definitions(
+    topologies: list[ServiceTopology], vhost: str = VHOST, password_hashes: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """RabbitMQ definitions (``rabbitmqctl import_definitions`` / ``load_definitions``).
 
     Without ``password_hashes`` every user has an empty hash (no password login): that is
@@ -201,18 +229,34 @@ def definitions(topologies: list[ServiceTopology], vhost: str = VHOST,
         queues.update(topology.queues)
         bindings.extend(b for b in topology.bindings if b not in bindings)
     return {
-        "users": [{"name": user, "password_hash": hashes.get(user, ""),
-                   "hashing_algorithm": "rabbit_password_hashing_sha256",
-                   "tags": "administrator" if user == ADMIN_USER else ""} for user in users],
+        "users": [
+            {
+                "name": user,
+                "password_hash": hashes.get(user, ""),
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": "administrator" if user == ADMIN_USER else "",
+            }
+            for user in users
+        ],
         "vhosts": [{"name": vhost}],
-        "permissions": [{"user": ADMIN_USER, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}] + [
-            {"user": t.user, "vhost": vhost, **t.permissions()} for t in topologies],
-        "topic_permissions": [{"user": t.user, "vhost": vhost, **perm}
-                              for t in topologies for perm in t.topic_permissions()],
+        "permissions": [{"user": ADMIN_USER, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}]
+        + [{"user": t.user, "vhost": vhost, **t.permissions()} for t in topologies],
+        "topic_permissions": [
+            {"user": t.user, "vhost": vhost, **perm} for t in topologies for perm in t.topic_permissions()
+        ],
         "exchanges": [{"name": name, "vhost": vhost, **spec} for name, spec in sorted(exchanges.items())],
         "queues": [{"name": name, "vhost": vhost, **spec} for name, spec in sorted(queues.items())],
-        "bindings": [{"source": exchange, "vhost": vhost, "destination": queue, "destination_type": "queue",
-                      "routing_key": key, "arguments": {}} for exchange, queue, key in sorted(bindings)],
+        "bindings": [
+            {
+                "source": exchange,
+                "vhost": vhost,
+                "destination": queue,
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": {},
+            }
+            for exchange, queue, key in sorted(bindings)
+        ],
         # The dead-letter queues' TTL and length limit (shared.bus.topology.DEAD_LETTER_POLICY).
         "policies": [{"vhost": vhost, **DEAD_LETTER_POLICY}],
     }

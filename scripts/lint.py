@@ -4,6 +4,7 @@ Each check is a command with its configuration in ``pyproject.toml``; mypy is st
 ``shared/`` (``[tool.mypy]``).  Every check runs, its output is shown, and one summary line
 ends the run; the exit status is non-zero when any check failed.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -23,7 +24,9 @@ class Check:
 CHECKS: tuple[Check, ...] = (
     # Paths and options come from [tool.mypy], so `mypy` alone checks the same thing.
     Check("mypy", (sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"))),
-    # --- ruff: `ruff check` and `ruff format --check` are added here by the lead (issue 13). ---
+    # [tool.ruff]: pyflakes, pycodestyle, import order, pyupgrade, bugbear; then the formatter's verdict.
+    Check("ruff check", (sys.executable, "-m", "ruff", "check", "--no-cache", ".")),
+    Check("ruff format", (sys.executable, "-m", "ruff", "format", "--check", "--no-cache", ".")),
 )
 
 

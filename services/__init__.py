@@ -1,4 +1,5 @@
 """The Recept services; each is a package with a ``SPEC`` (shared.service.ServiceSpec)."""
+
 from __future__ import annotations
 
 import importlib

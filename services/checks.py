@@ -3,6 +3,7 @@
 Kept apart from both so neither imports the other: the launcher needs the checks, the command line
 needs the launcher.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,6 +42,8 @@ def check_database(service: str, url: str) -> None:
     try:
         db.ping()
     except Exception as exc:  # noqa: BLE001 - report any driver error plainly
-        raise SystemExit(f"recept: cannot reach the {service} database at {redact(url)}: {type(exc).__name__}") from None
+        raise SystemExit(
+            f"recept: cannot reach the {service} database at {redact(url)}: {type(exc).__name__}"
+        ) from None
     finally:
         db.dispose()

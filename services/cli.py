@@ -1,12 +1,13 @@
 """``./recept`` after bootstrap: up, migrate, keys, and each service's own commands.
 
-    ./recept up [--port 8080] [--broker amqp://...]   run the whole system
-    ./recept migrate [SERVICE...]                     run migrations only
-    ./recept keys [--rotate FILE]                     print a new keyring (or rotate one in place, 0600)
-    ./recept keys rewrap [SERVICE...]                 re-wrap data keys under the primary key after a rotation
-    ./recept bench [NAME...] [--smoke]                run benchmarks against in-run baselines
-    ./recept SERVICE COMMAND ...                      e.g. ./recept auth add-tenant, ./recept audit verify
+./recept up [--port 8080] [--broker amqp://...]   run the whole system
+./recept migrate [SERVICE...]                     run migrations only
+./recept keys [--rotate FILE]                     print a new keyring (or rotate one in place, 0600)
+./recept keys rewrap [SERVICE...]                 re-wrap data keys under the primary key after a rotation
+./recept bench [NAME...] [--smoke]                run benchmarks against in-run baselines
+./recept SERVICE COMMAND ...                      e.g. ./recept auth add-tenant, ./recept audit verify
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ def ensure_keyring() -> None:
     """Embedded/dev default: services with no keyring configured share one under var/."""
     if os.environ.get("RECEPT_KEYRING") or os.environ.get("RECEPT_KEYRING_FILE"):
         return
-    lacking = [s for s in SERVICES if not (os.environ.get(f"RECEPT_{s.upper()}_KEYRING")
-                                           or os.environ.get(f"RECEPT_{s.upper()}_KEYRING_FILE"))]
+    lacking = [
+        s
+        for s in SERVICES
+        if not (os.environ.get(f"RECEPT_{s.upper()}_KEYRING") or os.environ.get(f"RECEPT_{s.upper()}_KEYRING_FILE"))
+    ]
     if not lacking:
         return
     from shared.crypto import Keyring
@@ -66,7 +70,7 @@ def cmd_keys(args) -> None:
     from services import keys as keyfiles
     from shared.crypto import Keyring
 
-    if args.action == "rewrap":      # docs/crypto.md "Rotation and rewrap"
+    if args.action == "rewrap":  # docs/crypto.md "Rotation and rewrap"
         unknown = sorted(set(args.services) - set(SERVICES))
         if unknown:
             raise SystemExit(f"recept: unknown service(s) {', '.join(unknown)}; services are {', '.join(SERVICES)}")
@@ -76,8 +80,10 @@ def cmd_keys(args) -> None:
         return
     if args.rotate:
         rotated = keyfiles.rotate_file(Path(args.rotate))
-        say(f"new primary key {rotated.primary_id} in {args.rotate} (mode 0600); deploy it to the service, "
-             "then run './recept keys rewrap <service>'")
+        say(
+            f"new primary key {rotated.primary_id} in {args.rotate} (mode 0600); deploy it to the service, "
+            "then run './recept keys rewrap <service>'"
+        )
         return
     print(Keyring.generate().to_json())
 
@@ -110,8 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         ensure_keyring()
         raise SystemExit(module.main(argv[1:]))
 
-    parser = argparse.ArgumentParser(prog="./recept", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="./recept", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="migrate and run the whole system")
     up.add_argument("--port", type=int, help="embedded run's port (default 8080, or RECEPT_PORT)")
@@ -123,8 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     mig.set_defaults(func=cmd_migrate)
     keys = sub.add_parser("keys", help="print a new keyring as JSON, --rotate a keyring file, or rewrap data keys")
     keys.add_argument("--rotate", metavar="FILE", help="add a new primary key to this keyring file (written 0600)")
-    keys.add_argument("action", nargs="?", choices=["rewrap"],
-                      help="rewrap: re-wrap every data key of the services under their primary key")
+    keys.add_argument(
+        "action",
+        nargs="?",
+        choices=["rewrap"],
+        help="rewrap: re-wrap every data key of the services under their primary key",
+    )
     keys.add_argument("services", nargs="*", metavar="SERVICE", help="for rewrap (default: every service)")
     keys.set_defaults(func=cmd_keys)
     sub.add_parser("test", help="run the test suite (arguments go to pytest)")

@@ -3,6 +3,7 @@
 The bus is kombu's in-memory transport and each service keeps its own SQLite file
 under var/, so it runs on a laptop with nothing else installed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,7 @@ def build(port: int, overrides: dict | None = None, names=SERVICES):
         if name == "portal":
             from services.portal import embedded_overrides
 
-            own = embedded_overrides(port)   # the portal reaches auth, gdpr and audit on this port
+            own = embedded_overrides(port)  # the portal reaches auth, gdpr and audit on this port
         config = spec.config(overrides={"BROKER_URL": "memory://", **own, **(overrides or {}).get(name, {})})
         spec.migrate(config)
         runtime = spec.runtime(config)

@@ -6,6 +6,7 @@ or of a stale temporary file.  After a rotation, ``rewrap`` re-wraps every live 
 service under the keyring's primary key, so the old key can be retired with
 ``Keyring.without``.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ from shared.db import Database
 def write_keyring(path: Path, keyring: Keyring) -> None:
     """Replace ``path`` with ``keyring``, mode 0600, atomically (a reader sees the old or the new file)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")   # O_EXCL, 0600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # O_EXCL, 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             os.fchmod(handle.fileno(), 0o600)
@@ -58,5 +59,8 @@ def rewrap(spec, config) -> dict[str, object]:
     finally:
         if config.get("database") is None:
             db.dispose()
-    return {"rewrapped": count, "primary": keyring.primary_id,
-            "retirable": sorted(k for k in keyring.key_ids if k != keyring.primary_id and k not in in_use)}
+    return {
+        "rewrapped": count,
+        "primary": keyring.primary_id,
+        "retirable": sorted(k for k in keyring.key_ids if k != keyring.primary_id and k not in in_use),
+    }

@@ -8,6 +8,7 @@ child that keeps failing quickly is given up on — the other services keep serv
 meanwhile. Ctrl-C / SIGTERM stops every child (SIGKILL after 30 s). docs/operations.md describes the
 settings (``RECEPT_SUPERVISE_*``).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from services import PORTS, SERVICES, load
 from services.checks import check_database, redact, say
@@ -66,8 +67,17 @@ def commands(name: str, host: str) -> list[tuple[str, list[str]]]:
     python = sys.executable
     gunicorn = str(Path(python).with_name("gunicorn"))
     processes = [
-        ("api", [gunicorn, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", f"{host}:{port_of(name)}",
-                 "services.wsgi:app"]),
+        (
+            "api",
+            [
+                gunicorn,
+                "-c",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "--bind",
+                f"{host}:{port_of(name)}",
+                "services.wsgi:app",
+            ],
+        ),
     ]
     if load(name).has_worker:
         processes.append(("worker", [python, "-m", f"services.{name}.worker"]))
@@ -103,11 +113,13 @@ class Policy:
     give_up: int = 5
 
     @classmethod
-    def from_env(cls) -> "Policy":
-        return cls(backoff=_env_number("RECEPT_SUPERVISE_BACKOFF", cls.backoff),
-                   max_backoff=_env_number("RECEPT_SUPERVISE_MAX_BACKOFF", cls.max_backoff),
-                   quick=_env_number("RECEPT_SUPERVISE_QUICK", cls.quick),
-                   give_up=int(_env_number("RECEPT_SUPERVISE_GIVE_UP", cls.give_up)))
+    def from_env(cls) -> Policy:
+        return cls(
+            backoff=_env_number("RECEPT_SUPERVISE_BACKOFF", cls.backoff),
+            max_backoff=_env_number("RECEPT_SUPERVISE_MAX_BACKOFF", cls.max_backoff),
+            quick=_env_number("RECEPT_SUPERVISE_QUICK", cls.quick),
+            give_up=int(_env_number("RECEPT_SUPERVISE_GIVE_UP", cls.give_up)),
+        )
 
 
 def describe_exit(code: int) -> str:
@@ -128,10 +140,10 @@ class Child:
     started_at: float = 0.0
     quick_failures: int = 0
     restarts: int = 0
-    restart_at: float | None = None      # monotonic time of the next start, while waiting
+    restart_at: float | None = None  # monotonic time of the next start, while waiting
     given_up: bool = False
-    history: list[int] = field(default_factory=list)     # exit codes, newest last
-    starts: list[float] = field(default_factory=list)    # monotonic start times
+    history: list[int] = field(default_factory=list)  # exit codes, newest last
+    starts: list[float] = field(default_factory=list)  # monotonic start times
 
     @property
     def pid(self) -> int | None:
@@ -141,9 +153,15 @@ class Child:
 class Supervisor:
     """Starts children, restarts the ones that exit, and stops them all on request."""
 
-    def __init__(self, children: Sequence[tuple[str, Sequence[str], Mapping[str, str]]], *,
-                 policy: Policy | None = None, cwd: Path = ROOT, poll: float = 0.2,
-                 adopt_orphans: bool = False) -> None:
+    def __init__(
+        self,
+        children: Sequence[tuple[str, Sequence[str], Mapping[str, str]]],
+        *,
+        policy: Policy | None = None,
+        cwd: Path = ROOT,
+        poll: float = 0.2,
+        adopt_orphans: bool = False,
+    ) -> None:
         self.children = [Child(label, list(argv), env) for label, argv, env in children]
         # The launcher's own process only: a subreaper receives every orphan below it.
         self.adopt_orphans = adopt_orphans
@@ -189,11 +207,13 @@ class Supervisor:
             if ran < self.policy.quick:
                 child.quick_failures += 1
             else:
-                child.quick_failures = 1     # this failure counts; the earlier, older ones do not
+                child.quick_failures = 1  # this failure counts; the earlier, older ones do not
             if child.quick_failures >= self.policy.give_up:
                 child.given_up = True
-                say(f"{child.label} exited with {describe_exit(code)} after {ran:.1f}s; giving up after "
-                    f"{child.quick_failures} quick failures in a row (the other services keep running)")
+                say(
+                    f"{child.label} exited with {describe_exit(code)} after {ran:.1f}s; giving up after "
+                    f"{child.quick_failures} quick failures in a row (the other services keep running)"
+                )
                 continue
             delay = min(self.policy.max_backoff, self.policy.backoff * 2 ** (child.quick_failures - 1))
             child.restart_at = now + delay
@@ -261,7 +281,7 @@ def _become_subreaper() -> None:
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
         pass
 
@@ -295,8 +315,11 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
         check_database(name, config["DATABASE_URL"])
         spec.migrate(config)
     policy = Policy.from_env()
-    children = [(f"{name} {role}", argv, child_env(name, broker, host, role))
-                for name in names for role, argv in commands(name, host)]
+    children = [
+        (f"{name} {role}", argv, child_env(name, broker, host, role))
+        for name in names
+        for role, argv in commands(name, host)
+    ]
     supervisor = Supervisor(children, policy=policy, adopt_orphans=True)
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
@@ -310,8 +333,11 @@ def run_distributed(broker: str, host: str = "127.0.0.1", names=SERVICES) -> Non
         else:
             roles = "api"
         print(f"recept:   {name:<7} http://{host}:{port_of(name)}/  ({roles})", flush=True)
-    print(f"recept: a process that exits is restarted (gives up after {policy.give_up} quick failures); "
-          "Ctrl-C stops everything", flush=True)
+    print(
+        f"recept: a process that exits is restarted (gives up after {policy.give_up} quick failures); "
+        "Ctrl-C stops everything",
+        flush=True,
+    )
     exit_code = supervisor.run()
     print("recept: stopped", flush=True)
     if exit_code:

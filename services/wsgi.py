@@ -1,4 +1,5 @@
 """WSGI entry for gunicorn: ``RECEPT_SERVICE=orders gunicorn services.wsgi:app``."""
+
 import os
 
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -8,8 +9,12 @@ from shared.config import Setting
 from shared.logs import configure_logging
 
 # Read here, not by a service: it says how the process is reached, not how a service behaves.
-BEHIND_PROXY = Setting("BEHIND_PROXY", bool, False,
-                       "trust one reverse proxy's X-Forwarded-For/-Proto/-Prefix (the compose and Kubernetes runs)")
+BEHIND_PROXY = Setting(
+    "BEHIND_PROXY",
+    bool,
+    False,
+    "trust one reverse proxy's X-Forwarded-For/-Proto/-Prefix (the compose and Kubernetes runs)",
+)
 BEHIND_PROXY_VARIABLE = "RECEPT_BEHIND_PROXY"
 
 _spec = load(os.environ["RECEPT_SERVICE"])

@@ -5,9 +5,10 @@ the session's zone, so stored values are read through ``as_utc``.  On the wire (
 events, export packages) a timestamp is RFC 3339 in UTC with microseconds and a ``Z``:
 ``2026-12-01T13:46:55.123456Z``; a date is ``YYYY-MM-DD``.
 """
+
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import overload
 
 __all__ = ["utcnow", "as_utc", "rfc3339", "now_rfc3339", "iso_date", "parse_rfc3339"]
@@ -15,7 +16,7 @@ __all__ = ["utcnow", "as_utc", "rfc3339", "now_rfc3339", "iso_date", "parse_rfc3
 
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @overload
@@ -26,7 +27,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     """A stored timestamp as an aware UTC datetime (naive values are taken to be UTC)."""
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @overload
@@ -60,4 +61,4 @@ def parse_rfc3339(raw: str) -> datetime:
     value = datetime.fromisoformat(raw.replace("z", "Z").replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError("an RFC 3339 timestamp needs an offset")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)

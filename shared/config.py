@@ -4,12 +4,14 @@ A setting NAME of service SVC is read from ``RECEPT_SVC_NAME``, then from the
 system-wide ``RECEPT_NAME``, then falls back to its default.  Secret settings
 never echo their value in an error message.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,18 +91,29 @@ def default_erasure_log(service: str, database_url: str) -> Path:
     ``ERASURE_LOG`` to a mounted volume that is not part of the database's backups.
     """
     prefix = "sqlite:///"
-    if database_url.startswith(prefix) and database_url[len(prefix):] not in ("", ":memory:"):
-        return Path(database_url[len(prefix):].split("?", 1)[0]).parent / "erasure-log" / f"{service}.log"
+    if database_url.startswith(prefix) and database_url[len(prefix) :] not in ("", ":memory:"):
+        return Path(database_url[len(prefix) :].split("?", 1)[0]).parent / "erasure-log" / f"{service}.log"
     return ROOT / "var" / "erasure-log" / f"{service}.log"
 
 
 # Settings every service has.  Services add their own with ``extra``.
 COMMON: tuple[Setting, ...] = (
     Setting("DATABASE_URL", str, None, "SQLAlchemy URL of this service's own database", secret=True),
-    Setting("BROKER_URL", str, "memory://", "amqp://user:pass@host:5672/vhost (a cluster: host1:5672,host2:5672,…), or memory:// (in-process)", secret=True),
+    Setting(
+        "BROKER_URL",
+        str,
+        "memory://",
+        "amqp://user:pass@host:5672/vhost (a cluster: host1:5672,host2:5672,…), or memory:// (in-process)",
+        secret=True,
+    ),
     Setting("KEYRING", str, None, "key-encryption keyring as JSON (see ./recept keys)", secret=True),
     Setting("KEYRING_FILE", str, None, "path of a keyring JSON file (a mounted secret)"),
-    Setting("JWKS_URL", str, "http://127.0.0.1:8080/auth/.well-known/jwks.json", "where the auth service publishes its public keys"),
+    Setting(
+        "JWKS_URL",
+        str,
+        "http://127.0.0.1:8080/auth/.well-known/jwks.json",
+        "where the auth service publishes its public keys",
+    ),
     Setting("TOKEN_ISSUER", str, "recept-auth", "expected `iss` of access tokens"),
     Setting("MAX_CONTENT_LENGTH", int, 1_048_576, "largest accepted request body in bytes", minimum=1024),
     Setting("LOG_LEVEL", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -108,14 +121,31 @@ COMMON: tuple[Setting, ...] = (
     Setting("DELIVERY_LIMIT", int, 5, "deliveries of a failing message before it is dead-lettered", minimum=1),
     Setting("RELAY_BATCH", int, 500, "outbox rows the relay publishes per batch", minimum=1),
     Setting("RELAY_INTERVAL", float, 0.2, "seconds the relay waits when the outbox is empty", minimum=0.001),
-    Setting("DATABASE_WAIT", float, 300.0, "seconds a consumer waits for an unreachable database before "
-            "giving a batch back to the broker", minimum=0),
-    Setting("ERASURE_LOG", str, None, "append-only file recording every crypto-shred outside the database, "
-            "replayed after a restore (default: var/erasure-log/<service>.log; a volume in compose/k8s)"),
-    Setting("PLANNED_SUBJECTS", int, 100_000, "people this service is sized for: the blind indexes of orders and crm "
-            "keep log2(PLANNED_SUBJECTS / 10) bits, so each value matches ~10 rows (changing it: ./recept <service> reindex)",
-            minimum=1),
-    Setting("ANNOUNCE_INTERVAL", float, 60.0, "seconds between a worker's announcements to the gdpr service", minimum=1),
+    Setting(
+        "DATABASE_WAIT",
+        float,
+        300.0,
+        "seconds a consumer waits for an unreachable database before giving a batch back to the broker",
+        minimum=0,
+    ),
+    Setting(
+        "ERASURE_LOG",
+        str,
+        None,
+        "append-only file recording every crypto-shred outside the database, "
+        "replayed after a restore (default: var/erasure-log/<service>.log; a volume in compose/k8s)",
+    ),
+    Setting(
+        "PLANNED_SUBJECTS",
+        int,
+        100_000,
+        "people this service is sized for: the blind indexes of orders and crm "
+        "keep log2(PLANNED_SUBJECTS / 10) bits, so each value matches ~10 rows (changing it: ./recept <service> reindex)",
+        minimum=1,
+    ),
+    Setting(
+        "ANNOUNCE_INTERVAL", float, 60.0, "seconds between a worker's announcements to the gdpr service", minimum=1
+    ),
 )
 
 

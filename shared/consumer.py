@@ -19,16 +19,18 @@ dead-letter queue at once, or *transient* (a lock timeout, a service it needs be
 a bug that a redeploy fixes) and the message is delivered again, ``delivery_limit``
 deliveries in all, then dead-lettered.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, delete, select
+from sqlalchemy import Column, DateTime, MetaData, String, Table, delete
 from sqlalchemy.orm import Session
 
 from . import tracing
@@ -42,7 +44,8 @@ BatchHandler = Callable[[Session, list[dict[str, Any]]], None]
 
 def inbox_table(metadata: MetaData) -> Table:
     return Table(
-        "inbox", metadata,
+        "inbox",
+        metadata,
         Column("consumer", String(60), primary_key=True),
         Column("message_id", String(64), primary_key=True),
         Column("received_at", DateTime(timezone=True), nullable=False),
@@ -72,8 +75,14 @@ def _permanent_types() -> tuple[type[BaseException], ...]:
 
     from .errors import Invalid
 
-    return (PoisonMessage, Invalid, jsonschema.ValidationError, fastjsonschema.JsonSchemaException, UnicodeError,
-            json.JSONDecodeError)
+    return (
+        PoisonMessage,
+        Invalid,
+        jsonschema.ValidationError,
+        fastjsonschema.JsonSchemaException,
+        UnicodeError,
+        json.JSONDecodeError,
+    )
 
 
 _PERMANENT: tuple[type[BaseException], ...] = ()
@@ -111,13 +120,22 @@ class Consumer:
     None leaves the count to the broker.
     """
 
-    def __init__(self, name: str, db, inbox: Table, subscriptions: Sequence[Subscription],
-                 batch_handler: BatchHandler | None = None, use_inbox: bool = True,
-                 inbox_retention: timedelta = timedelta(days=14), batch_exchange: str = EVENTS,
-                 database_wait: float = 300.0, delivery_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        db,
+        inbox: Table,
+        subscriptions: Sequence[Subscription],
+        batch_handler: BatchHandler | None = None,
+        use_inbox: bool = True,
+        inbox_retention: timedelta = timedelta(days=14),
+        batch_exchange: str = EVENTS,
+        database_wait: float = 300.0,
+        delivery_limit: int | None = None,
+    ) -> None:
         self.name = name
         self.delivery_limit = delivery_limit
-        self._times: dict[int, str] = {}     # id(delivery) -> the event's time, for the lag metric
+        self._times: dict[int, str] = {}  # id(delivery) -> the event's time, for the lag metric
         self.batch_exchange = batch_exchange
         self.database_wait = database_wait
         self.inbox_retention = inbox_retention
@@ -168,10 +186,13 @@ class Consumer:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         statement = dialect_insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.message_id)
-        fresh = set(session.scalars(statement, [{"consumer": self.name, "message_id": mid, "received_at": now}
-                                                for mid in unique]))
+        fresh = set(
+            session.scalars(
+                statement, [{"consumer": self.name, "message_id": mid, "received_at": now} for mid in unique]
+            )
+        )
         return [item for mid, item in unique.items() if mid in fresh]
 
     def _apply(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]) -> None:
@@ -189,7 +210,9 @@ class Consumer:
             handler = self._route(delivery)
             if handler is not None:
                 # The sender's trace goes on here: what the handler writes to the outbox carries it.
-                with tracing.consumer_span(self.name, delivery.routing_key, _headers(delivery), delivery.delivery_count):
+                with tracing.consumer_span(
+                    self.name, delivery.routing_key, _headers(delivery), delivery.delivery_count
+                ):
                     handler(session, message)
 
     def _wait_for_database(self) -> bool:
@@ -204,17 +227,19 @@ class Consumer:
                 was_down = True
                 if time.monotonic() - started >= self.database_wait:
                     return False
-                log.warning("consumer %s: database unreachable (%s); waiting %.1fs", self.name,
-                            type(exc).__name__, delay)
+                log.warning(
+                    "consumer %s: database unreachable (%s); waiting %.1fs", self.name, type(exc).__name__, delay
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     def purge_inbox(self) -> int:
         """Forget message ids older than the retention: far beyond any broker redelivery."""
-        cutoff = datetime.now(timezone.utc) - self.inbox_retention
+        cutoff = datetime.now(UTC) - self.inbox_retention
         with self.db.transaction() as session:
-            result = session.execute(delete(self.inbox).where(self.inbox.c.consumer == self.name,
-                                                              self.inbox.c.received_at < cutoff))
+            result = session.execute(
+                delete(self.inbox).where(self.inbox.c.consumer == self.name, self.inbox.c.received_at < cutoff)
+            )
         return result.rowcount or 0
 
     def handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
@@ -246,7 +271,7 @@ class Consumer:
                 try:
                     lag.observe(max(0.0, (now - parse_rfc3339(sent)).total_seconds()))
                 except (ValueError, TypeError):
-                    pass      # a time that is not one: the envelope check deals with the message
+                    pass  # a time that is not one: the envelope check deals with the message
 
     def _handle_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
         if self.use_inbox and time.monotonic() - self._last_purge > 3600:
@@ -275,7 +300,7 @@ class Consumer:
                 return outcomes
             except Exception as exc:  # noqa: BLE001 - fall back to one transaction per message
                 if _is_disconnect(exc) and self._wait_for_database():
-                    continue          # the database is back: try the whole batch again
+                    continue  # the database is back: try the whole batch again
                 if len(items) == 1:
                     outcomes[items[0][0]] = self._failed(items[0][1][0], exc)
                     return outcomes
@@ -292,13 +317,22 @@ class Consumer:
         """Log a failed message (by exception type only: messages may quote database values) and
         say what becomes of it."""
         if is_permanent(exc):
-            log.error("consumer %s: dead-lettering a message on %s that can never succeed (%s)", self.name,
-                      delivery.routing_key, type(exc).__name__)
+            log.error(
+                "consumer %s: dead-lettering a message on %s that can never succeed (%s)",
+                self.name,
+                delivery.routing_key,
+                type(exc).__name__,
+            )
             return Outcome.DEAD
         last = self.delivery_limit is not None and delivery.delivery_count >= self.delivery_limit
-        log.warning("consumer %s: handler for %s failed (%s), delivery %d%s", self.name, delivery.routing_key,
-                    type(exc).__name__, delivery.delivery_count,
-                    f" of {self.delivery_limit}: dead-lettering it" if last else "")
+        log.warning(
+            "consumer %s: handler for %s failed (%s), delivery %d%s",
+            self.name,
+            delivery.routing_key,
+            type(exc).__name__,
+            delivery.delivery_count,
+            f" of {self.delivery_limit}: dead-lettering it" if last else "",
+        )
         return Outcome.DEAD if last else Outcome.RETRY
 
 

@@ -1,11 +1,13 @@
 """One database per service: engine, transactions, readiness, and Alembic migrations."""
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -68,7 +70,7 @@ def _private_file(path: Path) -> None:
             if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
                 os.chmod(path, 0o600)
         except OSError:
-            pass        # not ours to change (a shared file): SQLite will say if it cannot open it
+            pass  # not ours to change (a shared file): SQLite will say if it cannot open it
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -138,8 +140,9 @@ def run_migrations_env(metadata: MetaData) -> None:
     version_table = f"alembic_version_{service}"
     url = cfg.get_main_option("sqlalchemy.url")
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=metadata, version_table=version_table,
-                          literal_binds=True, render_as_batch=True)
+        context.configure(
+            url=url, target_metadata=metadata, version_table=version_table, literal_binds=True, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -148,8 +151,9 @@ def run_migrations_env(metadata: MetaData) -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=metadata,
-                              version_table=version_table, render_as_batch=True)
+            context.configure(
+                connection=connection, target_metadata=metadata, version_table=version_table, render_as_batch=True
+            )
             with context.begin_transaction():
                 context.run_migrations()
     finally:

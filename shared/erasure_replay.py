@@ -8,22 +8,32 @@ reference), so the restored rows are deleted or de-identified by the same rules 
 first time.  It runs from ``./recept <service> replay-erasures`` and at every api and
 worker start, before serving.  It is idempotent: a second run finds no live key.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sqlalchemy import select
 
 from .crypto.erasure_log import ErasureLog
 from .crypto.vault import REPLAYING
 
-__all__ = ["REPLAY_REQUEST_ID", "add_commands", "erasure_log_path", "open_erasure_log", "reindex_command", "replay_command",
-           "replay_erasures", "revived_subjects"]
+__all__ = [
+    "REPLAY_REQUEST_ID",
+    "add_commands",
+    "erasure_log_path",
+    "open_erasure_log",
+    "reindex_command",
+    "replay_command",
+    "replay_erasures",
+    "revived_subjects",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +62,10 @@ def open_erasure_log(config: Any, service: str, keyring: Any) -> ErasureLog | No
         except OSError:
             usable = False
         if not usable:
-            log.warning("erasure log is OFF: the default location is not writable; set ERASURE_LOG to a "
-                        "volume kept apart from the database's backups (docs/crypto.md \"Backups\")")
+            log.warning(
+                "erasure log is OFF: the default location is not writable; set ERASURE_LOG to a "
+                'volume kept apart from the database\'s backups (docs/crypto.md "Backups")'
+            )
             return None
     return ErasureLog(path, service, keyring)
 
@@ -62,9 +74,14 @@ def revived_subjects(session: Any, data_keys: Any, subjects: list[str]) -> list[
     """The subjects among ``subjects`` that have a live (unshredded) data key, in log order."""
     live: set[str] = set()
     for start in range(0, len(subjects), _CHUNK):
-        chunk = subjects[start:start + _CHUNK]
-        live.update(session.scalars(select(data_keys.c.subject).distinct()
-                                    .where(data_keys.c.subject.in_(chunk), data_keys.c.wrapped.is_not(None))))
+        chunk = subjects[start : start + _CHUNK]
+        live.update(
+            session.scalars(
+                select(data_keys.c.subject)
+                .distinct()
+                .where(data_keys.c.subject.in_(chunk), data_keys.c.wrapped.is_not(None))
+            )
+        )
     return [subject for subject in subjects if subject in live]
 
 
@@ -73,7 +90,7 @@ def replay_erasures(runtime: Any) -> int:
     erasure_log: ErasureLog | None = runtime.vault.erasure_log
     if erasure_log is None:
         return 0
-    subjects = erasure_log.subjects()     # raises ErasureLogError on a tampered line: do not serve
+    subjects = erasure_log.subjects()  # raises ErasureLogError on a tampered line: do not serve
     if not subjects:
         return 0
     with runtime.db.transaction() as session:
@@ -85,7 +102,7 @@ def replay_erasures(runtime: Any) -> int:
         # One transaction per subject: a large restore makes steady progress, and a subject
         # whose erase fails does not hold back the others' (the error still stops the start).
         with runtime.db.transaction() as session:
-            session.info[REPLAYING] = True          # already in the log: do not append it again
+            session.info[REPLAYING] = True  # already in the log: do not append it again
             try:
                 runtime.vault.shred(session, subject)
                 if participant is not None:
@@ -101,17 +118,22 @@ def replay_erasures(runtime: Any) -> int:
 
 # --- operator commands: ./recept <service> replay-erasures | reindex ---------------------------
 
+
 def add_commands(sub: Any, spec: Any, reindex: Callable[[Any], dict[str, Sequence[Any]]] | None = None) -> None:
     """Add ``replay-erasures`` (and, for a service with blind indexes, ``reindex``) to a service's
     argparse sub-commands.  ``reindex(tables)`` names, per table, its ``IndexedColumn``s."""
-    replay = sub.add_parser("replay-erasures", help="after restoring a database backup: erase again everyone "
-                            "the erasure log lists (also runs at every start)")
-    replay.add_argument("--reseal", action="store_true",
-                        help="then re-sign the log under the primary key (before retiring an old key)")
+    replay = sub.add_parser(
+        "replay-erasures",
+        help="after restoring a database backup: erase again everyone the erasure log lists (also runs at every start)",
+    )
+    replay.add_argument(
+        "--reseal", action="store_true", help="then re-sign the log under the primary key (before retiring an old key)"
+    )
     replay.set_defaults(func=lambda args: replay_command(spec, reseal=args.reseal))
     if reindex is not None:
-        sub.add_parser("reindex", help="recompute every blind index (after PLANNED_SUBJECTS or the index "
-                       "key changed)").set_defaults(func=lambda _args: reindex_command(spec, reindex))
+        sub.add_parser(
+            "reindex", help="recompute every blind index (after PLANNED_SUBJECTS or the index key changed)"
+        ).set_defaults(func=lambda _args: reindex_command(spec, reindex))
 
 
 def _runtime(spec: Any) -> Any:
@@ -157,8 +179,16 @@ def reindex_command(spec: Any, reindex: Callable[[Any], dict[str, Sequence[Any]]
                 changed[table_name] = reindex_table(session, runtime.vault, index, table, columns, batch=batch)
     finally:
         runtime.db.dispose()
-    print(json.dumps({"service": spec.name, "bits": index.bits, "index_key": runtime.keyring.index_primary_id,
-                      "rows_changed": changed}))
+    print(
+        json.dumps(
+            {
+                "service": spec.name,
+                "bits": index.bits,
+                "index_key": runtime.keyring.index_primary_id,
+                "rows_changed": changed,
+            }
+        )
+    )
     return 0
 
 

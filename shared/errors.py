@@ -2,6 +2,7 @@
 
 Messages are shown to API callers and may be logged: they must never hold personal data.
 """
+
 from __future__ import annotations
 
 
@@ -10,8 +11,9 @@ class DomainError(Exception):
     title = "Bad request"
     type_suffix = "bad-request"
 
-    def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
@@ -20,6 +22,7 @@ class DomainError(Exception):
 
 class Invalid(DomainError):
     """Input that fails validation; ``errors`` lists ``{"field", "message"}`` items."""
+
     status = 422
     title = "Invalid input"
     type_suffix = "invalid"
@@ -69,6 +72,7 @@ class Gone(DomainError):
 
 class Unavailable(DomainError):
     """A dependency (directory, broker, database) cannot be reached right now."""
+
     status = 503
     title = "Service unavailable"
     type_suffix = "unavailable"
@@ -82,6 +86,7 @@ class DamagedRecord(DomainError):
     field (never its value) so an operator can repair or restore it.  A bug (a TypeError, a
     KeyError) stays the plain 500.
     """
+
     status = 409
     title = "Damaged record"
     type_suffix = "damaged-record"

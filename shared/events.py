@@ -5,12 +5,14 @@ personal value: the audit trail outlives every erasure.  Each type declares a JS
 schema for its ``data``; ``tests/contracts/events.json`` pins them all, so a breaking
 change has to be a new version published side by side.
 """
+
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import fastjsonschema
 from jsonschema import Draft202012Validator
@@ -24,8 +26,19 @@ ROLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["id", "type", "version", "source", "time", "actor", "tenant", "subject", "resource",
-                 "correlation_id", "data"],
+    "required": [
+        "id",
+        "type",
+        "version",
+        "source",
+        "time",
+        "actor",
+        "tenant",
+        "subject",
+        "resource",
+        "correlation_id",
+        "data",
+    ],
     "additionalProperties": False,
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"},
@@ -37,13 +50,14 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
             "type": ["object", "null"],
             "required": ["id"],
             "additionalProperties": False,
-            "properties": {"id": {"type": "string", "maxLength": 100},
-                           "tenant": {"type": ["string", "null"], "maxLength": 100},
-                           "kind": {"enum": ["user", "service", "system"]},
-                           # The caller's roles (an added, optional field): a trail names who saw
-                           # what by role and tenant, never by name (GDPR art. 15).
-                           "roles": {"type": "array", "maxItems": 20,
-                                     "items": {"type": "string", "pattern": ROLE_NAME.pattern}}},
+            "properties": {
+                "id": {"type": "string", "maxLength": 100},
+                "tenant": {"type": ["string", "null"], "maxLength": 100},
+                "kind": {"enum": ["user", "service", "system"]},
+                # The caller's roles (an added, optional field): a trail names who saw
+                # what by role and tenant, never by name (GDPR art. 15).
+                "roles": {"type": "array", "maxItems": 20, "items": {"type": "string", "pattern": ROLE_NAME.pattern}},
+            },
         },
         "tenant": {"type": ["string", "null"], "maxLength": 100},
         "subject": {"type": ["string", "null"], "pattern": SUBJECT_REF.pattern, "maxLength": 200},
@@ -134,8 +148,12 @@ REGISTRY = EventRegistry()
 
 def obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
     """Shorthand for a closed JSON object schema (no undeclared fields can slip personal data in)."""
-    return {"type": "object", "properties": properties, "required": required or list(properties),
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required or list(properties),
+        "additionalProperties": False,
+    }
 
 
 def make_event(
@@ -178,11 +196,12 @@ def _problems(validator: Draft202012Validator, instance: Any, prefix: str) -> li
     return problems
 
 
-def validate_envelope(envelope: dict[str, Any], event_type: EventType | None = None,
-                      registry: EventRegistry | None = None) -> EventType | None:
+def validate_envelope(
+    envelope: dict[str, Any], event_type: EventType | None = None, registry: EventRegistry | None = None
+) -> EventType | None:
     if event_type is None and registry is not None and isinstance(envelope.get("type"), str):
         try:
-            event_type = registry.get(envelope["type"], envelope["version"])   # no version: KeyError too
+            event_type = registry.get(envelope["type"], envelope["version"])  # no version: KeyError too
         except KeyError:
             pass
     # Fast path: a valid event is checked once; the error walk only runs for an invalid one.

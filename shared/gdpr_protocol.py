@@ -33,6 +33,7 @@ service from the ECDH secret and seal with AES-256-GCM bound to the message kind
 command and service.  Destroying the ``RequestKey`` when the request finishes leaves the
 coordinator unable to open the broker's copies of the replies.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,8 +42,9 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,18 +60,32 @@ if TYPE_CHECKING:
     from .crypto import Keyring
 
 __all__ = [
-    "REQUEST_TYPES", "PHASES", "REPLY_STATUSES", "ERASURE_ACTIONS", "SERVICE_NAME",
-    "ANNOUNCE_PATTERN", "REPLY_PATTERN", "SCHEMAS", "Command", "Reply", "Announcement",
-    "TRANSPORT_INFO", "transport_private_key", "transport_public_key", "transport_keys", "RequestKey", "Channel",
+    "REQUEST_TYPES",
+    "PHASES",
+    "REPLY_STATUSES",
+    "ERASURE_ACTIONS",
+    "SERVICE_NAME",
+    "ANNOUNCE_PATTERN",
+    "REPLY_PATTERN",
+    "SCHEMAS",
+    "Command",
+    "Reply",
+    "Announcement",
+    "TRANSPORT_INFO",
+    "transport_private_key",
+    "transport_public_key",
+    "transport_keys",
+    "RequestKey",
+    "Channel",
 ]
 
-REQUEST_TYPES = ("export", "erase")              # a command's and a reply's "action"
+REQUEST_TYPES = ("export", "erase")  # a command's and a reply's "action"
 PHASES = ("resolve", "trail")
 REPLY_STATUSES = ("done", "failed")
 ERASURE_ACTIONS = ("deleted", "anonymised", "retained")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,59}$")
 
-ANNOUNCE_PATTERN = "gdpr.announce.*"             # the coordinator's bindings
+ANNOUNCE_PATTERN = "gdpr.announce.*"  # the coordinator's bindings
 REPLY_PATTERN = "gdpr.reply.*"
 
 _ID = {"type": "string", "maxLength": 36}
@@ -93,8 +109,12 @@ COMMAND_SCHEMA: dict[str, Any] = {
         "phase": {"enum": list(PHASES)},
         "tenant": {"type": ["string", "null"], "maxLength": 100},
         # {"subject": {identifiers}, "references": [...]} sealed for the one recipient.
-        "sealed": {"type": "object", "required": ["recipient", "key", "box"], "additionalProperties": False,
-                   "properties": {"recipient": _B64, "key": _B64, "box": _BOX}},
+        "sealed": {
+            "type": "object",
+            "required": ["recipient", "key", "box"],
+            "additionalProperties": False,
+            "properties": {"recipient": _B64, "key": _B64, "box": _BOX},
+        },
         "subject": _NEVER,
         "references": _NEVER,
         "at": _AT,
@@ -115,12 +135,20 @@ REPLY_SCHEMA: dict[str, Any] = {
         "sealed": {"anyOf": [_BOX, {"type": "null"}]},
         "references": _NEVER,
         "export": _NEVER,
-        "erasure": {"type": ["array", "null"], "items": {
-            "type": "object", "required": ["kind", "action", "count"],
-            "properties": {"kind": {"type": "string", "maxLength": 100}, "action": {"enum": list(ERASURE_ACTIONS)},
-                           "count": {"type": "integer", "minimum": 0},
-                           "legal_basis": {"type": ["string", "null"], "maxLength": 500},
-                           "retain_until": {"type": ["string", "null"], "maxLength": 40}}}},
+        "erasure": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "required": ["kind", "action", "count"],
+                "properties": {
+                    "kind": {"type": "string", "maxLength": 100},
+                    "action": {"enum": list(ERASURE_ACTIONS)},
+                    "count": {"type": "integer", "minimum": 0},
+                    "legal_basis": {"type": ["string", "null"], "maxLength": 500},
+                    "retain_until": {"type": ["string", "null"], "maxLength": 40},
+                },
+            },
+        },
         "error": {"type": ["string", "null"]},
         "at": _AT,
     },
@@ -138,17 +166,24 @@ ANNOUNCEMENT_SCHEMA: dict[str, Any] = {
         # The participant's static X25519 public key (transport_public_key); commands are sealed to it.
         "transport_key": _B64,
         "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
-        "inventory": {"type": "object", "required": ["service", "categories"], "properties": {
-            "service": {"type": "string"},
-            "categories": {"type": "array", "items": {"type": "object", "required": ["kind", "fields"]}},
-        }},
+        "inventory": {
+            "type": "object",
+            "required": ["service", "categories"],
+            "properties": {
+                "service": {"type": "string"},
+                "categories": {"type": "array", "items": {"type": "object", "required": ["kind", "fields"]}},
+            },
+        },
         "at": _AT,
     },
 }
 
 #: Every schema of the protocol by message kind (pinned in tests/contracts/gdpr_protocol.json).
-SCHEMAS: dict[str, dict[str, Any]] = {"command": COMMAND_SCHEMA, "reply": REPLY_SCHEMA,
-                                      "announcement": ANNOUNCEMENT_SCHEMA}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "command": COMMAND_SCHEMA,
+    "reply": REPLY_SCHEMA,
+    "announcement": ANNOUNCEMENT_SCHEMA,
+}
 _VALIDATORS = {kind: Draft202012Validator(schema) for kind, schema in SCHEMAS.items()}
 
 
@@ -156,8 +191,13 @@ def _check(kind: str, message: Any) -> Mapping[str, Any]:
     validator = _VALIDATORS[kind]
     if isinstance(message, Mapping) and validator.is_valid(message):
         return message
-    problems = [{"field": ".".join(str(p) for p in error.absolute_path) or kind,
-                 "message": f"violates '{error.validator}' rule"} for error in validator.iter_errors(message)]
+    problems = [
+        {
+            "field": ".".join(str(p) for p in error.absolute_path) or kind,
+            "message": f"violates '{error.validator}' rule",
+        }
+        for error in validator.iter_errors(message)
+    ]
     raise Invalid(f"malformed gdpr {kind}", errors=problems or [{"field": kind, "message": "is not an object"}])
 
 
@@ -167,21 +207,38 @@ class Command:
 
     request_id: str
     command_id: str
-    action: str                                   # export | erase
-    phase: str = "resolve"                        # resolve | trail
+    action: str  # export | erase
+    phase: str = "resolve"  # resolve | trail
     tenant: str | None = None
     subject: dict[str, str] = field(default_factory=dict)
     references: list[str] = field(default_factory=list)
     at: str | None = None
 
     @classmethod
-    def for_phase(cls, *, request_id: str, command_id: str, action: str, phase: str, tenant: str | None,
-                  identifiers: Mapping[str, str], references: list[str], at: str) -> "Command":
+    def for_phase(
+        cls,
+        *,
+        request_id: str,
+        command_id: str,
+        action: str,
+        phase: str,
+        tenant: str | None,
+        identifiers: Mapping[str, str],
+        references: list[str],
+        at: str,
+    ) -> Command:
         """The command of ``phase``: phase one acts on the identifiers, phase two on references only
         (the audit trail never needs the identifiers)."""
-        return cls(request_id=request_id, command_id=command_id, action=action, phase=phase, tenant=tenant,
-                   subject=dict(identifiers) if phase == "resolve" else {},
-                   references=list(references) if phase == "trail" else [], at=at)
+        return cls(
+            request_id=request_id,
+            command_id=command_id,
+            action=action,
+            phase=phase,
+            tenant=tenant,
+            subject=dict(identifiers) if phase == "resolve" else {},
+            references=list(references) if phase == "trail" else [],
+            at=at,
+        )
 
     @staticmethod
     def routing_key(service: str) -> str:
@@ -191,35 +248,55 @@ class Command:
     def message_id(self) -> str:
         return self.command_id
 
-    def to_wire(self, channel: "Channel") -> dict[str, Any]:
+    def to_wire(self, channel: Channel) -> dict[str, Any]:
         """The command with its subject and references sealed for ``channel``'s participant."""
         self._same_request(channel)
-        box = channel.seal("command", self.command_id, {"subject": dict(self.subject),
-                                                        "references": list(self.references)})
-        return dict(_check("command", {
-            "request_id": self.request_id, "command_id": self.command_id, "action": self.action,
-            "phase": self.phase, "tenant": self.tenant,
-            "sealed": {"recipient": channel.recipient, "key": channel.ephemeral, "box": box}, "at": self.at}))
+        box = channel.seal(
+            "command", self.command_id, {"subject": dict(self.subject), "references": list(self.references)}
+        )
+        return dict(
+            _check(
+                "command",
+                {
+                    "request_id": self.request_id,
+                    "command_id": self.command_id,
+                    "action": self.action,
+                    "phase": self.phase,
+                    "tenant": self.tenant,
+                    "sealed": {"recipient": channel.recipient, "key": channel.ephemeral, "box": box},
+                    "at": self.at,
+                },
+            )
+        )
 
     @classmethod
-    def from_wire(cls, message: Any, *, keyring: Keyring, service: str) -> tuple["Command", "Channel"]:
+    def from_wire(cls, message: Any, *, keyring: Keyring, service: str) -> tuple[Command, Channel]:
         """The command opened with ``service``'s keyring, and the channel its reply is sealed with."""
         m = _check("command", message)
         sealed = m["sealed"]
-        channel = Channel.for_participant(keyring, recipient=sealed["recipient"], ephemeral=sealed["key"],
-                                          request_id=m["request_id"], service=service)
+        channel = Channel.for_participant(
+            keyring, recipient=sealed["recipient"], ephemeral=sealed["key"], request_id=m["request_id"], service=service
+        )
         inner = channel.open("command", m["command_id"], sealed["box"])
         if not isinstance(inner, dict):
-            raise Invalid("malformed sealed gdpr command", errors=[{"field": "sealed.box", "message": "is not an object"}])
+            raise Invalid(
+                "malformed sealed gdpr command", errors=[{"field": "sealed.box", "message": "is not an object"}]
+            )
         raw_subject, raw_references = inner.get("subject"), inner.get("references")
         subject: dict[str, Any] = raw_subject if isinstance(raw_subject, dict) else {}
         references: list[Any] = raw_references if isinstance(raw_references, list) else []
-        return cls(request_id=m["request_id"], command_id=m["command_id"], action=m["action"],
-                   phase=m.get("phase") or "resolve", tenant=m.get("tenant"),
-                   subject={k: str(v)[:254] for k, v in subject.items() if k in IDENTIFIERS and v},
-                   references=[str(r)[:200] for r in references], at=m.get("at")), channel
+        return cls(
+            request_id=m["request_id"],
+            command_id=m["command_id"],
+            action=m["action"],
+            phase=m.get("phase") or "resolve",
+            tenant=m.get("tenant"),
+            subject={k: str(v)[:254] for k, v in subject.items() if k in IDENTIFIERS and v},
+            references=[str(r)[:200] for r in references],
+            at=m.get("at"),
+        ), channel
 
-    def _same_request(self, channel: "Channel") -> None:
+    def _same_request(self, channel: Channel) -> None:
         if channel.request_id != self.request_id:
             raise ValueError("the channel belongs to another request")
 
@@ -231,22 +308,38 @@ class Reply:
     request_id: str
     command_id: str
     service: str
-    action: str                                   # the command's
-    phase: str                                    # the command's
-    status: str                                   # done | failed
+    action: str  # the command's
+    phase: str  # the command's
+    status: str  # done | failed
     references: list[str] = field(default_factory=list)
-    export: dict[str, list[Any]] | None = None    # action export, status done
-    erasure: list[dict[str, Any]] | None = None   # action erase, status done
-    error: str | None = None                      # status failed; never personal data
+    export: dict[str, list[Any]] | None = None  # action export, status done
+    erasure: list[dict[str, Any]] | None = None  # action erase, status done
+    error: str | None = None  # status failed; never personal data
     at: str | None = None
 
     @classmethod
-    def done(cls, command: Command, *, service: str, references: list[str],
-             export: dict[str, list[Any]] | None = None, erasure: list[dict[str, Any]] | None = None,
-             at: str) -> "Reply":
-        return cls(request_id=command.request_id, command_id=command.command_id, service=service,
-                   action=command.action, phase=command.phase, status="done", references=list(references),
-                   export=export, erasure=erasure, at=at)
+    def done(
+        cls,
+        command: Command,
+        *,
+        service: str,
+        references: list[str],
+        export: dict[str, list[Any]] | None = None,
+        erasure: list[dict[str, Any]] | None = None,
+        at: str,
+    ) -> Reply:
+        return cls(
+            request_id=command.request_id,
+            command_id=command.command_id,
+            service=service,
+            action=command.action,
+            phase=command.phase,
+            status="done",
+            references=list(references),
+            export=export,
+            erasure=erasure,
+            at=at,
+        )
 
     @staticmethod
     def routing_key(service: str) -> str:
@@ -257,15 +350,28 @@ class Reply:
         # Derived from the command, so a command handled again yields a reply the coordinator's inbox drops.
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"recept:reply:{self.command_id}"))
 
-    def to_wire(self, channel: "Channel") -> dict[str, Any]:
+    def to_wire(self, channel: Channel) -> dict[str, Any]:
         """The reply with its references and export sealed with the command's ``channel``."""
         if (channel.request_id, channel.service) != (self.request_id, self.service):
             raise ValueError("the channel belongs to another request or service")
         box = channel.seal("reply", self.command_id, {"references": list(self.references), "export": self.export})
-        return dict(_check("reply", {
-            "request_id": self.request_id, "command_id": self.command_id, "service": self.service,
-            "action": self.action, "phase": self.phase, "status": self.status, "sealed": box,
-            "erasure": self.erasure, "error": self.error, "at": self.at}))
+        return dict(
+            _check(
+                "reply",
+                {
+                    "request_id": self.request_id,
+                    "command_id": self.command_id,
+                    "service": self.service,
+                    "action": self.action,
+                    "phase": self.phase,
+                    "status": self.status,
+                    "sealed": box,
+                    "erasure": self.erasure,
+                    "error": self.error,
+                    "at": self.at,
+                },
+            )
+        )
 
     @staticmethod
     def addressed(message: Any) -> tuple[str, str]:
@@ -274,22 +380,36 @@ class Reply:
         return m["request_id"], m["service"]
 
     @classmethod
-    def from_wire(cls, message: Any, channel: "Channel") -> "Reply":
+    def from_wire(cls, message: Any, channel: Channel) -> Reply:
         m = _check("reply", message)
         if (channel.request_id, channel.service) != (m["request_id"], m["service"]):
-            raise Invalid("sealed gdpr reply for another channel",
-                          errors=[{"field": "service", "message": "does not match the channel"}])
+            raise Invalid(
+                "sealed gdpr reply for another channel",
+                errors=[{"field": "service", "message": "does not match the channel"}],
+            )
         inner: Any = {}
         if m.get("sealed") is not None:
             inner = channel.open("reply", m["command_id"], m["sealed"])
-        if not isinstance(inner, dict) or not isinstance(inner.get("references") or [], list) \
-                or not isinstance(inner.get("export") or {}, dict) \
-                or not all(isinstance(v, list) for v in (inner.get("export") or {}).values()):
+        if (
+            not isinstance(inner, dict)
+            or not isinstance(inner.get("references") or [], list)
+            or not isinstance(inner.get("export") or {}, dict)
+            or not all(isinstance(v, list) for v in (inner.get("export") or {}).values())
+        ):
             raise Invalid("malformed sealed gdpr reply", errors=[{"field": "sealed", "message": "has the wrong shape"}])
-        return cls(request_id=m["request_id"], command_id=m["command_id"], service=m["service"],
-                   action=m["action"], phase=m["phase"], status=m["status"],
-                   references=[str(r)[:200] for r in inner.get("references") or []], export=inner.get("export"),
-                   erasure=m.get("erasure"), error=m.get("error"), at=m.get("at"))
+        return cls(
+            request_id=m["request_id"],
+            command_id=m["command_id"],
+            service=m["service"],
+            action=m["action"],
+            phase=m["phase"],
+            status=m["status"],
+            references=[str(r)[:200] for r in inner.get("references") or []],
+            export=inner.get("export"),
+            erasure=m.get("erasure"),
+            error=m.get("error"),
+            at=m.get("at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -297,35 +417,48 @@ class Announcement:
     """A participating service saying it exists: its inventory, live counts and phase."""
 
     service: str
-    inventory: dict[str, Any]                     # shared.privacy.Inventory.as_dict()
+    inventory: dict[str, Any]  # shared.privacy.Inventory.as_dict()
     counts: dict[str, int]
     phase: str = "resolve"
     at: str | None = None
-    transport_key: str | None = None              # transport_public_key(keyring); None: cannot be sent to
+    transport_key: str | None = None  # transport_public_key(keyring); None: cannot be sent to
 
     @staticmethod
     def routing_key(service: str) -> str:
         return f"gdpr.announce.{service}"
 
     def to_wire(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"service": self.service, "inventory": self.inventory, "counts": dict(self.counts),
-                                   "phase": self.phase, "at": self.at}
+        message: dict[str, Any] = {
+            "service": self.service,
+            "inventory": self.inventory,
+            "counts": dict(self.counts),
+            "phase": self.phase,
+            "at": self.at,
+        }
         if self.transport_key is not None:
             message["transport_key"] = self.transport_key
         return dict(self._consistent(_check("announcement", message)))
 
     @classmethod
-    def from_wire(cls, message: Any) -> "Announcement":
+    def from_wire(cls, message: Any) -> Announcement:
         m = cls._consistent(_check("announcement", message))
-        return cls(service=m["service"], inventory=m["inventory"], counts=m["counts"],
-                   phase=m.get("phase") or "resolve", at=m.get("at"), transport_key=m.get("transport_key"))
+        return cls(
+            service=m["service"],
+            inventory=m["inventory"],
+            counts=m["counts"],
+            phase=m.get("phase") or "resolve",
+            at=m.get("at"),
+            transport_key=m.get("transport_key"),
+        )
 
     @staticmethod
     def _consistent(m: Mapping[str, Any]) -> Mapping[str, Any]:
         # One service may not announce another's declaration.
         if m["inventory"]["service"] != m["service"]:
-            raise Invalid("malformed gdpr announcement",
-                          errors=[{"field": "inventory.service", "message": "must name the announcing service"}])
+            raise Invalid(
+                "malformed gdpr announcement",
+                errors=[{"field": "inventory.service", "message": "must name the announcing service"}],
+            )
         return m
 
 
@@ -380,11 +513,11 @@ class RequestKey:
     private: X25519PrivateKey
 
     @classmethod
-    def generate(cls) -> "RequestKey":
+    def generate(cls) -> RequestKey:
         return cls(X25519PrivateKey.generate())
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "RequestKey":
+    def from_bytes(cls, raw: bytes) -> RequestKey:
         return cls(X25519PrivateKey.from_private_bytes(bytes(raw)))
 
     def to_bytes(self) -> bytes:
@@ -401,10 +534,13 @@ def _channel_key(private: X25519PrivateKey, peer_public: str, request_id: str, s
         shared = private.exchange(X25519PublicKey.from_public_bytes(peer))
     except ValueError:
         # Wrong length or a low-order point (an all-zero secret): nobody honest sends either.
-        raise Invalid("malformed sealed gdpr message",
-                      errors=[{"field": "sealed.key", "message": "is not a usable X25519 public key"}]) from None
-    return HKDF(hashes.SHA256(), 32, salt=request_id.encode(),
-                info=TRANSPORT_INFO + b":" + service.encode()).derive(shared)
+        raise Invalid(
+            "malformed sealed gdpr message",
+            errors=[{"field": "sealed.key", "message": "is not a usable X25519 public key"}],
+        ) from None
+    return HKDF(hashes.SHA256(), 32, salt=request_id.encode(), info=TRANSPORT_INFO + b":" + service.encode()).derive(
+        shared
+    )
 
 
 @dataclass(frozen=True)
@@ -414,23 +550,32 @@ class Channel:
     request_id: str
     service: str
     key: bytes = field(repr=False)
-    recipient: str = ""                           # the participant's public key
-    ephemeral: str = ""                           # the request's public key
+    recipient: str = ""  # the participant's public key
+    ephemeral: str = ""  # the request's public key
 
     @classmethod
-    def for_coordinator(cls, request_key: RequestKey, participant_public: str, *, request_id: str,
-                        service: str) -> "Channel":
-        return cls(request_id, service, _channel_key(request_key.private, participant_public, request_id, service),
-                   participant_public, request_key.public)
+    def for_coordinator(
+        cls, request_key: RequestKey, participant_public: str, *, request_id: str, service: str
+    ) -> Channel:
+        return cls(
+            request_id,
+            service,
+            _channel_key(request_key.private, participant_public, request_id, service),
+            participant_public,
+            request_key.public,
+        )
 
     @classmethod
-    def for_participant(cls, keyring: Keyring, *, recipient: str, ephemeral: str, request_id: str,
-                        service: str) -> "Channel":
+    def for_participant(
+        cls, keyring: Keyring, *, recipient: str, ephemeral: str, request_id: str, service: str
+    ) -> Channel:
         """``recipient``: the participant public key the command names; ``ephemeral``: the request's."""
         private = transport_keys(keyring).get(recipient)
         if private is None:
-            raise Invalid("sealed gdpr message for another key",
-                          errors=[{"field": "sealed.recipient", "message": "is not a key of this keyring"}])
+            raise Invalid(
+                "sealed gdpr message for another key",
+                errors=[{"field": "sealed.recipient", "message": "is not a key of this keyring"}],
+            )
         return cls(request_id, service, _channel_key(private, ephemeral, request_id, service), recipient, ephemeral)
 
     def _ad(self, kind: str, command_id: str) -> bytes:
@@ -449,6 +594,7 @@ class Channel:
         try:
             plaintext = AESGCM(self.key).decrypt(raw[:12], raw[12:], self._ad(kind, command_id))
         except (InvalidTag, ValueError):
-            raise Invalid("sealed gdpr message does not open",
-                          errors=[{"field": "sealed.box", "message": "fails authentication"}]) from None
+            raise Invalid(
+                "sealed gdpr message does not open", errors=[{"field": "sealed.box", "message": "fails authentication"}]
+            ) from None
         return json.loads(plaintext)

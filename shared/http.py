@@ -4,6 +4,7 @@ document themselves as OpenAPI 3.1, request ids, JSON request logs, health endpo
 A service declares its API with ``ApiBlueprint.operation``; the same declaration
 validates the request and produces ``/openapi.json``, so the two cannot drift apart.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,10 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.globals import request_ctx
@@ -23,8 +25,16 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from . import metrics, tracing
 from .crypto import DecryptionError
-from .errors import (AccessDenied, DamagedRecord, DomainError, Invalid, NotFound, Unauthorized, Unavailable,
-                     UnsupportedMediaType)
+from .errors import (
+    AccessDenied,
+    DamagedRecord,
+    DomainError,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from .inputs import TEXT_PATTERNS, Validator, acceptable_path_value, harden, parse_json, query_parameters
 from .logs import request_id
 from .tokens import CHALLENGE, Principal
@@ -36,8 +46,15 @@ TYPE_BASE = "https://recept.example/problems/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
-def problem(status: int, title: str, detail: str, *, type_suffix: str | None = None,
-            errors: list[dict] | None = None, headers: dict | None = None) -> Response:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_suffix: str | None = None,
+    errors: list[dict] | None = None,
+    headers: dict | None = None,
+) -> Response:
     body: dict[str, Any] = {
         "type": TYPE_BASE + (type_suffix or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")),
         "title": title,
@@ -91,14 +108,16 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
     problems = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
         if error.validator == "pattern" and error.validator_value in TEXT_PATTERNS:
-            continue     # the text rule's own checks (inputs.check_document, x-multiline) say it better
+            continue  # the text rule's own checks (inputs.check_document, x-multiline) say it better
         path = [str(p) for p in error.absolute_path]
         if error.validator == "required":
             missing = error.message.split("'")[1] if "'" in error.message else ""
             path.append(missing)
         elif error.validator == "additionalProperties":
-            extras = sorted(set(instance_at(instance, error.absolute_path) or {}) -
-                            set((error.schema.get("properties") or {}).keys()))
+            extras = sorted(
+                set(instance_at(instance, error.absolute_path) or {})
+                - set((error.schema.get("properties") or {}).keys())
+            )
             path.append(extras[0] if extras else "")
         template = _MESSAGES.get(error.validator, "is not valid")
         value = error.validator_value
@@ -107,12 +126,16 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
         elif error.validator == "type" and isinstance(value, list):
             value = " or ".join(map(str, value))
         message = template.format(validator_value=value)
-        problems.append({"field": ".".join(p for p in [prefix, *path] if p) or "body", "message": message,
-                         "rule": error.validator})
+        problems.append(
+            {"field": ".".join(p for p in [prefix, *path] if p) or "body", "message": message, "rule": error.validator}
+        )
     # A line break also breaks most patterns: the single-line message says it, once.
     single = {p["field"] for p in problems if p["rule"] == "x-multiline"}
-    return [{"field": p["field"], "message": p["message"]} for p in problems
-            if not (p["rule"] == "pattern" and p["field"] in single)]
+    return [
+        {"field": p["field"], "message": p["message"]}
+        for p in problems
+        if not (p["rule"] == "pattern" and p["field"] in single)
+    ]
 
 
 def instance_at(instance: Any, path) -> Any:
@@ -128,6 +151,7 @@ def validate(schema: dict[str, Any], instance: Any, what: str = "request body") 
 
 
 # --- operations and OpenAPI ------------------------------------------------------------------------
+
 
 @dataclass
 class Operation:
@@ -186,9 +210,20 @@ class ApiBlueprint(Blueprint):
         self._views: list[tuple[Operation, Callable, str]] = []
         self._routed = False
 
-    def operation(self, method: str, path: str, *, summary: str, responses: dict, body: dict | None = None,
-                  query: dict | None = None, roles: Iterable[str] | None = None,
-                  public: bool = False, tags: Iterable[str] = (), content_type: str = "application/json"):
+    def operation(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        responses: dict,
+        body: dict | None = None,
+        query: dict | None = None,
+        roles: Iterable[str] | None = None,
+        public: bool = False,
+        tags: Iterable[str] = (),
+        content_type: str = "application/json",
+    ):
         """Declare an endpoint.
 
         ``responses``: status -> what the answer holds: a JSON schema of the body (in
@@ -204,8 +239,18 @@ class ApiBlueprint(Blueprint):
         schema is both what validates and what ``/openapi.json`` publishes.
         """
         _check_responses(method.upper(), path, responses, content_type)
-        op = Operation(method.upper(), path, summary, harden(body), harden(query), dict(responses),
-                       tuple(roles) if roles is not None else None, public, tuple(tags), content_type)
+        op = Operation(
+            method.upper(),
+            path,
+            summary,
+            harden(body),
+            harden(query),
+            dict(responses),
+            tuple(roles) if roles is not None else None,
+            public,
+            tuple(tags),
+            content_type,
+        )
         self.operations.append(op)
 
         def decorator(view: Callable):
@@ -218,7 +263,7 @@ class ApiBlueprint(Blueprint):
                     principal = authenticate()
                     if op.roles is not None and not principal.has_any_role(op.roles):
                         raise AccessDenied("your roles do not allow this operation")
-                params = query_parameters(request.args)      # the text rule, declared or not
+                params = query_parameters(request.args)  # the text rule, declared or not
                 if op.query is not None:
                     problems = schema_errors(op.query, params)
                     if problems:
@@ -237,8 +282,12 @@ class ApiBlueprint(Blueprint):
         if not self._routed:
             self._routed = True
             for op, wrapper, endpoint in self._views:
-                self.add_url_rule(_rule(op.path, [o.path for o in self.operations]), endpoint=endpoint,
-                                  view_func=wrapper, methods=[op.method])
+                self.add_url_rule(
+                    _rule(op.path, [o.path for o in self.operations]),
+                    endpoint=endpoint,
+                    view_func=wrapper,
+                    methods=[op.method],
+                )
         super().register(app, options)
 
 
@@ -256,8 +305,11 @@ def _rule(path: str, siblings: list[str]) -> str:
             theirs = other.strip("/").split("/")
             if len(theirs) != len(parts) or re.fullmatch(r"\{\w+\}", theirs[i]):
                 continue
-            if all(a == b or re.fullmatch(r"\{\w+\}", a) or re.fullmatch(r"\{\w+\}", b)
-                   for j, (a, b) in enumerate(zip(parts, theirs)) if j != i):
+            if all(
+                a == b or re.fullmatch(r"\{\w+\}", a) or re.fullmatch(r"\{\w+\}", b)
+                for j, (a, b) in enumerate(zip(parts, theirs))
+                if j != i
+            ):
                 words.add(theirs[i])
         if words:
             out.append(f"<segment({', '.join(repr(w) for w in sorted(words))}):{variable.group(1)}>")
@@ -299,38 +351,83 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
     checks = {"type": "object", "additionalProperties": {"enum": ["ok", "unreachable"]}}
     # The probes and this document need no token (security: []): kubelets and tools have none.
     paths: dict[str, dict] = {
-        "/healthz": {"get": {"summary": "The process runs", "security": [], "responses": {
-            "200": json_reply("ok", {"type": "object", "required": ["status"],
-                                     "properties": {"status": {"const": "ok"}, "checks": checks}}),
-            "default": {"description": "an error", "content": problem_content}}}},
-        "/readyz": {"get": {"summary": "Can serve its API: database reachable, configuration sound", "security": [],
-                            "responses": {
-                                "200": json_reply("ready", {"type": "object", "required": ["status", "checks"],
-                                                            "properties": {"status": {"const": "ready"},
-                                                                           "checks": checks}}),
-                                "503": {"description": "not ready", "content": problem_content},
-                                "default": {"description": "an error", "content": problem_content}}}},
-        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {
-            "200": json_reply("OpenAPI 3.1", {"type": "object", "required": ["openapi", "paths"]}),
-            "default": {"description": "an error", "content": problem_content}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics of this service (docs/operations.md)", "security": [],
-                             "responses": {
-                                 "200": {"description": "Prometheus text exposition format",
-                                         "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                 "default": {"description": "an error", "content": problem_content}}}},
+        "/healthz": {
+            "get": {
+                "summary": "The process runs",
+                "security": [],
+                "responses": {
+                    "200": json_reply(
+                        "ok",
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}, "checks": checks},
+                        },
+                    ),
+                    "default": {"description": "an error", "content": problem_content},
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Can serve its API: database reachable, configuration sound",
+                "security": [],
+                "responses": {
+                    "200": json_reply(
+                        "ready",
+                        {
+                            "type": "object",
+                            "required": ["status", "checks"],
+                            "properties": {"status": {"const": "ready"}, "checks": checks},
+                        },
+                    ),
+                    "503": {"description": "not ready", "content": problem_content},
+                    "default": {"description": "an error", "content": problem_content},
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": json_reply("OpenAPI 3.1", {"type": "object", "required": ["openapi", "paths"]}),
+                    "default": {"description": "an error", "content": problem_content},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this service (docs/operations.md)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "default": {"description": "an error", "content": problem_content},
+                },
+            }
+        },
     }
     for bp in blueprints:
-        for op in getattr(bp, "operations", ()):   # plain Blueprints (HTML pages) are not in the API document
-            entry: dict[str, Any] = {"summary": op.summary, "operationId": f"{bp.name}_{op.method.lower()}_"
-                                     + re.sub(r"[^a-zA-Z0-9]+", "_", op.path).strip("_")}
+        for op in getattr(bp, "operations", ()):  # plain Blueprints (HTML pages) are not in the API document
+            entry: dict[str, Any] = {
+                "summary": op.summary,
+                "operationId": f"{bp.name}_{op.method.lower()}_" + re.sub(r"[^a-zA-Z0-9]+", "_", op.path).strip("_"),
+            }
             if op.tags:
                 entry["tags"] = list(op.tags)
-            params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                      for n in re.findall(r"\{(\w+)\}", op.path)]
+            params = [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                for n in re.findall(r"\{(\w+)\}", op.path)
+            ]
             if op.query:
                 required = set(op.query.get("required", []))
-                params += [{"name": n, "in": "query", "required": n in required, "schema": s}
-                           for n, s in op.query.get("properties", {}).items()]
+                params += [
+                    {"name": n, "in": "query", "required": n in required, "schema": s}
+                    for n, s in op.query.get("properties", {}).items()
+                ]
             if params:
                 entry["parameters"] = params
             if op.body is not None:
@@ -342,7 +439,7 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
                     responses[str(status)] = spec
                 elif code >= 400:
                     responses[str(status)] = {"description": "failure", "content": problem_content}
-                elif spec is None:        # 204: no body
+                elif spec is None:  # 204: no body
                     responses[str(status)] = {"description": "success"}
                 else:
                     responses[str(status)] = {"description": "success", "content": {op.content_type: {"schema": spec}}}
@@ -360,19 +457,31 @@ def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], 
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "schemas": {"Problem": {
-                "type": "object",
-                "properties": {"type": {"type": "string"}, "title": {"type": "string"},
-                               "status": {"type": "integer"}, "detail": {"type": "string"},
-                               "errors": {"type": "array", "items": {"type": "object", "properties": {
-                                   "field": {"type": "string"}, "message": {"type": "string"}}}}},
-                "required": ["type", "title", "status", "detail"],
-            }},
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                            },
+                        },
+                    },
+                    "required": ["type", "title", "status", "detail"],
+                }
+            },
         },
     }
 
 
 # --- the app factory ----------------------------------------------------------------------------------
+
 
 class ServiceFlask(Flask):
     def make_default_options_response(self) -> Response:
@@ -391,9 +500,18 @@ class ServiceFlask(Flask):
         return response
 
 
-def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readiness: dict[str, Callable[[], None]],
-                       health: dict[str, Callable[[], None]] | None = None, max_content_length: int = 1_048_576, title: str | None = None, version: str = "1.0.0",
-                       description: str = "", extensions: dict[str, Any] | None = None) -> Flask:
+def create_service_app(
+    name: str,
+    *,
+    blueprints: Iterable[ApiBlueprint],
+    readiness: dict[str, Callable[[], None]],
+    health: dict[str, Callable[[], None]] | None = None,
+    max_content_length: int = 1_048_576,
+    title: str | None = None,
+    version: str = "1.0.0",
+    description: str = "",
+    extensions: dict[str, Any] | None = None,
+) -> Flask:
     """A Flask app with everything a Recept service shares.
 
     ``readiness`` maps what the API needs to serve (its database, its configuration) to a check
@@ -401,7 +519,7 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
     of what the API can serve without (the broker: writes go through the outbox and wait there);
     ``/healthz`` reports them as detail and stays 200 while the process runs.
     """
-    app = ServiceFlask(f"recept.{name}", static_folder=None)   # no implicit /static route shadowing a blueprint's
+    app = ServiceFlask(f"recept.{name}", static_folder=None)  # no implicit /static route shadowing a blueprint's
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.url_map.converters["segment"] = SegmentConverter
     app.json.sort_keys = False
@@ -437,21 +555,33 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
         metrics.HTTP_REQUESTS.labels(name, request.method, route, str(response.status_code)).inc()
         g.recept_status = response.status_code
         metrics.HTTP_DURATION.labels(name, request.method, route).observe(seconds)
-        log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
-                                   "duration_ms": round(seconds * 1000, 2)})
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 2),
+            },
+        )
         return response
 
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):
-        return problem(exc.status, exc.title, exc.detail, type_suffix=exc.type_suffix, errors=exc.errors,
-                       headers=exc.headers)
+        return problem(
+            exc.status, exc.title, exc.detail, type_suffix=exc.type_suffix, errors=exc.errors, headers=exc.headers
+        )
 
     @app.errorhandler(DecryptionError)
     def _damaged(exc: DecryptionError):
         # The vault's typed failure (tampered, moved or unreadable ciphertext): a damaged record.
         log.error("damaged stored value", exc_info=exc)
-        return _domain_error(DamagedRecord("a stored value of this record cannot be decrypted; it is damaged and "
-                                           "must be restored or corrected by an operator"))
+        return _domain_error(
+            DamagedRecord(
+                "a stored value of this record cannot be decrypted; it is damaged and "
+                "must be restored or corrected by an operator"
+            )
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -466,8 +596,11 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.error("unhandled error", exc_info=exc)
-        return problem(500, "Internal server error",
-                       "the service failed to handle this request; quote the request id when reporting it")
+        return problem(
+            500,
+            "Internal server error",
+            "the service failed to handle this request; quote the request id when reporting it",
+        )
 
     @app.get("/healthz")
     def healthz():
@@ -491,8 +624,10 @@ def create_service_app(name: str, *, blueprints: Iterable[ApiBlueprint], readine
                 failing.append(dependency)
                 log.warning("readiness: %s unreachable (%s)", dependency, type(exc).__name__)
         if failing:
-            raise Unavailable("not reachable: " + ", ".join(failing),
-                              errors=[{"field": d, "message": "is not reachable"} for d in failing])
+            raise Unavailable(
+                "not reachable: " + ", ".join(failing),
+                errors=[{"field": d, "message": "is not reachable"} for d in failing],
+            )
         return jsonify(status="ready", checks={d: "ok" for d in readiness})
 
     @app.get("/openapi.json")

@@ -6,11 +6,13 @@ like through its blind indexes), sends them in phase one of the GDPR protocol
 (``shared.gdpr_protocol``), and names them in an export package's manifest only as keyed hashes.
 The normalisers of the single kinds are ``shared.normalise``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -33,7 +35,9 @@ def _normalise_username(value: Any, *, field: str) -> str:
 
 
 _NORMALISERS: dict[str, Callable[..., str]] = {
-    "email": normalise_email, "phone": normalise_phone, "personnummer": normalise_personnummer,
+    "email": normalise_email,
+    "phone": normalise_phone,
+    "personnummer": normalise_personnummer,
     "username": _normalise_username,
 }
 
@@ -54,8 +58,10 @@ def normalise_subject(subject: dict[str, Any]) -> dict[str, str]:
     if problems:
         raise Invalid(f"the subject has {len(problems)} invalid identifier(s)", errors=problems)
     if not out:
-        raise Invalid("give at least one identifier of the subject",
-                      errors=[{"field": "subject", "message": "needs at least one identifier"}])
+        raise Invalid(
+            "give at least one identifier of the subject",
+            errors=[{"field": "subject", "message": "needs at least one identifier"}],
+        )
     return out
 
 

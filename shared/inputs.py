@@ -19,6 +19,7 @@ this module before a view sees it:
 Every problem is reported as an ``Invalid`` (422) with field-level ``errors``; messages
 describe the rule and never echo the submitted value.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,6 +69,7 @@ def acceptable_path_value(value: str) -> bool:
 
 # --- JSON --------------------------------------------------------------------------------------
 
+
 class _Duplicate(ValueError):
     def __init__(self, key: str) -> None:
         super().__init__(key)
@@ -100,8 +102,9 @@ def parse_json(data: bytes) -> Any:
     try:
         document = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
     except _Duplicate as exc:
-        raise _body_error("has a duplicate key", "the request body repeats a key in one object",
-                          field=_key_name(exc.key)) from None
+        raise _body_error(
+            "has a duplicate key", "the request body repeats a key in one object", field=_key_name(exc.key)
+        ) from None
     except RecursionError:
         raise _nesting_error() from None
     except ValueError:
@@ -111,8 +114,9 @@ def parse_json(data: bytes) -> Any:
 
 
 def _nesting_error() -> Invalid:
-    return _body_error(f"is nested more than {MAX_DEPTH} levels deep",
-                       f"the request body is nested more than {MAX_DEPTH} levels deep")
+    return _body_error(
+        f"is nested more than {MAX_DEPTH} levels deep", f"the request body is nested more than {MAX_DEPTH} levels deep"
+    )
 
 
 def _key_name(key: str) -> str:
@@ -148,6 +152,7 @@ def check_document(document: Any) -> None:
 
 # --- query strings -----------------------------------------------------------------------------
 
+
 def query_parameters(args) -> dict[str, str]:
     """One value per parameter (a repeated one is ambiguous: 422), under the text rule."""
     problems = []
@@ -169,6 +174,7 @@ def query_parameters(args) -> dict[str, str]:
 
 
 # --- schemas -----------------------------------------------------------------------------------
+
 
 def _is_int(_checker, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
@@ -221,8 +227,20 @@ def harden(schema: dict[str, Any] | None) -> dict[str, Any] | None:
         for key, child in node.items():
             if key in ("properties", "patternProperties", "$defs"):
                 stack.extend(c for c in child.values() if isinstance(c, dict))
-            elif key in ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then",
-                         "else", "anyOf", "oneOf", "allOf", "prefixItems"):
+            elif key in (
+                "items",
+                "additionalProperties",
+                "not",
+                "contains",
+                "propertyNames",
+                "if",
+                "then",
+                "else",
+                "anyOf",
+                "oneOf",
+                "allOf",
+                "prefixItems",
+            ):
                 if isinstance(child, (dict, list)):
                     stack.append(child)
     return schema
@@ -236,14 +254,25 @@ def harden(schema: dict[str, Any] | None) -> dict[str, Any] | None:
 
 # Surrounding spaces are allowed: the normalisers strip them.
 _LABEL = r"[^\s@.\-](?:[^\s@.]*[^\s@.\-])?"
-EMAIL = {"type": "string", "maxLength": 254,
-         "pattern": rf"^ *[^\s@.](?:[^\s@]{{0,62}}[^\s@.])?@{_LABEL}(?:\.{_LABEL})+ *$"}
-PHONE = {"type": "string", "maxLength": 40, "pattern": r"^ *(?:\+|00)?\(?[0-9][0-9 ./()\-]{5,37}[0-9] *$",
-         "description": "7-15 digits; spaces, '-', '.', '/' and parentheses are ignored"}
-PERSONNUMMER = {"type": "string", "minLength": 10, "maxLength": 20,
-                "pattern": r"^ *(?:[0-9]{2})?[0-9]{6}[-+]?[0-9]{4} *$",
-                "description": "YYYYMMDD-NNNN, YYYYMMDDNNNN, YYMMDD-NNNN or YYMMDD+NNNN; the date and the check "
-                               "digit are verified too (422)"}
+EMAIL = {
+    "type": "string",
+    "maxLength": 254,
+    "pattern": rf"^ *[^\s@.](?:[^\s@]{{0,62}}[^\s@.])?@{_LABEL}(?:\.{_LABEL})+ *$",
+}
+PHONE = {
+    "type": "string",
+    "maxLength": 40,
+    "pattern": r"^ *(?:\+|00)?\(?[0-9][0-9 ./()\-]{5,37}[0-9] *$",
+    "description": "7-15 digits; spaces, '-', '.', '/' and parentheses are ignored",
+}
+PERSONNUMMER = {
+    "type": "string",
+    "minLength": 10,
+    "maxLength": 20,
+    "pattern": r"^ *(?:[0-9]{2})?[0-9]{6}[-+]?[0-9]{4} *$",
+    "description": "YYYYMMDD-NNNN, YYYYMMDDNNNN, YYMMDD-NNNN or YYMMDD+NNNN; the date and the check "
+    "digit are verified too (422)",
+}
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:

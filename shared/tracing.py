@@ -18,14 +18,16 @@ OTLP/HTTP exporter, is installed only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 attributes are names of services, routes, routing keys and statuses — never a path with ids,
 a message body or a value.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import Token
-from typing import Any, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -38,8 +40,8 @@ TRACEPARENT = "traceparent"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACER_NAME = "recept"
 _configured = threading.Lock()
-_installed: list[Any] = []          # the SDK provider this module installed, if any
-MAX_LINKS = 64                      # a batch span links at most this many of its messages' traces
+_installed: list[Any] = []  # the SDK provider this module installed, if any
+MAX_LINKS = 64  # a batch span links at most this many of its messages' traces
 
 
 def endpoint_configured(env: Mapping[str, str] | None = None) -> bool:
@@ -88,6 +90,7 @@ def tracer() -> trace.Tracer:
 
 # --- the context on the wire ---------------------------------------------------------------------
 
+
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the current span, or None when there is no valid one."""
     carrier: dict[str, str] = {}
@@ -105,8 +108,11 @@ def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
     """The context named by incoming headers (an empty one when they carry none or a bad one)."""
     if not headers:
         return otel_context.Context()
-    carrier = {k.lower(): v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()
-               if isinstance(k, str) and k.lower() in (TRACEPARENT, "tracestate")}
+    carrier = {
+        k.lower(): v.decode() if isinstance(v, bytes) else str(v)
+        for k, v in headers.items()
+        if isinstance(k, str) and k.lower() in (TRACEPARENT, "tracestate")
+    }
     return _PROPAGATOR.extract(carrier)
 
 
@@ -120,18 +126,26 @@ def ids() -> tuple[str, str] | None:
 
 # --- spans ---------------------------------------------------------------------------------------
 
-def start_server_span(service: str, method: str, route: str,
-                      headers: Mapping[str, Any]) -> tuple[trace.Span, Token[otel_context.Context]]:
+
+def start_server_span(
+    service: str, method: str, route: str, headers: Mapping[str, Any]
+) -> tuple[trace.Span, Token[otel_context.Context]]:
     """Start and enter the span of one HTTP request; ``end_span`` with what this returns."""
-    span = tracer().start_span(f"{method} {route}", context=extract(headers), kind=SpanKind.SERVER,
-                               attributes={"recept.service": service, "http.request.method": method,
-                                           "http.route": route})
+    span = tracer().start_span(
+        f"{method} {route}",
+        context=extract(headers),
+        kind=SpanKind.SERVER,
+        attributes={"recept.service": service, "http.request.method": method, "http.route": route},
+    )
     token = otel_context.attach(trace.set_span_in_context(span))
     return span, token
 
 
-def end_span(started: tuple[trace.Span, Token[otel_context.Context]], status: int | None = None,
-             error: BaseException | None = None) -> None:
+def end_span(
+    started: tuple[trace.Span, Token[otel_context.Context]],
+    status: int | None = None,
+    error: BaseException | None = None,
+) -> None:
     span, token = started
     try:
         if status is not None:
@@ -146,15 +160,24 @@ def end_span(started: tuple[trace.Span, Token[otel_context.Context]], status: in
 
 
 @contextmanager
-def consumer_span(service: str, routing_key: str, headers: Mapping[str, Any] | None,
-                  delivery_count: int = 1) -> Iterator[Any]:
+def consumer_span(
+    service: str, routing_key: str, headers: Mapping[str, Any] | None, delivery_count: int = 1
+) -> Iterator[Any]:
     """The span of handling one message, continuing the trace its sender put in ``headers``."""
     with tracer().start_as_current_span(
-            f"{routing_key} process", context=extract(headers), kind=SpanKind.CONSUMER,
-            attributes={"recept.service": service, "messaging.system": "rabbitmq",
-                        "messaging.destination.name": routing_key, "messaging.operation.type": "process",
-                        "messaging.rabbitmq.delivery_count": delivery_count},
-            record_exception=False, set_status_on_exception=False) as span:
+        f"{routing_key} process",
+        context=extract(headers),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "recept.service": service,
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": routing_key,
+            "messaging.operation.type": "process",
+            "messaging.rabbitmq.delivery_count": delivery_count,
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
         try:
             yield span
         except BaseException as exc:
@@ -174,10 +197,17 @@ def batch_span(service: str, what: str, headers: Sequence[Mapping[str, Any] | No
             if len(links) >= MAX_LINKS:
                 break
     with tracer().start_as_current_span(
-            f"{what} process", kind=SpanKind.CONSUMER, links=links,
-            attributes={"recept.service": service, "messaging.system": "rabbitmq",
-                        "messaging.batch.message_count": len(headers)},
-            record_exception=False, set_status_on_exception=False) as span:
+        f"{what} process",
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "recept.service": service,
+            "messaging.system": "rabbitmq",
+            "messaging.batch.message_count": len(headers),
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
         try:
             yield span
         except BaseException as exc:

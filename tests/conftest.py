@@ -3,6 +3,7 @@
 With ``CI`` set, a test that needs a server that is not there FAILS; on a developer's
 machine it is skipped with the reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,6 +40,7 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
+
 
 def pg_admin():
     """An autocommit connection to the server's maintenance database (CREATE/DROP/ALTER DATABASE)."""
@@ -92,9 +94,19 @@ def pg_dump(url: str) -> bytes:
 
     parsed = make_url(url)
     return subprocess.run(
-        ["pg_dump", "-h", parsed.host, "-p", str(parsed.port or 5432), "-U", parsed.username,
-         "--data-only", parsed.database],
-        check=True, capture_output=True,
+        [
+            "pg_dump",
+            "-h",
+            parsed.host,
+            "-p",
+            str(parsed.port or 5432),
+            "-U",
+            parsed.username,
+            "--data-only",
+            parsed.database,
+        ],
+        check=True,
+        capture_output=True,
     ).stdout
 
 

@@ -31,6 +31,7 @@ ldap3 2.9.1 imports names that pyasn1 >= 0.6.1 deprecates, which warns (Deprecat
 import; the suite turns warnings into errors, so this module imports ldap3 with exactly that
 warning silenced. Import ldap3 from here (``from tests.ldap_server import ldap3``) or after it.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -161,14 +162,17 @@ class DemoUser:
         return f"cn={escape_rdn(self.cn)},{PEOPLE_DN}"
 
 
-DEMO_USERS: dict[str, DemoUser] = {u.uid: u for u in (
-    DemoUser("alice", "alice-password-1", "Alice Andersson", "Andersson", "Alice", ("kitchen-staff",)),
-    DemoUser("bob", "bob-password-1", "Bob Berg", "Berg", "Bob", ("kitchen-staff", "care-admins")),
-    DemoUser("carol", "carol-password-1", "Carol Carlsson", "Carlsson", "Carol", ("care-admins", "dpo")),
-    DemoUser("asa", "asa-password-1", "Åsa Öberg", "Öberg", "Åsa", ("kitchen-staff",)),
-    DemoUser("erin", "erin-password-1", "Erin Ek", "Ek", "Erin", ()),
-    DemoUser("dave", "dave-password-1", "Dave Dahl", "Dahl", "Dave", ("kitchen-staff",), disabled=True),
-)}
+DEMO_USERS: dict[str, DemoUser] = {
+    u.uid: u
+    for u in (
+        DemoUser("alice", "alice-password-1", "Alice Andersson", "Andersson", "Alice", ("kitchen-staff",)),
+        DemoUser("bob", "bob-password-1", "Bob Berg", "Berg", "Bob", ("kitchen-staff", "care-admins")),
+        DemoUser("carol", "carol-password-1", "Carol Carlsson", "Carlsson", "Carol", ("care-admins", "dpo")),
+        DemoUser("asa", "asa-password-1", "Åsa Öberg", "Öberg", "Åsa", ("kitchen-staff",)),
+        DemoUser("erin", "erin-password-1", "Erin Ek", "Ek", "Erin", ()),
+        DemoUser("dave", "dave-password-1", "Dave Dahl", "Dahl", "Dave", ("kitchen-staff",), disabled=True),
+    )
+}
 DEMO_GROUPS: dict[str, tuple[str, ...]] = {
     group: tuple(u.uid for u in DEMO_USERS.values() if group in u.groups)
     for group in ("kitchen-staff", "care-admins", "dpo")
@@ -252,37 +256,86 @@ def _ldif_entry(dn: str, attributes: list[tuple[str, str]]) -> str:
 def ad_demo_ldif() -> str:
     """The demo people and groups as an Active Directory look-alike (for the "ad" flavour)."""
     entries = [
-        _ldif_entry(BASE_DN, [("objectClass", "top"), ("objectClass", "dcObject"),
-                              ("objectClass", "organization"), ("dc", "recept"), ("o", "Recept Demo")]),
+        _ldif_entry(
+            BASE_DN,
+            [
+                ("objectClass", "top"),
+                ("objectClass", "dcObject"),
+                ("objectClass", "organization"),
+                ("dc", "recept"),
+                ("o", "Recept Demo"),
+            ],
+        ),
     ]
     for ou in ("people", "groups", "services"):
-        entries.append(_ldif_entry(f"ou={ou},{BASE_DN}", [("objectClass", "top"),
-                                                           ("objectClass", "organizationalUnit"), ("ou", ou)]))
-    entries.append(_ldif_entry(SERVICE_DN, [
-        ("objectClass", "top"), ("objectClass", "applicationProcess"), ("objectClass", "simpleSecurityObject"),
-        ("cn", "recept-service"), ("userPassword", ssha(SERVICE_PASSWORD))]))
+        entries.append(
+            _ldif_entry(
+                f"ou={ou},{BASE_DN}", [("objectClass", "top"), ("objectClass", "organizationalUnit"), ("ou", ou)]
+            )
+        )
+    entries.append(
+        _ldif_entry(
+            SERVICE_DN,
+            [
+                ("objectClass", "top"),
+                ("objectClass", "applicationProcess"),
+                ("objectClass", "simpleSecurityObject"),
+                ("cn", "recept-service"),
+                ("userPassword", ssha(SERVICE_PASSWORD)),
+            ],
+        )
+    )
     for u in DEMO_USERS.values():
-        entries.append(_ldif_entry(u.ad_dn, [
-            ("objectClass", "top"), ("objectClass", "person"), ("objectClass", "organizationalPerson"),
-            ("objectClass", "inetOrgPerson"), ("objectClass", "user"),
-            ("cn", u.cn), ("sn", u.sn), ("givenName", u.given_name), ("displayName", u.display_name),
-            ("uid", u.uid), ("sAMAccountName", u.uid), ("userPrincipalName", u.user_principal_name),
-            ("mail", u.mail),
-            ("userAccountControl", str(UAC_NORMAL_ACCOUNT | (UAC_ACCOUNTDISABLE if u.disabled else 0))),
-            ("userPassword", ssha(u.password))]))
+        entries.append(
+            _ldif_entry(
+                u.ad_dn,
+                [
+                    ("objectClass", "top"),
+                    ("objectClass", "person"),
+                    ("objectClass", "organizationalPerson"),
+                    ("objectClass", "inetOrgPerson"),
+                    ("objectClass", "user"),
+                    ("cn", u.cn),
+                    ("sn", u.sn),
+                    ("givenName", u.given_name),
+                    ("displayName", u.display_name),
+                    ("uid", u.uid),
+                    ("sAMAccountName", u.uid),
+                    ("userPrincipalName", u.user_principal_name),
+                    ("mail", u.mail),
+                    ("userAccountControl", str(UAC_NORMAL_ACCOUNT | (UAC_ACCOUNTDISABLE if u.disabled else 0))),
+                    ("userPassword", ssha(u.password)),
+                ],
+            )
+        )
     for group, members in DEMO_GROUPS.items():
-        entries.append(_ldif_entry(group_dn(group), [
-            ("objectClass", "top"), ("objectClass", "groupOfNames"), ("objectClass", "group"),
-            ("cn", group), ("sAMAccountName", group), ("description", DEMO_GROUP_DESCRIPTIONS[group])]
-            + [("member", DEMO_USERS[uid].ad_dn) for uid in members]))
+        entries.append(
+            _ldif_entry(
+                group_dn(group),
+                [
+                    ("objectClass", "top"),
+                    ("objectClass", "groupOfNames"),
+                    ("objectClass", "group"),
+                    ("cn", group),
+                    ("sAMAccountName", group),
+                    ("description", DEMO_GROUP_DESCRIPTIONS[group]),
+                ]
+                + [("member", DEMO_USERS[uid].ad_dn) for uid in members],
+            )
+        )
     return "\n".join(entries)
 
 
 # --- locating OpenLDAP --------------------------------------------------------------------------
 
+
 def _find_program(name: str) -> str | None:
-    return shutil.which(name, path=os.pathsep.join(
-        ["/usr/sbin", "/usr/local/sbin", "/usr/libexec", "/usr/lib/openldap", os.environ.get("PATH", "")]))
+    return shutil.which(
+        name,
+        path=os.pathsep.join(
+            ["/usr/sbin", "/usr/local/sbin", "/usr/libexec", "/usr/lib/openldap", os.environ.get("PATH", "")]
+        ),
+    )
 
 
 def _find_dir(candidates: tuple[str, ...], marker: str) -> str | None:
@@ -294,10 +347,12 @@ def _find_dir(candidates: tuple[str, ...], marker: str) -> str | None:
 
 SLAPD = os.environ.get("RECEPT_SLAPD") or _find_program("slapd")
 SLAPADD = os.environ.get("RECEPT_SLAPADD") or _find_program("slapadd")
-SCHEMA_DIR = _find_dir(("/etc/ldap/schema", "/etc/openldap/schema", "/usr/local/etc/openldap/schema"),
-                       "inetorgperson.schema")
-MODULE_DIR = _find_dir(("/usr/lib/ldap", "/usr/lib64/openldap", "/usr/lib/openldap", "/usr/local/libexec/openldap"),
-                       "back_mdb.la")
+SCHEMA_DIR = _find_dir(
+    ("/etc/ldap/schema", "/etc/openldap/schema", "/usr/local/etc/openldap/schema"), "inetorgperson.schema"
+)
+MODULE_DIR = _find_dir(
+    ("/usr/lib/ldap", "/usr/lib64/openldap", "/usr/lib/openldap", "/usr/local/libexec/openldap"), "back_mdb.la"
+)
 
 
 def slapd_problem() -> str | None:
@@ -393,8 +448,9 @@ class SlapdServer:
     ``root_dn``/``root_password``, ``settings`` (LoginSettings), ``workdir``, ``running``.
     """
 
-    def __init__(self, workdir: Path | str, *, flavour: str = "openldap", port: int | None = None,
-                 ldif: Path | str | None = None) -> None:
+    def __init__(
+        self, workdir: Path | str, *, flavour: str = "openldap", port: int | None = None, ldif: Path | str | None = None
+    ) -> None:
         problem = slapd_problem()
         if problem:
             raise RuntimeError(f"cannot run a test directory: missing {problem}")
@@ -452,11 +508,19 @@ class SlapdServer:
             (self.workdir / "ad.schema").write_text(AD_SCHEMA)
             extra_schema = f'include "{self.workdir}/ad.schema"'
             disabled_target = f'filter="{AD_DISABLED_FILTER}"'
-        self.conf_path.write_text(SLAPD_CONF.format(
-            schema=SCHEMA_DIR, extra_schema=extra_schema, modules=modules, workdir=self.workdir,
-            base_dn=BASE_DN, root_dn=ROOT_DN, root_pw=ssha(self.root_password), disabled_target=disabled_target,
-            service_dn=SERVICE_DN,
-        ))
+        self.conf_path.write_text(
+            SLAPD_CONF.format(
+                schema=SCHEMA_DIR,
+                extra_schema=extra_schema,
+                modules=modules,
+                workdir=self.workdir,
+                base_dn=BASE_DN,
+                root_dn=ROOT_DN,
+                root_pw=ssha(self.root_password),
+                disabled_target=disabled_target,
+                service_dn=SERVICE_DN,
+            )
+        )
 
     def load(self) -> None:
         """(Re)create the database from the demo content, offline. The server must be stopped."""
@@ -470,8 +534,9 @@ class SlapdServer:
         db = self.workdir / "db"
         shutil.rmtree(db, ignore_errors=True)
         db.mkdir(parents=True)
-        result = subprocess.run([SLAPADD, "-q", "-f", str(self.conf_path), "-l", str(ldif)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [SLAPADD, "-q", "-f", str(self.conf_path), "-l", str(ldif)], capture_output=True, text=True, timeout=60
+        )
         if result.returncode != 0:
             raise RuntimeError(f"slapadd failed ({result.returncode}): {result.stderr.strip()}")
         self._loaded = True
@@ -504,7 +569,9 @@ class SlapdServer:
         log_start = self._log.tell()
         self._proc = subprocess.Popen(
             [SLAPD, "-f", str(self.conf_path), "-h", f"{self.url}/", "-d", "none"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if _prctl is not None else None,
         )
         _running.add(self)
@@ -525,8 +592,7 @@ class SlapdServer:
             time.sleep(0.02)
 
     def _answers_bind(self) -> bool:
-        conn = ldap3.Connection(self.server(connect_timeout=1), self.root_dn, self.root_password,
-                                receive_timeout=2)
+        conn = ldap3.Connection(self.server(connect_timeout=1), self.root_dn, self.root_password, receive_timeout=2)
         try:
             return bool(conn.bind())
         except LDAPException:
@@ -606,31 +672,48 @@ class SlapdServer:
     def user_dn(self, uid: str) -> str:
         """The current DN of a user, enabled or disabled; KeyError if there is none."""
         with self.admin() as conn:
-            conn.search(self.base_dn, f"(&(objectClass=inetOrgPerson)(uid={escape_filter_chars(uid)}))",
-                        attributes=[])
+            conn.search(self.base_dn, f"(&(objectClass=inetOrgPerson)(uid={escape_filter_chars(uid)}))", attributes=[])
             if not conn.entries:
                 raise KeyError(uid)
             return conn.entries[0].entry_dn
 
-    def add_user(self, uid: str, password: str, *, cn: str | None = None, sn: str | None = None,
-                 given_name: str | None = None, mail: str | None = None, display_name: str | None = None,
-                 groups: tuple[str, ...] | list[str] = (), disabled: bool = False) -> str:
+    def add_user(
+        self,
+        uid: str,
+        password: str,
+        *,
+        cn: str | None = None,
+        sn: str | None = None,
+        given_name: str | None = None,
+        mail: str | None = None,
+        display_name: str | None = None,
+        groups: tuple[str, ...] | list[str] = (),
+        disabled: bool = False,
+    ) -> str:
         """Add a user (and put it in existing groups); returns its DN."""
         given_name = given_name or uid.capitalize()
         sn = sn or "Testsson"
         cn = cn or f"{given_name} {sn}"
         attributes = {
-            "uid": uid, "cn": cn, "sn": sn, "givenName": given_name, "displayName": display_name or cn,
-            "mail": mail or f"{uid}@{MAIL_DOMAIN}", "userPassword": ssha(password),
+            "uid": uid,
+            "cn": cn,
+            "sn": sn,
+            "givenName": given_name,
+            "displayName": display_name or cn,
+            "mail": mail or f"{uid}@{MAIL_DOMAIN}",
+            "userPassword": ssha(password),
         }
         object_classes = ["top", "person", "organizationalPerson", "inetOrgPerson"]
         if self.flavour == "ad":
             dn = f"cn={escape_rdn(cn)},{self.people_dn}"
             object_classes.append("user")
-            attributes.update({
-                "sAMAccountName": uid, "userPrincipalName": f"{uid}@{MAIL_DOMAIN}",
-                "userAccountControl": str(UAC_NORMAL_ACCOUNT | (UAC_ACCOUNTDISABLE if disabled else 0)),
-            })
+            attributes.update(
+                {
+                    "sAMAccountName": uid,
+                    "userPrincipalName": f"{uid}@{MAIL_DOMAIN}",
+                    "userAccountControl": str(UAC_NORMAL_ACCOUNT | (UAC_ACCOUNTDISABLE if disabled else 0)),
+                }
+            )
         else:
             dn = f"uid={escape_rdn(uid)},{self.disabled_dn if disabled else self.people_dn}"
         with self.admin() as conn:
@@ -723,8 +806,7 @@ def _session_server(tmp_path_factory, flavour: str):
     require_slapd()
     server = _session_servers.get(flavour)
     if server is None:
-        server = _session_servers[flavour] = SlapdServer(tmp_path_factory.mktemp(f"slapd-{flavour}"),
-                                                         flavour=flavour)
+        server = _session_servers[flavour] = SlapdServer(tmp_path_factory.mktemp(f"slapd-{flavour}"), flavour=flavour)
     server.start()
     yield server
     server.stop()

@@ -4,12 +4,14 @@ per test, and readers for what a service wrote to its outbox.
 The mint is a fake only where auth is not the thing under test: it signs real EdDSA
 JWTs that the service verifies exactly as it verifies the auth service's tokens.
 """
+
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -43,29 +45,57 @@ class TokenMint:
         """The revocation list auth would publish: the jti in ``self.revoked``, re-read on every check."""
         return RevocationList(lambda: {"jti": sorted(self.revoked)}, interval=0.0)
 
-    def token(self, sub: str | None = None, tenant: str | None = "t1", roles: Iterable[str] = ("staff",),
-              groups: Iterable[str] = (), ttl: int = 300, **claims) -> str:
+    def token(
+        self,
+        sub: str | None = None,
+        tenant: str | None = "t1",
+        roles: Iterable[str] = ("staff",),
+        groups: Iterable[str] = (),
+        ttl: int = 300,
+        **claims,
+    ) -> str:
         now = int(time.time())
-        payload = {"sub": sub or str(uuid.uuid4()), "tenant": tenant, "roles": list(roles), "groups": list(groups),
-                   "iat": now, "exp": now + ttl, "iss": ISSUER, "jti": uuid.uuid4().hex, **claims}
+        payload = {
+            "sub": sub or str(uuid.uuid4()),
+            "tenant": tenant,
+            "roles": list(roles),
+            "groups": list(groups),
+            "iat": now,
+            "exp": now + ttl,
+            "iss": ISSUER,
+            "jti": uuid.uuid4().hex,
+            **claims,
+        }
         return jwt.encode(payload, self.private_key, algorithm="EdDSA", headers={"kid": self.kid})
 
     def headers(self, **kwargs) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(**kwargs)}"}
 
 
-def make_runtime(spec: ServiceSpec, database_url: str, *, broker_url: str = "memory://",
-                 mint: TokenMint | None = None, keyring: Keyring | None = None, **overrides) -> Runtime:
+def make_runtime(
+    spec: ServiceSpec,
+    database_url: str,
+    *,
+    broker_url: str = "memory://",
+    mint: TokenMint | None = None,
+    keyring: Keyring | None = None,
+    **overrides,
+) -> Runtime:
     """Migrate ``spec``'s database and open a Runtime on it (memory bus unless told otherwise)."""
     if broker_url.startswith("memory://"):
         MemoryBackend.reset()
     mint = mint or TokenMint()
-    config = spec.config(overrides={
-        "DATABASE_URL": database_url, "BROKER_URL": broker_url,
-        "keyring": keyring or Keyring.generate(),
-        "keyset": mint.keyset(), "revocations": mint.revocations(),
-        **overrides,
-    }, env={})
+    config = spec.config(
+        overrides={
+            "DATABASE_URL": database_url,
+            "BROKER_URL": broker_url,
+            "keyring": keyring or Keyring.generate(),
+            "keyset": mint.keyset(),
+            "revocations": mint.revocations(),
+            **overrides,
+        },
+        env={},
+    )
     spec.migrate(config)
     return Runtime(spec, config)
 
@@ -74,8 +104,9 @@ def outbox_messages(runtime: Runtime, exchange: str = EVENTS) -> list[dict[str, 
     """Every message the service has written to its outbox on ``exchange``, oldest first."""
     table = runtime.tables.outbox
     with runtime.db.transaction() as s:
-        rows = s.execute(select(table.c.message_id, table.c.payload).where(table.c.exchange == exchange)
-                         .order_by(table.c.id))
+        rows = s.execute(
+            select(table.c.message_id, table.c.payload).where(table.c.exchange == exchange).order_by(table.c.id)
+        )
         return [json.loads(runtime.outbox.cipher.open(r.message_id, r.payload)) for r in rows]
 
 

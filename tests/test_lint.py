@@ -1,4 +1,5 @@
 """scripts/lint.py: every check runs, one summary line, non-zero exit when any check fails (issue 13)."""
+
 from __future__ import annotations
 
 import sys
@@ -23,17 +24,22 @@ def test_the_summary_names_each_failing_check_with_its_last_line() -> None:
     assert "\n" not in line
 
 
-@pytest.mark.integration   # runs child processes
-def test_every_check_runs_and_one_failure_fails_the_run(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(lint, "CHECKS", (
-        _check("first", "import sys; print('first: 1 error'); sys.exit(1)"),
-        _check("second", "print('second: fine')"),
-    ))
+@pytest.mark.integration  # runs child processes
+def test_every_check_runs_and_one_failure_fails_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        lint,
+        "CHECKS",
+        (
+            _check("first", "import sys; print('first: 1 error'); sys.exit(1)"),
+            _check("second", "print('second: fine')"),
+        ),
+    )
 
     assert lint.main() == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[:2] == ["first: 1 error", "second: fine"]      # the later check still ran, output shown
+    assert out[:2] == ["first: 1 error", "second: fine"]  # the later check still ran, output shown
     assert out[-1] == "lint: FAILED (first: first: 1 error)"
 
     monkeypatch.setattr(lint, "CHECKS", (_check("only", "print('all good')"),))

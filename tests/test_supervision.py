@@ -1,5 +1,6 @@
 """The distributed run supervises its processes (issue 20): a crashed child is restarted with backoff,
 a child that keeps failing quickly is given up on, and the other services keep serving meanwhile."""
+
 from __future__ import annotations
 
 import os
@@ -39,10 +40,13 @@ def _supervise(children, policy):
 def test_a_child_that_keeps_failing_quickly_is_given_up_while_the_others_run(capfd):
     env = dict(os.environ)
     policy = Policy(backoff=0.1, max_backoff=0.4, quick=5.0, give_up=4)
-    supervisor, thread, result = _supervise([
-        ("bad worker", [PY, "-c", "import sys; sys.exit(3)"], env),
-        ("steady api", [PY, "-c", "import time; time.sleep(120)"], env),
-    ], policy)
+    supervisor, thread, result = _supervise(
+        [
+            ("bad worker", [PY, "-c", "import sys; sys.exit(3)"], env),
+            ("steady api", [PY, "-c", "import time; time.sleep(120)"], env),
+        ],
+        policy,
+    )
     bad, steady = supervisor.children
     try:
         assert wait_for(lambda: bad.given_up, timeout=20)
@@ -57,8 +61,8 @@ def test_a_child_that_keeps_failing_quickly_is_given_up_while_the_others_run(cap
     finally:
         supervisor.stop()
         thread.join(timeout=30)
-    assert result["code"] == 1                   # something was given up: say so when stopping
-    assert steady.proc.poll() is not None        # stopped with the supervisor
+    assert result["code"] == 1  # something was given up: say so when stopping
+    assert steady.proc.poll() is not None  # stopped with the supervisor
     err = capfd.readouterr().err
     assert "bad worker exited with code 3" in err and "restarting in 0.1s" in err
     assert "giving up after 4 quick failures" in err
@@ -70,7 +74,7 @@ def test_a_killed_child_comes_back_and_a_long_run_resets_the_backoff():
     supervisor, thread, _ = _supervise([("worker", [PY, "-c", "import time; time.sleep(120)"], env)], policy)
     child = supervisor.children[0]
     try:
-        for round_ in range(4):          # more kills than give_up: each came after a long run
+        for round_ in range(4):  # more kills than give_up: each came after a long run
             first = child.pid
             assert first is not None
             time.sleep(policy.quick + 0.1)
@@ -93,14 +97,19 @@ def _get(url: str) -> int:
 
 
 def _workers(launcher: int, service: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(launcher), "-f", f"services.{service}.worker"], capture_output=True,
-                         text=True).stdout.split()
+    out = subprocess.run(
+        ["pgrep", "-P", str(launcher), "-f", f"services.{service}.worker"], capture_output=True, text=True
+    ).stdout.split()
     return [int(pid) for pid in out]
 
 
 def _consumers(vhost: str, queue: str) -> int:
-    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "consumers"], capture_output=True,
-                         text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "consumers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     for line in out.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0] == queue:
@@ -115,23 +124,39 @@ def test_recept_up_restarts_a_killed_worker_while_the_apis_keep_answering(tmp_pa
 
     names = ("orders", "audit")
     ports = {s: free_port() for s in names}
-    env = recept_env(tmp_path, **{f"RECEPT_{s.upper()}_DATABASE_URL": make_postgres_db(f"recept_{s}") for s in names},
-                     **{f"RECEPT_{s.upper()}_PORT": str(p) for s, p in ports.items()}, GUNICORN_WORKERS="1",
-                     RECEPT_AUDIT_CHECKPOINT_KEY_FILE=str(tmp_path / "missing.pem"),
-                     RECEPT_SUPERVISE_BACKOFF="0.2", RECEPT_SUPERVISE_GIVE_UP="3")
+    env = recept_env(
+        tmp_path,
+        **{f"RECEPT_{s.upper()}_DATABASE_URL": make_postgres_db(f"recept_{s}") for s in names},
+        **{f"RECEPT_{s.upper()}_PORT": str(p) for s, p in ports.items()},
+        GUNICORN_WORKERS="1",
+        RECEPT_AUDIT_CHECKPOINT_KEY_FILE=str(tmp_path / "missing.pem"),
+        RECEPT_SUPERVISE_BACKOFF="0.2",
+        RECEPT_SUPERVISE_GIVE_UP="3",
+    )
     launch = "import sys; from services.launcher import run_distributed; run_distributed(sys.argv[1], names=tuple(sys.argv[2:]))"
     log_path = tmp_path / "launcher.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([PY, "-c", launch, rabbit_url, *names], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [PY, "-c", launch, rabbit_url, *names],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     vhost = unquote(rabbit_url.rsplit("/", 1)[1])
     try:
         health = {s: f"http://127.0.0.1:{p}/healthz" for s, p in ports.items()}
         assert wait_for(lambda: proc.poll() is not None or all(_get(u) == 200 for u in health.values()), 90)
         assert proc.poll() is None, log_path.read_text()[-3000:]
         assert wait_for(lambda: _consumers(vhost, "recept.q.orders") == 1, 60, interval=0.5)
-        assert wait_for(lambda: "audit worker exited with code 2" in log_path.read_text()
-                        and "giving up after 3 quick failures" in log_path.read_text(), 60)
+        assert wait_for(
+            lambda: (
+                "audit worker exited with code 2" in log_path.read_text()
+                and "giving up after 3 quick failures" in log_path.read_text()
+            ),
+            60,
+        )
 
         statuses: list[int] = []
         watching = threading.Event()
@@ -162,7 +187,7 @@ def test_recept_up_restarts_a_killed_worker_while_the_apis_keep_answering(tmp_pa
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    assert proc.returncode == 1                 # the audit worker was given up: the stop says so
+    assert proc.returncode == 1  # the audit worker was given up: the stop says so
     leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not leftovers, "children survived the stop"
 
@@ -172,7 +197,7 @@ def test_orphaned_grandchildren_are_reaped_and_stopped_with_the_launcher(tmp_pat
     the launcher, which reaps them and stops the ones still running: no zombie, nothing left over."""
     marker = f"recept-orphan-{os.getpid()}-{time.monotonic_ns()}"
     script = tmp_path / "supervise.py"
-    script.write_text(f'''
+    script.write_text(f"""
 import os, signal, sys, threading, time
 from services.launcher import Policy, Supervisor
 grandchild = "import time; time.sleep(120)  # {marker}"
@@ -181,9 +206,15 @@ sup = Supervisor([("parent", [sys.executable, "-c", parent], dict(os.environ))],
                  policy=Policy(backoff=5, quick=0.1, give_up=100), poll=0.05, adopt_orphans=True)
 threading.Timer(3.0, sup.stop).start()
 sys.exit(sup.run())
-''')
-    done = subprocess.run([PY, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+""")
+    done = subprocess.run(
+        [PY, str(script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     assert not left, f"{len(left)} grandchild process(es) outlived the launcher"

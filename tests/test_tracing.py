@@ -3,6 +3,7 @@
 The main test follows one export request opened in the compliance portal through the gdpr
 service into every participant and back, on the embedded system (every service, its workers and
 the portal in this process, the in-memory bus), with the SDK's in-memory exporter."""
+
 from __future__ import annotations
 
 import io
@@ -56,6 +57,7 @@ def free_port() -> int:
 
 # --- the pieces ----------------------------------------------------------------------------------
 
+
 def test_an_outbox_row_keeps_the_trace_and_the_consumer_continues_it(spans, tmp_path):
     MemoryBackend.reset()
     svc = LibraryService(f"sqlite:///{tmp_path / 'lib.db'}", "memory://")
@@ -96,7 +98,7 @@ def test_an_api_continues_the_callers_trace_and_logs_carry_its_ids(spans, tmp_pa
     # INFO, and enabled: a logging.config call elsewhere in the run may have disabled existing loggers.
     level, disabled = http_log.level, http_log.disabled
     http_log.disabled = False
-    http_log.setLevel(logging.INFO)          # setLevel, not .level: it clears the loggers' cached answers
+    http_log.setLevel(logging.INFO)  # setLevel, not .level: it clears the loggers' cached answers
     try:
         spans.clear()
         reply = client.get(f"/api/v1/orders/{uuid.uuid4()}", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
@@ -107,7 +109,7 @@ def test_an_api_continues_the_callers_trace_and_logs_carry_its_ids(spans, tmp_pa
         http_log.setLevel(level)
         runtime.db.dispose()
     (server,) = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
-    assert server.name == "GET /api/v1/orders/<order_id>"          # the route: no id in a span name
+    assert server.name == "GET /api/v1/orders/<order_id>"  # the route: no id in a span name
     assert f"{server.context.trace_id:032x}" == trace_id and f"{server.parent.span_id:016x}" == parent
     assert server.attributes["http.response.status_code"] == 401
     line = json.loads(stream.getvalue().splitlines()[-1])
@@ -116,11 +118,22 @@ def test_an_api_continues_the_callers_trace_and_logs_carry_its_ids(spans, tmp_pa
 
 
 def test_nothing_is_exported_unless_an_endpoint_is_configured():
-    probe = ("from opentelemetry import trace; from shared.tracing import configure_tracing; import json, sys; "
-             "on = configure_tracing('orders', json.loads(sys.argv[1])); "
-             "print(on, type(trace.get_tracer_provider()).__name__)")
-    run = lambda env: subprocess.run([sys.executable, "-c", probe, json.dumps(env)], cwd=ROOT, capture_output=True,
-                                     text=True, check=True, timeout=60).stdout.split()
+    probe = (
+        "from opentelemetry import trace; from shared.tracing import configure_tracing; import json, sys; "
+        "on = configure_tracing('orders', json.loads(sys.argv[1])); "
+        "print(on, type(trace.get_tracer_provider()).__name__)"
+    )
+
+    def run(env):
+        return subprocess.run(
+            [sys.executable, "-c", probe, json.dumps(env)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+
     assert run({}) == ["False", "ProxyTracerProvider"]
     assert run({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == ["True", "TracerProvider"]
 
@@ -153,26 +166,45 @@ def test_an_api_exports_its_spans_over_otlp_when_configured(tmp_path):
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEPT_", "OTEL_"))}
-    env.update(RECEPT_SERVICE="orders", RECEPT_KEYRING_FILE=str(keyring), GUNICORN_WORKERS="1",
-               RECEPT_ORDERS_DATABASE_URL=f"sqlite:///{tmp_path / 'orders.db'}", OTEL_BSP_SCHEDULE_DELAY="100",
-               OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.server_address[1]}")
+    env.update(
+        RECEPT_SERVICE="orders",
+        RECEPT_KEYRING_FILE=str(keyring),
+        GUNICORN_WORKERS="1",
+        RECEPT_ORDERS_DATABASE_URL=f"sqlite:///{tmp_path / 'orders.db'}",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.server_address[1]}",
+    )
     from services.orders import SPEC
 
     SPEC.migrate(SPEC.config(env=env))
     port = free_port()
     with open(tmp_path / "gunicorn.log", "wb") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c",
-                                 str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
-                                 "services.wsgi:app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("gunicorn")),
+                "-c",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "services.wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         import urllib.request
 
         def ask() -> bool:
             try:
-                with urllib.request.urlopen(urllib.request.Request(
+                with urllib.request.urlopen(
+                    urllib.request.Request(
                         f"http://127.0.0.1:{port}/healthz",
-                        headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}),
-                        timeout=2) as reply:
+                        headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+                    ),
+                    timeout=2,
+                ) as reply:
                     return reply.status == 200
             except OSError:
                 return False
@@ -202,6 +234,7 @@ def test_an_api_exports_its_spans_over_otlp_when_configured(tmp_path):
 
 # --- one export request, end to end --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     """Every service and the portal on one local port with their workers (services/embedded.py)."""
@@ -222,8 +255,13 @@ def system(tmp_path_factory):
     patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
     MemoryBackend.reset()
     # The trace is the point here, not the four eyes: this system runs exports on one officer's word.
-    wsgi, runtimes = build(port, {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db",
-                                         **({"EXPORT_APPROVAL": ()} if name == "gdpr" else {})} for name in SERVICES})
+    wsgi, runtimes = build(
+        port,
+        {
+            name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db", **({"EXPORT_APPROVAL": ()} if name == "gdpr" else {})}
+            for name in SERVICES
+        },
+    )
     config = PORTAL.config(overrides={"DATABASE_URL": f"sqlite:///{tmp / 'portal-own.db'}", **embedded_overrides(port)})
     PORTAL.migrate(config)
     portal = PORTAL.create_app(config)
@@ -231,10 +269,19 @@ def system(tmp_path_factory):
     with auth.db.transaction() as s:
         auth.create_tenant(s, None, "vendor", "The vendor")
         auth.create_tenant(s, None, "kommun", "A municipality")
-        auth.create_user(s, None, "vendor", username="officer.one", roles=["compliance_officer"], password=PASSWORD,
-                         source="local")
-        auth.create_user(s, None, "kommun", username="anna.subject", roles=["staff"], password=PASSWORD,
-                         email="anna.subject@example.org", source="local")
+        auth.create_user(
+            s, None, "vendor", username="officer.one", roles=["compliance_officer"], password=PASSWORD, source="local"
+        )
+        auth.create_user(
+            s,
+            None,
+            "kommun",
+            username="anna.subject",
+            roles=["staff"],
+            password=PASSWORD,
+            email="anna.subject@example.org",
+            source="local",
+        )
     stop = threading.Event()
     threads = [t for name, rt in runtimes.items() if name != "portal" for t in rt.start_worker_threads(stop)]
     from werkzeug.serving import make_server
@@ -275,13 +322,16 @@ def test_one_export_request_is_one_trace_through_every_service(system, spans):
     assert wait_for(lambda: participants <= announced(), timeout=60)
     browser = portal_app.test_client()
     page = browser.get("/login").data
-    signed_in = browser.post("/login", data={"csrf_token": _csrf(page), "tenant": "vendor",
-                                             "username": "officer.one", "password": PASSWORD})
+    signed_in = browser.post(
+        "/login", data={"csrf_token": _csrf(page), "tenant": "vendor", "username": "officer.one", "password": PASSWORD}
+    )
     assert signed_in.status_code == 302
     spans.clear()
     form = browser.get("/requests/new").data
-    opened = browser.post("/requests/new", data={"csrf_token": _csrf(form), "type": "export", "tenant": "kommun",
-                                                 "email": "anna.subject@example.org"})
+    opened = browser.post(
+        "/requests/new",
+        data={"csrf_token": _csrf(form), "type": "export", "tenant": "kommun", "email": "anna.subject@example.org"},
+    )
     assert opened.status_code == 302, opened.data[:500]
     request_id = opened.headers["Location"].rstrip("/").rsplit("/", 1)[1]
 
@@ -321,12 +371,21 @@ def test_events_carry_their_trace_to_the_audit(system, spans):
     orders = runtimes["orders"]
     with tracing.tracer().start_as_current_span("an orders change") as origin:
         with orders.db.transaction() as s:
-            orders.outbox.emit(s, ("orders.unit.created", 1), data={"unit_id": "u-traced", "kind": "ward"},
-                               actor={"id": "u1", "tenant": "kommun", "kind": "user"}, tenant="kommun",
-                               resource={"type": "unit", "id": "u-traced"})
+            orders.outbox.emit(
+                s,
+                ("orders.unit.created", 1),
+                data={"unit_id": "u-traced", "kind": "ward"},
+                actor={"id": "u1", "tenant": "kommun", "kind": "user"},
+                tenant="kommun",
+                resource={"type": "unit", "id": "u-traced"},
+            )
 
     def linked():
-        return [s for s in spans.get_finished_spans() if s.attributes.get("recept.service") == "audit"
-                and any(link.context.trace_id == origin.get_span_context().trace_id for link in s.links)]
+        return [
+            s
+            for s in spans.get_finished_spans()
+            if s.attributes.get("recept.service") == "audit"
+            and any(link.context.trace_id == origin.get_span_context().trace_id for link in s.links)
+        ]
 
     assert wait_for(lambda: linked(), timeout=30)

@@ -1,5 +1,6 @@
 """Every service's wiring (issue 13): built once per runtime, subscriptions listed in the open, and
 readiness that means "can serve its API" (issue 20)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The audit service: every domain event, stored tamper-evidently, queryable and verifiable (R9, R11, art. 15)."""
+
 from pathlib import Path
 
 from shared.config import Setting
@@ -10,12 +11,25 @@ from .models import metadata, tables
 NAME = "audit"
 
 SETTINGS = (
-    Setting("CHECKPOINT_DIR", str, None, "directory outside the database where signed checkpoints are written "
-                                         "(default var/audit-checkpoints/)"),
-    Setting("CHECKPOINT_KEY_FILE", str, None, "PEM file of the Ed25519 key that signs checkpoints (a mounted "
-                                              "secret); unset: generated under var/ for the dev run"),
-    Setting("CHECKPOINT_TRUSTED_KEYS", list, (), "comma-separated PEM public key files whose checkpoints "
-                                                 "verification accepts, besides the signing key's own"),
+    Setting(
+        "CHECKPOINT_DIR",
+        str,
+        None,
+        "directory outside the database where signed checkpoints are written (default var/audit-checkpoints/)",
+    ),
+    Setting(
+        "CHECKPOINT_KEY_FILE",
+        str,
+        None,
+        "PEM file of the Ed25519 key that signs checkpoints (a mounted "
+        "secret); unset: generated under var/ for the dev run",
+    ),
+    Setting(
+        "CHECKPOINT_TRUSTED_KEYS",
+        list,
+        (),
+        "comma-separated PEM public key files whose checkpoints verification accepts, besides the signing key's own",
+    ),
     Setting("CHECKPOINT_EVERY", int, 10_000, "sign a chain's head after this many new entries ...", minimum=1),
     Setting("CHECKPOINT_INTERVAL", float, 60.0, "... or after this many seconds with new entries", minimum=0.01),
     Setting("RETENTION_DAYS", int, 2557, "entries older than this are purged (default 7 years)", minimum=1),
@@ -32,7 +46,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     bootstrap="services.audit.bootstrap",
     settings=SETTINGS,
-    use_inbox=False,        # events are keyed by event id; gdpr commands still go through the inbox
+    use_inbox=False,  # events are keyed by event id; gdpr commands still go through the inbox
     consume_batch=500,
     description="Every domain event in per-tenant hash chains with signed checkpoints: query, export, verify.",
 )

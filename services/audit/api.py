@@ -4,11 +4,13 @@ Query parameters carry ids only (user ids, pseudonymous subject references, reso
 never personal values, so GET is fine here.  An auditor sees every tenant; a tenant_admin
 sees only their own tenant, and another tenant does not exist for them (404).
 """
+
 from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Response, current_app, jsonify, request
 
@@ -27,6 +29,7 @@ bp = ApiBlueprint("audit", __name__)
 def the_ledger() -> Ledger:
     return current_app.extensions["audit"]
 
+
 ROLES = ("auditor", "tenant_admin")
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 _ID = {"type": "string", "minLength": 1, "maxLength": 100}
@@ -39,8 +42,7 @@ EVENTS_QUERY = {
         "subject": {"type": "string", "maxLength": 200, "pattern": SUBJECT_REF.pattern},
         "resource": _ID,
         "resource_type": {"type": "string", "minLength": 1, "maxLength": 60},
-        "type": {"type": "string", "maxLength": 200,
-                 "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$"},
+        "type": {"type": "string", "maxLength": 200, "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$"},
         "tenant": _ID,
         "since": {"type": "string", "maxLength": 40, "description": "RFC 3339, inclusive"},
         "until": {"type": "string", "maxLength": 40, "description": "RFC 3339, exclusive"},
@@ -60,26 +62,62 @@ _FINDING = {"type": ["object", "null"]}
 EVENTS_PAGE = {
     "type": "object",
     "required": ["items", "next_cursor"],
-    "properties": {"items": {"type": "array", "items": {"type": "object", "description": "the event envelope, "
-                                                                                           "plus 'audit': chain, "
-                                                                                           "seq, recorded_at, hash"}},
-                   "next_cursor": {"type": ["string", "null"]}},
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "description": "the event envelope, plus 'audit': chain, seq, recorded_at, hash",
+            },
+        },
+        "next_cursor": {"type": ["string", "null"]},
+    },
 }
 VERIFY_RESULT = {
     "type": "object",
     "required": ["status", "chains"],
-    "properties": {"status": {"enum": ["ok", "broken"]}, "chains": {"type": "array", "items": {
-        "type": "object",
-        "properties": {"chain": {"type": "string"}, "tenant": {"type": ["string", "null"]},
-                       "status": {"enum": ["ok", "broken"]}, "entries_verified": {"type": "integer"},
-                       "first_seq": {"type": "integer"}, "head": {"type": ["object", "null"]},
-                       "last_checkpoint": {"type": ["object", "null"]}, "first_bad": _FINDING,
-                       "checkpoint_problems": {"type": "array"}}}}},
+    "properties": {
+        "status": {"enum": ["ok", "broken"]},
+        "chains": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "chain": {"type": "string"},
+                    "tenant": {"type": ["string", "null"]},
+                    "status": {"enum": ["ok", "broken"]},
+                    "entries_verified": {"type": "integer"},
+                    "first_seq": {"type": "integer"},
+                    "head": {"type": ["object", "null"]},
+                    "last_checkpoint": {"type": ["object", "null"]},
+                    "first_bad": _FINDING,
+                    "checkpoint_problems": {"type": "array"},
+                },
+            },
+        },
+    },
 }
 
-CSV_COLUMNS = ("time", "event_id", "type", "version", "source", "tenant", "actor_id", "actor_kind", "actor_tenant",
-               "subject", "resource_type", "resource_id", "correlation_id", "data", "chain", "seq", "recorded_at",
-               "hash")
+CSV_COLUMNS = (
+    "time",
+    "event_id",
+    "type",
+    "version",
+    "source",
+    "tenant",
+    "actor_id",
+    "actor_kind",
+    "actor_tenant",
+    "subject",
+    "resource_type",
+    "resource_id",
+    "correlation_id",
+    "data",
+    "chain",
+    "seq",
+    "recorded_at",
+    "hash",
+)
 
 
 def _scope(principal: Principal) -> str | None:
@@ -97,8 +135,10 @@ def _time(query: dict[str, str], name: str):
     try:
         return parse_rfc3339(query[name])
     except ValueError:
-        raise Invalid("the query parameters are invalid",
-                      errors=[{"field": name, "message": "is not an RFC 3339 date-time with an offset"}]) from None
+        raise Invalid(
+            "the query parameters are invalid",
+            errors=[{"field": name, "message": "is not an RFC 3339 date-time with an offset"}],
+        ) from None
 
 
 def _filters(query: dict[str, str], principal: Principal) -> Filters:
@@ -111,9 +151,17 @@ def _filters(query: dict[str, str], principal: Principal) -> Filters:
     since, until = _time(query, "since"), _time(query, "until")
     if since is not None and until is not None and until <= since:
         raise Invalid("the query parameters are invalid", errors=[{"field": "until", "message": "must be after since"}])
-    return Filters(tenant=tenant, actor=query.get("actor"), subject=query.get("subject"),
-                   resource=query.get("resource"), resource_type=query.get("resource_type"), type=query.get("type"),
-                   since=since, until=until, after=decode_cursor(query["cursor"]) if "cursor" in query else None)
+    return Filters(
+        tenant=tenant,
+        actor=query.get("actor"),
+        subject=query.get("subject"),
+        resource=query.get("resource"),
+        resource_type=query.get("resource_type"),
+        type=query.get("type"),
+        since=since,
+        until=until,
+        after=decode_cursor(query["cursor"]) if "cursor" in query else None,
+    )
 
 
 def _wants_csv(query: dict[str, str]) -> bool:
@@ -123,26 +171,42 @@ def _wants_csv(query: dict[str, str]) -> bool:
     return best == "text/csv"
 
 
-@bp.operation("GET", "/api/v1/events", summary="Query the audit trail (JSON pages, or CSV with format=csv / Accept: "
-                                        "text/csv)", query=EVENTS_QUERY, roles=ROLES, tags=("audit",),
-              responses={200: {"description": "a page of events, or with format=csv / Accept: text/csv the whole "
-                                              "result as CSV",
-                               "content": {"application/json": {"schema": EVENTS_PAGE},
-                                           "text/csv": {"schema": {"type": "string"}}}},
-                         404: None, 422: None})
+@bp.operation(
+    "GET",
+    "/api/v1/events",
+    summary="Query the audit trail (JSON pages, or CSV with format=csv / Accept: text/csv)",
+    query=EVENTS_QUERY,
+    roles=ROLES,
+    tags=("audit",),
+    responses={
+        200: {
+            "description": "a page of events, or with format=csv / Accept: text/csv the whole result as CSV",
+            "content": {"application/json": {"schema": EVENTS_PAGE}, "text/csv": {"schema": {"type": "string"}}},
+        },
+        404: None,
+        422: None,
+    },
+)
 def list_events(query: dict[str, str]):
     filters = _filters(query, authenticate())
     ledger = the_ledger()
     if _wants_csv(query):
         limit = int(query["limit"]) if "limit" in query else None
         if limit is not None and not 1 <= limit:
-            raise Invalid("the query parameters are invalid", errors=[{"field": "limit", "message": "must be at least 1"}])
-        return Response(_csv(ledger, filters, limit), mimetype="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="audit-events.csv"'})
+            raise Invalid(
+                "the query parameters are invalid", errors=[{"field": "limit", "message": "must be at least 1"}]
+            )
+        return Response(
+            _csv(ledger, filters, limit),
+            mimetype="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="audit-events.csv"'},
+        )
     limit = int(query.get("limit", DEFAULT_LIMIT))
     if not 1 <= limit <= MAX_LIMIT:
-        raise Invalid("the query parameters are invalid",
-                      errors=[{"field": "limit", "message": f"must be between 1 and {MAX_LIMIT}"}])
+        raise Invalid(
+            "the query parameters are invalid",
+            errors=[{"field": "limit", "message": f"must be between 1 and {MAX_LIMIT}"}],
+        )
     items, after = ledger.query(filters, limit)
     return jsonify(items=items, next_cursor=encode_cursor(*after) if after else None)
 
@@ -173,13 +237,37 @@ def _csv_row(item: dict[str, Any]) -> list[Any]:
     actor = item.get("actor") or {}
     resource = item.get("resource") or {}
     audit = item["audit"]
-    return [item["time"], item["id"], item["type"], item["version"], item["source"], item["tenant"], actor.get("id"),
-            actor.get("kind"), actor.get("tenant"), item["subject"], resource.get("type"), resource.get("id"),
-            item["correlation_id"], item["data"], audit["chain"], audit["seq"], audit["recorded_at"], audit["hash"]]
+    return [
+        item["time"],
+        item["id"],
+        item["type"],
+        item["version"],
+        item["source"],
+        item["tenant"],
+        actor.get("id"),
+        actor.get("kind"),
+        actor.get("tenant"),
+        item["subject"],
+        resource.get("type"),
+        resource.get("id"),
+        item["correlation_id"],
+        item["data"],
+        audit["chain"],
+        audit["seq"],
+        audit["recorded_at"],
+        audit["hash"],
+    ]
 
 
-@bp.operation("GET", "/api/v1/chains/verify", summary="Verify the hash chains against their signed checkpoints",
-              query=VERIFY_QUERY, roles=ROLES, tags=("audit",), responses={200: VERIFY_RESULT, 404: None})
+@bp.operation(
+    "GET",
+    "/api/v1/chains/verify",
+    summary="Verify the hash chains against their signed checkpoints",
+    query=VERIFY_QUERY,
+    roles=ROLES,
+    tags=("audit",),
+    responses={200: VERIFY_RESULT, 404: None},
+)
 def verify_chains(query: dict[str, str]):
     scope = _scope(authenticate())
     chain = query.get("chain")

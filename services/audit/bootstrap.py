@@ -1,4 +1,5 @@
 """Wiring of the audit service: its ledger, made once per runtime, and what its processes run."""
+
 from __future__ import annotations
 
 from shared.bus import EVENTS
@@ -21,13 +22,15 @@ def build(runtime: Runtime) -> Wiring:
         extensions={"audit": ledger},
         participant=Participant(ledger, runtime.config["RETENTION_DAYS"]),
         subscriptions=[
-            Subscription(EVENTS, "#", lambda session, message: ingest(session, [message])),   # every event
-            command_subscription(runtime),                                                      # gdpr commands
+            Subscription(EVENTS, "#", lambda session, message: ingest(session, [message])),  # every event
+            command_subscription(runtime),  # gdpr commands
         ],
         batch_handler=ingest,
         # A checkpoint key or trusted key that cannot be read stops the worker's start and makes
         # /readyz fail, instead of failing every event later.
         preflight=ledger.load_keys,
-        loops=[Loop("checkpoints", checkpoint_loop(ledger, runtime.config["CHECKPOINT_INTERVAL"])),
-               Loop("retention", purge_loop(ledger, runtime.config["PURGE_INTERVAL"]))],
+        loops=[
+            Loop("checkpoints", checkpoint_loop(ledger, runtime.config["CHECKPOINT_INTERVAL"])),
+            Loop("retention", purge_loop(ledger, runtime.config["PURGE_INTERVAL"])),
+        ],
     )

@@ -5,6 +5,7 @@ A checkpoint is ``{"format", "chain", "seq", "head_hash", "key_id", "signature",
 signature covers ``domain.checkpoint_payload(chain, seq, head_hash)``.  Key ids are derived from the
 public key (first 16 bytes of SHA-256 of its raw form, hex), so a key id cannot be claimed by another key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,9 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -51,12 +53,13 @@ class Signer:
         return f"Signer(key_id={self.key_id!r})"
 
     @classmethod
-    def from_file(cls, path: Path, *, create: bool = False) -> "Signer":
+    def from_file(cls, path: Path, *, create: bool = False) -> Signer:
         """Load the key; with ``create``, generate it first when the file does not exist (dev runs)."""
         if create and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
             # Written aside, then linked into place: a thread or process that loses the race
             # must never read a half-written key file.
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -66,7 +69,7 @@ class Signer:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                pass   # another one generated it first; use theirs
+                pass  # another one generated it first; use theirs
             finally:
                 tmp.unlink()
         try:
@@ -81,8 +84,15 @@ class Signer:
 
     def sign(self, chain: str, seq: int, head_hex: str) -> dict[str, Any]:
         signature = self._key.sign(checkpoint_payload(chain, seq, head_hex))
-        return {"format": FORMAT, "chain": chain, "seq": seq, "head_hash": head_hex, "key_id": self.key_id,
-                "signature": base64.b64encode(signature).decode(), "created_at": rfc3339(utcnow())}
+        return {
+            "format": FORMAT,
+            "chain": chain,
+            "seq": seq,
+            "head_hash": head_hex,
+            "key_id": self.key_id,
+            "signature": base64.b64encode(signature).decode(),
+            "created_at": rfc3339(utcnow()),
+        }
 
 
 class TrustedKeys:
@@ -92,7 +102,7 @@ class TrustedKeys:
         self.keys = {key_id(k): k for k in keys}
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | Path], extra: Iterable[Ed25519PublicKey] = ()) -> "TrustedKeys":
+    def from_files(cls, paths: Iterable[str | Path], extra: Iterable[Ed25519PublicKey] = ()) -> TrustedKeys:
         keys = list(extra)
         for path in paths:
             try:
@@ -122,12 +132,16 @@ class TrustedKeys:
 
 
 def well_formed(checkpoint: Any) -> bool:
-    return (isinstance(checkpoint, dict)
-            and isinstance(checkpoint.get("chain"), str)
-            and isinstance(checkpoint.get("seq"), int) and not isinstance(checkpoint.get("seq"), bool)
-            and isinstance(checkpoint.get("head_hash"), str) and re.fullmatch(r"[0-9a-f]{64}", checkpoint["head_hash"])
-            is not None
-            and isinstance(checkpoint.get("key_id"), str) and isinstance(checkpoint.get("signature"), str))
+    return (
+        isinstance(checkpoint, dict)
+        and isinstance(checkpoint.get("chain"), str)
+        and isinstance(checkpoint.get("seq"), int)
+        and not isinstance(checkpoint.get("seq"), bool)
+        and isinstance(checkpoint.get("head_hash"), str)
+        and re.fullmatch(r"[0-9a-f]{64}", checkpoint["head_hash"]) is not None
+        and isinstance(checkpoint.get("key_id"), str)
+        and isinstance(checkpoint.get("signature"), str)
+    )
 
 
 class CheckpointFiles:

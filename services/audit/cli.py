@@ -1,10 +1,11 @@
 """``./recept audit ...``: verify the chains, sign checkpoints now, purge by retention, show the public key.
 
-    ./recept audit verify [--chain CHAIN] [--json]   exit 0 when every chain verifies, 1 when one is broken
-    ./recept audit checkpoint                        sign the head of every chain with new entries now
-    ./recept audit purge                             delete entries older than RETENTION_DAYS
-    ./recept audit public-key                        the checkpoint signing key's public half and key id
+./recept audit verify [--chain CHAIN] [--json]   exit 0 when every chain verifies, 1 when one is broken
+./recept audit checkpoint                        sign the head of every chain with new entries now
+./recept audit purge                             delete entries older than RETENTION_DAYS
+./recept audit public-key                        the checkpoint signing key's public half and key id
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,16 @@ from .ledger import Ledger
 
 def _ledger(config) -> Ledger:
     ledger = Ledger(Database(config["DATABASE_URL"]), Outbox(SPEC.tables.outbox, SPEC.name), config)
-    ledger.load_keys()     # a key that cannot be read is a configuration error before any work
+    ledger.load_keys()  # a key that cannot be read is a configuration error before any work
     return ledger
 
 
 def _print_report(report: dict, out) -> None:
     head = report["head"] or {}
-    line = (f"{report['chain']}: {report['status']}, {report['entries_verified']} entries verified "
-            f"(from {report['first_seq']}, head {head.get('seq')})")
+    line = (
+        f"{report['chain']}: {report['status']}, {report['entries_verified']} entries verified "
+        f"(from {report['first_seq']}, head {head.get('seq')})"
+    )
     checkpoint = report["last_checkpoint"]
     if checkpoint:
         line += f", last checkpoint at {checkpoint['seq']} by key {checkpoint['key_id']}"
@@ -41,8 +44,10 @@ def _print_report(report: dict, out) -> None:
     if bad:
         print(f"  first bad entry: {bad['seq']} ({bad['problem']}): {bad['detail']}", file=out)
     for problem in report["checkpoint_problems"]:
-        print(f"  checkpoint {problem['seq']} from {problem['source']}: {problem['problem']} "
-              f"(key {problem['key_id']})", file=out)
+        print(
+            f"  checkpoint {problem['seq']} from {problem['source']}: {problem['problem']} (key {problem['key_id']})",
+            file=out,
+        )
 
 
 def cmd_verify(ledger: Ledger, args) -> int:
@@ -75,8 +80,9 @@ def cmd_purge(ledger: Ledger, _args) -> int:
             refused += 1
             print(f"{result['chain']}: NOT purged, the chain is broken at {result['refused']['seq']}")
         else:
-            print(f"{result['chain']}: {result['purged']} entries purged, chain now starts after "
-                  f"{result['anchor_seq']}")
+            print(
+                f"{result['chain']}: {result['purged']} entries purged, chain now starts after {result['anchor_seq']}"
+            )
     return 1 if refused else 0
 
 
@@ -87,8 +93,9 @@ def cmd_public_key(ledger: Ledger, _args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="./recept audit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="./recept audit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     verify = sub.add_parser("verify", help="walk the chains and name the first bad entry")
     verify.add_argument("--chain", help="only this chain (tenant:<slug>, vendor or system)")
@@ -109,12 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(ledger, args)
     except SQLAlchemyError as exc:
         # The driver's message may quote values; the type is enough to act on.
-        print(f"audit: the database failed ({type(exc).__name__}); is it reachable and migrated "
-              f"(./recept migrate audit)?", file=sys.stderr)
+        print(
+            f"audit: the database failed ({type(exc).__name__}); is it reachable and migrated "
+            f"(./recept migrate audit)?",
+            file=sys.stderr,
+        )
         return 2
     except Exception as exc:  # noqa: BLE001 - a verdict, not a traceback (the message may quote stored values)
-        print(f"audit: {args.command} failed ({type(exc).__name__}); nothing was changed by the failure",
-              file=sys.stderr)
+        print(
+            f"audit: {args.command} failed ({type(exc).__name__}); nothing was changed by the failure", file=sys.stderr
+        )
         return 2
     finally:
         ledger.db.dispose()

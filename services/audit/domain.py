@@ -7,6 +7,7 @@ Hash chain (one per tenant, plus "vendor" and "system" for events without a tena
 
 A checkpoint signs ``checkpoint_payload(chain, seq, head)`` with Ed25519.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,9 +15,10 @@ import binascii
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from shared.clock import as_utc, parse_rfc3339, rfc3339
 from shared.errors import Invalid
@@ -27,8 +29,9 @@ VENDOR_CHAIN = "vendor"
 SYSTEM_CHAIN = "system"
 TENANT_PREFIX = "tenant:"
 
-ENVELOPE_KEYS = frozenset({"id", "type", "version", "source", "time", "actor", "tenant", "subject", "resource",
-                           "correlation_id", "data"})
+ENVELOPE_KEYS = frozenset(
+    {"id", "type", "version", "source", "time", "actor", "tenant", "subject", "resource", "correlation_id", "data"}
+)
 ACTOR_KEYS = frozenset({"id", "tenant", "kind", "roles"})
 MAX_ROLES = 20
 ACTOR_KINDS = frozenset({"user", "service", "system"})
@@ -37,10 +40,11 @@ ACTOR_KINDS = frozenset({"user", "service", "system"})
 class PoisonEvent(ValueError):
     """A message on recept.events that is not a valid envelope (the message names the field, never a value)."""
 
-    permanent = True    # redelivery cannot fix it: the consumer dead-letters it at once (shared.consumer)
+    permanent = True  # redelivery cannot fix it: the consumer dead-letters it at once (shared.consumer)
 
 
 # --- envelopes -----------------------------------------------------------------------------------
+
 
 def _string(value: Any, where: str, max_length: int, *, nullable: bool = False, min_length: int = 0) -> None:
     if value is None and nullable:
@@ -65,9 +69,17 @@ class Entry:
     body: bytes
 
     def columns(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "type": self.type, "time": self.time, "tenant": self.tenant,
-                "actor": self.actor, "subject": self.subject, "resource_type": self.resource_type,
-                "resource_id": self.resource_id, "chain": self.chain}
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "time": self.time,
+            "tenant": self.tenant,
+            "actor": self.actor,
+            "subject": self.subject,
+            "resource_type": self.resource_type,
+            "resource_id": self.resource_id,
+            "chain": self.chain,
+        }
 
 
 def check_envelope(message: Mapping[str, Any]) -> None:
@@ -100,8 +112,11 @@ def check_envelope(message: Mapping[str, Any]) -> None:
         if "kind" in actor and actor["kind"] not in ACTOR_KINDS:
             raise PoisonEvent("envelope field actor.kind is not user/service/system")
         roles = actor.get("roles", [])
-        if not isinstance(roles, list) or len(roles) > MAX_ROLES or not all(
-                isinstance(r, str) and ROLE_NAME.match(r) for r in roles):
+        if (
+            not isinstance(roles, list)
+            or len(roles) > MAX_ROLES
+            or not all(isinstance(r, str) and ROLE_NAME.match(r) for r in roles)
+        ):
             raise PoisonEvent("envelope field actor.roles is not a list of role names")
     _string(message["tenant"], "tenant", 100, nullable=True)
     subject = message["subject"]
@@ -130,12 +145,11 @@ def chain_for(tenant: str | None, actor: Mapping[str, Any] | None) -> str:
 
 
 def chain_tenant(chain: str) -> str | None:
-    return chain[len(TENANT_PREFIX):] if chain.startswith(TENANT_PREFIX) else None
+    return chain[len(TENANT_PREFIX) :] if chain.startswith(TENANT_PREFIX) else None
 
 
 def canonical(event: Mapping[str, Any]) -> bytes:
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def to_entry(message: Mapping[str, Any]) -> Entry:
@@ -148,14 +162,21 @@ def to_entry(message: Mapping[str, Any]) -> Entry:
         raise PoisonEvent("envelope field time is not RFC 3339, or data holds a non-JSON number") from None
     actor, resource = message["actor"], message["resource"]
     return Entry(
-        event_id=message["id"], type=message["type"], time=time, tenant=message["tenant"],
-        actor=actor["id"] if actor else None, subject=message["subject"],
-        resource_type=resource["type"] if resource else None, resource_id=resource["id"] if resource else None,
-        chain=chain_for(message["tenant"], actor), body=body,
+        event_id=message["id"],
+        type=message["type"],
+        time=time,
+        tenant=message["tenant"],
+        actor=actor["id"] if actor else None,
+        subject=message["subject"],
+        resource_type=resource["type"] if resource else None,
+        resource_id=resource["id"] if resource else None,
+        chain=chain_for(message["tenant"], actor),
+        body=body,
     )
 
 
 # --- the chain -----------------------------------------------------------------------------------
+
 
 def genesis(chain: str) -> bytes:
     return hashlib.sha256(b"recept.audit.chain.v1\x00" + chain.encode()).digest()
@@ -179,8 +200,8 @@ class Row:
     body: bytes
     prev_hash: bytes
     hash: bytes
-    columns: dict[str, Any] = field(default_factory=dict)   # the query copies, checked against body
-    unreadable: str | None = None   # why a stored value could not be read (a column of another type)
+    columns: dict[str, Any] = field(default_factory=dict)  # the query copies, checked against body
+    unreadable: str | None = None  # why a stored value could not be read (a column of another type)
 
 
 def _is_int(value: Any) -> bool:
@@ -189,7 +210,8 @@ def _is_int(value: Any) -> bool:
 
 def _stored_as(value: Any) -> str:
     return {str: "text", int: "an integer", float: "a real number", type(None): "nothing (NULL)"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )
 
 
 def storage_damage(row: Row) -> str | None:
@@ -212,7 +234,7 @@ def storage_damage(row: Row) -> str | None:
 @dataclass
 class Finding:
     seq: int
-    problem: str          # changed | removed | inserted | truncated | rewritten | damaged
+    problem: str  # changed | removed | inserted | truncated | rewritten | damaged
     detail: str
     event_id: str | None = None
 
@@ -249,8 +271,9 @@ def _links(row: Row, prev: bytes) -> bool:
     return row.prev_hash == prev and entry_hash(prev, row.body) == row.hash
 
 
-def walk_chain(chain: str, rows: Iterable[Row], *, start_seq: int, start_hash: bytes,
-               checkpoints: Mapping[int, str], head_seq: int) -> Walk:
+def walk_chain(
+    chain: str, rows: Iterable[Row], *, start_seq: int, start_hash: bytes, checkpoints: Mapping[int, str], head_seq: int
+) -> Walk:
     """Check every link of a chain from its anchor; name the first entry that was changed, removed or inserted.
 
     ``checkpoints``: seq -> signed head hash (hex), trusted ones only.  ``head_seq``: the last seq the
@@ -281,13 +304,19 @@ def walk_chain(chain: str, rows: Iterable[Row], *, start_seq: int, start_hash: b
             return stop(Finding(row.seq, "damaged", damage, row.event_id if isinstance(row.event_id, str) else None))
         if _links(row, prev):
             if not _columns_match(row):
-                return stop(Finding(row.seq, "changed", "the stored query fields differ from the hashed event",
-                                    row.event_id))
+                return stop(
+                    Finding(row.seq, "changed", "the stored query fields differ from the hashed event", row.event_id)
+                )
             signed = checkpoints.get(row.seq)
             if signed is not None and signed != row.hash.hex():
-                return stop(Finding(last_good_checkpoint + 1, "rewritten",
-                                    f"entries {last_good_checkpoint + 1} to {row.seq} were rewritten: the chain "
-                                    f"disagrees with the signed checkpoint at {row.seq}"))
+                return stop(
+                    Finding(
+                        last_good_checkpoint + 1,
+                        "rewritten",
+                        f"entries {last_good_checkpoint + 1} to {row.seq} were rewritten: the chain "
+                        f"disagrees with the signed checkpoint at {row.seq}",
+                    )
+                )
             if signed is not None:
                 last_good_checkpoint = row.seq
             before_prev, prev = prev, row.hash
@@ -298,26 +327,32 @@ def walk_chain(chain: str, rows: Iterable[Row], *, start_seq: int, start_hash: b
         # A broken link: tell an inserted, a removed and a changed entry apart.
         self_consistent = entry_hash(row.prev_hash, row.body) == row.hash
         if self_consistent and before_prev is not None and row.prev_hash == before_prev:
-            result.verified -= 1   # the entry before passed its own link check, but it is the intruder
-            return stop(Finding(row.seq - 1, "inserted", "this entry was inserted: the next one links past it",
-                                None))
+            result.verified -= 1  # the entry before passed its own link check, but it is the intruder
+            return stop(Finding(row.seq - 1, "inserted", "this entry was inserted: the next one links past it", None))
         following = next_row()
         if following is not None:
             pending.append(following)
             if _links(following, prev):
-                return stop(Finding(row.seq, "inserted", "this entry was inserted: the next one links past it",
-                                    row.event_id))
+                return stop(
+                    Finding(row.seq, "inserted", "this entry was inserted: the next one links past it", row.event_id)
+                )
         if self_consistent:
             return stop(Finding(row.seq, "removed", "the entry before this one is missing", row.event_id))
         return stop(Finding(row.seq, "changed", "the entry does not match its hash", row.event_id))
     beyond = max([head_seq, *checkpoints.keys()]) if checkpoints else head_seq
     if beyond > result.last_seq:
-        return stop(Finding(result.last_seq + 1, "truncated",
-                            f"the chain ends at {result.last_seq} but was recorded or signed up to {beyond}"))
+        return stop(
+            Finding(
+                result.last_seq + 1,
+                "truncated",
+                f"the chain ends at {result.last_seq} but was recorded or signed up to {beyond}",
+            )
+        )
     return result
 
 
 # --- query cursors --------------------------------------------------------------------------------
+
 
 def encode_cursor(time: datetime, entry_id: int) -> str:
     raw = json.dumps([rfc3339(time), entry_id], separators=(",", ":")).encode()
@@ -332,8 +367,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
             raise ValueError
         return parse_rfc3339(time_text), entry_id
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise Invalid("the cursor is not valid", errors=[{"field": "cursor", "message": "is not a cursor from "
-                                                                                         "this API"}]) from None
+        raise Invalid(
+            "the cursor is not valid", errors=[{"field": "cursor", "message": "is not a cursor from this API"}]
+        ) from None
 
 
 def csv_cell(value: Any) -> str:
@@ -345,6 +381,7 @@ def csv_cell(value: Any) -> str:
 
 
 # --- the art. 15 trail ----------------------------------------------------------------------------
+
 
 def describe_actor(actor: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Who acted, for a data subject's trail: role and tenant, never a user id or a name.

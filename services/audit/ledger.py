@@ -5,14 +5,16 @@ Writers serialise per chain: on PostgreSQL with ``SELECT ... FOR UPDATE`` on the
 row (so several workers can ingest different tenants at once), on SQLite through its single
 writer (shared.db begins every transaction with ``BEGIN IMMEDIATE``).
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,9 +34,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KEY_FILE = ROOT / "var" / "audit-checkpoint-key.pem"
 DEFAULT_CHECKPOINT_DIR = ROOT / "var" / "audit-checkpoints"
-ROW_COLUMNS = (entries.c.seq, entries.c.event_id, entries.c.body, entries.c.prev_hash, entries.c.hash,
-               entries.c.chain, entries.c.type, entries.c.time, entries.c.tenant, entries.c.actor,
-               entries.c.subject, entries.c.resource_type, entries.c.resource_id)
+ROW_COLUMNS = (
+    entries.c.seq,
+    entries.c.event_id,
+    entries.c.body,
+    entries.c.prev_hash,
+    entries.c.hash,
+    entries.c.chain,
+    entries.c.type,
+    entries.c.time,
+    entries.c.tenant,
+    entries.c.actor,
+    entries.c.subject,
+    entries.c.resource_type,
+    entries.c.resource_id,
+)
 _CHECKED = ("chain", "event_id", "type", "time", "tenant", "actor", "subject", "resource_type", "resource_id")
 
 
@@ -50,7 +64,7 @@ class Filters:
     type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    after: tuple[datetime, int] | None = None   # decoded cursor
+    after: tuple[datetime, int] | None = None  # decoded cursor
 
 
 @dataclass
@@ -69,16 +83,22 @@ class ChainReport:
         return self.first_bad is None and not self.checkpoint_problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"chain": self.chain, "tenant": self.tenant, "status": "ok" if self.ok else "broken",
-                "entries_verified": self.entries_verified, "first_seq": self.first_seq, "head": self.head,
-                "last_checkpoint": self.last_checkpoint,
-                "first_bad": self.first_bad.as_dict() if self.first_bad else None,
-                "checkpoint_problems": self.checkpoint_problems}
+        return {
+            "chain": self.chain,
+            "tenant": self.tenant,
+            "status": "ok" if self.ok else "broken",
+            "entries_verified": self.entries_verified,
+            "first_seq": self.first_seq,
+            "head": self.head,
+            "last_checkpoint": self.last_checkpoint,
+            "first_bad": self.first_bad.as_dict() if self.first_bad else None,
+            "checkpoint_problems": self.checkpoint_problems,
+        }
 
 
 def _insert(session: Session, table):
     dialect = session.get_bind().dialect.name
-    return (postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table))
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 class Ledger:
@@ -104,8 +124,9 @@ class Ledger:
         if self._keys is None:
             key_file = self.config.get("CHECKPOINT_KEY_FILE")
             signer = Signer.from_file(Path(key_file) if key_file else DEFAULT_KEY_FILE, create=not key_file)
-            trusted = TrustedKeys.from_files(self.config.get("CHECKPOINT_TRUSTED_KEYS") or (),
-                                             extra=[signer.public_key])
+            trusted = TrustedKeys.from_files(
+                self.config.get("CHECKPOINT_TRUSTED_KEYS") or (), extra=[signer.public_key]
+            )
             self._keys = (signer, trusted)
         return self._keys
 
@@ -127,8 +148,9 @@ class Ledger:
             return 0
         ids = list(fresh)
         for start in range(0, len(ids), 1000):
-            for stored in session.scalars(select(entries.c.event_id).where(
-                    entries.c.event_id.in_(ids[start:start + 1000]))):
+            for stored in session.scalars(
+                select(entries.c.event_id).where(entries.c.event_id.in_(ids[start : start + 1000]))
+            ):
                 fresh.pop(stored, None)
         if not fresh:
             return 0
@@ -143,28 +165,58 @@ class Ledger:
             for entry in items:
                 seq += 1
                 digest = entry_hash(prev, entry.body)
-                rows.append({**entry.columns(), "seq": seq, "recorded_at": now, "body": entry.body,
-                             "prev_hash": prev, "hash": digest})
+                rows.append(
+                    {
+                        **entry.columns(),
+                        "seq": seq,
+                        "recorded_at": now,
+                        "body": entry.body,
+                        "prev_hash": prev,
+                        "hash": digest,
+                    }
+                )
                 prev = digest
             moved.append({"b_chain": chain, "b_seq": seq, "b_hash": prev, "b_now": now})
         session.execute(self._insert_entries, rows)
-        session.execute(update(chains).where(chains.c.chain == bindparam("b_chain")).values(
-            seq=bindparam("b_seq"), head_hash=bindparam("b_hash"), updated_at=bindparam("b_now")), moved)
+        session.execute(
+            update(chains)
+            .where(chains.c.chain == bindparam("b_chain"))
+            .values(seq=bindparam("b_seq"), head_hash=bindparam("b_hash"), updated_at=bindparam("b_now")),
+            moved,
+        )
         return len(rows)
 
     def _lock_heads(self, session: Session, names: list[str], now: datetime) -> dict[str, tuple[int, bytes]]:
         def read() -> dict[str, tuple[int, bytes]]:
-            query = (select(chains.c.chain, chains.c.seq, chains.c.head_hash).where(chains.c.chain.in_(names))
-                     .order_by(chains.c.chain).with_for_update())
+            query = (
+                select(chains.c.chain, chains.c.seq, chains.c.head_hash)
+                .where(chains.c.chain.in_(names))
+                .order_by(chains.c.chain)
+                .with_for_update()
+            )
             return {r.chain: (r.seq, r.head_hash) for r in session.execute(query)}
 
         heads = read()
         missing = [name for name in names if name not in heads]
         if missing:
-            session.execute(_insert(session, chains).on_conflict_do_nothing(), [
-                {"chain": name, "tenant": chain_tenant(name), "seq": 0, "head_hash": genesis(name),
-                 "anchor_seq": 0, "anchor_hash": genesis(name), "checkpoint_seq": 0, "checkpoint_at": None,
-                 "created_at": now, "updated_at": now} for name in missing])
+            session.execute(
+                _insert(session, chains).on_conflict_do_nothing(),
+                [
+                    {
+                        "chain": name,
+                        "tenant": chain_tenant(name),
+                        "seq": 0,
+                        "head_hash": genesis(name),
+                        "anchor_seq": 0,
+                        "anchor_hash": genesis(name),
+                        "checkpoint_seq": 0,
+                        "checkpoint_at": None,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for name in missing
+                ],
+            )
             heads = read()
         return heads
 
@@ -191,8 +243,12 @@ class Ledger:
                 finding = self._check_segment(s, current)
                 metrics.AUDIT_VERIFICATIONS.labels("audit", "ok" if finding is None else "broken", "checkpoint").inc()
                 if finding is not None:
-                    log.error("audit: chain %s is broken at entry %d (%s); not signing a checkpoint",
-                              current.chain, finding.seq, finding.problem)
+                    log.error(
+                        "audit: chain %s is broken at entry %d (%s); not signing a checkpoint",
+                        current.chain,
+                        finding.seq,
+                        finding.problem,
+                    )
                     continue
                 record = self.signer.sign(current.chain, current.seq, current.head_hash.hex())
                 self._store_checkpoint(s, record, now)
@@ -202,18 +258,29 @@ class Ledger:
         return written
 
     def _store_checkpoint(self, s: Session, record: dict[str, Any], now: datetime) -> None:
-        s.execute(checkpoints.insert().values(chain=record["chain"], seq=record["seq"], head_hash=record["head_hash"],
-                                              key_id=record["key_id"], signature=record["signature"],
-                                              created_at=now))
-        s.execute(update(chains).where(chains.c.chain == record["chain"], chains.c.checkpoint_seq < record["seq"])
-                  .values(checkpoint_seq=record["seq"], checkpoint_at=now))
+        s.execute(
+            checkpoints.insert().values(
+                chain=record["chain"],
+                seq=record["seq"],
+                head_hash=record["head_hash"],
+                key_id=record["key_id"],
+                signature=record["signature"],
+                created_at=now,
+            )
+        )
+        s.execute(
+            update(chains)
+            .where(chains.c.chain == record["chain"], chains.c.checkpoint_seq < record["seq"])
+            .values(checkpoint_seq=record["seq"], checkpoint_at=now)
+        )
 
     def _check_segment(self, s: Session, head) -> Finding | None:
         """Walk a chain's entries since its last checkpoint (or purge anchor) up to the recorded head."""
         start_seq, start_hash = head.anchor_seq, head.anchor_hash
         if head.checkpoint_seq > head.anchor_seq:
-            row = s.execute(select(checkpoints).where(checkpoints.c.chain == head.chain,
-                                                      checkpoints.c.seq == head.checkpoint_seq)).one_or_none()
+            row = s.execute(
+                select(checkpoints).where(checkpoints.c.chain == head.chain, checkpoints.c.seq == head.checkpoint_seq)
+            ).one_or_none()
             if row is None or self.trusted.problem(_record(row)) is not None:
                 return Finding(head.checkpoint_seq, "rewritten", "the last checkpoint in the database is not valid")
             start_seq, start_hash = head.checkpoint_seq, bytes.fromhex(row.head_hash)
@@ -227,13 +294,22 @@ class Ledger:
     def _check_span(self, s: Session, chain: str, start_seq: int, start_hash: bytes, up_to: int) -> Finding | None:
         """Walk entries ``start_seq+1 .. up_to`` against the trusted checkpoints among them."""
         signed = {}
-        for row in s.execute(select(checkpoints).where(checkpoints.c.chain == chain, checkpoints.c.seq > start_seq,
-                                                       checkpoints.c.seq <= up_to)):
+        for row in s.execute(
+            select(checkpoints).where(
+                checkpoints.c.chain == chain, checkpoints.c.seq > start_seq, checkpoints.c.seq <= up_to
+            )
+        ):
             record = _record(row)
             if self.trusted.problem(record) is None:
                 signed[record["seq"]] = record["head_hash"]
-        walk = walk_chain(chain, self._rows(s, chain, start_seq, up_to), start_seq=start_seq, start_hash=start_hash,
-                          checkpoints=signed, head_seq=up_to)
+        walk = walk_chain(
+            chain,
+            self._rows(s, chain, start_seq, up_to),
+            start_seq=start_seq,
+            start_hash=start_hash,
+            checkpoints=signed,
+            head_seq=up_to,
+        )
         return walk.first_bad
 
     def sync_files(self) -> int:
@@ -289,14 +365,20 @@ class Ledger:
             problem = self.trusted.problem(record)
             name = record.get("chain") if isinstance(record, dict) and isinstance(record.get("chain"), str) else None
             if problem is not None:
-                report_for(name or "unknown").checkpoint_problems.append({
-                    "source": source, "seq": record.get("seq") if isinstance(record, dict) else None,
-                    "key_id": record.get("key_id") if isinstance(record, dict) else None, "problem": problem})
+                report_for(name or "unknown").checkpoint_problems.append(
+                    {
+                        "source": source,
+                        "seq": record.get("seq") if isinstance(record, dict) else None,
+                        "key_id": record.get("key_id") if isinstance(record, dict) else None,
+                        "problem": problem,
+                    }
+                )
                 continue
             signed = trusted.setdefault(name, {})
             if signed.get(record["seq"], record["head_hash"]) != record["head_hash"]:
-                report_for(name).checkpoint_problems.append({"source": source, "seq": record["seq"],
-                                                             "key_id": record["key_id"], "problem": "conflict"})
+                report_for(name).checkpoint_problems.append(
+                    {"source": source, "seq": record["seq"], "key_id": record["key_id"], "problem": "conflict"}
+                )
                 continue
             signed[record["seq"]] = record["head_hash"]
             if record["seq"] >= latest.get(name, {}).get("seq", -1):
@@ -312,14 +394,19 @@ class Ledger:
                 self._verify_chain(s, report, heads.get(name), trusted.get(name, {}), latest.get(name))
             except Exception as exc:  # noqa: BLE001 - one unreadable chain must not stop the others' verdicts
                 log.error("audit: verifying chain %s failed (%s)", name, type(exc).__name__)
-                report.first_bad = Finding(report.first_seq, "damaged",
-                                           f"the chain could not be read past this point ({type(exc).__name__})")
-        keep = [r for name, r in sorted(reports.items())
-                if (only_chain is None or name == only_chain) and (tenant is None or chain_tenant(name) == tenant)]
+                report.first_bad = Finding(
+                    report.first_seq, "damaged", f"the chain could not be read past this point ({type(exc).__name__})"
+                )
+        keep = [
+            r
+            for name, r in sorted(reports.items())
+            if (only_chain is None or name == only_chain) and (tenant is None or chain_tenant(name) == tenant)
+        ]
         return keep
 
-    def _verify_chain(self, s: Session, report: ChainReport, head, signed: dict[int, str],
-                      latest: dict[str, Any] | None) -> None:
+    def _verify_chain(
+        self, s: Session, report: ChainReport, head, signed: dict[int, str], latest: dict[str, Any] | None
+    ) -> None:
         name = report.chain
         damage = _head_damage(head)
         if damage is not None:
@@ -332,18 +419,36 @@ class Ledger:
         report.first_seq = anchor_seq + 1
         report.head = {"seq": head_seq, "hash": head.head_hash.hex() if head is not None else None}
         if latest is not None:
-            report.last_checkpoint = {"seq": latest["seq"], "hash": latest["head_hash"], "key_id": latest["key_id"],
-                                      "created_at": latest.get("created_at")}
+            report.last_checkpoint = {
+                "seq": latest["seq"],
+                "hash": latest["head_hash"],
+                "key_id": latest["key_id"],
+                "created_at": latest.get("created_at"),
+            }
         if anchor_seq and signed.get(anchor_seq) != anchor_hash.hex():
-            report.first_bad = Finding(1, "removed", f"entries 1 to {anchor_seq} are gone and no signed checkpoint "
-                                                      f"vouches for entry {anchor_seq}")
+            report.first_bad = Finding(
+                1,
+                "removed",
+                f"entries 1 to {anchor_seq} are gone and no signed checkpoint vouches for entry {anchor_seq}",
+            )
             return
         later = {seq: h for seq, h in signed.items() if seq > anchor_seq}
-        walk = walk_chain(name, self._rows(s, name, anchor_seq, None), start_seq=anchor_seq, start_hash=anchor_hash,
-                          checkpoints=later, head_seq=head_seq)
+        walk = walk_chain(
+            name,
+            self._rows(s, name, anchor_seq, None),
+            start_seq=anchor_seq,
+            start_hash=anchor_hash,
+            checkpoints=later,
+            head_seq=head_seq,
+        )
         report.entries_verified = walk.verified
         report.first_bad = walk.first_bad
-        if walk.first_bad is None and head is not None and walk.last_seq == head_seq and walk.last_hash != head.head_hash:
+        if (
+            walk.first_bad is None
+            and head is not None
+            and walk.last_seq == head_seq
+            and walk.last_hash != head.head_hash
+        ):
             report.first_bad = Finding(head_seq, "changed", "the recorded head differs from the last entry")
 
     def _rows(self, s: Session, chain: str, after: int, up_to: int | None, chunk: int = 5000) -> Iterator[Row]:
@@ -353,10 +458,17 @@ class Ledger:
                 query = query.where(entries.c.seq <= up_to)
             batch = _read(s, query.order_by(entries.c.seq).limit(chunk))
             for r in batch:
-                yield Row(seq=r.seq, event_id=r.event_id, body=r.body, prev_hash=r.prev_hash, hash=r.hash,
-                          columns={name: getattr(r, name) for name in _CHECKED}, unreadable=r.damage)
+                yield Row(
+                    seq=r.seq,
+                    event_id=r.event_id,
+                    body=r.body,
+                    prev_hash=r.prev_hash,
+                    hash=r.hash,
+                    columns={name: getattr(r, name) for name in _CHECKED},
+                    unreadable=r.damage,
+                )
             if len(batch) < chunk or not isinstance(batch[-1].seq, int):
-                return      # a sequence number that is not one ends the walk there (walk_chain names it)
+                return  # a sequence number that is not one ends the walk there (walk_chain names it)
             after = batch[-1].seq
 
     # --- queries -----------------------------------------------------------------------------------
@@ -392,8 +504,12 @@ class Ledger:
         """One page in (time, id) order, and the position after it when there is more."""
         c = entries.c
         with self.db.transaction() as s:
-            rows = s.execute(select(c.id, c.chain, c.seq, c.time, c.recorded_at, c.body, c.hash)
-                             .where(*self._where(f)).order_by(c.time, c.id).limit(limit + 1)).all()
+            rows = s.execute(
+                select(c.id, c.chain, c.seq, c.time, c.recorded_at, c.body, c.hash)
+                .where(*self._where(f))
+                .order_by(c.time, c.id)
+                .limit(limit + 1)
+            ).all()
         more = len(rows) > limit
         rows = rows[:limit]
         items = [_item(r) for r in rows]
@@ -420,8 +536,11 @@ class Ledger:
         if not references:
             return {"audit_trail": [], "activity": []}
         c = entries.c
-        rows = s.execute(select(c.id, c.chain, c.seq, c.time, c.recorded_at, c.body, c.hash, c.subject)
-                         .where(self._trail_clause(references)).order_by(c.time, c.id)).all()
+        rows = s.execute(
+            select(c.id, c.chain, c.seq, c.time, c.recorded_at, c.body, c.hash, c.subject)
+            .where(self._trail_clause(references))
+            .order_by(c.time, c.id)
+        ).all()
         refs = set(references)
         trail, activity = [], []
         for r in rows:
@@ -432,8 +551,9 @@ class Ledger:
         """How many entries concern these subjects, and until when the newest is kept."""
         if not references:
             return 0, None
-        count, newest = s.execute(select(func.count(), func.max(entries.c.recorded_at))
-                                  .where(self._trail_clause(references))).one()
+        count, newest = s.execute(
+            select(func.count(), func.max(entries.c.recorded_at)).where(self._trail_clause(references))
+        ).one()
         return count, (as_utc(newest) + self.retention if newest is not None else None)
 
     def counts(self, s: Session) -> dict[str, int]:
@@ -459,31 +579,45 @@ class Ledger:
         for name in names:
             with self.db.transaction() as s:
                 head = s.execute(select(chains).where(chains.c.chain == name).with_for_update()).one()
-                target = s.scalar(select(func.max(entries.c.seq)).where(
-                    entries.c.chain == name, entries.c.seq > head.anchor_seq, entries.c.recorded_at < cutoff))
+                target = s.scalar(
+                    select(func.max(entries.c.seq)).where(
+                        entries.c.chain == name, entries.c.seq > head.anchor_seq, entries.c.recorded_at < cutoff
+                    )
+                )
                 if target is None:
                     continue
                 finding = self._check_span(s, name, head.anchor_seq, head.anchor_hash, target)
                 if finding is not None:
-                    log.error("audit: chain %s is broken at entry %d (%s); not purging it", name, finding.seq,
-                              finding.problem)
+                    log.error(
+                        "audit: chain %s is broken at entry %d (%s); not purging it", name, finding.seq, finding.problem
+                    )
                     results.append({"chain": name, "purged": 0, "refused": finding.as_dict()})
                     continue
                 anchor_hash = s.scalar(select(entries.c.hash).where(entries.c.chain == name, entries.c.seq == target))
-                has_checkpoint = s.scalar(select(func.count()).select_from(checkpoints).where(
-                    checkpoints.c.chain == name, checkpoints.c.seq == target))
+                has_checkpoint = s.scalar(
+                    select(func.count())
+                    .select_from(checkpoints)
+                    .where(checkpoints.c.chain == name, checkpoints.c.seq == target)
+                )
                 if not has_checkpoint:
                     record = self.signer.sign(name, target, anchor_hash.hex())
                     self._store_checkpoint(s, record, now)
                     new_files.append(record)
                 purged = s.execute(delete(entries).where(entries.c.chain == name, entries.c.seq <= target)).rowcount
-                s.execute(update(chains).where(chains.c.chain == name).values(
-                    anchor_seq=target, anchor_hash=anchor_hash, updated_at=now))
+                s.execute(
+                    update(chains)
+                    .where(chains.c.chain == name)
+                    .values(anchor_seq=target, anchor_hash=anchor_hash, updated_at=now)
+                )
                 s.execute(delete(checkpoints).where(checkpoints.c.chain == name, checkpoints.c.seq < target))
-                self.outbox.emit(s, ENTRIES_PURGED, data={"chain": name, "up_to_seq": target, "count": purged,
-                                                          "retention_days": self.retention.days},
-                                 actor={"id": "audit-retention", "tenant": None, "kind": "system"},
-                                 tenant=chain_tenant(name), resource={"type": "audit_chain", "id": name})
+                self.outbox.emit(
+                    s,
+                    ENTRIES_PURGED,
+                    data={"chain": name, "up_to_seq": target, "count": purged, "retention_days": self.retention.days},
+                    actor={"id": "audit-retention", "tenant": None, "kind": "system"},
+                    tenant=chain_tenant(name),
+                    resource={"type": "audit_chain", "id": name},
+                )
                 results.append({"chain": name, "purged": purged, "anchor_seq": target})
         for record in new_files:
             self.files.write(record)
@@ -562,14 +696,25 @@ def _record(row) -> dict[str, Any]:
         created = rfc3339(row.created_at) if isinstance(row.created_at, datetime) else None
     except (ValueError, TypeError, OverflowError):
         created = None
-    return {"format": 1, "chain": row.chain, "seq": seq, "head_hash": row.head_hash, "key_id": row.key_id,
-            "signature": row.signature, "created_at": created}
+    return {
+        "format": 1,
+        "chain": row.chain,
+        "seq": seq,
+        "head_hash": row.head_hash,
+        "key_id": row.key_id,
+        "signature": row.signature,
+        "created_at": created,
+    }
 
 
 def _item(row) -> dict[str, Any]:
     event = json.loads(row.body)
-    event["audit"] = {"chain": row.chain, "seq": row.seq, "recorded_at": rfc3339(row.recorded_at),
-                      "hash": row.hash.hex()}
+    event["audit"] = {
+        "chain": row.chain,
+        "seq": row.seq,
+        "recorded_at": rfc3339(row.recorded_at),
+        "hash": row.hash.hex(),
+    }
     return event
 
 
@@ -577,7 +722,19 @@ def _export_record(row) -> dict[str, Any]:
     event = json.loads(row.body)
     actor = event.get("actor") or {}
     resource = event.get("resource") or {}
-    return {"event_id": event["id"], "time": event["time"], "type": event["type"], "source": event["source"],
-            "actor_id": actor.get("id"), "actor_kind": actor.get("kind"), "actor_tenant": actor.get("tenant"),
-            "tenant": event["tenant"], "subject": event["subject"], "resource_type": resource.get("type"),
-            "resource_id": resource.get("id"), "data": event["data"], "chain": row.chain, "seq": row.seq}
+    return {
+        "event_id": event["id"],
+        "time": event["time"],
+        "type": event["type"],
+        "source": event["source"],
+        "actor_id": actor.get("id"),
+        "actor_kind": actor.get("kind"),
+        "actor_tenant": actor.get("tenant"),
+        "tenant": event["tenant"],
+        "subject": event["subject"],
+        "resource_type": resource.get("type"),
+        "resource_id": resource.get("id"),
+        "data": event["data"],
+        "chain": row.chain,
+        "seq": row.seq,
+    }

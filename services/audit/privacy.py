@@ -5,6 +5,7 @@ person there is pseudonymous (user ids of actors, subject references).  An erasu
 therefore leaves them in place for accountability (art. 5(2)) until the retention purge,
 and says so in the reply with that legal basis (R2).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
 
 from .domain import batched_subjects, describe_actor
 from .models import entries
-
 
 LEGAL_BASIS = "GDPR art. 5(2) accountability / art. 30"
 
@@ -35,20 +35,39 @@ _FIELDS = (
 
 def inventory(retention_days: int) -> Inventory:
     retention = f"{retention_days} days after recording, then purged up to a signed checkpoint"
-    common = dict(fields=_FIELDS, legal_basis="art. 6(1)(c) and (f): accountability (art. 5(2)), security of "
-                                                 "processing (art. 32)", retention=retention,
-                  storage="audit database, table audit_entries (hash-chained, append-only)", erasure="retained")
-    return Inventory("audit", (
-        Category(kind="audit_entry", data_subjects="customer staff and the people in the customer's order "
-                                                   "registers (by reference)",
-                 purposes=("traceability of orders and changes (R9, R11)", "who saw or changed a person's data "
-                                                                           "(art. 15)"),
-                 role="processor", controller="tenant (customer)", recipients=("the customer's administrators",
-                                                                               "the vendor's auditors"), **common),
-        Category(kind="vendor_audit_entry", data_subjects="vendor staff and support contacts (by reference)",
-                 purposes=("traceability of support and account changes", "security monitoring"),
-                 role="controller", controller="vendor", recipients=("the vendor's auditors",), **common),
-    ))
+    common = dict(
+        fields=_FIELDS,
+        legal_basis="art. 6(1)(c) and (f): accountability (art. 5(2)), security of processing (art. 32)",
+        retention=retention,
+        storage="audit database, table audit_entries (hash-chained, append-only)",
+        erasure="retained",
+    )
+    return Inventory(
+        "audit",
+        (
+            Category(
+                kind="audit_entry",
+                data_subjects="customer staff and the people in the customer's order registers (by reference)",
+                purposes=(
+                    "traceability of orders and changes (R9, R11)",
+                    "who saw or changed a person's data (art. 15)",
+                ),
+                role="processor",
+                controller="tenant (customer)",
+                recipients=("the customer's administrators", "the vendor's auditors"),
+                **common,
+            ),
+            Category(
+                kind="vendor_audit_entry",
+                data_subjects="vendor staff and support contacts (by reference)",
+                purposes=("traceability of support and account changes", "security monitoring"),
+                role="controller",
+                controller="vendor",
+                recipients=("the vendor's auditors",),
+                **common,
+            ),
+        ),
+    )
 
 
 class Participant:
@@ -83,8 +102,15 @@ class Participant:
 
     def erase(self, session: Session, ctx: Context, references: list[str]) -> list[ErasureItem]:
         count, until = self.ledger.retained(session, references)
-        return [ErasureItem(kind="audit_entry", action="retained", count=count, legal_basis=LEGAL_BASIS,
-                            retain_until=until.date() if until is not None else None)]
+        return [
+            ErasureItem(
+                kind="audit_entry",
+                action="retained",
+                count=count,
+                legal_basis=LEGAL_BASIS,
+                retain_until=until.date() if until is not None else None,
+            )
+        ]
 
 
 def _batched_reads(session: Session, tenant: str | None, references: list[str]) -> list[dict[str, Any]]:
@@ -106,11 +132,22 @@ def _batched_reads(session: Session, tenant: str | None, references: list[str]) 
         if not named:
             continue
         actor, resource = event.get("actor") or {}, event.get("resource") or {}
-        found.append({"event_id": event["id"], "time": event["time"], "type": event["type"],
-                      "source": event["source"], "actor_id": actor.get("id"), "tenant": event["tenant"],
-                      "subject": named[0] if len(named) == 1 else None, "resource_type": resource.get("type"),
-                      "resource_id": resource.get("id"), "data": {**event["data"], "subjects": named},
-                      "chain": row.chain, "seq": row.seq})
+        found.append(
+            {
+                "event_id": event["id"],
+                "time": event["time"],
+                "type": event["type"],
+                "source": event["source"],
+                "actor_id": actor.get("id"),
+                "tenant": event["tenant"],
+                "subject": named[0] if len(named) == 1 else None,
+                "resource_type": resource.get("type"),
+                "resource_id": resource.get("id"),
+                "data": {**event["data"], "subjects": named},
+                "chain": row.chain,
+                "seq": row.seq,
+            }
+        )
     return found
 
 
@@ -118,7 +155,7 @@ def _actors(session: Session, event_ids: list[str]) -> dict[str, dict[str, Any] 
     """Each event's envelope actor (with its roles), which the trail records leave out."""
     actors: dict[str, dict[str, Any] | None] = {}
     for start in range(0, len(event_ids), _CHUNK):
-        chunk = event_ids[start:start + _CHUNK]
+        chunk = event_ids[start : start + _CHUNK]
         for row in session.execute(select(entries.c.event_id, entries.c.body).where(entries.c.event_id.in_(chunk))):
             actors[row.event_id] = json.loads(row.body).get("actor")
     return actors

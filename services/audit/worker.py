@@ -8,6 +8,7 @@ addressed to it (``recept.gdpr``) go to the library's command handler through th
 subscriptions are listed in services/audit/bootstrap.py).  While the database is down the shared consumer waits for it, so
 events stay queued instead of spending their deliveries.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Minimal login data (R6), local and directory logins (R10), tokens, tenants with their data
 processing agreements (R5), roles; docs/auth.md.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,7 @@ SPEC = AuthSpec(
     bootstrap="services.auth.bootstrap",
     settings=SETTINGS,
     description="Minimal login data (R6), local and directory logins (R10), tokens, tenants and their "
-                "data processing agreements (R5), roles.",
+    "data processing agreements (R5), roles.",
 )
 
 

@@ -1,4 +1,5 @@
 """Wiring of the auth service: its domain objects, made once per runtime, and what its processes run."""
+
 from __future__ import annotations
 
 from shared.privacy import command_subscription
@@ -27,5 +28,5 @@ def build(runtime: Runtime) -> Wiring:
         # auth reacts to no other service's events; it answers the gdpr service's commands.
         subscriptions=[command_subscription(runtime)],
         loops=[Loop("purge", purge_loop(logins, runtime.config["PURGE_INTERVAL"]))],
-        preflight=lambda: logins.forwarding_token,     # a configured but unreadable token stops the start
+        preflight=lambda: logins.forwarding_token,  # a configured but unreadable token stops the start
     )

@@ -8,6 +8,7 @@ domain functions as the api, so every change also lands in the outbox as an even
     ./recept auth add-user --tenant SLUG --username U --role R [--role R2] [--password-stdin | --directory]
     ./recept auth rotate-signing-key
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,17 +44,27 @@ def _read_password(stream) -> str:
 
 def _add_user(args) -> int:
     if args.password_stdin == args.directory:
-        print("recept: give exactly one of --password-stdin (a local user) or --directory (a directory user)",
-              file=sys.stderr)
+        print(
+            "recept: give exactly one of --password-stdin (a local user) or --directory (a directory user)",
+            file=sys.stderr,
+        )
         return 2
     password = _read_password(sys.stdin) if args.password_stdin else None
     runtime = _runtime()
     try:
         auth = runtime.domain
         with auth.db.transaction() as session:
-            view = auth.create_user(session, None, args.tenant, username=args.username, roles=args.role,
-                                    password=password, display_name=args.display_name, email=args.email,
-                                    source="directory" if args.directory else "local")
+            view = auth.create_user(
+                session,
+                None,
+                args.tenant,
+                username=args.username,
+                roles=args.role,
+                password=password,
+                display_name=args.display_name,
+                email=args.email,
+                source="directory" if args.directory else "local",
+            )
     finally:
         runtime.db.dispose()
     # The id only: the username is personal data and stays out of terminals' scrollback and logs.
@@ -71,8 +82,9 @@ def _rotate(args) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="./recept auth", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="./recept auth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     tenant = sub.add_parser("add-tenant", help="create a tenant (slug 'vendor' is the vendor's own staff)")
     tenant.add_argument("slug")

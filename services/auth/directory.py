@@ -7,23 +7,25 @@ broken, the service account refused) is ``DirectoryUnavailable`` (the api answer
 a wrong-password answer.  Connections are closed explicitly, also after a failed open, because
 ldap3 2.9 keeps a refused socket open otherwise.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import ssl
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 with warnings.catch_warnings():
     # ldap3 2.9 imports pyasn1 names deprecated in pyasn1 0.6.1 (harmless, at import only).
     warnings.filterwarnings("ignore", message=r"(tagMap|typeMap) is deprecated", category=DeprecationWarning)
     import ldap3
     from ldap3.core.exceptions import LDAPCommunicationError, LDAPException, LDAPStartTLSError
-    from ldap3.utils.conv import escape_filter_chars
     from ldap3.operation.search import parse_filter
+    from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import parse_dn
 
 log = logging.getLogger(__name__)
@@ -60,10 +62,10 @@ class DirectoryConfig:
     bind_dn: str
     bind_password: str
     user_search_base: str
-    user_filter: str                  # with {username}
+    user_filter: str  # with {username}
     username_attribute: str = "uid"
     group_search_base: str | None = None
-    group_filter: str | None = None   # with {user_dn}; None: read member_of_attribute on the user
+    group_filter: str | None = None  # with {user_dn}; None: read member_of_attribute on the user
     group_name_attribute: str = "cn"
     member_of_attribute: str | None = "memberOf"
     display_name_attribute: str = "displayName"
@@ -88,8 +90,9 @@ class DirectoryUser:
         return "<DirectoryUser>"
 
 
-def map_roles(groups: tuple[str, ...] | list[str], group_roles: dict[str, list[str]],
-              group_dns: tuple[str, ...] = ()) -> list[str]:
+def map_roles(
+    groups: tuple[str, ...] | list[str], group_roles: dict[str, list[str]], group_dns: tuple[str, ...] = ()
+) -> list[str]:
     """Roles for the user's groups; a mapping key is a group name or a group DN, case-insensitive."""
     wanted = {g.lower() for g in groups} | {d.lower() for d in group_dns}
     roles: set[str] = set()
@@ -148,20 +151,30 @@ class DirectoryClient:
         self.config = config
 
     def _tls(self) -> ldap3.Tls:
-        return ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                         ca_certs_data=self.config.ca_certificates or None)
+        return ldap3.Tls(
+            validate=ssl.CERT_REQUIRED,
+            version=ssl.PROTOCOL_TLS_CLIENT,
+            ca_certs_data=self.config.ca_certificates or None,
+        )
 
     def _server(self, url: str) -> ldap3.Server:
         tls = self._tls() if self.config.tls in ("ldaps", "starttls") else None
-        return ldap3.Server(url, use_ssl=self.config.tls == "ldaps", tls=tls, get_info=ldap3.NONE,
-                            connect_timeout=self.config.timeout)
+        return ldap3.Server(
+            url, use_ssl=self.config.tls == "ldaps", tls=tls, get_info=ldap3.NONE, connect_timeout=self.config.timeout
+        )
 
     def _connect(self, server: ldap3.Server, user: str, password: str) -> tuple[Any, bool]:
         """An opened connection and whether the bind succeeded; communication failures raise."""
         # ldap3 packs receive_timeout into a socket option as whole seconds.
-        conn = ldap3.Connection(server, user=user, password=password, auto_bind=ldap3.AUTO_BIND_NONE,
-                                receive_timeout=max(1, math.ceil(self.config.timeout)), read_only=True,
-                                raise_exceptions=False)
+        conn = ldap3.Connection(
+            server,
+            user=user,
+            password=password,
+            auto_bind=ldap3.AUTO_BIND_NONE,
+            receive_timeout=max(1, math.ceil(self.config.timeout)),
+            read_only=True,
+            raise_exceptions=False,
+        )
         try:
             conn.open()
             if self.config.tls == "starttls" and not conn.start_tls():
@@ -180,7 +193,7 @@ class DirectoryClient:
                 server = self._server(url)
                 conn, bound = self._connect(server, self.config.bind_dn, self.config.bind_password)
             except (LDAPException, DirectoryUnavailable, OSError) as exc:
-                reasons.append(type(exc).__name__)   # the next server, if there is one
+                reasons.append(type(exc).__name__)  # the next server, if there is one
                 continue
             if not bound:
                 close(conn)
@@ -198,8 +211,11 @@ class DirectoryClient:
     def _find(self, conn, username: str) -> tuple[str, dict[str, Any]] | None:
         cfg = self.config
         query = cfg.user_filter.replace("{username}", escape_filter_chars(username))
-        attributes = [a for a in (cfg.username_attribute, cfg.display_name_attribute, cfg.mail_attribute,
-                                  cfg.member_of_attribute) if a]
+        attributes = [
+            a
+            for a in (cfg.username_attribute, cfg.display_name_attribute, cfg.mail_attribute, cfg.member_of_attribute)
+            if a
+        ]
         try:
             ok = conn.search(cfg.user_search_base, query, ldap3.SUBTREE, attributes=attributes, size_limit=2)
         except LDAPCommunicationError:
@@ -207,11 +223,11 @@ class DirectoryClient:
         except LDAPException:
             raise DirectoryUnavailable("the user search failed") from None
         result = conn.result.get("result") if conn.result else None
-        if not ok and result not in (0, 4, 32):   # success, sizeLimitExceeded, noSuchObject
+        if not ok and result not in (0, 4, 32):  # success, sizeLimitExceeded, noSuchObject
             raise DirectoryUnavailable("the user search failed")
         entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
         if len(entries) != 1:
-            return None     # nobody, or ambiguous: never guess which person it is
+            return None  # nobody, or ambiguous: never guess which person it is
         return entries[0]["dn"], dict(entries[0].get("attributes") or {})
 
     def _groups(self, conn, dn: str, attributes: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -227,8 +243,10 @@ class DirectoryClient:
                 raise DirectoryUnavailable("the group search failed") from None
             entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
             dns = tuple(e["dn"] for e in entries)
-            names = tuple(_first(dict(e.get("attributes") or {}), cfg.group_name_attribute) or _rdn_value(e["dn"])
-                          for e in entries)
+            names = tuple(
+                _first(dict(e.get("attributes") or {}), cfg.group_name_attribute) or _rdn_value(e["dn"])
+                for e in entries
+            )
         else:
             dns = tuple(_all(attributes, cfg.member_of_attribute))
             names = tuple(_rdn_value(d) for d in dns)
@@ -241,9 +259,13 @@ class DirectoryClient:
         dn, attributes = found
         names, dns = self._groups(conn, dn, attributes)
         cfg = self.config
-        user = DirectoryUser(dn=dn, username=_first(attributes, cfg.username_attribute) or username,
-                             display_name=_first(attributes, cfg.display_name_attribute),
-                             email=_first(attributes, cfg.mail_attribute), groups=names)
+        user = DirectoryUser(
+            dn=dn,
+            username=_first(attributes, cfg.username_attribute) or username,
+            display_name=_first(attributes, cfg.display_name_attribute),
+            email=_first(attributes, cfg.mail_attribute),
+            groups=names,
+        )
         return user, dns
 
     def lookup(self, username: str) -> tuple[DirectoryUser, list[str]] | None:

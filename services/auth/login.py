@@ -6,6 +6,7 @@ the directory), write (outcome, counters, tokens, events).  Every kind of failur
 caller the same ``Unauthorized``; only the login history and the ``auth.login.failed`` event
 say why.  A directory that cannot be reached is ``Unavailable`` (503), never a failed login.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,7 @@ import ipaddress
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -81,8 +82,12 @@ class Logins:
         Only a caller presenting the forwarding token (the portal) may name another address; anyone
         else naming one is ignored, or they could spread their attempts over invented addresses.
         """
-        if not (self.forwarding_token and forwarded and token
-                and hmac.compare_digest(token.encode(), self.forwarding_token.encode())):
+        if not (
+            self.forwarding_token
+            and forwarded
+            and token
+            and hmac.compare_digest(token.encode(), self.forwarding_token.encode())
+        ):
             return peer
         try:
             return str(ipaddress.ip_address(forwarded.strip()))
@@ -91,26 +96,55 @@ class Logins:
 
     # --- tokens -----------------------------------------------------------------------------------
 
-    def _access_token(self, user_id: str, tenant_slug: str, roles: list[str], groups: list[str],
-                      now: datetime, jti: str) -> str:
+    def _access_token(
+        self, user_id: str, tenant_slug: str, roles: list[str], groups: list[str], now: datetime, jti: str
+    ) -> str:
         iat = int(now.timestamp())
-        return self.auth.signing_keys.sign({
-            "sub": user_id, "tenant": tenant_slug, "roles": roles, "groups": groups, "iat": iat,
-            "exp": iat + self.policy.access_ttl, "iss": self.policy.issuer, "jti": jti,
-        })
+        return self.auth.signing_keys.sign(
+            {
+                "sub": user_id,
+                "tenant": tenant_slug,
+                "roles": roles,
+                "groups": groups,
+                "iat": iat,
+                "exp": iat + self.policy.access_ttl,
+                "iss": self.policy.issuer,
+                "jti": jti,
+            }
+        )
 
-    def _issue(self, session: Session, user_row, tenant_slug: str, now: datetime, *, family_id: str,
-               session_expires_at: datetime) -> dict[str, Any]:
+    def _issue(
+        self,
+        session: Session,
+        user_row,
+        tenant_slug: str,
+        now: datetime,
+        *,
+        family_id: str,
+        session_expires_at: datetime,
+    ) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
-        jti = uuid.uuid4().hex     # kept with the refresh token: ending the session revokes this access token
-        session.execute(refresh_tokens.insert().values(
-            id=str(uuid.uuid4()), token_hash=token_hash(refresh), family_id=family_id, user_id=user_row.id,
-            created_at=now, expires_at=min(now + timedelta(seconds=self.policy.refresh_ttl), session_expires_at),
-            session_expires_at=session_expires_at, access_jti=jti))
+        jti = uuid.uuid4().hex  # kept with the refresh token: ending the session revokes this access token
+        session.execute(
+            refresh_tokens.insert().values(
+                id=str(uuid.uuid4()),
+                token_hash=token_hash(refresh),
+                family_id=family_id,
+                user_id=user_row.id,
+                created_at=now,
+                expires_at=min(now + timedelta(seconds=self.policy.refresh_ttl), session_expires_at),
+                session_expires_at=session_expires_at,
+                access_jti=jti,
+            )
+        )
         roles = self.auth.roles_of(session, user_row.id)
         groups = self.auth.groups_of(session, user_row)
-        return {"access_token": self._access_token(user_row.id, tenant_slug, roles, groups, now, jti),
-                "token_type": "Bearer", "expires_in": self.policy.access_ttl, "refresh_token": refresh}
+        return {
+            "access_token": self._access_token(user_row.id, tenant_slug, roles, groups, now, jti),
+            "token_type": "Bearer",
+            "expires_in": self.policy.access_ttl,
+            "refresh_token": refresh,
+        }
 
     # --- brute force ------------------------------------------------------------------------------
 
@@ -135,58 +169,99 @@ class Logins:
             session.execute(module.insert(client_failures).values(**values).on_conflict_do_nothing())
         elif session.scalar(select(client_failures.c.client).where(client_failures.c.client == client)) is None:
             session.execute(insert(client_failures).values(**values))
-        row = session.execute(select(client_failures).where(client_failures.c.client == client)
-                              .with_for_update()).one()
+        row = session.execute(select(client_failures).where(client_failures.c.client == client).with_for_update()).one()
         if as_utc(row.window_started_at) + window <= now:
-            failures, started = 1, now           # the window has passed: count afresh
+            failures, started = 1, now  # the window has passed: count afresh
         else:
             failures, started = row.failures + 1, as_utc(row.window_started_at)
         blocked = now + window if failures >= self.policy.client_max_failures else as_utc(row.blocked_until)
-        session.execute(update(client_failures).where(client_failures.c.client == client).values(
-            failures=failures, window_started_at=started, blocked_until=blocked,
-            expires_at=max(started + window, blocked or now)))
+        session.execute(
+            update(client_failures)
+            .where(client_failures.c.client == client)
+            .values(
+                failures=failures,
+                window_started_at=started,
+                blocked_until=blocked,
+                expires_at=max(started + window, blocked or now),
+            )
+        )
 
     def _count_account_failure(self, session: Session, attempt: Attempt, now: datetime) -> None:
-        session.execute(update(users).where(users.c.id == attempt.user_id).values(
-            failed_count=users.c.failed_count + 1, last_failed_at=now))
+        session.execute(
+            update(users)
+            .where(users.c.id == attempt.user_id)
+            .values(failed_count=users.c.failed_count + 1, last_failed_at=now)
+        )
         count = session.scalar(select(users.c.failed_count).where(users.c.id == attempt.user_id))
         if count is not None and count >= self.policy.max_failed_logins:
             until = now + timedelta(seconds=self.policy.lockout_seconds)
             # The count starts again after the lock, so the wait is what slows an attacker down.
-            session.execute(update(users).where(users.c.id == attempt.user_id).values(
-                failed_count=0, locked_until=until))
-            self.auth.emit(session, events.ACCOUNT_LOCKED, None,
-                           {"user_id": attempt.user_id, "failures": count,
-                            "locked_until": rfc3339(until)},
-                           tenant=attempt.tenant_slug, subject=user_subject(attempt.user_id),
-                           resource={"type": "user", "id": attempt.user_id}, actor=None)
+            session.execute(
+                update(users).where(users.c.id == attempt.user_id).values(failed_count=0, locked_until=until)
+            )
+            self.auth.emit(
+                session,
+                events.ACCOUNT_LOCKED,
+                None,
+                {"user_id": attempt.user_id, "failures": count, "locked_until": rfc3339(until)},
+                tenant=attempt.tenant_slug,
+                subject=user_subject(attempt.user_id),
+                resource={"type": "user", "id": attempt.user_id},
+                actor=None,
+            )
 
-    def _history(self, session: Session, attempt: Attempt | None, now: datetime, outcome: str,
-                 reason: str | None, method: str | None, client: int | None, user_id: str | None = None) -> None:
+    def _history(
+        self,
+        session: Session,
+        attempt: Attempt | None,
+        now: datetime,
+        outcome: str,
+        reason: str | None,
+        method: str | None,
+        client: int | None,
+        user_id: str | None = None,
+    ) -> None:
         # ``user_id`` names a user created during this login (a directory user's first login), whom the
         # attempt could not know yet; without it that login would be nobody's (art. 15 export, erasure).
-        session.execute(login_history.insert().values(
-            id=str(uuid.uuid4()), tenant_id=attempt.tenant_id if attempt else None,
-            user_id=user_id or (attempt.user_id if attempt else None), at=now, outcome=outcome, reason=reason,
-            method=method, client=client))
+        session.execute(
+            login_history.insert().values(
+                id=str(uuid.uuid4()),
+                tenant_id=attempt.tenant_id if attempt else None,
+                user_id=user_id or (attempt.user_id if attempt else None),
+                at=now,
+                outcome=outcome,
+                reason=reason,
+                method=method,
+                client=client,
+            )
+        )
 
-    def _fail(self, attempt: Attempt | None, reason: str, client: int | None, now: datetime, *,
-              count: bool = True) -> Unauthorized:
+    def _fail(
+        self, attempt: Attempt | None, reason: str, client: int | None, now: datetime, *, count: bool = True
+    ) -> Unauthorized:
         """Record a failed login (its own transaction: it must stick) and return the generic error."""
         with self.db.transaction() as session:
-            method = attempt.source if attempt and attempt.source else (
-                "directory" if attempt and attempt.directory else None)
+            method = (
+                attempt.source
+                if attempt and attempt.source
+                else ("directory" if attempt and attempt.directory else None)
+            )
             self._history(session, attempt, now, "failed", reason, method, client)
             if count:
                 self._count_client_failure(session, client, now)
                 if attempt is not None and attempt.user_id and reason in ("wrong_password",):
                     self._count_account_failure(session, attempt, now)
             user_id = attempt.user_id if attempt else None
-            self.auth.emit(session, events.LOGIN_FAILED, None,
-                           {"user_id": user_id, "tenant_id": attempt.tenant_id if attempt else None, "reason": reason},
-                           tenant=attempt.tenant_slug if attempt else None,
-                           subject=user_subject(user_id) if user_id else None,
-                           resource={"type": "user", "id": user_id} if user_id else None, actor=None)
+            self.auth.emit(
+                session,
+                events.LOGIN_FAILED,
+                None,
+                {"user_id": user_id, "tenant_id": attempt.tenant_id if attempt else None, "reason": reason},
+                tenant=attempt.tenant_slug if attempt else None,
+                subject=user_subject(user_id) if user_id else None,
+                resource={"type": "user", "id": user_id} if user_id else None,
+                actor=None,
+            )
         return Unauthorized(LOGIN_FAILED)
 
     # --- login ------------------------------------------------------------------------------------
@@ -199,9 +274,17 @@ class Logins:
         directory = None
         if user is None or user.source == "directory":
             directory = self.auth.directory_config(session, tenant.id)
-        return Attempt(tenant.id, tenant.slug, tenant.kind, user.id if user else None, user.source if user else None,
-                       user.status if user else None, user.password_hash if user else None,
-                       as_utc(user.locked_until) if user else None, directory)
+        return Attempt(
+            tenant.id,
+            tenant.slug,
+            tenant.kind,
+            user.id if user else None,
+            user.source if user else None,
+            user.status if user else None,
+            user.password_hash if user else None,
+            as_utc(user.locked_until) if user else None,
+            directory,
+        )
 
     def login(self, slug: str, username: str, password: str, client_address: str | None = None) -> dict[str, Any]:
         auth = self.auth
@@ -241,15 +324,24 @@ class Logins:
                 self._fail(attempt, "directory_unavailable", client, now, count=False)
                 raise Unavailable(DIRECTORY_DOWN) from None
             except DirectoryRejected:
-                raise self._fail(attempt, "wrong_password" if attempt.user_id else "unknown_user", client,
-                                 now) from None
+                raise self._fail(
+                    attempt, "wrong_password" if attempt.user_id else "unknown_user", client, now
+                ) from None
         else:
             auth.hasher.dummy_verify(password)
             raise self._fail(attempt, "unknown_user", client, now)
         return self._succeed(attempt, username, password, directory_user, mapped_roles, client, now)
 
-    def _succeed(self, attempt: Attempt, username: str, password: str, directory_user, mapped_roles: list[str],
-                 client: int | None, now: datetime) -> dict[str, Any]:
+    def _succeed(
+        self,
+        attempt: Attempt,
+        username: str,
+        password: str,
+        directory_user,
+        mapped_roles: list[str],
+        client: int | None,
+        now: datetime,
+    ) -> dict[str, Any]:
         auth = self.auth
         allowed = VENDOR_ROLES if attempt.tenant_kind == "vendor" else TENANT_ROLES
         mapped_roles = [r for r in mapped_roles if r in allowed]
@@ -264,39 +356,71 @@ class Logins:
                 user = auth.find_user(session, attempt.tenant_id, username)
                 if user is None:
                     created = auth.create_user(
-                        session, None, attempt.tenant_slug, username=username,
-                        display_name=directory_user.display_name, email=_email_or_none(directory_user.email),
-                        roles=mapped_roles, source="directory", groups=directory_user.groups,
-                        role_source="directory", actor=jit_actor)
+                        session,
+                        None,
+                        attempt.tenant_slug,
+                        username=username,
+                        display_name=directory_user.display_name,
+                        email=_email_or_none(directory_user.email),
+                        roles=mapped_roles,
+                        source="directory",
+                        groups=directory_user.groups,
+                        role_source="directory",
+                        actor=jit_actor,
+                    )
                     user = session.execute(select(users).where(users.c.id == created["id"])).first()
             fail = None
             if user is None:
-                fail = "unknown_user"          # deleted between the two steps
+                fail = "unknown_user"  # deleted between the two steps
             elif user.status != "active":
-                fail = "disabled"              # disabled between the two steps
+                fail = "disabled"  # disabled between the two steps
             elif user.source == "directory" and directory_user is None:
                 fail = "unknown_user"
             if fail is None:
                 actor = {"id": user.id, "tenant": attempt.tenant_slug, "kind": "user"}
                 values: dict[str, Any] = {"failed_count": 0, "locked_until": None, "last_login_at": now}
                 if user.source == "local" and auth.hasher.needs_rehash(user.password_hash):
-                    values["password_hash"] = auth.hasher.hash(password)   # parameters were raised since
+                    values["password_hash"] = auth.hasher.hash(password)  # parameters were raised since
                 session.execute(update(users).where(users.c.id == user.id).values(**values))
                 if directory_user is not None:
-                    auth.sync_directory_user(session, attempt.tenant_slug, user,
-                                             display_name=directory_user.display_name, email=directory_user.email,
-                                             groups=directory_user.groups, roles=mapped_roles, actor=actor)
+                    auth.sync_directory_user(
+                        session,
+                        attempt.tenant_slug,
+                        user,
+                        display_name=directory_user.display_name,
+                        email=directory_user.email,
+                        groups=directory_user.groups,
+                        roles=mapped_roles,
+                        actor=actor,
+                    )
                     user = session.execute(select(users).where(users.c.id == user.id)).first()
                 family_id = str(uuid.uuid4())
-                tokens = self._issue(session, user, attempt.tenant_slug, now, family_id=family_id,
-                                     session_expires_at=now + timedelta(seconds=self.policy.session_max_age))
+                tokens = self._issue(
+                    session,
+                    user,
+                    attempt.tenant_slug,
+                    now,
+                    family_id=family_id,
+                    session_expires_at=now + timedelta(seconds=self.policy.session_max_age),
+                )
                 method = user.source
                 self._history(session, attempt, now, "succeeded", None, method, client, user_id=user.id)
-                auth.emit(session, events.LOGIN_SUCCEEDED, None,
-                          {"user_id": user.id, "tenant_id": attempt.tenant_id, "method": method,
-                           "session_id": family_id, "roles": auth.roles_of(session, user.id)},
-                          tenant=attempt.tenant_slug, subject=user_subject(user.id),
-                          resource={"type": "user", "id": user.id}, actor=actor)
+                auth.emit(
+                    session,
+                    events.LOGIN_SUCCEEDED,
+                    None,
+                    {
+                        "user_id": user.id,
+                        "tenant_id": attempt.tenant_id,
+                        "method": method,
+                        "session_id": family_id,
+                        "roles": auth.roles_of(session, user.id),
+                    },
+                    tenant=attempt.tenant_slug,
+                    subject=user_subject(user.id),
+                    resource={"type": "user", "id": user.id},
+                    actor=actor,
+                )
                 return tokens
         raise self._fail(attempt, fail, client, now)
 
@@ -315,11 +439,13 @@ class Logins:
             reused = row.rotated_at is not None
             if reused:
                 # A rotated token came back: someone holds a copy. End the whole session (family).
-                auth.revoke_sessions(session, None, tenant.slug, user.id, "reuse_detected",
-                                     family_id=row.family_id, actor=None)
+                auth.revoke_sessions(
+                    session, None, tenant.slug, user.id, "reuse_detected", family_id=row.family_id, actor=None
+                )
             elif user.status != "active":
-                auth.revoke_sessions(session, None, tenant.slug, user.id, "user_disabled",
-                                     family_id=row.family_id, actor=None)
+                auth.revoke_sessions(
+                    session, None, tenant.slug, user.id, "user_disabled", family_id=row.family_id, actor=None
+                )
             directory = auth.directory_config(session, tenant.id) if user.source == "directory" else None
             username = auth.vault.decrypt(session, "users", "username", user.id, user.username)
         if reused or user.status != "active" or as_utc(row.expires_at) <= now:
@@ -331,28 +457,48 @@ class Logins:
             looked_up = self._directory_lookup(directory, username)
             if looked_up is None:
                 with self.db.transaction() as session:
-                    auth.revoke_sessions(session, None, tenant.slug, user.id, "directory_rejected",
-                                         family_id=row.family_id, actor=None)
+                    auth.revoke_sessions(
+                        session, None, tenant.slug, user.id, "directory_rejected", family_id=row.family_id, actor=None
+                    )
                 raise Unauthorized(REFRESH_FAILED)
         with self.db.transaction() as session:
-            rotated = session.execute(update(refresh_tokens).where(
-                refresh_tokens.c.id == row.id, refresh_tokens.c.rotated_at.is_(None),
-                refresh_tokens.c.revoked_at.is_(None)).values(rotated_at=now)).rowcount
+            rotated = session.execute(
+                update(refresh_tokens)
+                .where(
+                    refresh_tokens.c.id == row.id,
+                    refresh_tokens.c.rotated_at.is_(None),
+                    refresh_tokens.c.revoked_at.is_(None),
+                )
+                .values(rotated_at=now)
+            ).rowcount
             if rotated:
                 if looked_up is not None:
                     directory_user, roles = looked_up
                     allowed = VENDOR_ROLES if tenant.kind == "vendor" else TENANT_ROLES
-                    auth.sync_directory_user(session, tenant.slug, user, display_name=directory_user.display_name,
-                                             email=directory_user.email, groups=directory_user.groups,
-                                             roles=[r for r in roles if r in allowed],
-                                             actor={"id": user.id, "tenant": tenant.slug, "kind": "user"})
+                    auth.sync_directory_user(
+                        session,
+                        tenant.slug,
+                        user,
+                        display_name=directory_user.display_name,
+                        email=directory_user.email,
+                        groups=directory_user.groups,
+                        roles=[r for r in roles if r in allowed],
+                        actor={"id": user.id, "tenant": tenant.slug, "kind": "user"},
+                    )
                     user = session.execute(select(users).where(users.c.id == user.id)).first()
-                return self._issue(session, user, tenant.slug, now, family_id=row.family_id,
-                                   session_expires_at=as_utc(row.session_expires_at))
+                return self._issue(
+                    session,
+                    user,
+                    tenant.slug,
+                    now,
+                    family_id=row.family_id,
+                    session_expires_at=as_utc(row.session_expires_at),
+                )
         # Another request rotated this token between our read and our write: treat it as reuse.
         with self.db.transaction() as session:
-            auth.revoke_sessions(session, None, tenant.slug, user.id, "reuse_detected",
-                                 family_id=row.family_id, actor=None)
+            auth.revoke_sessions(
+                session, None, tenant.slug, user.id, "reuse_detected", family_id=row.family_id, actor=None
+            )
         raise Unauthorized(REFRESH_FAILED)
 
     def _directory_lookup(self, directory, username: str):
@@ -372,16 +518,18 @@ class Logins:
             if everywhere:
                 ended = auth.revoke_sessions(session, by, by.tenant, by.user_id, "logout", actor=actor)
             else:
-                row = session.execute(select(refresh_tokens).where(
-                    refresh_tokens.c.token_hash == token_hash(refresh_token or ""))).first()
+                row = session.execute(
+                    select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash(refresh_token or ""))
+                ).first()
                 if row is None or row.user_id != by.user_id:
-                    return 0     # someone else's or unknown: nothing to end, and nothing to tell
-                ended = auth.revoke_sessions(session, by, by.tenant, by.user_id, "logout",
-                                             family_id=row.family_id, actor=actor)
+                    return 0  # someone else's or unknown: nothing to end, and nothing to tell
+                ended = auth.revoke_sessions(
+                    session, by, by.tenant, by.user_id, "logout", family_id=row.family_id, actor=actor
+                )
             # The calling token may come from another session (or none, e.g. the CLI's): revoke it too.
             expires = by.claims.get("exp")
             if by.token_id and isinstance(expires, (int, float)):
-                auth.revoke_access_tokens(session, [(by.token_id, datetime.fromtimestamp(expires, timezone.utc))])
+                auth.revoke_access_tokens(session, [(by.token_id, datetime.fromtimestamp(expires, UTC))])
             return ended
 
     def change_own_password(self, by: Principal, current: str, new: str) -> None:
@@ -395,8 +543,17 @@ class Logins:
             raise Conflict("directory users change their password in the directory")
         auth.hasher.check_policy(new, field="new_password")
         if not auth.hasher.verify(current, user.password_hash):
-            attempt = Attempt(tenant.id, tenant.slug, tenant.kind, user.id, user.source, user.status,
-                              user.password_hash, as_utc(user.locked_until), None)
+            attempt = Attempt(
+                tenant.id,
+                tenant.slug,
+                tenant.kind,
+                user.id,
+                user.source,
+                user.status,
+                user.password_hash,
+                as_utc(user.locked_until),
+                None,
+            )
             with self.db.transaction() as session:
                 self._count_account_failure(session, attempt, now)
             raise AccessDenied("the current password is wrong")
@@ -423,14 +580,20 @@ class Logins:
         """Delete login data past its retention: old login history, expired counters and sessions."""
         now = self.auth.now()
         with self.db.transaction() as session:
-            history = session.execute(delete(login_history).where(
-                login_history.c.at < now - timedelta(days=self.policy.login_history_days))).rowcount
+            history = session.execute(
+                delete(login_history).where(login_history.c.at < now - timedelta(days=self.policy.login_history_days))
+            ).rowcount
             clients = session.execute(delete(client_failures).where(client_failures.c.expires_at < now)).rowcount
-            sessions = session.execute(delete(refresh_tokens).where(
-                refresh_tokens.c.session_expires_at < now - timedelta(days=1))).rowcount
+            sessions = session.execute(
+                delete(refresh_tokens).where(refresh_tokens.c.session_expires_at < now - timedelta(days=1))
+            ).rowcount
             revoked = session.execute(delete(revoked_tokens).where(revoked_tokens.c.expires_at <= now)).rowcount
-        return {"login_history": history, "client_failures": clients, "refresh_tokens": sessions,
-                "revoked_tokens": revoked}
+        return {
+            "login_history": history,
+            "client_failures": clients,
+            "refresh_tokens": sessions,
+            "revoked_tokens": revoked,
+        }
 
 
 def _email_or_none(value: str | None) -> str | None:
@@ -438,4 +601,3 @@ def _email_or_none(value: str | None) -> str | None:
         return normalise_email(value) if value else None
     except Invalid:
         return None
-

@@ -1,4 +1,5 @@
 """Local passwords: Argon2id hashes (PHC strings) at or above OWASP's minimum parameters."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ OWASP_ITERATIONS = 2
 OWASP_LANES = 1
 SALT_BYTES = 16
 HASH_BYTES = 32
-MAX_PASSWORD_LENGTH = 1024      # bounds the work an attacker can make one hash cost
+MAX_PASSWORD_LENGTH = 1024  # bounds the work an attacker can make one hash cost
 
 _PHC = re.compile(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$")
 
@@ -34,17 +35,26 @@ class PasswordHasher:
 
     def _kdf(self) -> Argon2id:
         # A fresh random salt per hash: two users with one password get different hashes.
-        return Argon2id(salt=os.urandom(SALT_BYTES), length=HASH_BYTES, iterations=self.iterations,
-                        lanes=self.lanes, memory_cost=self.memory_kib)
+        return Argon2id(
+            salt=os.urandom(SALT_BYTES),
+            length=HASH_BYTES,
+            iterations=self.iterations,
+            lanes=self.lanes,
+            memory_cost=self.memory_kib,
+        )
 
     def check_policy(self, password: str, field: str = "password") -> None:
         """Raise Invalid when a new password is too short or too long (never echoing it)."""
         if not isinstance(password, str) or len(password) < self.min_length:
-            raise Invalid("the password is too short",
-                          errors=[{"field": field, "message": f"needs at least {self.min_length} characters"}])
+            raise Invalid(
+                "the password is too short",
+                errors=[{"field": field, "message": f"needs at least {self.min_length} characters"}],
+            )
         if len(password) > MAX_PASSWORD_LENGTH:
-            raise Invalid("the password is too long",
-                          errors=[{"field": field, "message": f"takes at most {MAX_PASSWORD_LENGTH} characters"}])
+            raise Invalid(
+                "the password is too long",
+                errors=[{"field": field, "message": f"takes at most {MAX_PASSWORD_LENGTH} characters"}],
+            )
 
     def hash(self, password: str) -> str:
         self.check_policy(password)

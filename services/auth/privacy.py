@@ -1,7 +1,7 @@
 """The auth service's side of data-subject requests: its data inventory (R3, R5, R6), and how it
 finds, exports and erases a person's login data (R1, R2)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,74 +17,102 @@ from .models import client_failures, login_history, refresh_tokens, tenants, use
 LEGITIMATE_INTEREST = "GDPR art. 6(1)(f) legitimate interest: secure access to the service"
 CONTRACT = "GDPR art. 6(1)(b) contract: the customer's staff need accounts to use the service"
 
-INVENTORY = Inventory(service="auth", categories=(
-    Category(
-        kind="user_account",
-        data_subjects="the customers' staff and the vendor's staff who log in",
-        fields=(
-            DataField("username", "to log in, and to tell accounts apart when troubleshooting",
-                      encrypted=True, blind_indexed=True),
-            DataField("display_name", "to show who is logged in and who did what", encrypted=True),
-            DataField("email", "to reach the person about their account; GDPR requests by e-mail",
-                      encrypted=True, blind_indexed=True),
-            DataField("roles", "what the person may do (access control)"),
-            DataField("groups", "directory groups, mapped to roles at each login", encrypted=True),
-            DataField("source", "local password or directory login", personal=False),
-            DataField("status", "whether the account may log in", personal=False),
-            DataField("password_hash", "Argon2id hash of a local password (never the password)"),
-            DataField("created_at", "troubleshooting", personal=False),
-            DataField("last_login_at", "troubleshooting, and finding unused accounts"),
-            DataField("failed_logins", "brute-force protection: failed attempts and lock state"),
+INVENTORY = Inventory(
+    service="auth",
+    categories=(
+        Category(
+            kind="user_account",
+            data_subjects="the customers' staff and the vendor's staff who log in",
+            fields=(
+                DataField(
+                    "username",
+                    "to log in, and to tell accounts apart when troubleshooting",
+                    encrypted=True,
+                    blind_indexed=True,
+                ),
+                DataField("display_name", "to show who is logged in and who did what", encrypted=True),
+                DataField(
+                    "email",
+                    "to reach the person about their account; GDPR requests by e-mail",
+                    encrypted=True,
+                    blind_indexed=True,
+                ),
+                DataField("roles", "what the person may do (access control)"),
+                DataField("groups", "directory groups, mapped to roles at each login", encrypted=True),
+                DataField("source", "local password or directory login", personal=False),
+                DataField("status", "whether the account may log in", personal=False),
+                DataField("password_hash", "Argon2id hash of a local password (never the password)"),
+                DataField("created_at", "troubleshooting", personal=False),
+                DataField("last_login_at", "troubleshooting, and finding unused accounts"),
+                DataField("failed_logins", "brute-force protection: failed attempts and lock state"),
+            ),
+            purposes=("let the person log in and use the system", "troubleshooting"),
+            legal_basis=CONTRACT,
+            role="controller",
+            controller="vendor",
+            retention="while the account exists; deleted on erasure or when an administrator deletes it",
+            recipients=("the customer's administrators (their own tenant)", "the vendor's support"),
+            storage="auth database, table users (+ user_roles)",
+            erasure="deleted",
         ),
-        purposes=("let the person log in and use the system", "troubleshooting"),
-        legal_basis=CONTRACT, role="controller", controller="vendor",
-        retention="while the account exists; deleted on erasure or when an administrator deletes it",
-        recipients=("the customer's administrators (their own tenant)", "the vendor's support"),
-        storage="auth database, table users (+ user_roles)", erasure="deleted"),
-    Category(
-        kind="login_history",
-        data_subjects="the customers' staff and the vendor's staff who log in",
-        fields=(
-            DataField("at", "when a login was tried"),
-            DataField("outcome", "succeeded or failed, and why (never shown to the caller)"),
-            DataField("client", "keyed hash of the client's IP address (R16), to block brute force"),
+        Category(
+            kind="login_history",
+            data_subjects="the customers' staff and the vendor's staff who log in",
+            fields=(
+                DataField("at", "when a login was tried"),
+                DataField("outcome", "succeeded or failed, and why (never shown to the caller)"),
+                DataField("client", "keyed hash of the client's IP address (R16), to block brute force"),
+            ),
+            purposes=("security: detect and stop password guessing", "troubleshooting failed logins"),
+            legal_basis=LEGITIMATE_INTEREST,
+            role="controller",
+            controller="vendor",
+            retention="LOGIN_HISTORY_DAYS days (default 90), then deleted",
+            storage="auth database, table login_history",
+            erasure="anonymised",
         ),
-        purposes=("security: detect and stop password guessing", "troubleshooting failed logins"),
-        legal_basis=LEGITIMATE_INTEREST, role="controller", controller="vendor",
-        retention="LOGIN_HISTORY_DAYS days (default 90), then deleted",
-        storage="auth database, table login_history",
-        erasure="anonymised"),
-    Category(
-        kind="session",
-        data_subjects="the customers' staff and the vendor's staff who log in",
-        fields=(
-            DataField("refresh_token_hash", "SHA-256 of a refresh token (the token itself is never stored)"),
-            DataField("created_at", "when the session started or was refreshed"),
-            DataField("expires_at", "when the session ends"),
+        Category(
+            kind="session",
+            data_subjects="the customers' staff and the vendor's staff who log in",
+            fields=(
+                DataField("refresh_token_hash", "SHA-256 of a refresh token (the token itself is never stored)"),
+                DataField("created_at", "when the session started or was refreshed"),
+                DataField("expires_at", "when the session ends"),
+            ),
+            purposes=("keep the person logged in without their password",),
+            legal_basis=CONTRACT,
+            role="controller",
+            controller="vendor",
+            retention="until the session expires (SESSION_MAX_AGE) plus one day",
+            storage="auth database, table refresh_tokens",
+            erasure="deleted",
         ),
-        purposes=("keep the person logged in without their password",),
-        legal_basis=CONTRACT, role="controller", controller="vendor",
-        retention="until the session expires (SESSION_MAX_AGE) plus one day",
-        storage="auth database, table refresh_tokens", erasure="deleted"),
-    Category(
-        kind="client_address_counter",
-        data_subjects="anyone who tries to log in",
-        fields=(DataField("client", "keyed hash of the client's IP address, with a failure count"),),
-        purposes=("security: block an address that guesses passwords",),
-        legal_basis=LEGITIMATE_INTEREST, role="controller", controller="vendor",
-        retention="CLIENT_WINDOW_SECONDS (default 15 minutes) after the last failure",
-        storage="auth database, table client_failures",
-        erasure="deleted"),
-    Category(
-        kind="agreement_signatory",
-        data_subjects="the person who signed a customer's data processing agreement",
-        fields=(DataField("signatory", "who signed the data processing agreement (R5)", encrypted=True),),
-        purposes=("record the data processing agreement with each customer (R5)",),
-        legal_basis="GDPR art. 6(1)(c) legal obligation: art. 28(3) requires the agreement in writing",
-        role="controller", controller="vendor",
-        retention="while the agreement is in force, then as long as claims under it can be made",
-        storage="auth database, table tenants", erasure="retained"),
-))
+        Category(
+            kind="client_address_counter",
+            data_subjects="anyone who tries to log in",
+            fields=(DataField("client", "keyed hash of the client's IP address, with a failure count"),),
+            purposes=("security: block an address that guesses passwords",),
+            legal_basis=LEGITIMATE_INTEREST,
+            role="controller",
+            controller="vendor",
+            retention="CLIENT_WINDOW_SECONDS (default 15 minutes) after the last failure",
+            storage="auth database, table client_failures",
+            erasure="deleted",
+        ),
+        Category(
+            kind="agreement_signatory",
+            data_subjects="the person who signed a customer's data processing agreement",
+            fields=(DataField("signatory", "who signed the data processing agreement (R5)", encrypted=True),),
+            purposes=("record the data processing agreement with each customer (R5)",),
+            legal_basis="GDPR art. 6(1)(c) legal obligation: art. 28(3) requires the agreement in writing",
+            role="controller",
+            controller="vendor",
+            retention="while the agreement is in force, then as long as claims under it can be made",
+            storage="auth database, table tenants",
+            erasure="retained",
+        ),
+    ),
+)
 
 
 class AuthParticipant:
@@ -151,18 +179,31 @@ class AuthParticipant:
             slug = session.scalar(select(tenants.c.slug).where(tenants.c.id == row.tenant_id))
             view = auth.user_view(session, row, slug)
             out["user_account"].append({"reference": user_subject(user_id), **view})
-            for entry in session.execute(select(login_history).where(login_history.c.user_id == user_id)
-                                         .order_by(login_history.c.at)):
-                out["login_history"].append({"reference": user_subject(user_id), "at": rfc3339(entry.at),
-                                             "outcome": entry.outcome, "reason": entry.reason,
-                                             "method": entry.method})
-            for token in session.execute(select(refresh_tokens).where(refresh_tokens.c.user_id == user_id)
-                                         .order_by(refresh_tokens.c.created_at)):
-                out["session"].append({"reference": user_subject(user_id), "session_id": token.family_id,
-                                       "created_at": rfc3339(token.created_at),
-                                       "expires_at": rfc3339(token.expires_at),
-                                       "rotated_at": rfc3339(token.rotated_at),
-                                       "revoked_at": rfc3339(token.revoked_at)})
+            for entry in session.execute(
+                select(login_history).where(login_history.c.user_id == user_id).order_by(login_history.c.at)
+            ):
+                out["login_history"].append(
+                    {
+                        "reference": user_subject(user_id),
+                        "at": rfc3339(entry.at),
+                        "outcome": entry.outcome,
+                        "reason": entry.reason,
+                        "method": entry.method,
+                    }
+                )
+            for token in session.execute(
+                select(refresh_tokens).where(refresh_tokens.c.user_id == user_id).order_by(refresh_tokens.c.created_at)
+            ):
+                out["session"].append(
+                    {
+                        "reference": user_subject(user_id),
+                        "session_id": token.family_id,
+                        "created_at": rfc3339(token.created_at),
+                        "expires_at": rfc3339(token.expires_at),
+                        "rotated_at": rfc3339(token.rotated_at),
+                        "revoked_at": rfc3339(token.revoked_at),
+                    }
+                )
         return out
 
     def erase(self, session: Session, ctx: Context, references: list[str]) -> list[ErasureItem]:
@@ -173,7 +214,7 @@ class AuthParticipant:
         for user_id in self._user_ids(references):
             row = session.execute(select(users).where(users.c.id == user_id).with_for_update()).first()
             if row is None:
-                continue      # already erased: a repeated command reports zero
+                continue  # already erased: a repeated command reports zero
             slug = session.scalar(select(tenants.c.slug).where(tenants.c.id == row.tenant_id))
             counts = auth.remove_user(session, None, slug, row, reason="erasure", actor=actor)
             for kind, n in counts.items():
@@ -183,4 +224,3 @@ class AuthParticipant:
             ErasureItem("session", "deleted", totals["session"]),
             ErasureItem("login_history", "anonymised", totals["login_history"]),
         ]
-

@@ -11,6 +11,7 @@ period), so services that verify tokens keep accepting them.  The running api re
 the file when it changes, so ``./recept auth rotate-signing-key`` reaches it without a
 restart.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,10 +19,11 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -30,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shared.clock import utcnow
 from shared.tokens import KeySet
 
-GRACE = timedelta(minutes=5)   # clock skew and in-flight requests after a token's expiry
+GRACE = timedelta(minutes=5)  # clock skew and in-flight requests after a token's expiry
 
 
 class SigningKeyError(RuntimeError):
@@ -50,11 +52,15 @@ class SigningKey:
         return jwk
 
     def to_json(self) -> dict[str, Any]:
-        raw = self.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                             serialization.NoEncryption())
-        return {"kid": self.kid, "private_key": base64.b64encode(raw).decode("ascii"),
-                "created_at": self.created_at.isoformat(),
-                "retired_at": self.retired_at.isoformat() if self.retired_at else None}
+        raw = self.private_key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return {
+            "kid": self.kid,
+            "private_key": base64.b64encode(raw).decode("ascii"),
+            "created_at": self.created_at.isoformat(),
+            "retired_at": self.retired_at.isoformat() if self.retired_at else None,
+        }
 
 
 def _new_key(now: datetime) -> SigningKey:
@@ -68,9 +74,14 @@ def _parse(text: str, path: Path) -> tuple[str, list[SigningKey]]:
         for entry in data["keys"]:
             raw = base64.b64decode(entry["private_key"], validate=True)
             retired = entry.get("retired_at")
-            keys.append(SigningKey(str(entry["kid"]), Ed25519PrivateKey.from_private_bytes(raw),
-                                   datetime.fromisoformat(entry["created_at"]),
-                                   datetime.fromisoformat(retired) if retired else None))
+            keys.append(
+                SigningKey(
+                    str(entry["kid"]),
+                    Ed25519PrivateKey.from_private_bytes(raw),
+                    datetime.fromisoformat(entry["created_at"]),
+                    datetime.fromisoformat(retired) if retired else None,
+                )
+            )
         primary = str(data["primary"])
     except (ValueError, KeyError, TypeError):
         raise SigningKeyError(f"the signing-key file {path} is malformed") from None
@@ -102,7 +113,7 @@ class SigningKeys:
             handle.write(body)
         try:
             if exclusive:
-                os.link(tmp, self.path)    # fails if another process created the file first
+                os.link(tmp, self.path)  # fails if another process created the file first
             else:
                 os.replace(tmp, self.path)
         finally:
@@ -117,7 +128,7 @@ class SigningKeys:
                 key = _new_key(self.clock())
                 self._write(key.kid, [key], exclusive=True)
             except FileExistsError:
-                pass                        # another process won the race: read its file
+                pass  # another process won the race: read its file
             st = self.path.stat()
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
@@ -161,7 +172,7 @@ class SigningKeys:
             now = self.clock()
             keys = [SigningKey(k.kid, k.private_key, k.created_at, k.retired_at or now) for k in self._keys]
             self._keys = keys
-            keys = self._published(now)     # drop keys whose tokens have all expired
+            keys = self._published(now)  # drop keys whose tokens have all expired
             new = _new_key(now)
             keys.append(new)
             self._write(new.kid, keys, exclusive=False)

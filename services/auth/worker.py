@@ -1,9 +1,10 @@
 """Worker process of the auth service: outbox relay, GDPR commands, and the purge of expired login data."""
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from shared.service import run_worker
 

@@ -4,6 +4,7 @@ Vendor staff only (roles support and vendor_admin).  Searches by e-mail, phone o
 are POSTs so no personal value ever sits in a URL.  Uploads (.eml, CSV) are raw bodies or
 multipart ``file`` fields with their own size limits.
 """
+
 from __future__ import annotations
 
 from urllib.parse import quote
@@ -28,8 +29,10 @@ UUID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
 TEXT = lambda n: {"type": "string", "minLength": 1, "maxLength": n}  # noqa: E731 - schema shorthand
 NULLABLE = lambda n: {"type": ["string", "null"], "maxLength": n}  # noqa: E731
 # 1-500, in the schema so the document says what page() accepts.
-PAGE = {"limit": {"type": "string", "pattern": "^([1-9][0-9]?|[1-4][0-9][0-9]|500)$"},
-        "offset": {"type": "string", "pattern": "^[0-9]{1,7}$"}}
+PAGE = {
+    "limit": {"type": "string", "pattern": "^([1-9][0-9]?|[1-4][0-9][0-9]|500)$"},
+    "offset": {"type": "string", "pattern": "^[0-9]{1,7}$"},
+}
 
 
 def closed(properties: dict, required: tuple[str, ...] = (), min_properties: int = 0) -> dict:
@@ -40,35 +43,80 @@ def closed(properties: dict, required: tuple[str, ...] = (), min_properties: int
 
 
 COMPANY_FIELDS = {"name": TEXT(200), "org_number": NULLABLE(20), "tenant": NULLABLE(100)}
-PERSON_FIELDS = {"name": TEXT(200), "email": nullable(EMAIL), "phone": nullable(PHONE), "title": NULLABLE(200),
-                 "notice_recipient": {"type": "boolean"}}
-CASE_FIELDS = {"caller_name": NULLABLE(200), "phone": nullable(PHONE), "email": nullable(EMAIL), "subject": TEXT(300),
-               "description": multiline(NULLABLE(20000)), "status": {"enum": list(CASE_STATUSES)},
-               "channel": {"enum": list(CHANNELS)}, "assignee": NULLABLE(100),
-               "person_id": {"anyOf": [UUID, {"type": "null"}]}}
+PERSON_FIELDS = {
+    "name": TEXT(200),
+    "email": nullable(EMAIL),
+    "phone": nullable(PHONE),
+    "title": NULLABLE(200),
+    "notice_recipient": {"type": "boolean"},
+}
+CASE_FIELDS = {
+    "caller_name": NULLABLE(200),
+    "phone": nullable(PHONE),
+    "email": nullable(EMAIL),
+    "subject": TEXT(300),
+    "description": multiline(NULLABLE(20000)),
+    "status": {"enum": list(CASE_STATUSES)},
+    "channel": {"enum": list(CHANNELS)},
+    "assignee": NULLABLE(100),
+    "person_id": {"anyOf": [UUID, {"type": "null"}]},
+}
 STAMP = {"type": ["string", "null"]}
-COMPANY_OUT = {"type": "object", "required": ["id", "name", "org_number", "tenant", "created_at", "updated_at"],
-               "properties": {"id": {"type": "string"}, "name": {"type": "string"},
-                              "org_number": {"type": ["string", "null"]}, "tenant": {"type": ["string", "null"]},
-                              "created_at": STAMP, "updated_at": STAMP}}
-PERSON_OUT = {"type": "object", "required": ["id", "company_id", "notice_recipient", "created_at"],
-              "properties": {"id": {"type": "string"}, "company_id": {"type": "string"},
-                             "notice_recipient": {"type": "boolean"},
-                             "erased_fields": {"type": "array", "items": {"type": "string"}}}}
-CASE_OUT = {"type": "object", "required": ["id", "company_id", "person_id", "channel", "status", "created_at",
-                                           "redacted"],
-            "properties": {"id": {"type": "string"}, "company_id": {"type": "string"},
-                           "person_id": {"type": ["string", "null"]}, "status": {"enum": list(CASE_STATUSES)},
-                           "channel": {"enum": list(CHANNELS)}, "redacted": {"type": "boolean"}}}
-NOTICE_OUT = {"type": "object", "required": ["id", "title", "body", "company_ids", "created_at", "deliveries"],
-              "properties": {"id": {"type": "string"}, "company_ids": {"type": "array", "items": {"type": "string"}},
-                             "deliveries": {"type": "array", "items": {"type": "object"}}}}
+COMPANY_OUT = {
+    "type": "object",
+    "required": ["id", "name", "org_number", "tenant", "created_at", "updated_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "org_number": {"type": ["string", "null"]},
+        "tenant": {"type": ["string", "null"]},
+        "created_at": STAMP,
+        "updated_at": STAMP,
+    },
+}
+PERSON_OUT = {
+    "type": "object",
+    "required": ["id", "company_id", "notice_recipient", "created_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "company_id": {"type": "string"},
+        "notice_recipient": {"type": "boolean"},
+        "erased_fields": {"type": "array", "items": {"type": "string"}},
+    },
+}
+CASE_OUT = {
+    "type": "object",
+    "required": ["id", "company_id", "person_id", "channel", "status", "created_at", "redacted"],
+    "properties": {
+        "id": {"type": "string"},
+        "company_id": {"type": "string"},
+        "person_id": {"type": ["string", "null"]},
+        "status": {"enum": list(CASE_STATUSES)},
+        "channel": {"enum": list(CHANNELS)},
+        "redacted": {"type": "boolean"},
+    },
+}
+NOTICE_OUT = {
+    "type": "object",
+    "required": ["id", "title", "body", "company_ids", "created_at", "deliveries"],
+    "properties": {
+        "id": {"type": "string"},
+        "company_ids": {"type": "array", "items": {"type": "string"}},
+        "deliveries": {"type": "array", "items": {"type": "object"}},
+    },
+}
 EMAIL_OUT = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}
-STORED_EMAIL = {"type": "object", "required": ["id", "duplicate"],
-                "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}}}
+STORED_EMAIL = {
+    "type": "object",
+    "required": ["id", "duplicate"],
+    "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}},
+}
 IMPORT_OUT = {"type": "object"}
-ITEMS = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array",
-                                                                            "items": {"type": "object"}}}}
+ITEMS = {
+    "type": "object",
+    "required": ["items"],
+    "properties": {"items": {"type": "array", "items": {"type": "object"}}},
+}
 BYTES = {"type": "string", "description": "the stored bytes"}
 
 
@@ -108,8 +156,9 @@ def upload(limit: int, raw_types: tuple[str, ...], what: str) -> bytes:
     elif request.mimetype == "multipart/form-data":
         file = request.files.get("file")
         if file is None:
-            raise Invalid(f"send the {what} in a form field named 'file'",
-                          errors=[{"field": "file", "message": "is required"}])
+            raise Invalid(
+                f"send the {what} in a form field named 'file'", errors=[{"field": "file", "message": "is required"}]
+            )
         data = file.read(limit + 1)
     else:
         raise UnsupportedMediaType(f"send the {what} as {' or '.join(raw_types)} or multipart/form-data")
@@ -122,8 +171,16 @@ def upload(limit: int, raw_types: tuple[str, ...], what: str) -> bytes:
 
 # --- companies ----------------------------------------------------------------------------------
 
-@bp.operation("POST", "/api/v1/companies", summary="Add a customer company", roles=ROLES, tags=TAGS_COMPANY,
-              body=closed(COMPANY_FIELDS, ("name",)), responses={201: COMPANY_OUT})
+
+@bp.operation(
+    "POST",
+    "/api/v1/companies",
+    summary="Add a customer company",
+    roles=ROLES,
+    tags=TAGS_COMPANY,
+    body=closed(COMPANY_FIELDS, ("name",)),
+    responses={201: COMPANY_OUT},
+)
 def create_company(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -131,8 +188,15 @@ def create_company(body):
     return created(company, f"/api/v1/companies/{company['id']}")
 
 
-@bp.operation("GET", "/api/v1/companies", summary="List companies", roles=ROLES, tags=TAGS_COMPANY,
-              query=closed({"tenant": TEXT(100), **PAGE}), responses={200: ITEMS})
+@bp.operation(
+    "GET",
+    "/api/v1/companies",
+    summary="List companies",
+    roles=ROLES,
+    tags=TAGS_COMPANY,
+    query=closed({"tenant": TEXT(100), **PAGE}),
+    responses={200: ITEMS},
+)
 def list_companies(query):
     actor()
     limit, offset = page(query)
@@ -140,16 +204,29 @@ def list_companies(query):
         return jsonify(items=crm().list_companies(s, query.get("tenant"), limit, offset))
 
 
-@bp.operation("GET", "/api/v1/companies/{company_id}", summary="A company", roles=ROLES, tags=TAGS_COMPANY,
-              responses={200: COMPANY_OUT})
+@bp.operation(
+    "GET",
+    "/api/v1/companies/{company_id}",
+    summary="A company",
+    roles=ROLES,
+    tags=TAGS_COMPANY,
+    responses={200: COMPANY_OUT},
+)
 def get_company(company_id):
     actor()
     with crm().db.transaction() as s:
         return jsonify(crm().company_view(crm().company(s, company_id)))
 
 
-@bp.operation("PATCH", "/api/v1/companies/{company_id}", summary="Change a company", roles=ROLES, tags=TAGS_COMPANY,
-              body=closed(COMPANY_FIELDS, (), 1), responses={200: COMPANY_OUT})
+@bp.operation(
+    "PATCH",
+    "/api/v1/companies/{company_id}",
+    summary="Change a company",
+    roles=ROLES,
+    tags=TAGS_COMPANY,
+    body=closed(COMPANY_FIELDS, (), 1),
+    responses={200: COMPANY_OUT},
+)
 def update_company(company_id, body):
     who = actor()
     with crm().db.transaction() as s:
@@ -158,8 +235,16 @@ def update_company(company_id, body):
 
 # --- persons (person tab) ---------------------------------------------------------------------------
 
-@bp.operation("POST", "/api/v1/companies/{company_id}/persons", summary="Add a person to a company's person tab",
-              roles=ROLES, tags=TAGS_PERSON, body=closed(PERSON_FIELDS, ("name",)), responses={201: PERSON_OUT})
+
+@bp.operation(
+    "POST",
+    "/api/v1/companies/{company_id}/persons",
+    summary="Add a person to a company's person tab",
+    roles=ROLES,
+    tags=TAGS_PERSON,
+    body=closed(PERSON_FIELDS, ("name",)),
+    responses={201: PERSON_OUT},
+)
 def add_person(company_id, body):
     who = actor()
     with crm().db.transaction() as s:
@@ -167,32 +252,57 @@ def add_person(company_id, body):
     return created(person, f"/api/v1/persons/{person['id']}")
 
 
-@bp.operation("GET", "/api/v1/companies/{company_id}/persons", summary="A company's person tab (each read is an event)",
-              roles=ROLES, tags=TAGS_PERSON, responses={200: ITEMS})
+@bp.operation(
+    "GET",
+    "/api/v1/companies/{company_id}/persons",
+    summary="A company's person tab (each read is an event)",
+    roles=ROLES,
+    tags=TAGS_PERSON,
+    responses={200: ITEMS},
+)
 def list_persons(company_id):
     who = actor()
     with crm().db.transaction() as s:
         return jsonify(items=crm().list_persons(s, who, company_id))
 
 
-@bp.operation("GET", "/api/v1/persons/{person_id}", summary="A person (the read is an event)", roles=ROLES,
-              tags=TAGS_PERSON, responses={200: PERSON_OUT})
+@bp.operation(
+    "GET",
+    "/api/v1/persons/{person_id}",
+    summary="A person (the read is an event)",
+    roles=ROLES,
+    tags=TAGS_PERSON,
+    responses={200: PERSON_OUT},
+)
 def get_person(person_id):
     who = actor()
     with crm().db.transaction() as s:
         return jsonify(crm().get_person(s, who, person_id))
 
 
-@bp.operation("PATCH", "/api/v1/persons/{person_id}", summary="Change a person", roles=ROLES, tags=TAGS_PERSON,
-              body=closed(PERSON_FIELDS, (), 1), responses={200: PERSON_OUT})
+@bp.operation(
+    "PATCH",
+    "/api/v1/persons/{person_id}",
+    summary="Change a person",
+    roles=ROLES,
+    tags=TAGS_PERSON,
+    body=closed(PERSON_FIELDS, (), 1),
+    responses={200: PERSON_OUT},
+)
 def update_person(person_id, body):
     who = actor()
     with crm().db.transaction() as s:
         return jsonify(crm().update_person(s, who, person_id, body))
 
 
-@bp.operation("DELETE", "/api/v1/persons/{person_id}", summary="Remove a person from the person tab (R15)",
-              roles=ROLES, tags=TAGS_PERSON, responses={204: None})
+@bp.operation(
+    "DELETE",
+    "/api/v1/persons/{person_id}",
+    summary="Remove a person from the person tab (R15)",
+    roles=ROLES,
+    tags=TAGS_PERSON,
+    responses={204: None},
+)
 def remove_person(person_id):
     who = actor()
     with crm().db.transaction() as s:
@@ -200,9 +310,15 @@ def remove_person(person_id):
     return Response(status=204)
 
 
-@bp.operation("POST", "/api/v1/persons/search", summary="Find persons by e-mail, phone or name (blind indexes)",
-              roles=ROLES, tags=TAGS_PERSON, responses={200: ITEMS},
-              body=closed({"email": EMAIL, "phone": PHONE, "name": TEXT(200), "company_id": UUID}, (), 1))
+@bp.operation(
+    "POST",
+    "/api/v1/persons/search",
+    summary="Find persons by e-mail, phone or name (blind indexes)",
+    roles=ROLES,
+    tags=TAGS_PERSON,
+    responses={200: ITEMS},
+    body=closed({"email": EMAIL, "phone": PHONE, "name": TEXT(200), "company_id": UUID}, (), 1),
+)
 def search_persons(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -211,9 +327,16 @@ def search_persons(body):
 
 # --- cases ----------------------------------------------------------------------------------------
 
-@bp.operation("POST", "/api/v1/cases", summary="Register a case", roles=ROLES, tags=TAGS_CASE,
-              body=closed({"company_id": UUID, **CASE_FIELDS}, ("company_id", "subject")),
-              responses={201: CASE_OUT})
+
+@bp.operation(
+    "POST",
+    "/api/v1/cases",
+    summary="Register a case",
+    roles=ROLES,
+    tags=TAGS_CASE,
+    body=closed({"company_id": UUID, **CASE_FIELDS}, ("company_id", "subject")),
+    responses={201: CASE_OUT},
+)
 def open_case(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -221,36 +344,73 @@ def open_case(body):
     return created(case, f"/api/v1/cases/{case['id']}")
 
 
-@bp.operation("GET", "/api/v1/cases", summary="List cases (each read is an event)", roles=ROLES, tags=TAGS_CASE,
-              query=closed({"company_id": UUID, "person_id": UUID, "status": {"enum": list(CASE_STATUSES)},
-                            "assignee": TEXT(100), **PAGE}), responses={200: ITEMS})
+@bp.operation(
+    "GET",
+    "/api/v1/cases",
+    summary="List cases (each read is an event)",
+    roles=ROLES,
+    tags=TAGS_CASE,
+    query=closed(
+        {"company_id": UUID, "person_id": UUID, "status": {"enum": list(CASE_STATUSES)}, "assignee": TEXT(100), **PAGE}
+    ),
+    responses={200: ITEMS},
+)
 def list_cases(query):
     who = actor()
     limit, offset = page(query)
     with crm().db.transaction() as s:
-        return jsonify(items=crm().list_cases(
-            s, who, company_id=query.get("company_id"), person_id=query.get("person_id"), status=query.get("status"),
-            assignee=query.get("assignee"), limit=limit, offset=offset))
+        return jsonify(
+            items=crm().list_cases(
+                s,
+                who,
+                company_id=query.get("company_id"),
+                person_id=query.get("person_id"),
+                status=query.get("status"),
+                assignee=query.get("assignee"),
+                limit=limit,
+                offset=offset,
+            )
+        )
 
 
-@bp.operation("GET", "/api/v1/cases/{case_id}", summary="A case (the read is an event)", roles=ROLES, tags=TAGS_CASE,
-              responses={200: CASE_OUT})
+@bp.operation(
+    "GET",
+    "/api/v1/cases/{case_id}",
+    summary="A case (the read is an event)",
+    roles=ROLES,
+    tags=TAGS_CASE,
+    responses={200: CASE_OUT},
+)
 def get_case(case_id):
     who = actor()
     with crm().db.transaction() as s:
         return jsonify(crm().get_case(s, who, case_id))
 
 
-@bp.operation("PATCH", "/api/v1/cases/{case_id}", summary="Change a case", roles=ROLES, tags=TAGS_CASE,
-              body=closed(CASE_FIELDS, (), 1), responses={200: CASE_OUT})
+@bp.operation(
+    "PATCH",
+    "/api/v1/cases/{case_id}",
+    summary="Change a case",
+    roles=ROLES,
+    tags=TAGS_CASE,
+    body=closed(CASE_FIELDS, (), 1),
+    responses={200: CASE_OUT},
+)
 def update_case(case_id, body):
     who = actor()
     with crm().db.transaction() as s:
         return jsonify(crm().update_case(s, who, case_id, body))
 
 
-@bp.operation("POST", "/api/v1/cases/search", summary="Find cases by caller e-mail and/or phone", roles=ROLES,
-              tags=TAGS_CASE, body=closed({"email": EMAIL, "phone": PHONE}, (), 1), responses={200: ITEMS})
+@bp.operation(
+    "POST",
+    "/api/v1/cases/search",
+    summary="Find cases by caller e-mail and/or phone",
+    roles=ROLES,
+    tags=TAGS_CASE,
+    body=closed({"email": EMAIL, "phone": PHONE}, (), 1),
+    responses={200: ITEMS},
+)
 def search_cases(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -259,8 +419,15 @@ def search_cases(body):
 
 # --- call logs --------------------------------------------------------------------------------------
 
-@bp.operation("POST", "/api/v1/calls/import", summary="Import the phone operator's call log (CSV)", roles=ROLES,
-              tags=TAGS_CALL, responses={200: IMPORT_OUT})
+
+@bp.operation(
+    "POST",
+    "/api/v1/calls/import",
+    summary="Import the phone operator's call log (CSV)",
+    roles=ROLES,
+    tags=TAGS_CALL,
+    responses={200: IMPORT_OUT},
+)
 def import_call_log():
     who = actor()
     data = upload(crm().config["MAX_CALL_LOG_BYTES"], ("text/csv", "text/plain", "application/csv"), "call log")
@@ -268,21 +435,44 @@ def import_call_log():
         return jsonify(import_calls(crm(), s, who, data, "http"))
 
 
-@bp.operation("GET", "/api/v1/calls", summary="List call-log rows (each read is an event)", roles=ROLES,
-              tags=TAGS_CALL, responses={200: ITEMS},
-              query=closed({"person_id": UUID, "company_id": UUID, "since": TEXT(40), "until": TEXT(40), **PAGE}))
+@bp.operation(
+    "GET",
+    "/api/v1/calls",
+    summary="List call-log rows (each read is an event)",
+    roles=ROLES,
+    tags=TAGS_CALL,
+    responses={200: ITEMS},
+    query=closed({"person_id": UUID, "company_id": UUID, "since": TEXT(40), "until": TEXT(40), **PAGE}),
+)
 def list_call_log(query):
     who = actor()
     limit, offset = page(query)
     since, until = parse_time_filter(query.get("since"), "since"), parse_time_filter(query.get("until"), "until")
     with crm().db.transaction() as s:
-        return jsonify(items=list_calls(crm(), s, who, person_id=query.get("person_id"),
-                                        company_id=query.get("company_id"), since=since, until=until,
-                                        limit=limit, offset=offset))
+        return jsonify(
+            items=list_calls(
+                crm(),
+                s,
+                who,
+                person_id=query.get("person_id"),
+                company_id=query.get("company_id"),
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+            )
+        )
 
 
-@bp.operation("POST", "/api/v1/calls/search", summary="Find call-log rows by phone number", roles=ROLES,
-              tags=TAGS_CALL, body=closed({"phone": PHONE}, ("phone",)), responses={200: ITEMS})
+@bp.operation(
+    "POST",
+    "/api/v1/calls/search",
+    summary="Find call-log rows by phone number",
+    roles=ROLES,
+    tags=TAGS_CALL,
+    body=closed({"phone": PHONE}, ("phone",)),
+    responses={200: ITEMS},
+)
 def search_call_log(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -291,14 +481,25 @@ def search_call_log(body):
 
 # --- e-mails ----------------------------------------------------------------------------------------
 
-@bp.operation("POST", "/api/v1/companies/{company_id}/emails", summary="Store an e-mail (.eml) as a company document",
-              roles=ROLES, tags=TAGS_EMAIL,
-              responses={201: STORED_EMAIL, 200: {"description": "already stored (same message)", "content": {
-                  "application/json": {"schema": STORED_EMAIL}}}})
+
+@bp.operation(
+    "POST",
+    "/api/v1/companies/{company_id}/emails",
+    summary="Store an e-mail (.eml) as a company document",
+    roles=ROLES,
+    tags=TAGS_EMAIL,
+    responses={
+        201: STORED_EMAIL,
+        200: {
+            "description": "already stored (same message)",
+            "content": {"application/json": {"schema": STORED_EMAIL}},
+        },
+    },
+)
 def ingest_email(company_id):
     who = actor()
     with crm().db.transaction() as s:
-        crm().company(s, company_id)      # 404 before reading a large body for nothing
+        crm().company(s, company_id)  # 404 before reading a large body for nothing
     data = upload(crm().config["MAX_EMAIL_BYTES"], ("message/rfc822", "application/octet-stream"), "e-mail")
     with crm().db.transaction() as s:
         email_id, duplicate = mail.ingest(crm(), s, who, company_id, data, "upload")
@@ -308,8 +509,15 @@ def ingest_email(company_id):
     return created(body, f"/api/v1/emails/{email_id}")
 
 
-@bp.operation("GET", "/api/v1/companies/{company_id}/emails", summary="A company's e-mails (each read is an event)",
-              roles=ROLES, tags=TAGS_EMAIL, query=closed(PAGE), responses={200: ITEMS})
+@bp.operation(
+    "GET",
+    "/api/v1/companies/{company_id}/emails",
+    summary="A company's e-mails (each read is an event)",
+    roles=ROLES,
+    tags=TAGS_EMAIL,
+    query=closed(PAGE),
+    responses={200: ITEMS},
+)
 def list_emails(company_id, query):
     who = actor()
     limit, offset = page(query)
@@ -317,29 +525,51 @@ def list_emails(company_id, query):
         return jsonify(items=mail.list_emails(crm(), s, who, company_id, limit, offset))
 
 
-@bp.operation("GET", "/api/v1/emails/{email_id}", summary="An e-mail: headers, text, attachments (a read event)",
-              roles=ROLES, tags=TAGS_EMAIL, responses={200: EMAIL_OUT})
+@bp.operation(
+    "GET",
+    "/api/v1/emails/{email_id}",
+    summary="An e-mail: headers, text, attachments (a read event)",
+    roles=ROLES,
+    tags=TAGS_EMAIL,
+    responses={200: EMAIL_OUT},
+)
 def get_email(email_id):
     who = actor()
     with crm().db.transaction() as s:
         return jsonify(mail.get_email(crm(), s, who, email_id))
 
 
-@bp.operation("GET", "/api/v1/emails/{email_id}/raw", summary="The stored RFC 5322 document (a read event)",
-              roles=ROLES, tags=TAGS_EMAIL, content_type="message/rfc822",
-              responses={200: BYTES})
+@bp.operation(
+    "GET",
+    "/api/v1/emails/{email_id}/raw",
+    summary="The stored RFC 5322 document (a read event)",
+    roles=ROLES,
+    tags=TAGS_EMAIL,
+    content_type="message/rfc822",
+    responses={200: BYTES},
+)
 def get_raw_email(email_id):
     who = actor()
     with crm().db.transaction() as s:
         raw = mail.get_raw(crm(), s, who, email_id)
-    return Response(raw, mimetype="message/rfc822",
-                    headers={"Content-Disposition": f'attachment; filename="{email_id}.eml"'})
+    return Response(
+        raw, mimetype="message/rfc822", headers={"Content-Disposition": f'attachment; filename="{email_id}.eml"'}
+    )
 
 
-@bp.operation("GET", "/api/v1/emails/{email_id}/attachments/{position}", summary="One attachment (a read event)",
-              roles=ROLES, tags=TAGS_EMAIL,
-              responses={200: {"description": "the attachment, in the media type it was sent with",
-                               "content": {"*/*": {"schema": BYTES}}}})
+@bp.operation(
+    "GET",
+    "/api/v1/emails/{email_id}/attachments/{position}",
+    summary="One attachment (a read event)",
+    roles=ROLES,
+    tags=TAGS_EMAIL,
+    responses={
+        200: {
+            "description": "the attachment, in the media type it was sent with",
+            "content": {"*/*": {"schema": BYTES}},
+        }
+    },
+)
 def get_attachment(email_id, position):
     who = actor()
     if not position.isdigit():
@@ -352,8 +582,15 @@ def get_attachment(email_id, position):
     return Response(data, mimetype=content_type, headers={"Content-Disposition": disposition})
 
 
-@bp.operation("POST", "/api/v1/emails/search", summary="Find e-mails that name an address", roles=ROLES,
-              tags=TAGS_EMAIL, body=closed({"email": EMAIL}, ("email",)), responses={200: ITEMS})
+@bp.operation(
+    "POST",
+    "/api/v1/emails/search",
+    summary="Find e-mails that name an address",
+    roles=ROLES,
+    tags=TAGS_EMAIL,
+    body=closed({"email": EMAIL}, ("email",)),
+    responses={200: ITEMS},
+)
 def search_email(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -362,11 +599,23 @@ def search_email(body):
 
 # --- change notices -------------------------------------------------------------------------------------
 
-@bp.operation("POST", "/api/v1/notices", summary="Send a system-change notice to chosen companies' recipients (R4)",
-              roles=ROLES, tags=TAGS_NOTICE, responses={201: NOTICE_OUT},
-              body=closed({"title": TEXT(200), "body": multiline(TEXT(50000)),
-                           "company_ids": {"type": "array", "items": UUID, "minItems": 1, "maxItems": 1000}},
-                          ("title", "body", "company_ids")))
+
+@bp.operation(
+    "POST",
+    "/api/v1/notices",
+    summary="Send a system-change notice to chosen companies' recipients (R4)",
+    roles=ROLES,
+    tags=TAGS_NOTICE,
+    responses={201: NOTICE_OUT},
+    body=closed(
+        {
+            "title": TEXT(200),
+            "body": multiline(TEXT(50000)),
+            "company_ids": {"type": "array", "items": UUID, "minItems": 1, "maxItems": 1000},
+        },
+        ("title", "body", "company_ids"),
+    ),
+)
 def send_notice(body):
     who = actor()
     with crm().db.transaction() as s:
@@ -378,8 +627,15 @@ def send_notice(body):
         return created(notices.notice_view(s, notice_id), f"/api/v1/notices/{notice_id}")
 
 
-@bp.operation("GET", "/api/v1/notices", summary="List notices", roles=ROLES, tags=TAGS_NOTICE, query=closed(PAGE),
-              responses={200: ITEMS})
+@bp.operation(
+    "GET",
+    "/api/v1/notices",
+    summary="List notices",
+    roles=ROLES,
+    tags=TAGS_NOTICE,
+    query=closed(PAGE),
+    responses={200: ITEMS},
+)
 def list_notices(query):
     actor()
     limit, offset = page(query)
@@ -387,8 +643,14 @@ def list_notices(query):
         return jsonify(items=notices.list_notices(s, limit, offset))
 
 
-@bp.operation("GET", "/api/v1/notices/{notice_id}", summary="A notice and who was sent it, when", roles=ROLES,
-              tags=TAGS_NOTICE, responses={200: NOTICE_OUT})
+@bp.operation(
+    "GET",
+    "/api/v1/notices/{notice_id}",
+    summary="A notice and who was sent it, when",
+    roles=ROLES,
+    tags=TAGS_NOTICE,
+    responses={200: NOTICE_OUT},
+)
 def get_notice(notice_id):
     actor()
     with crm().db.transaction() as s:

@@ -1,4 +1,5 @@
 """Wiring of the crm service: its domain object, made once per runtime, and what its processes run."""
+
 from __future__ import annotations
 
 from shared.privacy import command_subscription

@@ -5,13 +5,14 @@ value), called line (the vendor's own support line), duration and direction.  Ba
 are reported by line and field (never by value) while the good rows are imported; a
 keyed fingerprint of each normalised row makes a re-import add nothing twice.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,19 +29,43 @@ from .models import call_imports, calls
 
 COLUMNS = ("timestamp", "calling_number", "called_line", "duration", "direction")
 ALIASES = {
-    "timestamp": "timestamp", "time": "timestamp", "start": "timestamp", "started_at": "timestamp",
-    "date_time": "timestamp", "datetime": "timestamp",
-    "calling_number": "calling_number", "calling": "calling_number", "number": "calling_number",
-    "caller": "calling_number", "from": "calling_number", "a_number": "calling_number",
-    "called_line": "called_line", "called": "called_line", "line": "called_line", "to": "called_line",
+    "timestamp": "timestamp",
+    "time": "timestamp",
+    "start": "timestamp",
+    "started_at": "timestamp",
+    "date_time": "timestamp",
+    "datetime": "timestamp",
+    "calling_number": "calling_number",
+    "calling": "calling_number",
+    "number": "calling_number",
+    "caller": "calling_number",
+    "from": "calling_number",
+    "a_number": "calling_number",
+    "called_line": "called_line",
+    "called": "called_line",
+    "line": "called_line",
+    "to": "called_line",
     "b_number": "called_line",
-    "duration": "duration", "duration_s": "duration", "seconds": "duration", "length": "duration",
-    "direction": "direction", "dir": "direction", "type": "direction",
+    "duration": "duration",
+    "duration_s": "duration",
+    "seconds": "duration",
+    "length": "duration",
+    "direction": "direction",
+    "dir": "direction",
+    "type": "direction",
 }
 DIRECTIONS = {
-    "in": "inbound", "inbound": "inbound", "incoming": "inbound", "inkommande": "inbound",
-    "out": "outbound", "outbound": "outbound", "outgoing": "outbound", "utgående": "outbound",
-    "missed": "missed", "missad": "missed", "missat": "missed",
+    "in": "inbound",
+    "inbound": "inbound",
+    "incoming": "inbound",
+    "inkommande": "inbound",
+    "out": "outbound",
+    "outbound": "outbound",
+    "outgoing": "outbound",
+    "utgående": "outbound",
+    "missed": "missed",
+    "missad": "missed",
+    "missat": "missed",
 }
 MAX_DURATION = 7 * 24 * 3600
 MAX_REPORTED_ERRORS = 1000
@@ -51,14 +76,21 @@ _CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})\Z")
 class CallRow:
     line: int
     started_at: datetime
-    number: str             # E.164
+    number: str  # E.164
     called_line: str
     duration_s: int
     direction: str
 
     def canonical(self) -> bytes:
-        return "|".join([self.started_at.astimezone(timezone.utc).isoformat(), self.number, self.called_line,
-                         str(self.duration_s), self.direction]).encode()
+        return "|".join(
+            [
+                self.started_at.astimezone(UTC).isoformat(),
+                self.number,
+                self.called_line,
+                str(self.duration_s),
+                self.direction,
+            ]
+        ).encode()
 
 
 def _problem(line: int, field: str, message: str) -> dict[str, Any]:
@@ -93,7 +125,7 @@ def parse_duration(text: str) -> int:
 def parse_timestamp(text: str, zone: ZoneInfo) -> datetime:
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     # Operators log local time without an offset; read it in the configured zone.
-    return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(timezone.utc)
+    return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(UTC)
 
 
 def parse_csv(data: bytes, zone: ZoneInfo) -> tuple[list[CallRow], list[dict[str, Any]], int]:
@@ -109,8 +141,10 @@ def parse_csv(data: bytes, zone: ZoneInfo) -> tuple[list[CallRow], list[dict[str
     names = [ALIASES.get(re.sub(r"[\s\-]+", "_", h.strip().lower())) for h in header]
     missing = [c for c in COLUMNS if c not in names]
     if missing:
-        raise Invalid("the header line lacks required columns",
-                      errors=[{"field": f"header.{c}", "message": "column is missing"} for c in missing])
+        raise Invalid(
+            "the header line lacks required columns",
+            errors=[{"field": f"header.{c}", "message": "column is missing"} for c in missing],
+        )
     position = {name: names.index(name) for name in COLUMNS}
     rows, problems, seen = [], [], 0
     while True:
@@ -171,7 +205,9 @@ def import_calls(crm: Crm, s: Session, actor: Actor, data: bytes, source: str) -
     existing: set[str] = set()
     prints = list(unique)
     for start in range(0, len(prints), 500):
-        existing.update(s.scalars(select(calls.c.fingerprint).where(calls.c.fingerprint.in_(prints[start:start + 500]))))
+        existing.update(
+            s.scalars(select(calls.c.fingerprint).where(calls.c.fingerprint.in_(prints[start : start + 500])))
+        )
     duplicates += len(existing)
     fresh = [(fp, row) for fp, row in unique.items() if fp not in existing]
 
@@ -182,9 +218,19 @@ def import_calls(crm: Crm, s: Session, actor: Actor, data: bytes, source: str) -
         owners[number] = found[0] if len(found) == 1 else None
 
     import_id, now = new_id(), utcnow()
-    s.execute(call_imports.insert().values(id=import_id, source=source, imported_by=actor.id, rows=seen,
-                                           imported=len(fresh), duplicates=duplicates,
-                                           rejected=0, matched=0, created_at=now))
+    s.execute(
+        call_imports.insert().values(
+            id=import_id,
+            source=source,
+            imported_by=actor.id,
+            rows=seen,
+            imported=len(fresh),
+            duplicates=duplicates,
+            rejected=0,
+            matched=0,
+            created_at=now,
+        )
+    )
     records = [(new_id(), fp, row) for fp, row in fresh]
     crm.vault.prepare(s, [f"crm:call:{call_id}" for call_id, _fp, _row in records])
     values, matched = [], 0
@@ -192,28 +238,57 @@ def import_calls(crm: Crm, s: Session, actor: Actor, data: bytes, source: str) -
         owner = owners[row.number]
         matched += owner is not None
         subject = f"crm:call:{call_id}"
-        values.append({
-            "id": call_id, "import_id": import_id, "subject_ref": subject,
-            "number": crm.seal(s, subject, calls, "number", call_id, row.number),
-            "number_idx": crm.index.of("phone", row.number), "called_line": row.called_line,
-            "started_at": row.started_at, "duration_s": row.duration_s, "direction": row.direction,
-            "person_id": owner.id if owner is not None else None,
-            "company_id": owner.company_id if owner is not None else None,
-            "fingerprint": fingerprint, "created_at": now,
-        })
+        values.append(
+            {
+                "id": call_id,
+                "import_id": import_id,
+                "subject_ref": subject,
+                "number": crm.seal(s, subject, calls, "number", call_id, row.number),
+                "number_idx": crm.index.of("phone", row.number),
+                "called_line": row.called_line,
+                "started_at": row.started_at,
+                "duration_s": row.duration_s,
+                "direction": row.direction,
+                "person_id": owner.id if owner is not None else None,
+                "company_id": owner.company_id if owner is not None else None,
+                "fingerprint": fingerprint,
+                "created_at": now,
+            }
+        )
     if values:
         s.execute(calls.insert(), values)
     for value in values:
-        crm.emit(s, ev.CALL_RECORDED, actor,
-                 data={"call_id": value["id"], "import_id": import_id, "person_id": value["person_id"],
-                       "direction": value["direction"]},
-                 subject=value["subject_ref"], resource=("call", value["id"]))
+        crm.emit(
+            s,
+            ev.CALL_RECORDED,
+            actor,
+            data={
+                "call_id": value["id"],
+                "import_id": import_id,
+                "person_id": value["person_id"],
+                "direction": value["direction"],
+            },
+            subject=value["subject_ref"],
+            resource=("call", value["id"]),
+        )
     rejected = len({p["line"] for p in problems})
     s.execute(call_imports.update().where(call_imports.c.id == import_id).values(matched=matched, rejected=rejected))
-    report = {"import_id": import_id, "rows": seen, "imported": len(values), "duplicates": duplicates,
-              "rejected": rejected, "matched": matched}
-    crm.emit(s, ev.CALL_IMPORT_COMPLETED, actor, data={**report, "source": source}, subject=None,
-             resource=("call_import", import_id))
+    report = {
+        "import_id": import_id,
+        "rows": seen,
+        "imported": len(values),
+        "duplicates": duplicates,
+        "rejected": rejected,
+        "matched": matched,
+    }
+    crm.emit(
+        s,
+        ev.CALL_IMPORT_COMPLETED,
+        actor,
+        data={**report, "source": source},
+        subject=None,
+        resource=("call_import", import_id),
+    )
     report["errors"] = problems[:MAX_REPORTED_ERRORS]
     if len(problems) > MAX_REPORTED_ERRORS:
         report["errors_truncated"] = True
@@ -222,9 +297,18 @@ def import_calls(crm: Crm, s: Session, actor: Actor, data: bytes, source: str) -
 
 def call_view(crm: Crm, s: Session, row) -> dict[str, Any]:
     values, erased = crm.plain(s, calls, row, ("number",))
-    out = {"id": row.id, "import_id": row.import_id, "number": values["number"], "called_line": row.called_line,
-           "started_at": rfc3339(row.started_at), "duration_s": row.duration_s, "direction": row.direction,
-           "person_id": row.person_id, "company_id": row.company_id, "redacted": row.redacted_at is not None}
+    out = {
+        "id": row.id,
+        "import_id": row.import_id,
+        "number": values["number"],
+        "called_line": row.called_line,
+        "started_at": rfc3339(row.started_at),
+        "duration_s": row.duration_s,
+        "direction": row.direction,
+        "person_id": row.person_id,
+        "company_id": row.company_id,
+        "redacted": row.redacted_at is not None,
+    }
     if erased:
         out["erased_fields"] = erased
     return out
@@ -235,9 +319,18 @@ def viewed_calls(crm: Crm, s: Session, actor: Actor, rows) -> None:
         crm.emit(s, ev.CALL_VIEWED, actor, data={"call_id": row.id}, subject=row.subject_ref, resource=("call", row.id))
 
 
-def list_calls(crm: Crm, s: Session, actor: Actor, *, person_id: str | None = None, company_id: str | None = None,
-               since: datetime | None = None, until: datetime | None = None, limit: int = 100,
-               offset: int = 0) -> list[dict[str, Any]]:
+def list_calls(
+    crm: Crm,
+    s: Session,
+    actor: Actor,
+    *,
+    person_id: str | None = None,
+    company_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
     query = select(calls).order_by(calls.c.started_at.desc(), calls.c.id).limit(limit).offset(offset)
     if person_id is not None:
         query = query.where(calls.c.person_id == person_id)
@@ -258,8 +351,9 @@ def calls_by_phone(crm: Crm, s: Session, normalised: str) -> list:
 
 
 def search_calls(crm: Crm, s: Session, actor: Actor, phone: str) -> list[dict[str, Any]]:
-    rows = sorted(calls_by_phone(crm, s, normalise_phone(phone)), key=lambda r: (as_utc(r.started_at), r.id),
-                  reverse=True)
+    rows = sorted(
+        calls_by_phone(crm, s, normalise_phone(phone)), key=lambda r: (as_utc(r.started_at), r.id), reverse=True
+    )
     viewed_calls(crm, s, actor, rows)
     return [call_view(crm, s, r) for r in rows]
 
@@ -270,7 +364,7 @@ def parse_time_filter(value: str | None, field: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise Invalid("a time filter is not ISO 8601",
-                      errors=[{"field": field, "message": "is not an ISO 8601 date and time"}]) from None
-    return as_utc(parsed)   # a time without an offset is UTC
-
+        raise Invalid(
+            "a time filter is not ISO 8601", errors=[{"field": field, "message": "is not an ISO 8601 date and time"}]
+        ) from None
+    return as_utc(parsed)  # a time without an offset is UTC

@@ -4,6 +4,7 @@ Both call the same domain functions as the HTTP api, act as the system actor, an
 print a JSON report (counts and per-line problems, never a personal value).  Exit
 status: 0 all good, 1 some rows or messages were rejected, 2 the command could not run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,18 +91,24 @@ def indexed_columns(tables) -> dict:
 
     # e-mails and phone numbers are stored in their normal forms; names as entered
     return {
-        "persons": [IndexedColumn("name_idx", "name", "name", normalise_name),
-                    IndexedColumn("email_idx", "email", "email"), IndexedColumn("phone_idx", "phone", "phone")],
-        "cases": [IndexedColumn("caller_phone_idx", "caller_phone", "phone"),
-                  IndexedColumn("caller_email_idx", "caller_email", "email")],
+        "persons": [
+            IndexedColumn("name_idx", "name", "name", normalise_name),
+            IndexedColumn("email_idx", "email", "email"),
+            IndexedColumn("phone_idx", "phone", "phone"),
+        ],
+        "cases": [
+            IndexedColumn("caller_phone_idx", "caller_phone", "phone"),
+            IndexedColumn("caller_email_idx", "caller_email", "email"),
+        ],
         "calls": [IndexedColumn("number_idx", "number", "phone")],
         "email_addresses": [IndexedColumn("address_idx", "address", "email")],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="./recept crm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="./recept crm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     calls = sub.add_parser("import-calls", help="import the phone operator's call log (CSV)")
     calls.add_argument("file", metavar="FILE.csv")

@@ -5,13 +5,15 @@ with an open database session.  Every personal field is sealed with the Vault un
 record's own subject and found again through a blind index whose candidates are
 decrypted and compared (false positives filtered, no false negatives).
 """
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -55,7 +57,7 @@ class Actor:
         return {"id": self.id, "tenant": self.tenant, "kind": self.kind}
 
     @classmethod
-    def of(cls, principal) -> "Actor":
+    def of(cls, principal) -> Actor:
         return cls(principal.user_id, principal.tenant, "user")
 
 
@@ -76,16 +78,33 @@ class Crm:
         self.index = BlindIndex(runtime.keyring, bits=index_bits(runtime.config["PLANNED_SUBJECTS"]))
         # Row fingerprints (import de-duplication) use their own key derived from the index key,
         # full length, so two different rows never collide the way 16-bit index values do.
-        self._fingerprint_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                                     info=b"recept.crm.fingerprint.v1").derive(runtime.keyring.index_key)
+        self._fingerprint_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"recept.crm.fingerprint.v1"
+        ).derive(runtime.keyring.index_key)
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def emit(self, session: Session, event_type, actor: Actor, *, data: dict, subject: str | None,
-             resource: tuple[str, str] | None, request_id: str | None = None) -> None:
-        self.outbox.emit(session, event_type, data=data, actor=actor.envelope, tenant=actor.tenant, subject=subject,
-                         resource={"type": resource[0], "id": resource[1]} if resource else None,
-                         correlation_id=request_id)
+    def emit(
+        self,
+        session: Session,
+        event_type,
+        actor: Actor,
+        *,
+        data: dict,
+        subject: str | None,
+        resource: tuple[str, str] | None,
+        request_id: str | None = None,
+    ) -> None:
+        self.outbox.emit(
+            session,
+            event_type,
+            data=data,
+            actor=actor.envelope,
+            tenant=actor.tenant,
+            subject=subject,
+            resource={"type": resource[0], "id": resource[1]} if resource else None,
+            correlation_id=request_id,
+        )
 
     def fingerprint(self, kind: str, data: bytes) -> str:
         return hmac.new(self._fingerprint_key, kind.encode() + b"\x00" + data, hashlib.sha256).hexdigest()
@@ -107,8 +126,17 @@ class Crm:
             values[column] = value
         return values, erased
 
-    def matching(self, s: Session, table: Table, idx_column: str, blob_column: str, normalised: str,
-                 normaliser: Callable[[str], str], kind: str, where=()) -> list:
+    def matching(
+        self,
+        s: Session,
+        table: Table,
+        idx_column: str,
+        blob_column: str,
+        normalised: str,
+        normaliser: Callable[[str], str],
+        kind: str,
+        where=(),
+    ) -> list:
         """Rows of ``table`` whose ``blob_column`` normalises to ``normalised`` (blind index, then decrypt)."""
         # every index key's value: rows not yet re-indexed after an index-key rotation still match
         rows = s.execute(select(table).where(self.index.match(table.c[idx_column], kind, normalised), *where)).all()
@@ -116,7 +144,7 @@ class Crm:
         found = []
         for row in rows:
             value = self.open(s, table, blob_column, row.id, getattr(row, blob_column))
-            if not value:      # None or ERASED: nothing to compare
+            if not value:  # None or ERASED: nothing to compare
                 continue
             try:
                 if normaliser(value) == normalised:
@@ -128,26 +156,43 @@ class Crm:
     # --- companies ----------------------------------------------------------------------------
 
     def company(self, s: Session, company_id: str):
-        row = s.execute(select(companies).where(companies.c.id == company_id)).first() \
-            if valid_uuid(company_id) else None
+        row = (
+            s.execute(select(companies).where(companies.c.id == company_id)).first() if valid_uuid(company_id) else None
+        )
         if row is None:
             raise NotFound("no such company")
         return row
 
     @staticmethod
     def company_view(row) -> dict[str, Any]:
-        return {"id": row.id, "name": row.name, "org_number": row.org_number, "tenant": row.tenant,
-                "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at)}
+        return {
+            "id": row.id,
+            "name": row.name,
+            "org_number": row.org_number,
+            "tenant": row.tenant,
+            "created_at": rfc3339(row.created_at),
+            "updated_at": rfc3339(row.updated_at),
+        }
 
-    def create_company(self, s: Session, actor: Actor, name: str, org_number: str | None = None,
-                       tenant: str | None = None) -> dict[str, Any]:
+    def create_company(
+        self, s: Session, actor: Actor, name: str, org_number: str | None = None, tenant: str | None = None
+    ) -> dict[str, Any]:
         if not name.strip():
             raise Invalid("a company needs a name", errors=[{"field": "name", "message": "is required"}])
         company_id, now = new_id(), utcnow()
-        s.execute(companies.insert().values(id=company_id, name=name.strip(), org_number=org_number,
-                                            tenant=tenant, created_at=now, updated_at=now))
-        self.emit(s, ev.COMPANY_CREATED, actor, data={"company_id": company_id, "linked_tenant": tenant is not None},
-                  subject=None, resource=("company", company_id))
+        s.execute(
+            companies.insert().values(
+                id=company_id, name=name.strip(), org_number=org_number, tenant=tenant, created_at=now, updated_at=now
+            )
+        )
+        self.emit(
+            s,
+            ev.COMPANY_CREATED,
+            actor,
+            data={"company_id": company_id, "linked_tenant": tenant is not None},
+            subject=None,
+            resource=("company", company_id),
+        )
         return self.company_view(self.company(s, company_id))
 
     def list_companies(self, s: Session, tenant: str | None = None, limit: int = 100, offset: int = 0) -> list[dict]:
@@ -165,8 +210,14 @@ class Crm:
                 if not values["name"]:
                     raise Invalid("a company needs a name", errors=[{"field": "name", "message": "is required"}])
             s.execute(update(companies).where(companies.c.id == company_id).values(**values, updated_at=utcnow()))
-            self.emit(s, ev.COMPANY_UPDATED, actor, data={"company_id": company_id, "fields": sorted(changes)},
-                      subject=None, resource=("company", company_id))
+            self.emit(
+                s,
+                ev.COMPANY_UPDATED,
+                actor,
+                data={"company_id": company_id, "fields": sorted(changes)},
+                subject=None,
+                resource=("company", company_id),
+            )
         return self.company_view(self.company(s, company_id))
 
     # --- persons (the company's person tab) ----------------------------------------------------
@@ -181,8 +232,14 @@ class Crm:
 
     def person_view(self, s: Session, row) -> dict[str, Any]:
         values, erased = self.plain(s, persons, row, self.PERSON_FIELDS)
-        out = {"id": row.id, "company_id": row.company_id, **values, "notice_recipient": row.notice_recipient,
-               "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at)}
+        out = {
+            "id": row.id,
+            "company_id": row.company_id,
+            **values,
+            "notice_recipient": row.notice_recipient,
+            "created_at": rfc3339(row.created_at),
+            "updated_at": rfc3339(row.updated_at),
+        }
         if erased:
             out["erased_fields"] = erased
         return out
@@ -193,8 +250,11 @@ class Crm:
         for name, value in fields.items():
             values[name] = self.seal(s, subject, persons, name, person_id, value)
             if name in ("name", "email", "phone"):
-                values[f"{name}_idx"] = self.index.of(name, normalise_name(value) if name == "name" else value) \
-                    if value is not None else None
+                values[f"{name}_idx"] = (
+                    self.index.of(name, normalise_name(value) if name == "name" else value)
+                    if value is not None
+                    else None
+                )
         return values
 
     @staticmethod
@@ -217,18 +277,37 @@ class Crm:
             raise Invalid("a person needs a name", errors=[{"field": "name", "message": "is required"}])
         recipient = bool(body.get("notice_recipient", False))
         if recipient and not fields.get("email"):
-            raise Invalid("an appointed notice recipient needs an e-mail address",
-                          errors=[{"field": "notice_recipient", "message": "needs an e-mail address"}])
+            raise Invalid(
+                "an appointed notice recipient needs an e-mail address",
+                errors=[{"field": "notice_recipient", "message": "needs an e-mail address"}],
+            )
         person_id, now = new_id(), utcnow()
         subject = f"crm:person:{person_id}"
         values = self._person_values(s, person_id, subject, {k: fields.get(k) for k in self.PERSON_FIELDS})
-        s.execute(persons.insert().values(id=person_id, company_id=company_id, subject_ref=subject,
-                                          notice_recipient=recipient, created_at=now, updated_at=now, **values))
-        self.emit(s, ev.PERSON_ADDED, actor,
-                  data={"person_id": person_id, "company_id": company_id,
-                        "fields": sorted(k for k in self.PERSON_FIELDS if fields.get(k) is not None),
-                        "notice_recipient": recipient},
-                  subject=subject, resource=("person", person_id))
+        s.execute(
+            persons.insert().values(
+                id=person_id,
+                company_id=company_id,
+                subject_ref=subject,
+                notice_recipient=recipient,
+                created_at=now,
+                updated_at=now,
+                **values,
+            )
+        )
+        self.emit(
+            s,
+            ev.PERSON_ADDED,
+            actor,
+            data={
+                "person_id": person_id,
+                "company_id": company_id,
+                "fields": sorted(k for k in self.PERSON_FIELDS if fields.get(k) is not None),
+                "notice_recipient": recipient,
+            },
+            subject=subject,
+            resource=("person", person_id),
+        )
         return self.person_view(s, self.person(s, person_id))
 
     def get_person(self, s: Session, actor: Actor, person_id: str) -> dict[str, Any]:
@@ -238,13 +317,20 @@ class Crm:
 
     def viewed_persons(self, s: Session, actor: Actor, rows) -> None:
         for row in rows:
-            self.emit(s, ev.PERSON_VIEWED, actor, data={"person_id": row.id, "company_id": row.company_id},
-                      subject=row.subject_ref, resource=("person", row.id))
+            self.emit(
+                s,
+                ev.PERSON_VIEWED,
+                actor,
+                data={"person_id": row.id, "company_id": row.company_id},
+                subject=row.subject_ref,
+                resource=("person", row.id),
+            )
 
     def list_persons(self, s: Session, actor: Actor, company_id: str) -> list[dict[str, Any]]:
         self.company(s, company_id)
-        rows = s.execute(select(persons).where(persons.c.company_id == company_id)
-                         .order_by(persons.c.created_at, persons.c.id)).all()
+        rows = s.execute(
+            select(persons).where(persons.c.company_id == company_id).order_by(persons.c.created_at, persons.c.id)
+        ).all()
         self.vault.prefetch(s, [r.name for r in rows])
         self.viewed_persons(s, actor, rows)
         return [self.person_view(s, r) for r in rows]
@@ -257,17 +343,31 @@ class Crm:
         recipient = body.get("notice_recipient", row.notice_recipient)
         current_email = fields["email"] if "email" in fields else self.open(s, persons, "email", row.id, row.email)
         if recipient and not current_email:
-            raise Invalid("an appointed notice recipient needs an e-mail address",
-                          errors=[{"field": "notice_recipient", "message": "needs an e-mail address"}])
+            raise Invalid(
+                "an appointed notice recipient needs an e-mail address",
+                errors=[{"field": "notice_recipient", "message": "needs an e-mail address"}],
+            )
         values = self._person_values(s, row.id, row.subject_ref, fields)
         changed = sorted([*fields, *(["notice_recipient"] if recipient != row.notice_recipient else [])])
         if changed:
-            s.execute(update(persons).where(persons.c.id == row.id)
-                      .values(**values, notice_recipient=recipient, updated_at=utcnow()))
-            self.emit(s, ev.PERSON_UPDATED, actor,
-                      data={"person_id": row.id, "company_id": row.company_id, "fields": changed,
-                            "notice_recipient": recipient},
-                      subject=row.subject_ref, resource=("person", row.id))
+            s.execute(
+                update(persons)
+                .where(persons.c.id == row.id)
+                .values(**values, notice_recipient=recipient, updated_at=utcnow())
+            )
+            self.emit(
+                s,
+                ev.PERSON_UPDATED,
+                actor,
+                data={
+                    "person_id": row.id,
+                    "company_id": row.company_id,
+                    "fields": changed,
+                    "notice_recipient": recipient,
+                },
+                subject=row.subject_ref,
+                resource=("person", row.id),
+            )
         return self.person_view(s, self.person(s, row.id))
 
     def unlink_person(self, s: Session, person_id: str) -> int:
@@ -275,8 +375,9 @@ class Crm:
         s.execute(update(cases).where(cases.c.person_id == person_id).values(person_id=None))
         s.execute(update(calls).where(calls.c.person_id == person_id).values(person_id=None))
         s.execute(update(emails).where(emails.c.person_id == person_id).values(person_id=None))
-        return s.execute(update(notice_deliveries).where(notice_deliveries.c.person_id == person_id)
-                         .values(person_id=None)).rowcount
+        return s.execute(
+            update(notice_deliveries).where(notice_deliveries.c.person_id == person_id).values(person_id=None)
+        ).rowcount
 
     def remove_person(self, s: Session, actor: Actor, person_id: str) -> None:
         """Support takes a person off the tab (R15): their key is shredded, their row deleted.
@@ -287,8 +388,14 @@ class Crm:
         self.vault.shred(s, row.subject_ref)
         self.unlink_person(s, row.id)
         s.execute(persons.delete().where(persons.c.id == row.id))
-        self.emit(s, ev.PERSON_REMOVED, actor, data={"person_id": row.id, "company_id": row.company_id},
-                  subject=row.subject_ref, resource=("person", row.id))
+        self.emit(
+            s,
+            ev.PERSON_REMOVED,
+            actor,
+            data={"person_id": row.id, "company_id": row.company_id},
+            subject=row.subject_ref,
+            resource=("person", row.id),
+        )
 
     def search_persons(self, s: Session, actor: Actor, criteria: dict[str, Any]) -> list[dict[str, Any]]:
         """Persons matching every given criterion (email, phone, name), optionally in one company."""
@@ -300,7 +407,9 @@ class Crm:
         if criteria.get("name") is not None:
             wanted["name"] = (normalise_name(criteria["name"]), normalise_name)
         if not wanted:
-            raise Invalid("search by email, phone or name", errors=[{"field": "body", "message": "needs email, phone or name"}])
+            raise Invalid(
+                "search by email, phone or name", errors=[{"field": "body", "message": "needs email, phone or name"}]
+            )
         where = [persons.c.company_id == criteria["company_id"]] if criteria.get("company_id") else []
         first, (value, normaliser) = next(iter(wanted.items()))
         rows = self.matching(s, persons, f"{first}_idx", first, value, normaliser, first, where)
@@ -328,8 +437,13 @@ class Crm:
 
     # --- cases (ärenden) ---------------------------------------------------------------------
 
-    CASE_SEALED = {"caller_name": "caller_name", "phone": "caller_phone", "email": "caller_email",
-                   "subject": "topic", "description": "description"}
+    CASE_SEALED = {
+        "caller_name": "caller_name",
+        "phone": "caller_phone",
+        "email": "caller_email",
+        "subject": "topic",
+        "description": "description",
+    }
 
     def case(self, s: Session, case_id: str):
         row = s.execute(select(cases).where(cases.c.id == case_id)).first() if valid_uuid(case_id) else None
@@ -339,26 +453,41 @@ class Crm:
 
     def case_view(self, s: Session, row) -> dict[str, Any]:
         values, erased = self.plain(s, cases, row, self.CASE_SEALED.values())
-        out = {"id": row.id, "company_id": row.company_id, "person_id": row.person_id,
-               **{api: values[col] for api, col in self.CASE_SEALED.items()},
-               "channel": row.channel, "status": row.status, "assignee": row.assignee, "created_by": row.created_by,
-               "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at),
-               "closed_at": rfc3339(row.closed_at),
-               "redacted": row.redacted_at is not None}
+        out = {
+            "id": row.id,
+            "company_id": row.company_id,
+            "person_id": row.person_id,
+            **{api: values[col] for api, col in self.CASE_SEALED.items()},
+            "channel": row.channel,
+            "status": row.status,
+            "assignee": row.assignee,
+            "created_by": row.created_by,
+            "created_at": rfc3339(row.created_at),
+            "updated_at": rfc3339(row.updated_at),
+            "closed_at": rfc3339(row.closed_at),
+            "redacted": row.redacted_at is not None,
+        }
         if erased:
             out["erased_fields"] = [api for api, col in self.CASE_SEALED.items() if col in erased]
         return out
 
-    def _case_person(self, s: Session, company_id: str, person_id: str | None, phone: str | None,
-                     email: str | None) -> str | None:
+    def _case_person(
+        self, s: Session, company_id: str, person_id: str | None, phone: str | None, email: str | None
+    ) -> str | None:
         """The linked person: the one given (of this company), else the only person matching e-mail or phone."""
         if person_id is not None:
-            row = s.execute(select(persons.c.id).where(persons.c.id == person_id,
-                                                       persons.c.company_id == company_id)).first() \
-                if valid_uuid(person_id) else None
+            row = (
+                s.execute(
+                    select(persons.c.id).where(persons.c.id == person_id, persons.c.company_id == company_id)
+                ).first()
+                if valid_uuid(person_id)
+                else None
+            )
             if row is None:
-                raise Invalid("the linked person is not on this company's person tab",
-                              errors=[{"field": "person_id", "message": "is not a person of this company"}])
+                raise Invalid(
+                    "the linked person is not on this company's person tab",
+                    errors=[{"field": "person_id", "message": "is not a person of this company"}],
+                )
             return person_id
         for value, finder in ((email, self.persons_by_email), (phone, self.persons_by_phone)):
             if value:
@@ -395,7 +524,9 @@ class Crm:
         try:
             self.company(s, company_id)
         except NotFound:
-            raise Invalid("no such company", errors=[{"field": "company_id", "message": "is not a known company"}]) from None
+            raise Invalid(
+                "no such company", errors=[{"field": "company_id", "message": "is not a known company"}]
+            ) from None
         fields = self.clean_case_fields(body)
         if not fields.get("subject"):
             raise Invalid("a case needs a subject", errors=[{"field": "subject", "message": "is required"}])
@@ -404,33 +535,74 @@ class Crm:
         subject = f"crm:case:{case_id}"
         status = body.get("status", "open")
         values = self._case_values(s, case_id, subject, {k: fields.get(k) for k in self.CASE_SEALED})
-        s.execute(cases.insert().values(
-            id=case_id, company_id=company_id, person_id=person_id, subject_ref=subject, channel=body.get("channel", "phone"),
-            status=status, assignee=body.get("assignee"), created_by=actor.id, created_at=now, updated_at=now,
-            closed_at=now if status == "closed" else None, **values))
-        self.emit(s, ev.CASE_OPENED, actor,
-                  data={"case_id": case_id, "company_id": company_id, "person_id": person_id,
-                        "channel": body.get("channel", "phone"), "status": status,
-                        "fields": sorted(k for k in self.CASE_SEALED if fields.get(k) is not None)},
-                  subject=subject, resource=("case", case_id))
+        s.execute(
+            cases.insert().values(
+                id=case_id,
+                company_id=company_id,
+                person_id=person_id,
+                subject_ref=subject,
+                channel=body.get("channel", "phone"),
+                status=status,
+                assignee=body.get("assignee"),
+                created_by=actor.id,
+                created_at=now,
+                updated_at=now,
+                closed_at=now if status == "closed" else None,
+                **values,
+            )
+        )
+        self.emit(
+            s,
+            ev.CASE_OPENED,
+            actor,
+            data={
+                "case_id": case_id,
+                "company_id": company_id,
+                "person_id": person_id,
+                "channel": body.get("channel", "phone"),
+                "status": status,
+                "fields": sorted(k for k in self.CASE_SEALED if fields.get(k) is not None),
+            },
+            subject=subject,
+            resource=("case", case_id),
+        )
         return self.case_view(s, self.case(s, case_id))
 
     def viewed_cases(self, s: Session, actor: Actor, rows) -> None:
         for row in rows:
-            self.emit(s, ev.CASE_VIEWED, actor, data={"case_id": row.id, "company_id": row.company_id},
-                      subject=row.subject_ref, resource=("case", row.id))
+            self.emit(
+                s,
+                ev.CASE_VIEWED,
+                actor,
+                data={"case_id": row.id, "company_id": row.company_id},
+                subject=row.subject_ref,
+                resource=("case", row.id),
+            )
 
     def get_case(self, s: Session, actor: Actor, case_id: str) -> dict[str, Any]:
         row = self.case(s, case_id)
         self.viewed_cases(s, actor, [row])
         return self.case_view(s, row)
 
-    def list_cases(self, s: Session, actor: Actor, *, company_id: str | None = None, person_id: str | None = None,
-                   status: str | None = None, assignee: str | None = None, limit: int = 50,
-                   offset: int = 0) -> list[dict[str, Any]]:
+    def list_cases(
+        self,
+        s: Session,
+        actor: Actor,
+        *,
+        company_id: str | None = None,
+        person_id: str | None = None,
+        status: str | None = None,
+        assignee: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
         query = select(cases).order_by(cases.c.created_at.desc(), cases.c.id).limit(limit).offset(offset)
-        for column, value in (("company_id", company_id), ("person_id", person_id), ("status", status),
-                              ("assignee", assignee)):
+        for column, value in (
+            ("company_id", company_id),
+            ("person_id", person_id),
+            ("status", status),
+            ("assignee", assignee),
+        ):
             if value is not None:
                 query = query.where(cases.c[column] == value)
         rows = s.execute(query).all()
@@ -441,15 +613,20 @@ class Crm:
     def update_case(self, s: Session, actor: Actor, case_id: str, body: dict[str, Any]) -> dict[str, Any]:
         row = self.case(s, case_id)
         if row.redacted_at is not None:
-            raise Invalid("an erased case cannot be edited", errors=[{"field": "body", "message": "the case was erased"}])
+            raise Invalid(
+                "an erased case cannot be edited", errors=[{"field": "body", "message": "the case was erased"}]
+            )
         fields = self.clean_case_fields(body)
         if "subject" in fields and not fields["subject"]:
             raise Invalid("a case needs a subject", errors=[{"field": "subject", "message": "is required"}])
         changes: dict[str, Any] = self._case_values(s, row.id, row.subject_ref, fields)
         changed = sorted(fields)
         if "person_id" in body and body["person_id"] != row.person_id:
-            changes["person_id"] = self._case_person(s, row.company_id, body["person_id"], None, None) \
-                if body["person_id"] is not None else None
+            changes["person_id"] = (
+                self._case_person(s, row.company_id, body["person_id"], None, None)
+                if body["person_id"] is not None
+                else None
+            )
             changed.append("person_id")
         for name in ("status", "assignee", "channel"):
             if name in body and body[name] != getattr(row, name):
@@ -460,10 +637,19 @@ class Crm:
         if changed:
             s.execute(update(cases).where(cases.c.id == row.id).values(**changes, updated_at=utcnow()))
             after = self.case(s, row.id)
-            self.emit(s, ev.CASE_UPDATED, actor,
-                      data={"case_id": row.id, "person_id": after.person_id, "status": after.status,
-                            "fields": sorted(changed)},
-                      subject=row.subject_ref, resource=("case", row.id))
+            self.emit(
+                s,
+                ev.CASE_UPDATED,
+                actor,
+                data={
+                    "case_id": row.id,
+                    "person_id": after.person_id,
+                    "status": after.status,
+                    "fields": sorted(changed),
+                },
+                subject=row.subject_ref,
+                resource=("case", row.id),
+            )
         return self.case_view(s, self.case(s, row.id))
 
     def search_cases(self, s: Session, actor: Actor, criteria: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,16 +6,18 @@ row so an erasure finds the e-mails that name a person; the sender is matched to
 company's person tab.  Each e-mail has its own key (``crm:email:<id>``), because one
 document names several people and must be shreddable when any of them is erased.
 """
+
 from __future__ import annotations
 
 import email
 import email.policy
 import mailbox
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,7 +48,7 @@ class ParsedMail:
     subject: str
     message_id: str | None
     sent_at: datetime | None
-    addresses: dict[str, list[str]]            # role -> normalised addresses
+    addresses: dict[str, list[str]]  # role -> normalised addresses
     attachments: list[Attachment] = field(default_factory=list)
 
 
@@ -122,10 +124,16 @@ def parse_mail(raw: bytes) -> ParsedMail:
         sent_at = as_utc(sent_at)
     to = ", ".join(v for v in (_header(message, "To"), _header(message, "Cc")) if v)
     return ParsedMail(
-        header_from=_header(message, "From"), header_to=to, subject=_header(message, "Subject"),
-        message_id=_header(message, "Message-ID") or None, sent_at=sent_at, addresses=addresses,
-        attachments=[Attachment(part.get_filename(), part.get_content_type()[:100], len(payload_of(part)))
-                     for part in attachments_of(message)],
+        header_from=_header(message, "From"),
+        header_to=to,
+        subject=_header(message, "Subject"),
+        message_id=_header(message, "Message-ID") or None,
+        sent_at=sent_at,
+        addresses=addresses,
+        attachments=[
+            Attachment(part.get_filename(), part.get_content_type()[:100], len(payload_of(part)))
+            for part in attachments_of(message)
+        ],
     )
 
 
@@ -149,79 +157,143 @@ def ingest(crm: Crm, s: Session, actor: Actor, company_id: str, raw: bytes, sour
     if parsed.addresses["from"]:
         found = crm.persons_by_email(s, parsed.addresses["from"][0], company_id)
         sender = found[0].id if len(found) == 1 else None
-    s.execute(emails.insert().values(
-        id=email_id, company_id=company_id, person_id=sender, subject_ref=subject,
-        raw=crm.seal(s, subject, emails, "raw", email_id, raw),
-        header_from=crm.seal(s, subject, emails, "header_from", email_id, parsed.header_from),
-        header_to=crm.seal(s, subject, emails, "header_to", email_id, parsed.header_to),
-        header_subject=crm.seal(s, subject, emails, "header_subject", email_id, parsed.subject),
-        message_id=crm.seal(s, subject, emails, "message_id", email_id, parsed.message_id),
-        sent_at=parsed.sent_at, size=len(raw), attachment_count=len(parsed.attachments), source=source,
-        ingested_by=actor.id, fingerprint=fingerprint, created_at=now,
-    ))
+    s.execute(
+        emails.insert().values(
+            id=email_id,
+            company_id=company_id,
+            person_id=sender,
+            subject_ref=subject,
+            raw=crm.seal(s, subject, emails, "raw", email_id, raw),
+            header_from=crm.seal(s, subject, emails, "header_from", email_id, parsed.header_from),
+            header_to=crm.seal(s, subject, emails, "header_to", email_id, parsed.header_to),
+            header_subject=crm.seal(s, subject, emails, "header_subject", email_id, parsed.subject),
+            message_id=crm.seal(s, subject, emails, "message_id", email_id, parsed.message_id),
+            sent_at=parsed.sent_at,
+            size=len(raw),
+            attachment_count=len(parsed.attachments),
+            source=source,
+            ingested_by=actor.id,
+            fingerprint=fingerprint,
+            created_at=now,
+        )
+    )
     address_rows = []
     for role in ROLES:
         for address in parsed.addresses[role]:
             row_id = new_id()
-            address_rows.append({"id": row_id, "email_id": email_id, "role": role,
-                                 "address": crm.seal(s, subject, email_addresses, "address", row_id, address),
-                                 "address_idx": crm.index.of("email", address)})
+            address_rows.append(
+                {
+                    "id": row_id,
+                    "email_id": email_id,
+                    "role": role,
+                    "address": crm.seal(s, subject, email_addresses, "address", row_id, address),
+                    "address_idx": crm.index.of("email", address),
+                }
+            )
     if address_rows:
         s.execute(email_addresses.insert(), address_rows)
     attachment_rows = []
     for position, attachment in enumerate(parsed.attachments):
         row_id = new_id()
-        attachment_rows.append({"id": row_id, "email_id": email_id, "position": position,
-                                "filename": crm.seal(s, subject, email_attachments, "filename", row_id,
-                                                     attachment.filename),
-                                "content_type": attachment.content_type, "size": attachment.size})
+        attachment_rows.append(
+            {
+                "id": row_id,
+                "email_id": email_id,
+                "position": position,
+                "filename": crm.seal(s, subject, email_attachments, "filename", row_id, attachment.filename),
+                "content_type": attachment.content_type,
+                "size": attachment.size,
+            }
+        )
     if attachment_rows:
         s.execute(email_attachments.insert(), attachment_rows)
-    crm.emit(s, ev.EMAIL_INGESTED, actor,
-             data={"email_id": email_id, "company_id": company_id, "person_id": sender,
-                   "attachments": len(parsed.attachments), "size": len(raw), "source": source},
-             subject=subject, resource=("email", email_id))
+    crm.emit(
+        s,
+        ev.EMAIL_INGESTED,
+        actor,
+        data={
+            "email_id": email_id,
+            "company_id": company_id,
+            "person_id": sender,
+            "attachments": len(parsed.attachments),
+            "size": len(raw),
+            "source": source,
+        },
+        subject=subject,
+        resource=("email", email_id),
+    )
     return email_id, False
 
 
 # --- reading ------------------------------------------------------------------------------------
 
+
 def email_row(crm: Crm, s: Session, email_id: str):
-    row = s.execute(select(emails).where(emails.c.id == email_id, emails.c.deleted_at.is_(None))).first() \
-        if valid_uuid(email_id) else None
+    row = (
+        s.execute(select(emails).where(emails.c.id == email_id, emails.c.deleted_at.is_(None))).first()
+        if valid_uuid(email_id)
+        else None
+    )
     if row is None:
         raise NotFound("no such e-mail")
     return row
 
 
 def _viewed(crm: Crm, s: Session, actor: Actor, row, part: str) -> None:
-    crm.emit(s, ev.EMAIL_VIEWED, actor, data={"email_id": row.id, "company_id": row.company_id, "part": part},
-             subject=row.subject_ref, resource=("email", row.id))
+    crm.emit(
+        s,
+        ev.EMAIL_VIEWED,
+        actor,
+        data={"email_id": row.id, "company_id": row.company_id, "part": part},
+        subject=row.subject_ref,
+        resource=("email", row.id),
+    )
 
 
 def summary(crm: Crm, s: Session, row) -> dict[str, Any]:
     values, erased = crm.plain(s, emails, row, ("header_from", "header_to", "header_subject"))
-    out = {"id": row.id, "company_id": row.company_id, "person_id": row.person_id, "from": values["header_from"],
-           "to": values["header_to"], "subject": values["header_subject"], "date": rfc3339(row.sent_at),
-           "size": row.size, "attachment_count": row.attachment_count, "source": row.source,
-           "created_at": rfc3339(row.created_at)}
+    out = {
+        "id": row.id,
+        "company_id": row.company_id,
+        "person_id": row.person_id,
+        "from": values["header_from"],
+        "to": values["header_to"],
+        "subject": values["header_subject"],
+        "date": rfc3339(row.sent_at),
+        "size": row.size,
+        "attachment_count": row.attachment_count,
+        "source": row.source,
+        "created_at": rfc3339(row.created_at),
+    }
     if erased:
         out["erased_fields"] = erased
     return out
 
 
 def attachment_list(crm: Crm, s: Session, email_id: str) -> list[dict[str, Any]]:
-    rows = s.execute(select(email_attachments).where(email_attachments.c.email_id == email_id)
-                     .order_by(email_attachments.c.position)).all()
-    return [{"position": r.position,
-             "filename": crm.open(s, email_attachments, "filename", r.id, r.filename) or None,
-             "content_type": r.content_type, "size": r.size} for r in rows]
+    rows = s.execute(
+        select(email_attachments).where(email_attachments.c.email_id == email_id).order_by(email_attachments.c.position)
+    ).all()
+    return [
+        {
+            "position": r.position,
+            "filename": crm.open(s, email_attachments, "filename", r.id, r.filename) or None,
+            "content_type": r.content_type,
+            "size": r.size,
+        }
+        for r in rows
+    ]
 
 
 def list_emails(crm: Crm, s: Session, actor: Actor, company_id: str, limit: int = 50, offset: int = 0) -> list[dict]:
     crm.company(s, company_id)
-    rows = s.execute(select(emails).where(emails.c.company_id == company_id, emails.c.deleted_at.is_(None))
-                     .order_by(emails.c.created_at.desc(), emails.c.id).limit(limit).offset(offset)).all()
+    rows = s.execute(
+        select(emails)
+        .where(emails.c.company_id == company_id, emails.c.deleted_at.is_(None))
+        .order_by(emails.c.created_at.desc(), emails.c.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
     crm.vault.prefetch(s, [r.header_from for r in rows])
     for row in rows:
         _viewed(crm, s, actor, row, "headers")
@@ -270,11 +342,14 @@ def search_emails(crm: Crm, s: Session, actor: Actor, address: str) -> list[dict
 
 # --- mailboxes (the ingest-mail command) ----------------------------------------------------------
 
+
 def mailbox_messages(path: Path) -> tuple[str, Iterator[bytes]]:
     """('maildir' | 'mbox', the raw messages) of a Maildir directory or an mbox file."""
     if path.is_dir():
         if not all((path / sub).is_dir() for sub in ("cur", "new")):
-            raise Invalid("not a Maildir", errors=[{"field": "path", "message": "is a directory without cur/ and new/"}])
+            raise Invalid(
+                "not a Maildir", errors=[{"field": "path", "message": "is a directory without cur/ and new/"}]
+            )
         box: mailbox.Mailbox = mailbox.Maildir(str(path), factory=None, create=False)
         kind = "maildir"
     elif path.is_file():

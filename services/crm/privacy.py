@@ -9,6 +9,7 @@ addresses of stored e-mails, plus everything linked to a matched person.  Erase:
 each record's key, then delete (person-tab entry, e-mail document) or de-identify
 (call-log row, case, notice delivery) the row, and report what was done per kind.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,63 +27,98 @@ from . import events as ev
 from .calls import call_view, calls_by_phone
 from .domain import Actor, Crm
 from .mail import attachment_list, body_text, parse, summary
-from .models import (calls, cases, companies, email_addresses, email_attachments, emails,
-                     notice_deliveries, persons)
+from .models import calls, cases, companies, email_addresses, email_attachments, emails, notice_deliveries, persons
 
 GDPR_ACTOR = Actor("gdpr", None, "service")
-FINGERPRINT_BASIS = ("GDPR art. 17(1) with art. 5(1)(d): a keyed fingerprint of the whole message (no readable "
-                     "value) keeps an erased e-mail from being imported again from an old mailbox")
+FINGERPRINT_BASIS = (
+    "GDPR art. 17(1) with art. 5(1)(d): a keyed fingerprint of the whole message (no readable "
+    "value) keeps an erased e-mail from being imported again from an old mailbox"
+)
 
-INVENTORY = Inventory(service="crm", categories=(
-    Category(
-        kind="person", data_subjects="customers' contact persons (company person tab)",
-        fields=(DataField("name", "full name", encrypted=True, blind_indexed=True),
+INVENTORY = Inventory(
+    service="crm",
+    categories=(
+        Category(
+            kind="person",
+            data_subjects="customers' contact persons (company person tab)",
+            fields=(
+                DataField("name", "full name", encrypted=True, blind_indexed=True),
                 DataField("email", "work e-mail address", encrypted=True, blind_indexed=True),
                 DataField("phone", "phone number", encrypted=True, blind_indexed=True),
                 DataField("title", "job title", encrypted=True),
-                DataField("notice_recipient", "appointed recipient of system-change notices", personal=False)),
-        purposes=("customer support", "sending system-change notices to appointed recipients (R4)"),
-        legal_basis="GDPR art. 6(1)(b) contract with the customer and 6(1)(f) legitimate interest",
-        role="controller", controller="vendor",
-        retention="while the person is on the customer's person tab; removed on request (R15)",
-        storage="crm database, table persons", erasure="deleted"),
-    Category(
-        kind="case", data_subjects="callers and e-mail senders to support",
-        fields=(DataField("caller_name", "caller's name", encrypted=True),
+                DataField("notice_recipient", "appointed recipient of system-change notices", personal=False),
+            ),
+            purposes=("customer support", "sending system-change notices to appointed recipients (R4)"),
+            legal_basis="GDPR art. 6(1)(b) contract with the customer and 6(1)(f) legitimate interest",
+            role="controller",
+            controller="vendor",
+            retention="while the person is on the customer's person tab; removed on request (R15)",
+            storage="crm database, table persons",
+            erasure="deleted",
+        ),
+        Category(
+            kind="case",
+            data_subjects="callers and e-mail senders to support",
+            fields=(
+                DataField("caller_name", "caller's name", encrypted=True),
                 DataField("phone", "caller's phone number", encrypted=True, blind_indexed=True),
                 DataField("email", "caller's e-mail address", encrypted=True, blind_indexed=True),
                 DataField("subject", "case subject (free text)", encrypted=True),
-                DataField("description", "case description (free text)", encrypted=True)),
-        purposes=("customer support",), legal_basis="GDPR art. 6(1)(f) legitimate interest",
-        role="controller", controller="vendor",
-        retention="while the customer relationship lasts; personal fields removed on request (R15)",
-        storage="crm database, table cases", erasure="anonymised"),
-    Category(
-        kind="call", data_subjects="callers to support",
-        fields=(DataField("number", "calling number from the phone operator's log", encrypted=True,
-                          blind_indexed=True),),
-        purposes=("customer support", "support traffic statistics"), legal_basis="GDPR art. 6(1)(f) legitimate interest",
-        role="controller", controller="vendor",
-        retention="while the customer relationship lasts; number removed on request (R15)",
-        storage="crm database, table calls", erasure="anonymised"),
-    Category(
-        kind="email", data_subjects="senders and recipients of e-mails to support",
-        fields=(DataField("raw", "the e-mail as a document, with attachments", encrypted=True),
+                DataField("description", "case description (free text)", encrypted=True),
+            ),
+            purposes=("customer support",),
+            legal_basis="GDPR art. 6(1)(f) legitimate interest",
+            role="controller",
+            controller="vendor",
+            retention="while the customer relationship lasts; personal fields removed on request (R15)",
+            storage="crm database, table cases",
+            erasure="anonymised",
+        ),
+        Category(
+            kind="call",
+            data_subjects="callers to support",
+            fields=(
+                DataField("number", "calling number from the phone operator's log", encrypted=True, blind_indexed=True),
+            ),
+            purposes=("customer support", "support traffic statistics"),
+            legal_basis="GDPR art. 6(1)(f) legitimate interest",
+            role="controller",
+            controller="vendor",
+            retention="while the customer relationship lasts; number removed on request (R15)",
+            storage="crm database, table calls",
+            erasure="anonymised",
+        ),
+        Category(
+            kind="email",
+            data_subjects="senders and recipients of e-mails to support",
+            fields=(
+                DataField("raw", "the e-mail as a document, with attachments", encrypted=True),
                 DataField("addresses", "sender and recipient addresses", encrypted=True, blind_indexed=True),
-                DataField("headers", "From, To, Subject, Message-ID", encrypted=True)),
-        purposes=("customer support",), legal_basis="GDPR art. 6(1)(f) legitimate interest",
-        role="controller", controller="vendor",
-        retention="while the customer relationship lasts; deleted on request (R15)",
-        storage="crm database, tables emails, email_addresses, email_attachments", erasure="deleted"),
-    Category(
-        kind="notice_delivery", data_subjects="appointed recipients of system-change notices",
-        fields=(DataField("person_id", "which person was sent which notice, and when", personal=True),),
-        purposes=("proving that the contract's change notices were sent (R4)",),
-        legal_basis="GDPR art. 6(1)(b) contract with the customer", role="controller", controller="vendor",
-        retention="while the contract lasts; the person link is removed on request",
-        recipients=("the configured SMTP relay",), storage="crm database, table notice_deliveries",
-        erasure="anonymised"),
-))
+                DataField("headers", "From, To, Subject, Message-ID", encrypted=True),
+            ),
+            purposes=("customer support",),
+            legal_basis="GDPR art. 6(1)(f) legitimate interest",
+            role="controller",
+            controller="vendor",
+            retention="while the customer relationship lasts; deleted on request (R15)",
+            storage="crm database, tables emails, email_addresses, email_attachments",
+            erasure="deleted",
+        ),
+        Category(
+            kind="notice_delivery",
+            data_subjects="appointed recipients of system-change notices",
+            fields=(DataField("person_id", "which person was sent which notice, and when", personal=True),),
+            purposes=("proving that the contract's change notices were sent (R4)",),
+            legal_basis="GDPR art. 6(1)(b) contract with the customer",
+            role="controller",
+            controller="vendor",
+            retention="while the contract lasts; the person link is removed on request",
+            recipients=("the configured SMTP relay",),
+            storage="crm database, table notice_deliveries",
+            erasure="anonymised",
+        ),
+    ),
+)
 
 _KINDS = ("person", "case", "call", "email")
 
@@ -98,9 +134,11 @@ def erased_call_values(row) -> dict:
     an erased call again, as a new row (docs/crm.md).
     """
     started = as_utc(row.started_at)
-    return {"fingerprint": secrets.token_hex(32),
-            "started_at": started.replace(minute=0, second=0, microsecond=0),
-            "duration_s": -(-row.duration_s // 60) * 60}
+    return {
+        "fingerprint": secrets.token_hex(32),
+        "started_at": started.replace(minute=0, second=0, microsecond=0),
+        "duration_s": -(-row.duration_s // 60) * 60,
+    }
 
 
 def _kind(reference: str) -> tuple[str, str] | None:
@@ -161,8 +199,9 @@ class CrmParticipant:
         if person_ids:
             case_rows += s.execute(select(cases).where(cases.c.person_id.in_(person_ids))).all()
             call_rows += s.execute(select(calls).where(calls.c.person_id.in_(person_ids))).all()
-            email_rows += s.execute(select(emails).where(emails.c.person_id.in_(person_ids),
-                                                         emails.c.deleted_at.is_(None))).all()
+            email_rows += s.execute(
+                select(emails).where(emails.c.person_id.in_(person_ids), emails.c.deleted_at.is_(None))
+            ).all()
         for row in (*case_rows, *email_rows):
             if getattr(row, "redacted_at", None) is None:
                 found[row.subject_ref] = None
@@ -186,8 +225,14 @@ class CrmParticipant:
             out["person"].append({**c.person_view(s, row), "company_name": company})
         if ids["person"]:
             for d in s.execute(select(notice_deliveries).where(notice_deliveries.c.person_id.in_(ids["person"]))):
-                out["notice_delivery"].append({"notice_id": d.notice_id, "person_id": d.person_id,
-                                               "status": d.status, "sent_at": rfc3339(d.sent_at)})
+                out["notice_delivery"].append(
+                    {
+                        "notice_id": d.notice_id,
+                        "person_id": d.person_id,
+                        "status": d.status,
+                        "sent_at": rfc3339(d.sent_at),
+                    }
+                )
         for row in s.execute(select(cases).where(cases.c.id.in_(ids["case"]))).all():
             out["case"].append(c.case_view(s, row))
         for row in s.execute(select(calls).where(calls.c.id.in_(ids["call"]))).all():
@@ -211,7 +256,7 @@ class CrmParticipant:
         for reference in dict.fromkeys(references):
             parsed = _kind(reference)
             if parsed is None:
-                continue          # another service's reference (phase "trail")
+                continue  # another service's reference (phase "trail")
             kind, record_id = parsed
             if kind == "person":
                 row = s.execute(select(persons).where(persons.c.id == record_id)).first()
@@ -220,29 +265,66 @@ class CrmParticipant:
                 c.vault.shred(s, row.subject_ref)
                 counts["notice_delivery"] += c.unlink_person(s, row.id)
                 s.execute(persons.delete().where(persons.c.id == row.id))
-                c.emit(s, ev.PERSON_ERASED, GDPR_ACTOR, data={"person_id": row.id, "request_id": request_id},
-                       subject=row.subject_ref, resource=("person", row.id), request_id=request_id)
+                c.emit(
+                    s,
+                    ev.PERSON_ERASED,
+                    GDPR_ACTOR,
+                    data={"person_id": row.id, "request_id": request_id},
+                    subject=row.subject_ref,
+                    resource=("person", row.id),
+                    request_id=request_id,
+                )
                 counts["person"] += 1
             elif kind == "case":
                 row = s.execute(select(cases).where(cases.c.id == record_id, cases.c.redacted_at.is_(None))).first()
                 if row is None:
                     continue
                 c.vault.shred(s, row.subject_ref)
-                s.execute(update(cases).where(cases.c.id == row.id).values(
-                    caller_name=None, caller_phone=None, caller_email=None, topic=None, description=None,
-                    caller_phone_idx=None, caller_email_idx=None, person_id=None, redacted_at=now, updated_at=now))
-                c.emit(s, ev.CASE_REDACTED, GDPR_ACTOR, data={"case_id": row.id, "request_id": request_id},
-                       subject=row.subject_ref, resource=("case", row.id), request_id=request_id)
+                s.execute(
+                    update(cases)
+                    .where(cases.c.id == row.id)
+                    .values(
+                        caller_name=None,
+                        caller_phone=None,
+                        caller_email=None,
+                        topic=None,
+                        description=None,
+                        caller_phone_idx=None,
+                        caller_email_idx=None,
+                        person_id=None,
+                        redacted_at=now,
+                        updated_at=now,
+                    )
+                )
+                c.emit(
+                    s,
+                    ev.CASE_REDACTED,
+                    GDPR_ACTOR,
+                    data={"case_id": row.id, "request_id": request_id},
+                    subject=row.subject_ref,
+                    resource=("case", row.id),
+                    request_id=request_id,
+                )
                 counts["case"] += 1
             elif kind == "call":
                 row = s.execute(select(calls).where(calls.c.id == record_id, calls.c.redacted_at.is_(None))).first()
                 if row is None:
                     continue
                 c.vault.shred(s, row.subject_ref)
-                s.execute(update(calls).where(calls.c.id == row.id).values(
-                    number=None, number_idx=None, person_id=None, redacted_at=now, **erased_call_values(row)))
-                c.emit(s, ev.CALL_REDACTED, GDPR_ACTOR, data={"call_id": row.id, "request_id": request_id},
-                       subject=row.subject_ref, resource=("call", row.id), request_id=request_id)
+                s.execute(
+                    update(calls)
+                    .where(calls.c.id == row.id)
+                    .values(number=None, number_idx=None, person_id=None, redacted_at=now, **erased_call_values(row))
+                )
+                c.emit(
+                    s,
+                    ev.CALL_REDACTED,
+                    GDPR_ACTOR,
+                    data={"call_id": row.id, "request_id": request_id},
+                    subject=row.subject_ref,
+                    resource=("call", row.id),
+                    request_id=request_id,
+                )
                 counts["call"] += 1
             else:
                 row = s.execute(select(emails).where(emails.c.id == record_id, emails.c.deleted_at.is_(None))).first()
@@ -251,11 +333,31 @@ class CrmParticipant:
                 c.vault.shred(s, row.subject_ref)
                 s.execute(email_addresses.delete().where(email_addresses.c.email_id == row.id))
                 s.execute(email_attachments.delete().where(email_attachments.c.email_id == row.id))
-                s.execute(update(emails).where(emails.c.id == row.id).values(
-                    raw=None, header_from=None, header_to=None, header_subject=None, message_id=None, person_id=None,
-                    sent_at=None, size=0, attachment_count=0, deleted_at=now))
-                c.emit(s, ev.EMAIL_DELETED, GDPR_ACTOR, data={"email_id": row.id, "request_id": request_id},
-                       subject=row.subject_ref, resource=("email", row.id), request_id=request_id)
+                s.execute(
+                    update(emails)
+                    .where(emails.c.id == row.id)
+                    .values(
+                        raw=None,
+                        header_from=None,
+                        header_to=None,
+                        header_subject=None,
+                        message_id=None,
+                        person_id=None,
+                        sent_at=None,
+                        size=0,
+                        attachment_count=0,
+                        deleted_at=now,
+                    )
+                )
+                c.emit(
+                    s,
+                    ev.EMAIL_DELETED,
+                    GDPR_ACTOR,
+                    data={"email_id": row.id, "request_id": request_id},
+                    subject=row.subject_ref,
+                    resource=("email", row.id),
+                    request_id=request_id,
+                )
                 counts["email"] += 1
                 counts["fingerprint"] += 1
         return [
@@ -266,4 +368,3 @@ class CrmParticipant:
             ErasureItem("notice_delivery", "anonymised", counts["notice_delivery"]),
             ErasureItem("import_fingerprint", "retained", counts["fingerprint"], legal_basis=FINGERPRINT_BASIS),
         ]
-

@@ -5,6 +5,7 @@ downloads export packages; ``vendor_admin`` may read requests; the inventory is 
 ``auditor``.  Officers whose token tenant is not a vendor tenant (setting VENDOR_TENANTS) see
 only their own tenant's requests; anything else is 404.
 """
+
 from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request
@@ -30,37 +31,56 @@ CREATE = {
         "type": {"enum": list(TYPES)},
         "tenant": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,99}$"},
         "subject": {
-            "type": "object", "minProperties": 1, "additionalProperties": False,
-            "properties": {"email": EMAIL, "phone": PHONE, "personnummer": PERSONNUMMER,
-                           "username": {**_IDENT, "maxLength": 100}},
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "email": EMAIL,
+                "phone": PHONE,
+                "personnummer": PERSONNUMMER,
+                "username": {**_IDENT, "maxLength": 100},
+            },
         },
         "reason": _TEXT,
     },
 }
 REJECT = {"type": "object", "additionalProperties": False, "properties": {"reason": _TEXT}}
-EXTEND = {"type": "object", "required": ["months", "reason"], "additionalProperties": False,
-          "properties": {"months": {"type": "integer", "minimum": 1, "maximum": 2}, "reason": _TEXT}}
+EXTEND = {
+    "type": "object",
+    "required": ["months", "reason"],
+    "additionalProperties": False,
+    "properties": {"months": {"type": "integer", "minimum": 1, "maximum": 2}, "reason": _TEXT},
+}
 LIST_QUERY = {
-    "type": "object", "additionalProperties": False,
+    "type": "object",
+    "additionalProperties": False,
     "properties": {
-        "status": {"enum": list(STATUSES)}, "type": {"enum": list(TYPES)},
+        "status": {"enum": list(STATUSES)},
+        "type": {"enum": list(TYPES)},
         "tenant": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,99}$"},
         "overdue": {"enum": ["true", "false"]},
         "limit": {"type": "string", "pattern": r"^(?:[1-9]\d{0,2}|1000)$"},
         "offset": {"type": "string", "pattern": r"^\d{1,9}$"},
     },
 }
-INVENTORY_QUERY = {"type": "object", "additionalProperties": False,
-                   "properties": {"format": {"enum": ["json", "csv"]}}}
-_SUMMARY = {"type": "object", "required": ["id", "type", "status", "tenant", "created_at", "due_at", "links"],
-            "properties": {"id": {"type": "string"}, "type": {"enum": list(TYPES)}, "status": {"enum": list(STATUSES)},
-                           "tenant": {"type": "string"}, "links": {"type": "object"}}}
+INVENTORY_QUERY = {"type": "object", "additionalProperties": False, "properties": {"format": {"enum": ["json", "csv"]}}}
+_SUMMARY = {
+    "type": "object",
+    "required": ["id", "type", "status", "tenant", "created_at", "due_at", "links"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"enum": list(TYPES)},
+        "status": {"enum": list(STATUSES)},
+        "tenant": {"type": "string"},
+        "links": {"type": "object"},
+    },
+}
 _LISTING = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": _SUMMARY}}}
 _INVENTORY = {"type": "object"}
 
 
 def _parts():
-    return current_app.extensions["gdpr"]          # parts.Parts, built once for this app
+    return current_app.extensions["gdpr"]  # parts.Parts, built once for this app
 
 
 def _coordinator():
@@ -71,18 +91,28 @@ def _linked(document: dict) -> dict:
     """A request with links to itself and to what may be done with it next, relative to where
     this app is mounted (``/gdpr`` in the embedded run)."""
     base = f"{request.script_root}/api/v1/requests/{document['id']}"
-    document["links"] = {"self": base, **{step: f"{base}/{step}"
-                                          for step in next_steps(document["status"], document["type"])}}
+    document["links"] = {
+        "self": base,
+        **{step: f"{base}/{step}" for step in next_steps(document["status"], document["type"])},
+    }
     return document
 
 
-@bp.operation("POST", "/api/v1/requests", summary="Open a data-subject request (export or erase)",
-              body=CREATE, roles=OFFICER, responses={202: _SUMMARY}, tags=("requests",))
+@bp.operation(
+    "POST",
+    "/api/v1/requests",
+    summary="Open a data-subject request (export or erase)",
+    body=CREATE,
+    roles=OFFICER,
+    responses={202: _SUMMARY},
+    tags=("requests",),
+)
 def create_request(body):
     principal = authenticate()
     with runtime().db.transaction() as s:
-        created = _coordinator().open(s, principal, type_=body["type"], tenant=body["tenant"],
-                                      subject=body["subject"], reason=body.get("reason"))
+        created = _coordinator().open(
+            s, principal, type_=body["type"], tenant=body["tenant"], subject=body["subject"], reason=body.get("reason")
+        )
     created = _linked(created)
     response = jsonify(created)
     response.status_code = 202
@@ -90,77 +120,144 @@ def create_request(body):
     return response
 
 
-@bp.operation("GET", "/api/v1/requests", summary="List requests (filters: status, type, tenant, overdue)",
-              query=LIST_QUERY, roles=READERS, tags=("requests",), responses={200: _LISTING})
+@bp.operation(
+    "GET",
+    "/api/v1/requests",
+    summary="List requests (filters: status, type, tenant, overdue)",
+    query=LIST_QUERY,
+    roles=READERS,
+    tags=("requests",),
+    responses={200: _LISTING},
+)
 def list_requests(query):
     principal = authenticate()
     overdue = {"true": True, "false": False}.get(query.get("overdue", ""))
     with runtime().db.transaction() as s:
-        listing = _coordinator().list(s, principal, status=query.get("status"), type_=query.get("type"),
-                                      tenant=query.get("tenant"), overdue=overdue,
-                                      limit=int(query.get("limit", 100)), offset=int(query.get("offset", 0)))
+        listing = _coordinator().list(
+            s,
+            principal,
+            status=query.get("status"),
+            type_=query.get("type"),
+            tenant=query.get("tenant"),
+            overdue=overdue,
+            limit=int(query.get("limit", 100)),
+            offset=int(query.get("offset", 0)),
+        )
     listing["items"] = [_linked(item) for item in listing["items"]]
     return jsonify(listing)
 
 
-@bp.operation("GET", "/api/v1/requests/{request_id}", summary="A request with every service's status and result",
-              roles=READERS, tags=("requests",), responses={200: _SUMMARY})
+@bp.operation(
+    "GET",
+    "/api/v1/requests/{request_id}",
+    summary="A request with every service's status and result",
+    roles=READERS,
+    tags=("requests",),
+    responses={200: _SUMMARY},
+)
 def get_request(request_id):
     with runtime().db.transaction() as s:
         return jsonify(_linked(_coordinator().view(s, authenticate(), request_id)))
 
 
-@bp.operation("POST", "/api/v1/requests/{request_id}/approve",
-              summary="Approve a request (a compliance officer other than the requester)", roles=OFFICER,
-              tags=("requests",), responses={200: _SUMMARY})
+@bp.operation(
+    "POST",
+    "/api/v1/requests/{request_id}/approve",
+    summary="Approve a request (a compliance officer other than the requester)",
+    roles=OFFICER,
+    tags=("requests",),
+    responses={200: _SUMMARY},
+)
 def approve_request(request_id):
     with runtime().db.transaction() as s:
         return jsonify(_linked(_coordinator().approve(s, authenticate(), request_id)))
 
 
-@bp.operation("POST", "/api/v1/requests/{request_id}/reject", summary="Reject a request awaiting approval",
-              body=REJECT, roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
+@bp.operation(
+    "POST",
+    "/api/v1/requests/{request_id}/reject",
+    summary="Reject a request awaiting approval",
+    body=REJECT,
+    roles=OFFICER,
+    tags=("requests",),
+    responses={200: _SUMMARY},
+)
 def reject_request(request_id, body):
     with runtime().db.transaction() as s:
         return jsonify(_linked(_coordinator().reject(s, authenticate(), request_id, body.get("reason"))))
 
 
-@bp.operation("POST", "/api/v1/requests/{request_id}/retry",
-              summary="Re-send to the services that failed or did not answer", roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
+@bp.operation(
+    "POST",
+    "/api/v1/requests/{request_id}/retry",
+    summary="Re-send to the services that failed or did not answer",
+    roles=OFFICER,
+    tags=("requests",),
+    responses={200: _SUMMARY},
+)
 def retry_request(request_id):
     with runtime().db.transaction() as s:
         return jsonify(_linked(_coordinator().retry(s, authenticate(), request_id)))
 
 
-@bp.operation("POST", "/api/v1/requests/{request_id}/extend",
-              summary="Extend the deadline by one or two months, with a reason (GDPR art. 12(3))",
-              body=EXTEND, roles=OFFICER, tags=("requests",), responses={200: _SUMMARY})
+@bp.operation(
+    "POST",
+    "/api/v1/requests/{request_id}/extend",
+    summary="Extend the deadline by one or two months, with a reason (GDPR art. 12(3))",
+    body=EXTEND,
+    roles=OFFICER,
+    tags=("requests",),
+    responses={200: _SUMMARY},
+)
 def extend_request(request_id, body):
     with runtime().db.transaction() as s:
-        return jsonify(_linked(_coordinator().extend(s, authenticate(), request_id, body["months"],
-                                                       body["reason"])))
+        return jsonify(_linked(_coordinator().extend(s, authenticate(), request_id, body["months"], body["reason"])))
 
 
-@bp.operation("GET", "/api/v1/requests/{request_id}/export", summary="Download the export package (ZIP)",
-              roles=OFFICER, responses={200: {"description": "the ZIP", "content": {
-                  "application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}}}}},
-              tags=("requests",), content_type="application/zip")
+@bp.operation(
+    "GET",
+    "/api/v1/requests/{request_id}/export",
+    summary="Download the export package (ZIP)",
+    roles=OFFICER,
+    responses={
+        200: {
+            "description": "the ZIP",
+            "content": {"application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}}},
+        }
+    },
+    tags=("requests",),
+    content_type="application/zip",
+)
 def download_export(request_id):
     with runtime().db.transaction() as s:
         data, filename = _coordinator().export_package(s, authenticate(), request_id)
-    return Response(data, mimetype="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        data, mimetype="application/zip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
-@bp.operation("GET", "/api/v1/inventory", summary="The data inventory (record of processing activities), "
-              "JSON or ?format=csv", query=INVENTORY_QUERY, roles=INVENTORY_READERS, tags=("inventory",), responses={200: {"description": "the inventory as JSON, or with format=csv as CSV",
-                         "content": {"application/json": {"schema": _INVENTORY},
-                                     "text/csv": {"schema": {"type": "string"}}}}})
+@bp.operation(
+    "GET",
+    "/api/v1/inventory",
+    summary="The data inventory (record of processing activities), JSON or ?format=csv",
+    query=INVENTORY_QUERY,
+    roles=INVENTORY_READERS,
+    tags=("inventory",),
+    responses={
+        200: {
+            "description": "the inventory as JSON, or with format=csv as CSV",
+            "content": {"application/json": {"schema": _INVENTORY}, "text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def get_inventory(query):
     inventory = _parts().inventory
     with runtime().db.transaction() as s:
         document = inventory.document(s)
     if query.get("format") == "csv":
-        return Response(inventory.as_csv(document), mimetype="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="recept-inventory.csv"'})
+        return Response(
+            inventory.as_csv(document),
+            mimetype="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="recept-inventory.csv"'},
+        )
     return jsonify(document)

@@ -1,5 +1,6 @@
 """Wiring of the gdpr service: its coordinator, inventory and sweeper, made once per runtime, and what its
 processes run."""
+
 from __future__ import annotations
 
 from shared.bus import GDPR
@@ -21,10 +22,18 @@ def build(runtime: Runtime) -> Wiring:
     config = runtime.config
     clock = config.get("clock") or utcnow
     policy = Policy.from_config(config)
-    coordinator = Coordinator(vault=runtime.vault, outbox=runtime.outbox, policy=policy,
-                              hash_identifier=IdentifierHasher(runtime.keyring.index_key), clock=clock)
-    parts = Parts(coordinator=coordinator, inventory=DataInventory(policy.participant_ttl, clock=clock),
-                  sweeper=Sweeper(runtime.db, coordinator, clock=clock))
+    coordinator = Coordinator(
+        vault=runtime.vault,
+        outbox=runtime.outbox,
+        policy=policy,
+        hash_identifier=IdentifierHasher(runtime.keyring.index_key),
+        clock=clock,
+    )
+    parts = Parts(
+        coordinator=coordinator,
+        inventory=DataInventory(policy.participant_ttl, clock=clock),
+        sweeper=Sweeper(runtime.db, coordinator, clock=clock),
+    )
     return Wiring(
         domain=parts,
         blueprints=[bp],

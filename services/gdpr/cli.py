@@ -1,10 +1,11 @@
 """``./recept gdpr <command>``: operator commands of the gdpr service.
 
-    ./recept gdpr participants          the services the gdpr service knows, their phase and last announcement
-    ./recept gdpr inventory [--csv]     the data inventory (record of processing activities) on stdout
-    ./recept gdpr sweep                 one round of re-sends, silence timeouts, package expiry and shredding
-    ./recept gdpr replay-erasures       after restoring a backup: erase again everyone the erasure log lists
+./recept gdpr participants          the services the gdpr service knows, their phase and last announcement
+./recept gdpr inventory [--csv]     the data inventory (record of processing activities) on stdout
+./recept gdpr sweep                 one round of re-sends, silence timeouts, package expiry and shredding
+./recept gdpr replay-erasures       after restoring a backup: erase again everyone the erasure log lists
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ def _runtime():
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="./recept gdpr", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="./recept gdpr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("participants", help="list the participating services")
     inventory = sub.add_parser("inventory", help="print the data inventory")
@@ -37,7 +39,7 @@ def main(argv: list[str]) -> int:
     if hasattr(args, "func"):
         return args.func(args)
     runtime = _runtime()
-    parts = runtime.domain          # parts.Parts, from bootstrap.build
+    parts = runtime.domain  # parts.Parts, from bootstrap.build
     try:
         if args.command == "sweep":
             print(json.dumps(parts.sweeper.sweep()))

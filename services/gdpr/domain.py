@@ -6,6 +6,7 @@ A request's ledger is one ``request_services`` row per expected service.  Row st
 ``waiting`` (phase two, not sent yet), ``pending`` (sent, no answer yet), ``done``, ``failed``
 (the service answered that it failed) and ``silent`` (no answer within the retry budget).
 """
+
 from __future__ import annotations
 
 import calendar
@@ -13,9 +14,10 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -36,13 +38,14 @@ log = logging.getLogger(__name__)
 
 TYPES = REQUEST_TYPES
 STATUSES = ("awaiting_approval", "in_progress", "completed", "partially_completed", "failed", "rejected")
-FINISHED = ("completed", "rejected")            # never overdue, nothing left to do
+FINISHED = ("completed", "rejected")  # never overdue, nothing left to do
 ROW_STATUSES = ("waiting", "pending", "done", "failed", "silent")
 SYSTEM_ACTOR = {"id": "gdpr-worker", "tenant": None, "kind": "system"}
 MAX_EXTENSION_MONTHS = 2
 
 
 # --- deadlines --------------------------------------------------------------------------------
+
 
 def add_months(value: datetime, months: int) -> datetime:
     """The same day ``months`` calendar months later, or that month's last day (31 Jan + 1 = 28/29 Feb)."""
@@ -61,6 +64,7 @@ def due_at(received: datetime, extension_months: int = 0) -> datetime:
 
 # --- what may happen next -----------------------------------------------------------------------
 
+
 def next_steps(status: str, type_: str) -> tuple[str, ...]:
     """The operations a request in ``status`` is open to (the API turns them into links)."""
     steps: list[str] = []
@@ -77,6 +81,7 @@ def next_steps(status: str, type_: str) -> tuple[str, ...]:
 
 # --- the coordinator --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Policy:
     """The service-specific settings, read once from the runtime's config."""
@@ -91,10 +96,12 @@ class Policy:
     vendor_tenants: tuple[str, ...]
 
     @classmethod
-    def from_config(cls, config) -> "Policy":
+    def from_config(cls, config) -> Policy:
         return cls(
-            reply_timeout=float(config["REPLY_TIMEOUT"]), max_attempts=int(config["MAX_ATTEMPTS"]),
-            max_backoff=float(config["MAX_BACKOFF"]), participant_ttl=float(config["PARTICIPANT_TTL"]),
+            reply_timeout=float(config["REPLY_TIMEOUT"]),
+            max_attempts=int(config["MAX_ATTEMPTS"]),
+            max_backoff=float(config["MAX_BACKOFF"]),
+            participant_ttl=float(config["PARTICIPANT_TTL"]),
             export_retention=float(config["EXPORT_RETENTION"]),
             identifier_retention=float(config["IDENTIFIER_RETENTION"]),
             export_approval=tuple(config["EXPORT_APPROVAL"] or ()),
@@ -132,8 +139,15 @@ class Coordinator:
     a caller does not pass one.  Every method works in the session it is given.
     """
 
-    def __init__(self, *, vault, outbox, policy: Policy, hash_identifier: IdentifierHasher,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        vault,
+        outbox,
+        policy: Policy,
+        hash_identifier: IdentifierHasher,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.vault = vault
         self.outbox = outbox
         self.policy = policy
@@ -155,8 +169,17 @@ class Coordinator:
 
     # -- opening and deciding -------------------------------------------------------------------
 
-    def open(self, s: Session, principal: Principal, *, type_: str, tenant: str, subject: dict[str, Any],
-             reason: str | None, now: datetime | None = None) -> dict[str, Any]:
+    def open(
+        self,
+        s: Session,
+        principal: Principal,
+        *,
+        type_: str,
+        tenant: str,
+        subject: dict[str, Any],
+        reason: str | None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
         now = now or self.clock()
         scope = self.scope(principal)
         if scope is not None and scope != tenant:
@@ -165,21 +188,47 @@ class Coordinator:
         request_id = str(uuid.uuid4())
         vault, vs = self.vault, request_subject(request_id)
         needs_approval = type_ == "erase" or self.policy.export_needs_approval(tenant)
-        s.execute(requests.insert().values(
-            id=request_id, type=type_, tenant=tenant, status="awaiting_approval", phase=None,
-            identifier_kinds=",".join(identifiers),
-            subject=vault.encrypt(s, vs, "requests", "subject", request_id, json.dumps(identifiers)),
-            reason=vault.encrypt(s, vs, "requests", "reason", request_id, reason) if reason else None,
-            requested_by=principal.user_id, created_at=now, due_at=due_at(now), extension_months=0,
-            updated_at=now,
-        ))
-        self._emit(s, ev.REQUEST_RECEIVED, request_id, tenant, principal.actor, {
-            "request_id": request_id, "type": type_, "identifier_kinds": list(identifiers),
-            "due_at": rfc3339(due_at(now)), "needs_approval": needs_approval})
+        s.execute(
+            requests.insert().values(
+                id=request_id,
+                type=type_,
+                tenant=tenant,
+                status="awaiting_approval",
+                phase=None,
+                identifier_kinds=",".join(identifiers),
+                subject=vault.encrypt(s, vs, "requests", "subject", request_id, json.dumps(identifiers)),
+                reason=vault.encrypt(s, vs, "requests", "reason", request_id, reason) if reason else None,
+                requested_by=principal.user_id,
+                created_at=now,
+                due_at=due_at(now),
+                extension_months=0,
+                updated_at=now,
+            )
+        )
+        self._emit(
+            s,
+            ev.REQUEST_RECEIVED,
+            request_id,
+            tenant,
+            principal.actor,
+            {
+                "request_id": request_id,
+                "type": type_,
+                "identifier_kinds": list(identifiers),
+                "due_at": rfc3339(due_at(now)),
+                "needs_approval": needs_approval,
+            },
+        )
         if not needs_approval:
             self._set(s, request_id, status="in_progress", decided_at=now, updated_at=now)
-            self._emit(s, ev.REQUEST_APPROVED, request_id, tenant, principal.actor,
-                       {"request_id": request_id, "type": type_, "automatic": True})
+            self._emit(
+                s,
+                ev.REQUEST_APPROVED,
+                request_id,
+                tenant,
+                principal.actor,
+                {"request_id": request_id, "type": type_, "automatic": True},
+            )
             self._dispatch(s, self._lock(s, request_id), principal.actor, now)
         return self._summary(self._lock(s, request_id))
 
@@ -192,47 +241,88 @@ class Coordinator:
             # Four eyes: an erasure cannot be undone, so whoever asked for it cannot also release it.
             raise AccessDenied("a request must be approved by a compliance officer other than its requester")
         self._set(s, request_id, status="in_progress", decided_by=principal.user_id, decided_at=now, updated_at=now)
-        self._emit(s, ev.REQUEST_APPROVED, request_id, req.tenant, principal.actor,
-                   {"request_id": request_id, "type": req.type, "automatic": False})
+        self._emit(
+            s,
+            ev.REQUEST_APPROVED,
+            request_id,
+            req.tenant,
+            principal.actor,
+            {"request_id": request_id, "type": req.type, "automatic": False},
+        )
         self._dispatch(s, self._lock(s, request_id), principal.actor, now)
         return self.view(s, principal, request_id)
 
-    def reject(self, s: Session, principal: Principal, request_id: str, reason: str | None,
-               now: datetime | None = None) -> dict:
+    def reject(
+        self, s: Session, principal: Principal, request_id: str, reason: str | None, now: datetime | None = None
+    ) -> dict:
         now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status != "awaiting_approval":
             raise Conflict(f"the request is {req.status}; only a request awaiting approval can be rejected")
-        encrypted = (self.vault.encrypt(s, request_subject(request_id), "requests", "rejection_reason",
-                                           request_id, reason) if reason else None)
-        self._set(s, request_id, status="rejected", decided_by=principal.user_id, decided_at=now,
-                  rejection_reason=encrypted, finished_at=now, updated_at=now)
+        encrypted = (
+            self.vault.encrypt(s, request_subject(request_id), "requests", "rejection_reason", request_id, reason)
+            if reason
+            else None
+        )
+        self._set(
+            s,
+            request_id,
+            status="rejected",
+            decided_by=principal.user_id,
+            decided_at=now,
+            rejection_reason=encrypted,
+            finished_at=now,
+            updated_at=now,
+        )
         self._shred_transport(s, request_id)
-        self._emit(s, ev.REQUEST_REJECTED, request_id, req.tenant, principal.actor,
-                   {"request_id": request_id, "type": req.type})
+        self._emit(
+            s,
+            ev.REQUEST_REJECTED,
+            request_id,
+            req.tenant,
+            principal.actor,
+            {"request_id": request_id, "type": req.type},
+        )
         return self.view(s, principal, request_id)
 
-    def extend(self, s: Session, principal: Principal, request_id: str, months: int, reason: str,
-               now: datetime | None = None) -> dict:
+    def extend(
+        self, s: Session, principal: Principal, request_id: str, months: int, reason: str, now: datetime | None = None
+    ) -> dict:
         now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status in FINISHED:
             raise Conflict(f"the request is {req.status}; its deadline no longer runs")
         total = req.extension_months + months
         if total > MAX_EXTENSION_MONTHS:
-            raise Conflict(f"the deadline can be extended by at most {MAX_EXTENSION_MONTHS} months in all "
-                           f"({req.extension_months} already used)")
+            raise Conflict(
+                f"the deadline can be extended by at most {MAX_EXTENSION_MONTHS} months in all "
+                f"({req.extension_months} already used)"
+            )
         created = as_utc(req.created_at)
         if now > due_at(created):
             # Art. 12(3): the subject must be told of an extension within one month of receipt.
             raise Conflict("an extension must be decided within one month of receipt")
         new_due = due_at(created, total)
-        self._set(s, request_id, extension_months=total, due_at=new_due, extended_by=principal.user_id,
-                  extended_at=now, updated_at=now,
-                  extension_reason=self.vault.encrypt(s, request_subject(request_id), "requests",
-                                                         "extension_reason", request_id, reason))
-        self._emit(s, ev.REQUEST_EXTENDED, request_id, req.tenant, principal.actor,
-                   {"request_id": request_id, "months": months, "due_at": rfc3339(new_due)})
+        self._set(
+            s,
+            request_id,
+            extension_months=total,
+            due_at=new_due,
+            extended_by=principal.user_id,
+            extended_at=now,
+            updated_at=now,
+            extension_reason=self.vault.encrypt(
+                s, request_subject(request_id), "requests", "extension_reason", request_id, reason
+            ),
+        )
+        self._emit(
+            s,
+            ev.REQUEST_EXTENDED,
+            request_id,
+            req.tenant,
+            principal.actor,
+            {"request_id": request_id, "months": months, "due_at": rfc3339(new_due)},
+        )
         return self.view(s, principal, request_id)
 
     def retry(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
@@ -240,8 +330,7 @@ class Coordinator:
         now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status not in ("partially_completed", "failed"):
-            raise Conflict(f"the request is {req.status}; only a partially completed or failed request "
-                           "can be retried")
+            raise Conflict(f"the request is {req.status}; only a partially completed or failed request can be retried")
         if req.identifiers_shredded_at is not None:
             raise Gone("the subject's identifiers of this request have been erased; open a new request")
         rows = self._rows(s, request_id)
@@ -249,28 +338,54 @@ class Coordinator:
         if not rows:
             # Nobody was known at dispatch time: dispatch again to whoever is known now.
             self._set(s, request_id, status="in_progress", finished_at=None, updated_at=now)
-            self._emit(s, ev.REQUEST_RETRIED, request_id, req.tenant, principal.actor,
-                       {"request_id": request_id, "type": req.type, "services": []})
+            self._emit(
+                s,
+                ev.REQUEST_RETRIED,
+                request_id,
+                req.tenant,
+                principal.actor,
+                {"request_id": request_id, "type": req.type, "services": []},
+            )
             self._dispatch(s, self._lock(s, request_id), principal.actor, now, retry=True)
             return self.view(s, principal, request_id)
         if not retried:
             raise Conflict("no service failed or stayed silent; nothing to retry")
         self._set(s, request_id, status="in_progress", finished_at=None, updated_at=now)
-        self._emit(s, ev.REQUEST_RETRIED, request_id, req.tenant, principal.actor,
-                   {"request_id": request_id, "type": req.type, "services": [r.service for r in retried]})
+        self._emit(
+            s,
+            ev.REQUEST_RETRIED,
+            request_id,
+            req.tenant,
+            principal.actor,
+            {"request_id": request_id, "type": req.type, "services": [r.service for r in retried]},
+        )
         identifiers = self._identifiers(s, request_id)
         references = self._references(rows)
         by_phase: dict[str, list[str]] = {}
         for row in retried:
             # A failed answer consumed its command id at the service (its inbox remembers it), so a
             # retry needs a new one; a silent service gets the same id again so it acts at most once.
-            self._send(s, req, row.service, row.phase, identifiers, references, now,
-                       command_id=str(uuid.uuid4()) if row.status == "failed" else row.command_id, attempts=1)
+            self._send(
+                s,
+                req,
+                row.service,
+                row.phase,
+                identifiers,
+                references,
+                now,
+                command_id=str(uuid.uuid4()) if row.status == "failed" else row.command_id,
+                attempts=1,
+            )
             by_phase.setdefault(row.phase, []).append(row.service)
         for phase, services in by_phase.items():
-            self._emit(s, ev.REQUEST_DISPATCHED, request_id, req.tenant, principal.actor,
-                       {"request_id": request_id, "type": req.type, "phase": phase, "services": services,
-                        "retry": True})
+            self._emit(
+                s,
+                ev.REQUEST_DISPATCHED,
+                request_id,
+                req.tenant,
+                principal.actor,
+                {"request_id": request_id, "type": req.type, "phase": phase, "services": services, "retry": True},
+            )
         return self.view(s, principal, request_id)
 
     # -- reading --------------------------------------------------------------------------------
@@ -279,9 +394,19 @@ class Coordinator:
         req = self._get(s, principal, request_id)
         return self._describe(s, req, now or self.clock())
 
-    def list(self, s: Session, principal: Principal, *, status: str | None = None, type_: str | None = None,
-             tenant: str | None = None, overdue: bool | None = None, limit: int = 100, offset: int = 0,
-             now: datetime | None = None) -> dict:
+    def list(
+        self,
+        s: Session,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        type_: str | None = None,
+        tenant: str | None = None,
+        overdue: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        now: datetime | None = None,
+    ) -> dict:
         now = now or self.clock()
         query = select(requests)
         scope = self.scope(principal)
@@ -300,12 +425,12 @@ class Coordinator:
             query = query.where(requests.c.due_at < now, open_)
         elif overdue is False:
             query = query.where(or_(requests.c.due_at >= now, ~open_))
-        rows = s.execute(query.order_by(requests.c.created_at.desc(), requests.c.id)
-                         .limit(limit).offset(offset)).all()
+        rows = s.execute(query.order_by(requests.c.created_at.desc(), requests.c.id).limit(limit).offset(offset)).all()
         return {"items": [self._summary(r, now) for r in rows], "limit": limit, "offset": offset}
 
-    def export_package(self, s: Session, principal: Principal, request_id: str,
-                       now: datetime | None = None) -> tuple[bytes, str]:
+    def export_package(
+        self, s: Session, principal: Principal, request_id: str, now: datetime | None = None
+    ) -> tuple[bytes, str]:
         now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.type != "export":
@@ -318,10 +443,19 @@ class Coordinator:
         data = self.vault.decrypt(s, "export_packages", "package", request_id, pkg.package)
         if data is ERASED or data is None:
             raise Gone("the export package has expired and was deleted")
-        s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
-                  .values(downloads=export_packages.c.downloads + 1))
-        self._emit(s, ev.EXPORT_DOWNLOADED, request_id, req.tenant, principal.actor,
-                   {"request_id": request_id, "sha256": pkg.sha256, "size": pkg.size})
+        s.execute(
+            update(export_packages)
+            .where(export_packages.c.request_id == request_id)
+            .values(downloads=export_packages.c.downloads + 1)
+        )
+        self._emit(
+            s,
+            ev.EXPORT_DOWNLOADED,
+            request_id,
+            req.tenant,
+            principal.actor,
+            {"request_id": request_id, "sha256": pkg.sha256, "size": pkg.size},
+        )
         return bytes(data), f"recept-export-{request_id}.zip"
 
     # -- the bus side ---------------------------------------------------------------------------
@@ -334,11 +468,17 @@ class Coordinator:
         except Invalid:
             log.warning("ignoring a malformed announcement")
             return
-        values = {"phase": announced.phase, "inventory": announced.inventory, "counts": announced.counts,
-                  "transport_key": announced.transport_key, "last_seen": now}
+        values = {
+            "phase": announced.phase,
+            "inventory": announced.inventory,
+            "counts": announced.counts,
+            "transport_key": announced.transport_key,
+            "last_seen": now,
+        }
         service = announced.service
-        found = s.execute(select(participants.c.service).where(participants.c.service == service)
-                          .with_for_update()).first()
+        found = s.execute(
+            select(participants.c.service).where(participants.c.service == service).with_for_update()
+        ).first()
         if found is None:
             s.execute(participants.insert().values(service=service, first_seen=now, **values))
         else:
@@ -366,10 +506,17 @@ class Coordinator:
         if req.type != reply.action:
             log.info("ignoring a reply for an unknown request")
             return
-        row = s.execute(select(request_services).where(request_services.c.request_id == request_id,
-                                                       request_services.c.service == service)).first()
-        if (row is None or row.phase != reply.phase or row.command_id != reply.command_id
-                or row.status not in ("pending", "silent")):
+        row = s.execute(
+            select(request_services).where(
+                request_services.c.request_id == request_id, request_services.c.service == service
+            )
+        ).first()
+        if (
+            row is None
+            or row.phase != reply.phase
+            or row.command_id != reply.command_id
+            or row.status not in ("pending", "silent")
+        ):
             # Not expected, or already answered: at-least-once delivery means duplicates are normal.
             log.info("ignoring a duplicate or unexpected reply from %s", service)
             return
@@ -384,30 +531,62 @@ class Coordinator:
                 records = sum(counts.values())
                 values["result"] = {"records": counts}
                 values["export"] = self.vault.encrypt(
-                    s, export_subject(request_id), "request_services", "export", f"{request_id}:{service}",
-                    json.dumps(export, ensure_ascii=False, default=str))
+                    s,
+                    export_subject(request_id),
+                    "request_services",
+                    "export",
+                    f"{request_id}:{service}",
+                    json.dumps(export, ensure_ascii=False, default=str),
+                )
             else:
-                items = [{k: item[k] for k in ("kind", "action", "count", "legal_basis", "retain_until")
-                          if item.get(k) is not None} for item in (reply.erasure or [])]
+                items = [
+                    {
+                        k: item[k]
+                        for k in ("kind", "action", "count", "legal_basis", "retain_until")
+                        if item.get(k) is not None
+                    }
+                    for item in (reply.erasure or [])
+                ]
                 records = sum(item["count"] for item in items)
                 values["result"] = {"erasure": items}
         else:
             # Participants promise errors without personal data; the length cap is belt and braces.
             values.update(status="failed", error=str(reply.error or "failed")[:200])
-        s.execute(update(request_services).where(request_services.c.request_id == request_id,
-                                                 request_services.c.service == service).values(**values))
-        self._emit(s, ev.SERVICE_REPLIED, request_id, req.tenant, SYSTEM_ACTOR, {
-            "request_id": request_id, "type": req.type, "service": service, "phase": row.phase,
-            "status": reply.status, "references": len(references), "records": records})
+        s.execute(
+            update(request_services)
+            .where(request_services.c.request_id == request_id, request_services.c.service == service)
+            .values(**values)
+        )
+        self._emit(
+            s,
+            ev.SERVICE_REPLIED,
+            request_id,
+            req.tenant,
+            SYSTEM_ACTOR,
+            {
+                "request_id": request_id,
+                "type": req.type,
+                "service": service,
+                "phase": row.phase,
+                "status": reply.status,
+                "references": len(references),
+                "records": records,
+            },
+        )
         self._advance(s, self._lock(s, request_id), now)
 
     # -- the background loop's steps (sweep.py runs them, each in its own transaction) -----------
 
     def due_for_resend(self, s: Session, now: datetime, limit: int = 200) -> list[str]:
         """Requests with a command whose answer is overdue."""
-        return list(s.scalars(select(request_services.c.request_id).where(
-            request_services.c.status == "pending", request_services.c.next_attempt_at <= now)
-            .distinct().limit(limit)))
+        return list(
+            s.scalars(
+                select(request_services.c.request_id)
+                .where(request_services.c.status == "pending", request_services.c.next_attempt_at <= now)
+                .distinct()
+                .limit(limit)
+            )
+        )
 
     def time_out(self, s: Session, request_id: str, now: datetime) -> tuple[int, int]:
         """Re-send a request's overdue commands, or give up on a service past its retry budget.
@@ -417,21 +596,31 @@ class Coordinator:
         if req is None:
             return 0, 0
         resent = silent = 0
-        rows = [r for r in self._rows(s, request_id)
-                if r.status == "pending" and as_utc(r.next_attempt_at) <= now]
+        rows = [r for r in self._rows(s, request_id) if r.status == "pending" and as_utc(r.next_attempt_at) <= now]
         if not rows:
             return 0, 0
         identifiers = self._identifiers(s, request_id) if any(r.phase == "resolve" for r in rows) else {}
         references = self._references(self._rows(s, request_id))
         for row in rows:
             if row.attempts < self.policy.max_attempts:
-                self._send(s, req, row.service, row.phase, identifiers, references, now,
-                           command_id=row.command_id, attempts=row.attempts + 1)
+                self._send(
+                    s,
+                    req,
+                    row.service,
+                    row.phase,
+                    identifiers,
+                    references,
+                    now,
+                    command_id=row.command_id,
+                    attempts=row.attempts + 1,
+                )
                 resent += 1
             else:
-                s.execute(update(request_services).where(request_services.c.request_id == request_id,
-                                                         request_services.c.service == row.service)
-                          .values(status="silent", next_attempt_at=None))
+                s.execute(
+                    update(request_services)
+                    .where(request_services.c.request_id == request_id, request_services.c.service == row.service)
+                    .values(status="silent", next_attempt_at=None)
+                )
                 silent += 1
         if silent:
             self._advance(s, self._lock(s, request_id), now)
@@ -440,13 +629,25 @@ class Coordinator:
     def expired_exports(self, s: Session, now: datetime) -> set[str]:
         """Requests whose package, or whose parts of an export that never completed, are past retention."""
         cutoff = now - timedelta(seconds=self.policy.export_retention)
-        expired = set(s.scalars(select(export_packages.c.request_id).where(
-            export_packages.c.package.is_not(None), export_packages.c.expires_at <= now)))
+        expired = set(
+            s.scalars(
+                select(export_packages.c.request_id).where(
+                    export_packages.c.package.is_not(None), export_packages.c.expires_at <= now
+                )
+            )
+        )
         # Parts of an export that never completed expire on the same clock as a package would.
-        expired |= set(s.scalars(select(request_services.c.request_id).join(
-            requests, requests.c.id == request_services.c.request_id).where(
-            request_services.c.export.is_not(None), requests.c.status.in_(("partially_completed", "failed")),
-            requests.c.updated_at <= cutoff)))
+        expired |= set(
+            s.scalars(
+                select(request_services.c.request_id)
+                .join(requests, requests.c.id == request_services.c.request_id)
+                .where(
+                    request_services.c.export.is_not(None),
+                    requests.c.status.in_(("partially_completed", "failed")),
+                    requests.c.updated_at <= cutoff,
+                )
+            )
+        )
         return expired
 
     def expire_export(self, s: Session, request_id: str, now: datetime) -> None:
@@ -454,77 +655,144 @@ class Coordinator:
         req = self._lock(s, request_id)
         self.vault.shred(s, export_subject(request_id))
         self._shred_transport(s, request_id)
-        s.execute(update(export_packages).where(export_packages.c.request_id == request_id)
-                  .values(package=None, deleted_at=now))
-        s.execute(update(request_services).where(request_services.c.request_id == request_id)
-                  .values(export=None))
-        self._emit(s, ev.EXPORT_DELETED, request_id, req.tenant, SYSTEM_ACTOR,
-                   {"request_id": request_id, "reason": "expired"})
+        s.execute(
+            update(export_packages)
+            .where(export_packages.c.request_id == request_id)
+            .values(package=None, deleted_at=now)
+        )
+        s.execute(update(request_services).where(request_services.c.request_id == request_id).values(export=None))
+        self._emit(
+            s, ev.EXPORT_DELETED, request_id, req.tenant, SYSTEM_ACTOR, {"request_id": request_id, "reason": "expired"}
+        )
 
     def shred_identifiers(self, s: Session, now: datetime, limit: int = 500) -> int:
         """Crypto-shred the identifiers and reasons of requests finished longer than their retention."""
         cutoff = now - timedelta(seconds=self.policy.identifier_retention)
-        ids = list(s.scalars(select(requests.c.id).where(
-            requests.c.status.in_(FINISHED), requests.c.finished_at <= cutoff,
-            requests.c.identifiers_shredded_at.is_(None)).limit(limit)))
+        ids = list(
+            s.scalars(
+                select(requests.c.id)
+                .where(
+                    requests.c.status.in_(FINISHED),
+                    requests.c.finished_at <= cutoff,
+                    requests.c.identifiers_shredded_at.is_(None),
+                )
+                .limit(limit)
+            )
+        )
         for request_id in ids:
             req = self._lock(s, request_id)
             self.vault.shred(s, request_subject(request_id))
             self._shred_transport(s, request_id)
             self._set(s, request_id, identifiers_shredded_at=now)
-            self._emit(s, ev.IDENTIFIERS_SHREDDED, request_id, req.tenant, SYSTEM_ACTOR,
-                       {"request_id": request_id})
+            self._emit(s, ev.IDENTIFIERS_SHREDDED, request_id, req.tenant, SYSTEM_ACTOR, {"request_id": request_id})
         return len(ids)
 
     # -- internals: fan-out ---------------------------------------------------------------------
 
     def _known_participants(self, s: Session, now: datetime) -> list:
         since = now - timedelta(seconds=self.policy.participant_ttl)
-        return s.execute(select(participants.c.service, participants.c.phase)
-                         .where(participants.c.last_seen >= since).order_by(participants.c.service)).all()
+        return s.execute(
+            select(participants.c.service, participants.c.phase)
+            .where(participants.c.last_seen >= since)
+            .order_by(participants.c.service)
+        ).all()
 
     def _dispatch(self, s: Session, req, actor: dict, now: datetime, retry: bool = False) -> None:
         """Record whom the request waits for (the services known now) and send phase one."""
         known = self._known_participants(s, now)
         self._set(s, req.id, dispatched_at=now, updated_at=now)
         for p in known:
-            s.execute(request_services.insert().values(
-                request_id=req.id, service=p.service, phase="trail" if p.phase == "trail" else "resolve",
-                status="waiting", attempts=0, sends=0))
+            s.execute(
+                request_services.insert().values(
+                    request_id=req.id,
+                    service=p.service,
+                    phase="trail" if p.phase == "trail" else "resolve",
+                    status="waiting",
+                    attempts=0,
+                    sends=0,
+                )
+            )
         resolve = [p.service for p in known if p.phase != "trail"]
         if resolve:
             identifiers = self._identifiers(s, req.id)
             for service in resolve:
-                self._send(s, req, service, "resolve", identifiers, [], now, command_id=str(uuid.uuid4()),
-                           attempts=1)
+                self._send(s, req, service, "resolve", identifiers, [], now, command_id=str(uuid.uuid4()), attempts=1)
             self._set(s, req.id, phase="resolve")
-            self._emit(s, ev.REQUEST_DISPATCHED, req.id, req.tenant, actor, {
-                "request_id": req.id, "type": req.type, "phase": "resolve", "services": resolve, "retry": retry})
+            self._emit(
+                s,
+                ev.REQUEST_DISPATCHED,
+                req.id,
+                req.tenant,
+                actor,
+                {"request_id": req.id, "type": req.type, "phase": "resolve", "services": resolve, "retry": retry},
+            )
         self._advance(s, self._lock(s, req.id), now)
 
-    def _send(self, s: Session, req, service: str, phase: str, identifiers: dict[str, str],
-              references: list[str], now: datetime, *, command_id: str, attempts: int) -> None:
-        command = Command.for_phase(request_id=req.id, command_id=command_id, action=req.type, phase=phase,
-                                    tenant=req.tenant, identifiers=identifiers, references=references,
-                                    at=rfc3339(now))
+    def _send(
+        self,
+        s: Session,
+        req,
+        service: str,
+        phase: str,
+        identifiers: dict[str, str],
+        references: list[str],
+        now: datetime,
+        *,
+        command_id: str,
+        attempts: int,
+    ) -> None:
+        command = Command.for_phase(
+            request_id=req.id,
+            command_id=command_id,
+            action=req.type,
+            phase=phase,
+            tenant=req.tenant,
+            identifiers=identifiers,
+            references=references,
+            at=rfc3339(now),
+        )
         channel = self._channel(s, req, service, create=True)
         if channel is None:
             # An older participant that announced no transport key: it cannot be sent personal data.
-            s.execute(update(request_services).where(request_services.c.request_id == req.id,
-                                                     request_services.c.service == service).values(
-                status="failed", command_id=command_id, attempts=attempts, sent_at=now, replied_at=now,
-                next_attempt_at=None, error="the service announced no transport key; commands are sealed"))
+            s.execute(
+                update(request_services)
+                .where(request_services.c.request_id == req.id, request_services.c.service == service)
+                .values(
+                    status="failed",
+                    command_id=command_id,
+                    attempts=attempts,
+                    sent_at=now,
+                    replied_at=now,
+                    next_attempt_at=None,
+                    error="the service announced no transport key; commands are sealed",
+                )
+            )
             return
         if not self.outbox.is_pending(s, command.message_id):
             # Sealed for the one service (its subject never crosses the broker in clear) and transient:
             # the row is deleted once the broker confirms it. The same message id on a re-send lets the
             # service's inbox drop the copy it already handled.
-            self.outbox.send(s, GDPR, Command.routing_key(service), command.to_wire(channel),
-                             message_id=command.message_id, transient=True)
-        s.execute(update(request_services).where(request_services.c.request_id == req.id,
-                                                 request_services.c.service == service).values(
-            status="pending", command_id=command_id, attempts=attempts, sends=request_services.c.sends + 1,
-            sent_at=now, next_attempt_at=now + self.policy.backoff(attempts), error=None))
+            self.outbox.send(
+                s,
+                GDPR,
+                Command.routing_key(service),
+                command.to_wire(channel),
+                message_id=command.message_id,
+                transient=True,
+            )
+        s.execute(
+            update(request_services)
+            .where(request_services.c.request_id == req.id, request_services.c.service == service)
+            .values(
+                status="pending",
+                command_id=command_id,
+                attempts=attempts,
+                sends=request_services.c.sends + 1,
+                sent_at=now,
+                next_attempt_at=now + self.policy.backoff(attempts),
+                error=None,
+            )
+        )
 
     def _advance(self, s: Session, req, now: datetime) -> None:
         """Move the request on after its ledger changed: phase two, completion, or a visible stall."""
@@ -536,12 +804,22 @@ class Coordinator:
         if waiting_trail and all(r.status == "done" for r in resolve):
             references = self._references(rows)
             for row in waiting_trail:
-                self._send(s, req, row.service, "trail", {}, references, now, command_id=str(uuid.uuid4()),
-                           attempts=1)
+                self._send(s, req, row.service, "trail", {}, references, now, command_id=str(uuid.uuid4()), attempts=1)
             self._set(s, req.id, phase="trail")
-            self._emit(s, ev.REQUEST_DISPATCHED, req.id, req.tenant, SYSTEM_ACTOR, {
-                "request_id": req.id, "type": req.type, "phase": "trail",
-                "services": [r.service for r in waiting_trail], "retry": False})
+            self._emit(
+                s,
+                ev.REQUEST_DISPATCHED,
+                req.id,
+                req.tenant,
+                SYSTEM_ACTOR,
+                {
+                    "request_id": req.id,
+                    "type": req.type,
+                    "phase": "trail",
+                    "services": [r.service for r in waiting_trail],
+                    "retry": False,
+                },
+            )
             rows = self._rows(s, req.id)
         if any(r.status == "pending" for r in rows):
             if req.status != "in_progress":
@@ -553,15 +831,32 @@ class Coordinator:
                 self._build_package(s, req, rows, now)
             self._set(s, req.id, status="completed", phase=None, finished_at=now, updated_at=now)
             self._shred_transport(s, req.id)
-            self._emit(s, ev.REQUEST_COMPLETED, req.id, req.tenant, SYSTEM_ACTOR,
-                       {"request_id": req.id, "type": req.type, "services": confirmed})
+            self._emit(
+                s,
+                ev.REQUEST_COMPLETED,
+                req.id,
+                req.tenant,
+                SYSTEM_ACTOR,
+                {"request_id": req.id, "type": req.type, "services": confirmed},
+            )
             return
         status = "partially_completed" if confirmed else "failed"
         if req.status != status or req.finished_at is None:
             self._set(s, req.id, status=status, finished_at=now, updated_at=now)
-            self._emit(s, ev.REQUEST_STALLED, req.id, req.tenant, SYSTEM_ACTOR, {
-                "request_id": req.id, "type": req.type, "status": status, "confirmed": confirmed,
-                "missing": [r.service for r in rows if r.status != "done"]})
+            self._emit(
+                s,
+                ev.REQUEST_STALLED,
+                req.id,
+                req.tenant,
+                SYSTEM_ACTOR,
+                {
+                    "request_id": req.id,
+                    "type": req.type,
+                    "status": status,
+                    "confirmed": confirmed,
+                    "missing": [r.service for r in rows if r.status != "done"],
+                },
+            )
 
     def _build_package(self, s: Session, req, rows, now: datetime) -> None:
         vault = self.vault
@@ -572,19 +867,37 @@ class Coordinator:
             text = vault.decrypt(s, "request_services", "export", f"{req.id}:{row.service}", row.export)
             parts[row.service] = json.loads(text) if isinstance(text, str) else {}
         identifiers = self._identifiers(s, req.id)
-        hashes_ = [{"kind": kind, "hmac_sha256": self.hash_identifier(kind, value)}
-                   for kind, value in identifiers.items()]
-        inventories = {r.service: r.inventory for r in s.execute(
-            select(participants.c.service, participants.c.inventory)
-            .where(participants.c.service.in_([row.service for row in rows])))}
+        hashes_ = [
+            {"kind": kind, "hmac_sha256": self.hash_identifier(kind, value)} for kind, value in identifiers.items()
+        ]
+        inventories = {
+            r.service: r.inventory
+            for r in s.execute(
+                select(participants.c.service, participants.c.inventory).where(
+                    participants.c.service.in_([row.service for row in rows])
+                )
+            )
+        }
         data, _manifest = packaging.build(
-            request_id=req.id, tenant=req.tenant, generated_at=rfc3339(now), subject_hashes=hashes_, parts=parts,
-            services=[{"service": r.service, "phase": r.phase} for r in rows], inventories=inventories)
-        s.execute(export_packages.insert().values(
-            request_id=req.id, package=vault.encrypt(s, export_subject(req.id), "export_packages", "package",
-                                                     req.id, data),
-            sha256=hashlib.sha256(data).hexdigest(), size=len(data), created_at=now,
-            expires_at=now + timedelta(seconds=self.policy.export_retention), downloads=0))
+            request_id=req.id,
+            tenant=req.tenant,
+            generated_at=rfc3339(now),
+            subject_hashes=hashes_,
+            parts=parts,
+            services=[{"service": r.service, "phase": r.phase} for r in rows],
+            inventories=inventories,
+        )
+        s.execute(
+            export_packages.insert().values(
+                request_id=req.id,
+                package=vault.encrypt(s, export_subject(req.id), "export_packages", "package", req.id, data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data),
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.policy.export_retention),
+                downloads=0,
+            )
+        )
         # The parts now live only inside the package.
         s.execute(update(request_services).where(request_services.c.request_id == req.id).values(export=None))
 
@@ -600,8 +913,13 @@ class Coordinator:
         if not create:
             return None
         key = RequestKey.generate()
-        self._set(s, request_id, transport_key=self.vault.encrypt(
-            s, transport_subject(request_id), "requests", "transport_key", request_id, key.to_bytes()))
+        self._set(
+            s,
+            request_id,
+            transport_key=self.vault.encrypt(
+                s, transport_subject(request_id), "requests", "transport_key", request_id, key.to_bytes()
+            ),
+        )
         return key
 
     def _channel(self, s: Session, req, service: str, *, create: bool) -> Channel | None:
@@ -640,8 +958,11 @@ class Coordinator:
         return req
 
     def _rows(self, s: Session, request_id: str) -> list:
-        return s.execute(select(request_services).where(request_services.c.request_id == request_id)
-                         .order_by(request_services.c.phase, request_services.c.service)).all()
+        return s.execute(
+            select(request_services)
+            .where(request_services.c.request_id == request_id)
+            .order_by(request_services.c.phase, request_services.c.service)
+        ).all()
 
     @staticmethod
     def _references(rows: Iterable) -> list[str]:
@@ -662,8 +983,15 @@ class Coordinator:
         s.execute(update(requests).where(requests.c.id == request_id).values(**values))
 
     def _emit(self, s: Session, event_type, request_id: str, tenant: str, actor: dict, data: dict) -> None:
-        self.outbox.emit(s, event_type, data=data, actor=actor, tenant=tenant,
-                            subject=request_subject(request_id), resource={"type": "gdpr_request", "id": request_id})
+        self.outbox.emit(
+            s,
+            event_type,
+            data=data,
+            actor=actor,
+            tenant=tenant,
+            subject=request_subject(request_id),
+            resource={"type": "gdpr_request", "id": request_id},
+        )
 
     def _decrypt_text(self, s: Session, column: str, request_id: str, blob) -> str | None:
         if blob is None:
@@ -674,45 +1002,77 @@ class Coordinator:
     def _summary(self, req, now: datetime | None = None) -> dict[str, Any]:
         now = now or self.clock()
         return {
-            "id": req.id, "type": req.type, "status": req.status, "tenant": req.tenant,
-            "created_at": rfc3339(req.created_at), "due_at": rfc3339(req.due_at),
+            "id": req.id,
+            "type": req.type,
+            "status": req.status,
+            "tenant": req.tenant,
+            "created_at": rfc3339(req.created_at),
+            "due_at": rfc3339(req.due_at),
             "overdue": req.status not in FINISHED and as_utc(req.due_at) < now,
         }
 
     def _describe(self, s: Session, req, now: datetime) -> dict[str, Any]:
         out = self._summary(req, now)
-        out.update({
-            "identifier_kinds": [k for k in req.identifier_kinds.split(",") if k],
-            "identifiers_erased": req.identifiers_shredded_at is not None,
-            "reason": self._decrypt_text(s, "reason", req.id, req.reason),
-            "requested_by": req.requested_by,
-            "decided_by": req.decided_by, "decided_at": rfc3339(req.decided_at),
-            "rejection_reason": self._decrypt_text(s, "rejection_reason", req.id, req.rejection_reason),
-            "extension": None if not req.extension_months else {
-                "months": req.extension_months, "original_due_at": rfc3339(due_at(as_utc(req.created_at))),
-                "reason": self._decrypt_text(s, "extension_reason", req.id, req.extension_reason),
-                "extended_by": req.extended_by, "extended_at": rfc3339(req.extended_at)},
-            "phase": req.phase,
-            "dispatched_at": rfc3339(req.dispatched_at), "finished_at": rfc3339(req.finished_at),
-            "services": [self._describe_row(row) for row in self._rows(s, req.id)],
-        })
+        out.update(
+            {
+                "identifier_kinds": [k for k in req.identifier_kinds.split(",") if k],
+                "identifiers_erased": req.identifiers_shredded_at is not None,
+                "reason": self._decrypt_text(s, "reason", req.id, req.reason),
+                "requested_by": req.requested_by,
+                "decided_by": req.decided_by,
+                "decided_at": rfc3339(req.decided_at),
+                "rejection_reason": self._decrypt_text(s, "rejection_reason", req.id, req.rejection_reason),
+                "extension": None
+                if not req.extension_months
+                else {
+                    "months": req.extension_months,
+                    "original_due_at": rfc3339(due_at(as_utc(req.created_at))),
+                    "reason": self._decrypt_text(s, "extension_reason", req.id, req.extension_reason),
+                    "extended_by": req.extended_by,
+                    "extended_at": rfc3339(req.extended_at),
+                },
+                "phase": req.phase,
+                "dispatched_at": rfc3339(req.dispatched_at),
+                "finished_at": rfc3339(req.finished_at),
+                "services": [self._describe_row(row) for row in self._rows(s, req.id)],
+            }
+        )
         if req.type == "export":
-            pkg = s.execute(select(export_packages.c.sha256, export_packages.c.size, export_packages.c.created_at,
-                                   export_packages.c.expires_at, export_packages.c.deleted_at,
-                                   export_packages.c.downloads)
-                            .where(export_packages.c.request_id == req.id)).first()
-            out["export"] = None if pkg is None else {
-                "available": pkg.deleted_at is None and as_utc(pkg.expires_at) > now,
-                "sha256": pkg.sha256, "size": pkg.size, "created_at": rfc3339(pkg.created_at),
-                "expires_at": rfc3339(pkg.expires_at), "deleted_at": rfc3339(pkg.deleted_at),
-                "downloads": pkg.downloads}
+            pkg = s.execute(
+                select(
+                    export_packages.c.sha256,
+                    export_packages.c.size,
+                    export_packages.c.created_at,
+                    export_packages.c.expires_at,
+                    export_packages.c.deleted_at,
+                    export_packages.c.downloads,
+                ).where(export_packages.c.request_id == req.id)
+            ).first()
+            out["export"] = (
+                None
+                if pkg is None
+                else {
+                    "available": pkg.deleted_at is None and as_utc(pkg.expires_at) > now,
+                    "sha256": pkg.sha256,
+                    "size": pkg.size,
+                    "created_at": rfc3339(pkg.created_at),
+                    "expires_at": rfc3339(pkg.expires_at),
+                    "deleted_at": rfc3339(pkg.deleted_at),
+                    "downloads": pkg.downloads,
+                }
+            )
         return out
 
     @staticmethod
     def _describe_row(row) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "service": row.service, "phase": row.phase, "status": row.status, "attempts": row.sends,
-            "sent_at": rfc3339(row.sent_at), "replied_at": rfc3339(row.replied_at), "error": row.error,
+            "service": row.service,
+            "phase": row.phase,
+            "status": row.status,
+            "attempts": row.sends,
+            "sent_at": rfc3339(row.sent_at),
+            "replied_at": rfc3339(row.replied_at),
+            "error": row.error,
             "references": len(row.refs or []),
         }
         result = row.result or {}
@@ -721,4 +1081,3 @@ class Coordinator:
         if "erasure" in result:
             entry["erasure"] = result["erasure"]
         return entry
-

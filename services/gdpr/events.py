@@ -3,6 +3,7 @@
 Data holds request ids, kinds of identifiers (never their values), service names,
 statuses and counts.  The envelope's ``subject`` is the pseudonymous ``gdpr:request:<id>``.
 """
+
 from shared.events import REGISTRY, obj
 from shared.gdpr_protocol import PHASES, REPLY_STATUSES, REQUEST_TYPES
 from shared.identifiers import IDENTIFIERS
@@ -14,57 +15,164 @@ _SERVICES = {"type": "array", "items": _SERVICE}
 _PHASE = {"enum": list(PHASES)}
 _TIME = {"type": "string", "maxLength": 40}
 
-REQUEST_RECEIVED = REGISTRY.register("gdpr.request.received", 1, obj({
-    "request_id": _ID, "type": _TYPE,
-    "identifier_kinds": {"type": "array", "items": {"enum": list(IDENTIFIERS)}},
-    "due_at": _TIME, "needs_approval": {"type": "boolean"},
-}), "A data-subject request was opened (R1, R2).")
+REQUEST_RECEIVED = REGISTRY.register(
+    "gdpr.request.received",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "identifier_kinds": {"type": "array", "items": {"enum": list(IDENTIFIERS)}},
+            "due_at": _TIME,
+            "needs_approval": {"type": "boolean"},
+        }
+    ),
+    "A data-subject request was opened (R1, R2).",
+)
 
-REQUEST_APPROVED = REGISTRY.register("gdpr.request.approved", 1, obj({
-    "request_id": _ID, "type": _TYPE, "automatic": {"type": "boolean"},
-}), "A request may run: a second compliance officer approved it, or its type runs at once.")
+REQUEST_APPROVED = REGISTRY.register(
+    "gdpr.request.approved",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "automatic": {"type": "boolean"},
+        }
+    ),
+    "A request may run: a second compliance officer approved it, or its type runs at once.",
+)
 
-REQUEST_REJECTED = REGISTRY.register("gdpr.request.rejected", 1, obj({
-    "request_id": _ID, "type": _TYPE,
-}), "A request was rejected before it ran.")
+REQUEST_REJECTED = REGISTRY.register(
+    "gdpr.request.rejected",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+        }
+    ),
+    "A request was rejected before it ran.",
+)
 
-REQUEST_EXTENDED = REGISTRY.register("gdpr.request.extended", 1, obj({
-    "request_id": _ID, "months": {"type": "integer", "minimum": 1, "maximum": 2}, "due_at": _TIME,
-}), "The answer deadline was extended (GDPR art. 12(3)).")
+REQUEST_EXTENDED = REGISTRY.register(
+    "gdpr.request.extended",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "months": {"type": "integer", "minimum": 1, "maximum": 2},
+            "due_at": _TIME,
+        }
+    ),
+    "The answer deadline was extended (GDPR art. 12(3)).",
+)
 
-REQUEST_DISPATCHED = REGISTRY.register("gdpr.request.dispatched", 1, obj({
-    "request_id": _ID, "type": _TYPE, "phase": _PHASE, "services": _SERVICES,
-    "retry": {"type": "boolean"},
-}), "Commands were sent to these services (one phase of the fan-out).")
+REQUEST_DISPATCHED = REGISTRY.register(
+    "gdpr.request.dispatched",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "phase": _PHASE,
+            "services": _SERVICES,
+            "retry": {"type": "boolean"},
+        }
+    ),
+    "Commands were sent to these services (one phase of the fan-out).",
+)
 
-SERVICE_REPLIED = REGISTRY.register("gdpr.service.replied", 1, obj({
-    "request_id": _ID, "type": _TYPE, "service": _SERVICE, "phase": _PHASE,
-    "status": {"enum": list(REPLY_STATUSES)},
-    "references": {"type": "integer", "minimum": 0},
-    "records": {"type": "integer", "minimum": 0},
-}), "One service answered a request; counts only.")
+SERVICE_REPLIED = REGISTRY.register(
+    "gdpr.service.replied",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "service": _SERVICE,
+            "phase": _PHASE,
+            "status": {"enum": list(REPLY_STATUSES)},
+            "references": {"type": "integer", "minimum": 0},
+            "records": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "One service answered a request; counts only.",
+)
 
-REQUEST_COMPLETED = REGISTRY.register("gdpr.request.completed", 1, obj({
-    "request_id": _ID, "type": _TYPE, "services": _SERVICES,
-}), "Every expected service confirmed the request.")
+REQUEST_COMPLETED = REGISTRY.register(
+    "gdpr.request.completed",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "services": _SERVICES,
+        }
+    ),
+    "Every expected service confirmed the request.",
+)
 
-REQUEST_STALLED = REGISTRY.register("gdpr.request.stalled", 1, obj({
-    "request_id": _ID, "type": _TYPE, "status": {"enum": ["partially_completed", "failed"]},
-    "confirmed": _SERVICES, "missing": _SERVICES,
-}), "The retry budget ran out with services that failed or stayed silent.")
+REQUEST_STALLED = REGISTRY.register(
+    "gdpr.request.stalled",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "status": {"enum": ["partially_completed", "failed"]},
+            "confirmed": _SERVICES,
+            "missing": _SERVICES,
+        }
+    ),
+    "The retry budget ran out with services that failed or stayed silent.",
+)
 
-REQUEST_RETRIED = REGISTRY.register("gdpr.request.retried", 1, obj({
-    "request_id": _ID, "type": _TYPE, "services": _SERVICES,
-}), "A compliance officer re-sent the request to the services that failed or were silent.")
+REQUEST_RETRIED = REGISTRY.register(
+    "gdpr.request.retried",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "services": _SERVICES,
+        }
+    ),
+    "A compliance officer re-sent the request to the services that failed or were silent.",
+)
 
-EXPORT_DOWNLOADED = REGISTRY.register("gdpr.export.downloaded", 1, obj({
-    "request_id": _ID, "sha256": {"type": "string", "maxLength": 64}, "size": {"type": "integer", "minimum": 0},
-}), "Someone downloaded an export package (it holds personal data).")
+EXPORT_DOWNLOADED = REGISTRY.register(
+    "gdpr.export.downloaded",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "sha256": {"type": "string", "maxLength": 64},
+            "size": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "Someone downloaded an export package (it holds personal data).",
+)
 
-EXPORT_DELETED = REGISTRY.register("gdpr.export.deleted", 1, obj({
-    "request_id": _ID, "reason": {"enum": ["expired"]},
-}), "An export package and its parts were deleted and crypto-shredded.")
+EXPORT_DELETED = REGISTRY.register(
+    "gdpr.export.deleted",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "reason": {"enum": ["expired"]},
+        }
+    ),
+    "An export package and its parts were deleted and crypto-shredded.",
+)
 
-IDENTIFIERS_SHREDDED = REGISTRY.register("gdpr.identifiers.shredded", 1, obj({
-    "request_id": _ID,
-}), "A finished request's subject identifiers were crypto-shredded after their retention period.")
+IDENTIFIERS_SHREDDED = REGISTRY.register(
+    "gdpr.identifiers.shredded",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+        }
+    ),
+    "A finished request's subject identifiers were crypto-shredded after their retention period.",
+)

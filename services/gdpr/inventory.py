@@ -5,12 +5,14 @@ the coordinator keeps the latest in ``participants``.  This module reads them ba
 document, adds the gdpr service's own declaration (``privacy.py``), and writes the same
 document as CSV, one row per field.  No Flask here: the API and the CLI both call it.
 """
+
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,9 +22,29 @@ from shared.clock import as_utc, rfc3339, utcnow
 from . import privacy
 from .models import participants
 
-CSV_COLUMNS = ("service", "role_in_requests", "last_seen", "stale", "kind", "data_subjects", "field",
-               "description", "personal", "special_category", "encrypted", "blind_indexed", "purposes",
-               "legal_basis", "role", "controller", "retention", "recipients", "storage", "erasure", "count")
+CSV_COLUMNS = (
+    "service",
+    "role_in_requests",
+    "last_seen",
+    "stale",
+    "kind",
+    "data_subjects",
+    "field",
+    "description",
+    "personal",
+    "special_category",
+    "encrypted",
+    "blind_indexed",
+    "purposes",
+    "legal_basis",
+    "role",
+    "controller",
+    "retention",
+    "recipients",
+    "storage",
+    "erasure",
+    "count",
+)
 
 
 class DataInventory:
@@ -37,10 +59,19 @@ class DataInventory:
         stale_before = now - timedelta(seconds=self.participant_ttl)
         services = []
         for row in s.execute(select(participants).order_by(participants.c.service)):
-            services.append(_entry(row.service, row.phase, row.inventory, row.counts,
-                                   rfc3339(row.last_seen), as_utc(row.last_seen) < stale_before))
-        services.append(_entry("gdpr", "coordinator", privacy.INVENTORY.as_dict(), privacy.counts(s),
-                               rfc3339(now), False))
+            services.append(
+                _entry(
+                    row.service,
+                    row.phase,
+                    row.inventory,
+                    row.counts,
+                    rfc3339(row.last_seen),
+                    as_utc(row.last_seen) < stale_before,
+                )
+            )
+        services.append(
+            _entry("gdpr", "coordinator", privacy.INVENTORY.as_dict(), privacy.counts(s), rfc3339(now), False)
+        )
         return {"generated_at": rfc3339(now), "services": services}
 
     @staticmethod
@@ -52,31 +83,49 @@ class DataInventory:
         for service in document["services"]:
             for category in service["categories"]:
                 for field in category["fields"]:
-                    writer.writerow([
-                        service["service"], service["phase"], service["last_seen"], service["stale"],
-                        category["kind"], category.get("data_subjects", ""), field.get("name", ""),
-                        field.get("description", ""), field.get("personal", True), field.get("special", False),
-                        field.get("encrypted", False), field.get("blind_indexed", False),
-                        "; ".join(category.get("purposes") or []), category.get("legal_basis", ""),
-                        category.get("role", ""), category.get("controller", ""), category.get("retention", ""),
-                        "; ".join(category.get("recipients") or []), category.get("storage", ""),
-                        category.get("erasure", ""), category.get("count", ""),
-                    ])
+                    writer.writerow(
+                        [
+                            service["service"],
+                            service["phase"],
+                            service["last_seen"],
+                            service["stale"],
+                            category["kind"],
+                            category.get("data_subjects", ""),
+                            field.get("name", ""),
+                            field.get("description", ""),
+                            field.get("personal", True),
+                            field.get("special", False),
+                            field.get("encrypted", False),
+                            field.get("blind_indexed", False),
+                            "; ".join(category.get("purposes") or []),
+                            category.get("legal_basis", ""),
+                            category.get("role", ""),
+                            category.get("controller", ""),
+                            category.get("retention", ""),
+                            "; ".join(category.get("recipients") or []),
+                            category.get("storage", ""),
+                            category.get("erasure", ""),
+                            category.get("count", ""),
+                        ]
+                    )
         return out.getvalue()
 
 
-def _entry(service: str, phase: str, inventory: dict, counts: dict, last_seen: str | None,
-           stale: bool) -> dict[str, Any]:
+def _entry(
+    service: str, phase: str, inventory: dict, counts: dict, last_seen: str | None, stale: bool
+) -> dict[str, Any]:
     categories = []
     for category in inventory.get("categories") or []:
         fields = category.get("fields") or []
         personal = [f for f in fields if f.get("personal", True)]
-        categories.append({
-            **category,
-            "personal_data": [f.get("name") for f in personal],
-            "special_categories": [f.get("name") for f in personal if f.get("special")],
-            "special_category": any(f.get("special") for f in personal),
-            "encrypted": all(f.get("encrypted") for f in personal) if personal else True,
-            "count": counts.get(category.get("kind")),
-        })
+        categories.append(
+            {
+                **category,
+                "personal_data": [f.get("name") for f in personal],
+                "special_categories": [f.get("name") for f in personal if f.get("special")],
+                "special_category": any(f.get("special") for f in personal),
+                "encrypted": all(f.get("encrypted") for f in personal) if personal else True,
+                "count": counts.get(category.get("kind")),
+            }
+        )
     return {"service": service, "phase": phase, "last_seen": last_seen, "stale": stale, "categories": categories}

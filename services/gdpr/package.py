@@ -3,6 +3,7 @@ a manifest with per-file SHA-256 and row counts, and a short human-readable summ
 
 Pure functions over already-decrypted data; the caller encrypts the result at rest.
 """
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,8 @@ import io
 import json
 import re
 import zipfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from shared.spreadsheet import formula_safe
 
@@ -36,7 +38,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return str(value)             # a negative number is a number, not a formula
+        return str(value)  # a negative number is a number, not a formula
     return formula_safe(str(value))
 
 
@@ -60,9 +62,16 @@ def to_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False, default=str).encode("utf-8")
 
 
-def build(*, request_id: str, tenant: str, generated_at: str, subject_hashes: list[dict[str, str]],
-          parts: dict[str, dict[str, list[Any]]], services: list[dict[str, Any]],
-          inventories: dict[str, dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:
+def build(
+    *,
+    request_id: str,
+    tenant: str,
+    generated_at: str,
+    subject_hashes: list[dict[str, str]],
+    parts: dict[str, dict[str, list[Any]]],
+    services: list[dict[str, Any]],
+    inventories: dict[str, dict[str, Any]],
+) -> tuple[bytes, dict[str, Any]]:
     """(ZIP bytes, manifest).
 
     ``parts``: service -> kind -> records, as the services exported them;
@@ -89,8 +98,9 @@ def build(*, request_id: str, tenant: str, generated_at: str, subject_hashes: li
         if inventory is not None:
             categories = inventory.get("categories") or []
             files.append((f"{folder}/inventory.json", to_json(inventory), len(categories)))
-        service_entries.append({"service": service, "phase": entry.get("phase", "resolve"),
-                                "kinds": kind_entries, "rows": records_total})
+        service_entries.append(
+            {"service": service, "phase": entry.get("phase", "resolve"), "kinds": kind_entries, "rows": records_total}
+        )
     summary = _summary(request_id, tenant, generated_at, service_entries)
     files.append((SUMMARY, summary, len(service_entries)))
     manifest = {
@@ -101,8 +111,10 @@ def build(*, request_id: str, tenant: str, generated_at: str, subject_hashes: li
         "generated_at": generated_at,
         "subject_identifiers": subject_hashes,
         "services": service_entries,
-        "files": [{"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows}
-                  for path, data, rows in files],
+        "files": [
+            {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": rows}
+            for path, data, rows in files
+        ],
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:

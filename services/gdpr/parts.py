@@ -2,6 +2,7 @@
 
 ``bootstrap.build(runtime)`` makes them once per runtime; this is ``runtime.domain``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

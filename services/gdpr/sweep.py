@@ -4,12 +4,13 @@ identifier shredding (docs/gdpr.md "Fan-out" 5, "Export package").
 The rules are the coordinator's; this module decides only when they run and in which
 transactions: one per request, so a request that fails to advance does not hold back the others.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from shared.clock import utcnow
 

@@ -1,9 +1,10 @@
 """Worker process of the gdpr service: announcements and replies from the bus, the timeout/expiry loop,
 and the outbox relay that carries its commands and events (listed in services/gdpr/bootstrap.py)."""
+
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from shared.service import run_worker
 

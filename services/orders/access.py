@@ -3,9 +3,11 @@
 The checks are functions every aggregate calls with its session and the caller; ``Access``
 manages the grants themselves (list, grant, revoke), each change an event.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.orm import Session
@@ -54,10 +56,12 @@ def rights_on(session: Session, principal: Principal, resource_ids: Iterable[str
         return rights
     who = and_(grants.c.principal_type == "user", grants.c.principal_id == principal.user_id)
     if principal.groups:
-        who = or_(who, and_(grants.c.principal_type == "group",
-                            grants.c.principal_id.in_(sorted(principal.groups))))
-    rows = session.execute(select(grants.c.resource_id, grants.c.access_right).where(
-        grants.c.resource_id.in_(ids), grants.c.tenant == principal.tenant, who))
+        who = or_(who, and_(grants.c.principal_type == "group", grants.c.principal_id.in_(sorted(principal.groups))))
+    rows = session.execute(
+        select(grants.c.resource_id, grants.c.access_right).where(
+            grants.c.resource_id.in_(ids), grants.c.tenant == principal.tenant, who
+        )
+    )
     for resource_id, right in rows:
         rights[resource_id].add(right)
     if is_tenant_admin(principal):
@@ -88,40 +92,76 @@ class Access:
 
     def grants(self, session: Session, principal: Principal, resource_type: str, resource_id: str) -> list:
         self._resource(session, principal, resource_type, resource_id)
-        return list(session.execute(select(grants).where(grants.c.resource_id == resource_id)
-                                    .order_by(grants.c.created_at, grants.c.id)))
+        return list(
+            session.execute(
+                select(grants).where(grants.c.resource_id == resource_id).order_by(grants.c.created_at, grants.c.id)
+            )
+        )
 
-    def grant(self, session: Session, principal: Principal, resource_type: str, resource_id: str,
-              body: Mapping[str, Any]) -> tuple[Any, bool]:
+    def grant(
+        self, session: Session, principal: Principal, resource_type: str, resource_id: str, body: Mapping[str, Any]
+    ) -> tuple[Any, bool]:
         """Give a user or directory group a right; (grant, created).  Granting twice changes nothing."""
         tenant = self._resource(session, principal, resource_type, resource_id)
         who, right = body["principal"], body["right"]
-        existing = session.execute(select(grants).where(
-            grants.c.resource_id == resource_id, grants.c.principal_type == who["type"],
-            grants.c.principal_id == who["id"], grants.c.access_right == right)).first()
+        existing = session.execute(
+            select(grants).where(
+                grants.c.resource_id == resource_id,
+                grants.c.principal_type == who["type"],
+                grants.c.principal_id == who["id"],
+                grants.c.access_right == right,
+            )
+        ).first()
         if existing is not None:
             return existing, False
-        row = {"id": new_id(), "tenant": tenant, "resource_type": resource_type, "resource_id": resource_id,
-               "principal_type": who["type"], "principal_id": who["id"], "access_right": right,
-               "created_at": self.deps.now(), "created_by": principal.user_id}
+        row = {
+            "id": new_id(),
+            "tenant": tenant,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "principal_type": who["type"],
+            "principal_id": who["id"],
+            "access_right": right,
+            "created_at": self.deps.now(),
+            "created_by": principal.user_id,
+        }
         session.execute(insert(grants).values(**row))
-        self.deps.outbox.emit(session, ev.ACCESS_GRANTED, actor=principal.actor, tenant=tenant,
-                              resource={"type": resource_type, "id": resource_id}, data=_grant_event(row))
+        self.deps.outbox.emit(
+            session,
+            ev.ACCESS_GRANTED,
+            actor=principal.actor,
+            tenant=tenant,
+            resource={"type": resource_type, "id": resource_id},
+            data=_grant_event(row),
+        )
         return Record(row), True
 
-    def revoke(self, session: Session, principal: Principal, resource_type: str, resource_id: str,
-               grant_id: str) -> None:
+    def revoke(
+        self, session: Session, principal: Principal, resource_type: str, resource_id: str, grant_id: str
+    ) -> None:
         tenant = self._resource(session, principal, resource_type, resource_id)
-        row = session.execute(select(grants).where(grants.c.id == grant_id,
-                                                   grants.c.resource_id == resource_id)).first()
+        row = session.execute(
+            select(grants).where(grants.c.id == grant_id, grants.c.resource_id == resource_id)
+        ).first()
         if row is None:
             raise NotFound("no such grant")
         session.execute(delete(grants).where(grants.c.id == grant_id))
-        self.deps.outbox.emit(session, ev.ACCESS_REVOKED, actor=principal.actor, tenant=tenant,
-                              resource={"type": resource_type, "id": resource_id}, data=_grant_event(row._mapping))
+        self.deps.outbox.emit(
+            session,
+            ev.ACCESS_REVOKED,
+            actor=principal.actor,
+            tenant=tenant,
+            resource={"type": resource_type, "id": resource_id},
+            data=_grant_event(row._mapping),
+        )
 
 
 def _grant_event(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"grant_id": row["id"], "resource_type": row["resource_type"], "resource_id": row["resource_id"],
-            "principal_type": row["principal_type"], "principal_id": row["principal_id"],
-            "right": row["access_right"]}
+    return {
+        "grant_id": row["id"],
+        "resource_type": row["resource_type"],
+        "resource_id": row["resource_id"],
+        "principal_type": row["principal_type"],
+        "principal_id": row["principal_id"],
+        "right": row["access_right"],
+    }

@@ -1,10 +1,12 @@
 """What every part of the orders domain is built on: the one dependency bundle, new ids, records and pages."""
+
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from shared.clock import as_utc
 from shared.crypto import ERASED, BlindIndex, Vault
@@ -20,12 +22,12 @@ T = TypeVar("T")
 class Deps:
     """The dependencies of access, catalogue, individuals and ordering, built once per process."""
 
-    vault: Vault                    # per-individual field encryption and crypto-shredding (R7)
-    index: BlindIndex               # lookups on encrypted columns
-    outbox: Outbox                  # events in the caller's transaction (R9, R11)
-    clock: Clock                    # the service's notion of now (tests move it)
-    default_timezone: str           # of new registers' deadlines
-    retained_k: int = 5             # k of the retained orders' de-identification (docs/orders.md)
+    vault: Vault  # per-individual field encryption and crypto-shredding (R7)
+    index: BlindIndex  # lookups on encrypted columns
+    outbox: Outbox  # events in the caller's transaction (R9, R11)
+    clock: Clock  # the service's notion of now (tests move it)
+    default_timezone: str  # of new registers' deadlines
+    retained_k: int = 5  # k of the retained orders' de-identification (docs/orders.md)
 
     def now(self) -> datetime:
         # An injected clock may hand back another zone; stored and compared times are UTC.
@@ -33,8 +35,9 @@ class Deps:
 
     # Fields stored as ciphertext bound to ``<table>.<column>:<row id>`` (R7): text and dates.
 
-    def seal(self, session, subject: str, table: str, column: str, row_id: str, value: str | date | None
-             ) -> bytes | None:
+    def seal(
+        self, session, subject: str, table: str, column: str, row_id: str, value: str | date | None
+    ) -> bytes | None:
         if value is None:
             return None
         text = value.isoformat() if isinstance(value, date) else value
@@ -55,15 +58,21 @@ def actor_of(principal) -> dict[str, Any]:
     return {**principal.actor, "roles": sorted(principal.roles)}
 
 
-def record_reads(deps: Deps, session, principal, subjects: Sequence[str], purpose: str,
-                 register_id: str | None = None) -> None:
+def record_reads(
+    deps: Deps, session, principal, subjects: Sequence[str], purpose: str, register_id: str | None = None
+) -> None:
     """One ``orders.individuals.read`` event for the subjects whose data this request decrypted."""
     named = list(dict.fromkeys(subjects))
     if not named:
         return
-    deps.outbox.emit(session, ev.INDIVIDUALS_READ, actor=actor_of(principal), tenant=principal.tenant,
-                     resource={"type": "register", "id": register_id} if register_id else None,
-                     data={"register_id": register_id, "purpose": purpose, "count": len(named), "subjects": named})
+    deps.outbox.emit(
+        session,
+        ev.INDIVIDUALS_READ,
+        actor=actor_of(principal),
+        tenant=principal.tenant,
+        resource={"type": "register", "id": register_id} if register_id else None,
+        data={"register_id": register_id, "purpose": purpose, "count": len(named), "subjects": named},
+    )
 
 
 def new_id() -> str:
@@ -86,6 +95,6 @@ class Page(Generic[T]):
     next_offset: int | None
 
     @classmethod
-    def of(cls, rows: Sequence[T], limit: int, offset: int) -> "Page[T]":
+    def of(cls, rows: Sequence[T], limit: int, offset: int) -> Page[T]:
         """From ``limit + 1`` fetched rows: the extra row only says that another page exists."""
         return cls(rows[:limit], offset + limit if len(rows) > limit else None)

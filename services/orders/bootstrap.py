@@ -1,4 +1,5 @@
 """Wiring of the orders service: its domain objects, made once per runtime, and what its processes run."""
+
 from __future__ import annotations
 
 from shared.privacy import command_subscription

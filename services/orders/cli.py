@@ -1,4 +1,5 @@
 """``./recept orders COMMAND``: operator commands of the orders service."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,17 +44,23 @@ def indexed_columns(tables) -> dict:
     from shared.normalise import normalise_name
 
     # personnummer is stored in its normal form; names as entered, indexed normalised
-    return {"individuals": [IndexedColumn("name_idx", "name", "name", normalise_name),
-                            IndexedColumn("personnummer_idx", "personnummer", "personnummer")]}
+    return {
+        "individuals": [
+            IndexedColumn("name_idx", "name", "name", normalise_name),
+            IndexedColumn("personnummer_idx", "personnummer", "personnummer"),
+        ]
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./recept orders", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("purge-expired", help="delete orders older than the 7-year bookkeeping period"
-                   ).set_defaults(func=purge_expired)
-    sub.add_parser("inventory", help="print this service's data inventory (GDPR art. 30) as JSON"
-                   ).set_defaults(func=inventory)
+    sub.add_parser("purge-expired", help="delete orders older than the 7-year bookkeeping period").set_defaults(
+        func=purge_expired
+    )
+    sub.add_parser("inventory", help="print this service's data inventory (GDPR art. 30) as JSON").set_defaults(
+        func=inventory
+    )
     add_commands(sub, SPEC, reindex=indexed_columns)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return args.func(args)

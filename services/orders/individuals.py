@@ -5,14 +5,16 @@ Every personal field is encrypted under the individual's own data key (subject
 health data is itself an event.  The data-subject side (counts, resolve, export, erase) lives
 here too, so the gdpr participant (privacy.py) only translates the protocol.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
-import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select, update
@@ -29,11 +31,21 @@ from .base import Deps, Page, Record, actor_of, new_id, record_reads
 from .catalogue import check_unit, personnummer_enabled
 from .models import grants, individuals, orders, registers
 from .ordering import deidentify_orders_of
-from .rules import (ENCRYPTED_FIELDS, HEALTH_FIELDS, LIST_FIELDS, STAY_FIELDS, check_not_erased, check_validity,
-                    field_error, individual_id_of, retain_until, subject_of)
+from .rules import (
+    ENCRYPTED_FIELDS,
+    HEALTH_FIELDS,
+    LIST_FIELDS,
+    STAY_FIELDS,
+    check_not_erased,
+    check_validity,
+    field_error,
+    individual_id_of,
+    retain_until,
+    subject_of,
+)
 
 INDIVIDUAL_TABLE = "individuals"
-SUMMARY_FIELDS = ("name", "room", "bed", *STAY_FIELDS)     # what lists and searches show: no health data
+SUMMARY_FIELDS = ("name", "room", "bed", *STAY_FIELDS)  # what lists and searches show: no health data
 ALL_FIELDS = ENCRYPTED_FIELDS + STAY_FIELDS
 
 
@@ -85,8 +97,7 @@ class Individuals:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         else:
             text = str(value)
-        return self.deps.vault.encrypt(session, subject_of(individual_id), INDIVIDUAL_TABLE, field, individual_id,
-                                       text)
+        return self.deps.vault.encrypt(session, subject_of(individual_id), INDIVIDUAL_TABLE, field, individual_id, text)
 
     def decrypt_field(self, session: Session, row, field: str) -> Any:
         value = self.deps.vault.decrypt(session, INDIVIDUAL_TABLE, field, row.id, getattr(row, field))
@@ -151,11 +162,13 @@ class Individuals:
         return one(session, individuals, individual_id, tenant_of(principal), "individual")
 
     def _reread(self, session: Session, individual_id: str) -> Individual:
-        return self._summary(session, session.execute(select(individuals)
-                                                      .where(individuals.c.id == individual_id)).one())
+        return self._summary(
+            session, session.execute(select(individuals).where(individuals.c.id == individual_id)).one()
+        )
 
-    def create_individual(self, session: Session, principal: Principal, register_id: str,
-                          body: Mapping[str, Any]) -> Individual:
+    def create_individual(
+        self, session: Session, principal: Principal, register_id: str, body: Mapping[str, Any]
+    ) -> Individual:
         tenant = tenant_of(principal)
         one(session, registers, register_id, tenant, "register")
         require(session, principal, register_id, "administer", "register")
@@ -165,21 +178,41 @@ class Individuals:
         personal = self._personal_values(session, tenant, body)
         individual_id, now = new_id(), self.deps.now()
         row: dict[str, Any] = {
-            "id": individual_id, "tenant": tenant, "register_id": register_id, "unit_id": body.get("unit_id"),
-            "status": "active", "created_at": now, "updated_at": now, **dict.fromkeys(ALL_FIELDS),
-            "name_idx": None, "personnummer_idx": None}
-        row.update(self._encrypted_columns(session, individual_id,
-                                           {**personal, "valid_from": valid_from, "valid_to": valid_to}))
+            "id": individual_id,
+            "tenant": tenant,
+            "register_id": register_id,
+            "unit_id": body.get("unit_id"),
+            "status": "active",
+            "created_at": now,
+            "updated_at": now,
+            **dict.fromkeys(ALL_FIELDS),
+            "name_idx": None,
+            "personnummer_idx": None,
+        }
+        row.update(
+            self._encrypted_columns(
+                session, individual_id, {**personal, "valid_from": valid_from, "valid_to": valid_to}
+            )
+        )
         session.execute(insert(individuals).values(**row))
-        fields = sorted([k for k, v in personal.items() if v not in (None, [])]
-                        + [k for k in ("unit_id", "valid_from", "valid_to") if body.get(k) is not None])
-        self.deps.outbox.emit(session, ev.INDIVIDUAL_CREATED, actor=actor_of(principal), tenant=tenant,
-                              subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
-                              data={"individual_id": individual_id, "register_id": register_id, "fields": fields})
+        fields = sorted(
+            [k for k, v in personal.items() if v not in (None, [])]
+            + [k for k in ("unit_id", "valid_from", "valid_to") if body.get(k) is not None]
+        )
+        self.deps.outbox.emit(
+            session,
+            ev.INDIVIDUAL_CREATED,
+            actor=actor_of(principal),
+            tenant=tenant,
+            subject=subject_of(individual_id),
+            resource={"type": "individual", "id": individual_id},
+            data={"individual_id": individual_id, "register_id": register_id, "fields": fields},
+        )
         return self._summary(session, Record(row))
 
-    def change_individual(self, session: Session, principal: Principal, individual_id: str,
-                          body: Mapping[str, Any]) -> Individual:
+    def change_individual(
+        self, session: Session, principal: Principal, individual_id: str, body: Mapping[str, Any]
+    ) -> Individual:
         row = self._row(session, principal, individual_id)
         tenant = row.tenant
         require(session, principal, row.register_id, "administer", "register")
@@ -196,22 +229,37 @@ class Individuals:
         for field in STAY_FIELDS:
             if field in body and _date(body[field]) != current[field]:
                 changed_personal[field] = _date(body[field])
-        check_validity(changed_personal.get("valid_from", current["valid_from"]),
-                       changed_personal.get("valid_to", current["valid_to"]))
+        check_validity(
+            changed_personal.get("valid_from", current["valid_from"]),
+            changed_personal.get("valid_to", current["valid_to"]),
+        )
         fields = sorted([*changed_personal, *plain])
         if fields:
-            values = {**plain, **self._encrypted_columns(session, individual_id, changed_personal),
-                      "updated_at": self.deps.now()}
+            values = {
+                **plain,
+                **self._encrypted_columns(session, individual_id, changed_personal),
+                "updated_at": self.deps.now(),
+            }
             session.execute(update(individuals).where(individuals.c.id == individual_id).values(**values))
-            self.deps.outbox.emit(session, ev.INDIVIDUAL_CHANGED, actor=actor_of(principal), tenant=tenant,
-                                  subject=subject_of(individual_id),
-                                  resource={"type": "individual", "id": individual_id},
-                                  data={"individual_id": individual_id, "register_id": row.register_id,
-                                        "fields": fields, "changes": changes})
+            self.deps.outbox.emit(
+                session,
+                ev.INDIVIDUAL_CHANGED,
+                actor=actor_of(principal),
+                tenant=tenant,
+                subject=subject_of(individual_id),
+                resource={"type": "individual", "id": individual_id},
+                data={
+                    "individual_id": individual_id,
+                    "register_id": row.register_id,
+                    "fields": fields,
+                    "changes": changes,
+                },
+            )
         return self._reread(session, individual_id)
 
-    def discharge(self, session: Session, principal: Principal, individual_id: str,
-                  body: Mapping[str, Any]) -> Individual:
+    def discharge(
+        self, session: Session, principal: Principal, individual_id: str, body: Mapping[str, Any]
+    ) -> Individual:
         row = self._row(session, principal, individual_id)
         require(session, principal, row.register_id, "administer", "register")
         check_not_erased(row.status)
@@ -223,12 +271,24 @@ class Individuals:
         admitted = self.decrypt_field(session, row, "valid_from")
         if admitted is not None and on < admitted:
             raise field_error("date", "is before the admission date")
-        session.execute(update(individuals).where(individuals.c.id == individual_id).values(
-            status="discharged", valid_to=self._encrypt(session, individual_id, "valid_to", on),
-            updated_at=self.deps.now()))
-        self.deps.outbox.emit(session, ev.INDIVIDUAL_DISCHARGED, actor=actor_of(principal), tenant=row.tenant,
-                              subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
-                              data={"individual_id": individual_id, "register_id": row.register_id})
+        session.execute(
+            update(individuals)
+            .where(individuals.c.id == individual_id)
+            .values(
+                status="discharged",
+                valid_to=self._encrypt(session, individual_id, "valid_to", on),
+                updated_at=self.deps.now(),
+            )
+        )
+        self.deps.outbox.emit(
+            session,
+            ev.INDIVIDUAL_DISCHARGED,
+            actor=actor_of(principal),
+            tenant=row.tenant,
+            subject=subject_of(individual_id),
+            resource={"type": "individual", "id": individual_id},
+            data={"individual_id": individual_id, "register_id": row.register_id},
+        )
         return self._reread(session, individual_id)
 
     def read_individual(self, session: Session, principal: Principal, individual_id: str) -> Individual:
@@ -238,30 +298,42 @@ class Individuals:
         check_not_erased(row.status)
         record = self.decrypt(session, row)
         read = [f for f in HEALTH_FIELDS if record.values[f] not in (None, [])]
-        self.deps.outbox.emit(session, ev.INDIVIDUAL_READ, actor=actor_of(principal), tenant=row.tenant,
-                              subject=subject_of(individual_id), resource={"type": "individual", "id": individual_id},
-                              data={"individual_id": individual_id, "register_id": row.register_id, "fields": read})
+        self.deps.outbox.emit(
+            session,
+            ev.INDIVIDUAL_READ,
+            actor=actor_of(principal),
+            tenant=row.tenant,
+            subject=subject_of(individual_id),
+            resource={"type": "individual", "id": individual_id},
+            data={"individual_id": individual_id, "register_id": row.register_id, "fields": read},
+        )
         return record
 
-    def individuals_in(self, session: Session, principal: Principal, register_id: str,
-                       query: Mapping[str, str]) -> Page[Individual]:
+    def individuals_in(
+        self, session: Session, principal: Principal, register_id: str, query: Mapping[str, str]
+    ) -> Page[Individual]:
         tenant = tenant_of(principal)
         one(session, registers, register_id, tenant, "register")
         require(session, principal, register_id, "view", "register")
         limit, offset = int(query.get("limit", 100)), int(query.get("offset", 0))
-        statement = select(individuals).where(individuals.c.register_id == register_id,
-                                              individuals.c.status != "erased")
+        statement = select(individuals).where(
+            individuals.c.register_id == register_id, individuals.c.status != "erased"
+        )
         if query.get("status"):
             statement = statement.where(individuals.c.status == query["status"])
         if query.get("unit_id"):
             statement = statement.where(individuals.c.unit_id == query["unit_id"])
-        rows = list(session.execute(statement.order_by(individuals.c.created_at, individuals.c.id)
-                                    .limit(limit + 1).offset(offset)))
+        rows = list(
+            session.execute(
+                statement.order_by(individuals.c.created_at, individuals.c.id).limit(limit + 1).offset(offset)
+            )
+        )
         self.deps.vault.prefetch(session, [r.name for r in rows])
         page = Page.of(rows, limit, offset)
         found = [self._summary(session, r) for r in page.items]
-        record_reads(self.deps, session, principal, [subject_of(r.row.id) for r in found], "list_individuals",
-                     register_id)
+        record_reads(
+            self.deps, session, principal, [subject_of(r.row.id) for r in found], "list_individuals", register_id
+        )
         return Page(found, page.next_offset)
 
     def search(self, session: Session, principal: Principal, body: Mapping[str, Any]) -> list[Individual]:
@@ -279,8 +351,7 @@ class Individuals:
             ids = list(session.scalars(select(registers.c.id).where(registers.c.tenant == tenant)))
             visible = [r for r, held in rights_on(session, principal, ids).items() if "view" in held]
         if "personnummer" in body:
-            field, wanted = "personnummer", normalise_personnummer(body["personnummer"],
-                                                                   today=self.deps.now().date())
+            field, wanted = "personnummer", normalise_personnummer(body["personnummer"], today=self.deps.now().date())
             match = self.deps.index.match(individuals.c.personnummer_idx, "personnummer", wanted)
         else:
             field, wanted = "name", normalise_name(body["name"])
@@ -289,9 +360,18 @@ class Individuals:
             match = self.deps.index.match(individuals.c.name_idx, "name", wanted)
         if not visible:
             return []
-        rows = list(session.execute(select(individuals).where(
-            individuals.c.tenant == tenant, match, individuals.c.register_id.in_(visible),
-            individuals.c.status != "erased").order_by(individuals.c.created_at, individuals.c.id)))
+        rows = list(
+            session.execute(
+                select(individuals)
+                .where(
+                    individuals.c.tenant == tenant,
+                    match,
+                    individuals.c.register_id.in_(visible),
+                    individuals.c.status != "erased",
+                )
+                .order_by(individuals.c.created_at, individuals.c.id)
+            )
+        )
         self.deps.vault.prefetch(session, [getattr(r, field) for r in rows])
         found = []
         for row in rows:
@@ -299,8 +379,14 @@ class Individuals:
             if plain is not None and (plain if field == "personnummer" else normalise_name(plain)) == wanted:
                 found.append(self._summary(session, row))
         # Only the matches were shown to the caller; candidates sharing an index value were not.
-        record_reads(self.deps, session, principal, [subject_of(r.row.id) for r in found], "search_individuals",
-                     body.get("register_id"))
+        record_reads(
+            self.deps,
+            session,
+            principal,
+            [subject_of(r.row.id) for r in found],
+            "search_individuals",
+            body.get("register_id"),
+        )
         return found
 
     # --- data-subject requests (R1, R2, R3, R5) ---------------------------------------------------
@@ -309,12 +395,23 @@ class Individuals:
         """How many records of each inventory kind this service holds (for the gdpr service's overview)."""
         live = individuals.c.status != "erased"
         people = session.scalar(select(func.count()).select_from(individuals).where(live))
-        with_health = session.scalar(select(func.count()).select_from(individuals).where(
-            live, (individuals.c.diets.is_not(None)) | (individuals.c.allergies.is_not(None))
-            | (individuals.c.texture_level.is_not(None)) | (individuals.c.notes.is_not(None))))
-        return {"individual": people, "health_data": with_health,
-                "order": session.scalar(select(func.count()).select_from(orders)),
-                "access_grant": session.scalar(select(func.count()).select_from(grants))}
+        with_health = session.scalar(
+            select(func.count())
+            .select_from(individuals)
+            .where(
+                live,
+                (individuals.c.diets.is_not(None))
+                | (individuals.c.allergies.is_not(None))
+                | (individuals.c.texture_level.is_not(None))
+                | (individuals.c.notes.is_not(None)),
+            )
+        )
+        return {
+            "individual": people,
+            "health_data": with_health,
+            "order": session.scalar(select(func.count()).select_from(orders)),
+            "access_grant": session.scalar(select(func.count()).select_from(grants)),
+        }
 
     def resolve(self, session: Session, tenant: str | None, personnummer: str | None) -> list[str]:
         """Subject references of the tenant's individuals with that personnummer (blind index, then decrypt)."""
@@ -323,10 +420,11 @@ class Individuals:
         try:
             wanted = normalise_personnummer(personnummer, today=self.deps.now().date())
         except Invalid:
-            return []       # not a personnummer: nobody here has it
+            return []  # not a personnummer: nobody here has it
         statement = select(individuals).where(
             self.deps.index.match(individuals.c.personnummer_idx, "personnummer", wanted),
-            individuals.c.status != "erased")
+            individuals.c.status != "erased",
+        )
         if tenant:
             statement = statement.where(individuals.c.tenant == tenant)
         rows = list(session.execute(statement.order_by(individuals.c.created_at, individuals.c.id)))
@@ -346,10 +444,20 @@ class Individuals:
         """Each referenced individual decrypted (every field), with all their orders."""
         found = []
         for row in self._subjects(session, tenant, references):
-            placed = session.execute(select(orders).where(orders.c.individual_id == row.id)
-                                     .order_by(orders.c.delivery_date, orders.c.placed_at, orders.c.id))
-            opened = [Record({**o._mapping, "diet_variant": self.deps.open(session, "orders", "diet_variant", o.id,
-                                                                            o.diet_variant)}) for o in placed]
+            placed = session.execute(
+                select(orders)
+                .where(orders.c.individual_id == row.id)
+                .order_by(orders.c.delivery_date, orders.c.placed_at, orders.c.id)
+            )
+            opened = [
+                Record(
+                    {
+                        **o._mapping,
+                        "diet_variant": self.deps.open(session, "orders", "diet_variant", o.id, o.diet_variant),
+                    }
+                )
+                for o in placed
+            ]
             found.append(SubjectData(self.decrypt(session, row), opened))
         return found
 
@@ -369,18 +477,37 @@ class Individuals:
             kept, deleted = deidentify_orders_of(session, row.id, now.date(), self.deps.retained_k)
             # The row stays as a tombstone without personal data, so the id keeps answering
             # "erased" (no new orders) instead of looking like it never existed.
-            session.execute(update(individuals).where(individuals.c.id == row.id).values(
-                status="erased", name_idx=None, personnummer_idx=None, erased_at=now, updated_at=now,
-                **dict.fromkeys(ALL_FIELDS)))
+            session.execute(
+                update(individuals)
+                .where(individuals.c.id == row.id)
+                .values(
+                    status="erased",
+                    name_idx=None,
+                    personnummer_idx=None,
+                    erased_at=now,
+                    updated_at=now,
+                    **dict.fromkeys(ALL_FIELDS),
+                )
+            )
             done.individuals += 1
             done.health_data += had_health
             done.orders_retained.update(retain_until(d) for d in kept)
             done.orders_deleted += deleted
             self.deps.outbox.emit(
-                session, ev.INDIVIDUAL_ERASED, actor={"id": "gdpr", "tenant": row.tenant, "kind": "service"},
-                tenant=row.tenant, subject=subject_of(row.id), resource={"type": "individual", "id": row.id},
-                data={"individual_id": row.id, "register_id": row.register_id, "request_id": request_id[:100],
-                      "orders_retained": len(kept), "orders_deleted": deleted})
+                session,
+                ev.INDIVIDUAL_ERASED,
+                actor={"id": "gdpr", "tenant": row.tenant, "kind": "service"},
+                tenant=row.tenant,
+                subject=subject_of(row.id),
+                resource={"type": "individual", "id": row.id},
+                data={
+                    "individual_id": row.id,
+                    "register_id": row.register_id,
+                    "request_id": request_id[:100],
+                    "orders_retained": len(kept),
+                    "orders_deleted": deleted,
+                },
+            )
         return done
 
 

@@ -1,8 +1,22 @@
 """Tables of the orders service (its own database only); migrations/versions/0002 creates the same."""
+
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, String, Table, UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 from shared.db import new_metadata
 from shared.service import library_tables
@@ -10,13 +24,14 @@ from shared.service import library_tables
 metadata = new_metadata()
 tables = library_tables(metadata)
 
-ID = 36          # uuid4 as text
-TENANT = 100     # tenant slug, as in the access token
-ACTOR = 100      # user id (token `sub`)
+ID = 36  # uuid4 as text
+TENANT = 100  # tenant slug, as in the access token
+ACTOR = 100  # user id (token `sub`)
 
 # Tenant-wide settings local to this service, managed by the tenant's own administrators.
 tenant_settings = Table(
-    "tenant_settings", metadata,
+    "tenant_settings",
+    metadata,
     Column("tenant", String(TENANT), primary_key=True),
     Column("personnummer_enabled", Boolean, nullable=False, default=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -24,7 +39,8 @@ tenant_settings = Table(
 )
 
 units = Table(
-    "units", metadata,
+    "units",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False, index=True),
     Column("name", String(200), nullable=False),
@@ -33,7 +49,8 @@ units = Table(
 )
 
 delivery_points = Table(
-    "delivery_points", metadata,
+    "delivery_points",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False),
     Column("unit_id", String(ID), ForeignKey("units.id"), nullable=False, index=True),
@@ -43,11 +60,12 @@ delivery_points = Table(
 
 # beställningsregister
 registers = Table(
-    "registers", metadata,
+    "registers",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False, index=True),
     Column("name", String(200), nullable=False),
-    Column("deadline_minutes", Integer, nullable=False),       # minutes after midnight, local time
+    Column("deadline_minutes", Integer, nullable=False),  # minutes after midnight, local time
     Column("deadline_days_before", Integer, nullable=False),
     Column("timezone", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -56,16 +74,18 @@ registers = Table(
 
 # sortimentslistor
 assortment_lists = Table(
-    "assortment_lists", metadata,
+    "assortment_lists",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False, index=True),
     Column("name", String(200), nullable=False),
-    Column("unit_id", String(ID), ForeignKey("units.id"), nullable=True),   # NULL: every unit of the tenant
+    Column("unit_id", String(ID), ForeignKey("units.id"), nullable=True),  # NULL: every unit of the tenant
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 articles = Table(
-    "articles", metadata,
+    "articles",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False),
     Column("list_id", String(ID), ForeignKey("assortment_lists.id"), nullable=False, index=True),
@@ -79,18 +99,20 @@ articles = Table(
 
 # Who may do what on one register or assortment list (R8, R12).  Default deny: no row, no right.
 grants = Table(
-    "grants", metadata,
+    "grants",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False),
-    Column("resource_type", String(20), nullable=False),       # register | assortment_list
+    Column("resource_type", String(20), nullable=False),  # register | assortment_list
     Column("resource_id", String(ID), nullable=False),
-    Column("principal_type", String(10), nullable=False),      # user | group
-    Column("principal_id", String(200), nullable=False),       # user id, or directory group name
-    Column("access_right", String(20), nullable=False),        # view | order | change | administer
+    Column("principal_type", String(10), nullable=False),  # user | group
+    Column("principal_id", String(200), nullable=False),  # user id, or directory group name
+    Column("access_right", String(20), nullable=False),  # view | order | change | administer
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(ACTOR), nullable=False),
-    UniqueConstraint("resource_id", "principal_type", "principal_id", "access_right",
-                     name="uq_grants_resource_principal_right"),
+    UniqueConstraint(
+        "resource_id", "principal_type", "principal_id", "access_right", name="uq_grants_resource_principal_right"
+    ),
     # The access check on every request: one indexed lookup by resource and principal.
     Index("ix_grants_lookup", "resource_id", "principal_type", "principal_id"),
 )
@@ -98,14 +120,15 @@ grants = Table(
 # AIVO "Individ".  Every column that can identify the person is AES-GCM ciphertext under the
 # individual's own data key (subject orders:individual:<id>); *_idx are blind indexes.
 individuals = Table(
-    "individuals", metadata,
+    "individuals",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False),
     Column("register_id", String(ID), ForeignKey("registers.id"), nullable=False, index=True),
     Column("unit_id", String(ID), ForeignKey("units.id"), nullable=True),
-    Column("status", String(20), nullable=False),              # active | discharged | erased
-    Column("valid_from", LargeBinary, nullable=True),          # admission date (ciphertext, ISO date)
-    Column("valid_to", LargeBinary, nullable=True),            # discharge date (ciphertext, ISO date)
+    Column("status", String(20), nullable=False),  # active | discharged | erased
+    Column("valid_from", LargeBinary, nullable=True),  # admission date (ciphertext, ISO date)
+    Column("valid_to", LargeBinary, nullable=True),  # discharge date (ciphertext, ISO date)
     Column("name", LargeBinary, nullable=True),
     Column("name_idx", BigInteger, nullable=True),
     Column("personnummer", LargeBinary, nullable=True),
@@ -128,7 +151,8 @@ individuals = Table(
 # orders bookkeeping law keeps (deidentified = true) and generalises them (ordering.py,
 # docs/orders.md "Retained orders"): unit_id may then be NULL (generalised to the register).
 orders = Table(
-    "orders", metadata,
+    "orders",
+    metadata,
     Column("id", String(ID), primary_key=True),
     Column("tenant", String(TENANT), nullable=False),
     Column("register_id", String(ID), ForeignKey("registers.id"), nullable=False),
@@ -142,7 +166,7 @@ orders = Table(
     # Ciphertext under the individual's data key (orders:individual:<id>), or the unit's
     # (orders:unit:<id>) for an order without an individual; bound to orders.diet_variant:<order id>.
     Column("diet_variant", LargeBinary, nullable=True),
-    Column("status", String(20), nullable=False),              # placed | cancelled
+    Column("status", String(20), nullable=False),  # placed | cancelled
     Column("placed_at", DateTime(timezone=True), nullable=False),
     Column("placed_by", String(ACTOR), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -152,12 +176,13 @@ orders = Table(
 
 # An order's history after it was placed (the placing itself is the order row): R9, R11.
 order_changes = Table(
-    "order_changes", metadata,
+    "order_changes",
+    metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("order_id", String(ID), ForeignKey("orders.id"), nullable=False, index=True),
     Column("tenant", String(TENANT), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("actor", String(ACTOR), nullable=False),
-    Column("action", String(20), nullable=False),              # changed | cancelled
-    Column("changes", JSON, nullable=False),                   # [{"field", "before"?, "after"?}]
+    Column("action", String(20), nullable=False),  # changed | cancelled
+    Column("changes", JSON, nullable=False),  # [{"field", "before"?, "after"?}]
 )

@@ -3,9 +3,11 @@
 Timestamps go out in the one wire format of shared.clock (RFC 3339, UTC, ``Z``), dates as
 ``YYYY-MM-DD``.  Only api.py uses these; the domain never shapes a reply.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from shared.clock import iso_date, rfc3339
 
@@ -35,8 +37,12 @@ def unit(row) -> Json:
 
 
 def unit_with_points(found: UnitWithPoints) -> Json:
-    return {**unit(found.unit), "delivery_points": [
-        {"id": p.id, "name": p.name, "created_at": rfc3339(p.created_at)} for p in found.delivery_points]}
+    return {
+        **unit(found.unit),
+        "delivery_points": [
+            {"id": p.id, "name": p.name, "created_at": rfc3339(p.created_at)} for p in found.delivery_points
+        ],
+    }
 
 
 def new_delivery_point(row) -> Json:
@@ -45,10 +51,15 @@ def new_delivery_point(row) -> Json:
 
 def register(found: Held) -> Json:
     row = found.row
-    return {"id": row.id, "name": row.name,
-            "deadline": {"time": format_deadline_time(row.deadline_minutes), "days_before": row.deadline_days_before},
-            "timezone": row.timezone, "created_at": rfc3339(row.created_at), "updated_at": rfc3339(row.updated_at),
-            "rights": sorted(found.rights)}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "deadline": {"time": format_deadline_time(row.deadline_minutes), "days_before": row.deadline_days_before},
+        "timezone": row.timezone,
+        "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+        "rights": sorted(found.rights),
+    }
 
 
 def _list(row) -> Json:
@@ -64,30 +75,60 @@ def list_with_articles(found: ListWithArticles) -> Json:
 
 
 def article(row) -> Json:
-    return {"id": row.id, "list_id": row.list_id, "code": row.code, "name": row.name, "kind": row.kind,
-            "active": bool(row.active)}
+    return {
+        "id": row.id,
+        "list_id": row.list_id,
+        "code": row.code,
+        "name": row.name,
+        "kind": row.kind,
+        "active": bool(row.active),
+    }
 
 
 def grant(row) -> Json:
-    return {"id": row.id, "resource_type": row.resource_type, "resource_id": row.resource_id,
-            "principal": {"type": row.principal_type, "id": row.principal_id}, "right": row.access_right,
-            "created_at": rfc3339(row.created_at), "created_by": row.created_by}
+    return {
+        "id": row.id,
+        "resource_type": row.resource_type,
+        "resource_id": row.resource_id,
+        "principal": {"type": row.principal_type, "id": row.principal_id},
+        "right": row.access_right,
+        "created_at": rfc3339(row.created_at),
+        "created_by": row.created_by,
+    }
 
 
 def individual(found: Individual) -> Json:
     """The plaintext columns and whichever personal values the domain decrypted for this reply."""
     row, values = found.row, found.values
-    return {"id": row.id, "register_id": row.register_id, "unit_id": row.unit_id, "status": row.status,
-            **values, "valid_from": iso_date(values.get("valid_from")), "valid_to": iso_date(values.get("valid_to"))}
+    return {
+        "id": row.id,
+        "register_id": row.register_id,
+        "unit_id": row.unit_id,
+        "status": row.status,
+        **values,
+        "valid_from": iso_date(values.get("valid_from")),
+        "valid_to": iso_date(values.get("valid_to")),
+    }
 
 
 def order(row) -> Json:
-    return {"id": row.id, "register_id": row.register_id, "unit_id": row.unit_id,
-            "individual_id": row.individual_id, "delivery_point_id": row.delivery_point_id,
-            "article_id": row.article_id, "delivery_date": iso_date(row.delivery_date), "meal": row.meal,
-            "quantity": row.quantity, "diet_variant": row.diet_variant, "status": row.status,
-            "placed_at": rfc3339(row.placed_at), "placed_by": row.placed_by,
-            "updated_at": rfc3339(row.updated_at), "deidentified": bool(row.deidentified)}
+    return {
+        "id": row.id,
+        "register_id": row.register_id,
+        "unit_id": row.unit_id,
+        "individual_id": row.individual_id,
+        "delivery_point_id": row.delivery_point_id,
+        "article_id": row.article_id,
+        "delivery_date": iso_date(row.delivery_date),
+        "meal": row.meal,
+        "quantity": row.quantity,
+        "diet_variant": row.diet_variant,
+        "status": row.status,
+        "placed_at": rfc3339(row.placed_at),
+        "placed_by": row.placed_by,
+        "updated_at": rfc3339(row.updated_at),
+        "deidentified": bool(row.deidentified),
+    }
 
 
 def history_entry(entry: HistoryEntry) -> Json:

@@ -5,6 +5,7 @@ own (the caller passes ``now`` or ``today``), so each rule is unit-tested direct
 (tests/orders/test_rules.py) and the aggregates (access, catalogue, individuals, ordering)
 apply the same rule wherever it is needed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from shared.errors import Conflict, Gone, Invalid
 
 from . import events as ev
 
-RIGHTS = ev.RIGHTS                  # view, order, change, administer (R8, R12)
+RIGHTS = ev.RIGHTS  # view, order, change, administer (R8, R12)
 MEALS = ("breakfast", "lunch", "snack", "dinner", "evening")
 UNIT_KINDS = ("care_unit", "hospital_ward", "school_kitchen", "care_home", "other")
 ARTICLE_KINDS = ("meal", "diet_variant", "extra")
@@ -28,10 +29,10 @@ TENANT_ADMIN = "tenant_admin"
 SUBJECT_PREFIX = "orders:individual:"
 # Columns holding the individual's personal data, encrypted under the individual's data key (R7).
 IDENTITY_FIELDS = ("name", "personnummer", "date_of_birth", "room", "bed")
-HEALTH_FIELDS = ("diets", "allergies", "texture_level", "notes")      # special category (R16, art. 9)
+HEALTH_FIELDS = ("diets", "allergies", "texture_level", "notes")  # special category (R16, art. 9)
 ENCRYPTED_FIELDS = IDENTITY_FIELDS + HEALTH_FIELDS
-STAY_FIELDS = ("valid_from", "valid_to")          # admission and discharge: encrypted dates too (issue 14)
-UNIT_SUBJECT_PREFIX = "orders:unit:"              # key of a unit order's diet variant (no person behind it)
+STAY_FIELDS = ("valid_from", "valid_to")  # admission and discharge: encrypted dates too (issue 14)
+UNIT_SUBJECT_PREFIX = "orders:unit:"  # key of a unit order's diet variant (no person behind it)
 LIST_FIELDS = ("diets", "allergies")
 
 
@@ -46,7 +47,7 @@ def variant_subject(individual_id: str | None, unit_id: str) -> str:
 
 def individual_id_of(reference: str) -> str | None:
     """The individual id in a subject reference of this service; None for any other reference."""
-    return reference[len(SUBJECT_PREFIX):] if reference.startswith(SUBJECT_PREFIX) else None
+    return reference[len(SUBJECT_PREFIX) :] if reference.startswith(SUBJECT_PREFIX) else None
 
 
 def field_error(field: str, message: str) -> Invalid:
@@ -77,6 +78,7 @@ def check_orderable(status: str, valid_from: date | None, valid_to: date | None,
 
 # --- order deadlines --------------------------------------------------------------------------
 
+
 class DeadlinePassed(Conflict):
     title = "Order deadline passed"
     type_suffix = "order-deadline-passed"
@@ -92,7 +94,7 @@ class _DeadlineColumns(Protocol):
 class Deadline:
     """A register's deadline: a local time of day, some days before delivery, in the register's zone."""
 
-    minutes: int            # local time of day, minutes after midnight
+    minutes: int  # local time of day, minutes after midnight
     days_before: int
     timezone: str
 
@@ -106,10 +108,11 @@ class Deadline:
         if now >= deadline:
             raise DeadlinePassed(
                 f"the order deadline for delivery on {delivery_date.isoformat()} passed at "
-                f"{deadline.isoformat(timespec='minutes')}; orders for that day can no longer be {doing}")
+                f"{deadline.isoformat(timespec='minutes')}; orders for that day can no longer be {doing}"
+            )
 
     @staticmethod
-    def of(row: _DeadlineColumns) -> "Deadline":
+    def of(row: _DeadlineColumns) -> Deadline:
         return Deadline(row.deadline_minutes, row.deadline_days_before, row.timezone)
 
 
@@ -134,7 +137,7 @@ def check_timezone(name: str) -> str:
 def order_change(field: str, before: Any, after: Any) -> dict[str, Any]:
     """One entry of an order's change record (history and event): values only for non-personal fields."""
     if field not in ev.ORDER_VALUE_FIELDS:
-        return {"field": field}             # the diet variant is named, its values stay out of the log
+        return {"field": field}  # the diet variant is named, its values stay out of the log
     if isinstance(before, date):
         before, after = iso_date(before), iso_date(after)
     return {"field": field, "before": before, "after": after}

@@ -1,8 +1,9 @@
 """Worker process of the orders service: outbox relay, GDPR commands, and the retention purge
 (its subscriptions and loops are listed in services/orders/bootstrap.py)."""
+
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from shared.service import run_worker
 
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 
 def retention_loop(ordering, db, interval: float) -> Callable[[threading.Event], None]:
     """Delete orders past the 7-year bookkeeping period, at start-up and then every ``interval`` seconds."""
+
     def loop(stop: threading.Event) -> None:
         while not stop.is_set():
             try:

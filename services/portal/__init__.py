@@ -3,6 +3,7 @@
 A client of the auth, gdpr and audit services' HTTP contracts (API.md); it holds no data of
 its own beyond its sign-in sessions, and it has no bus subscriptions and no worker.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,14 +21,14 @@ SETTINGS = (
     Setting("GDPR_URL", str, "http://127.0.0.1:8080/gdpr", "base URL of the gdpr service"),
     Setting("AUDIT_URL", str, "http://127.0.0.1:8080/audit", "base URL of the audit service"),
     Setting("UPSTREAM_TIMEOUT", float, 10.0, "seconds the portal waits for a service's answer", minimum=0.1),
-    Setting("SECRET_KEY", str, None, "signs the session cookie; default: a key derived from the keyring",
-            secret=True),
+    Setting("SECRET_KEY", str, None, "signs the session cookie; default: a key derived from the keyring", secret=True),
     Setting("SESSION_IDLE_MINUTES", int, 30, "a session ends after this many minutes without a request", minimum=1),
     Setting("SESSION_MAX_HOURS", int, 12, "a session ends this many hours after sign-in, active or not", minimum=1),
     Setting("PAGE_REFRESH_SECONDS", int, 3, "how often a running request's page reloads itself", minimum=1),
     Setting("COOKIE_SECURE", bool, False, "send the session cookie over HTTPS only (set true behind TLS)"),
-    Setting("FORWARDING_TOKEN", str, None, "shared with auth: lets the portal forward the browser's address",
-            secret=True),
+    Setting(
+        "FORWARDING_TOKEN", str, None, "shared with auth: lets the portal forward the browser's address", secret=True
+    ),
     Setting("FORWARDING_TOKEN_FILE", str, None, "path of a file holding FORWARDING_TOKEN (a mounted secret)"),
 )
 
@@ -48,7 +49,7 @@ SPEC = PortalSpec(
     migrations=Path(__file__).parent / "migrations",
     bootstrap="services.portal.bootstrap",
     settings=SETTINGS,
-    has_worker=False,      # no bus, so no worker process: the launchers start only its api (docs/portal.md)
+    has_worker=False,  # no bus, so no worker process: the launchers start only its api (docs/portal.md)
     description=DESCRIPTION,
 )
 

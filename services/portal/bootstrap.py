@@ -2,6 +2,7 @@
 
 The portal has no bus and no worker, so its wiring holds no participant, subscriptions or loops.
 """
+
 from __future__ import annotations
 
 from shared.clock import utcnow

@@ -1,4 +1,5 @@
 """``./recept portal COMMAND``: the portal's maintenance commands."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """The portal's labels in English and Swedish; English is the key, Swedish the translation."""
+
 from __future__ import annotations
 
 LANGUAGES = ("en", "sv")

@@ -3,15 +3,17 @@
 Pure functions, no Flask.  They read the API.md fields and tolerate the extra fields a
 service may add, so a service growing its answer does not break a page.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 TYPES = ("export", "erase")
 STATUSES = ("awaiting_approval", "in_progress", "completed", "partially_completed", "failed", "rejected")
-FINISHED = frozenset({"completed", "rejected"})          # answered: a deadline no longer applies
+FINISHED = frozenset({"completed", "rejected"})  # answered: a deadline no longer applies
 RUNNING = frozenset({"in_progress"})
 ERASURE_ACTIONS = ("deleted", "anonymised", "retained")
 
@@ -23,7 +25,7 @@ def parse_time(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def items_of(answer: Any) -> list[dict]:
@@ -58,9 +60,15 @@ def _erasure_items(value: Any) -> list[dict]:
     items = []
     for item in value:
         if isinstance(item, dict) and item.get("action") in ERASURE_ACTIONS:
-            items.append({"kind": str(item.get("kind", "")), "action": item["action"],
-                          "count": item.get("count"), "legal_basis": item.get("legal_basis"),
-                          "retain_until": item.get("retain_until")})
+            items.append(
+                {
+                    "kind": str(item.get("kind", "")),
+                    "action": item["action"],
+                    "count": item.get("count"),
+                    "legal_basis": item.get("legal_basis"),
+                    "retain_until": item.get("retain_until"),
+                }
+            )
     return items
 
 
@@ -74,26 +82,36 @@ def services_of(request: dict) -> list[ServiceProgress]:
     """One entry per service, whether the answer lists them or maps name -> entry."""
     raw = request.get("services") or []
     if isinstance(raw, dict):
-        raw = [{"service": name, **(entry if isinstance(entry, dict) else {"status": entry})}
-               for name, entry in raw.items()]
+        raw = [
+            {"service": name, **(entry if isinstance(entry, dict) else {"status": entry})}
+            for name, entry in raw.items()
+        ]
     out = []
     for entry in raw:
         if not isinstance(entry, dict):
             continue
         result = entry.get("result")
         summary = result if isinstance(result, dict) else {}
-        erasure = _erasure_items(entry.get("erasure")) or _erasure_items(result) or _erasure_items(
-            summary.get("erasure"))
-        records = (_record_counts(entry.get("records")) or _record_counts(summary.get("records"))
-                   or (_record_counts(result) if not erasure else {}))
-        out.append(ServiceProgress(
-            service=str(entry.get("service") or entry.get("name") or "?"),
-            status=str(entry.get("status") or "waiting"), phase=entry.get("phase"),
-            error=entry.get("error") if isinstance(entry.get("error"), str) else None,
-            erasure=erasure, records=records,
-            attempts=entry.get("attempts") if isinstance(entry.get("attempts"), int) else None,
-            replied_at=parse_time(entry.get("replied_at")),
-        ))
+        erasure = (
+            _erasure_items(entry.get("erasure")) or _erasure_items(result) or _erasure_items(summary.get("erasure"))
+        )
+        records = (
+            _record_counts(entry.get("records"))
+            or _record_counts(summary.get("records"))
+            or (_record_counts(result) if not erasure else {})
+        )
+        out.append(
+            ServiceProgress(
+                service=str(entry.get("service") or entry.get("name") or "?"),
+                status=str(entry.get("status") or "waiting"),
+                phase=entry.get("phase"),
+                error=entry.get("error") if isinstance(entry.get("error"), str) else None,
+                erasure=erasure,
+                records=records,
+                attempts=entry.get("attempts") if isinstance(entry.get("attempts"), int) else None,
+                replied_at=parse_time(entry.get("replied_at")),
+            )
+        )
     return sorted(out, key=lambda s: s.service)
 
 
@@ -115,7 +133,8 @@ def can_decide(request: dict, user_id: str) -> bool:
 
 def can_retry(request: dict) -> bool:
     return request.get("status") in {"partially_completed", "failed"} or any(
-        s.status in {"failed", "silent"} for s in services_of(request))
+        s.status in {"failed", "silent"} for s in services_of(request)
+    )
 
 
 def export_ready(request: dict) -> bool:
@@ -123,12 +142,13 @@ def export_ready(request: dict) -> bool:
         return False
     package = request.get("export")
     if isinstance(package, dict) and package.get("available") is False:
-        return False            # expired and crypto-shredded: nothing left to download
+        return False  # expired and crypto-shredded: nothing left to download
     links = request.get("links") if isinstance(request.get("links"), dict) else {}
     return request.get("status") == "completed" or bool(links.get("export"))
 
 
 # --- inventory -------------------------------------------------------------------------------
+
 
 @dataclass
 class InventoryRow:
@@ -185,18 +205,28 @@ def inventory_rows(answer: Any) -> list[InventoryRow]:
             kind = str(cat.get("kind", "?"))
             fields = [f for f in cat.get("fields") or [] if isinstance(f, dict)]
             count = cat.get("count", counts.get(kind))
-            rows.append(InventoryRow(
-                service=service, kind=kind, data_subjects=str(cat.get("data_subjects", "")), fields=fields,
-                special=bool(cat.get("special_category") or any(f.get("special") for f in fields)),
-                purposes=_strings(cat.get("purposes")), legal_basis=str(cat.get("legal_basis", "")),
-                role=str(cat.get("role", "")), controller=str(cat.get("controller", "")),
-                retention=str(cat.get("retention", "")), recipients=_strings(cat.get("recipients")),
-                storage=str(cat.get("storage", "")), erasure=str(cat.get("erasure", "")),
-                encrypted=bool(cat["encrypted"]) if isinstance(cat.get("encrypted"), bool) else any(
-                    f.get("encrypted") for f in fields if f.get("personal", True)),
-                stale=bool(entry.get("stale")),
-                count=count if isinstance(count, int) and not isinstance(count, bool) else None,
-            ))
+            rows.append(
+                InventoryRow(
+                    service=service,
+                    kind=kind,
+                    data_subjects=str(cat.get("data_subjects", "")),
+                    fields=fields,
+                    special=bool(cat.get("special_category") or any(f.get("special") for f in fields)),
+                    purposes=_strings(cat.get("purposes")),
+                    legal_basis=str(cat.get("legal_basis", "")),
+                    role=str(cat.get("role", "")),
+                    controller=str(cat.get("controller", "")),
+                    retention=str(cat.get("retention", "")),
+                    recipients=_strings(cat.get("recipients")),
+                    storage=str(cat.get("storage", "")),
+                    erasure=str(cat.get("erasure", "")),
+                    encrypted=bool(cat["encrypted"])
+                    if isinstance(cat.get("encrypted"), bool)
+                    else any(f.get("encrypted") for f in fields if f.get("personal", True)),
+                    stale=bool(entry.get("stale")),
+                    count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+                )
+            )
     return sorted(rows, key=lambda r: (r.service, r.kind))
 
 
@@ -235,13 +265,21 @@ def counts_chart(rows: Iterable[InventoryRow]) -> Chart:
     step = chart.bar_height + chart.gap
     for index, row in enumerate(counted):
         width = (row.count / maximum * chart.bar_area) if maximum else 0.0
-        chart.bars.append(Bar(label=f"{row.service} · {row.kind}", service=row.service, count=row.count,
-                              y=index * step, width=round(max(width, 1.0 if row.count else 0.0), 1)))
+        chart.bars.append(
+            Bar(
+                label=f"{row.service} · {row.kind}",
+                service=row.service,
+                count=row.count,
+                y=index * step,
+                width=round(max(width, 1.0 if row.count else 0.0), 1),
+            )
+        )
     chart.height = max(len(chart.bars) * step, step)
     return chart
 
 
 # --- audit -----------------------------------------------------------------------------------
+
 
 def actor_of(event: dict) -> str:
     actor = event.get("actor")
@@ -296,11 +334,16 @@ def chains_of(answer: Any) -> list[ChainStatus]:
         else:
             ok = bool(entry.get("ok", True))
         verified = entry.get("entries_verified", entry.get("verified"))
-        out.append(ChainStatus(
-            name=str(entry.get("chain") or entry.get("tenant") or "?"), tenant=str(entry.get("tenant") or ""),
-            ok=ok and first_bad is None,
-            verified=verified if isinstance(verified, int) and not isinstance(verified, bool) else None,
-            head=_text(entry.get("head")), checkpoint=_text(entry.get("last_checkpoint")),
-            first_bad=first_bad, problem=_text(entry.get("checkpoint_problems") or entry.get("problem")),
-        ))
+        out.append(
+            ChainStatus(
+                name=str(entry.get("chain") or entry.get("tenant") or "?"),
+                tenant=str(entry.get("tenant") or ""),
+                ok=ok and first_bad is None,
+                verified=verified if isinstance(verified, int) and not isinstance(verified, bool) else None,
+                head=_text(entry.get("head")),
+                checkpoint=_text(entry.get("last_checkpoint")),
+                first_bad=first_bad,
+                problem=_text(entry.get("checkpoint_problems") or entry.get("problem")),
+            )
+        )
     return sorted(out, key=lambda c: c.name)

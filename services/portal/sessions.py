@@ -5,14 +5,15 @@ session, the access and refresh tokens (Vault ciphertexts), enforces an idle tim
 an absolute lifetime, swaps in refreshed tokens, and on sign-out or expiry crypto-shreds
 the tokens and deletes the row.  No Flask here: the web layer calls it.
 """
+
 from __future__ import annotations
 
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterable
 
 from sqlalchemy import delete, select, update
 
@@ -59,29 +60,37 @@ class PortalSession:
 class SessionStore:
     """Sessions in the portal's own database."""
 
-    def __init__(self, db, vault: Vault, *, idle: timedelta, lifetime: timedelta,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, db, vault: Vault, *, idle: timedelta, lifetime: timedelta, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self.db = db
         self.vault = vault
         self.idle = idle
         self.lifetime = lifetime
         self.clock = clock
 
-    def create(self, tokens: Tokens, *, user_id: str, tenant: str | None, roles: Iterable[str],
-               username: str) -> str:
+    def create(self, tokens: Tokens, *, user_id: str, tenant: str | None, roles: Iterable[str], username: str) -> str:
         """Open a session; returns the new random session id for the cookie."""
         sid = secrets.token_urlsafe(32)
         key, key_ref, now = _key(sid), str(uuid.uuid4()), self.clock()
         subject = _subject(key_ref)
         with self.db.transaction() as s:
-            s.execute(table.insert().values(
-                id=key, key_ref=key_ref, user_id=user_id, tenant=tenant, roles=sorted(set(roles)),
-                username=self.vault.encrypt(s, subject, TABLE, "username", key, username),
-                access_token=self.vault.encrypt(s, subject, TABLE, "access_token", key, tokens.access_token),
-                refresh_token=self.vault.encrypt(s, subject, TABLE, "refresh_token", key, tokens.refresh_token),
-                access_expires_at=now + timedelta(seconds=tokens.expires_in),
-                created_at=now, last_seen_at=now, expires_at=now + self.lifetime,
-            ))
+            s.execute(
+                table.insert().values(
+                    id=key,
+                    key_ref=key_ref,
+                    user_id=user_id,
+                    tenant=tenant,
+                    roles=sorted(set(roles)),
+                    username=self.vault.encrypt(s, subject, TABLE, "username", key, username),
+                    access_token=self.vault.encrypt(s, subject, TABLE, "access_token", key, tokens.access_token),
+                    refresh_token=self.vault.encrypt(s, subject, TABLE, "refresh_token", key, tokens.refresh_token),
+                    access_expires_at=now + timedelta(seconds=tokens.expires_in),
+                    created_at=now,
+                    last_seen_at=now,
+                    expires_at=now + self.lifetime,
+                )
+            )
         return sid
 
     def load(self, sid: str | None) -> tuple[PortalSession | None, bool]:
@@ -99,14 +108,19 @@ class SessionStore:
             if as_utc(row.expires_at) <= now or as_utc(row.last_seen_at) + self.idle <= now:
                 self._drop(s, row)
                 return None, True
-            values = {c: self.vault.decrypt(s, TABLE, c, key, getattr(row, c))
-                      for c in ("username", "access_token", "refresh_token")}
+            values = {
+                c: self.vault.decrypt(s, TABLE, c, key, getattr(row, c))
+                for c in ("username", "access_token", "refresh_token")
+            }
             if values["access_token"] in (None, ERASED):
                 self._drop(s, row)
                 return None, True
             s.execute(update(table).where(table.c.id == key).values(last_seen_at=now))
         return PortalSession(
-            sid=sid, user_id=row.user_id, tenant=row.tenant, roles=frozenset(row.roles or ()),
+            sid=sid,
+            user_id=row.user_id,
+            tenant=row.tenant,
+            roles=frozenset(row.roles or ()),
             username=values["username"] if isinstance(values["username"], str) else "",
             access_token=values["access_token"],
             refresh_token=values["refresh_token"] if isinstance(values["refresh_token"], str) else None,
@@ -126,8 +140,9 @@ class SessionStore:
                 "access_expires_at": now + timedelta(seconds=tokens.expires_in),
             }
             if tokens.refresh_token:
-                values["refresh_token"] = self.vault.encrypt(s, subject, TABLE, "refresh_token", key,
-                                                             tokens.refresh_token)
+                values["refresh_token"] = self.vault.encrypt(
+                    s, subject, TABLE, "refresh_token", key, tokens.refresh_token
+                )
             if roles is not None:
                 values["roles"] = sorted(set(roles))
             s.execute(update(table).where(table.c.id == key).values(**values))
@@ -147,8 +162,11 @@ class SessionStore:
         """Drop every expired session (run at each sign-in and by ``./recept portal purge-sessions``)."""
         now = self.clock()
         with self.db.transaction() as s:
-            rows = s.execute(select(table.c.id, table.c.key_ref).where(
-                (table.c.expires_at <= now) | (table.c.last_seen_at <= now - self.idle))).all()
+            rows = s.execute(
+                select(table.c.id, table.c.key_ref).where(
+                    (table.c.expires_at <= now) | (table.c.last_seen_at <= now - self.idle)
+                )
+            ).all()
             for row in rows:
                 self._drop(s, row)
         return len(rows)

@@ -5,6 +5,7 @@ dependency.  Errors come back as ``UpstreamError`` carrying the upstream problem
 status, title, detail and field errors, or as ``UpstreamUnavailable`` when a service cannot
 be reached; neither message holds a request body, and URLs are never logged with their query.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from shared import tracing
 
@@ -23,8 +25,7 @@ log = logging.getLogger(__name__)
 class UpstreamError(Exception):
     """A service answered with an error status."""
 
-    def __init__(self, service: str, status: int, title: str, detail: str,
-                 errors: list[dict] | None = None) -> None:
+    def __init__(self, service: str, status: int, title: str, detail: str, errors: list[dict] | None = None) -> None:
         super().__init__(f"{service} answered {status}")
         self.service = service
         self.status = status
@@ -77,9 +78,17 @@ class Upstream:
             url += "?" + urllib.parse.urlencode(params)
         return url
 
-    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
-             query: Mapping[str, Any] | None = None, accept: str = "application/json",
-             forwarded_for: str | None = None) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        query: Mapping[str, Any] | None = None,
+        accept: str = "application/json",
+        forwarded_for: str | None = None,
+    ) -> Reply:
         headers = {"Accept": accept}
         if forwarded_for and self.forwarding_token:
             # Auth throttles sign-ins per client address; without this every portal sign-in would
@@ -93,12 +102,13 @@ class Upstream:
             headers["Content-Type"] = "application/json"
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        tracing.inject(headers)     # the W3C traceparent of this page's request goes on to the service
+        tracing.inject(headers)  # the W3C traceparent of this page's request goes on to the service
         req = urllib.request.Request(self.url(path, query), data=data, headers=headers, method=method)
         try:
             with _OPENER.open(req, timeout=self.timeout) as response:  # noqa: S310 - configured base URL
-                return Reply(response.status, response.headers.get_content_type(), response.read(),
-                             dict(response.headers))
+                return Reply(
+                    response.status, response.headers.get_content_type(), response.read(), dict(response.headers)
+                )
         except urllib.error.HTTPError as exc:
             with exc:
                 raw = exc.read()

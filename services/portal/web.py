@@ -6,6 +6,7 @@ request is a 404 there, and so here).  The browser holds only a signed cookie wi
 random session id, a CSRF token and the chosen language; every POST form carries the
 CSRF token; no personal value is ever put in a URL (searches and identifiers are POSTed).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -13,13 +14,26 @@ import logging
 import re
 import secrets
 import urllib.parse
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import (Blueprint, Flask, Response, abort, current_app, flash, g, redirect, render_template, request,
-                   session, url_for)
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
@@ -37,8 +51,10 @@ log = logging.getLogger("recept.portal")
 #: Roles that may use the portal at all; each upstream service still checks its own operations.
 PORTAL_ROLES = frozenset({"compliance_officer", "auditor", "vendor_admin", "tenant_admin"})
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
@@ -50,12 +66,13 @@ SECURITY_HEADERS = {
 MACHINE_PATHS = ("/healthz", "/readyz", "/openapi.json")
 
 _ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")      # the gdpr service's tenant slugs
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")  # the gdpr service's tenant slugs
 PAGE = 50
 _REFRESH_MARGIN = timedelta(seconds=30)
 
-bp = Blueprint("portal", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/assets")  # the app keeps /static for itself
+bp = Blueprint(
+    "portal", __name__, template_folder="templates", static_folder="static", static_url_path="/assets"
+)  # the app keeps /static for itself
 
 
 class SessionExpired(Exception):
@@ -73,18 +90,27 @@ class Portal:
         config = runtime.config
         timeout = config["UPSTREAM_TIMEOUT"]
         self.runtime = runtime
-        self.auth = Upstream("auth", config["AUTH_URL"], timeout,
-                             forwarding_token=secret_value(config, "FORWARDING_TOKEN"))
+        self.auth = Upstream(
+            "auth", config["AUTH_URL"], timeout, forwarding_token=secret_value(config, "FORWARDING_TOKEN")
+        )
         self.gdpr = Upstream("gdpr", config["GDPR_URL"], timeout)
         self.audit = Upstream("audit", config["AUDIT_URL"], timeout)
         self.clock = clock
-        self.store = SessionStore(runtime.db, runtime.vault,
-                                  idle=timedelta(minutes=config["SESSION_IDLE_MINUTES"]),
-                                  lifetime=timedelta(hours=config["SESSION_MAX_HOURS"]), clock=clock)
+        self.store = SessionStore(
+            runtime.db,
+            runtime.vault,
+            idle=timedelta(minutes=config["SESSION_IDLE_MINUTES"]),
+            lifetime=timedelta(hours=config["SESSION_MAX_HOURS"]),
+            clock=clock,
+        )
 
     def readiness(self) -> dict[str, Callable[[], None]]:
-        return {"database": self.runtime.db.ping, "auth": self.auth.ping, "gdpr": self.gdpr.ping,
-                "audit": self.audit.ping}
+        return {
+            "database": self.runtime.db.ping,
+            "auth": self.auth.ping,
+            "gdpr": self.gdpr.ping,
+            "audit": self.audit.ping,
+        }
 
 
 def portal() -> Portal:
@@ -96,8 +122,9 @@ def cookie_secret(runtime) -> bytes:
     configured = runtime.config.get("SECRET_KEY")
     if configured:
         return configured.encode("utf-8")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"recept.portal.session-cookie").derive(runtime.keyring.index_key)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"recept.portal.session-cookie").derive(
+        runtime.keyring.index_key
+    )
 
 
 class _ScopedCookieSession(SecureCookieSessionInterface):
@@ -110,17 +137,25 @@ class _ScopedCookieSession(SecureCookieSessionInterface):
 def build_app(runtime, description: str = "") -> Flask:
     """The portal's Flask app on a Runtime (see services.portal.PortalSpec)."""
     ctx = runtime.domain
-    app = create_service_app("portal", blueprints=[], readiness=ctx.readiness(),
-                             max_content_length=runtime.config["MAX_CONTENT_LENGTH"], description=description,
-                             extensions={"recept": runtime, **runtime.wiring.extensions})
+    app = create_service_app(
+        "portal",
+        blueprints=[],
+        readiness=ctx.readiness(),
+        max_content_length=runtime.config["MAX_CONTENT_LENGTH"],
+        description=description,
+        extensions={"recept": runtime, **runtime.wiring.extensions},
+    )
     app.secret_key = cookie_secret(runtime)
     app.session_interface = _ScopedCookieSession()
     app.config.update(
-        SESSION_COOKIE_NAME="recept_portal", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="recept_portal",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=runtime.config["COOKIE_SECURE"],
     )
-    app.jinja_env.globals.update(_=lambda text: i18n.translate(text, language()), csrf_token=csrf_token,
-                                 languages=i18n.LANGUAGES)
+    app.jinja_env.globals.update(
+        _=lambda text: i18n.translate(text, language()), csrf_token=csrf_token, languages=i18n.LANGUAGES
+    )
     app.jinja_env.filters.update(when=_when, day=_day)
     app.register_blueprint(bp)
 
@@ -138,7 +173,7 @@ def build_app(runtime, description: str = "") -> Flask:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        if isinstance(exc, DomainError):      # /readyz's Unavailable, as every service answers it
+        if isinstance(exc, DomainError):  # /readyz's Unavailable, as every service answers it
             return problem(exc.status, exc.title, exc.detail, type_suffix=exc.type_suffix, errors=exc.errors)
         log.error("unhandled error", exc_info=exc)
         if request.path.startswith(MACHINE_PATHS):
@@ -149,6 +184,7 @@ def build_app(runtime, description: str = "") -> Flask:
 
 
 # --- language, CSRF, formatting ----------------------------------------------------------------
+
 
 def language() -> str:
     chosen = session.get("lang")
@@ -173,21 +209,25 @@ def _when(value: Any) -> str:
     parsed = value if isinstance(value, datetime) else present.parse_time(value)
     if parsed is None:
         return "" if value is None else str(value)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _day(value: Any) -> str:
     parsed = value if isinstance(value, datetime) else present.parse_time(value)
     if parsed is None:
         return "" if value is None else str(value)[:10]
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 def error_page(status: int, title: str, detail: str | None):
-    messages = {404: "There is no such page, or it belongs to another tenant.", 403: "Your roles do not allow this.",
-                503: "Try again in a moment."}
-    return render_template("error.html", status=status, title=t(title),
-                           detail=detail or t(messages.get(status, "Try again in a moment."))), status
+    messages = {
+        404: "There is no such page, or it belongs to another tenant.",
+        403: "Your roles do not allow this.",
+        503: "Try again in a moment.",
+    }
+    return render_template(
+        "error.html", status=status, title=t(title), detail=detail or t(messages.get(status, "Try again in a moment."))
+    ), status
 
 
 def safe_next(target: Any) -> str | None:
@@ -234,8 +274,9 @@ def _template_context() -> dict[str, Any]:
 
 @bp.errorhandler(CsrfRejected)
 def _csrf_rejected(_exc):
-    return error_page(403, "Forbidden",
-                      t("The form has expired or did not come from this portal; reload the page and try again."))
+    return error_page(
+        403, "Forbidden", t("The form has expired or did not come from this portal; reload the page and try again.")
+    )
 
 
 @bp.errorhandler(SessionExpired)
@@ -300,8 +341,11 @@ def _refresh(user: PortalSession) -> str:
 
 def _tokens_of(answer: Any):
     """Tokens from a login/refresh answer, and the verified principal of its access token."""
-    tokens = Tokens(access_token=str(answer["access_token"]), refresh_token=answer.get("refresh_token"),
-                    expires_in=int(answer.get("expires_in") or 300))
+    tokens = Tokens(
+        access_token=str(answer["access_token"]),
+        refresh_token=answer.get("refresh_token"),
+        expires_in=int(answer.get("expires_in") or 300),
+    )
     principal = portal().runtime.tokens.verify(tokens.access_token)
     return tokens, principal
 
@@ -313,6 +357,7 @@ def quoted(identifier: str) -> str:
 
 
 # --- sign-in, sign-out, language -----------------------------------------------------------------
+
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
@@ -329,8 +374,12 @@ def login():
         return render_template("login.html", form=form, errors=errors, error=t("Check the fields marked below.")), 422
     failed = t("Sign-in failed: check the tenant, username and password.")
     try:
-        answer = ctx.auth.json("POST", "/api/v1/auth/login", forwarded_for=request.remote_addr,
-                               body={"tenant": form["tenant"], "username": form["username"], "password": password})
+        answer = ctx.auth.json(
+            "POST",
+            "/api/v1/auth/login",
+            forwarded_for=request.remote_addr,
+            body={"tenant": form["tenant"], "username": form["username"], "password": password},
+        )
         tokens, principal = _tokens_of(answer)
     except UpstreamError as exc:
         if exc.status in (400, 401, 403, 422, 429):
@@ -340,11 +389,13 @@ def login():
         return render_template("login.html", form=form, error=failed), 401
     if not principal.has_any_role(PORTAL_ROLES):
         _revoke(tokens)
-        return render_template("login.html", form=form,
-                               error=t("Your account has no role that may use the compliance portal.")), 403
+        return render_template(
+            "login.html", form=form, error=t("Your account has no role that may use the compliance portal.")
+        ), 403
     ctx.store.purge()
-    sid = ctx.store.create(tokens, user_id=principal.user_id, tenant=principal.tenant, roles=principal.roles,
-                           username=form["username"])
+    sid = ctx.store.create(
+        tokens, user_id=principal.user_id, tenant=principal.tenant, roles=principal.roles, username=form["username"]
+    )
     target = safe_next(session.get("next"))
     lang = session.get("lang")
     # A fresh cookie (new session id, new CSRF token) at every sign-in: no session fixation.
@@ -357,8 +408,12 @@ def login():
 
 def _revoke(tokens: Tokens) -> None:
     try:
-        portal().auth.call("POST", "/api/v1/auth/logout", token=tokens.access_token,
-                           body={"refresh_token": tokens.refresh_token} if tokens.refresh_token else {})
+        portal().auth.call(
+            "POST",
+            "/api/v1/auth/logout",
+            token=tokens.access_token,
+            body={"refresh_token": tokens.refresh_token} if tokens.refresh_token else {},
+        )
     except (UpstreamError, UpstreamUnavailable) as exc:
         # The local session ends regardless; the refresh token then lapses at its own expiry.
         log.warning("sign-out: the auth service did not revoke the session (%s)", type(exc).__name__)
@@ -392,6 +447,7 @@ def index():
 
 # --- requests ------------------------------------------------------------------------------
 
+
 def _filters() -> dict[str, str]:
     args = request.args
     filters = {}
@@ -415,10 +471,13 @@ def requests_list():
     now = portal().clock()
     rows = [{**r, "is_overdue": present.is_overdue(r, now)} for r in present.items_of(answer)]
     offset = int(filters.get("offset", 0))
-    pages = {"previous": max(offset - PAGE, 0) if offset else None,
-             "next": offset + PAGE if len(rows) >= PAGE else None}
-    return render_template("requests.html", rows=rows, filters=filters, statuses=present.STATUSES,
-                           types=present.TYPES, pages=pages)
+    pages = {
+        "previous": max(offset - PAGE, 0) if offset else None,
+        "next": offset + PAGE if len(rows) >= PAGE else None,
+    }
+    return render_template(
+        "requests.html", rows=rows, filters=filters, statuses=present.STATUSES, types=present.TYPES, pages=pages
+    )
 
 
 IDENTIFIER_FIELDS = ("email", "phone", "personnummer", "username")
@@ -454,10 +513,12 @@ def request_new():
         # Field errors come back as "subject.email" etc.; show each beside its field.
         for problem_ in exc.errors:
             name = str(problem_.get("field", "")).removeprefix("subject.").removeprefix("body.")
-            errors[name if name in form else "subject" if name.startswith("subject") else "form"] = \
-                str(problem_.get("message", ""))
-        return render_template("request_new.html", form=form, errors=errors,
-                               problem=exc.detail or exc.title), exc.status
+            errors[name if name in form else "subject" if name.startswith("subject") else "form"] = str(
+                problem_.get("message", "")
+            )
+        return render_template(
+            "request_new.html", form=form, errors=errors, problem=exc.detail or exc.title
+        ), exc.status
     flash(t("The request was opened."), "success")
     return redirect(url_for("portal.request_detail", request_id=str(created["id"])))
 
@@ -468,12 +529,16 @@ def request_detail(request_id: str):
     item = call_json(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}")
     services = present.services_of(item)
     return render_template(
-        "request_detail.html", item=item, services=services, erasure=present.erasure_table(services),
+        "request_detail.html",
+        item=item,
+        services=services,
+        erasure=present.erasure_table(services),
         overdue=present.is_overdue(item, portal().clock()),
         # Any request awaiting approval: exports need a second officer by default too (issue 14).
         can_decide=present.can_decide(item, user.user_id),
         is_requester=str(item.get("requested_by") or "") == user.user_id,
-        can_retry=present.can_retry(item), export_ready=present.export_ready(item),
+        can_retry=present.can_retry(item),
+        export_ready=present.export_ready(item),
         refreshing=portal().runtime.config["PAGE_REFRESH_SECONDS"] if item.get("status") in present.RUNNING else 0,
     )
 
@@ -509,26 +574,38 @@ def request_retry(request_id: str):
 @bp.get("/requests/<request_id>/export")
 def request_export(request_id: str):
     reply = call(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}/export", accept="application/zip")
-    return Response(reply.body, mimetype="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="recept-export-{request_id}.zip"'})
+    return Response(
+        reply.body,
+        mimetype="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="recept-export-{request_id}.zip"'},
+    )
 
 
 # --- inventory -----------------------------------------------------------------------------
+
 
 @bp.get("/inventory")
 def inventory():
     answer = call_json(portal().gdpr, "GET", "/api/v1/inventory")
     rows = present.inventory_rows(answer)
-    return render_template("inventory.html", rows=rows, by_service=present.group_by(rows, "service"),
-                           by_subjects=present.group_by(rows, "data_subjects"), chart=present.counts_chart(rows),
-                           generated_at=answer.get("generated_at") if isinstance(answer, dict) else None)
+    return render_template(
+        "inventory.html",
+        rows=rows,
+        by_service=present.group_by(rows, "service"),
+        by_subjects=present.group_by(rows, "data_subjects"),
+        chart=present.counts_chart(rows),
+        generated_at=answer.get("generated_at") if isinstance(answer, dict) else None,
+    )
 
 
 @bp.get("/inventory.csv")
 def inventory_csv():
     reply = call(portal().gdpr, "GET", "/api/v1/inventory", query={"format": "csv"}, accept="text/csv")
-    return Response(reply.body, mimetype="text/csv", headers={
-        "Content-Disposition": 'attachment; filename="recept-data-inventory.csv"'})
+    return Response(
+        reply.body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="recept-data-inventory.csv"'},
+    )
 
 
 # --- audit ---------------------------------------------------------------------------------
@@ -567,12 +644,19 @@ def audit():
         if exc.status not in (400, 422):
             raise
         errors = {str(e.get("field", "form")): str(e.get("message", "")) for e in exc.errors} or {
-            "form": exc.detail or exc.title}
+            "form": exc.detail or exc.title
+        }
         return render_template("audit.html", form=form, errors=errors, results=None), 422
-    events = [{**e, "actor_id": present.actor_of(e), "resource_ref": present.resource_of(e)}
-              for e in present.items_of(answer)]
-    return render_template("audit.html", form=form, errors={}, results=events,
-                           next_cursor=answer.get("next_cursor") if isinstance(answer, dict) else None)
+    events = [
+        {**e, "actor_id": present.actor_of(e), "resource_ref": present.resource_of(e)} for e in present.items_of(answer)
+    ]
+    return render_template(
+        "audit.html",
+        form=form,
+        errors={},
+        results=events,
+        next_cursor=answer.get("next_cursor") if isinstance(answer, dict) else None,
+    )
 
 
 @bp.get("/audit/chains")

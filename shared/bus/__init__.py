@@ -11,10 +11,11 @@ limit — is declared in ``topology.py`` and nowhere else.  Service code sees on
 ``amqp.py`` is the RabbitMQ back end, ``memory.py`` the in-process one; ``interface.py``
 holds what they share (messages, deliveries, outcomes, errors).
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from .amqp import RabbitBackend
 from .interface import Backend, BatchHandler, BusError, Delivery, Message, Outcome, Publisher, Unroutable
@@ -22,8 +23,22 @@ from .memory import MemoryBackend
 from .topology import DLX, EVENTS, EXCHANGES, GDPR, Binding, dead_letter_queue, queue_name, topic_matches
 
 __all__ = [
-    "Bus", "Message", "Delivery", "Outcome", "BatchHandler", "Publisher", "BusError", "Unroutable",
-    "Binding", "EVENTS", "GDPR", "DLX", "EXCHANGES", "queue_name", "dead_letter_queue", "topic_matches",
+    "Bus",
+    "Message",
+    "Delivery",
+    "Outcome",
+    "BatchHandler",
+    "Publisher",
+    "BusError",
+    "Unroutable",
+    "Binding",
+    "EVENTS",
+    "GDPR",
+    "DLX",
+    "EXCHANGES",
+    "queue_name",
+    "dead_letter_queue",
+    "topic_matches",
     "MemoryBackend",
 ]
 
@@ -54,12 +69,20 @@ class Bus:
     def publisher(self) -> Publisher:
         return self.backend.publisher()
 
-    def consume(self, handle_batch: BatchHandler, stop: threading.Event, *, batch_size: int = 100,
-                batch_wait: float = 0.05) -> None:
+    def consume(
+        self, handle_batch: BatchHandler, stop: threading.Event, *, batch_size: int = 100, batch_wait: float = 0.05
+    ) -> None:
         """Feed this service's queue to ``handle_batch`` until ``stop`` is set; reconnects by itself."""
-        self.backend.consume(self.queue, handle_batch, stop, prefetch=self.prefetch, batch_size=batch_size,
-                             batch_wait=batch_wait, delivery_limit=self.delivery_limit,
-                             dead_letter_queue=dead_letter_queue(self.service))
+        self.backend.consume(
+            self.queue,
+            handle_batch,
+            stop,
+            prefetch=self.prefetch,
+            batch_size=batch_size,
+            batch_wait=batch_wait,
+            delivery_limit=self.delivery_limit,
+            dead_letter_queue=dead_letter_queue(self.service),
+        )
 
     def ping(self) -> None:
         self.backend.ping()

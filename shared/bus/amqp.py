@@ -8,17 +8,27 @@ counts deliveries and dead-letters a message after the delivery limit.
 The broker URL may name the nodes of a cluster (``split_hosts``); both connect to the first
 reachable node and move to a surviving one when theirs goes away (``BrokerNodes``).
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .interface import Backend, BatchHandler, BusError, Delivery, Message, Outcome, Publisher, Unroutable
-from .topology import (DEAD_LETTER_QUEUE_ARGUMENTS, DLX, EXCHANGES, Binding, dead_letter_key, dead_letter_queue,
-                       queue_arguments, queue_name)
+from .topology import (
+    DEAD_LETTER_QUEUE_ARGUMENTS,
+    DLX,
+    EXCHANGES,
+    Binding,
+    dead_letter_key,
+    dead_letter_queue,
+    queue_arguments,
+    queue_name,
+)
 
 if TYPE_CHECKING:
     # pika ships no type information: mypy sees these as Any; they name what is passed around.
@@ -50,8 +60,9 @@ def split_hosts(url: str) -> tuple[str, ...]:
     if not sep or scheme not in ("amqp", "amqps"):
         raise BusError("broker URL must start with amqp:// or amqps://")
     if re.search(r",\s*amqps?://", rest):
-        raise BusError("name several broker hosts in one URL (amqp://user:pass@host1:5672,host2:5672/vhost), "
-                       "not as a list of URLs")
+        raise BusError(
+            "name several broker hosts in one URL (amqp://user:pass@host1:5672,host2:5672/vhost), not as a list of URLs"
+        )
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     authority, tail = rest[:end], rest[end:]
     userinfo, at, host_list = authority.rpartition("@")
@@ -130,8 +141,7 @@ class RabbitBackend(Backend):
             except (pika.exceptions.AMQPError, OSError) as exc:
                 error = exc
                 if len(self.nodes) > 1:
-                    log.warning("broker host %d of %d unreachable (%s)", index + 1, len(self.nodes),
-                                type(exc).__name__)
+                    log.warning("broker host %d of %d unreachable (%s)", index + 1, len(self.nodes), type(exc).__name__)
                 continue
             self.nodes.connected(index)
             return conn, index
@@ -162,8 +172,18 @@ class RabbitBackend(Backend):
     def publisher(self) -> Publisher:
         return RabbitPublisher(self.url, nodes=self.nodes)
 
-    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
-                batch_size: int, batch_wait: float, delivery_limit: int, dead_letter_queue: str) -> None:
+    def consume(
+        self,
+        queue: str,
+        handle_batch: BatchHandler,
+        stop: threading.Event,
+        *,
+        prefetch: int,
+        batch_size: int,
+        batch_wait: float,
+        delivery_limit: int,
+        dead_letter_queue: str,
+    ) -> None:
         # The quorum queue counts deliveries and dead-letters by itself (queue_arguments), so
         # delivery_limit and dead_letter_queue are already in the broker's hands.
         import pika.exceptions
@@ -191,21 +211,37 @@ class RabbitBackend(Backend):
                         pass
 
     @staticmethod
-    def _consume_on(conn: pika.BlockingConnection, queue: str, handle_batch: BatchHandler, stop: threading.Event,
-                    prefetch: int, batch_size: int, batch_wait: float) -> None:
+    def _consume_on(
+        conn: pika.BlockingConnection,
+        queue: str,
+        handle_batch: BatchHandler,
+        stop: threading.Event,
+        prefetch: int,
+        batch_size: int,
+        batch_wait: float,
+    ) -> None:
         ch = conn.channel()
         ch.basic_qos(prefetch_count=prefetch)
         pending: list[Delivery] = []
 
-        def on_message(_ch: pika.adapters.blocking_connection.BlockingChannel, method: pika.spec.Basic.Deliver,
-                       properties: pika.spec.BasicProperties, body: bytes) -> None:
+        def on_message(
+            _ch: pika.adapters.blocking_connection.BlockingChannel,
+            method: pika.spec.Basic.Deliver,
+            properties: pika.spec.BasicProperties,
+            body: bytes,
+        ) -> None:
             headers = properties.headers or {}
-            pending.append(Delivery(
-                exchange=method.exchange, routing_key=method.routing_key, body=body,
-                message_id=properties.message_id,
-                delivery_count=int(headers.get("x-delivery-count", 0)) + 1,
-                tag=method.delivery_tag, headers=headers,
-            ))
+            pending.append(
+                Delivery(
+                    exchange=method.exchange,
+                    routing_key=method.routing_key,
+                    body=body,
+                    message_id=properties.message_id,
+                    delivery_count=int(headers.get("x-delivery-count", 0)) + 1,
+                    tag=method.delivery_tag,
+                    headers=headers,
+                )
+            )
 
         ch.basic_consume(queue, on_message, auto_ack=False)
         while not stop.is_set():
@@ -247,7 +283,7 @@ class RabbitPublisher(Publisher):
     def __init__(self, url: str, connect_timeout: float = 10.0, *, nodes: BrokerNodes | None = None) -> None:
         self.url = url
         self.nodes = nodes or BrokerNodes(url)
-        self._node: int | None = None                 # index of the node this publisher is connected to
+        self._node: int | None = None  # index of the node this publisher is connected to
         self.connect_timeout = connect_timeout
         self._conn: pika.SelectConnection | None = None
         self._channel: pika.channel.Channel | None = None
@@ -255,9 +291,9 @@ class RabbitPublisher(Publisher):
         self._closed_reason: str | None = None
         self._waiting: Callable[[], bool] | None = None
         self._next_tag = 1
-        self._inflight: dict[int, int] = {}          # delivery tag -> index in batch
-        self._by_id: dict[str, int] = {}              # message id -> index in batch
-        self._results: list[Exception | _Pending | None] = []   # per message of the batch in flight
+        self._inflight: dict[int, int] = {}  # delivery tag -> index in batch
+        self._by_id: dict[str, int] = {}  # message id -> index in batch
+        self._results: list[Exception | _Pending | None] = []  # per message of the batch in flight
 
     # I/O loop plumbing ------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -345,8 +381,13 @@ class RabbitPublisher(Publisher):
             self._conn.close()
         self._wake_stop()
 
-    def _on_return(self, _channel: pika.channel.Channel, _method: pika.spec.Basic.Return,
-                   properties: pika.spec.BasicProperties, _body: bytes) -> None:
+    def _on_return(
+        self,
+        _channel: pika.channel.Channel,
+        _method: pika.spec.Basic.Return,
+        properties: pika.spec.BasicProperties,
+        _body: bytes,
+    ) -> None:
         # basic.return comes before the ack of an unroutable mandatory message.
         index = self._by_id.get(properties.message_id)
         if index is not None:
@@ -394,7 +435,7 @@ class RabbitPublisher(Publisher):
         finally:
             self._conn = None
             try:
-                conn.ioloop.close()   # its wake-up socket pair would otherwise leak
+                conn.ioloop.close()  # its wake-up socket pair would otherwise leak
             except Exception:  # noqa: BLE001
                 pass
 
@@ -421,7 +462,9 @@ class RabbitPublisher(Publisher):
         assert channel is not None, "a ready publisher has an open channel"
         for index, message in enumerate(messages):
             props = pika.BasicProperties(
-                content_type="application/json", delivery_mode=2, message_id=message.message_id,
+                content_type="application/json",
+                delivery_mode=2,
+                message_id=message.message_id,
                 headers=message.headers or None,
             )
             channel.basic_publish(message.exchange, message.routing_key, message.body, props, mandatory=True)
@@ -430,7 +473,7 @@ class RabbitPublisher(Publisher):
         self._run_until(lambda: not self._inflight, timeout)
         if self._inflight:
             self._fail_inflight(BusError("timed out waiting for publisher confirms"))
-            self._drop()   # tags of the next batch must not mix with late confirms of this one
+            self._drop()  # tags of the next batch must not mix with late confirms of this one
         results = [BusError("no confirm") if isinstance(r, _Pending) else r for r in self._results]
         self._results, self._by_id = [], {}
         return results

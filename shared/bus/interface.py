@@ -1,11 +1,13 @@
 """What both back ends implement and service code sees: messages, deliveries, outcomes, errors."""
+
 from __future__ import annotations
 
 import enum
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .topology import Binding
 
@@ -39,15 +41,15 @@ class Delivery:
     routing_key: str
     body: bytes
     message_id: str | None
-    delivery_count: int      # 1 on first delivery
+    delivery_count: int  # 1 on first delivery
     tag: object = None
-    headers: dict[str, Any] = field(default_factory=dict)   # AMQP headers: the sender's traceparent travels here
+    headers: dict[str, Any] = field(default_factory=dict)  # AMQP headers: the sender's traceparent travels here
 
 
 class Outcome(enum.Enum):
-    ACK = "ack"        # done (or a duplicate): remove it
-    RETRY = "retry"    # failed: deliver again, up to the delivery limit, then dead-letter
-    DEAD = "dead"      # can never succeed (unparseable): dead-letter now
+    ACK = "ack"  # done (or a duplicate): remove it
+    RETRY = "retry"  # failed: deliver again, up to the delivery limit, then dead-letter
+    DEAD = "dead"  # can never succeed (unparseable): dead-letter now
 
 
 BatchHandler = Callable[[Sequence[Delivery]], Sequence[Outcome]]
@@ -73,8 +75,18 @@ class Backend:
     def publisher(self) -> Publisher:
         raise NotImplementedError
 
-    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
-                batch_size: int, batch_wait: float, delivery_limit: int, dead_letter_queue: str) -> None:
+    def consume(
+        self,
+        queue: str,
+        handle_batch: BatchHandler,
+        stop: threading.Event,
+        *,
+        prefetch: int,
+        batch_size: int,
+        batch_wait: float,
+        delivery_limit: int,
+        dead_letter_queue: str,
+    ) -> None:
         """Feed ``queue`` to ``handle_batch`` until ``stop`` is set (the options are ``Bus.consume``'s)."""
         raise NotImplementedError
 

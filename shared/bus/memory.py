@@ -4,11 +4,13 @@ It keeps the RabbitMQ back end's contract: ``mandatory`` routing is checked agai
 bindings declared through ``Bus.declare``, and the quorum queues' delivery limit is emulated
 with an ``x-delivery-count`` header, so service code cannot tell the two apart.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .interface import Backend, BatchHandler, Delivery, Message, Outcome, Publisher, Unroutable
 from .topology import DLX, EXCHANGES, Binding, dead_letter_key, dead_letter_queue, queue_name, topic_matches
@@ -29,7 +31,7 @@ class MemoryBackend(Backend):
     """
 
     _lock = threading.Lock()
-    _bindings: dict[str, list[tuple[str, str]]] = {}     # exchange -> [(pattern, queue)]
+    _bindings: dict[str, list[tuple[str, str]]] = {}  # exchange -> [(pattern, queue)]
 
     def __init__(self) -> None:
         from kombu.connection import Connection
@@ -74,8 +76,18 @@ class MemoryBackend(Backend):
     def publisher(self) -> Publisher:
         return MemoryPublisher(self)
 
-    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event, *, prefetch: int,
-                batch_size: int, batch_wait: float, delivery_limit: int, dead_letter_queue: str) -> None:
+    def consume(
+        self,
+        queue: str,
+        handle_batch: BatchHandler,
+        stop: threading.Event,
+        *,
+        prefetch: int,
+        batch_size: int,
+        batch_wait: float,
+        delivery_limit: int,
+        dead_letter_queue: str,
+    ) -> None:
         # ``prefetch`` has no meaning in memory: a batch is taken from the queue at once.
         from kombu.connection import Connection
         from kombu.entity import Exchange, Queue
@@ -92,21 +104,26 @@ class MemoryBackend(Backend):
                     deadline = time.monotonic() + batch_wait
                     while len(batch) < batch_size:
                         try:
-                            message = simple.get(block=True, timeout=0.05 if not batch else
-                                                 min(0.005, max(0.001, deadline - time.monotonic())))
+                            message = simple.get(
+                                block=True,
+                                timeout=0.05 if not batch else min(0.005, max(0.001, deadline - time.monotonic())),
+                            )
                         except simple.Empty:
                             if batch or stop.is_set() or time.monotonic() >= deadline:
                                 break
                             continue
                         headers = message.headers or {}
                         props = message.properties
-                        batch.append(Delivery(
-                            exchange=headers.get("x-exchange", ""), routing_key=headers.get("x-routing-key", ""),
-                            body=message.body if isinstance(message.body, bytes) else message.body.encode(),
-                            message_id=props.get("message_id") or headers.get("x-message-id"),
-                            delivery_count=int(headers.get("x-delivery-count", 0)) + 1,
-                            headers=headers,
-                        ))
+                        batch.append(
+                            Delivery(
+                                exchange=headers.get("x-exchange", ""),
+                                routing_key=headers.get("x-routing-key", ""),
+                                body=message.body if isinstance(message.body, bytes) else message.body.encode(),
+                                message_id=props.get("message_id") or headers.get("x-message-id"),
+                                delivery_count=int(headers.get("x-delivery-count", 0)) + 1,
+                                headers=headers,
+                            )
+                        )
                         messages.append(message)
                     if not batch:
                         continue
@@ -141,19 +158,37 @@ class MemoryPublisher(Publisher):
             if not self.backend.routes(m.exchange, m.routing_key):
                 results.append(Unroutable("no queue is bound for this routing key"))
                 continue
-            headers = {**m.headers, "x-exchange": m.exchange, "x-routing-key": m.routing_key,
-                       "x-message-id": m.message_id}
-            self._producer.publish(m.body, exchange=Exchange(m.exchange, type="topic"), routing_key=m.routing_key,
-                                   headers=headers, message_id=m.message_id, content_type="application/json",
-                                   content_encoding="binary", delivery_mode=2)
+            headers = {
+                **m.headers,
+                "x-exchange": m.exchange,
+                "x-routing-key": m.routing_key,
+                "x-message-id": m.message_id,
+            }
+            self._producer.publish(
+                m.body,
+                exchange=Exchange(m.exchange, type="topic"),
+                routing_key=m.routing_key,
+                headers=headers,
+                message_id=m.message_id,
+                content_type="application/json",
+                content_encoding="binary",
+                delivery_mode=2,
+            )
             results.append(None)
         return results
 
     def put(self, queue: str, delivery: Delivery, headers: dict[str, Any]) -> None:
         """Put a delivery straight back on a queue (redelivery or dead-lettering)."""
-        self._producer.publish(delivery.body, exchange="", routing_key=queue, headers=headers,
-                               message_id=delivery.message_id, content_type="application/json",
-                               content_encoding="binary", delivery_mode=2)
+        self._producer.publish(
+            delivery.body,
+            exchange="",
+            routing_key=queue,
+            headers=headers,
+            message_id=delivery.message_id,
+            content_type="application/json",
+            content_encoding="binary",
+            delivery_mode=2,
+        )
 
     def close(self) -> None:
         self._conn.release()

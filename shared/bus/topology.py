@@ -12,19 +12,33 @@ bounded by ``DEAD_LETTER_POLICY`` (a broker policy, deploy/rabbitmq/definitions.
 letter is dropped after ``DEAD_LETTER_TTL_MS`` or when ``DEAD_LETTER_MAX_LENGTH`` newer ones
 arrived, so a failing command or reply does not stay on the broker's disk indefinitely.
 """
+
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EVENTS", "GDPR", "DLX", "EXCHANGES", "Binding", "queue_name", "dead_letter_queue",
-           "dead_letter_key", "queue_arguments", "DEAD_LETTER_QUEUE_ARGUMENTS", "DEAD_LETTER_TTL_MS",
-           "DEAD_LETTER_MAX_LENGTH", "DEAD_LETTER_POLICY", "topic_matches"]
+__all__ = [
+    "EVENTS",
+    "GDPR",
+    "DLX",
+    "EXCHANGES",
+    "Binding",
+    "queue_name",
+    "dead_letter_queue",
+    "dead_letter_key",
+    "queue_arguments",
+    "DEAD_LETTER_QUEUE_ARGUMENTS",
+    "DEAD_LETTER_TTL_MS",
+    "DEAD_LETTER_MAX_LENGTH",
+    "DEAD_LETTER_POLICY",
+    "topic_matches",
+]
 
-EVENTS = "recept.events"   # every domain event, routing key = event type
-GDPR = "recept.gdpr"       # commands from the gdpr service and replies to it
-DLX = "recept.dlx"         # where messages that keep failing end up
+EVENTS = "recept.events"  # every domain event, routing key = event type
+GDPR = "recept.gdpr"  # commands from the gdpr service and replies to it
+DLX = "recept.dlx"  # where messages that keep failing end up
 EXCHANGES = (EVENTS, GDPR, DLX)
 
 
@@ -67,8 +81,7 @@ DEAD_LETTER_POLICY: dict[str, Any] = {
     "pattern": r"^recept\.q\.[^.]+\.dead$",
     "apply-to": "queues",
     "priority": 10,
-    "definition": {"message-ttl": DEAD_LETTER_TTL_MS, "max-length": DEAD_LETTER_MAX_LENGTH,
-                   "overflow": "drop-head"},
+    "definition": {"message-ttl": DEAD_LETTER_TTL_MS, "max-length": DEAD_LETTER_MAX_LENGTH, "overflow": "drop-head"},
 }
 
 
@@ -87,7 +100,7 @@ def topic_matches(pattern: str, key: str) -> bool:
     """AMQP topic matching: ``*`` is exactly one word, ``#`` zero or more."""
     words, parts = key.split("."), pattern.split(".")
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def match(i: int, j: int) -> bool:
         if i == len(parts):
             return j == len(words)

@@ -17,6 +17,7 @@ HMAC-SHA256 and HKDF-SHA256.  Nothing in this package puts key material or perso
 into an exception message or a ``repr``.  The normal forms the blind indexes hash live in
 ``shared.normalise``.
 """
+
 from __future__ import annotations
 
 from .blind_index import BlindIndex, index_bits

@@ -1,4 +1,5 @@
 """Blind indexes (R7): keyed, truncated HMACs of normalised values, to find encrypted rows again."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -75,8 +76,9 @@ class BlindIndex:
         if key is None:
             if not isinstance(kind, str) or not kind:
                 raise ValueError("kind must be a non-empty string")
-            key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                       info=b"recept.blind-index.v1:" + kind.encode("utf-8")).derive(self._index_keys[slot])
+            key = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=b"recept.blind-index.v1:" + kind.encode("utf-8")
+            ).derive(self._index_keys[slot])
             self._keys[(slot, kind)] = key
         return key
 

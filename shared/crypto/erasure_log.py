@@ -17,6 +17,7 @@ A line is JSON::
 or moved to another service's log without the keyring.  Subjects are pseudonymous
 references (``orders:individual:<uuid>``), never names or identifiers.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,10 +27,11 @@ import hmac as std_hmac
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -59,7 +61,7 @@ class ErasureLogError(ValueError):
 @dataclass(frozen=True)
 class ErasureRecord:
     subject: str
-    at: str          # RFC 3339, UTC
+    at: str  # RFC 3339, UTC
     kek_id: str
 
 
@@ -153,7 +155,7 @@ class ErasureLog:
             _fsync_dir(self.path.parent)
         return len(records)
 
-    def _locked(self) -> "_Lock":
+    def _locked(self) -> _Lock:
         return _Lock(self.path.with_name(self.path.name + ".lock"))
 
     # -- reading -------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ class ErasureLog:
         except OSError as exc:
             raise ErasureLogError(f"cannot read the erasure log {str(self.path)!r}: {exc.strerror}") from None
         lines = data.split(b"\n")
-        complete = lines[:-1]          # the part after the last newline is empty or torn
+        complete = lines[:-1]  # the part after the last newline is empty or torn
         foreign = 0
         for number, raw in enumerate(complete, start=1):
             if not raw.strip():
@@ -183,9 +185,12 @@ class ErasureLog:
             # Lines under a KEK the keyring lacks cannot be checked, so they are not acted on:
             # a retired KEK whose lines were not resealed, or a log left from another keyring
             # (a development reset).  Nobody can forge a line under a key the keyring holds.
-            log.warning("erasure log %s: %d line(s) MACed with a key-encryption key this keyring does not "
-                        "have were skipped (run replay-erasures --reseal before retiring a key)",
-                        self.path, foreign)
+            log.warning(
+                "erasure log %s: %d line(s) MACed with a key-encryption key this keyring does not "
+                "have were skipped (run replay-erasures --reseal before retiring a key)",
+                self.path,
+                foreign,
+            )
 
     def subjects(self) -> list[str]:
         return list(dict.fromkeys(record.subject for record in self.records()))
@@ -196,8 +201,11 @@ class ErasureLog:
             data: Any = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ErasureLogError(f"{where} is not JSON") from None
-        if not isinstance(data, dict) or data.get("v") != 1 or not all(
-                isinstance(data.get(name), str) for name in ("k", "subject", "at", "mac")):
+        if (
+            not isinstance(data, dict)
+            or data.get("v") != 1
+            or not all(isinstance(data.get(name), str) for name in ("k", "subject", "at", "mac"))
+        ):
             raise ErasureLogError(f"{where} is not an erasure record of version 1")
         try:
             mac = base64.b64decode(data["mac"], validate=True)
@@ -222,7 +230,7 @@ class _Lock:
         self.path = path
         self.fd = -1
 
-    def __enter__(self) -> "_Lock":
+    def __enter__(self) -> _Lock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self

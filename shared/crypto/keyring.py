@@ -3,6 +3,7 @@
 It comes from the environment or a mounted secret (``Keyring.from_config``); nothing here
 puts key material into an exception message or a ``repr``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -11,12 +12,13 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["DEFAULT_INDEX_ID", "KEY_BYTES", "Keyring", "KeyringError"]
 
-KEY_BYTES = 32          # AES-256 KEKs, data keys and the index keys
+KEY_BYTES = 32  # AES-256 KEKs, data keys and the index keys
 #: Id of the single index key of a keyring in the original JSON form (``"index_key"``).
 DEFAULT_INDEX_ID = "index"
 _KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -27,7 +29,6 @@ class KeyringError(ValueError):
 
     Messages name key ids and lengths, never key material.
     """
-
 
 
 def _b64key(text: Any, what: str) -> bytes:
@@ -94,8 +95,13 @@ class Keyring:
 
     __slots__ = ("_keys", "primary_id", "_index_keys", "index_primary_id")
 
-    def __init__(self, keys: Mapping[str, bytes], primary_id: str,
-                 index_key: bytes | Mapping[str, bytes], index_primary_id: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, bytes],
+        primary_id: str,
+        index_key: bytes | Mapping[str, bytes],
+        index_primary_id: str | None = None,
+    ) -> None:
         if not keys:
             raise KeyringError("keyring has no key-encryption keys")
         checked = _checked_keys(keys, "key")
@@ -124,12 +130,12 @@ class Keyring:
     # construction
 
     @classmethod
-    def generate(cls) -> "Keyring":
+    def generate(cls) -> Keyring:
         kid = secrets.token_hex(8)
         return cls({kid: os.urandom(KEY_BYTES)}, kid, os.urandom(KEY_BYTES))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "Keyring":
+    def from_json(cls, text: str | bytes) -> Keyring:
         if isinstance(text, (bytes, bytearray)):
             try:
                 text = text.decode("utf-8")
@@ -161,11 +167,12 @@ class Keyring:
             return cls(decoded, primary, _b64key(data["index_key"], "index_key"))
         if not isinstance(data["index_primary"], str):
             raise KeyringError('keyring "index_primary" must be an index key id string')
-        return cls(decoded, primary, _decoded_keys(data["index_keys"], "index_keys", "index key"),
-                   data["index_primary"])
+        return cls(
+            decoded, primary, _decoded_keys(data["index_keys"], "index_keys", "index key"), data["index_primary"]
+        )
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Keyring":
+    def from_config(cls, config: Mapping[str, Any]) -> Keyring:
         """From ``config["KEYRING"]`` (JSON text) or ``config["KEYRING_FILE"]`` (path); exactly one."""
         text = config.get("KEYRING") or None
         path = config.get("KEYRING_FILE") or None
@@ -195,42 +202,43 @@ class Keyring:
         keys.update((kid, _b64(key)) for kid, key in self._keys.items() if kid != self.primary_id)
         data: dict[str, Any] = {"primary": self.primary_id, "keys": keys}
         if list(self._index_keys) == [DEFAULT_INDEX_ID]:
-            data["index_key"] = _b64(self.index_key)        # the original one-index-key form
+            data["index_key"] = _b64(self.index_key)  # the original one-index-key form
         else:
             index_keys = {self.index_primary_id: _b64(self.index_key)}
-            index_keys.update((iid, _b64(key)) for iid, key in self._index_keys.items()
-                              if iid != self.index_primary_id)
+            index_keys.update((iid, _b64(key)) for iid, key in self._index_keys.items() if iid != self.index_primary_id)
             data.update(index_primary=self.index_primary_id, index_keys=index_keys)
         # one line, so it fits an environment variable or a .env file
         return json.dumps(data)
 
-    def rotated(self) -> "Keyring":
+    def rotated(self) -> Keyring:
         """A new random primary KEK; every old KEK stays (for unwrapping) and the index keys are kept."""
         kid = _new_id(self._keys)
         return Keyring({**self._keys, kid: os.urandom(KEY_BYTES)}, kid, self._index_keys, self.index_primary_id)
 
-    def without(self, kid: str) -> "Keyring":
+    def without(self, kid: str) -> Keyring:
         """This keyring minus one retired, non-primary KEK (after :meth:`Vault.rewrap`)."""
         self.kek(kid)
         if kid == self.primary_id:
             raise KeyringError("cannot remove the primary key; rotate first")
-        return Keyring({k: v for k, v in self._keys.items() if k != kid}, self.primary_id,
-                       self._index_keys, self.index_primary_id)
+        return Keyring(
+            {k: v for k, v in self._keys.items() if k != kid}, self.primary_id, self._index_keys, self.index_primary_id
+        )
 
-    def rotated_index(self) -> "Keyring":
+    def rotated_index(self) -> Keyring:
         """A new random primary index key; the old index keys stay, so lookups still find rows
         indexed under them until ``reindex`` has moved every row (then :meth:`without_index`)."""
         iid = _new_id(self._index_keys)
         return Keyring(self._keys, self.primary_id, {**self._index_keys, iid: os.urandom(KEY_BYTES)}, iid)
 
-    def without_index(self, iid: str) -> "Keyring":
+    def without_index(self, iid: str) -> Keyring:
         """This keyring minus one retired, non-primary index key (after ``reindex``)."""
         if iid not in self._index_keys:
             raise KeyringError(f"keyring has no index key {iid!r}; it has {', '.join(map(repr, self._index_keys))}")
         if iid == self.index_primary_id:
             raise KeyringError("cannot remove the primary index key; rotate the index key first")
-        return Keyring(self._keys, self.primary_id, {k: v for k, v in self._index_keys.items() if k != iid},
-                       self.index_primary_id)
+        return Keyring(
+            self._keys, self.primary_id, {k: v for k, v in self._index_keys.items() if k != iid}, self.index_primary_id
+        )
 
     # access
 
@@ -261,18 +269,25 @@ class Keyring:
     @property
     def index_keys(self) -> dict[str, bytes]:
         """Every index key by id, the primary first (a copy)."""
-        return {self.index_primary_id: self.index_key,
-                **{iid: key for iid, key in self._index_keys.items() if iid != self.index_primary_id}}
+        return {
+            self.index_primary_id: self.index_key,
+            **{iid: key for iid, key in self._index_keys.items() if iid != self.index_primary_id},
+        }
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Keyring):
             return NotImplemented
-        return ((self.primary_id, self._keys, self.index_primary_id, self._index_keys)
-                == (other.primary_id, other._keys, other.index_primary_id, other._index_keys))
+        return (self.primary_id, self._keys, self.index_primary_id, self._index_keys) == (
+            other.primary_id,
+            other._keys,
+            other.index_primary_id,
+            other._index_keys,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return (f"<Keyring primary={self.primary_id!r} keys={list(self._keys)!r} "
-                f"index_primary={self.index_primary_id!r} index_keys={list(self._index_keys)!r}>")
-
+        return (
+            f"<Keyring primary={self.primary_id!r} keys={list(self._keys)!r} "
+            f"index_primary={self.index_primary_id!r} index_keys={list(self._index_keys)!r}>"
+        )

@@ -1,5 +1,6 @@
 """Sealed outbox payloads: gdpr commands and export replies carry personal data, so their
 outbox rows are not readable at rest while they wait for the broker (R7)."""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,7 @@ class PayloadCipher:
 
     def open(self, message_id: str, payload: bytes) -> bytes:
         if not payload.startswith(self.VERSION):
-            return payload          # plain JSON (events never carry personal values)
+            return payload  # plain JSON (events never carry personal values)
         n = payload[1]
-        kid, nonce, sealed = payload[2:2 + n].decode(), payload[2 + n:14 + n], payload[14 + n:]
+        kid, nonce, sealed = payload[2 : 2 + n].decode(), payload[2 + n : 14 + n], payload[14 + n :]
         return AESGCM(self._key(kid)).decrypt(nonce, sealed, message_id.encode())

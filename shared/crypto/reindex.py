@@ -6,10 +6,12 @@ when it wrote the row, and its index column set to :meth:`BlindIndex.of` (the pr
 key, the configured bits).  Rows go in id order, ``batch`` per query; run it again after an
 interruption: it only rewrites values that differ.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from sqlalchemy import Table, bindparam, select, update
 
@@ -27,15 +29,16 @@ def _same(value: str) -> str:
 class IndexedColumn:
     """``index`` holds ``BlindIndex.of(kind, normalise(plaintext of source))``."""
 
-    index: str                          # the BIGINT blind-index column
-    source: str                         # the encrypted column it indexes
-    kind: str                           # the BlindIndex kind ("email", "phone", "name", …)
-    normalise: Callable[[str], str] = _same   # what the writer applied before indexing (stored values
-                                              # that are already normal forms need nothing)
+    index: str  # the BIGINT blind-index column
+    source: str  # the encrypted column it indexes
+    kind: str  # the BlindIndex kind ("email", "phone", "name", …)
+    normalise: Callable[[str], str] = _same  # what the writer applied before indexing (stored values
+    # that are already normal forms need nothing)
 
 
-def reindex_table(session: Any, vault: Vault, index: BlindIndex, table: Table,
-                  columns: Sequence[IndexedColumn], batch: int = 500) -> int:
+def reindex_table(
+    session: Any, vault: Vault, index: BlindIndex, table: Table, columns: Sequence[IndexedColumn], batch: int = 500
+) -> int:
     """Recompute ``columns`` of every row of ``table``; returns how many rows changed.
 
     A source that is NULL or erased (shredded) gets a NULL index where the column allows it
@@ -45,8 +48,7 @@ def reindex_table(session: Any, vault: Vault, index: BlindIndex, table: Table,
         raise ValueError("batch must be at least 1")
     pk = table.c.id
     wanted = [pk, *{table.c[c.source] for c in columns}, *{table.c[c.index] for c in columns}]
-    stmt = update(table).where(pk == bindparam("b_id")).values(
-        {c.index: bindparam(f"b_{c.index}") for c in columns})
+    stmt = update(table).where(pk == bindparam("b_id")).values({c.index: bindparam(f"b_{c.index}") for c in columns})
     changed, last = 0, None
     while True:
         query = select(*wanted).order_by(pk).limit(batch)

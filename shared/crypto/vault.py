@@ -4,11 +4,13 @@ Each data subject has a data key, stored wrapped by the keyring's primary KEK in
 ``data_keys`` table; every personal field of the subject is AES-256-GCM under that key.
 Shredding destroys the subject's keys, so every copy of its fields reads as :data:`ERASED`.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Iterable, Union, cast
+from collections.abc import Iterable
+from typing import Any, Union, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -39,25 +41,26 @@ __all__ = ["ERASED", "AnySession", "ErasedType", "DecryptionError", "crypto_tabl
 #: What the vault's methods take: a session, or a scoped session (its current session is used).
 AnySession = Union[Session, "scoped_session[Session]"]
 
-NONCE_BYTES = 12        # AES-GCM nonce
-TAG_BYTES = 16          # AES-GCM tag
-FIELD_VERSION = 1       # first byte of every field ciphertext
-WRAP_VERSION = 1        # first byte of every wrapped data key
-_FLAG_BYTES = 0         # first plaintext byte: the value was bytes
-_FLAG_STR = 1           # ... the value was str (UTF-8)
-_HEADER = 1 + 16        # version byte + data-key id (uuid, 16 raw bytes)
+NONCE_BYTES = 12  # AES-GCM nonce
+TAG_BYTES = 16  # AES-GCM tag
+FIELD_VERSION = 1  # first byte of every field ciphertext
+WRAP_VERSION = 1  # first byte of every wrapped data key
+_FLAG_BYTES = 0  # first plaintext byte: the value was bytes
+_FLAG_STR = 1  # ... the value was str (UTF-8)
+_HEADER = 1 + 16  # version byte + data-key id (uuid, 16 raw bytes)
 _MIN_BLOB = _HEADER + NONCE_BYTES + TAG_BYTES + 1
 
 
 # --- ERASED -----------------------------------------------------------------------------------
 
+
 class ErasedType:
     """Type of :data:`ERASED`, the value of a field whose data subject was crypto-shredded."""
 
     __slots__ = ()
-    _instance: "ErasedType | None" = None
+    _instance: ErasedType | None = None
 
-    def __new__(cls) -> "ErasedType":
+    def __new__(cls) -> ErasedType:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -69,12 +72,12 @@ class ErasedType:
         return False
 
     def __reduce__(self) -> str:
-        return "ERASED"          # pickles as the module-level singleton
+        return "ERASED"  # pickles as the module-level singleton
 
-    def __copy__(self) -> "ErasedType":
+    def __copy__(self) -> ErasedType:
         return self
 
-    def __deepcopy__(self, _memo: object) -> "ErasedType":
+    def __deepcopy__(self, _memo: object) -> ErasedType:
         return self
 
 
@@ -85,8 +88,8 @@ class DecryptionError(ValueError):
     """A ciphertext is corrupt, tampered with, or was moved to another row or column."""
 
 
-
 # --- data_keys table --------------------------------------------------------------------------
+
 
 def crypto_tables(metadata: MetaData) -> Table:
     """Define (once) the ``data_keys`` table on ``metadata`` and return it.
@@ -101,10 +104,10 @@ def crypto_tables(metadata: MetaData) -> Table:
     return Table(
         "data_keys",
         metadata,
-        Column("id", String(32), primary_key=True),               # uuid4 hex
+        Column("id", String(32), primary_key=True),  # uuid4 hex
         Column("subject", String(200), nullable=False, index=True),  # pseudonymous subject reference
         Column("kek_id", String(64), nullable=False),
-        Column("wrapped", LargeBinary, nullable=True),              # NULL once shredded
+        Column("wrapped", LargeBinary, nullable=True),  # NULL once shredded
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("shredded_at", DateTime(timezone=True), nullable=True),
     )
@@ -114,7 +117,7 @@ def crypto_tables(metadata: MetaData) -> Table:
 
 _CACHE_PREFIX = "recept.crypto.keys:"
 _LISTENING = "recept.crypto.listening"
-_PENDING = "recept.crypto.erasures"          # session.info: {id(log): (log, [subjects])} to append at commit
+_PENDING = "recept.crypto.erasures"  # session.info: {id(log): (log, [subjects])} to append at commit
 _LOGGING = "recept.crypto.logging"
 #: Set in ``session.info`` by the replay of the erasure log: its shreds are already logged.
 REPLAYING = "recept.crypto.replaying"
@@ -127,8 +130,8 @@ class _KeyCache:
     __slots__ = ("by_id", "by_subject")
 
     def __init__(self) -> None:
-        self.by_id: dict[str, tuple[str, AESGCM | None]] = {}    # key id -> (subject, cipher or None if shredded)
-        self.by_subject: dict[str, tuple[str, AESGCM]] = {}       # subject -> (key id, cipher) used to encrypt
+        self.by_id: dict[str, tuple[str, AESGCM | None]] = {}  # key id -> (subject, cipher or None if shredded)
+        self.by_subject: dict[str, tuple[str, AESGCM]] = {}  # subject -> (key id, cipher) used to encrypt
 
 
 def _drop_caches(session: Session, _transaction: object) -> None:
@@ -136,7 +139,6 @@ def _drop_caches(session: Session, _transaction: object) -> None:
     # a rolled-back savepoint may have created or shredded keys the cache still remembers.
     for name in [k for k in session.info if isinstance(k, str) and k.startswith(_CACHE_PREFIX)]:
         del session.info[name]
-
 
 
 def _append_erasures(session: Session) -> None:
@@ -183,8 +185,9 @@ class Vault:
 
     # -- public API ----------------------------------------------------------------------------
 
-    def encrypt(self, session: AnySession, subject: str, table: str, column: str, row_id: object,
-                value: str | bytes | None) -> bytes | None:
+    def encrypt(
+        self, session: AnySession, subject: str, table: str, column: str, row_id: object, value: str | bytes | None
+    ) -> bytes | None:
         if value is None:
             return None
         if isinstance(value, str):
@@ -205,8 +208,9 @@ class Vault:
         nonce = os.urandom(NONCE_BYTES)
         return header + nonce + cipher.encrypt(nonce, plaintext, header + location)
 
-    def decrypt(self, session: AnySession, table: str, column: str, row_id: object,
-                blob: bytes | None) -> str | bytes | None | ErasedType:
+    def decrypt(
+        self, session: AnySession, table: str, column: str, row_id: object, blob: bytes | None
+    ) -> str | bytes | None | ErasedType:
         if blob is None:
             return None
         blob = bytes(blob)
@@ -223,9 +227,9 @@ class Vault:
         cipher = entry[1]
         if cipher is None:
             return ERASED
-        header, nonce = blob[:_HEADER], blob[_HEADER:_HEADER + NONCE_BYTES]
+        header, nonce = blob[:_HEADER], blob[_HEADER : _HEADER + NONCE_BYTES]
         try:
-            plaintext = cipher.decrypt(nonce, blob[_HEADER + NONCE_BYTES:], header + _location(table, column, row_id))
+            plaintext = cipher.decrypt(nonce, blob[_HEADER + NONCE_BYTES :], header + _location(table, column, row_id))
         except InvalidTag:
             raise DecryptionError(
                 "ciphertext failed authentication (tampered, or moved to another row or column)"
@@ -241,11 +245,14 @@ class Vault:
         """Destroy every data key of ``subject``; returns how many were live.  Idempotent."""
         _check_subject(subject)
         t = self.table
-        result = cast("CursorResult[Any]", session.execute(
-            update(t)
-            .where(t.c.subject == subject, t.c.wrapped.is_not(None))
-            .values(wrapped=None, shredded_at=utcnow())
-        ))
+        result = cast(
+            "CursorResult[Any]",
+            session.execute(
+                update(t)
+                .where(t.c.subject == subject, t.c.wrapped.is_not(None))
+                .values(wrapped=None, shredded_at=utcnow())
+            ),
+        )
         cache = session.info.get(self._cache_name)
         if cache is not None:
             cache.by_subject.pop(subject, None)
@@ -271,9 +278,7 @@ class Vault:
         """True when ``subject`` has data keys and all of them are shredded."""
         _check_subject(subject)
         t = self.table
-        total, live = session.execute(
-            select(func.count(), func.count(t.c.wrapped)).where(t.c.subject == subject)
-        ).one()
+        total, live = session.execute(select(func.count(), func.count(t.c.wrapped)).where(t.c.subject == subject)).one()
         return total > 0 and live == 0
 
     def rewrap(self, session: AnySession, batch: int = 1000) -> int:
@@ -303,8 +308,13 @@ class Vault:
             params = []
             for row in rows:
                 key = self._unwrap(row.id, row.subject, row.kek_id, bytes(row.wrapped))
-                params.append({"b_id": row.id, "b_old": row.kek_id,
-                               "b_wrapped": _wrap(primary, primary_id, row.id, row.subject, key)})
+                params.append(
+                    {
+                        "b_id": row.id,
+                        "b_old": row.kek_id,
+                        "b_wrapped": _wrap(primary, primary_id, row.id, row.subject, key),
+                    }
+                )
             result = cast("CursorResult[Any]", session.execute(stmt, params))
             dialect = session.connection().dialect
             count += result.rowcount if dialect.supports_sane_multi_rowcount else len(params)
@@ -357,15 +367,16 @@ class Vault:
         if len(wrapped) != 1 + NONCE_BYTES + KEY_BYTES + TAG_BYTES or wrapped[0] != WRAP_VERSION:
             raise KeyringError(f"data key {key_id} has a malformed wrapped value")
         try:
-            return AESGCM(kek).decrypt(wrapped[1:1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES:],
-                                       _wrap_aad(kek_id, key_id, subject))
+            return AESGCM(kek).decrypt(
+                wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :], _wrap_aad(kek_id, key_id, subject)
+            )
         except InvalidTag:
             raise KeyringError(
                 f"data key {key_id} does not unwrap with key-encryption key {kek_id!r} "
                 "(wrong key material under that id, or the data_keys row was altered)"
             ) from None
 
-    def _remember(self, cache: _KeyCache, row: Any) -> None:      # a Row of data_keys columns
+    def _remember(self, cache: _KeyCache, row: Any) -> None:  # a Row of data_keys columns
         if row.wrapped is None:
             cache.by_id[row.id] = (row.subject, None)
             return
@@ -375,16 +386,14 @@ class Vault:
     def _load_ids(self, session: AnySession, cache: _KeyCache, ids: list[str]) -> None:
         t = self.table
         for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start:start + _IN_CHUNK]
-            for row in session.execute(
-                select(t.c.id, t.c.subject, t.c.kek_id, t.c.wrapped).where(t.c.id.in_(chunk))
-            ):
+            chunk = ids[start : start + _IN_CHUNK]
+            for row in session.execute(select(t.c.id, t.c.subject, t.c.kek_id, t.c.wrapped).where(t.c.id.in_(chunk))):
                 self._remember(cache, row)
 
     def _load_subjects(self, session: AnySession, cache: _KeyCache, subjects: list[str], create: bool) -> None:
         t = self.table
         for start in range(0, len(subjects), _IN_CHUNK):
-            chunk = subjects[start:start + _IN_CHUNK]
+            chunk = subjects[start : start + _IN_CHUNK]
             rows = session.execute(
                 select(t.c.id, t.c.subject, t.c.kek_id, t.c.wrapped, t.c.created_at)
                 .where(t.c.subject.in_(chunk), t.c.wrapped.is_not(None))
@@ -393,7 +402,7 @@ class Vault:
             for row in rows:  # ascending: the newest live key of a subject wins
                 self._remember(cache, row)
                 cipher = cache.by_id[row.id][1]
-                assert cipher is not None        # only live keys were selected
+                assert cipher is not None  # only live keys were selected
                 cache.by_subject[row.subject] = (row.id, cipher)
         if not create:
             return
@@ -404,9 +413,16 @@ class Vault:
             if subject in cache.by_subject:
                 continue
             key_id, key = uuid.uuid4().hex, AESGCM.generate_key(bit_length=256)
-            new_rows.append({"id": key_id, "subject": subject, "kek_id": primary_id,
-                             "wrapped": _wrap(primary, primary_id, key_id, subject, key),
-                             "created_at": now, "shredded_at": None})
+            new_rows.append(
+                {
+                    "id": key_id,
+                    "subject": subject,
+                    "kek_id": primary_id,
+                    "wrapped": _wrap(primary, primary_id, key_id, subject, key),
+                    "created_at": now,
+                    "shredded_at": None,
+                }
+            )
             cipher = AESGCM(key)
             cache.by_id[key_id] = (subject, cipher)
             cache.by_subject[subject] = (key_id, cipher)
@@ -424,11 +440,11 @@ def _location(table: str, column: str, row_id: Any) -> bytes:
         raise ValueError("row_id is required (encrypt after the row has its id)")
     if not table or not column or ":" in table or "." in column or ":" in column:
         raise ValueError("table and column must be non-empty; column without '.' or ':'; table without ':'")
-    return f"{table}.{column}:{row_id}".encode("utf-8")
+    return f"{table}.{column}:{row_id}".encode()
 
 
 def _wrap_aad(kek_id: str, key_id: str, subject: str) -> bytes:
-    return f"recept.data_key.v1\x00{kek_id}\x00{key_id}\x00{subject}".encode("utf-8")
+    return f"recept.data_key.v1\x00{kek_id}\x00{key_id}\x00{subject}".encode()
 
 
 def _wrap(kek: bytes, kek_id: str, key_id: str, subject: str, key: bytes) -> bytes:

@@ -1,10 +1,11 @@
 """Fixtures of the audit tests: a migrated audit runtime with its own signing key and checkpoint directory,
 and a factory of valid event envelopes."""
+
 from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,11 @@ from tests.support import TokenMint, make_runtime
 
 
 def write_key(path: Path) -> Path:
-    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return path
 
 
@@ -26,20 +30,33 @@ class Events:
     """Builds envelopes like shared.events.make_event does, with times one millisecond apart."""
 
     def __init__(self) -> None:
-        self.clock = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+        self.clock = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
-    def __call__(self, type_name: str = "orders.order.placed", *, tenant: str | None = "t1",
-                 actor: str | None = "user-1", kind: str = "user", subject: str | None = "orders:individual:p1",
-                 resource: tuple[str, str] | None = ("order", "o1"), data: dict | None = None,
-                 time: datetime | None = None) -> dict:
+    def __call__(
+        self,
+        type_name: str = "orders.order.placed",
+        *,
+        tenant: str | None = "t1",
+        actor: str | None = "user-1",
+        kind: str = "user",
+        subject: str | None = "orders:individual:p1",
+        resource: tuple[str, str] | None = ("order", "o1"),
+        data: dict | None = None,
+        time: datetime | None = None,
+    ) -> dict:
         self.clock += timedelta(milliseconds=1)
         return {
-            "id": str(uuid.uuid4()), "type": type_name, "version": 1, "source": type_name.split(".")[0],
+            "id": str(uuid.uuid4()),
+            "type": type_name,
+            "version": 1,
+            "source": type_name.split(".")[0],
             "time": rfc3339(time or self.clock),
             "actor": {"id": actor, "tenant": tenant, "kind": kind} if actor else None,
-            "tenant": tenant, "subject": subject,
+            "tenant": tenant,
+            "subject": subject,
             "resource": {"type": resource[0], "id": resource[1]} if resource else None,
-            "correlation_id": None, "data": data if data is not None else {"fields": ["quantity"]},
+            "correlation_id": None,
+            "data": data if data is not None else {"fields": ["quantity"]},
         }
 
 
@@ -60,9 +77,14 @@ def audit_factory(tmp_path, mint):
 
     def make(db_url: str, **overrides):
         key = overrides.pop("CHECKPOINT_KEY_FILE", None) or write_key(tmp_path / f"signing-{len(made)}.pem")
-        runtime = make_runtime(SPEC, db_url, mint=mint, CHECKPOINT_KEY_FILE=str(key),
-                               CHECKPOINT_DIR=str(overrides.pop("CHECKPOINT_DIR", tmp_path / "checkpoints")),
-                               **overrides)
+        runtime = make_runtime(
+            SPEC,
+            db_url,
+            mint=mint,
+            CHECKPOINT_KEY_FILE=str(key),
+            CHECKPOINT_DIR=str(overrides.pop("CHECKPOINT_DIR", tmp_path / "checkpoints")),
+            **overrides,
+        )
         made.append(runtime)
         return runtime
 

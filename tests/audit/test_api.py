@@ -1,9 +1,10 @@
 """The query and verification API: filters, paging, CSV, roles and tenant isolation (R9, R11)."""
+
 from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import update
@@ -27,13 +28,22 @@ def client(sqlite_audit):
 def trail(sqlite_audit, events):
     """Two tenants' events and a vendor one, stored in time order."""
     made = [
-        events("orders.order.placed", tenant="t1", actor="u1", subject="orders:individual:p1", resource=("order", "o1")),
-        events("orders.order.changed", tenant="t1", actor="u2", subject="orders:individual:p1",
-               resource=("order", "o1")),
-        events("orders.individual.viewed", tenant="t1", actor="u2", subject="orders:individual:p2",
-               resource=("individual", "p2")),
-        events("orders.order.placed", tenant="t2", actor="u9", subject="orders:individual:p9",
-               resource=("order", "o9")),
+        events(
+            "orders.order.placed", tenant="t1", actor="u1", subject="orders:individual:p1", resource=("order", "o1")
+        ),
+        events(
+            "orders.order.changed", tenant="t1", actor="u2", subject="orders:individual:p1", resource=("order", "o1")
+        ),
+        events(
+            "orders.individual.viewed",
+            tenant="t1",
+            actor="u2",
+            subject="orders:individual:p2",
+            resource=("individual", "p2"),
+        ),
+        events(
+            "orders.order.placed", tenant="t2", actor="u9", subject="orders:individual:p9", resource=("order", "o9")
+        ),
         events("crm.case.opened", tenant=None, actor="s1", subject="crm:person:c1", resource=("case", "k1")),
     ]
     store(sqlite_audit, made)
@@ -50,7 +60,9 @@ def test_an_auditor_filters_by_actor_subject_resource_type_and_time(client, mint
     assert ids(client.get("/api/v1/events", headers=auditor)) == [e["id"] for e in trail]
     assert ids(client.get("/api/v1/events?actor=u2", headers=auditor)) == [trail[1]["id"], trail[2]["id"]]
     assert ids(client.get("/api/v1/events?subject=orders:individual:p1", headers=auditor)) == [
-        trail[0]["id"], trail[1]["id"]]
+        trail[0]["id"],
+        trail[1]["id"],
+    ]
     assert ids(client.get("/api/v1/events?resource=o1&type=orders.order.changed", headers=auditor)) == [trail[1]["id"]]
     assert ids(client.get("/api/v1/events?type=orders.*", headers=auditor)) == [e["id"] for e in trail[:4]]
     assert ids(client.get("/api/v1/events?tenant=t2", headers=auditor)) == [trail[3]["id"]]
@@ -74,7 +86,7 @@ def test_pages_follow_the_cursor_to_the_end(client, mint, trail):
 
 
 def test_entries_with_the_same_time_page_without_loss_or_repeat(sqlite_audit, client, mint, events):
-    moment = datetime(2025, 5, 1, tzinfo=timezone.utc)
+    moment = datetime(2025, 5, 1, tzinfo=UTC)
     made = [events(time=moment) for _ in range(5)]
     store(sqlite_audit, made)
     auditor = mint.headers(tenant="vendor", roles=["auditor"])
@@ -98,12 +110,21 @@ def test_other_roles_and_anonymous_callers_are_refused(client, mint, trail):
     assert client.get("/api/v1/chains/verify", headers=mint.headers(roles=["staff"])).status_code == 403
 
 
-@pytest.mark.parametrize("query, field", [
-    ("since=yesterday", "since"), ("until=2025-01-01T00:00:00", "until"), ("limit=0", "limit"),
-    ("limit=5000", "limit"), ("cursor=bm90LWEtY3Vyc29y", "cursor"), ("subject=not a reference", "subject"),
-    ("type=Orders.*", "type"), ("email=someone@example.com", "email"), ("format=xml", "format"),
-    ("since=2025-02-01T00:00:00Z&until=2025-01-01T00:00:00Z", "until"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("since=yesterday", "since"),
+        ("until=2025-01-01T00:00:00", "until"),
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("cursor=bm90LWEtY3Vyc29y", "cursor"),
+        ("subject=not a reference", "subject"),
+        ("type=Orders.*", "type"),
+        ("email=someone@example.com", "email"),
+        ("format=xml", "format"),
+        ("since=2025-02-01T00:00:00Z&until=2025-01-01T00:00:00Z", "until"),
+    ],
+)
 def test_invalid_query_parameters_are_named_without_echoing_them(client, mint, query, field):
     response = client.get(f"/api/v1/events?{query}", headers=mint.headers(tenant="vendor", roles=["auditor"]))
     assert response.status_code == 422 and response.mimetype == "application/problem+json"
@@ -124,7 +145,9 @@ def test_csv_export_holds_the_same_query_with_formulas_defused(sqlite_audit, cli
     assert rows[-1]["actor_id"] == "'=HYPERLINK(1)"
     by_accept = client.get("/api/v1/events?actor=u2", headers={**admin, "Accept": "text/csv"})
     assert [r["event_id"] for r in csv.DictReader(io.StringIO(by_accept.get_data(as_text=True)))] == [
-        trail[1]["id"], trail[2]["id"]]
+        trail[1]["id"],
+        trail[2]["id"],
+    ]
 
 
 def test_verify_reports_every_chain_and_the_first_bad_entry(sqlite_audit, client, mint, trail):
@@ -132,7 +155,10 @@ def test_verify_reports_every_chain_and_the_first_bad_entry(sqlite_audit, client
     body = client.get("/api/v1/chains/verify", headers=auditor).get_json()
     assert body["status"] == "ok"
     assert [(c["chain"], c["entries_verified"]) for c in body["chains"]] == [
-        ("tenant:t1", 3), ("tenant:t2", 1), ("vendor", 1)]
+        ("tenant:t1", 3),
+        ("tenant:t2", 1),
+        ("vendor", 1),
+    ]
     with sqlite_audit.db.transaction() as s:
         s.execute(update(entries).where(entries.c.chain == "tenant:t1", entries.c.seq == 2).values(body=b"{}"))
     body = client.get("/api/v1/chains/verify", headers=auditor).get_json()

@@ -1,4 +1,5 @@
 """``./recept audit ...``: verify (exit status names a broken chain), checkpoint, purge, public-key."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def test_verify_json_and_a_cut_tail(env, events, capsys):
 def test_purge_and_public_key(env, events, capsys, monkeypatch):
     ledger = env.domain
     now = ledger.clock()
-    ledger.clock = lambda: now - timedelta(days=3)   # recorded three days ago
+    ledger.clock = lambda: now - timedelta(days=3)  # recorded three days ago
     store(env, [events() for _ in range(2)])
     monkeypatch.setenv("RECEPT_AUDIT_RETENTION_DAYS", "1")
     assert cli.main(["purge"]) == 0

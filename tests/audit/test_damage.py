@@ -1,5 +1,6 @@
 """The verifier never crashes (issue 20, R11): a row rewritten with another storage type or unreadable
 values gets a verdict naming the entry, and verification goes on with the other chains."""
+
 from __future__ import annotations
 
 import json
@@ -45,18 +46,36 @@ def damage(runtime, sql: str) -> None:
 
 DAMAGE = {
     # The case from the issue: the body rewritten with SQLite's TEXT storage class instead of BLOB.
-    "body as text": ("UPDATE audit_entries SET body = CAST(body AS TEXT) WHERE chain = 'tenant:t1' AND seq = 3",
-                     "damaged", "body"),
-    "hash as hex text": ("UPDATE audit_entries SET hash = hex(hash) WHERE chain = 'tenant:t1' AND seq = 3",
-                         "damaged", "hash"),
-    "previous hash as text": ("UPDATE audit_entries SET prev_hash = 'x' WHERE chain = 'tenant:t1' AND seq = 3",
-                              "damaged", "prev_hash"),
-    "time unreadable": ("UPDATE audit_entries SET time = 'yesterday-ish' WHERE chain = 'tenant:t1' AND seq = 3",
-                        "damaged", "time"),
-    "body not utf-8": ("UPDATE audit_entries SET body = X'fffe00' WHERE chain = 'tenant:t1' AND seq = 3",
-                       "changed", None),
-    "body a json array": ("UPDATE audit_entries SET body = CAST('[1,2]' AS BLOB) WHERE chain = 'tenant:t1' AND seq = 3",
-                          "changed", None),
+    "body as text": (
+        "UPDATE audit_entries SET body = CAST(body AS TEXT) WHERE chain = 'tenant:t1' AND seq = 3",
+        "damaged",
+        "body",
+    ),
+    "hash as hex text": (
+        "UPDATE audit_entries SET hash = hex(hash) WHERE chain = 'tenant:t1' AND seq = 3",
+        "damaged",
+        "hash",
+    ),
+    "previous hash as text": (
+        "UPDATE audit_entries SET prev_hash = 'x' WHERE chain = 'tenant:t1' AND seq = 3",
+        "damaged",
+        "prev_hash",
+    ),
+    "time unreadable": (
+        "UPDATE audit_entries SET time = 'yesterday-ish' WHERE chain = 'tenant:t1' AND seq = 3",
+        "damaged",
+        "time",
+    ),
+    "body not utf-8": (
+        "UPDATE audit_entries SET body = X'fffe00' WHERE chain = 'tenant:t1' AND seq = 3",
+        "changed",
+        None,
+    ),
+    "body a json array": (
+        "UPDATE audit_entries SET body = CAST('[1,2]' AS BLOB) WHERE chain = 'tenant:t1' AND seq = 3",
+        "changed",
+        None,
+    ),
 }
 
 
@@ -95,13 +114,15 @@ def test_a_sequence_number_that_is_not_a_number(two_chains):
     damage(two_chains, "UPDATE audit_entries SET seq = 'three' WHERE chain = 'tenant:t1' AND seq = 3")
     reports = {r.chain: r for r in two_chains.domain.verify()}
     bad = reports["tenant:t1"].first_bad
-    assert (bad.seq, bad.problem) == (3, "removed")        # entry 3 is no longer where it belongs ...
+    assert (bad.seq, bad.problem) == (3, "removed")  # entry 3 is no longer where it belongs ...
     assert reports["tenant:t2"].ok
 
 
 def test_a_damaged_chain_head_and_checkpoint_row_get_verdicts(two_chains):
-    damage(two_chains, "UPDATE audit_chains SET head_hash = 'not bytes', anchor_hash = 'nor this' "
-                       "WHERE chain = 'tenant:t1'")
+    damage(
+        two_chains,
+        "UPDATE audit_chains SET head_hash = 'not bytes', anchor_hash = 'nor this' WHERE chain = 'tenant:t1'",
+    )
     damage(two_chains, "UPDATE audit_checkpoints SET seq = 'six', created_at = 'soon' WHERE chain = 'tenant:t2'")
     reports = {r.chain: r for r in two_chains.domain.verify()}
     head = reports["tenant:t1"].first_bad

@@ -1,4 +1,5 @@
 """The audit's pure rules: envelope checks, canonical form, chains, cursors, CSV cells."""
+
 from __future__ import annotations
 
 import copy
@@ -83,4 +84,11 @@ def test_a_cursor_round_trips_and_a_forged_one_is_invalid():
 
 def test_csv_cells_never_start_a_formula():
     assert [csv_cell(v) for v in ("=1+1", "+1", "-1", "@A1", "plain", None, {"a": 1})] == [
-        "'=1+1", "'+1", "'-1", "'@A1", "plain", "", '{"a":1}']
+        "'=1+1",
+        "'+1",
+        "'-1",
+        "'@A1",
+        "plain",
+        "",
+        '{"a":1}',
+    ]

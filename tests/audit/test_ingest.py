@@ -1,4 +1,5 @@
 """Ingest through the bus: RabbitMQ with PostgreSQL, and the embedded in-memory bus (R9, R11)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pika
 import pytest
 from sqlalchemy import func, select
 
-from shared.bus import EVENTS, GDPR, MemoryBackend, Message, dead_letter_queue, queue_name
 from services.audit.models import entries
+from shared.bus import EVENTS, GDPR, MemoryBackend, Message, dead_letter_queue, queue_name
 from tests.audit.conftest import Worker
 from tests.conftest import create_vhost, pg_admin
 from tests.gdpr.sealing import opened_reply, sealed_command
@@ -27,8 +28,9 @@ def publish(runtime, envelopes, chunk: int = 2000) -> None:
     publisher = runtime.bus.publisher()
     try:
         for start in range(0, len(envelopes), chunk):
-            results = publisher.publish([Message(EVENTS, e["type"], json.dumps(e).encode(), e["id"])
-                                         for e in envelopes[start:start + chunk]])
+            results = publisher.publish(
+                [Message(EVENTS, e["type"], json.dumps(e).encode(), e["id"]) for e in envelopes[start : start + chunk]]
+            )
             assert results == [None] * len(results)
     finally:
         publisher.close()
@@ -64,8 +66,7 @@ def rabbit_audit(audit_factory, postgres_url, shared_vhost):
     return runtime
 
 
-def test_ten_thousand_events_become_exactly_ten_thousand_entries_and_redelivery_stores_none_twice(rabbit_audit,
-                                                                                                  events):
+def test_ten_thousand_events_become_exactly_ten_thousand_entries_and_redelivery_stores_none_twice(rabbit_audit, events):
     """10,000 events over RabbitMQ: every one stored once, even when 1,000 of them arrive again."""
     batch = [events(tenant=f"t{n % 4}") for n in range(10_000)]
     publish(rabbit_audit, batch)
@@ -102,7 +103,7 @@ def test_events_wait_out_a_database_outage_and_none_is_dead_lettered(rabbit_audi
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         try:
             publish(rabbit_audit, [events() for _ in range(50)])
-            time.sleep(2.0)   # long enough for several retries had the consumer nacked
+            time.sleep(2.0)  # long enough for several retries had the consumer nacked
         finally:
             with pg_admin() as admin:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
@@ -116,23 +117,25 @@ def test_ingest_goes_on_after_the_broker_drops_the_connection(rabbit_audit, even
         publish(rabbit_audit, [events() for _ in range(5)])
         assert wait_for(lambda: count(rabbit_audit) == 5)
         vhost = rabbit_audit.bus.url.rsplit("/", 1)[1]
-        listing = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "vhost"], capture_output=True,
-                                 text=True, check=True).stdout
+        listing = subprocess.run(
+            ["rabbitmqctl", "-q", "list_connections", "pid", "vhost"], capture_output=True, text=True, check=True
+        ).stdout
         pids = [line.split("\t")[0] for line in listing.splitlines() if line.endswith("\t" + vhost)]
         assert pids
         for pid in pids:
-            subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: broker restart"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", pid, "test: broker restart"], capture_output=True, check=False
+            )
         publish(rabbit_audit, [events() for _ in range(5)])
         assert wait_for(lambda: count(rabbit_audit) == 10)
 
 
 # --- the embedded run's in-memory bus -----------------------------------------------------------
 
+
 @pytest.fixture
 def memory_audit(audit_factory, tmp_path):
-    runtime = audit_factory(f"sqlite:///{tmp_path / 'audit.db'}", CHECKPOINT_INTERVAL=0.05,
-                            ANNOUNCE_INTERVAL=3600.0)
+    runtime = audit_factory(f"sqlite:///{tmp_path / 'audit.db'}", CHECKPOINT_INTERVAL=0.05, ANNOUNCE_INTERVAL=3600.0)
     runtime.declare()
     yield runtime
     MemoryBackend.reset()
@@ -160,14 +163,28 @@ def test_a_gdpr_command_arrives_with_the_events_and_is_answered_once(memory_audi
     memory_audit.bus.backend.declare("portal", [Binding(GDPR, "gdpr.reply.#")], 5)
     seen, other = events(subject="orders:individual:p1"), events(subject="orders:individual:p2")
     publish(memory_audit, [seen, other])
-    command = {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": "export",
-               "phase": "trail", "tenant": "t1", "subject": {}, "references": ["orders:individual:p1"]}
+    command = {
+        "request_id": str(uuid.uuid4()),
+        "command_id": str(uuid.uuid4()),
+        "action": "export",
+        "phase": "trail",
+        "tenant": "t1",
+        "subject": {},
+        "references": ["orders:individual:p1"],
+    }
     publisher = memory_audit.bus.publisher()
     try:
-        for _ in range(2):   # delivered twice: answered once
-            assert publisher.publish([Message(GDPR, "gdpr.command.audit",
-                                              json.dumps(sealed_command(memory_audit, command)).encode(),
-                                              str(uuid.uuid4()))]) == [None]
+        for _ in range(2):  # delivered twice: answered once
+            assert publisher.publish(
+                [
+                    Message(
+                        GDPR,
+                        "gdpr.command.audit",
+                        json.dumps(sealed_command(memory_audit, command)).encode(),
+                        str(uuid.uuid4()),
+                    )
+                ]
+            ) == [None]
     finally:
         publisher.close()
     replies = []
@@ -175,6 +192,7 @@ def test_a_gdpr_command_arrives_with_the_events_and_is_answered_once(memory_audi
         queue = conn.SimpleQueue(queue_name("portal"), no_ack=True)
         try:
             with Worker(memory_audit):
+
                 def drain():
                     while True:
                         try:
@@ -183,11 +201,14 @@ def test_a_gdpr_command_arrives_with_the_events_and_is_answered_once(memory_audi
                             return bool(replies)
 
                 assert wait_for(drain)
-                time.sleep(0.5)   # room for a second reply, which must not come
+                time.sleep(0.5)  # room for a second reply, which must not come
                 drain()
         finally:
             queue.close()
     [reply] = replies
-    assert (reply["status"], reply["command_id"], reply["references"]) == ("done", command["command_id"],
-                                                                           ["orders:individual:p1"])
+    assert (reply["status"], reply["command_id"], reply["references"]) == (
+        "done",
+        command["command_id"],
+        ["orders:individual:p1"],
+    )
     assert [r["event_id"] for r in reply["export"]["audit_trail"]] == [seen["id"]]

@@ -1,4 +1,5 @@
 """The hash chains on SQLite and PostgreSQL: ingest, tamper evidence, checkpoints, retention (R9, R11)."""
+
 from __future__ import annotations
 
 import json
@@ -50,14 +51,23 @@ def renumber_from(runtime, seq: int, shift: int, chain="tenant:t1") -> None:
     """Shift the seqs from ``seq`` on by ``shift`` (through a detour, so no unique check trips midway)."""
     where = (entries.c.chain == chain, entries.c.seq >= seq)
     execute(runtime, update(entries).where(*where).values(seq=entries.c.seq + 1_000_000))
-    execute(runtime, update(entries).where(entries.c.chain == chain, entries.c.seq >= 1_000_000)
-            .values(seq=entries.c.seq - 1_000_000 + shift))
+    execute(
+        runtime,
+        update(entries)
+        .where(entries.c.chain == chain, entries.c.seq >= 1_000_000)
+        .values(seq=entries.c.seq - 1_000_000 + shift),
+    )
 
 
 def test_each_tenant_gets_its_own_chain_numbered_from_one(audit, events):
     """R9: one chain per tenant; tenantless events go to the vendor (people) or system chain."""
-    batch = [events(tenant="t1"), events(tenant="t2"), events(tenant="t1"), events(tenant=None),
-             events(tenant=None, actor="relay", kind="system")]
+    batch = [
+        events(tenant="t1"),
+        events(tenant="t2"),
+        events(tenant="t1"),
+        events(tenant=None),
+        events(tenant=None, actor="relay", kind="system"),
+    ]
     assert store(audit, batch) == 5
     assert [(r.seq, r.event_id) for r in chain_rows(audit, "tenant:t1")] == [(1, batch[0]["id"]), (2, batch[2]["id"])]
     assert [r.seq for r in chain_rows(audit, "tenant:t2")] == [1]
@@ -83,7 +93,10 @@ def test_intact_chains_verify(audit, events):
     store(audit, [events(tenant="t1")])
     reports = audit.domain.verify()
     assert [(r.chain, r.ok, r.entries_verified) for r in reports] == [
-        ("tenant:t1", True, 3), ("tenant:t2", True, 1), ("vendor", True, 1)]
+        ("tenant:t1", True, 3),
+        ("tenant:t2", True, 1),
+        ("vendor", True, 1),
+    ]
     assert reports[0].as_dict()["last_checkpoint"]["seq"] == 2
 
 
@@ -129,10 +142,25 @@ def test_an_inserted_row_names_the_inserted_entry(lite, events, forger):
     forged = events()
     body = json.dumps(forged, sort_keys=True, separators=(",", ":")).encode()
     digest = entry_hash(rows[3].hash, body) if forger == "rehashes" else bytes(32)
-    execute(lite, insert(entries).values(
-        chain="tenant:t1", seq=5, event_id=forged["id"], type=forged["type"], time=parse_rfc3339(forged["time"]),
-        recorded_at=rows[3].recorded_at, tenant="t1", actor=forged["actor"]["id"], subject=forged["subject"],
-        resource_type="order", resource_id="o1", body=body, prev_hash=rows[3].hash, hash=digest))
+    execute(
+        lite,
+        insert(entries).values(
+            chain="tenant:t1",
+            seq=5,
+            event_id=forged["id"],
+            type=forged["type"],
+            time=parse_rfc3339(forged["time"]),
+            recorded_at=rows[3].recorded_at,
+            tenant="t1",
+            actor=forged["actor"]["id"],
+            subject=forged["subject"],
+            resource_type="order",
+            resource_id="o1",
+            body=body,
+            prev_hash=rows[3].hash,
+            hash=digest,
+        ),
+    )
     report = verify(lite)
     assert (report.first_bad.seq, report.first_bad.problem) == (5, "inserted")
     assert report.entries_verified == 4
@@ -143,8 +171,11 @@ def test_a_cut_tail_is_detected_against_the_last_checkpoint(audit, events):
     store(audit, [events() for _ in range(10)])
     audit.domain.checkpoint(force=True)
     rows = chain_rows(audit)
-    execute(audit, delete(entries).where(entries.c.chain == "tenant:t1", entries.c.seq > 7),
-            update(chains).where(chains.c.chain == "tenant:t1").values(seq=7, head_hash=rows[6].hash))
+    execute(
+        audit,
+        delete(entries).where(entries.c.chain == "tenant:t1", entries.c.seq > 7),
+        update(chains).where(chains.c.chain == "tenant:t1").values(seq=7, head_hash=rows[6].hash),
+    )
     report = verify(audit)
     assert (report.first_bad.seq, report.first_bad.problem) == (8, "truncated")
 
@@ -178,13 +209,22 @@ def test_a_checkpoint_signed_with_another_key_is_reported(audit, events, tmp_pat
     stranger = Signer.from_file(write_key(tmp_path / "stranger.pem"))
     rows = chain_rows(audit)
     record = stranger.sign("tenant:t1", 3, rows[-1].hash.hex())
-    execute(audit, insert(checkpoints).values(chain="tenant:t1", seq=3, head_hash=record["head_hash"],
-                                              key_id=record["key_id"], signature=record["signature"],
-                                              created_at=rows[-1].recorded_at))
+    execute(
+        audit,
+        insert(checkpoints).values(
+            chain="tenant:t1",
+            seq=3,
+            head_hash=record["head_hash"],
+            key_id=record["key_id"],
+            signature=record["signature"],
+            created_at=rows[-1].recorded_at,
+        ),
+    )
     report = verify(audit)
     assert not report.ok and report.first_bad is None
     assert [(p["source"], p["problem"], p["key_id"]) for p in report.checkpoint_problems] == [
-        ("database", "unknown_key", stranger.key_id)]
+        ("database", "unknown_key", stranger.key_id)
+    ]
 
 
 def test_a_checkpoint_claiming_our_key_id_with_a_forged_signature_is_reported(lite, events, tmp_path):
@@ -197,7 +237,9 @@ def test_a_checkpoint_claiming_our_key_id_with_a_forged_signature_is_reported(li
     forged["signature"] = stranger.sign("tenant:t1", 3, forged["head_hash"])["signature"]
     path.write_text(json.dumps(forged))
     report = verify(lite)
-    assert [(p["problem"], p["key_id"]) for p in report.checkpoint_problems] == [("bad_signature", ledger.signer.key_id)]
+    assert [(p["problem"], p["key_id"]) for p in report.checkpoint_problems] == [
+        ("bad_signature", ledger.signer.key_id)
+    ]
 
 
 def test_checkpoints_of_a_trusted_second_key_are_accepted(audit_factory, sqlite_url, events, tmp_path):
@@ -298,8 +340,11 @@ def test_a_purge_without_a_checkpoint_is_detected(lite, events):
     """Deleting the oldest entries and moving the anchor by hand is not a retention purge."""
     store(lite, [events() for _ in range(5)])
     rows = chain_rows(lite)
-    execute(lite, delete(entries).where(entries.c.seq <= 2),
-            update(chains).where(chains.c.chain == "tenant:t1").values(anchor_seq=2, anchor_hash=rows[1].hash))
+    execute(
+        lite,
+        delete(entries).where(entries.c.seq <= 2),
+        update(chains).where(chains.c.chain == "tenant:t1").values(anchor_seq=2, anchor_hash=rows[1].hash),
+    )
     report = verify(lite)
     assert (report.first_bad.seq, report.first_bad.problem) == (1, "removed")
 

@@ -1,4 +1,5 @@
 """The audit's metrics (issue 20): chain verification results, chains and entries."""
+
 from __future__ import annotations
 
 from tests.shared.test_metrics import samples, value

@@ -1,4 +1,5 @@
 """The audit's GDPR participation: the art. 15 trail, and erasure answered with 'retained' (R2, R3)."""
+
 from __future__ import annotations
 
 import uuid
@@ -8,8 +9,8 @@ from services.audit.privacy import LEGAL_BASIS
 from shared.bus import GDPR
 from shared.privacy import Context, handle_command
 from tests.audit.test_ledger import store
-from tests.support import outbox_messages
 from tests.gdpr.sealing import sealed_command
+from tests.support import outbox_messages
 
 
 def test_the_trail_export_lists_who_saw_and_changed_the_subjects_data(audit, events):
@@ -25,7 +26,8 @@ def test_the_trail_export_lists_who_saw_and_changed_the_subjects_data(audit, eve
     # Actors by role and tenant (issue 14): an event recorded without roles says only "a user of t1".
     assert [(r["event_id"], r["actor"], r["type"]) for r in export["audit_trail"]] == [
         (viewed["id"], {"role": "user", "tenant": "t1"}, "orders.individual.viewed"),
-        (changed["id"], {"role": "user", "tenant": "t1"}, "orders.individual.changed")]
+        (changed["id"], {"role": "user", "tenant": "t1"}, "orders.individual.changed"),
+    ]
     assert not any("actor_id" in r for r in export["audit_trail"])
     assert export["activity"] == []
 
@@ -41,29 +43,71 @@ def test_batched_reads_are_in_the_trail_of_each_subject_they_name_and_actors_are
     The person sees who read their data by role and tenant, never a user id, and not the other
     people read in the same request.
     """
-    listed = _with_roles(events("orders.individuals.read", actor="u2", subject=None, resource=("register", "r1"),
-                                data={"register_id": "r1", "purpose": "list_individuals", "count": 3,
-                                      "subjects": ["orders:individual:p2", "orders:individual:p1",
-                                                   "orders:individual:p3"]}), "staff")
-    other = _with_roles(events("orders.individuals.read", actor="u2", subject=None, resource=None,
-                               data={"register_id": None, "purpose": "search_individuals", "count": 1,
-                                     "subjects": ["orders:individual:p3"]}), "staff")
-    elsewhere = _with_roles(events("orders.individuals.read", tenant="t2", actor="u9", subject=None,
-                                   data={"register_id": None, "purpose": "search_individuals", "count": 1,
-                                         "subjects": ["orders:individual:p1"]}), "staff")
-    changed = _with_roles(events("orders.individual.changed", actor="u3", subject="orders:individual:p1"),
-                          "tenant_admin", "staff")
+    listed = _with_roles(
+        events(
+            "orders.individuals.read",
+            actor="u2",
+            subject=None,
+            resource=("register", "r1"),
+            data={
+                "register_id": "r1",
+                "purpose": "list_individuals",
+                "count": 3,
+                "subjects": ["orders:individual:p2", "orders:individual:p1", "orders:individual:p3"],
+            },
+        ),
+        "staff",
+    )
+    other = _with_roles(
+        events(
+            "orders.individuals.read",
+            actor="u2",
+            subject=None,
+            resource=None,
+            data={
+                "register_id": None,
+                "purpose": "search_individuals",
+                "count": 1,
+                "subjects": ["orders:individual:p3"],
+            },
+        ),
+        "staff",
+    )
+    elsewhere = _with_roles(
+        events(
+            "orders.individuals.read",
+            tenant="t2",
+            actor="u9",
+            subject=None,
+            data={
+                "register_id": None,
+                "purpose": "search_individuals",
+                "count": 1,
+                "subjects": ["orders:individual:p1"],
+            },
+        ),
+        "staff",
+    )
+    changed = _with_roles(
+        events("orders.individual.changed", actor="u3", subject="orders:individual:p1"), "tenant_admin", "staff"
+    )
     by_gdpr = events("orders.individual.erased", actor="gdpr", kind="service", subject="orders:individual:p1")
     store(audit, [listed, other, elsewhere, changed, by_gdpr])
     with audit.db.transaction() as s:
         export = audit.participant.export(s, Context("r1", "t1", {}), ["orders:individual:p1"])
     trail = export["audit_trail"]
     assert [r["event_id"] for r in trail] == [listed["id"], changed["id"], by_gdpr["id"]]
-    assert trail[0]["data"] == {"register_id": "r1", "purpose": "list_individuals", "count": 3,
-                                "subjects": ["orders:individual:p1"]}
-    assert [r["actor"] for r in trail] == [{"role": "staff", "tenant": "t1"},
-                                           {"role": "staff, tenant_admin", "tenant": "t1"},
-                                           {"role": "service", "service": "gdpr", "tenant": "t1"}]
+    assert trail[0]["data"] == {
+        "register_id": "r1",
+        "purpose": "list_individuals",
+        "count": 3,
+        "subjects": ["orders:individual:p1"],
+    }
+    assert [r["actor"] for r in trail] == [
+        {"role": "staff", "tenant": "t1"},
+        {"role": "staff, tenant_admin", "tenant": "t1"},
+        {"role": "service", "service": "gdpr", "tenant": "t1"},
+    ]
     assert "u2" not in str(trail) and "u3" not in str(trail) and "orders:individual:p2" not in str(trail)
 
 
@@ -82,18 +126,30 @@ def test_erasure_retains_the_entries_with_the_accountability_basis(audit, events
         [item] = audit.participant.erase(s, Context("r1", "t1", {}), ["orders:individual:p1"])
         [none] = audit.participant.erase(s, Context("r2", "t1", {}), ["orders:individual:nobody"])
     retention = timedelta(days=audit.config["RETENTION_DAYS"])
-    assert item.as_dict() == {"kind": "audit_entry", "action": "retained", "count": 3, "legal_basis": LEGAL_BASIS,
-                              "retain_until": (audit.domain.clock() + retention).date().isoformat()}
+    assert item.as_dict() == {
+        "kind": "audit_entry",
+        "action": "retained",
+        "count": 3,
+        "legal_basis": LEGAL_BASIS,
+        "retain_until": (audit.domain.clock() + retention).date().isoformat(),
+    }
     assert (none.count, none.retain_until) == (0, None)
 
 
 def test_an_erase_command_is_answered_once_even_when_delivered_twice(audit, events):
     store(audit, [events(subject="orders:individual:p1")])
-    command = {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": "erase",
-               "phase": "trail", "tenant": "t1", "subject": {}, "references": ["orders:individual:p1"]}
-    for _ in range(2):   # the second time under a new message id (a retry): the command id decides
+    command = {
+        "request_id": str(uuid.uuid4()),
+        "command_id": str(uuid.uuid4()),
+        "action": "erase",
+        "phase": "trail",
+        "tenant": "t1",
+        "subject": {},
+        "references": ["orders:individual:p1"],
+    }
+    for _ in range(2):  # the second time under a new message id (a retry): the command id decides
         with audit.db.transaction() as s:
-            handle_command(audit, s, sealed_command(audit, command))   # sealed as the gdpr service does
+            handle_command(audit, s, sealed_command(audit, command))  # sealed as the gdpr service does
     [reply] = outbox_messages(audit, GDPR)
     assert reply["status"] == "done" and reply["erasure"][0]["action"] == "retained"
     assert reply["erasure"][0]["count"] == 1

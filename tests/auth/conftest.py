@@ -1,10 +1,11 @@
 """Fixtures of the auth service's tests: an app on a fresh database with a controllable clock, its
 own signing keys, and helpers to create tenants, users and tokens."""
+
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,8 +18,14 @@ from shared.crypto import Keyring
 from shared.service import Runtime
 from tests.ldap_server import slapd, slapd_ad, slapd_fresh  # noqa: F401 - fixtures
 
-DEMO = {"alice": "alice-password-1", "bob": "bob-password-1", "carol": "carol-password-1",
-        "asa": "asa-password-1", "erin": "erin-password-1", "dave": "dave-password-1"}
+DEMO = {
+    "alice": "alice-password-1",
+    "bob": "bob-password-1",
+    "carol": "carol-password-1",
+    "asa": "asa-password-1",
+    "erin": "erin-password-1",
+    "dave": "dave-password-1",
+}
 PASSWORD = "correct horse battery staple"
 
 
@@ -26,7 +33,7 @@ class Clock:
     """Stands in for the wall clock where lockouts and token lifetimes are tested."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -61,9 +68,18 @@ class Harness:
 
     def token(self, tenant: str, roles=("staff",), sub: str | None = None, **claims) -> str:
         """An access token signed with the service's own key (as if that user had logged in now)."""
-        now = int(datetime.now(timezone.utc).timestamp())
-        payload = {"sub": sub or str(uuid.uuid4()), "tenant": tenant, "roles": list(roles), "groups": [],
-                   "iat": now, "exp": now + 300, "iss": "recept-auth", "jti": uuid.uuid4().hex, **claims}
+        now = int(datetime.now(UTC).timestamp())
+        payload = {
+            "sub": sub or str(uuid.uuid4()),
+            "tenant": tenant,
+            "roles": list(roles),
+            "groups": [],
+            "iat": now,
+            "exp": now + 300,
+            "iss": "recept-auth",
+            "jti": uuid.uuid4().hex,
+            **claims,
+        }
         return self.auth.signing_keys.sign(payload)
 
     def headers(self, tenant: str, roles=("staff",), **kwargs) -> dict[str, str]:
@@ -73,17 +89,24 @@ class Harness:
         return self.headers("vendor", ("vendor_admin",))
 
     def login(self, tenant: str, username: str, password: str, address: str = "192.0.2.10"):
-        return self.client.post("/api/v1/auth/login", json={"tenant": tenant, "username": username,
-                                                            "password": password},
-                                environ_base={"REMOTE_ADDR": address})
+        return self.client.post(
+            "/api/v1/auth/login",
+            json={"tenant": tenant, "username": username, "password": password},
+            environ_base={"REMOTE_ADDR": address},
+        )
 
     def directory(self, slug: str, server, **overrides) -> dict:
         settings = {
-            "urls": [server.url], "tls": "none", "bind_dn": server.bind_dn, "bind_password": server.bind_password,
-            "user_search_base": server.settings.user_search_base, "user_filter": server.settings.user_filter,
+            "urls": [server.url],
+            "tls": "none",
+            "bind_dn": server.bind_dn,
+            "bind_password": server.bind_password,
+            "user_search_base": server.settings.user_search_base,
+            "user_filter": server.settings.user_filter,
             "username_attribute": server.settings.username_attribute,
             "group_roles": {"kitchen-staff": ["staff"], "care-admins": ["tenant_admin", "staff"]},
-            "timeout": 2.0, **overrides,
+            "timeout": 2.0,
+            **overrides,
         }
         with self.auth.db.transaction() as s:
             return self.auth.set_directory(s, None, slug, settings)
@@ -92,11 +115,18 @@ class Harness:
 def build(url: str, tmp_path, clock: Clock | None = None, **overrides) -> Harness:
     MemoryBackend.reset()
     clock = clock or Clock()
-    config = SPEC.config(overrides={
-        "DATABASE_URL": url, "BROKER_URL": "memory://", "keyring": Keyring.generate(),
-        "SIGNING_KEYS_FILE": str(tmp_path / f"signing-{uuid.uuid4().hex[:6]}.json"), "clock": clock,
-        "ALLOW_PLAIN_LDAP": True, **overrides,
-    }, env={})
+    config = SPEC.config(
+        overrides={
+            "DATABASE_URL": url,
+            "BROKER_URL": "memory://",
+            "keyring": Keyring.generate(),
+            "SIGNING_KEYS_FILE": str(tmp_path / f"signing-{uuid.uuid4().hex[:6]}.json"),
+            "clock": clock,
+            "ALLOW_PLAIN_LDAP": True,
+            **overrides,
+        },
+        env={},
+    )
     SPEC.migrate(config)
     runtime = Runtime(SPEC, config)
     app = SPEC.create_app(runtime=runtime)

@@ -1,4 +1,5 @@
 """Local logins, brute-force protection, refresh-token rotation and logout (R6, API.md)."""
+
 from __future__ import annotations
 
 import io
@@ -24,15 +25,21 @@ def test_local_login_gives_tokens_and_records_an_event_without_personal_values(b
     """R6 on SQLite and PostgreSQL: a local login issues tokens; the event holds ids only."""
     both.tenant("north")
     user = both.user("north", "Kim.Local", email="kim.local@north.test", display_name="Kim Localsson")
-    response = both.login("north", "  kim.local ", PASSWORD)   # usernames compare trimmed and case-folded
+    response = both.login("north", "  kim.local ", PASSWORD)  # usernames compare trimmed and case-folded
     assert response.status_code == 200, response.json
     assert set(response.json) == {"access_token", "token_type", "expires_in", "refresh_token"}
     (event,) = events_of(both.runtime, "auth.login.succeeded")
-    assert event["data"] == {"user_id": user["id"], "tenant_id": event["data"]["tenant_id"], "method": "local",
-                             "session_id": event["data"]["session_id"], "roles": ["staff"]}
+    assert event["data"] == {
+        "user_id": user["id"],
+        "tenant_id": event["data"]["tenant_id"],
+        "method": "local",
+        "session_id": event["data"]["session_id"],
+        "roles": ["staff"],
+    }
     assert event["subject"] == f"auth:user:{user['id']}"
-    assert_no_plaintext(str(events_of(both.runtime)).encode(), ["kim.local", "Kim Localsson", "kim.local@north.test",
-                                                               PASSWORD])
+    assert_no_plaintext(
+        str(events_of(both.runtime)).encode(), ["kim.local", "Kim Localsson", "kim.local@north.test", PASSWORD]
+    )
 
 
 def test_every_kind_of_failure_answers_with_the_same_401(harness):
@@ -50,12 +57,13 @@ def test_every_kind_of_failure_answers_with_the_same_401(harness):
     ]
     for _ in range(4):
         harness.login("north", "kim", "wrong password!")
-    answers.append(harness.login("north", "kim", PASSWORD))     # locked now, though the password is right
+    answers.append(harness.login("north", "kim", PASSWORD))  # locked now, though the password is right
     assert [a.status_code for a in answers] == [401] * 5
     assert all(_generic(a) == _generic(answers[0]) for a in answers)
     reasons = [e["data"]["reason"] for e in events_of(harness.runtime, "auth.login.failed")]
     assert reasons == ["unknown_tenant", "unknown_user", "wrong_password", "disabled"] + ["wrong_password"] * 4 + [
-        "locked"]
+        "locked"
+    ]
 
 
 def test_account_locks_after_five_failures_and_unlocks_after_the_wait(harness):
@@ -89,7 +97,7 @@ def test_a_client_address_that_keeps_failing_is_blocked_for_a_while(tmp_path):
     try:
         harness.tenant("north")
         harness.user("north", "kim")
-        for name in ("ann", "ben", "cid"):      # password spraying over unknown accounts
+        for name in ("ann", "ben", "cid"):  # password spraying over unknown accounts
             harness.login("north", name, PASSWORD, address="198.51.100.7")
         assert harness.login("north", "kim", PASSWORD, address="198.51.100.7").status_code == 401
         assert harness.login("north", "kim", PASSWORD, address="198.51.100.8").status_code == 200
@@ -98,7 +106,7 @@ def test_a_client_address_that_keeps_failing_is_blocked_for_a_while(tmp_path):
         with harness.auth.db.transaction() as s:
             stored = [r.client for r in s.execute(select(client_failures))]
             history = [r.client for r in s.execute(select(login_history))]
-        assert stored and all(isinstance(c, int) for c in stored + history)   # a keyed hash, not the address
+        assert stored and all(isinstance(c, int) for c in stored + history)  # a keyed hash, not the address
         assert_no_plaintext(raw_dump(harness.url), ["198.51.100.7", "198.51.100.8"])
     finally:
         harness.runtime.db.dispose()
@@ -133,7 +141,9 @@ def test_refresh_tokens_are_stored_only_as_hashes_and_expire(harness):
         (row,) = s.execute(select(refresh_tokens)).all()
     assert tokens["refresh_token"] not in row.token_hash and len(row.token_hash) == 64
     harness.clock.advance(43_201)
-    assert harness.client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert (
+        harness.client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    )
 
 
 def test_logout_revokes_the_session_and_only_the_callers_own(harness):
@@ -144,37 +154,63 @@ def test_logout_revokes_the_session_and_only_the_callers_own(harness):
     lee = harness.login("north", "lee", PASSWORD).json
     bearer = {"Authorization": f"Bearer {lee['access_token']}"}
     # Lee cannot end Kim's session by presenting Kim's refresh token.
-    assert harness.client.post("/api/v1/auth/logout", json={"refresh_token": kim["refresh_token"]},
-                               headers=bearer).status_code == 204
+    assert (
+        harness.client.post(
+            "/api/v1/auth/logout", json={"refresh_token": kim["refresh_token"]}, headers=bearer
+        ).status_code
+        == 204
+    )
     assert harness.client.post("/api/v1/auth/refresh", json={"refresh_token": kim["refresh_token"]}).status_code == 200
-    assert harness.client.post("/api/v1/auth/logout", json={"refresh_token": lee["refresh_token"]},
-                               headers=bearer).status_code == 204
+    assert (
+        harness.client.post(
+            "/api/v1/auth/logout", json={"refresh_token": lee["refresh_token"]}, headers=bearer
+        ).status_code
+        == 204
+    )
     assert harness.client.post("/api/v1/auth/refresh", json={"refresh_token": lee["refresh_token"]}).status_code == 401
-    assert harness.client.post("/api/v1/auth/logout", json={"everywhere": True}).status_code == 401   # needs a token
+    assert harness.client.post("/api/v1/auth/logout", json={"everywhere": True}).status_code == 401  # needs a token
 
 
 def test_disabling_a_user_ends_their_sessions(harness):
     harness.tenant("north")
     user = harness.user("north", "kim")
     tokens = harness.login("north", "kim", PASSWORD).json
-    response = harness.client.patch(f"/api/v1/tenants/north/users/{user['id']}", json={"status": "disabled"},
-                                    headers=harness.headers("north", ["tenant_admin"]))
+    response = harness.client.patch(
+        f"/api/v1/tenants/north/users/{user['id']}",
+        json={"status": "disabled"},
+        headers=harness.headers("north", ["tenant_admin"]),
+    )
     assert response.status_code == 200 and response.json["status"] == "disabled"
-    assert harness.client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    assert (
+        harness.client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
+    )
     assert [e["data"]["reason"] for e in events_of(harness.runtime, "auth.session.revoked")] == ["user_disabled"]
 
 
 def test_database_holds_no_plaintext_password_or_personal_values(both):
     """R6/R16: usernames, names, e-mail, passwords and refresh tokens never appear in a raw dump."""
     both.tenant("north")
-    both.user("north", "kimberly.plaintext", email="kimberly.plaintext@north.test",
-              display_name="Kimberly Plaintextsson", password="sunflower-meadow-password")
+    both.user(
+        "north",
+        "kimberly.plaintext",
+        email="kimberly.plaintext@north.test",
+        display_name="Kimberly Plaintextsson",
+        password="sunflower-meadow-password",
+    )
     tokens = both.login("north", "kimberly.plaintext", "sunflower-meadow-password").json
     both.login("north", "kimberly.plaintext", "another-wrong-password")
-    both.runtime.db.dispose()      # flush SQLite's WAL readers; PostgreSQL dumps through pg_dump
-    assert_no_plaintext(raw_dump(both.url), ["kimberly.plaintext", "Kimberly Plaintextsson",
-                                             "kimberly.plaintext@north.test", "sunflower-meadow-password",
-                                             "another-wrong-password", tokens["refresh_token"]])
+    both.runtime.db.dispose()  # flush SQLite's WAL readers; PostgreSQL dumps through pg_dump
+    assert_no_plaintext(
+        raw_dump(both.url),
+        [
+            "kimberly.plaintext",
+            "Kimberly Plaintextsson",
+            "kimberly.plaintext@north.test",
+            "sunflower-meadow-password",
+            "another-wrong-password",
+            tokens["refresh_token"],
+        ],
+    )
 
 
 def test_logs_hold_no_credentials(harness, caplog):
@@ -190,19 +226,35 @@ def test_logs_hold_no_credentials(harness, caplog):
         tokens = harness.login("north", "kim.logged", "lavender-fields-password").json
         harness.login("north", "kim.logged", "lavender-wrong-password")
         harness.client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
-        harness.client.post("/api/v1/auth/login", json={"tenant": "north", "username": "kim.logged",
-                                                        "password": "lavender-fields-password", "extra": 1})
+        harness.client.post(
+            "/api/v1/auth/login",
+            json={"tenant": "north", "username": "kim.logged", "password": "lavender-fields-password", "extra": 1},
+        )
     finally:
         root.removeHandler(handler)
     logged = (stream.getvalue() + caplog.text).encode()
-    assert b'"path": "/api/v1/auth/login"' in logged      # the request lines were logged ...
-    assert_no_plaintext(logged, ["kim.logged", "lavender-fields-password", "lavender-wrong-password",
-                                 tokens["refresh_token"], tokens["access_token"]])   # ... without credentials
+    assert b'"path": "/api/v1/auth/login"' in logged  # the request lines were logged ...
+    assert_no_plaintext(
+        logged,
+        [
+            "kim.logged",
+            "lavender-fields-password",
+            "lavender-wrong-password",
+            tokens["refresh_token"],
+            tokens["access_token"],
+        ],
+    )  # ... without credentials
 
 
-@pytest.mark.parametrize("body", [{"tenant": "north"}, {"tenant": "north", "username": "kim"},
-                                  {"tenant": "north", "username": "kim", "password": ""},
-                                  {"tenant": "north", "username": "kim", "password": 5}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"tenant": "north"},
+        {"tenant": "north", "username": "kim"},
+        {"tenant": "north", "username": "kim", "password": ""},
+        {"tenant": "north", "username": "kim", "password": 5},
+    ],
+)
 def test_malformed_login_is_422_and_never_echoes_the_password(harness, body):
     response = harness.client.post("/api/v1/auth/login", json=body)
     assert response.status_code == 422
@@ -217,11 +269,19 @@ def test_purge_deletes_login_data_past_its_retention(harness):
     harness.user("north", "kim")
     harness.login("north", "kim", PASSWORD)
     harness.login("north", "kim", "wrong password!")
-    assert harness.logins.purge() == {"login_history": 0, "client_failures": 0, "refresh_tokens": 0,
-                                      "revoked_tokens": 0}
+    assert harness.logins.purge() == {
+        "login_history": 0,
+        "client_failures": 0,
+        "refresh_tokens": 0,
+        "revoked_tokens": 0,
+    }
     harness.clock.advance(91 * 86_400)
-    assert harness.logins.purge() == {"login_history": 2, "client_failures": 1, "refresh_tokens": 1,
-                                      "revoked_tokens": 0}
+    assert harness.logins.purge() == {
+        "login_history": 2,
+        "client_failures": 1,
+        "refresh_tokens": 1,
+        "revoked_tokens": 0,
+    }
 
 
 def test_failed_login_and_lock_events_have_no_actor(harness):
@@ -242,28 +302,35 @@ def test_sign_ins_through_the_portal_are_throttled_per_browser_and_a_blocked_one
     locked everyone out.  The portal forwards the browser's address with a token only it and auth hold;
     auth counts per that address, ignores the header from anyone without the token, and answers a blocked
     address without spending an Argon2 hash on it."""
-    harness = build(f"sqlite:///{tmp_path / 'auth.db'}", tmp_path, CLIENT_MAX_FAILURES=3, CLIENT_WINDOW_SECONDS=60,
-                    FORWARDING_TOKEN=FORWARDING_TOKEN)
+    harness = build(
+        f"sqlite:///{tmp_path / 'auth.db'}",
+        tmp_path,
+        CLIENT_MAX_FAILURES=3,
+        CLIENT_WINDOW_SECONDS=60,
+        FORWARDING_TOKEN=FORWARDING_TOKEN,
+    )
     try:
         harness.tenant("north")
         harness.user("north", "kim")
 
         def via_portal(password: str, browser: str, token: str = FORWARDING_TOKEN):
             return harness.client.post(
-                "/api/v1/auth/login", json={"tenant": "north", "username": "kim", "password": password},
+                "/api/v1/auth/login",
+                json={"tenant": "north", "username": "kim", "password": password},
                 headers={"X-Recept-Client-Address": browser, "X-Recept-Forwarding-Token": token},
-                environ_base={"REMOTE_ADDR": "10.0.0.5"})            # the portal's own address
+                environ_base={"REMOTE_ADDR": "10.0.0.5"},
+            )  # the portal's own address
 
         for _ in range(3):
             assert via_portal("wrong password!", "198.51.100.7").status_code == 401
-        assert via_portal(PASSWORD, "198.51.100.7").status_code == 401         # that browser is blocked
-        assert via_portal(PASSWORD, "198.51.100.8").status_code == 200         # every other one is not
+        assert via_portal(PASSWORD, "198.51.100.7").status_code == 401  # that browser is blocked
+        assert via_portal(PASSWORD, "198.51.100.8").status_code == 200  # every other one is not
         # Without the token the header is nobody's word: the attempts count against the caller itself.
         for _ in range(3):
             assert via_portal("wrong password!", "198.51.100.9", token="guessed").status_code == 401
-        assert via_portal(PASSWORD, "198.51.100.9", token="guessed").status_code == 401   # 10.0.0.5 is blocked
+        assert via_portal(PASSWORD, "198.51.100.9", token="guessed").status_code == 401  # 10.0.0.5 is blocked
         assert via_portal(PASSWORD, "198.51.100.9").status_code == 200
-        assert via_portal(PASSWORD, "not an address").status_code == 401     # unusable: the portal's address
+        assert via_portal(PASSWORD, "not an address").status_code == 401  # unusable: the portal's address
         # A blocked address is refused before any password hashing.
         from services.auth.passwords import PasswordHasher
 

@@ -1,4 +1,5 @@
 """Tenants with their agreements (R5), users and roles: who may manage what, and what is recorded."""
+
 from __future__ import annotations
 
 import uuid
@@ -23,13 +24,19 @@ def two(harness):
 def test_vendor_admin_creates_a_tenant_with_its_agreement_and_the_signatory_is_encrypted(both):
     """R5: the data processing agreement (version, date, signatory) is recorded per tenant."""
     both.tenant("vendor")
-    body = {"slug": "east", "name": "East School",
-            "agreement": {"version": "2.1", "signed_on": "2026-01-15", "signatory": "Sigrid Signatorysson"}}
+    body = {
+        "slug": "east",
+        "name": "East School",
+        "agreement": {"version": "2.1", "signed_on": "2026-01-15", "signatory": "Sigrid Signatorysson"},
+    }
     response = both.client.post("/api/v1/tenants", json=body, headers=both.vendor_admin())
     assert response.status_code == 201, response.json
     assert response.json["kind"] == "customer"
-    assert response.json["agreement"] == {"version": "2.1", "signed_on": "2026-01-15",
-                                          "signatory": "Sigrid Signatorysson"}
+    assert response.json["agreement"] == {
+        "version": "2.1",
+        "signed_on": "2026-01-15",
+        "signatory": "Sigrid Signatorysson",
+    }
     assert both.client.post("/api/v1/tenants", json=body, headers=both.vendor_admin()).status_code == 409
     (changed,) = events_of(both.runtime, "auth.agreement.changed")
     assert changed["data"]["fields"] == ["version", "signed_on", "signatory"]
@@ -40,10 +47,10 @@ def test_vendor_admin_creates_a_tenant_with_its_agreement_and_the_signatory_is_e
 
 def test_only_vendor_admins_create_tenants(two):
     body = {"slug": "west", "name": "West"}
-    assert two.client.post("/api/v1/tenants", json=body,
-                           headers=two.headers("north", ["tenant_admin"])).status_code == 403
-    assert two.client.post("/api/v1/tenants", json=body,
-                           headers=two.headers("vendor", ["support"])).status_code == 403
+    assert (
+        two.client.post("/api/v1/tenants", json=body, headers=two.headers("north", ["tenant_admin"])).status_code == 403
+    )
+    assert two.client.post("/api/v1/tenants", json=body, headers=two.headers("vendor", ["support"])).status_code == 403
     assert two.client.post("/api/v1/tenants", json=body).status_code == 401
 
 
@@ -54,17 +61,29 @@ def test_a_tenant_admin_cannot_touch_another_tenant(two):
     attempts = [
         two.client.get("/api/v1/tenants/south", headers=north_admin),
         two.client.get("/api/v1/tenants/south/users", headers=north_admin),
-        two.client.post("/api/v1/tenants/south/users", json={"username": "x", "password": PASSWORD},
-                        headers=north_admin),
+        two.client.post(
+            "/api/v1/tenants/south/users", json={"username": "x", "password": PASSWORD}, headers=north_admin
+        ),
         two.client.get(f"/api/v1/tenants/south/users/{south_user['id']}", headers=north_admin),
-        two.client.patch(f"/api/v1/tenants/south/users/{south_user['id']}", json={"status": "disabled"},
-                         headers=north_admin),
+        two.client.patch(
+            f"/api/v1/tenants/south/users/{south_user['id']}", json={"status": "disabled"}, headers=north_admin
+        ),
         two.client.delete(f"/api/v1/tenants/south/users/{south_user['id']}", headers=north_admin),
-        two.client.post(f"/api/v1/tenants/south/users/{south_user['id']}/roles", json={"role": "tenant_admin"},
-                        headers=north_admin),
-        two.client.put("/api/v1/tenants/south/directory", json={
-            "urls": ["ldaps://dc.south.test"], "tls": "ldaps", "bind_dn": "cn=x", "bind_password": "y",
-            "user_search_base": "dc=south", "user_filter": "(uid={username})"}, headers=north_admin),
+        two.client.post(
+            f"/api/v1/tenants/south/users/{south_user['id']}/roles", json={"role": "tenant_admin"}, headers=north_admin
+        ),
+        two.client.put(
+            "/api/v1/tenants/south/directory",
+            json={
+                "urls": ["ldaps://dc.south.test"],
+                "tls": "ldaps",
+                "bind_dn": "cn=x",
+                "bind_password": "y",
+                "user_search_base": "dc=south",
+                "user_filter": "(uid={username})",
+            },
+            headers=north_admin,
+        ),
         two.client.post("/api/v1/tenants/south/users/search", json={"username": "sam"}, headers=north_admin),
     ]
     assert [a.status_code for a in attempts] == [404] * len(attempts)
@@ -77,30 +96,54 @@ def test_a_tenant_admin_cannot_touch_another_tenant(two):
 
 def test_a_tenant_admin_manages_users_of_their_own_tenant(two):
     admin = two.headers("north", ["tenant_admin"])
-    created = two.client.post("/api/v1/tenants/north/users", headers=admin, json={
-        "username": "Nils", "display_name": "Nils Nilsson", "email": "Nils@North.test", "roles": ["staff"],
-        "password": PASSWORD})
+    created = two.client.post(
+        "/api/v1/tenants/north/users",
+        headers=admin,
+        json={
+            "username": "Nils",
+            "display_name": "Nils Nilsson",
+            "email": "Nils@North.test",
+            "roles": ["staff"],
+            "password": PASSWORD,
+        },
+    )
     assert created.status_code == 201, created.json
     user_id = created.json["id"]
     assert (created.json["username"], created.json["email"]) == ("nils", "nils@north.test")
-    assert two.client.post("/api/v1/tenants/north/users", headers=admin, json={
-        "username": "NILS", "password": PASSWORD}).status_code == 409
+    assert (
+        two.client.post(
+            "/api/v1/tenants/north/users", headers=admin, json={"username": "NILS", "password": PASSWORD}
+        ).status_code
+        == 409
+    )
     found = two.client.post("/api/v1/tenants/north/users/search", headers=admin, json={"email": "nils@north.test"})
     assert [u["id"] for u in found.json] == [user_id]
-    granted = two.client.post(f"/api/v1/tenants/north/users/{user_id}/roles", headers=admin,
-                              json={"role": "tenant_admin"})
+    granted = two.client.post(
+        f"/api/v1/tenants/north/users/{user_id}/roles", headers=admin, json={"role": "tenant_admin"}
+    )
     assert granted.json["roles"] == ["staff", "tenant_admin"]
     revoked = two.client.delete(f"/api/v1/tenants/north/users/{user_id}/roles/staff", headers=admin)
     assert revoked.json["roles"] == ["tenant_admin"]
-    changed = two.client.patch(f"/api/v1/tenants/north/users/{user_id}", headers=admin,
-                               json={"display_name": "Nils N.", "email": None})
+    changed = two.client.patch(
+        f"/api/v1/tenants/north/users/{user_id}", headers=admin, json={"display_name": "Nils N.", "email": None}
+    )
     assert (changed.json["display_name"], changed.json["email"]) == ("Nils N.", None)
     assert two.client.delete(f"/api/v1/tenants/north/users/{user_id}", headers=admin).status_code == 204
     assert two.client.get(f"/api/v1/tenants/north/users/{user_id}", headers=admin).status_code == 404
-    types = [e["type"] for e in events_of(two.runtime) if e["type"].startswith("auth.user.") or
-             e["type"].startswith("auth.role.")]
-    assert types == ["auth.user.created", "auth.role.granted", "auth.role.granted", "auth.role.revoked",
-                     "auth.user.updated", "auth.user.disabled", "auth.user.deleted"]
+    types = [
+        e["type"]
+        for e in events_of(two.runtime)
+        if e["type"].startswith("auth.user.") or e["type"].startswith("auth.role.")
+    ]
+    assert types == [
+        "auth.user.created",
+        "auth.role.granted",
+        "auth.role.granted",
+        "auth.role.revoked",
+        "auth.user.updated",
+        "auth.user.disabled",
+        "auth.user.deleted",
+    ]
     (updated,) = events_of(two.runtime, "auth.user.updated")
     assert updated["data"] == {"user_id": user_id, "fields": ["display_name", "email"]}
     assert_no_plaintext(str(events_of(two.runtime)).encode(), ["nils", "Nils Nilsson", "nils@north.test", PASSWORD])
@@ -112,17 +155,25 @@ def test_staff_cannot_manage_users_and_roles_must_fit_the_tenant(two):
     assert two.client.get("/api/v1/tenants/north/users", headers=staff).status_code == 403
     admin = two.headers("north", ["tenant_admin"])
     # A tenant admin cannot hand out vendor roles, and vendor roles do not exist in customer tenants.
-    response = two.client.post(f"/api/v1/tenants/north/users/{user['id']}/roles", headers=admin,
-                               json={"role": "vendor_admin"})
+    response = two.client.post(
+        f"/api/v1/tenants/north/users/{user['id']}/roles", headers=admin, json={"role": "vendor_admin"}
+    )
     assert response.status_code == 422
-    response = two.client.post(f"/api/v1/tenants/north/users/{user['id']}/roles", headers=two.vendor_admin(),
-                               json={"role": "vendor_admin"})
+    response = two.client.post(
+        f"/api/v1/tenants/north/users/{user['id']}/roles", headers=two.vendor_admin(), json={"role": "vendor_admin"}
+    )
     assert response.status_code == 422
-    response = two.client.post("/api/v1/tenants/vendor/users", headers=two.vendor_admin(),
-                               json={"username": "vera", "roles": ["staff"], "password": PASSWORD})
+    response = two.client.post(
+        "/api/v1/tenants/vendor/users",
+        headers=two.vendor_admin(),
+        json={"username": "vera", "roles": ["staff"], "password": PASSWORD},
+    )
     assert response.status_code == 422
-    response = two.client.post("/api/v1/tenants/vendor/users", headers=two.vendor_admin(),
-                               json={"username": "vera", "roles": ["support"], "password": PASSWORD})
+    response = two.client.post(
+        "/api/v1/tenants/vendor/users",
+        headers=two.vendor_admin(),
+        json={"username": "vera", "roles": ["support"], "password": PASSWORD},
+    )
     assert response.status_code == 201
 
 
@@ -148,11 +199,20 @@ def test_invalid_input_writes_nothing(two):
         assert response.status_code == 422, body
         text = response.get_data(as_text=True)
         assert "tiny-pw" not in text and "not-an-address" not in text
-    assert two.client.post("/api/v1/tenants", headers=two.vendor_admin(),
-                           json={"slug": "Bad Slug!", "name": "x"}).status_code == 422
-    assert two.client.put("/api/v1/tenants/north/agreement", headers=two.vendor_admin(),
-                          json={"version": "1", "signed_on": "2999-01-01", "signatory": "Future Person"}
-                          ).status_code == 422
+    assert (
+        two.client.post(
+            "/api/v1/tenants", headers=two.vendor_admin(), json={"slug": "Bad Slug!", "name": "x"}
+        ).status_code
+        == 422
+    )
+    assert (
+        two.client.put(
+            "/api/v1/tenants/north/agreement",
+            headers=two.vendor_admin(),
+            json={"version": "1", "signed_on": "2999-01-01", "signatory": "Future Person"},
+        ).status_code
+        == 422
+    )
     with two.auth.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(users)) == 0
         assert s.scalar(select(func.count()).select_from(tenants)) == 3
@@ -170,8 +230,9 @@ def test_admin_unlocks_a_locked_account(two):
     for _ in range(5):
         two.login("north", "lina", "a-wrong-password")
     assert two.login("north", "lina", PASSWORD).status_code == 401
-    response = two.client.post(f"/api/v1/tenants/north/users/{user['id']}/unlock",
-                               headers=two.headers("north", ["tenant_admin"]))
+    response = two.client.post(
+        f"/api/v1/tenants/north/users/{user['id']}/unlock", headers=two.headers("north", ["tenant_admin"])
+    )
     assert response.status_code == 200 and response.json["locked_until"] is None
     assert two.login("north", "lina", PASSWORD).status_code == 200
 
@@ -179,12 +240,28 @@ def test_admin_unlocks_a_locked_account(two):
 def test_user_changes_their_own_password(two):
     user = two.user("north", "pia")
     bearer = {"Authorization": f"Bearer {two.login('north', 'pia', PASSWORD).json['access_token']}"}
-    assert two.client.post("/api/v1/auth/password", headers=bearer, json={
-        "current_password": "not the password", "new_password": "a brand new password"}).status_code == 403
-    assert two.client.post("/api/v1/auth/password", headers=bearer, json={
-        "current_password": PASSWORD, "new_password": "short"}).status_code == 422
-    assert two.client.post("/api/v1/auth/password", headers=bearer, json={
-        "current_password": PASSWORD, "new_password": "a brand new password"}).status_code == 204
+    assert (
+        two.client.post(
+            "/api/v1/auth/password",
+            headers=bearer,
+            json={"current_password": "not the password", "new_password": "a brand new password"},
+        ).status_code
+        == 403
+    )
+    assert (
+        two.client.post(
+            "/api/v1/auth/password", headers=bearer, json={"current_password": PASSWORD, "new_password": "short"}
+        ).status_code
+        == 422
+    )
+    assert (
+        two.client.post(
+            "/api/v1/auth/password",
+            headers=bearer,
+            json={"current_password": PASSWORD, "new_password": "a brand new password"},
+        ).status_code
+        == 204
+    )
     assert two.login("north", "pia", PASSWORD).status_code == 401
     assert two.login("north", "pia", "a brand new password").status_code == 200
     (event,) = events_of(two.runtime, "auth.password.changed")
@@ -193,7 +270,14 @@ def test_user_changes_their_own_password(two):
 
 def test_openapi_documents_every_endpoint_and_jwks_is_public(harness):
     spec = harness.client.get("/openapi.json").json
-    assert {"/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/logout", "/.well-known/jwks.json",
-            "/api/v1/tenants", "/api/v1/tenants/{slug}/users", "/api/v1/tenants/{slug}/directory"} <= set(spec["paths"])
+    assert {
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/logout",
+        "/.well-known/jwks.json",
+        "/api/v1/tenants",
+        "/api/v1/tenants/{slug}/users",
+        "/api/v1/tenants/{slug}/directory",
+    } <= set(spec["paths"])
     assert spec["paths"]["/api/v1/auth/login"]["post"]["security"] == []
     assert harness.client.get("/.well-known/jwks.json").status_code == 200

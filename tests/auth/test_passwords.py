@@ -1,4 +1,5 @@
 """Local passwords: Argon2id at or above OWASP's minimum, unique salts, a minimum length (R6)."""
+
 from __future__ import annotations
 
 import re

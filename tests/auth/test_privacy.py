@@ -1,4 +1,5 @@
 """GDPR participation (R1, R2, R3): resolve, export and erase a person's login data."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,16 @@ from tests.support import assert_no_plaintext, events_of
 
 
 def command(harness, action: str, subject: dict, tenant: str | None = "north") -> dict:
-    message = {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": action,
-               "phase": "resolve", "tenant": tenant, "subject": subject}
+    message = {
+        "request_id": str(uuid.uuid4()),
+        "command_id": str(uuid.uuid4()),
+        "action": action,
+        "phase": "resolve",
+        "tenant": tenant,
+        "subject": subject,
+    }
     with harness.runtime.db.transaction() as s:
-        handle_command(harness.runtime, s, sealed_command(harness.runtime, message))   # sealed as the gdpr service does
+        handle_command(harness.runtime, s, sealed_command(harness.runtime, message))  # sealed as the gdpr service does
     (reply,) = [m for m in gdpr_replies(harness.runtime) if m["command_id"] == message["command_id"]]
     return opened_reply(harness.runtime, reply)
 
@@ -28,8 +35,9 @@ def gdpr_replies(runtime) -> list[dict]:
     """The replies in the outbox; export replies carry personal data, so the outbox may seal them."""
     table = runtime.tables.outbox
     with runtime.db.transaction() as s:
-        rows = s.execute(select(table.c.message_id, table.c.payload).where(table.c.exchange == GDPR)
-                         .order_by(table.c.id)).all()
+        rows = s.execute(
+            select(table.c.message_id, table.c.payload).where(table.c.exchange == GDPR).order_by(table.c.id)
+        ).all()
     cipher = getattr(runtime.outbox, "cipher", None)
     return [json.loads(cipher.open(r.message_id, bytes(r.payload)) if cipher else bytes(r.payload)) for r in rows]
 
@@ -54,14 +62,17 @@ def test_export_finds_the_person_by_email_or_username_with_login_history(both):
     both.tenant("north")
     both.tenant("south")
     user = both.user("north", "greta", email="greta@north.test", display_name="Greta Garbosson")
-    both.user("south", "greta", email="greta@north.test")      # same person elsewhere: another tenant's data
+    both.user("south", "greta", email="greta@north.test")  # same person elsewhere: another tenant's data
     both.login("north", "greta", PASSWORD)
     both.login("north", "greta", "a-wrong-password")
     by_email = command(both, "export", {"email": "Greta@North.test"})
     assert by_email["status"] == "done" and by_email["references"] == [f"auth:user:{user['id']}"]
     (account,) = by_email["export"]["user_account"]
-    assert (account["username"], account["display_name"], account["email"]) == ("greta", "Greta Garbosson",
-                                                                                 "greta@north.test")
+    assert (account["username"], account["display_name"], account["email"]) == (
+        "greta",
+        "Greta Garbosson",
+        "greta@north.test",
+    )
     assert [h["outcome"] for h in by_email["export"]["login_history"]] == ["succeeded", "failed"]
     assert len(by_email["export"]["session"]) == 1
     assert "token_hash" not in str(by_email["export"])
@@ -72,20 +83,29 @@ def test_export_finds_the_person_by_email_or_username_with_login_history(both):
 def test_erase_disables_then_deletes_the_account_and_anonymises_its_history(both):
     """R2: the reply says what was done per kind; the person is unreadable everywhere afterwards."""
     both.tenant("north")
-    user = both.user("north", "hilda.erased", email="hilda.erased@north.test", display_name="Hilda Erasedsson",
-                     roles=["staff", "tenant_admin"])
+    user = both.user(
+        "north",
+        "hilda.erased",
+        email="hilda.erased@north.test",
+        display_name="Hilda Erasedsson",
+        roles=["staff", "tenant_admin"],
+    )
     tokens = both.login("north", "hilda.erased", PASSWORD).json
     both.login("north", "hilda.erased", "a-wrong-password")
     reply = command(both, "erase", {"email": "hilda.erased@north.test"})
     assert reply["status"] == "done"
-    assert reply["erasure"] == [{"kind": "user_account", "action": "deleted", "count": 1},
-                                {"kind": "session", "action": "deleted", "count": 1},
-                                {"kind": "login_history", "action": "anonymised", "count": 2}]
+    assert reply["erasure"] == [
+        {"kind": "user_account", "action": "deleted", "count": 1},
+        {"kind": "session", "action": "deleted", "count": 1},
+        {"kind": "login_history", "action": "anonymised", "count": 2},
+    ]
     with both.runtime.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(users)) == 0
         assert s.scalar(select(func.count()).select_from(user_roles)) == 0
         assert s.scalar(select(func.count()).select_from(refresh_tokens)) == 0
-        assert s.scalar(select(func.count()).select_from(login_history).where(login_history.c.user_id.is_not(None))) == 0
+        assert (
+            s.scalar(select(func.count()).select_from(login_history).where(login_history.c.user_id.is_not(None))) == 0
+        )
         assert s.scalar(select(func.count()).select_from(login_history)) == 2
         assert both.runtime.vault.is_shredded(s, f"auth:user:{user['id']}")
     types = [e["type"] for e in events_of(both.runtime) if e["subject"] == f"auth:user:{user['id']}"]

@@ -1,8 +1,9 @@
 """Token-signing keys: Ed25519 with kid, a JWKS, and rotation that logs nobody out."""
+
 from __future__ import annotations
 
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -14,16 +15,24 @@ from shared.tokens import TokenVerifier
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
 
 
 def _claims(ttl: int = 300) -> dict:
-    now = int(datetime.now(timezone.utc).timestamp())
-    return {"sub": "u1", "tenant": "t1", "roles": [], "groups": [], "iat": now, "exp": now + ttl,
-            "iss": "recept-auth", "jti": "j1"}
+    now = int(datetime.now(UTC).timestamp())
+    return {
+        "sub": "u1",
+        "tenant": "t1",
+        "roles": [],
+        "groups": [],
+        "iat": now,
+        "exp": now + ttl,
+        "iss": "recept-auth",
+        "jti": "j1",
+    }
 
 
 def test_key_file_is_created_on_first_use_readable_only_by_its_owner(tmp_path):
@@ -57,14 +66,14 @@ def test_retired_key_leaves_the_jwks_once_its_tokens_have_expired(tmp_path):
     keys.rotate()
     clock.now += timedelta(seconds=300) + GRACE + timedelta(seconds=1)
     assert old_kid not in {k["kid"] for k in keys.jwks()["keys"]}
-    keys.rotate()   # and a later rotation drops it from the file too
+    keys.rotate()  # and a later rotation drops it from the file too
     assert old_kid not in (tmp_path / "keys.json").read_text()
 
 
 def test_another_process_rotating_the_file_reaches_a_running_signer(tmp_path):
     running = SigningKeys(tmp_path / "keys.json", access_ttl=300)
     first = running.primary().kid
-    new_kid = SigningKeys(tmp_path / "keys.json", access_ttl=300).rotate()   # the CLI
+    new_kid = SigningKeys(tmp_path / "keys.json", access_ttl=300).rotate()  # the CLI
     assert running.primary().kid == new_kid != first
 
 

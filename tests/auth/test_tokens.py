@@ -1,4 +1,5 @@
 """Access tokens: the claims of API.md, signed with EdDSA and a kid, and every forgery rejected."""
+
 from __future__ import annotations
 
 import base64
@@ -6,7 +7,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -44,8 +45,12 @@ def test_login_token_carries_the_api_md_claims_and_verifies_with_the_published_j
     principal = other_service.verify(tokens["access_token"])
     claims = principal.claims
     assert set(claims) == {"sub", "tenant", "roles", "groups", "iat", "exp", "iss", "jti"}
-    assert (claims["sub"], claims["tenant"], claims["roles"], claims["groups"]) == (user["id"], "north",
-                                                                                     ["tenant_admin"], [])
+    assert (claims["sub"], claims["tenant"], claims["roles"], claims["groups"]) == (
+        user["id"],
+        "north",
+        ["tenant_admin"],
+        [],
+    )
     assert claims["exp"] - claims["iat"] == tokens["expires_in"] == 300
     assert tokens["token_type"] == "Bearer"
     assert me(harness, tokens["access_token"]).status_code == 200
@@ -64,8 +69,9 @@ def test_alg_none_token_is_rejected(signed_in):
     harness, user, tokens = signed_in
     kid = jwt.get_unverified_header(tokens["access_token"])["kid"]
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
-    unsigned = ".".join([b64(json.dumps({"alg": "none", "kid": kid, "typ": "JWT"}).encode()),
-                         b64(json.dumps(claims).encode()), ""])
+    unsigned = ".".join(
+        [b64(json.dumps({"alg": "none", "kid": kid, "typ": "JWT"}).encode()), b64(json.dumps(claims).encode()), ""]
+    )
     assert me(harness, unsigned).status_code == 401
 
 
@@ -75,11 +81,14 @@ def test_hs256_token_signed_with_the_public_key_is_rejected(signed_in):
     kid = jwt.get_unverified_header(tokens["access_token"])["kid"]
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
     public = harness.auth.signing_keys.primary().private_key.public_key()
-    for secret in (public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
-                   public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
-                   json.dumps(harness.client.get("/.well-known/jwks.json").json["keys"][0]).encode()):
-        signing_input = ".".join([b64(json.dumps({"alg": "HS256", "kid": kid, "typ": "JWT"}).encode()),
-                                  b64(json.dumps(claims).encode())])
+    for secret in (
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+        json.dumps(harness.client.get("/.well-known/jwks.json").json["keys"][0]).encode(),
+    ):
+        signing_input = ".".join(
+            [b64(json.dumps({"alg": "HS256", "kid": kid, "typ": "JWT"}).encode()), b64(json.dumps(claims).encode())]
+        )
         mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
         assert me(harness, f"{signing_input}.{b64(mac)}").status_code == 401
 
@@ -88,7 +97,7 @@ def test_expired_token_is_rejected(harness):
     """A token issued an hour ago (controllable clock) has expired."""
     harness.tenant("north")
     harness.user("north", "kim.expired")
-    harness.clock.now = datetime.now(timezone.utc) - timedelta(hours=1)
+    harness.clock.now = datetime.now(UTC) - timedelta(hours=1)
     tokens = harness.login("north", "kim.expired", PASSWORD).json
     response = me(harness, tokens["access_token"])
     assert response.status_code == 401
@@ -114,6 +123,7 @@ def test_token_of_another_issuer_is_rejected(signed_in):
 
 # --- revocation (security review, issue 14) ------------------------------------------------------------
 
+
 def other_service(harness):
     """Another service's verifier: the published keys and the published revocation list, over 'HTTP'."""
     from shared.tokens import RevocationList
@@ -121,8 +131,11 @@ def other_service(harness):
     def fetch(path):
         return lambda: harness.client.get(path).json
 
-    return TokenVerifier(KeySet(fetch("/.well-known/jwks.json")), "recept-auth",
-                         revocations=RevocationList(fetch("/.well-known/revocations.json"), interval=0.0))
+    return TokenVerifier(
+        KeySet(fetch("/.well-known/jwks.json")),
+        "recept-auth",
+        revocations=RevocationList(fetch("/.well-known/revocations.json"), interval=0.0),
+    )
 
 
 def refresh(harness, tokens) -> int:
@@ -144,15 +157,25 @@ def test_logout_revokes_the_access_token_here_and_in_other_services(signed_in):
     verifier = other_service(harness)
     assert verifier.verify(tokens["access_token"]) and me(harness, tokens["access_token"]).status_code == 200
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
-    assert harness.client.post("/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]},
-                               headers=bearer).status_code == 204
+    assert (
+        harness.client.post(
+            "/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=bearer
+        ).status_code
+        == 204
+    )
     assert rejected_everywhere(harness, verifier, tokens["access_token"])
     assert "revoked" in me(harness, tokens["access_token"]).json["detail"]
     # Logging out everywhere ends the access tokens of every session, including rotated ones still in date.
     second, third = (harness.login("north", "kim.tokens", PASSWORD).json for _ in range(2))
     rotated = harness.client.post("/api/v1/auth/refresh", json={"refresh_token": third["refresh_token"]}).json
-    assert harness.client.post("/api/v1/auth/logout", json={"everywhere": True},
-                               headers={"Authorization": f"Bearer {second['access_token']}"}).status_code == 204
+    assert (
+        harness.client.post(
+            "/api/v1/auth/logout",
+            json={"everywhere": True},
+            headers={"Authorization": f"Bearer {second['access_token']}"},
+        ).status_code
+        == 204
+    )
     for token in (second["access_token"], third["access_token"], rotated["access_token"]):
         assert rejected_everywhere(harness, verifier, token)
     assert refresh(harness, rotated) == 401
@@ -162,8 +185,11 @@ def test_a_password_change_ends_every_other_session_and_an_admin_reset_ends_them
     harness, user, here = signed_in
     verifier = other_service(harness)
     there = harness.login("north", "kim.tokens", PASSWORD).json
-    changed = harness.client.post("/api/v1/auth/password", headers={"Authorization": f"Bearer {here['access_token']}"},
-                                  json={"current_password": PASSWORD, "new_password": "a new long passphrase"})
+    changed = harness.client.post(
+        "/api/v1/auth/password",
+        headers={"Authorization": f"Bearer {here['access_token']}"},
+        json={"current_password": PASSWORD, "new_password": "a new long passphrase"},
+    )
     assert changed.status_code == 204
     # The other device (maybe the one that stole the password) is out: refresh and access token.
     assert refresh(harness, there) == 401
@@ -173,8 +199,11 @@ def test_a_password_change_ends_every_other_session_and_an_admin_reset_ends_them
     renewed = harness.client.post("/api/v1/auth/refresh", json={"refresh_token": here["refresh_token"]}).json
     assert renewed["access_token"]
     # An administrator's reset ends every session of the user.
-    reset = harness.client.put(f"/api/v1/tenants/north/users/{user['id']}/password",
-                               json={"password": "the admin's passphrase"}, headers=harness.vendor_admin())
+    reset = harness.client.put(
+        f"/api/v1/tenants/north/users/{user['id']}/password",
+        json={"password": "the admin's passphrase"},
+        headers=harness.vendor_admin(),
+    )
     assert reset.status_code == 204
     assert refresh(harness, renewed) == 401
     assert rejected_everywhere(harness, verifier, renewed["access_token"])
@@ -209,7 +238,7 @@ def test_a_revocation_list_that_cannot_be_refreshed_for_long_is_a_503_not_a_pass
     revoked = RevocationList(fetch, interval=5.0, max_stale=60.0, clock=lambda: clock[0])
     assert revoked.is_revoked("abc") and not revoked.is_revoked("def")
     answers.clear()
-    clock[0] += 30            # refresh fails, the last list is recent enough
+    clock[0] += 30  # refresh fails, the last list is recent enough
     assert revoked.is_revoked("abc")
     clock[0] += 31
     with pytest.raises(Unavailable):
@@ -219,8 +248,18 @@ def test_a_revocation_list_that_cannot_be_refreshed_for_long_is_a_503_not_a_pass
         revoked.is_revoked("def")
 
 
-@pytest.mark.parametrize("claims", [{"roles": [{"admin": True}]}, {"roles": [1]}, {"groups": [["x"]]},
-                                    {"roles": "tenant_admin"}, {"sub": 12}, {"tenant": ["north"]}, {"jti": 5}])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"roles": [{"admin": True}]},
+        {"roles": [1]},
+        {"groups": [["x"]]},
+        {"roles": "tenant_admin"},
+        {"sub": 12},
+        {"tenant": ["north"]},
+        {"jti": 5},
+    ],
+)
 def test_a_token_with_malformed_claims_is_a_401(signed_in, claims):
     harness, user, _tokens = signed_in
     good = jwt.decode(harness.token("north", ["tenant_admin"], sub=user["id"]), options={"verify_signature": False})

@@ -1,4 +1,5 @@
 """The benchmarks' own helpers: data they generate must be what the services accept, figures computed right."""
+
 from bench.bench_gdpr import personnummer, phone
 from bench.common import percentile
 from shared.normalise import normalise_personnummer, normalise_phone

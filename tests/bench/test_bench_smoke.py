@@ -1,4 +1,5 @@
 """Every benchmark runs at tiny sizes in the suite, so none of them rots (figures are not judged)."""
+
 import json
 
 import pytest
@@ -30,9 +31,29 @@ def test_doc_table_is_regenerated_between_markers(tmp_path, monkeypatch):
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nprose stays\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nmore prose\n")
     monkeypatch.setattr(runner, "DOC", doc)
-    runner.write_doc({"time": "T", "machine": {"cores": 2, "python": "3.11"}, "benchmarks": {"x": {"title": "t", "figures": [
-        {"name": "n", "value": 10.0, "unit": "events/s", "baseline": 20.0, "baseline_name": "raw", "ratio": 0.5,
-         "goal": ">= 0.50 of baseline", "meets_goal": True}]}}})
+    runner.write_doc(
+        {
+            "time": "T",
+            "machine": {"cores": 2, "python": "3.11"},
+            "benchmarks": {
+                "x": {
+                    "title": "t",
+                    "figures": [
+                        {
+                            "name": "n",
+                            "value": 10.0,
+                            "unit": "events/s",
+                            "baseline": 20.0,
+                            "baseline_name": "raw",
+                            "ratio": 0.5,
+                            "goal": ">= 0.50 of baseline",
+                            "meets_goal": True,
+                        }
+                    ],
+                }
+            },
+        }
+    )
     text = doc.read_text()
     assert "prose stays" in text and "more prose" in text and "old" not in text
     assert "| x | n | 10.0 events/s | 20.0 events/s (raw) | 0.50 | >= 0.50 of baseline — met |" in text

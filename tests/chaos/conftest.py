@@ -6,6 +6,7 @@ lost, none stored twice, the audit chains verify, and the apis kept answering me
 The system is started once for the module (auth, orders, crm, audit, gdpr: every service with a
 worker; one gunicorn worker each) against a fresh vhost and fresh PostgreSQL databases.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,10 +17,10 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Callable, Iterator
 from urllib.parse import unquote
 
 import pytest
@@ -34,9 +35,10 @@ from shared.outbox import Outbox
 from tests.conftest import create_database, create_vhost, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("auth", "orders", "crm", "audit", "gdpr")     # every service with a worker
-LAUNCH = ("import sys; from services.launcher import run_distributed; "
-          "run_distributed(sys.argv[1], names=tuple(sys.argv[2:]))")
+NAMES = ("auth", "orders", "crm", "audit", "gdpr")  # every service with a worker
+LAUNCH = (
+    "import sys; from services.launcher import run_distributed; run_distributed(sys.argv[1], names=tuple(sys.argv[2:]))"
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -81,12 +83,14 @@ def _event(service: str, n: int) -> tuple[tuple[str, int], dict]:
         "orders": (("orders.unit.created", 1), {"unit_id": ref, "kind": "ward"}, "unit"),
         "crm": (("crm.company.updated", 1), {"company_id": ref, "fields": ["name"]}, "company"),
         "gdpr": (("gdpr.request.rejected", 1), {"request_id": str(uuid.uuid4()), "type": "export"}, "request"),
-        "audit": (("audit.entries.purged", 1), {"chain": "tenant:chaos", "up_to_seq": n, "count": 0,
-                                                "retention_days": 1}, "audit_chain"),
+        "audit": (
+            ("audit.entries.purged", 1),
+            {"chain": "tenant:chaos", "up_to_seq": n, "count": 0, "retention_days": 1},
+            "audit_chain",
+        ),
     }
     event_type, data, resource = kinds[service]
-    return event_type, {"data": data, "actor": actor, "tenant": "chaos",
-                        "resource": {"type": resource, "id": ref}}
+    return event_type, {"data": data, "actor": actor, "tenant": "chaos", "resource": {"type": resource, "id": ref}}
 
 
 @dataclass
@@ -104,8 +108,9 @@ class ChaosSystem:
 
     # --- the processes -------------------------------------------------------------------------
     def workers(self, service: str) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-f", f"services.{service}.worker"],
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid), "-f", f"services.{service}.worker"], capture_output=True, text=True
+        ).stdout.split()
         return [int(pid) for pid in out]
 
     def kill_worker(self, service: str) -> int:
@@ -116,8 +121,13 @@ class ChaosSystem:
     def start_extra_worker(self, service: str) -> subprocess.Popen:
         env = {**self.env, "RECEPT_BROKER_URL": self.env["RECEPT_BROKER_URL"], "RECEPT_SERVICE": service}
         log = open(self.log_path.with_name(f"extra-{service}-{len(self.extra_workers)}.log"), "wb")
-        proc = subprocess.Popen([sys.executable, "-m", f"services.{service}.worker"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}.worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         self.extra_workers.append(proc)
         return proc
@@ -147,10 +157,19 @@ class ChaosSystem:
 
     def close_broker_connections(self) -> int:
         """The broker closes every connection of the vhost at once, as a broker restart does; how many."""
-        listing = subprocess.run(["rabbitmqctl", "-q", "list_connections", "-p", self.vhost, "pid"],
-                                 capture_output=True, text=True, check=True, timeout=60).stdout
-        subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "-p", self.vhost, "chaos: connection lost"],
-                       capture_output=True, check=True, timeout=60)
+        listing = subprocess.run(
+            ["rabbitmqctl", "-q", "list_connections", "-p", self.vhost, "pid"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_all_connections", "-p", self.vhost, "chaos: connection lost"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
         return len([line for line in listing.splitlines() if line.strip()])
 
     # --- the stream ----------------------------------------------------------------------------
@@ -160,7 +179,7 @@ class ChaosSystem:
 
         from shared.events import REGISTRY
 
-        importlib.import_module(f"services.{service}.events")      # registers the service's event types
+        importlib.import_module(f"services.{service}.events")  # registers the service's event types
         db = self.databases.setdefault(service, Database(self.env[f"RECEPT_{service.upper()}_DATABASE_URL"]))
         spec = load(service)
         outbox = Outbox(spec.tables.outbox, service)
@@ -195,18 +214,27 @@ class ChaosSystem:
 
     def assert_exactly_once(self, timeout: float = 120) -> None:
         wanted = set(self.written)
-        wait_until(lambda: wanted <= self.stored()[2], timeout,
-                   f"the audit to store all {len(wanted)} events ({len(wanted - self.stored()[2])} missing)",
-                   interval=0.5)
-        time.sleep(1.0)        # anything still in flight would be a duplicate: give it the time to show
+        wait_until(
+            lambda: wanted <= self.stored()[2],
+            timeout,
+            f"the audit to store all {len(wanted)} events ({len(wanted - self.stored()[2])} missing)",
+            interval=0.5,
+        )
+        time.sleep(1.0)  # anything still in flight would be a duplicate: give it the time to show
         total, distinct, ids = self.stored()
         assert len(wanted - ids) == 0, "events lost"
         assert total == distinct, f"{total - distinct} events stored twice"
         assert ids == wanted, f"{len(ids - wanted)} events nobody wrote"
 
     def assert_chains_verify(self) -> None:
-        done = subprocess.run([sys.executable, "-m", "services.cli", "audit", "verify"], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "audit", "verify"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "all verified" in done.stdout
 
@@ -240,7 +268,7 @@ class ApiWatch:
                 self.answers.append((service, self._ask(service)))
             self._stop.wait(0.25)
 
-    def __enter__(self) -> "ApiWatch":
+    def __enter__(self) -> ApiWatch:
         self._thread.start()
         return self
 
@@ -248,54 +276,75 @@ class ApiWatch:
         self._stop.set()
         self._thread.join(timeout=30)
         failed = [(s, code) for s, code in self.answers if code != 200]
-        assert self.answers and not failed, f"{len(failed)} of {len(self.answers)} api answers were not 200: " \
-                                            f"{failed[:10]}"
+        assert self.answers and not failed, (
+            f"{len(failed)} of {len(self.answers)} api answers were not 200: {failed[:10]}"
+        )
 
 
 def _write_key(path: Path) -> Path:
-    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     path.chmod(0o600)
     return path
 
 
 @contextmanager
-def launched(work: Path, broker: str, names: tuple[str, ...] = NAMES, vhost: str | None = None,
-             **extra_env: str) -> Iterator[ChaosSystem]:
+def launched(
+    work: Path, broker: str, names: tuple[str, ...] = NAMES, vhost: str | None = None, **extra_env: str
+) -> Iterator[ChaosSystem]:
     """``./recept up --broker`` for ``names`` (fresh PostgreSQL databases), ready and consuming; stopped after."""
     database_urls = {name: create_database(f"recept_chaos_{name}") for name in names}
     ports = {name: free_port() for name in names}
     keyring = work / "keyring.json"
     keyring.write_text(Keyring.generate().to_json())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEPT_", "OTEL_", "PROMETHEUS_"))}
-    env.update({
-        "RECEPT_BROKER_URL": broker,
-        "RECEPT_KEYRING_FILE": str(keyring),
-        "RECEPT_AUTH_SIGNING_KEYS_FILE": str(work / "signing-keys.json"),
-        "RECEPT_AUDIT_CHECKPOINT_DIR": str(work / "checkpoints"),
-        "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(_write_key(work / "checkpoint-key.pem")),
-        "RECEPT_AUDIT_CHECKPOINT_INTERVAL": "2",           # checkpoints are signed while the chaos runs
-        "RECEPT_ANNOUNCE_INTERVAL": "5",
-        "RECEPT_METRICS_PORT": "0",
-        "RECEPT_SUPERVISE_BACKOFF": "0.2",
-        "GUNICORN_WORKERS": "1",
-        "PYTHONUNBUFFERED": "1",
-        **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
-        **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
-        **extra_env,
-    })
+    env.update(
+        {
+            "RECEPT_BROKER_URL": broker,
+            "RECEPT_KEYRING_FILE": str(keyring),
+            "RECEPT_AUTH_SIGNING_KEYS_FILE": str(work / "signing-keys.json"),
+            "RECEPT_AUDIT_CHECKPOINT_DIR": str(work / "checkpoints"),
+            "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(_write_key(work / "checkpoint-key.pem")),
+            "RECEPT_AUDIT_CHECKPOINT_INTERVAL": "2",  # checkpoints are signed while the chaos runs
+            "RECEPT_ANNOUNCE_INTERVAL": "5",
+            "RECEPT_METRICS_PORT": "0",
+            "RECEPT_SUPERVISE_BACKOFF": "0.2",
+            "GUNICORN_WORKERS": "1",
+            "PYTHONUNBUFFERED": "1",
+            **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
+            **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
+            **extra_env,
+        }
+    )
     log_path = work / "system.log"
     proc = None
     chaos = None
     try:
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-c", LAUNCH, broker, *names], cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        chaos = ChaosSystem(env, ports, {n: f"http://127.0.0.1:{p}" for n, p in ports.items()},
-                            vhost or unquote(broker.rsplit("/", 1)[1]), proc, log_path, names)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", LAUNCH, broker, *names],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        chaos = ChaosSystem(
+            env,
+            ports,
+            {n: f"http://127.0.0.1:{p}" for n, p in ports.items()},
+            vhost or unquote(broker.rsplit("/", 1)[1]),
+            proc,
+            log_path,
+            names,
+        )
         watch = ApiWatch(chaos)
-        wait_until(lambda: proc.poll() is not None or all(watch._ask(n) == 200 for n in names), 120,
-                   "every api to be ready")
+        wait_until(
+            lambda: proc.poll() is not None or all(watch._ask(n) == 200 for n in names), 120, "every api to be ready"
+        )
         assert proc.poll() is None, log_path.read_text()[-3000:]
         yield chaos
     finally:

@@ -1,5 +1,6 @@
 """Chaos while events stream (issue 20): kill -9 of every worker, the broker dropping every connection,
 two workers per service. Each: 0 lost, 0 stored twice, the chains verify, the apis kept answering."""
+
 from __future__ import annotations
 
 import time
@@ -53,14 +54,13 @@ def test_two_workers_per_service(system: ChaosSystem):
     (the advisory lock), and one of each pair killed mid-stream."""
     for name in NAMES:
         system.start_extra_worker(name)
-    wait_until(lambda: all(system.consumers(name) >= 2 for name in NAMES), 90, "two consumers per queue",
-               interval=1)
+    wait_until(lambda: all(system.consumers(name) >= 2 for name in NAMES), 90, "two consumers per queue", interval=1)
     killed: list[str] = []
 
     def kill(fraction: float) -> None:
         if not killed and fraction >= 0.5:
             for name in NAMES:
-                system.kill_worker(name)          # the launcher's one: the extra worker carries on alone
+                system.kill_worker(name)  # the launcher's one: the extra worker carries on alone
                 killed.append(name)
 
     with ApiWatch(system):

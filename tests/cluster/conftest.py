@@ -6,6 +6,7 @@ share one Erlang cookie through ``$HOME/.erlang.cookie`` of a private home direc
 CLI tools read too. Nodes 2 and 3 ``join_cluster`` node 1. docs/deploy.md describes the same
 set-up for real hosts. Without ``rabbitmq-server`` the tests skip on a laptop and FAIL under CI.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ import pytest
 
 from tests.conftest import missing
 
-SBIN = Path("/usr/lib/rabbitmq/bin")      # Debian's scripts that run as the calling user (not the wrapper)
+SBIN = Path("/usr/lib/rabbitmq/bin")  # Debian's scripts that run as the calling user (not the wrapper)
 
 
 def _tool(name: str) -> str | None:
@@ -40,9 +41,9 @@ def free_port() -> int:
 
 @dataclass
 class Node:
-    name: str               # rc1@localhost
-    port: int               # AMQP
-    dist_port: int          # Erlang distribution
+    name: str  # rc1@localhost
+    port: int  # AMQP
+    dist_port: int  # Erlang distribution
     base: Path
 
     @property
@@ -59,26 +60,34 @@ class RabbitCluster:
 
     def env(self, node: Node | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-        env["HOME"] = str(self.home)           # the Erlang cookie: $HOME/.erlang.cookie, for nodes and CLI
+        env["HOME"] = str(self.home)  # the Erlang cookie: $HOME/.erlang.cookie, for nodes and CLI
         env["ERL_EPMD_ADDRESS"] = "127.0.0.1"
         if node is not None:
-            env.update({
-                "RABBITMQ_NODENAME": node.name,
-                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-                "RABBITMQ_NODE_PORT": str(node.port),
-                "RABBITMQ_DIST_PORT": str(node.dist_port),
-                "RABBITMQ_CONFIG_FILE": str(node.base / "rabbitmq.conf"),
-                "RABBITMQ_CONF_ENV_FILE": str(node.base / "rabbitmq-env.conf"),   # not /etc/rabbitmq's
-                "RABBITMQ_ENABLED_PLUGINS_FILE": str(node.base / "enabled_plugins"),
-                "RABBITMQ_MNESIA_BASE": str(node.base / "mnesia"),
-                "RABBITMQ_LOG_BASE": str(node.base / "log"),
-                "RABBITMQ_PID_FILE": str(node.pid_file),
-            })
+            env.update(
+                {
+                    "RABBITMQ_NODENAME": node.name,
+                    "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                    "RABBITMQ_NODE_PORT": str(node.port),
+                    "RABBITMQ_DIST_PORT": str(node.dist_port),
+                    "RABBITMQ_CONFIG_FILE": str(node.base / "rabbitmq.conf"),
+                    "RABBITMQ_CONF_ENV_FILE": str(node.base / "rabbitmq-env.conf"),  # not /etc/rabbitmq's
+                    "RABBITMQ_ENABLED_PLUGINS_FILE": str(node.base / "enabled_plugins"),
+                    "RABBITMQ_MNESIA_BASE": str(node.base / "mnesia"),
+                    "RABBITMQ_LOG_BASE": str(node.base / "log"),
+                    "RABBITMQ_PID_FILE": str(node.pid_file),
+                }
+            )
         return env
 
     def ctl(self, node: Node, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([_tool("rabbitmqctl"), "-q", "-n", node.name, *args], env=self.env(), text=True,
-                              capture_output=True, timeout=timeout, check=check)
+        return subprocess.run(
+            [_tool("rabbitmqctl"), "-q", "-n", node.name, *args],
+            env=self.env(),
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=check,
+        )
 
     def url(self, nodes: list[Node] | None = None, vhost: str = "%2F") -> str:
         """The broker URL naming every node (shared/bus: the client tries them in turn)."""
@@ -120,13 +129,15 @@ class RabbitCluster:
                 f"listeners.tcp.default = 127.0.0.1:{node.port}\n"
                 "loopback_users.guest = true\n"
                 # Quorum queues need a majority: a node that lost it should not accept writes.
-                "cluster_partition_handling = pause_minority\n")
+                "cluster_partition_handling = pause_minority\n"
+            )
             (node.base / "rabbitmq-env.conf").write_text("")
             (node.base / "enabled_plugins").write_text("[].\n")
             self.nodes.append(node)
-        for node in self.nodes:           # start all three at once: booting is the slow part
-            subprocess.run([_tool("rabbitmq-server"), "-detached"], env=self.env(node), check=True,
-                           capture_output=True, timeout=60)
+        for node in self.nodes:  # start all three at once: booting is the slow part
+            subprocess.run(
+                [_tool("rabbitmq-server"), "-detached"], env=self.env(node), check=True, capture_output=True, timeout=60
+            )
         for node in self.nodes:
             self.await_startup(node)
         first = self.nodes[0]
@@ -155,7 +166,7 @@ class RabbitCluster:
     def stop(self) -> None:
         for node in self.nodes:
             self.stop_node(node)
-        for node in self.nodes:             # whatever did not stop is killed by its own pid
+        for node in self.nodes:  # whatever did not stop is killed by its own pid
             try:
                 pid = int(node.pid_file.read_text().strip())
             except (OSError, ValueError):

@@ -2,6 +2,7 @@
 service to the audit while the node leading the queues is stopped; the audit gets every event exactly
 once, the chains verify, and the workers reconnect to the surviving nodes (the broker URL names all
 three)."""
+
 from __future__ import annotations
 
 import time
@@ -13,17 +14,20 @@ from .conftest import RabbitCluster
 NAMES = ("orders", "audit")
 
 
-def test_events_survive_losing_the_node_that_leads_the_queues(rabbit_cluster: RabbitCluster, tmp_path,
-                                                               postgres_server):
+def test_events_survive_losing_the_node_that_leads_the_queues(rabbit_cluster: RabbitCluster, tmp_path, postgres_server):
     cluster = rabbit_cluster
     first = cluster.nodes[0]
     assert len(cluster.running(first)) == 3
     with launched(tmp_path, cluster.url(), NAMES, vhost="/") as system:
-        wait_until(lambda: all(_queue_has_consumer(cluster, f"recept.q.{n}") for n in NAMES), 120,
-                   "both workers to consume", interval=1)
+        wait_until(
+            lambda: all(_queue_has_consumer(cluster, f"recept.q.{n}") for n in NAMES),
+            120,
+            "both workers to consume",
+            interval=1,
+        )
         leader_name = cluster.leader("recept.q.audit", first)
         members = _members(cluster, "recept.q.audit")
-        assert len(members) == 3, members                     # a quorum queue on every node
+        assert len(members) == 3, members  # a quorum queue on every node
         leader = cluster.node(leader_name)
         survivors = [n for n in cluster.nodes if n is not leader]
         stopped: list[float] = []
@@ -42,8 +46,11 @@ def test_events_survive_losing_the_node_that_leads_the_queues(rabbit_cluster: Ra
         for queue in ("recept.q.audit", "recept.q.orders"):
             assert cluster.leader(queue, survivors[0]) in {n.name for n in survivors}
         # ... and the workers reconnected there: publishers and consumers of both services.
-        assert wait_until(lambda: sum(cluster.connections(n) for n in survivors) >= 4, 60,
-                          "the workers' connections on the surviving nodes")
+        assert wait_until(
+            lambda: sum(cluster.connections(n) for n in survivors) >= 4,
+            60,
+            "the workers' connections on the surviving nodes",
+        )
         assert all(_queue_has_consumer(cluster, f"recept.q.{n}", via=survivors[0]) for n in NAMES)
 
 

@@ -3,6 +3,7 @@
 Only compatible changes are allowed (an added optional property, such as the actor's ``roles``
 of issue 14); regenerate with RECEPT_UPDATE_CONTRACTS=1 after such an addition.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,12 @@ PINNED = Path(__file__).resolve().parent / "envelope.json"
 
 def _properties(schema: dict, path: str = "") -> dict[str, dict]:
     """Every object in the schema by path, with its required names and property names."""
-    found = {path or "/": {"required": sorted(schema.get("required", [])),
-                           "properties": sorted(schema.get("properties", {}))}}
+    found = {
+        path or "/": {
+            "required": sorted(schema.get("required", [])),
+            "properties": sorted(schema.get("properties", {})),
+        }
+    }
     for name, sub in schema.get("properties", {}).items():
         if isinstance(sub, dict) and "properties" in sub:
             found.update(_properties(sub, f"{path}/{name}"))

@@ -1,5 +1,6 @@
 """Sealing of gdpr messages end to end (shared/gdpr_protocol.py, docs/crypto.md, issue 14): what the
 coordinator seals for one participant opens there and nowhere else, and only in its own message."""
+
 from __future__ import annotations
 
 import base64
@@ -10,18 +11,23 @@ import pytest
 
 from shared.crypto import Keyring
 from shared.errors import Invalid
-from shared.gdpr_protocol import (Channel, RequestKey, transport_keys, transport_private_key,
-                                  transport_public_key)
+from shared.gdpr_protocol import Channel, RequestKey, transport_keys, transport_private_key, transport_public_key
 
 REQUEST, COMMAND = str(uuid.uuid4()), str(uuid.uuid4())
 SUBJECT = {"email": "sealed.person@example.se", "personnummer": "199001011234"}
 
 
 def _pair(keyring: Keyring, request_key: RequestKey, service: str = "orders", request_id: str = REQUEST):
-    coordinator = Channel.for_coordinator(request_key, transport_public_key(keyring), request_id=request_id,
-                                          service=service)
-    participant = Channel.for_participant(keyring, recipient=transport_public_key(keyring),
-                                          ephemeral=request_key.public, request_id=request_id, service=service)
+    coordinator = Channel.for_coordinator(
+        request_key, transport_public_key(keyring), request_id=request_id, service=service
+    )
+    participant = Channel.for_participant(
+        keyring,
+        recipient=transport_public_key(keyring),
+        ephemeral=request_key.public,
+        request_id=request_id,
+        service=service,
+    )
     return coordinator, participant
 
 
@@ -46,10 +52,17 @@ def test_a_sealed_part_opens_only_in_its_own_message(moved):
     keyring, request_key = Keyring.generate(), RequestKey.generate()
     coordinator, participant = _pair(keyring, request_key)
     sealed = coordinator.seal("command", COMMAND, SUBJECT)
-    kind, command_id = ("reply" if moved == "kind" else "command"), (str(uuid.uuid4()) if moved == "command" else COMMAND)
+    kind, command_id = (
+        ("reply" if moved == "kind" else "command"),
+        (str(uuid.uuid4()) if moved == "command" else COMMAND),
+    )
     if moved in ("service", "request"):
-        _, participant = _pair(keyring, request_key, service="crm" if moved == "service" else "orders",
-                               request_id=str(uuid.uuid4()) if moved == "request" else REQUEST)
+        _, participant = _pair(
+            keyring,
+            request_key,
+            service="crm" if moved == "service" else "orders",
+            request_id=str(uuid.uuid4()) if moved == "request" else REQUEST,
+        )
     with pytest.raises(Invalid) as info:
         participant.open(kind, command_id, sealed)
     assert "sealed.person" not in json.dumps(info.value.errors) + info.value.detail
@@ -70,10 +83,16 @@ def test_another_participant_or_an_unusable_key_cannot_open_it():
     coordinator, _ = _pair(keyring, request_key)
     sealed = coordinator.seal("command", COMMAND, SUBJECT)
     with pytest.raises(Invalid):
-        Channel.for_participant(other, recipient=transport_public_key(keyring), ephemeral=request_key.public,
-                                request_id=REQUEST, service="orders")
-    wrong = Channel.for_participant(other, recipient=transport_public_key(other), ephemeral=request_key.public,
-                                    request_id=REQUEST, service="orders")
+        Channel.for_participant(
+            other,
+            recipient=transport_public_key(keyring),
+            ephemeral=request_key.public,
+            request_id=REQUEST,
+            service="orders",
+        )
+    wrong = Channel.for_participant(
+        other, recipient=transport_public_key(other), ephemeral=request_key.public, request_id=REQUEST, service="orders"
+    )
     with pytest.raises(Invalid):
         wrong.open("command", COMMAND, sealed)
     for unusable in (base64.b64encode(bytes(32)).decode(), base64.b64encode(b"short").decode(), "%%"):
@@ -84,23 +103,25 @@ def test_another_participant_or_an_unusable_key_cannot_open_it():
 def test_the_static_key_follows_the_keyring_and_survives_rotation_until_the_old_kek_is_retired():
     keyring = Keyring.generate()
     same = Keyring.from_json(keyring.to_json())
-    assert transport_public_key(keyring) == transport_public_key(same)       # derived, nothing stored
+    assert transport_public_key(keyring) == transport_public_key(same)  # derived, nothing stored
     rotated = keyring.rotated()
     assert transport_public_key(rotated) != transport_public_key(keyring)
     old_public = transport_public_key(keyring)
-    assert old_public in transport_keys(rotated)                            # a command sealed before rotation
+    assert old_public in transport_keys(rotated)  # a command sealed before rotation
     request_key = RequestKey.generate()
     coordinator = Channel.for_coordinator(request_key, old_public, request_id=REQUEST, service="orders")
     sealed = coordinator.seal("command", COMMAND, SUBJECT)
-    opened = Channel.for_participant(rotated, recipient=old_public, ephemeral=request_key.public,
-                                     request_id=REQUEST, service="orders")
+    opened = Channel.for_participant(
+        rotated, recipient=old_public, ephemeral=request_key.public, request_id=REQUEST, service="orders"
+    )
     assert opened.open("command", COMMAND, sealed) == SUBJECT
     retired = rotated.without(keyring.primary_id)
     assert old_public not in transport_keys(retired)
     with pytest.raises(Invalid):
-        Channel.for_participant(retired, recipient=old_public, ephemeral=request_key.public, request_id=REQUEST,
-                                service="orders")
-    assert transport_private_key(keyring).private_bytes_raw() != keyring.primary   # not the KEK itself
+        Channel.for_participant(
+            retired, recipient=old_public, ephemeral=request_key.public, request_id=REQUEST, service="orders"
+        )
+    assert transport_private_key(keyring).private_bytes_raw() != keyring.primary  # not the KEK itself
 
 
 def test_the_request_key_round_trips_and_without_it_the_reply_stays_shut():
@@ -109,9 +130,11 @@ def test_the_request_key_round_trips_and_without_it_the_reply_stays_shut():
     assert restored.public == request_key.public and len(request_key.to_bytes()) == 32
     _, participant = _pair(keyring, request_key)
     reply = participant.seal("reply", COMMAND, {"export": {"x": [1]}})
-    assert Channel.for_coordinator(restored, transport_public_key(keyring), request_id=REQUEST,
-                                   service="orders").open("reply", COMMAND, reply) == {"export": {"x": [1]}}
+    assert Channel.for_coordinator(restored, transport_public_key(keyring), request_id=REQUEST, service="orders").open(
+        "reply", COMMAND, reply
+    ) == {"export": {"x": [1]}}
     # Once the request key is shredded, a new one (all the coordinator could make) does not open it.
     with pytest.raises(Invalid):
-        Channel.for_coordinator(RequestKey.generate(), transport_public_key(keyring), request_id=REQUEST,
-                                service="orders").open("reply", COMMAND, reply)
+        Channel.for_coordinator(
+            RequestKey.generate(), transport_public_key(keyring), request_id=REQUEST, service="orders"
+        ).open("reply", COMMAND, reply)

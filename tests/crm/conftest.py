@@ -1,4 +1,5 @@
 """Fixtures of the crm tests: a migrated runtime, its Flask client, vendor-staff tokens, an SMTP listener."""
+
 from __future__ import annotations
 
 import socket
@@ -88,7 +89,7 @@ class SmtpListener:
     host: str
     port: int
     messages: list[Received] = field(default_factory=list)
-    refuse: set[str] = field(default_factory=set)      # recipients answered with 550
+    refuse: set[str] = field(default_factory=set)  # recipients answered with 550
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

@@ -1,4 +1,5 @@
 """The crm HTTP api: companies, person tabs, cases, access rules, validation, read events (R4, R13, R15)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,13 @@ import pytest
 from tests.conftest import raw_dump
 from tests.support import assert_no_plaintext, events_of, outbox_messages
 
-ANNA = {"name": "Anna Svensson", "email": "Anna.Svensson@kommun.example", "phone": "+46 70 123 45 67",
-        "title": "Kostchef", "notice_recipient": True}
+ANNA = {
+    "name": "Anna Svensson",
+    "email": "Anna.Svensson@kommun.example",
+    "phone": "+46 70 123 45 67",
+    "title": "Kostchef",
+    "notice_recipient": True,
+}
 
 
 def test_person_tab_entry_is_stored_encrypted_and_read_back(crm):
@@ -24,8 +30,9 @@ def test_person_tab_entry_is_stored_encrypted_and_read_back(crm):
     tab = crm.get(f"/api/v1/companies/{company['id']}/persons")["items"]
     assert [p["id"] for p in tab] == [person["id"]]
     crm.runtime.db.dispose()
-    assert_no_plaintext(raw_dump(crm.url), ["Anna Svensson", "anna.svensson@kommun.example", "+46701234567",
-                                            "Kostchef"])
+    assert_no_plaintext(
+        raw_dump(crm.url), ["Anna Svensson", "anna.svensson@kommun.example", "+46701234567", "Kostchef"]
+    )
 
 
 def test_every_read_of_a_person_is_an_event_without_personal_values(crm_lite):
@@ -90,29 +97,44 @@ def test_vendor_tenant_setting_hides_the_api_from_other_tenants(tmp_path):
 def test_invalid_input_is_a_problem_that_names_fields_not_values_and_writes_nothing(crm_lite):
     crm = crm_lite
     company = crm.company()
-    response = crm.client.post(f"/api/v1/companies/{company['id']}/persons", headers=crm.support,
-                               json={"name": "Anna", "email": "anna-at-example", "phone": "12"})
+    response = crm.client.post(
+        f"/api/v1/companies/{company['id']}/persons",
+        headers=crm.support,
+        json={"name": "Anna", "email": "anna-at-example", "phone": "12"},
+    )
     assert response.status_code == 422
     problem = response.get_json()
     assert problem["errors"][0]["field"] == "email"
     assert "anna-at-example" not in response.get_data(as_text=True)
     assert crm.get(f"/api/v1/companies/{company['id']}/persons")["items"] == []
-    response = crm.client.post(f"/api/v1/companies/{company['id']}/persons", headers=crm.support,
-                               json={"name": "Anna", "shoe_size": 41})
+    response = crm.client.post(
+        f"/api/v1/companies/{company['id']}/persons", headers=crm.support, json={"name": "Anna", "shoe_size": 41}
+    )
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "shoe_size"
-    response = crm.client.post(f"/api/v1/companies/{company['id']}/persons", headers=crm.support,
-                               data="name=Anna", content_type="application/x-www-form-urlencoded")
+    response = crm.client.post(
+        f"/api/v1/companies/{company['id']}/persons",
+        headers=crm.support,
+        data="name=Anna",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 415
-    response = crm.client.post(f"/api/v1/companies/{company['id']}/persons", headers=crm.support,
-                               json={"name": "Anna", "notice_recipient": True})
+    response = crm.client.post(
+        f"/api/v1/companies/{company['id']}/persons",
+        headers=crm.support,
+        json={"name": "Anna", "notice_recipient": True},
+    )
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "notice_recipient"
 
 
 def test_unknown_ids_are_404(crm_lite):
     crm = crm_lite
-    for path in ("/api/v1/persons/not-a-uuid", "/api/v1/persons/00000000-0000-4000-8000-000000000000",
-                 "/api/v1/cases/00000000-0000-4000-8000-000000000000", "/api/v1/companies/x/persons",
-                 "/api/v1/emails/00000000-0000-4000-8000-000000000000"):
+    for path in (
+        "/api/v1/persons/not-a-uuid",
+        "/api/v1/persons/00000000-0000-4000-8000-000000000000",
+        "/api/v1/cases/00000000-0000-4000-8000-000000000000",
+        "/api/v1/companies/x/persons",
+        "/api/v1/emails/00000000-0000-4000-8000-000000000000",
+    ):
         response = crm.client.get(path, headers=crm.support)
         assert response.status_code == 404, path
         assert response.mimetype == "application/problem+json"
@@ -123,8 +145,13 @@ def test_person_update_reindexes_and_removal_shreds_the_key(crm):
     company = crm.company()
     anna = crm.person(company["id"], **ANNA)
     bo = crm.person(company["id"], name="Bo Ek", email="bo@kommun.example")
-    changed = crm.ok(crm.client.patch(f"/api/v1/persons/{anna['id']}", headers=crm.support,
-                                      json={"phone": "08-123 456 78", "notice_recipient": False}))
+    changed = crm.ok(
+        crm.client.patch(
+            f"/api/v1/persons/{anna['id']}",
+            headers=crm.support,
+            json={"phone": "08-123 456 78", "notice_recipient": False},
+        )
+    )
     assert changed["phone"] == "+46812345678" and changed["notice_recipient"] is False
     assert crm.post("/api/v1/persons/search", {"phone": "0701234567"}, 200)["items"] == []
     assert len(crm.post("/api/v1/persons/search", {"phone": "+46812345678"}, 200)["items"]) == 1
@@ -140,13 +167,26 @@ def test_case_links_the_caller_to_the_only_matching_person(crm):
     """R13: a case holds caller name, company, phone, e-mail, subject, description, status, assignee, person."""
     company = crm.company()
     anna = crm.person(company["id"], **ANNA)
-    case = crm.post("/api/v1/cases", {
-        "company_id": company["id"], "caller_name": "Anna S", "phone": "070-123 45 67",
-        "email": "anna.svensson@kommun.example", "subject": "Kan inte logga in",
-        "description": "Anna ringde om inloggningen", "assignee": "user-42"})
+    case = crm.post(
+        "/api/v1/cases",
+        {
+            "company_id": company["id"],
+            "caller_name": "Anna S",
+            "phone": "070-123 45 67",
+            "email": "anna.svensson@kommun.example",
+            "subject": "Kan inte logga in",
+            "description": "Anna ringde om inloggningen",
+            "assignee": "user-42",
+        },
+    )
     assert case["person_id"] == anna["id"] and case["status"] == "open" and case["phone"] == "+46701234567"
-    updated = crm.ok(crm.client.patch(f"/api/v1/cases/{case['id']}", headers=crm.support,
-                                      json={"status": "closed", "description": "Löst: nytt lösenord"}))
+    updated = crm.ok(
+        crm.client.patch(
+            f"/api/v1/cases/{case['id']}",
+            headers=crm.support,
+            json={"status": "closed", "description": "Löst: nytt lösenord"},
+        )
+    )
     assert updated["status"] == "closed" and updated["closed_at"] and updated["description"] == "Löst: nytt lösenord"
     assert crm.get(f"/api/v1/cases/{case['id']}")["subject"] == "Kan inte logga in"
     listed = crm.get(f"/api/v1/cases?company_id={company['id']}&status=closed")["items"]
@@ -162,19 +202,29 @@ def test_case_with_a_person_of_another_company_is_rejected(crm_lite):
     crm = crm_lite
     first, second = crm.company("A AB"), crm.company("B AB")
     stranger = crm.person(second["id"], name="Carl")
-    response = crm.client.post("/api/v1/cases", headers=crm.support, json={
-        "company_id": first["id"], "subject": "x", "person_id": stranger["id"]})
+    response = crm.client.post(
+        "/api/v1/cases",
+        headers=crm.support,
+        json={"company_id": first["id"], "subject": "x", "person_id": stranger["id"]},
+    )
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "person_id"
-    response = crm.client.post("/api/v1/cases", headers=crm.support, json={
-        "company_id": first["id"], "subject": "x", "status": "lost"})
+    response = crm.client.post(
+        "/api/v1/cases", headers=crm.support, json={"company_id": first["id"], "subject": "x", "status": "lost"}
+    )
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "status"
     assert crm.get("/api/v1/cases")["items"] == []
 
 
 def test_openapi_documents_the_crm_endpoints(crm_lite):
     spec = crm_lite.client.get("/openapi.json").get_json()
-    for path in ("/api/v1/companies/{company_id}/persons", "/api/v1/persons/search", "/api/v1/cases",
-                 "/api/v1/calls/import", "/api/v1/companies/{company_id}/emails", "/api/v1/notices"):
+    for path in (
+        "/api/v1/companies/{company_id}/persons",
+        "/api/v1/persons/search",
+        "/api/v1/cases",
+        "/api/v1/calls/import",
+        "/api/v1/companies/{company_id}/emails",
+        "/api/v1/notices",
+    ):
         assert path in spec["paths"], path
     # Health says the process runs; the broker is a detail of it (issue 20), not a condition.
     assert crm_lite.client.get("/healthz").get_json() == {"status": "ok", "checks": {"broker": "ok"}}
@@ -184,10 +234,19 @@ def test_blank_names_are_rejected_and_company_changes_are_events(crm_lite):
     crm = crm_lite
     assert crm.client.post("/api/v1/companies", headers=crm.support, json={"name": "   "}).status_code == 422
     company = crm.company(tenant="kommun-x")
-    assert crm.client.post(f"/api/v1/companies/{company['id']}/persons", headers=crm.support,
-                           json={"name": "  "}).status_code == 422
-    renamed = crm.ok(crm.client.patch(f"/api/v1/companies/{company['id']}", headers=crm.support,
-                                      json={"name": "Kommun X", "org_number": "212000-0000"}))
+    assert (
+        crm.client.post(
+            f"/api/v1/companies/{company['id']}/persons", headers=crm.support, json={"name": "  "}
+        ).status_code
+        == 422
+    )
+    renamed = crm.ok(
+        crm.client.patch(
+            f"/api/v1/companies/{company['id']}",
+            headers=crm.support,
+            json={"name": "Kommun X", "org_number": "212000-0000"},
+        )
+    )
     assert renamed["name"] == "Kommun X" and renamed["tenant"] == "kommun-x"
     assert [c["id"] for c in crm.get("/api/v1/companies?tenant=kommun-x")["items"]] == [company["id"]]
     assert events_of(crm.runtime, "crm.company.updated")[0]["data"]["fields"] == ["name", "org_number"]

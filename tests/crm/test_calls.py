@@ -1,4 +1,5 @@
 """Call logs from the phone operator (R13): CSV import, per-line problems, re-import, matching, search."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,16 @@ from tests.conftest import raw_dump
 from tests.support import assert_no_plaintext, events_of, outbox_messages
 
 CSV = (
-    "timestamp,calling_number,called_line,duration,direction\n"
-    "2025-03-03 08:15:00,+46 70 123 45 67,support,125,inbound\n"          # Anna, international notation
-    "2025-03-03 09:00:10,070-123 45 67,support,0:42,in\n"                 # Anna, national with separators
-    "2025-03-03T10:30:00+01:00,0701234567,support,3:01,incoming\n"       # Anna, bare national
-    "2025-03-03 11:00:00,08-555 123 45,support,60,inbound\n"              # nobody we know
-    "yesterday,0701234567,support,10,inbound\n"                           # bad timestamp
-    "2025-03-03 12:00:00,12,support,10,inbound\n"                         # bad number
-    "2025-03-03 12:05:00,0701234567,support,ten,sideways\n"               # bad duration and direction
-    "2025-03-03 12:10:00,0701234567,support\n"                            # too few fields
-).encode()
+    b"timestamp,calling_number,called_line,duration,direction\n"
+    b"2025-03-03 08:15:00,+46 70 123 45 67,support,125,inbound\n"  # Anna, international notation
+    b"2025-03-03 09:00:10,070-123 45 67,support,0:42,in\n"  # Anna, national with separators
+    b"2025-03-03T10:30:00+01:00,0701234567,support,3:01,incoming\n"  # Anna, bare national
+    b"2025-03-03 11:00:00,08-555 123 45,support,60,inbound\n"  # nobody we know
+    b"yesterday,0701234567,support,10,inbound\n"  # bad timestamp
+    b"2025-03-03 12:00:00,12,support,10,inbound\n"  # bad number
+    b"2025-03-03 12:05:00,0701234567,support,ten,sideways\n"  # bad duration and direction
+    b"2025-03-03 12:10:00,0701234567,support\n"  # too few fields
+)
 
 
 def upload(crm, data: bytes, content_type: str = "text/csv"):
@@ -32,7 +33,12 @@ def test_import_reports_malformed_rows_by_line_and_imports_the_good_ones(crm):
     assert report["rows"] == 8 and report["imported"] == 4 and report["rejected"] == 4
     assert report["matched"] == 3 and report["duplicates"] == 0
     assert {(e["line"], e["field"]) for e in report["errors"]} == {
-        (6, "timestamp"), (7, "calling_number"), (8, "duration"), (8, "direction"), (9, "line")}
+        (6, "timestamp"),
+        (7, "calling_number"),
+        (8, "duration"),
+        (8, "direction"),
+        (9, "line"),
+    }
     assert "0701234567" not in json.dumps(report) and "yesterday" not in json.dumps(report)
     mine = crm.get(f"/api/v1/calls?person_id={anna['id']}")["items"]
     assert len(mine) == 3 and {c["number"] for c in mine} == {"+46701234567"}
@@ -54,7 +60,10 @@ def test_importing_the_same_file_again_adds_nothing_twice(crm):
     assert again["imported"] == 0 and again["duplicates"] == 4 and again["rejected"] == 4
     assert len(crm.get("/api/v1/calls")["items"]) == 4
     # A file that repeats a row within itself also stores it once.
-    header, row = b"timestamp;calling_number;called_line;duration;direction\n", b"2025-04-01 10:00;0702222222;vx;5;out\n"
+    header, row = (
+        b"timestamp;calling_number;called_line;duration;direction\n",
+        b"2025-04-01 10:00;0702222222;vx;5;out\n",
+    )
     twice = crm.ok(upload(crm, header + row + row))
     assert twice["imported"] == 1 and twice["duplicates"] == 1
 
@@ -92,9 +101,12 @@ def test_call_log_upload_as_multipart_file_and_size_limit(tmp_path):
     try:
         import io
 
-        response = harness.client.post("/api/v1/calls/import", headers=harness.support,
-                                       data={"file": (io.BytesIO(CSV), "calls.csv")},
-                                       content_type="multipart/form-data")
+        response = harness.client.post(
+            "/api/v1/calls/import",
+            headers=harness.support,
+            data={"file": (io.BytesIO(CSV), "calls.csv")},
+            content_type="multipart/form-data",
+        )
         assert harness.ok(response)["imported"] == 4
         big = CSV + b"2025-03-03 08:15:00,+46 70 123 45 67,support,125,inbound\n" * 60
         response = upload(harness, big)
@@ -103,8 +115,7 @@ def test_call_log_upload_as_multipart_file_and_size_limit(tmp_path):
         harness.close()
 
 
-def test_import_calls_command_reads_a_file_and_exits_1_when_rows_were_rejected(crm_lite, tmp_path, monkeypatch,
-                                                                               capsys):
+def test_import_calls_command_reads_a_file_and_exits_1_when_rows_were_rejected(crm_lite, tmp_path, monkeypatch, capsys):
     crm = crm_lite
     monkeypatch.setenv("RECEPT_CRM_DATABASE_URL", crm.url)
     monkeypatch.setenv("RECEPT_CRM_KEYRING", crm.keyring.to_json())

@@ -2,6 +2,7 @@
 
 The schemas themselves are pinned with every other service's in tests/contracts/events.json.
 """
+
 from __future__ import annotations
 
 import services.crm.events  # noqa: F401 - registers the crm event types

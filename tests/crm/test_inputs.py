@@ -1,4 +1,5 @@
 """The crm refuses text it could not store or show faithfully (issue 18): a field-level 422, nothing written."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,9 @@ from services.crm.models import persons
 def test_a_person_name_with_unacceptable_text_is_refused(crm, name):
     company = crm.company()
     raw = ('{"name": "%s", "email": "pia@example.se"}' % name).encode()
-    response = crm.client.post(f"/api/v1/companies/{company['id']}/persons", data=raw,
-                               content_type="application/json", headers=crm.support)
+    response = crm.client.post(
+        f"/api/v1/companies/{company['id']}/persons", data=raw, content_type="application/json", headers=crm.support
+    )
     assert response.status_code == 422 and response.mimetype == "application/problem+json"
     assert [e["field"] for e in response.get_json()["errors"]] == ["name"]
     with crm.runtime.db.transaction() as s:
@@ -20,8 +22,12 @@ def test_a_person_name_with_unacceptable_text_is_refused(crm, name):
 
 
 def test_duplicate_keys_are_refused_by_the_shared_layer(crm_lite):
-    response = crm_lite.client.post("/api/v1/companies", data=b'{"name": "A", "name": "B"}',
-                                    content_type="application/json", headers=crm_lite.support)
+    response = crm_lite.client.post(
+        "/api/v1/companies",
+        data=b'{"name": "A", "name": "B"}',
+        content_type="application/json",
+        headers=crm_lite.support,
+    )
     assert response.status_code == 422
     assert response.get_json()["errors"] == [{"field": "name", "message": "has a duplicate key"}]
 

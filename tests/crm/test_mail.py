@@ -1,4 +1,5 @@
 """Incoming e-mails stored as documents linked to a company (R14): .eml upload, Maildir and mbox ingest."""
+
 from __future__ import annotations
 
 import base64
@@ -21,12 +22,12 @@ def eml(sender: str = "asa.oberg@kommun.example", message_id: str = "<a1@kommun.
     return (
         f"From: =?utf-8?q?=C3=85sa_=C3=96berg?= <{sender}>\r\n"
         "To: Support <support@vendor.example>\r\n"
-        "Cc: \"Bo Ek\" <Bo.Ek@kommun.example>\r\n"
+        'Cc: "Bo Ek" <Bo.Ek@kommun.example>\r\n'
         f"Subject: {subject}\r\n"
         "Date: Mon, 03 Mar 2025 09:15:00 +0100\r\n"
         f"Message-ID: {message_id}\r\n"
         "MIME-Version: 1.0\r\n"
-        "Content-Type: multipart/mixed; boundary=\"XYZ\"\r\n"
+        'Content-Type: multipart/mixed; boundary="XYZ"\r\n'
         "\r\n"
         "--XYZ\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
@@ -41,7 +42,7 @@ def eml(sender: str = "asa.oberg@kommun.example", message_id: str = "<a1@kommun.
         f"{base64.encodebytes(PDF).decode()}"
         "--XYZ\r\n"
         "Content-Type: text/csv; charset=utf-8\r\n"
-        "Content-Disposition: attachment; filename=\"allergier.csv\"\r\n"
+        'Content-Disposition: attachment; filename="allergier.csv"\r\n'
         "Content-Transfer-Encoding: base64\r\n"
         "\r\n"
         f"{base64.encodebytes(CSV_ATTACHMENT).decode()}"
@@ -50,8 +51,9 @@ def eml(sender: str = "asa.oberg@kommun.example", message_id: str = "<a1@kommun.
 
 
 def upload(crm, company_id: str, data: bytes, content_type: str = "message/rfc822"):
-    return crm.client.post(f"/api/v1/companies/{company_id}/emails", data=data, content_type=content_type,
-                           headers=crm.support)
+    return crm.client.post(
+        f"/api/v1/companies/{company_id}/emails", data=data, content_type=content_type, headers=crm.support
+    )
 
 
 def test_eml_with_attachments_and_encoded_headers_is_stored_encrypted_and_linked(crm):
@@ -69,7 +71,9 @@ def test_eml_with_attachments_and_encoded_headers_is_stored_encrypted_and_linked
     assert message["date"] == "2025-03-03T08:15:00.000000Z"
     assert message["body"].strip() == "Hej! Se bifogad meny för vårt boende."
     assert [(a["filename"], a["content_type"], a["size"]) for a in message["attachments"]] == [
-        ("meny väsby.pdf", "application/pdf", len(PDF)), ("allergier.csv", "text/csv", len(CSV_ATTACHMENT))]
+        ("meny väsby.pdf", "application/pdf", len(PDF)),
+        ("allergier.csv", "text/csv", len(CSV_ATTACHMENT)),
+    ]
     pdf = crm.client.get(f"/api/v1/emails/{stored['id']}/attachments/0", headers=crm.support)
     assert pdf.status_code == 200 and pdf.data == PDF and pdf.mimetype == "application/pdf"
     assert "meny%20v%C3%A4sby.pdf" in pdf.headers["Content-Disposition"]
@@ -78,12 +82,25 @@ def test_eml_with_attachments_and_encoded_headers_is_stored_encrypted_and_linked
     listed = crm.get(f"/api/v1/companies/{company['id']}/emails")["items"]
     assert [(m["id"], m["subject"], m["attachment_count"]) for m in listed] == [(stored["id"], SUBJECT, 2)]
     assert [e["data"]["part"] for e in events_of(crm.runtime, "crm.email.viewed")] == [
-        "message", "attachment", "raw", "headers"]
+        "message",
+        "attachment",
+        "raw",
+        "headers",
+    ]
     ingested = events_of(crm.runtime, "crm.email.ingested")[0]
     assert ingested["subject"] == f"crm:email:{stored['id']}" and ingested["data"]["person_id"] == asa["id"]
     crm.runtime.db.dispose()
-    assert_no_plaintext(raw_dump(crm.url), [SUBJECT, "asa.oberg@kommun.example", "Bo.Ek@kommun.example",
-                                            "allergier.csv", "Hej! Se bifogad", "a1@kommun.example"])
+    assert_no_plaintext(
+        raw_dump(crm.url),
+        [
+            SUBJECT,
+            "asa.oberg@kommun.example",
+            "Bo.Ek@kommun.example",
+            "allergier.csv",
+            "Hej! Se bifogad",
+            "a1@kommun.example",
+        ],
+    )
 
 
 def test_same_message_twice_is_stored_once_and_search_finds_it_by_any_named_address(crm_lite):
@@ -110,9 +127,12 @@ def test_upload_checks_type_size_and_that_it_is_a_message(tmp_path):
         not_mail = upload(harness, company["id"], b"just some bytes\r\n\r\nno headers")
         assert not_mail.status_code == 422
         assert upload(harness, "00000000-0000-4000-8000-000000000000", eml()).status_code == 404
-        form = harness.client.post(f"/api/v1/companies/{company['id']}/emails", headers=harness.support,
-                                   data={"file": (io.BytesIO(eml()), "message.eml")},
-                                   content_type="multipart/form-data")
+        form = harness.client.post(
+            f"/api/v1/companies/{company['id']}/emails",
+            headers=harness.support,
+            data={"file": (io.BytesIO(eml()), "message.eml")},
+            content_type="multipart/form-data",
+        )
         assert form.status_code == 201
         assert len(harness.get(f"/api/v1/companies/{company['id']}/emails")["items"]) == 1
     finally:

@@ -1,4 +1,5 @@
 """System-change notices to appointed recipients over a real SMTP listener (R4)."""
+
 from __future__ import annotations
 
 import email
@@ -30,15 +31,17 @@ def test_notice_reaches_every_appointed_recipient_of_the_chosen_companies(make_c
     a, b, c = crm.company("A kommun"), crm.company("B region"), crm.company("C skola")
     anna = crm.person(a["id"], name="Anna Svensson", email="anna@a.example", notice_recipient=True)
     bo = crm.person(a["id"], name="Bo Ek", email="bo@a.example", notice_recipient=True)
-    crm.person(a["id"], name="Cilla", email="cilla@a.example")                       # not appointed
+    crm.person(a["id"], name="Cilla", email="cilla@a.example")  # not appointed
     dan = crm.person(b["id"], name="Dan Öst", email="dan@b.example", notice_recipient=True)
-    crm.person(c["id"], name="Eva", email="eva@c.example", notice_recipient=True)     # company not chosen
+    crm.person(c["id"], name="Eva", email="eva@c.example", notice_recipient=True)  # company not chosen
     notice = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [a["id"], b["id"]]})
     assert {d["person_id"]: d["status"] for d in notice["deliveries"]} == {
-        anna["id"]: "sent", bo["id"]: "sent", dan["id"]: "sent"}
+        anna["id"]: "sent",
+        bo["id"]: "sent",
+        dan["id"]: "sent",
+    }
     assert all(d["sent_at"] for d in notice["deliveries"])
-    assert sorted(r for m in smtp.messages for r in m.recipients) == ["anna@a.example", "bo@a.example",
-                                                                      "dan@b.example"]
+    assert sorted(r for m in smtp.messages for r in m.recipients) == ["anna@a.example", "bo@a.example", "dan@b.example"]
     assert all(len(m.recipients) == 1 and m.envelope_from == "drift@vendor.example" for m in smtp.messages)
     received = email.message_from_bytes(smtp.messages[0].data, policy=email.policy.default)
     assert received["Subject"] == NOTICE["title"] and received["X-Recept-Notice"] == notice["id"]
@@ -48,10 +51,15 @@ def test_notice_reaches_every_appointed_recipient_of_the_chosen_companies(make_c
     assert crm.get(f"/api/v1/notices/{notice['id']}")["deliveries"] == notice["deliveries"]
     assert [n["id"] for n in crm.get("/api/v1/notices")["items"]] == [notice["id"]]
     assert events_of(crm.runtime, "crm.notice.created")[0]["data"] == {
-        "notice_id": notice["id"], "companies": 2, "recipients": 3}
+        "notice_id": notice["id"],
+        "companies": 2,
+        "recipients": 3,
+    }
     assert len(events_of(crm.runtime, "crm.notice_delivery.sent")) == 3
-    assert_no_plaintext(json.dumps(outbox_messages(crm.runtime)).encode(),
-                        ["anna@a.example", "bo@a.example", "dan@b.example", "Anna Svensson"])
+    assert_no_plaintext(
+        json.dumps(outbox_messages(crm.runtime)).encode(),
+        ["anna@a.example", "bo@a.example", "dan@b.example", "Anna Svensson"],
+    )
 
 
 def test_refused_recipient_is_retried_then_failed_without_recording_the_address(make_crm, smtp):
@@ -64,7 +72,7 @@ def test_refused_recipient_is_retried_then_failed_without_recording_the_address(
     refused = next(d for d in notice["deliveries"] if d["person_id"] == gone["id"])
     assert refused["status"] == "pending" and refused["attempts"] == 1
     assert refused["last_error"].startswith("SMTPRecipientsRefused") and "gone@" not in refused["last_error"]
-    time.sleep(0.05)     # past the backoff (0.01 s * 2**1)
+    time.sleep(0.05)  # past the backoff (0.01 s * 2**1)
     assert deliver_pending(crm.crm) == {"sent": 0, "retry": 0, "failed": 1, "cancelled": 0}
     after = crm.get(f"/api/v1/notices/{notice['id']}")["deliveries"]
     assert {d["status"] for d in after} == {"sent", "failed"}
@@ -81,7 +89,7 @@ def test_relay_outage_leaves_deliveries_for_the_worker_loop(make_crm, smtp):
     notice = crm.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
     assert notice["deliveries"][0]["status"] == "pending"
     assert notice["deliveries"][0]["last_error"] == "ConnectionRefusedError"
-    crm.runtime.config.values["SMTP_PORT"] = smtp.port      # the relay is back
+    crm.runtime.config.values["SMTP_PORT"] = smtp.port  # the relay is back
     stop = threading.Event()
     worker = threading.Thread(target=delivery_loop(crm.runtime.domain), args=(stop,))
     worker.start()
@@ -112,8 +120,11 @@ def test_notice_needs_known_companies_with_recipients(make_crm):
     crm = make_crm()
     company = crm.company()
     crm.person(company["id"], name="Cilla", email="cilla@a.example")
-    response = crm.client.post("/api/v1/notices", headers=crm.support, json={
-        **NOTICE, "company_ids": [company["id"], "00000000-0000-4000-8000-000000000000"]})
+    response = crm.client.post(
+        "/api/v1/notices",
+        headers=crm.support,
+        json={**NOTICE, "company_ids": [company["id"], "00000000-0000-4000-8000-000000000000"]},
+    )
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "company_ids.1"
     response = crm.client.post("/api/v1/notices", headers=crm.support, json={**NOTICE, "company_ids": [company["id"]]})
     assert response.status_code == 422
@@ -132,8 +143,9 @@ def test_a_title_with_a_line_break_is_refused_and_one_unsendable_message_does_no
     crm.person(company["id"], name="Anna", email="anna@a.example", notice_recipient=True)
     crm.person(company["id"], name="Bo", email="bo@a.example", notice_recipient=True)
     for title in ("Uppgradering\r\nBcc: all@evil.example", "Rad ett\nrad två", "Tab\x00noll"):
-        response = crm.client.post("/api/v1/notices", headers=crm.support,
-                                   json={**NOTICE, "title": title, "company_ids": [company["id"]]})
+        response = crm.client.post(
+            "/api/v1/notices", headers=crm.support, json={**NOTICE, "title": title, "company_ids": [company["id"]]}
+        )
         assert response.status_code == 422 and response.mimetype == "application/problem+json"
         assert [e["field"] for e in response.get_json()["errors"]] == ["title"]
     assert crm.get("/api/v1/notices")["items"] == []
@@ -148,7 +160,7 @@ def test_a_title_with_a_line_break_is_refused_and_one_unsendable_message_does_no
     assert {d["status"] for d in failed} == {"failed"} and all(d["last_error"] == "ValueError" for d in failed)
     assert sorted(r for m in smtp.messages for r in m.recipients) == ["anna@a.example", "bo@a.example"]
     assert b"evil" not in b"".join(m.data for m in smtp.messages)
-    assert deliver_pending(crm.crm) == {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}   # nothing stuck
+    assert deliver_pending(crm.crm) == {"sent": 0, "retry": 0, "failed": 0, "cancelled": 0}  # nothing stuck
 
 
 def test_starttls_to_the_relay_verifies_its_certificate_against_the_configured_ca(make_crm, tmp_path):
@@ -173,14 +185,18 @@ def test_starttls_to_the_relay_verifies_its_certificate_against_the_configured_c
             return "250 Message accepted"
 
     port = free_port()
-    controller = Controller(Handler(), hostname="localhost", port=port, tls_context=server_tls,
-                            require_starttls=True)
+    controller = Controller(Handler(), hostname="localhost", port=port, tls_context=server_tls, require_starttls=True)
     controller.start()
     try:
         other_ca = relay_tls(("localhost",))[0]
         (tmp_path / "other-ca.pem").write_bytes(other_ca)
-        settings = {"SMTP_HOST": "localhost", "SMTP_PORT": port, "SMTP_STARTTLS": True, "SMTP_TIMEOUT": 5.0,
-                    "NOTICE_SEND_INLINE": False}
+        settings = {
+            "SMTP_HOST": "localhost",
+            "SMTP_PORT": port,
+            "SMTP_STARTTLS": True,
+            "SMTP_TIMEOUT": 5.0,
+            "NOTICE_SEND_INLINE": False,
+        }
         crm = make_crm(**settings, SMTP_CA_PATH=str(tmp_path / "ca.pem"))
         company = crm.company()
         crm.person(company["id"], name="Anna", email="anna@a.example", notice_recipient=True)
@@ -192,7 +208,8 @@ def test_starttls_to_the_relay_verifies_its_certificate_against_the_configured_c
         stranger.person(company["id"], name="Bo", email="bo@a.example", notice_recipient=True)
         notice = stranger.post("/api/v1/notices", {**NOTICE, "company_ids": [company["id"]]})
         assert deliver_pending(stranger.crm)["retry"] == 1 and len(received) == 1
-        assert stranger.get(f"/api/v1/notices/{notice['id']}")["deliveries"][0]["last_error"] == \
-            "SSLCertVerificationError"
+        assert (
+            stranger.get(f"/api/v1/notices/{notice['id']}")["deliveries"][0]["last_error"] == "SSLCertVerificationError"
+        )
     finally:
         controller.stop()

@@ -1,10 +1,12 @@
 """GDPR participation of the crm service (R1, R2, R3, R15): resolve, export, erase, and the bus protocol."""
+
 from __future__ import annotations
 
 import base64
 import json
 import threading
 import uuid
+from datetime import UTC
 
 from sqlalchemy import select
 
@@ -18,17 +20,30 @@ from tests.crm.test_mail import eml
 from tests.gdpr.sealing import opened_reply, sealed_command
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime
 
-ANNA = {"name": "Anna Svensson", "email": "anna.svensson@kommun.example", "phone": "070-123 45 67",
-        "title": "Kostchef", "notice_recipient": True}
-ANNA_VALUES = ["Anna Svensson", "anna.svensson@kommun.example", "+46701234567", "Kostchef",
-               "Annas inloggning strular", "Anna ringde om sin allergilista", "Annas fakturafr", "a1@kommun.example"]
+ANNA = {
+    "name": "Anna Svensson",
+    "email": "anna.svensson@kommun.example",
+    "phone": "070-123 45 67",
+    "title": "Kostchef",
+    "notice_recipient": True,
+}
+ANNA_VALUES = [
+    "Anna Svensson",
+    "anna.svensson@kommun.example",
+    "+46701234567",
+    "Kostchef",
+    "Annas inloggning strular",
+    "Anna ringde om sin allergilista",
+    "Annas fakturafr",
+    "a1@kommun.example",
+]
 CALLS = (
-    "timestamp,calling_number,called_line,duration,direction\n"
-    "2025-03-03 08:15:00,+46 70 123 45 67,support,125,inbound\n"
-    "2025-03-04 09:00:10,070-123 45 67,support,42,inbound\n"
-    "2025-03-05 10:30:00,0701234567,support,181,inbound\n"
-    "2025-03-05 11:00:00,0709876543,support,60,inbound\n"
-).encode()
+    b"timestamp,calling_number,called_line,duration,direction\n"
+    b"2025-03-03 08:15:00,+46 70 123 45 67,support,125,inbound\n"
+    b"2025-03-04 09:00:10,070-123 45 67,support,42,inbound\n"
+    b"2025-03-05 10:30:00,0701234567,support,181,inbound\n"
+    b"2025-03-05 11:00:00,0709876543,support,60,inbound\n"
+)
 
 
 def populate(crm) -> dict:
@@ -37,27 +52,71 @@ def populate(crm) -> dict:
     anna = crm.person(kommun["id"], **ANNA)
     bo = crm.person(kommun["id"], name="Bo Ek", email="bo.ek@kommun.example", phone="0709876543")
     carl = crm.person(region["id"], name="Carl Berg", email="carl@region.example")
-    assert crm.ok(crm.client.post("/api/v1/calls/import", data=CALLS, content_type="text/csv",
-                                  headers=crm.support))["imported"] == 4
-    case1 = crm.post("/api/v1/cases", {"company_id": kommun["id"], "caller_name": "Anna Svensson",
-                                       "phone": "+46701234567", "subject": "Annas inloggning strular"})
+    assert (
+        crm.ok(crm.client.post("/api/v1/calls/import", data=CALLS, content_type="text/csv", headers=crm.support))[
+            "imported"
+        ]
+        == 4
+    )
+    case1 = crm.post(
+        "/api/v1/cases",
+        {
+            "company_id": kommun["id"],
+            "caller_name": "Anna Svensson",
+            "phone": "+46701234567",
+            "subject": "Annas inloggning strular",
+        },
+    )
     # Registered under the other company and without a phone: found through her e-mail alone.
-    case2 = crm.post("/api/v1/cases", {"company_id": region["id"], "email": "Anna.Svensson@kommun.example",
-                                       "subject": "Annas fakturafråga", "description": "Anna ringde om sin allergilista"})
+    case2 = crm.post(
+        "/api/v1/cases",
+        {
+            "company_id": region["id"],
+            "email": "Anna.Svensson@kommun.example",
+            "subject": "Annas fakturafråga",
+            "description": "Anna ringde om sin allergilista",
+        },
+    )
     bo_case = crm.post("/api/v1/cases", {"company_id": kommun["id"], "phone": "0709876543", "subject": "Bo undrar"})
-    mail = crm.ok(crm.client.post(f"/api/v1/companies/{kommun['id']}/emails", headers=crm.support,
-                                  data=eml(sender="anna.svensson@kommun.example"), content_type="message/rfc822"), 201)
-    bo_mail = crm.ok(crm.client.post(f"/api/v1/companies/{kommun['id']}/emails", headers=crm.support,
-                                     data=bo_eml(), content_type="message/rfc822"), 201)
+    mail = crm.ok(
+        crm.client.post(
+            f"/api/v1/companies/{kommun['id']}/emails",
+            headers=crm.support,
+            data=eml(sender="anna.svensson@kommun.example"),
+            content_type="message/rfc822",
+        ),
+        201,
+    )
+    bo_mail = crm.ok(
+        crm.client.post(
+            f"/api/v1/companies/{kommun['id']}/emails",
+            headers=crm.support,
+            data=bo_eml(),
+            content_type="message/rfc822",
+        ),
+        201,
+    )
     crm.runtime.config.values["NOTICE_SEND_INLINE"] = False
     crm.post("/api/v1/notices", {"title": "Uppgradering", "body": "i kväll", "company_ids": [kommun["id"]]})
-    return {"kommun": kommun, "region": region, "anna": anna, "bo": bo, "carl": carl, "case1": case1, "case2": case2,
-            "bo_case": bo_case, "mail": mail, "bo_mail": bo_mail}
+    return {
+        "kommun": kommun,
+        "region": region,
+        "anna": anna,
+        "bo": bo,
+        "carl": carl,
+        "case1": case1,
+        "case2": case2,
+        "bo_case": bo_case,
+        "mail": mail,
+        "bo_mail": bo_mail,
+    }
 
 
 def bo_eml() -> bytes:
-    return (b"From: Bo Ek <bo.ek@kommun.example>\r\nTo: support@vendor.example\r\nSubject: Bo har en fraga\r\n"
-            b"Message-ID: <bo1@kommun.example>\r\n\r\nHej fran Bo\r\n")
+    return (
+        b"From: Bo Ek <bo.ek@kommun.example>\r\nTo: support@vendor.example\r\nSubject: Bo har en fraga\r\n"
+        b"Message-ID: <bo1@kommun.example>\r\n\r\nHej fran Bo\r\n"
+    )
 
 
 def ctx(**subject) -> Context:
@@ -74,8 +133,10 @@ def ciphertexts(crm, anna_id: str) -> list[tuple[str, str, str, bytes]]:
             out.append(("calls", "number", row.id, row.number))
         for row in s.execute(select(cases).where(cases.c.subject_ref.is_not(None))):
             if row.caller_email is not None or row.person_id == anna_id:
-                out += [("cases", c, row.id, getattr(row, c)) for c in ("caller_name", "caller_phone", "caller_email",
-                                                                         "topic", "description")]
+                out += [
+                    ("cases", c, row.id, getattr(row, c))
+                    for c in ("caller_name", "caller_phone", "caller_email", "topic", "description")
+                ]
         for row in s.execute(select(emails).where(emails.c.person_id == anna_id)):
             out += [("emails", c, row.id, getattr(row, c)) for c in ("raw", "header_from", "header_subject")]
     return [entry for entry in out if entry[3] is not None]
@@ -104,13 +165,18 @@ def test_erasing_a_person_in_3_calls_2_cases_and_1_email_leaves_none_of_it_reada
     assert len(exported["call"]) == 3 and {c["number"] for c in exported["call"]} == {"+46701234567"}
     assert base64.b64decode(exported["email"][0]["raw_base64"]) == eml(sender="anna.svensson@kommun.example")
     assert len(exported["notice_delivery"]) == 1
-    json.dumps(exported)   # the reply travels as JSON
+    json.dumps(exported)  # the reply travels as JSON
 
     with crm.runtime.db.transaction() as s:
         items = [i.as_dict() for i in participant.erase(s, request, references)]
     assert {i["kind"]: (i["action"], i["count"]) for i in items} == {
-        "person": ("deleted", 1), "case": ("anonymised", 2), "call": ("anonymised", 3), "email": ("deleted", 1),
-        "notice_delivery": ("anonymised", 1), "import_fingerprint": ("retained", 1)}
+        "person": ("deleted", 1),
+        "case": ("anonymised", 2),
+        "call": ("anonymised", 3),
+        "email": ("deleted", 1),
+        "notice_delivery": ("anonymised", 1),
+        "import_fingerprint": ("retained", 1),
+    }
     assert "legal_basis" in next(i for i in items if i["action"] == "retained")
 
     with crm.runtime.db.transaction() as s:
@@ -137,11 +203,15 @@ def test_erasing_a_person_in_3_calls_2_cases_and_1_email_leaves_none_of_it_reada
     # the one call that was not erased is still recognised.
     again = crm.ok(crm.client.post("/api/v1/calls/import", data=CALLS, content_type="text/csv", headers=crm.support))
     assert again["imported"] == 3 and again["duplicates"] == 1
-    response = crm.client.post(f"/api/v1/companies/{world['kommun']['id']}/emails", headers=crm.support,
-                               data=eml(sender="anna.svensson@kommun.example"), content_type="message/rfc822")
+    response = crm.client.post(
+        f"/api/v1/companies/{world['kommun']['id']}/emails",
+        headers=crm.support,
+        data=eml(sender="anna.svensson@kommun.example"),
+        content_type="message/rfc822",
+    )
     assert response.status_code == 409
 
-    with crm.runtime.db.transaction() as s:   # a repeated command does nothing more
+    with crm.runtime.db.transaction() as s:  # a repeated command does nothing more
         repeat = [i.as_dict() for i in participant.erase(s, request, references)]
     assert all(i["count"] == 0 for i in repeat)
     crm.runtime.db.dispose()
@@ -176,8 +246,9 @@ def test_inventory_and_counts_are_announced(crm_lite):
 def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url):
     """The gdpr command arrives over a real RabbitMQ, the erasure and its reply commit together (R2)."""
     mint = TokenMint()
-    runtime = make_runtime(SPEC, postgres_url, broker_url=rabbit_url, mint=mint, ANNOUNCE_INTERVAL=3600.0,
-                           RELAY_INTERVAL=0.05)
+    runtime = make_runtime(
+        SPEC, postgres_url, broker_url=rabbit_url, mint=mint, ANNOUNCE_INTERVAL=3600.0, RELAY_INTERVAL=0.05
+    )
     app = SPEC.create_app(runtime=runtime)
     client, headers = app.test_client(), mint.headers(tenant="vendor", roles=("support",))
     company = client.post("/api/v1/companies", json={"name": "Kommun AB"}, headers=headers).get_json()
@@ -199,12 +270,20 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url):
     listener.start()
     publisher = gdpr.publisher()
     try:
-        command = {"request_id": "req-1", "command_id": "cmd-1", "action": "erase", "phase": "resolve",
-                   "tenant": "kommun", "subject": {"email": ANNA["email"]}, "references": []}
+        command = {
+            "request_id": "req-1",
+            "command_id": "cmd-1",
+            "action": "erase",
+            "phase": "resolve",
+            "tenant": "kommun",
+            "subject": {"email": ANNA["email"]},
+            "references": [],
+        }
         body = json.dumps(sealed_command(runtime, command)).encode()
         # Sent twice (at-least-once delivery): the inbox makes the second a no-op.
-        assert publisher.publish([Message(GDPR, "gdpr.command.crm", body, "cmd-1"),
-                                  Message(GDPR, "gdpr.command.crm", body, "cmd-1")]) == [None, None]
+        assert publisher.publish(
+            [Message(GDPR, "gdpr.command.crm", body, "cmd-1"), Message(GDPR, "gdpr.command.crm", body, "cmd-1")]
+        ) == [None, None]
         assert replies_done.wait(30)
         reply = replies[0]
         assert reply["status"] == "done" and reply["references"] == [f"crm:person:{person['id']}"]
@@ -224,18 +303,24 @@ def test_an_erased_call_row_keeps_nothing_that_can_be_recomputed_from_the_number
     recoverable by brute force.  Recompute every keyed value the code can make from the number (the row
     fingerprint over the exact original row and over what the row still holds, the blind index) and find
     none of them in the row or a raw dump; the time and duration that stay are coarsened."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from services.crm.calls import CallRow
     from shared.clock import as_utc
 
-    single = ("timestamp,calling_number,called_line,duration,direction\n"
-              "2025-03-03T08:15:07+00:00,+46701234567,support,125,inbound\n"
-              "2025-03-03T08:16:09+00:00,+46709876543,support,61,inbound\n").encode()
-    assert crm.ok(crm.client.post("/api/v1/calls/import", data=single, content_type="text/csv",
-                                  headers=crm.support))["imported"] == 2
+    single = (
+        b"timestamp,calling_number,called_line,duration,direction\n"
+        b"2025-03-03T08:15:07+00:00,+46701234567,support,125,inbound\n"
+        b"2025-03-03T08:16:09+00:00,+46709876543,support,61,inbound\n"
+    )
+    assert (
+        crm.ok(crm.client.post("/api/v1/calls/import", data=single, content_type="text/csv", headers=crm.support))[
+            "imported"
+        ]
+        == 2
+    )
     number = "+46701234567"
-    original = CallRow(0, datetime(2025, 3, 3, 8, 15, 7, tzinfo=timezone.utc), number, "support", 125, "inbound")
+    original = CallRow(0, datetime(2025, 3, 3, 8, 15, 7, tzinfo=UTC), number, "support", 125, "inbound")
     keyed = crm.crm.fingerprint("call", original.canonical())
     participant = crm.runtime.participant
     request = ctx(phone=number)
@@ -252,9 +337,12 @@ def test_an_erased_call_row_keeps_nothing_that_can_be_recomputed_from_the_number
     # What stays for statistics is coarse: the hour and whole minutes, not the exact second of a call.
     assert (started.minute, started.second) == (0, 0) and started.hour == 8 and row.duration_s == 180
     # The keyed values an attacker can compute from the number: none of them is in the row.
-    candidates = {keyed,
-                  crm.crm.fingerprint("call", CallRow(0, started, number, row.called_line, row.duration_s,
-                                                      row.direction).canonical())}
+    candidates = {
+        keyed,
+        crm.crm.fingerprint(
+            "call", CallRow(0, started, number, row.called_line, row.duration_s, row.direction).canonical()
+        ),
+    }
     stored = {str(value) for value in row._mapping.values() if value is not None}
     assert not candidates & stored
     assert crm.crm.index.of("phone", number) not in set(row._mapping.values()) - {row.duration_s}

@@ -1,4 +1,5 @@
 """Fixtures for the deployment tests: the parsed compose file and each service's deployment contract."""
+
 from __future__ import annotations
 
 from pathlib import Path

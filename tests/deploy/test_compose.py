@@ -3,6 +3,7 @@
 No Docker engine runs here, so the file is checked against the Compose Specification's
 schema and against what the services declare (deploy/contract.py reads their settings).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,24 +34,27 @@ def test_every_service_has_an_api_a_migration_and_a_worker_when_it_has_one(compo
     names = set(compose["services"])
     for service in SERVICES:
         assert {f"{service}-{role}" for role in contracts[service].roles} <= names
-        assert (f"{service}-worker" in names) == contracts[service].worker, \
+        assert (f"{service}-worker" in names) == contracts[service].worker, (
             f"{service}: a worker in compose must match the spec's has_worker"
+        )
     assert {"rabbitmq", "postgres", "ldap", "proxy"} <= names
-    assert "portal-worker" not in names      # the portal's spec says has_worker = False
+    assert "portal-worker" not in names  # the portal's spec says has_worker = False
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_processes_run_the_documented_commands_from_one_image(compose, contracts, service):
-    commands = {"api": ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8080", "services.wsgi:app"],
-                "worker": ["python", "-m", f"services.{service}.worker"],
-                "migrate": ["python", "-m", "services.cli", "migrate", service]}
+    commands = {
+        "api": ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8080", "services.wsgi:app"],
+        "worker": ["python", "-m", f"services.{service}.worker"],
+        "migrate": ["python", "-m", "services.cli", "migrate", service],
+    }
     for role in contracts[service].roles:
         definition = compose["services"][f"{service}-{role}"]
         assert definition["command"] == commands[role]
         assert definition["image"] == "recept:latest"
         assert definition["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
         assert definition["environment"]["RECEPT_SERVICE"] == service
-        assert "entrypoint" not in definition      # deploy/entrypoint.sh must export the secrets
+        assert "entrypoint" not in definition  # deploy/entrypoint.sh must export the secrets
 
 
 def _provided(definition: dict) -> dict[str, str]:
@@ -88,8 +92,9 @@ def test_every_setting_the_code_needs_is_provided(compose, contracts, service, r
         if c.setting_of(name) in c.upstreams:
             assert value == api_url(c.upstreams[c.setting_of(name)]), f"{name} must reach that api directly"
     for variable in c.secret_env:
-        assert c.setting_of(variable) in {c.setting_of(n) for n, v in provided.items() if v.startswith("secret:")}, \
+        assert c.setting_of(variable) in {c.setting_of(n) for n, v in provided.items() if v.startswith("secret:")}, (
             f"{variable} must come from a secret, not the environment"
+        )
 
 
 @pytest.mark.parametrize(("service", "role"), PROCESSES)
@@ -103,8 +108,9 @@ def test_file_settings_point_at_mounted_secrets_and_dirs_at_volumes(compose, con
         if setting in c.secret_files:
             assert value in mounts, f"{name}={value} is not a mounted secret"
         if setting in c.data_dirs and role != "migrate":
-            assert value.startswith(f"{DATA_DIR}/") and any(value.startswith(v) for v in volumes), \
+            assert value.startswith(f"{DATA_DIR}/") and any(value.startswith(v) for v in volumes), (
                 f"{name}={value} is on the read-only image file system, not a volume"
+            )
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -121,8 +127,9 @@ def test_no_credential_is_written_in_the_compose_file(compose):
     assert not re.search(r"://[^/\s:@]+:[^@\s]+@", text), "a URL with a password"
     for name, definition in compose["services"].items():
         for variable, value in (definition.get("environment") or {}).items():
-            if re.search(r"PASSWORD|SECRET|TOKEN|KEYRING$|_KEY$", variable) and \
-                    not str(value).startswith(f"{SECRETS_DIR}/"):
+            if re.search(r"PASSWORD|SECRET|TOKEN|KEYRING$|_KEY$", variable) and not str(value).startswith(
+                f"{SECRETS_DIR}/"
+            ):
                 pytest.fail(f"{name}: {variable} holds a secret in plain text; mount it as a file")
 
 
@@ -132,8 +139,11 @@ def test_every_secret_is_a_file_that_make_secrets_creates(compose, generated_sec
         path = Path(secret["file"])
         assert path.parent == Path("deploy/secrets"), f"secret {name} lives outside deploy/secrets"
         assert path.name in made, f"make_secrets does not create {path.name}"
-    used = {entry if isinstance(entry, str) else entry["source"]
-            for definition in compose["services"].values() for entry in definition.get("secrets") or []}
+    used = {
+        entry if isinstance(entry, str) else entry["source"]
+        for definition in compose["services"].values()
+        for entry in definition.get("secrets") or []
+    }
     assert used <= set(compose["secrets"])
 
 
@@ -144,8 +154,11 @@ def test_secrets_folder_is_never_committed():
 
 
 def test_only_the_proxy_is_published_beyond_localhost(compose):
-    public = {name: definition["ports"] for name, definition in compose["services"].items()
-              if any(not str(p).startswith("127.0.0.1:") for p in definition.get("ports") or [])}
+    public = {
+        name: definition["ports"]
+        for name, definition in compose["services"].items()
+        if any(not str(p).startswith("127.0.0.1:") for p in definition.get("ports") or [])
+    }
     assert public == {"proxy": ["8080:8080"]}
 
 
@@ -187,8 +200,9 @@ def test_postgres_creates_one_database_per_service(compose):
     assert postgres["environment"]["RECEPT_SERVICES"].split() == list(SERVICES)
     mounted = {s if isinstance(s, str) else s["source"] for s in postgres["secrets"]}
     assert {f"postgres-{service}-password" for service in SERVICES} <= mounted
-    assert any(v.startswith("./deploy/postgres/init-databases.sh:/docker-entrypoint-initdb.d/")
-               for v in postgres["volumes"])
+    assert any(
+        v.startswith("./deploy/postgres/init-databases.sh:/docker-entrypoint-initdb.d/") for v in postgres["volumes"]
+    )
 
 
 def test_rabbitmq_loads_the_generated_definitions(compose):
@@ -215,7 +229,7 @@ def test_the_proxy_serves_every_api_under_its_name(compose):
         block = re.search(rf"location /{service}/ \{{(.*?)\}}", conf, re.S)
         assert block, f"no location /{service}/"
         assert f"http://{service}-api:8080" in block.group(1)
-        assert rf"rewrite ^/{service}/(.*)$ /$1 break;" in block.group(1)   # the prefix is stripped
+        assert rf"rewrite ^/{service}/(.*)$ /$1 break;" in block.group(1)  # the prefix is stripped
         # ... and handed on as X-Forwarded-Prefix; the `set` must come before `rewrite ... break`,
         # which ends the rewrite module's directives (`set` is one of them).
         body = block.group(1)
@@ -223,9 +237,13 @@ def test_the_proxy_serves_every_api_under_its_name(compose):
         assert body.index("set $recept_prefix") < body.index("rewrite ")
         # A proxy_set_header here would drop every inherited one (Host, X-Forwarded-For, ...).
         assert "proxy_set_header" not in body
-    http = conf[conf.index("http {"):conf.index("server {")]
-    for header in ("Host $host", "X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme",
-                   "X-Forwarded-Prefix $recept_prefix"):
+    http = conf[conf.index("http {") : conf.index("server {")]
+    for header in (
+        "Host $host",
+        "X-Forwarded-For $proxy_add_x_forwarded_for",
+        "X-Forwarded-Proto $scheme",
+        "X-Forwarded-Prefix $recept_prefix",
+    ):
         assert f"proxy_set_header {header};" in http
     assert "$request " not in conf and '"$request"' not in conf, "query strings would reach the access log"
     assert compose["services"]["proxy"]["ports"] == ["8080:8080"]

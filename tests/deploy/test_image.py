@@ -1,4 +1,5 @@
 """deploy/Dockerfile, .dockerignore, the entrypoint and the health check: one slim non-root image with no secrets in it."""
+
 from __future__ import annotations
 
 import http.server
@@ -68,7 +69,7 @@ def test_entrypoint_exports_secret_files_named_like_variables(tmp_path):
     result = _run_entrypoint(tmp_path, "env")
     assert result.returncode == 0, result.stderr
     variables = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    assert variables["RECEPT_ORDERS_DATABASE_URL"] == "postgresql://u:p@db/orders"   # trailing newline dropped
+    assert variables["RECEPT_ORDERS_DATABASE_URL"] == "postgresql://u:p@db/orders"  # trailing newline dropped
     assert "keyring" not in variables
 
 

@@ -1,4 +1,5 @@
 """deploy/k8s: a Kustomize base that follows the code, validates offline, and gives every service what it needs."""
+
 from __future__ import annotations
 
 import shutil
@@ -41,8 +42,9 @@ def rendered() -> list[dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         return _base()
-    output = subprocess.run([kubectl, "kustomize", str(render.K8S)], check=True, capture_output=True, text=True,
-                            timeout=120).stdout
+    output = subprocess.run(
+        [kubectl, "kustomize", str(render.K8S)], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
     return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
@@ -64,8 +66,9 @@ def test_every_manifest_file_validates_offline():
 
 
 def test_the_kustomized_base_renders_and_validates(rendered):
-    assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == \
-        {(d["kind"], d["metadata"]["name"]) for d in _base()}
+    assert {(d["kind"], d["metadata"]["name"]) for d in rendered} == {
+        (d["kind"], d["metadata"]["name"]) for d in _base()
+    }
     for doc in rendered:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "recept"
@@ -82,8 +85,11 @@ def test_a_deployment_and_service_per_api_and_a_deployment_per_worker(rendered, 
             assert f"{service}-worker" not in deployments, f"{service}'s spec says it has no worker"
             continue
         worker = deployments[f"{service}-worker"]
-        assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == \
-            ["python", "-m", f"services.{service}.worker"]
+        assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == [
+            "python",
+            "-m",
+            f"services.{service}.worker",
+        ]
         assert not selector.items() <= worker["spec"]["template"]["metadata"]["labels"].items()
     assert "portal-worker" not in deployments
 
@@ -162,8 +168,9 @@ def test_every_setting_the_code_needs_is_provided(rendered, contracts, service):
         assert {c.setting_of(v) for v in env} >= {"KEYRING_FILE", "JWKS_URL", *c.secret_files, *c.data_dirs}
         assert set(c.secret_env) <= set(secret), "database and broker URLs come from the secret"
         if not c.worker:
-            assert not any(c.setting_of(v) == "BROKER_URL" for v in [*env, *secret]), \
+            assert not any(c.setting_of(v) == "BROKER_URL" for v in [*env, *secret]), (
                 f"{service} has no worker and so needs no broker credential"
+            )
         for setting, upstream in c.upstreams.items():
             called = next(v for v in env if c.setting_of(v) == setting)
             assert env[called] == api_url(upstream)
@@ -199,6 +206,7 @@ def test_cookies_are_secure_and_notices_use_starttls(rendered):
 
 # --- the three-node RabbitMQ (deploy/k8s/rabbitmq/, issue 20) ----------------------------------------
 
+
 def test_the_rabbitmq_base_is_rendered_from_the_code_and_validates():
     current = {p.name: p.read_text(encoding="utf-8") for p in render.RABBITMQ_K8S.glob("*.yaml")}
     assert current == render.render_rabbitmq_k8s(), "deploy/k8s/rabbitmq is stale: run `python -m deploy.render`"
@@ -214,8 +222,9 @@ def test_rabbitmq_runs_three_clustered_nodes_that_keep_a_majority():
     headless = _by_kind(docs, "Service")[statefulset["spec"]["serviceName"]]
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
     conf = _by_kind(docs, "ConfigMap")["rabbitmq-config"]["data"]["rabbitmq.conf"]
-    assert [line.split(" = ")[1] for line in conf.splitlines() if line.startswith("cluster_formation.classic_config")] \
-        == [f"rabbit@rabbitmq-{i}.rabbitmq-nodes" for i in range(3)]
+    assert [
+        line.split(" = ")[1] for line in conf.splitlines() if line.startswith("cluster_formation.classic_config")
+    ] == [f"rabbit@rabbitmq-{i}.rabbitmq-nodes" for i in range(3)]
     assert "cluster_partition_handling = pause_minority" in conf
     assert "load_definitions = /run/secrets/rabbitmq-definitions.json" in conf
     assert _by_kind(docs, "PodDisruptionBudget")["rabbitmq"]["spec"]["maxUnavailable"] == 1

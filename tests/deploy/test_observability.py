@@ -1,5 +1,6 @@
 """The example Prometheus alert rules and Grafana dashboard in deploy/ (issue 20) name only metrics the
 code exposes, and the alerts the operator needs are there: dead letters, overdue requests, outbox age."""
+
 from __future__ import annotations
 
 import json
@@ -64,10 +65,18 @@ def test_dashboard_queries_name_exposed_metrics(exposed):
     assert len(exprs) >= 10
     used = set().union(*(METRIC.findall(e) for e in exprs))
     assert not used - exposed, used - exposed
-    for figure in ("recept_http_requests_total", "recept_http_request_duration_seconds_bucket",
-                   "recept_outbox_backlog", "recept_outbox_oldest_age_seconds", "recept_consumer_backlog_messages",
-                   "recept_consumer_redeliveries_total", "recept_dead_letter_messages", "recept_gdpr_requests",
-                   "recept_gdpr_requests_overdue", "recept_audit_chain_verifications_total"):
+    for figure in (
+        "recept_http_requests_total",
+        "recept_http_request_duration_seconds_bucket",
+        "recept_outbox_backlog",
+        "recept_outbox_oldest_age_seconds",
+        "recept_consumer_backlog_messages",
+        "recept_consumer_redeliveries_total",
+        "recept_dead_letter_messages",
+        "recept_gdpr_requests",
+        "recept_gdpr_requests_overdue",
+        "recept_audit_chain_verifications_total",
+    ):
         assert figure in used, figure
 
 

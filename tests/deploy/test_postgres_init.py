@@ -1,4 +1,5 @@
 """deploy/postgres/init-databases.sh on a real PostgreSQL: one role and one database per service, each closed to the others."""
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,16 @@ def initialised(postgres_server, tmp_path):
     services = ("orders", "crm")
     for service in services:
         (tmp_path / f"postgres-{service}-password").write_text(f"pw-{service}-{uuid.uuid4().hex}\n")
-    env = {"PATH": os.environ["PATH"], "PGHOST": PG_HOST, "PGPORT": str(PG_PORT), "POSTGRES_USER": PG_USER,
-           "POSTGRES_DB": "postgres", "RECEPT_SERVICES": " ".join(services), "RECEPT_DB_PREFIX": prefix,
-           "RECEPT_SECRETS_DIR": str(tmp_path)}
+    env = {
+        "PATH": os.environ["PATH"],
+        "PGHOST": PG_HOST,
+        "PGPORT": str(PG_PORT),
+        "POSTGRES_USER": PG_USER,
+        "POSTGRES_DB": "postgres",
+        "RECEPT_SERVICES": " ".join(services),
+        "RECEPT_DB_PREFIX": prefix,
+        "RECEPT_SECRETS_DIR": str(tmp_path),
+    }
     result = subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     names = [prefix + service for service in services]
     try:

@@ -1,4 +1,5 @@
 """deploy/rabbitmq/definitions.json: follows the code, and its per-service users work — and only just — on a real RabbitMQ."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ import pika.exceptions
 import pytest
 
 from deploy import render
-from deploy.make_secrets import generate
 from deploy.contract import bus_services
+from deploy.make_secrets import generate
 from deploy.topology import ADMIN_USER, all_topologies, rabbit_password_hash, user_name
 from services import SERVICES
 from shared.bus import DLX, EVENTS, GDPR, Binding, Bus, BusError, Message, Unroutable, dead_letter_queue, queue_name
@@ -28,8 +29,9 @@ from tests.conftest import RABBIT_HOST, RABBIT_PORT
 def test_committed_definitions_equal_what_the_code_declares():
     """Services re-declare their queues at start; a queue whose arguments differ fails (PRECONDITION_FAILED)."""
     committed = json.loads(render.DEFINITIONS.read_text(encoding="utf-8"))
-    assert committed == json.loads(render.render_definitions()), \
+    assert committed == json.loads(render.render_definitions()), (
         "deploy/rabbitmq/definitions.json is stale: run `python -m deploy.render`"
+    )
 
 
 def test_definitions_hold_no_password():
@@ -57,8 +59,9 @@ def test_every_service_queue_has_a_dead_letter_exchange_and_a_delivery_limit():
         assert queues[queue_name(service)]["x-dead-letter-exchange"] == DLX
         assert queues[queue_name(service)]["x-delivery-limit"] >= 1
         assert queues[dead_letter_queue(service)]["x-queue-type"] == "quorum"
-    assert {"source": DLX, "destination": dead_letter_queue("orders"), "routing_key": "dead.orders"}.items() <= \
-        next(b for b in committed["bindings"] if b["destination"] == dead_letter_queue("orders")).items()
+    assert {"source": DLX, "destination": dead_letter_queue("orders"), "routing_key": "dead.orders"}.items() <= next(
+        b for b in committed["bindings"] if b["destination"] == dead_letter_queue("orders")
+    ).items()
 
 
 def test_dead_letter_queues_have_a_ttl_and_a_length_limit_by_policy():
@@ -66,8 +69,11 @@ def test_dead_letter_queues_have_a_ttl_and_a_length_limit_by_policy():
     committed = json.loads(render.DEFINITIONS.read_text(encoding="utf-8"))
     (policy,) = [p for p in committed["policies"] if p["name"] == DEAD_LETTER_POLICY["name"]]
     assert policy["apply-to"] == "queues" and policy["vhost"] == "recept"
-    assert policy["definition"] == {"message-ttl": DEAD_LETTER_TTL_MS, "max-length": DEAD_LETTER_MAX_LENGTH,
-                                    "overflow": "drop-head"}
+    assert policy["definition"] == {
+        "message-ttl": DEAD_LETTER_TTL_MS,
+        "max-length": DEAD_LETTER_MAX_LENGTH,
+        "overflow": "drop-head",
+    }
     assert 0 < DEAD_LETTER_TTL_MS <= 30 * 24 * 3600 * 1000 and DEAD_LETTER_MAX_LENGTH > 0
     pattern = re.compile(policy["pattern"])
     for service in bus_services():
@@ -76,8 +82,9 @@ def test_dead_letter_queues_have_a_ttl_and_a_length_limit_by_policy():
 
 def test_the_dead_letter_policy_applies_on_a_real_broker(broker):
     def ctl(*args: str) -> str:
-        return subprocess.run(["rabbitmqctl", "-q", *args, "-p", broker.vhost], check=True, capture_output=True,
-                              text=True, timeout=60).stdout
+        return subprocess.run(
+            ["rabbitmqctl", "-q", *args, "-p", broker.vhost], check=True, capture_output=True, text=True, timeout=60
+        ).stdout
 
     listed = ctl("list_queues", "name", "policy")
     rows = {line.split("\t")[0]: line.split("\t")[1].strip() for line in listed.splitlines() if "\t" in line}
@@ -95,6 +102,7 @@ def test_rabbit_password_hash_is_salted_sha256():
 
 
 # --- on a real broker -------------------------------------------------------------------------------
+
 
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
@@ -135,8 +143,10 @@ def broker(rabbitmq_server, tmp_path_factory):
 
     def url(service: str) -> str:
         password = (directory / f"rabbitmq-{service}-password").read_text().strip()
-        return (f"amqp://{quote(renamed[user_name(service)], safe='')}:{password}@{RABBIT_HOST}:{RABBIT_PORT}/"
-                f"{quote(vhost, safe='')}")
+        return (
+            f"amqp://{quote(renamed[user_name(service)], safe='')}:{password}@{RABBIT_HOST}:{RABBIT_PORT}/"
+            f"{quote(vhost, safe='')}"
+        )
 
     url.vhost = vhost
     yield url
@@ -241,8 +251,7 @@ def test_the_committed_users_cannot_log_in_without_the_generated_hashes(rabbitmq
     """The committed file is safe to import anywhere: its users have no password until make_secrets."""
     definitions = json.loads(render.DEFINITIONS.read_text(encoding="utf-8"))
     tag = uuid.uuid4().hex[:8]
-    user = {**next(u for u in definitions["users"] if u["name"] == user_name("orders")),
-            "name": f"recept-orders-{tag}"}
+    user = {**next(u for u in definitions["users"] if u["name"] == user_name("orders")), "name": f"recept-orders-{tag}"}
     _import({"users": [user]})
     try:
         with pytest.raises(pika.exceptions.ProbableAuthenticationError):

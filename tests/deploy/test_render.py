@@ -1,4 +1,5 @@
 """deploy/render.py: every generated file is current, and the permission regexes it writes are exact."""
+
 from __future__ import annotations
 
 import re
@@ -29,7 +30,9 @@ def _topology(bindings) -> ServiceTopology:
 
 
 def test_permission_regexes_match_whole_names_only():
-    perms = _topology([(GDPR, "recept.q.crm", "gdpr.command.crm"), (DLX, "recept.q.crm.dead", "dead.crm")]).permissions()
+    perms = _topology(
+        [(GDPR, "recept.q.crm", "gdpr.command.crm"), (DLX, "recept.q.crm.dead", "dead.crm")]
+    ).permissions()
     read = re.compile(perms["read"])
     assert read.match("recept.q.crm") and read.match(GDPR) and read.match(DLX)
     assert not read.match("recept.q.crm.dead") and not read.match("recept.q.crmx") and not read.match(EVENTS)
@@ -43,7 +46,7 @@ def test_topic_permissions_let_a_participant_reply_only_as_itself():
     assert not re.match(topics[GDPR]["write"], "gdpr.command.orders")
     assert re.match(topics[EVENTS]["write"], "crm.person.erased")
     assert not re.match(topics[EVENTS]["write"], "orders.order.placed")
-    assert topics[EVENTS]["read"] == "^$"          # crm binds nothing on recept.events
+    assert topics[EVENTS]["read"] == "^$"  # crm binds nothing on recept.events
 
 
 def test_routing_patterns_outside_the_known_alphabet_are_refused():

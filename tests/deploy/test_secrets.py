@@ -1,4 +1,5 @@
 """deploy/make_secrets.py: every secret the compose run mounts, usable by the code, kept across runs."""
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,7 @@ def test_urls_name_each_services_own_database_role_and_broker_user(generated_sec
         db = urlsplit((generated_secrets / f"{service}-database-url").read_text())
         assert (db.username, db.path, db.hostname) == (f"recept_{service}", f"/recept_{service}", "postgres")
         assert db.password == (generated_secrets / f"postgres-{service}-password").read_text().strip()
-        if not has_worker(service):      # the portal: no bus, so no broker user or password at all
+        if not has_worker(service):  # the portal: no bus, so no broker user or password at all
             assert not (generated_secrets / f"{service}-broker-url").exists()
             assert not (generated_secrets / f"rabbitmq-{service}-password").exists()
             continue

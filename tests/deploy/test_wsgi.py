@@ -3,6 +3,7 @@
 The real gunicorn entry module is run (as gunicorn imports it) for the compliance portal, the
 one service whose pages must work under the proxy's /portal/ prefix.
 """
+
 from __future__ import annotations
 
 import runpy
@@ -15,7 +16,7 @@ from shared.config import ConfigError
 from shared.crypto import Keyring
 from tests.deploy.conftest import ROOT
 
-PROXY = "10.0.0.2"          # the nginx container, as the api sees it
+PROXY = "10.0.0.2"  # the nginx container, as the api sees it
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ a real slapd, and an SMTP listener in this process; plus a small HTTP client to 
 Bootstrap is what an operator does: ``./recept auth add-tenant vendor`` and the first vendor admin through
 the CLI, everything else through the services' HTTP APIs.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -55,6 +57,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
 
 # --- HTTP ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Reply:
     status: int
@@ -71,8 +74,17 @@ class Api:
     def __init__(self, base: str) -> None:
         self.base = base
 
-    def call(self, method: str, path: str, token: str | None = None, json_body: Any = None, *,
-             data: bytes | None = None, content_type: str | None = None, timeout: float = 30.0) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        json_body: Any = None,
+        *,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float = 30.0,
+    ) -> Reply:
         headers = {"Accept": "application/json, application/zip, */*"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -89,19 +101,22 @@ class Api:
             with exc:
                 return Reply(exc.code, dict(exc.headers), exc.read())
 
-    def ok(self, method: str, path: str, token: str | None = None, json_body: Any = None, status: int = 200,
-           **kwargs) -> Any:
+    def ok(
+        self, method: str, path: str, token: str | None = None, json_body: Any = None, status: int = 200, **kwargs
+    ) -> Any:
         reply = self.call(method, path, token, json_body, **kwargs)
         assert reply.status == status, f"{method} {path}: {reply.status} {reply.body[:500]!r}"
         return reply.json() if reply.body and reply.headers.get("Content-Type", "").endswith("json") else reply.body
 
     def login(self, tenant: str, username: str, password: str) -> str:
-        body = self.ok("POST", "/api/v1/auth/login", json_body={"tenant": tenant, "username": username,
-                                                                   "password": password})
+        body = self.ok(
+            "POST", "/api/v1/auth/login", json_body={"tenant": tenant, "username": username, "password": password}
+        )
         return body["access_token"]
 
 
 # --- SMTP (change notices) ----------------------------------------------------------------------------
+
 
 @dataclass
 class SmtpListener:
@@ -133,6 +148,7 @@ def smtp():
 
 # --- the directory ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def directory(tmp_path_factory):
     """A slapd of this module's own (demo.ldif): the scenario adds the data subject as a directory user."""
@@ -146,6 +162,7 @@ def directory(tmp_path_factory):
 
 
 # --- the system ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class System:
@@ -161,16 +178,28 @@ class System:
 
     def cli(self, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         """``./recept <argv>`` with the system's environment (databases, keyring, checkpoint settings)."""
-        return subprocess.run([sys.executable, "-m", "services.cli", *argv], cwd=ROOT, env=self.env, input=stdin,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", *argv],
+            cwd=ROOT,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def log(self) -> bytes:
         return self.log_path.read_bytes()
 
     def dead_letters(self) -> dict[str, int]:
         """Messages waiting in each service's dead-letter queue."""
-        out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", self.vhost, "name", "messages"],
-                             check=True, capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "-p", self.vhost, "name", "messages"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         counts = {}
         for line in out.splitlines():
             parts = line.split()
@@ -215,48 +244,82 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
     keyring.chmod(0o600)
     # The audit's checkpoint key is a mounted secret in production: configured, it must exist (docs/audit.md).
     checkpoint_key = work / "checkpoint-key.pem"
-    checkpoint_key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    checkpoint_key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     checkpoint_key.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEPT_")}
-    env.update({
-        "RECEPT_KEYRING_FILE": str(keyring),
-        "RECEPT_AUTH_SIGNING_KEYS_FILE": str(work / "signing-keys.json"),
-        "RECEPT_AUDIT_CHECKPOINT_DIR": str(work / "checkpoints"),
-        "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(checkpoint_key),
-        # The test directory is plain LDAP on loopback (docs/ldap.md).
-        "RECEPT_AUTH_ALLOW_PLAIN_LDAP": "true",
-        # Long enough that no token expires during the scenario.
-        "RECEPT_AUTH_ACCESS_TOKEN_TTL": "900",
-        # Workers that start before the gdpr queue exists announce again within seconds, not a minute.
-        "RECEPT_ANNOUNCE_INTERVAL": "3",
-        "RECEPT_GDPR_SWEEP_INTERVAL": "1",
-        "RECEPT_CRM_SMTP_HOST": "127.0.0.1", "RECEPT_CRM_SMTP_PORT": str(smtp.port),
-        "RECEPT_CRM_SMTP_FROM": "noreply@recept.example",
-        "RECEPT_CRM_VENDOR_TENANT": "vendor",
-        "GUNICORN_WORKERS": "1",
-        "PYTHONUNBUFFERED": "1",
-        **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
-        **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
-    })
+    env.update(
+        {
+            "RECEPT_KEYRING_FILE": str(keyring),
+            "RECEPT_AUTH_SIGNING_KEYS_FILE": str(work / "signing-keys.json"),
+            "RECEPT_AUDIT_CHECKPOINT_DIR": str(work / "checkpoints"),
+            "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(checkpoint_key),
+            # The test directory is plain LDAP on loopback (docs/ldap.md).
+            "RECEPT_AUTH_ALLOW_PLAIN_LDAP": "true",
+            # Long enough that no token expires during the scenario.
+            "RECEPT_AUTH_ACCESS_TOKEN_TTL": "900",
+            # Workers that start before the gdpr queue exists announce again within seconds, not a minute.
+            "RECEPT_ANNOUNCE_INTERVAL": "3",
+            "RECEPT_GDPR_SWEEP_INTERVAL": "1",
+            "RECEPT_CRM_SMTP_HOST": "127.0.0.1",
+            "RECEPT_CRM_SMTP_PORT": str(smtp.port),
+            "RECEPT_CRM_SMTP_FROM": "noreply@recept.example",
+            "RECEPT_CRM_VENDOR_TENANT": "vendor",
+            "GUNICORN_WORKERS": "1",
+            "PYTHONUNBUFFERED": "1",
+            **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
+            **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
+        }
+    )
     log_path = work / "system.log"
     proc = None
     try:
         # The operator's bootstrap, before the system runs: the vendor tenant and its first administrator.
-        for argv, stdin in ((["auth", "add-tenant", "vendor", "Recept AB"], None),
-                            (["auth", "add-user", "--tenant", "vendor", "--username", VENDOR_ADMIN[0],
-                              "--role", "vendor_admin", "--password-stdin"], VENDOR_ADMIN[1] + "\n")):
-            done = subprocess.run([sys.executable, "-m", "services.cli", *argv], cwd=ROOT, env=env, input=stdin,
-                                  capture_output=True, text=True, timeout=120)
+        for argv, stdin in (
+            (["auth", "add-tenant", "vendor", "Recept AB"], None),
+            (
+                [
+                    "auth",
+                    "add-user",
+                    "--tenant",
+                    "vendor",
+                    "--username",
+                    VENDOR_ADMIN[0],
+                    "--role",
+                    "vendor_admin",
+                    "--password-stdin",
+                ],
+                VENDOR_ADMIN[1] + "\n",
+            ),
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "services.cli", *argv],
+                cwd=ROOT,
+                env=env,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert done.returncode == 0, done.stderr
         with open(log_path, "wb") as log:
             # Output goes to a file, not a pipe: a full pipe would block the services' logging.
-            proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--broker", broker], cwd=ROOT,
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "up", "--broker", broker],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         system = System(ports, database_urls, env, log_path, proc, unquote(broker.rsplit("/", 1)[1]))
         for name in SERVICES:
-            wait_for(lambda name=name: proc.poll() is not None or _healthy(system.api(name)), 120,
-                     f"{name} to be ready")
+            wait_for(
+                lambda name=name: proc.poll() is not None or _healthy(system.api(name)), 120, f"{name} to be ready"
+            )
             assert proc.poll() is None, f"./recept up exited early:\n{log_path.read_text()[-3000:]}"
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == sum(2 if load(s).has_worker else 1 for s in SERVICES)
@@ -267,4 +330,4 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
                 _stop(proc)
         finally:
             for url in database_urls.values():
-                drop_database(url)      # the vhost goes with the session's others
+                drop_database(url)  # the vhost goes with the session's others

@@ -6,6 +6,7 @@ another person is untouched and the audit chain still verifies (R9, R11).
 The system is started once for the module (tests/e2e/conftest.py); the steps are module-scoped fixtures
 (``world`` → ``exported`` → ``erased``), so each test states one promise and runs in any selection.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
@@ -26,8 +27,12 @@ from tests.support import assert_no_plaintext
 from .conftest import VENDOR_ADMIN, Api, System, wait_for
 
 TENANT = "ekby"
-PASSWORDS = {"officer-1": "officer one password 1", "officer-2": "officer two password 2",
-             "support-1": "support desk password 1", "auditor-1": "auditor password number 1"}
+PASSWORDS = {
+    "officer-1": "officer one password 1",
+    "officer-2": "officer two password 2",
+    "support-1": "support desk password 1",
+    "auditor-1": "auditor password number 1",
+}
 
 
 def personnummer(born: str, serial: str) -> str:
@@ -48,9 +53,9 @@ class Person:
     given: str
     surname: str
     email: str
-    phones: tuple[str, ...]        # the first is how the person tab holds it; all mean one number
-    personnummer: str              # YYYYMMDD-NNNN
-    uid: str | None = None         # directory login, when the person is also a user
+    phones: tuple[str, ...]  # the first is how the person tab holds it; all mean one number
+    personnummer: str  # YYYYMMDD-NNNN
+    uid: str | None = None  # directory login, when the person is also a user
 
     @property
     def pnr_spellings(self) -> tuple[str, ...]:
@@ -59,16 +64,27 @@ class Person:
 
     def plaintext(self) -> list[str]:
         """What must not be found at rest once the person is erased."""
-        values = [self.name, self.surname, self.email, self.email.split("@")[0], *self.phones,
-                  *self.pnr_spellings]
+        values = [self.name, self.surname, self.email, self.email.split("@")[0], *self.phones, *self.pnr_spellings]
         return values + ([self.uid] if self.uid else [])
 
 
-SIGNE = Person(name="Signe Svanberg", given="Signe", surname="Svanberg", email="signe.svanberg@ekby.example",
-               phones=("+46 70 555 12 34", "070-555 12 34", "0705551234", "+46705551234"),
-               personnummer=personnummer("19480312", "238"), uid="ssvanberg")
-OLOF = Person(name="Olof Östman", given="Olof", surname="Östman", email="olof.ostman@ekby.example",
-              phones=("+46 73 866 40 21", "073-866 40 21"), personnummer=personnummer("19510704", "417"))
+SIGNE = Person(
+    name="Signe Svanberg",
+    given="Signe",
+    surname="Svanberg",
+    email="signe.svanberg@ekby.example",
+    phones=("+46 70 555 12 34", "070-555 12 34", "0705551234", "+46705551234"),
+    personnummer=personnummer("19480312", "238"),
+    uid="ssvanberg",
+)
+OLOF = Person(
+    name="Olof Östman",
+    given="Olof",
+    surname="Östman",
+    email="olof.ostman@ekby.example",
+    phones=("+46 73 866 40 21", "073-866 40 21"),
+    personnummer=personnummer("19510704", "417"),
+)
 
 
 def eml(sender: Person, subject: str, body: str) -> bytes:
@@ -76,7 +92,7 @@ def eml(sender: Person, subject: str, body: str) -> bytes:
     message["From"] = f"{sender.name} <{sender.email}>"
     message["To"] = "Recept support <support@recept.example>"
     message["Subject"] = subject
-    message["Date"] = format_datetime(datetime(2025, 5, 6, 9, 30, tzinfo=timezone.utc))
+    message["Date"] = format_datetime(datetime(2025, 5, 6, 9, 30, tzinfo=UTC))
     message["Message-ID"] = make_msgid(domain="ekby.example")
     message.set_content(f"{body}\n\nMed vänlig hälsning\n{sender.name}\n{sender.phones[0]}\n")
     return bytes(message)
@@ -115,57 +131,137 @@ def world(system: System, directory, smtp) -> World:
 
     # --- auth: the vendor's staff (local accounts) and the customer's directory (R10) ---------------
     admin = auth.login("vendor", *VENDOR_ADMIN)
-    auth.ok("POST", "/api/v1/tenants", admin, {"slug": TENANT, "name": "Ekby kommun", "agreement": {
-        "version": "PUB-2025-1", "signed_on": "2025-01-15", "signatory": "Kommunstyrelsens ordförande"}}, 201)
-    for username, role in (("officer-1", "compliance_officer"), ("officer-2", "compliance_officer"),
-                           ("support-1", "support"), ("auditor-1", "auditor")):
-        auth.ok("POST", "/api/v1/tenants/vendor/users", admin, {
-            "username": username, "roles": [role], "password": PASSWORDS[username], "source": "local"}, 201)
+    auth.ok(
+        "POST",
+        "/api/v1/tenants",
+        admin,
+        {
+            "slug": TENANT,
+            "name": "Ekby kommun",
+            "agreement": {
+                "version": "PUB-2025-1",
+                "signed_on": "2025-01-15",
+                "signatory": "Kommunstyrelsens ordförande",
+            },
+        },
+        201,
+    )
+    for username, role in (
+        ("officer-1", "compliance_officer"),
+        ("officer-2", "compliance_officer"),
+        ("support-1", "support"),
+        ("auditor-1", "auditor"),
+    ):
+        auth.ok(
+            "POST",
+            "/api/v1/tenants/vendor/users",
+            admin,
+            {"username": username, "roles": [role], "password": PASSWORDS[username], "source": "local"},
+            201,
+        )
     settings = directory.settings
-    auth.ok("PUT", f"/api/v1/tenants/{TENANT}/directory", admin, {
-        "urls": [directory.url], "tls": "none", "bind_dn": directory.bind_dn,
-        "bind_password": directory.bind_password, "user_search_base": settings.user_search_base,
-        "user_filter": settings.user_filter, "username_attribute": settings.username_attribute,
-        "group_search_base": settings.group_search_base, "group_filter": settings.group_filter,
-        "group_roles": {"kitchen-staff": ["staff"], "care-admins": ["tenant_admin"]}})
+    auth.ok(
+        "PUT",
+        f"/api/v1/tenants/{TENANT}/directory",
+        admin,
+        {
+            "urls": [directory.url],
+            "tls": "none",
+            "bind_dn": directory.bind_dn,
+            "bind_password": directory.bind_password,
+            "user_search_base": settings.user_search_base,
+            "user_filter": settings.user_filter,
+            "username_attribute": settings.username_attribute,
+            "group_search_base": settings.group_search_base,
+            "group_filter": settings.group_filter,
+            "group_roles": {"kitchen-staff": ["staff"], "care-admins": ["tenant_admin"]},
+        },
+    )
     auth.ok("POST", f"/api/v1/tenants/{TENANT}/directory/test", admin)
     # The data subject also works in the municipality's kitchen: a directory account of her own.
-    directory.add_user(SIGNE.uid, "signe-password-1", cn=SIGNE.name, sn=SIGNE.surname, given_name=SIGNE.given,
-                       mail=SIGNE.email, groups=("kitchen-staff",))
-    tokens.update(admin=admin, officer1=w.relogin("officer-1"), officer2=w.relogin("officer-2"),
-                  support=w.relogin("support-1"), auditor=w.relogin("auditor-1"),
-                  bob=auth.login(TENANT, "bob", "bob-password-1"),
-                  alice=auth.login(TENANT, "alice", "alice-password-1"),
-                  signe=auth.login(TENANT, SIGNE.uid, "signe-password-1"))
-    ids["me"] = {who: auth.ok("GET", "/api/v1/auth/me", tokens[who])
-                 for who in ("alice", "bob", "signe", "officer1", "officer2")}
+    directory.add_user(
+        SIGNE.uid,
+        "signe-password-1",
+        cn=SIGNE.name,
+        sn=SIGNE.surname,
+        given_name=SIGNE.given,
+        mail=SIGNE.email,
+        groups=("kitchen-staff",),
+    )
+    tokens.update(
+        admin=admin,
+        officer1=w.relogin("officer-1"),
+        officer2=w.relogin("officer-2"),
+        support=w.relogin("support-1"),
+        auditor=w.relogin("auditor-1"),
+        bob=auth.login(TENANT, "bob", "bob-password-1"),
+        alice=auth.login(TENANT, "alice", "alice-password-1"),
+        signe=auth.login(TENANT, SIGNE.uid, "signe-password-1"),
+    )
+    ids["me"] = {
+        who: auth.ok("GET", "/api/v1/auth/me", tokens[who]) for who in ("alice", "bob", "signe", "officer1", "officer2")
+    }
 
     # --- orders: a ward's register, its menu, and the two people in it (R7, R8, R11, R12) -----------
     bob, alice = tokens["bob"], tokens["alice"]
     orders.ok("PUT", "/api/v1/settings", bob, {"personnummer_enabled": True})
     unit = orders.ok("POST", "/api/v1/units", bob, {"name": "Solgårdens äldreboende", "kind": "care_home"}, 201)
-    register = orders.ok("POST", "/api/v1/registers", bob, {
-        "name": "Solgården boende", "deadline": {"time": "12:00", "days_before": 1}}, 201)
+    register = orders.ok(
+        "POST",
+        "/api/v1/registers",
+        bob,
+        {"name": "Solgården boende", "deadline": {"time": "12:00", "days_before": 1}},
+        201,
+    )
     menu = orders.ok("POST", "/api/v1/assortment-lists", bob, {"name": "Solgården meny", "unit_id": unit["id"]}, 201)
-    lunch = orders.ok("POST", f"/api/v1/assortment-lists/{menu['id']}/articles", bob,
-                      {"code": "LUNCH", "name": "Dagens lunch", "kind": "meal"}, 201)
+    lunch = orders.ok(
+        "POST",
+        f"/api/v1/assortment-lists/{menu['id']}/articles",
+        bob,
+        {"code": "LUNCH", "name": "Dagens lunch", "kind": "meal"},
+        201,
+    )
     for right in ("view", "order", "change"):
         grant = {"principal": {"type": "group", "id": "kitchen-staff"}, "right": right}
         orders.ok("POST", f"/api/v1/registers/{register['id']}/grants", bob, grant, 201)
         orders.ok("POST", f"/api/v1/assortment-lists/{menu['id']}/grants", bob, grant, 201)
     individuals = {}
-    for person, room, diets, allergies in ((SIGNE, "12", ["diabetes"], ["nötter"]),
-                                           (OLOF, "14", ["laktosfri"], [])):
-        individuals[person.name] = orders.ok("POST", f"/api/v1/registers/{register['id']}/individuals", bob, {
-            "name": person.name, "personnummer": person.personnummer, "unit_id": unit["id"], "room": room,
-            "diets": diets, "allergies": allergies, "texture_level": 5,
-            "notes": f"{person.given} vill ha kaffe efter maten"}, 201)
+    for person, room, diets, allergies in ((SIGNE, "12", ["diabetes"], ["nötter"]), (OLOF, "14", ["laktosfri"], [])):
+        individuals[person.name] = orders.ok(
+            "POST",
+            f"/api/v1/registers/{register['id']}/individuals",
+            bob,
+            {
+                "name": person.name,
+                "personnummer": person.personnummer,
+                "unit_id": unit["id"],
+                "room": room,
+                "diets": diets,
+                "allergies": allergies,
+                "texture_level": 5,
+                "notes": f"{person.given} vill ha kaffe efter maten",
+            },
+            201,
+        )
     day = date.today() + timedelta(days=10)
     placed = {SIGNE.name: [], OLOF.name: []}
     for person, meal, quantity in ((SIGNE, "lunch", 1), (SIGNE, "dinner", 1), (OLOF, "lunch", 2)):
-        placed[person.name].append(orders.ok("POST", "/api/v1/orders", alice, {
-            "register_id": register["id"], "individual_id": individuals[person.name]["id"],
-            "delivery_date": day.isoformat(), "meal": meal, "article_id": lunch["id"], "quantity": quantity}, 201))
+        placed[person.name].append(
+            orders.ok(
+                "POST",
+                "/api/v1/orders",
+                alice,
+                {
+                    "register_id": register["id"],
+                    "individual_id": individuals[person.name]["id"],
+                    "delivery_date": day.isoformat(),
+                    "meal": meal,
+                    "article_id": lunch["id"],
+                    "quantity": quantity,
+                },
+                201,
+            )
+        )
     orders.ok("PATCH", f"/api/v1/orders/{placed[SIGNE.name][0]['id']}", alice, {"quantity": 2})
     # A care worker reads her health data: the read itself is in her audit trail (art. 15).
     orders.ok("GET", f"/api/v1/individuals/{individuals[SIGNE.name]['id']}", alice)
@@ -173,42 +269,94 @@ def world(system: System, directory, smtp) -> World:
 
     # --- crm: the company, its person tab, call logs, cases, an e-mail, a notice (R4, R13, R14) -------
     support = tokens["support"]
-    company = crm.ok("POST", "/api/v1/companies", support, {"name": "Ekby kommun", "org_number": "212000-0001",
-                                                             "tenant": TENANT}, 201)
-    persons = {p.name: crm.ok("POST", f"/api/v1/companies/{company['id']}/persons", support, {
-        "name": p.name, "email": p.email, "phone": p.phones[0], "title": title, "notice_recipient": True}, 201)
-        for p, title in ((SIGNE, "Kostchef"), (OLOF, "Enhetschef"))}
-    calls = ("timestamp,calling_number,called_line,duration,direction\n"
-             f"2025-05-05 09:12,{SIGNE.phones[1]},support,184,inbound\n"
-             f"2025-05-06 14:02,{SIGNE.phones[3]},support,65,inbound\n"
-             f"2025-05-06 15:30,{OLOF.phones[1]},support,40,inbound\n"
-             "2025-05-07 08:00,08-123 456 78,support,10,missed\n")
+    company = crm.ok(
+        "POST",
+        "/api/v1/companies",
+        support,
+        {"name": "Ekby kommun", "org_number": "212000-0001", "tenant": TENANT},
+        201,
+    )
+    persons = {
+        p.name: crm.ok(
+            "POST",
+            f"/api/v1/companies/{company['id']}/persons",
+            support,
+            {"name": p.name, "email": p.email, "phone": p.phones[0], "title": title, "notice_recipient": True},
+            201,
+        )
+        for p, title in ((SIGNE, "Kostchef"), (OLOF, "Enhetschef"))
+    }
+    calls = (
+        "timestamp,calling_number,called_line,duration,direction\n"
+        f"2025-05-05 09:12,{SIGNE.phones[1]},support,184,inbound\n"
+        f"2025-05-06 14:02,{SIGNE.phones[3]},support,65,inbound\n"
+        f"2025-05-06 15:30,{OLOF.phones[1]},support,40,inbound\n"
+        "2025-05-07 08:00,08-123 456 78,support,10,missed\n"
+    )
     report = crm.ok("POST", "/api/v1/calls/import", support, data=calls.encode(), content_type="text/csv")
     assert (report["imported"], report["rejected"], report["matched"]) == (4, 0, 3), report
     cases = {}
-    for person, phone, text in ((SIGNE, SIGNE.phones[2], f"{SIGNE.name} ringde: specialkosten saknas i listan"),
-                                (OLOF, OLOF.phones[1], "Frågar om fakturan för april")):
-        cases[person.name] = crm.ok("POST", "/api/v1/cases", support, {
-            "company_id": company["id"], "caller_name": person.name, "phone": phone, "email": person.email,
-            "subject": "Beställning", "description": text, "channel": "phone"}, 201)
+    for person, phone, text in (
+        (SIGNE, SIGNE.phones[2], f"{SIGNE.name} ringde: specialkosten saknas i listan"),
+        (OLOF, OLOF.phones[1], "Frågar om fakturan för april"),
+    ):
+        cases[person.name] = crm.ok(
+            "POST",
+            "/api/v1/cases",
+            support,
+            {
+                "company_id": company["id"],
+                "caller_name": person.name,
+                "phone": phone,
+                "email": person.email,
+                "subject": "Beställning",
+                "description": text,
+                "channel": "phone",
+            },
+            201,
+        )
         assert cases[person.name]["person_id"] == persons[person.name]["id"]
-    emails = {p.name: crm.ok("POST", f"/api/v1/companies/{company['id']}/emails", support,
-                             data=eml(p, subject, body), content_type="message/rfc822", status=201)
-              for p, subject, body in ((SIGNE, "Specialkost för Solgården", "Hej! Diabeteskosten fattas i listan."),
-                                       (OLOF, "Faktura april", "Hej, fakturan för april verkar dubblerad."))}
-    notice = crm.ok("POST", "/api/v1/notices", support, {
-        "title": "Driftstopp 12 maj", "body": "Systemet uppdateras 12 maj kl 22-23.",
-        "company_ids": [company["id"]]}, 201)
+    emails = {
+        p.name: crm.ok(
+            "POST",
+            f"/api/v1/companies/{company['id']}/emails",
+            support,
+            data=eml(p, subject, body),
+            content_type="message/rfc822",
+            status=201,
+        )
+        for p, subject, body in (
+            (SIGNE, "Specialkost för Solgården", "Hej! Diabeteskosten fattas i listan."),
+            (OLOF, "Faktura april", "Hej, fakturan för april verkar dubblerad."),
+        )
+    }
+    notice = crm.ok(
+        "POST",
+        "/api/v1/notices",
+        support,
+        {"title": "Driftstopp 12 maj", "body": "Systemet uppdateras 12 maj kl 22-23.", "company_ids": [company["id"]]},
+        201,
+    )
     assert sorted(r for _f, rcpt, _c in smtp.messages for r in rcpt) == sorted([SIGNE.email, OLOF.email])
     ids.update(company=company, persons=persons, cases=cases, emails=emails, notice=notice)
 
     # --- ready for requests: every service announced to the gdpr service, the audit has the events ---
-    wait_for(lambda: {"auth", "orders", "crm", "audit"} <= {
-        s["service"] for s in gdpr.ok("GET", "/api/v1/inventory", tokens["officer1"])["services"]}, 30,
-        "every service to announce itself to the gdpr service")
-    wait_for(lambda: _audit_has(w, f"orders:individual:{individuals[SIGNE.name]['id']}", "orders.individual.read")
-             and _audit_has(w, f"crm:email:{emails[SIGNE.name]['id']}", "crm.email.ingested"), 30,
-             "the audit service to record the scenario's events")
+    wait_for(
+        lambda: (
+            {"auth", "orders", "crm", "audit"}
+            <= {s["service"] for s in gdpr.ok("GET", "/api/v1/inventory", tokens["officer1"])["services"]}
+        ),
+        30,
+        "every service to announce itself to the gdpr service",
+    )
+    wait_for(
+        lambda: (
+            _audit_has(w, f"orders:individual:{individuals[SIGNE.name]['id']}", "orders.individual.read")
+            and _audit_has(w, f"crm:email:{emails[SIGNE.name]['id']}", "crm.email.ingested")
+        ),
+        30,
+        "the audit service to record the scenario's events",
+    )
     return w
 
 
@@ -216,16 +364,30 @@ def _finish(world: World, request_id: str, timeout: float = 90) -> dict:
     def finished():
         view = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["officer1"])
         return view if view["status"] not in ("awaiting_approval", "in_progress") else None
+
     return wait_for(finished, timeout, "the request to finish", interval=0.5)
 
 
 @pytest.fixture(scope="module")
 def exported(world: World) -> tuple[dict, dict[str, bytes]]:
     """An export request by the subject's e-mail, phone, personnummer and username, completed and downloaded."""
-    opened = world.gdpr.ok("POST", "/api/v1/requests", world.tokens["officer1"], {
-        "type": "export", "tenant": TENANT, "reason": "Begäran om registerutdrag via e-post",
-        "subject": {"email": SIGNE.email, "phone": SIGNE.phones[1], "personnummer": SIGNE.personnummer,
-                    "username": SIGNE.uid}}, 202)
+    opened = world.gdpr.ok(
+        "POST",
+        "/api/v1/requests",
+        world.tokens["officer1"],
+        {
+            "type": "export",
+            "tenant": TENANT,
+            "reason": "Begäran om registerutdrag via e-post",
+            "subject": {
+                "email": SIGNE.email,
+                "phone": SIGNE.phones[1],
+                "personnummer": SIGNE.personnummer,
+                "username": SIGNE.uid,
+            },
+        },
+        202,
+    )
     # Four eyes for exports too, by default (issue 14): officer one may not release her own request.
     assert opened["status"] == "awaiting_approval"
     refused = world.gdpr.call("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer1"])
@@ -242,10 +404,23 @@ def exported(world: World) -> tuple[dict, dict[str, bytes]]:
 @pytest.fixture(scope="module")
 def erased(world: World, exported) -> dict:
     """An erasure opened by officer one (other spellings of the identifiers), approved by officer two."""
-    opened = world.gdpr.ok("POST", "/api/v1/requests", world.tokens["officer1"], {
-        "type": "erase", "tenant": TENANT, "reason": "Begäran om radering",
-        "subject": {"email": SIGNE.email.upper(), "phone": SIGNE.phones[3],
-                    "personnummer": SIGNE.personnummer.replace("-", ""), "username": SIGNE.uid}}, 202)
+    opened = world.gdpr.ok(
+        "POST",
+        "/api/v1/requests",
+        world.tokens["officer1"],
+        {
+            "type": "erase",
+            "tenant": TENANT,
+            "reason": "Begäran om radering",
+            "subject": {
+                "email": SIGNE.email.upper(),
+                "phone": SIGNE.phones[3],
+                "personnummer": SIGNE.personnummer.replace("-", ""),
+                "username": SIGNE.uid,
+            },
+        },
+        202,
+    )
     assert opened["status"] == "awaiting_approval"
     # Four eyes: the officer who opened the erasure may not approve it.
     refused = world.gdpr.call("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer1"])
@@ -260,6 +435,7 @@ def _records(files: dict[str, bytes], path: str) -> list[dict]:
 
 # --- the tests ----------------------------------------------------------------------------------------
 
+
 def test_staff_log_in_through_the_directory_with_roles_from_their_groups(world):
     """R10: directory logins create the local accounts just in time; groups map to roles."""
     me = world.ids["me"]
@@ -272,7 +448,11 @@ def test_export_package_holds_the_person_from_every_service_and_their_audit_trai
     view, files = exported
     assert view["status"] == "completed"
     assert {s["service"]: s["status"] for s in view["services"]}.items() >= {
-        "auth": "done", "orders": "done", "crm": "done", "audit": "done"}.items()
+        "auth": "done",
+        "orders": "done",
+        "crm": "done",
+        "audit": "done",
+    }.items()
     manifest = json.loads(files["manifest.json"])
     assert {f["path"] for f in manifest["files"]} == set(files) - {"manifest.json"}
     for entry in manifest["files"]:
@@ -300,8 +480,12 @@ def test_export_package_holds_the_person_from_every_service_and_their_audit_trai
     seen = {(e["type"], e["actor"]["role"]) for e in trail if e["subject"] == individual_ref}
     alice = ", ".join(sorted(world.ids["me"]["alice"]["roles"]))
     bob = ", ".join(sorted(world.ids["me"]["bob"]["roles"]))
-    assert {("orders.individual.created", bob), ("orders.individual.read", alice), ("orders.order.placed", alice),
-            ("orders.order.changed", alice)} <= seen
+    assert {
+        ("orders.individual.created", bob),
+        ("orders.individual.read", alice),
+        ("orders.order.placed", alice),
+        ("orders.order.changed", alice),
+    } <= seen
     assert not any("actor_id" in e for e in trail)
     subjects = {e["subject"].rsplit(":", 1)[0] for e in trail}
     assert {"orders:individual", "crm:person", "crm:case", "crm:call", "crm:email", "auth:user"} <= subjects
@@ -333,8 +517,12 @@ def test_erasure_needs_a_second_officer_and_reports_every_services_rule(world, e
     assert retained["count"] == 2 and "Bokföringslagen" in retained["legal_basis"] and retained["retain_until"]
     crm = actions("crm")
     assert {k: (v[0]["action"], v[0]["count"]) for k, v in crm.items() if k != "import_fingerprint"} == {
-        "person": ("deleted", 1), "case": ("anonymised", 1), "call": ("anonymised", 2), "email": ("deleted", 1),
-        "notice_delivery": ("anonymised", 1)}
+        "person": ("deleted", 1),
+        "case": ("anonymised", 1),
+        "call": ("anonymised", 2),
+        "email": ("deleted", 1),
+        "notice_delivery": ("anonymised", 1),
+    }
     # The trail of her references (phase two) is kept for accountability, with its end date.
     [trail] = actions("audit")["audit_entry"]
     assert trail["action"] == "retained" and trail["count"] > 0 and trail["retain_until"]
@@ -385,17 +573,24 @@ def test_the_other_persons_data_is_intact(world, erased):
     # Her records are gone from every search; the directory user alice still logs in.
     assert world.crm.ok("POST", "/api/v1/persons/search", support, {"email": SIGNE.email})["items"] == []
     assert world.crm.ok("POST", "/api/v1/emails/search", support, {"email": SIGNE.email})["items"] == []
-    assert world.auth.ok("POST", f"/api/v1/tenants/{TENANT}/users/search", world.tokens["admin"],
-                         {"email": SIGNE.email}) == []
+    assert (
+        world.auth.ok("POST", f"/api/v1/tenants/{TENANT}/users/search", world.tokens["admin"], {"email": SIGNE.email})
+        == []
+    )
     assert world.auth.login(TENANT, "alice", "alice-password-1")
 
 
 def test_the_audit_chain_verifies_after_the_erasure_and_records_it(world, erased):
     """R9, R11, art. 5(2): the trail outlives the erasure, holds the erasure itself, and every chain verifies."""
     individual_ref = f"orders:individual:{world.ids['individuals'][SIGNE.name]['id']}"
-    wait_for(lambda: _audit_has(world, individual_ref, "orders.individual.erased")
-             and _audit_has(world, f"crm:person:{world.ids['persons'][SIGNE.name]['id']}", "crm.person.erased"),
-             30, "the audit service to record the erasure")
+    wait_for(
+        lambda: (
+            _audit_has(world, individual_ref, "orders.individual.erased")
+            and _audit_has(world, f"crm:person:{world.ids['persons'][SIGNE.name]['id']}", "crm.person.erased")
+        ),
+        30,
+        "the audit service to record the erasure",
+    )
     verified = world.audit.ok("GET", "/api/v1/chains/verify", world.tokens["auditor"])
     assert verified["status"] == "ok" and verified["chains"]
     assert {c["chain"] for c in verified["chains"]} >= {f"tenant:{TENANT}"}

@@ -19,15 +19,17 @@ a personnummer's check digit) cannot meet; ``max_response_time`` (a shared 2-cor
 ``RECEPT_FUZZ_EXAMPLES`` (default 4) is the number of examples per operation, mode and id set;
 ``./recept fuzz`` runs this tier with 100 (docs/architecture.md, "API fuzzing").
 """
+
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from datetime import UTC
+from typing import Any
 
 import pytest
-
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -58,8 +60,8 @@ def problem_json(ctx, response, case) -> bool | None:
 @dataclass
 class Target:
     app: Any
-    headers: Callable[[Any], dict[str, str]]     # operation -> Authorization header of the roles it needs
-    seeds: dict[str, str] = field(default_factory=dict)   # path parameter -> an id that exists
+    headers: Callable[[Any], dict[str, str]]  # operation -> Authorization header of the roles it needs
+    seeds: dict[str, str] = field(default_factory=dict)  # path parameter -> an id that exists
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -77,25 +79,32 @@ def fuzz(target: Target) -> None:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             for path_parameters in variants:
                 # The token is a fixed header: a negative case is about the request, not a missing token.
-                strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters,
-                                                 headers=headers or None)
+                strategy = operation.as_strategy(
+                    generation_mode=mode, path_parameters=path_parameters, headers=headers or None
+                )
 
-                @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-                          suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+                @settings(
+                    max_examples=EXAMPLES,
+                    deadline=None,
+                    database=None,
+                    derandomize=False,
+                    suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.generate],
+                )
                 @given(strategy)
                 def run(case):
-                    case.call_and_validate(headers=headers, excluded_checks=EXCLUDED,
-                                           additional_checks=[problem_json])
+                    case.call_and_validate(headers=headers, excluded_checks=EXCLUDED, additional_checks=[problem_json])
 
                 try:
                     run()
                 except Unsatisfiable:
-                    continue     # nothing invalid to send (an operation without parameters)
+                    continue  # nothing invalid to send (an operation without parameters)
                 except BaseException as exc:  # noqa: BLE001 - schemathesis raises a FailureGroup
                     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                         raise
-                    failures.append(f"{operation.label} [{mode.value}{', seeded' if path_parameters else ''}]:"
-                                    f"\n{str(exc)[:3000]}")
+                    failures.append(
+                        f"{operation.label} [{mode.value}{', seeded' if path_parameters else ''}]:\n{str(exc)[:3000]}"
+                    )
     assert operations > 3
     assert not failures, f"{len(failures)} failing operation(s):\n\n" + "\n\n".join(failures)
 
@@ -105,6 +114,7 @@ def _sqlite(tmp_path, name: str) -> str:
 
 
 # --- one test per service -------------------------------------------------------------------------
+
 
 def test_auth_keeps_its_contract(tmp_path):
     from tests.auth.conftest import PASSWORD, build
@@ -138,13 +148,21 @@ def test_crm_keeps_its_contract(tmp_path):
         client = app.test_client()
         support = mint.headers(tenant="vendor", roles=("support",))
         company = client.post("/api/v1/companies", json={"name": "Kommun AB"}, headers=support).get_json()
-        person = client.post(f"/api/v1/companies/{company['id']}/persons",
-                             json={"name": "Pia Person", "email": "pia@example.se", "phone": "+46701234567"},
-                             headers=support).get_json()
-        case = client.post("/api/v1/cases", json={"company_id": company["id"], "subject": "Login fails"},
-                           headers=support).get_json()
-        fuzz(Target(app, lambda _op: mint.headers(tenant="vendor", roles=("support",)),
-                    seeds={"company_id": company["id"], "person_id": person["id"], "case_id": case["id"]}))
+        person = client.post(
+            f"/api/v1/companies/{company['id']}/persons",
+            json={"name": "Pia Person", "email": "pia@example.se", "phone": "+46701234567"},
+            headers=support,
+        ).get_json()
+        case = client.post(
+            "/api/v1/cases", json={"company_id": company["id"], "subject": "Login fails"}, headers=support
+        ).get_json()
+        fuzz(
+            Target(
+                app,
+                lambda _op: mint.headers(tenant="vendor", roles=("support",)),
+                seeds={"company_id": company["id"], "person_id": person["id"], "case_id": case["id"]},
+            )
+        )
     finally:
         runtime.db.dispose()
 
@@ -162,13 +180,13 @@ def test_audit_keeps_its_contract(tmp_path):
 
 
 def test_orders_keeps_its_contract(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from services.orders import SPEC
     from tests.orders.conftest import Clock
     from tests.orders.world import World
 
-    mint, clock = TokenMint(), Clock(datetime(2030, 3, 10, 8, 0, tzinfo=timezone.utc))
+    mint, clock = TokenMint(), Clock(datetime(2030, 3, 10, 8, 0, tzinfo=UTC))
     runtime = make_runtime(SPEC, _sqlite(tmp_path, "orders"), mint=mint, clock=clock)
     try:
         app = SPEC.create_app(runtime=runtime)
@@ -178,10 +196,21 @@ def test_orders_keeps_its_contract(tmp_path):
         grants = world.ok("GET", f"/registers/{world.register['id']}/grants", world.admin)["items"]
         # The member of staff who holds every right, also a tenant administrator.
         roles = ["tenant_admin", "staff"]
-        fuzz(Target(app, lambda _op: mint.headers(sub="staff-all", tenant="t1", roles=roles),
-                    seeds={"unit_id": world.unit["id"], "register_id": world.register["id"],
-                           "list_id": world.list["id"], "article_id": world.lunch["id"],
-                           "individual_id": person["id"], "order_id": order["id"], "grant_id": grants[0]["id"]}))
+        fuzz(
+            Target(
+                app,
+                lambda _op: mint.headers(sub="staff-all", tenant="t1", roles=roles),
+                seeds={
+                    "unit_id": world.unit["id"],
+                    "register_id": world.register["id"],
+                    "list_id": world.list["id"],
+                    "article_id": world.lunch["id"],
+                    "individual_id": person["id"],
+                    "order_id": order["id"],
+                    "grant_id": grants[0]["id"],
+                },
+            )
+        )
     finally:
         runtime.db.dispose()
 
@@ -193,8 +222,7 @@ def test_gdpr_keeps_its_contract(tmp_path):
     try:
         opened = gdpr.open("export", reason="asked by e-mail")
         assert opened.status_code == 202, opened.get_json()
-        fuzz(Target(gdpr.client.application, lambda _op: gdpr.headers(),
-                    seeds={"request_id": opened.get_json()["id"]}))
+        fuzz(Target(gdpr.client.application, lambda _op: gdpr.headers(), seeds={"request_id": opened.get_json()["id"]}))
     finally:
         gdpr.rt.db.dispose()
 
@@ -207,9 +235,14 @@ def test_a_fuzz_failure_is_reported(tmp_path):
 
     bp = ApiBlueprint(f"broken_{uuid.uuid4().hex[:6]}", __name__)
 
-    @bp.operation("POST", "/api/v1/things", summary="Fails on a long name", public=True,
-                  body={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
-                  responses={200: {"type": "object"}})
+    @bp.operation(
+        "POST",
+        "/api/v1/things",
+        summary="Fails on a long name",
+        public=True,
+        body={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+        responses={200: {"type": "object"}},
+    )
     def things(body):
         if len(body["name"]) > 3:
             raise RuntimeError("a bug")

@@ -4,6 +4,7 @@
 A canary message published in clear on the same vhost must be found there first: it proves the scan
 reads the files the broker writes message bodies to, so "not found" means something.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,16 +22,29 @@ from tests.gdpr.test_fanout import make_system  # noqa: F401 - the fixture
 from tests.support import wait_for
 
 TOKEN = uuid.uuid4().hex[:10]
-SUBJECT = {"email": f"disk.{TOKEN}@example.se", "phone": "+46701" + str(int(TOKEN, 16) % 10**6).zfill(6),
-           "personnummer": "199001011239", "username": f"user{TOKEN}"}
-RECORD_VALUE = f"glutenfri-{TOKEN}"          # stands for a diet value in an exported record
+SUBJECT = {
+    "email": f"disk.{TOKEN}@example.se",
+    "phone": "+46701" + str(int(TOKEN, 16) % 10**6).zfill(6),
+    "personnummer": "199001011239",
+    "username": f"user{TOKEN}",
+}
+RECORD_VALUE = f"glutenfri-{TOKEN}"  # stands for a diet value in an exported record
 
 
 def broker_data_dir() -> Path:
     """The running broker's data directory; under CI a directory that cannot be found or read fails."""
     try:
-        out = subprocess.run(["rabbitmqctl", "-q", "eval", "rabbit_mnesia:dir()."], capture_output=True, text=True,
-                             timeout=60, check=True).stdout.strip().strip('"')
+        out = (
+            subprocess.run(
+                ["rabbitmqctl", "-q", "eval", "rabbit_mnesia:dir()."],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            .stdout.strip()
+            .strip('"')
+        )
         path = Path(out)
         with os.scandir(path) as entries:
             next(iter(entries))
@@ -61,12 +75,14 @@ def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, 
     Bus(rabbit_url, "canary").declare([Binding(GDPR, "gdpr.canary")])
     publisher = Bus(rabbit_url, "canary-publisher").publisher()
     try:
-        assert publisher.publish([Message(GDPR, "gdpr.canary", json.dumps({"v": canary.decode()}).encode(),
-                                          str(uuid.uuid4()))]) == [None]
+        assert publisher.publish(
+            [Message(GDPR, "gdpr.canary", json.dumps({"v": canary.decode()}).encode(), str(uuid.uuid4()))]
+        ) == [None]
     finally:
         publisher.close()
-    assert wait_for(lambda: canary in found(directory, [canary]), timeout=30), \
+    assert wait_for(lambda: canary in found(directory, [canary]), timeout=30), (
         "the scan does not see message bodies the broker wrote"
+    )
 
     system = make_system()
     system.fakes["alpha"].add_person(SUBJECT["email"], f"Name {RECORD_VALUE}")
@@ -76,7 +92,7 @@ def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, 
     assert system.wait_status(exported, "completed")["status"] == "completed"
     package = system.client.get(f"/api/v1/requests/{exported}/export", headers=system.headers())
     assert package.status_code == 200
-    with zipfile.ZipFile(io.BytesIO(package.data)) as archive:              # it was exported...
+    with zipfile.ZipFile(io.BytesIO(package.data)) as archive:  # it was exported...
         assert RECORD_VALUE in archive.read("alpha/person.json").decode()
     erased = system.open("erase", SUBJECT)
     approved = system.client.post(f"/api/v1/requests/{erased}/approve", headers=system.headers(system.second_officer))
@@ -84,4 +100,4 @@ def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, 
     system.wait_status(erased, "completed")
 
     needles = [v.encode() for v in (*SUBJECT.values(), SUBJECT["phone"][3:], RECORD_VALUE)]
-    assert found(directory, needles) == set()                                          # ...never in clear on disk
+    assert found(directory, needles) == set()  # ...never in clear on disk

@@ -1,4 +1,5 @@
 """Data-subject requests fanned out over a real RabbitMQ to running participant services (R1, R2, R3)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,7 @@ from services.gdpr.models import request_services
 from shared.bus import EVENTS, GDPR, Binding, Bus, Message, queue_name
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
-from tests.support import wait_for
-from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime
+from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, wait_for
 
 ALICE = {"email": "alice.andersson@example.se", "name": "Alice Andersson"}
 BOB = {"email": "bob.berg@example.se", "name": "Bob Berg"}
@@ -33,9 +33,15 @@ class System:
         # A catch-all queue on recept.events stands in for the audit service's `#` binding, and lets
         # the test read every event that left the gdpr service.
         Bus(rabbit_url, "sink").declare([Binding(EVENTS, "#")])
-        self.gdpr = make_runtime(SPEC, gdpr_url or f"sqlite:///{tmp_path / 'gdpr.db'}", broker_url=rabbit_url,
-                                 mint=self.mint, RELAY_INTERVAL=0.05, SWEEP_INTERVAL=0.05,
-                                 **{"REPLY_TIMEOUT": 5.0, "MAX_ATTEMPTS": 3, **settings})
+        self.gdpr = make_runtime(
+            SPEC,
+            gdpr_url or f"sqlite:///{tmp_path / 'gdpr.db'}",
+            broker_url=rabbit_url,
+            mint=self.mint,
+            RELAY_INTERVAL=0.05,
+            SWEEP_INTERVAL=0.05,
+            **{"REPLY_TIMEOUT": 5.0, "MAX_ATTEMPTS": 3, **settings},
+        )
         self.client = SPEC.create_app(runtime=self.gdpr).test_client()
         self.stop = threading.Event()
         self.threads = self.gdpr.start_worker_threads(self.stop)
@@ -69,15 +75,19 @@ class System:
         return self.view(request_id)
 
     def open(self, type_: str, subject: dict) -> str:
-        response = self.client.post("/api/v1/requests", json={"type": type_, "tenant": "t1", "subject": subject,
-                                                              "reason": "asked by phone"}, headers=self.headers())
+        response = self.client.post(
+            "/api/v1/requests",
+            json={"type": type_, "tenant": "t1", "subject": subject, "reason": "asked by phone"},
+            headers=self.headers(),
+        )
         assert response.status_code == 202, response.json
         request_id = response.json["id"]
         if type_ == "export":
             # Exports too need a second officer by default (issue 14); erasures are approved by each test.
             assert response.json["status"] == "awaiting_approval"
-            approved = self.client.post(f"/api/v1/requests/{request_id}/approve",
-                                        headers=self.headers(self.second_officer))
+            approved = self.client.post(
+                f"/api/v1/requests/{request_id}/approve", headers=self.headers(self.second_officer)
+            )
             assert approved.status_code == 200, approved.json
         return request_id
 
@@ -119,8 +129,10 @@ def make_system(tmp_path, rabbit_url):
 
 
 def seed(system: System) -> dict[str, list[str]]:
-    refs = {"alice": [system.fakes["alpha"].add_person(**ALICE), system.fakes["beta"].add_person(**ALICE)],
-            "bob": [system.fakes["alpha"].add_person(**BOB)]}
+    refs = {
+        "alice": [system.fakes["alpha"].add_person(**ALICE), system.fakes["beta"].add_person(**ALICE)],
+        "bob": [system.fakes["alpha"].add_person(**BOB)],
+    }
     ledger = system.fakes["ledger"]
     for ref in refs["alice"]:
         ledger.add_trail(ref, "viewed by a kitchen user")
@@ -144,8 +156,7 @@ def test_export_across_services_yields_a_zip_whose_manifest_checksums_match(post
     request_id = system.open("export", {"email": "  Alice.Andersson@Example.se "})
     view = system.wait_status(request_id, "completed")
     by_service = {s["service"]: s for s in view["services"]}
-    assert {name: s["status"] for name, s in by_service.items()} == {"alpha": "done", "beta": "done",
-                                                                     "ledger": "done"}
+    assert {name: s["status"] for name, s in by_service.items()} == {"alpha": "done", "beta": "done", "ledger": "done"}
     assert by_service["ledger"]["phase"] == "trail" and by_service["ledger"]["records"] == {"entry": 2}
     assert by_service["alpha"]["records"] == {"person": 1} and by_service["alpha"]["references"] == 1
 
@@ -166,21 +177,29 @@ def test_export_across_services_yields_a_zip_whose_manifest_checksums_match(post
     header = archive.read("alpha/person.csv").decode().splitlines()[0]
     assert sorted(header.split(",")) == ["email", "id", "name", "reference"]
     trail = json.loads(archive.read("ledger/entry.json"))
-    assert sorted(r["reference"] for r in trail) == sorted(refs["alice"])       # never Bob's trail
+    assert sorted(r["reference"] for r in trail) == sorted(refs["alice"])  # never Bob's trail
     assert b"bob" not in b"".join(archive.read(n) for n in archive.namelist()).lower()
     assert manifest["subject_identifiers"][0]["kind"] == "email"
     assert_no_plaintext(archive.read("manifest.json"), [ALICE["email"]])
 
     # Commands carried the identifiers; they are transient outbox rows, gone once confirmed.
     assert wait_for(lambda: unsent_outbox(system.gdpr) == 0)
-    assert_no_plaintext(raw_dump(postgres_url), [ALICE["email"], ALICE["name"], "Alice.Andersson@Example.se",
-                                                 "viewed by a kitchen user", "asked by phone"])
+    assert_no_plaintext(
+        raw_dump(postgres_url),
+        [ALICE["email"], ALICE["name"], "Alice.Andersson@Example.se", "viewed by a kitchen user", "asked by phone"],
+    )
     events = system.sink()
     assert events and all(json.loads(b)["source"] == "gdpr" for b in events)
     assert_no_plaintext(b"".join(events), [ALICE["email"], ALICE["name"], "Alice.Andersson", "kitchen user"])
     types = [e["type"] for e in events_of(system.gdpr)]
-    for expected in ("gdpr.request.received", "gdpr.request.approved", "gdpr.request.dispatched",
-                     "gdpr.service.replied", "gdpr.request.completed", "gdpr.export.downloaded"):
+    for expected in (
+        "gdpr.request.received",
+        "gdpr.request.approved",
+        "gdpr.request.dispatched",
+        "gdpr.service.replied",
+        "gdpr.request.completed",
+        "gdpr.export.downloaded",
+    ):
         assert expected in types
     assert types.count("gdpr.service.replied") == 3
 
@@ -194,16 +213,23 @@ def test_erase_runs_after_a_second_officer_approves_and_completes_with_every_ser
     assert system.view(request_id)["status"] == "awaiting_approval"
     refused = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.headers())
     assert refused.status_code == 403
-    approved = system.client.post(f"/api/v1/requests/{request_id}/approve",
-                                  headers=system.headers(system.second_officer))
+    approved = system.client.post(
+        f"/api/v1/requests/{request_id}/approve", headers=system.headers(system.second_officer)
+    )
     assert approved.status_code == 200 and approved.json["decided_by"] == system.second_officer
     view = system.wait_status(request_id, "completed")
     results = {s["service"]: s["erasure"] for s in view["services"]}
     assert results["alpha"] == [{"kind": "person", "action": "deleted", "count": 1}]
     assert results["beta"] == [
         {"kind": "person", "action": "anonymised", "count": 1},
-        {"kind": "invoice", "action": "retained", "count": 1,
-         "legal_basis": "Bookkeeping Act (1999:1078) 7 ch. 2 §", "retain_until": "2033-12-31"}]
+        {
+            "kind": "invoice",
+            "action": "retained",
+            "count": 1,
+            "legal_basis": "Bookkeeping Act (1999:1078) 7 ch. 2 §",
+            "retain_until": "2033-12-31",
+        },
+    ]
     assert results["ledger"][0]["action"] == "retained" and results["ledger"][0]["count"] == 2
     assert [p["email"] for p in system.fakes["alpha"].people()] == [BOB["email"]]
     beta = system.fakes["beta"].people()
@@ -221,20 +247,19 @@ def test_a_service_that_is_down_leaves_the_request_partially_completed_until_ret
     view = system.wait_status(request_id, "partially_completed")
     services = {s["service"]: s for s in view["services"]}
     assert services["alpha"]["status"] == "done" and services["beta"]["status"] == "silent"
-    assert services["beta"]["attempts"] == 2                 # first send + one re-send with backoff
-    assert services["ledger"]["status"] == "waiting"          # phase two waits for every reference
+    assert services["beta"]["attempts"] == 2  # first send + one re-send with backoff
+    assert services["ledger"]["status"] == "waiting"  # phase two waits for every reference
     assert system.client.get(f"/api/v1/requests/{request_id}/export", headers=system.headers()).status_code == 409
     assert "gdpr.request.stalled" in [e["type"] for e in events_of(system.gdpr)]
 
     retried = system.client.post(f"/api/v1/requests/{request_id}/retry", headers=system.headers())
     assert retried.status_code == 200 and retried.json["status"] == "in_progress"
     after = {s["service"]: s for s in retried.json["services"]}
-    assert after["alpha"]["attempts"] == services["alpha"]["attempts"]          # not re-sent
+    assert after["alpha"]["attempts"] == services["alpha"]["attempts"]  # not re-sent
     assert after["beta"]["attempts"] == 3
     system.fakes["beta"].start()
     view = system.wait_status(request_id, "completed")
-    assert {s["service"]: s["status"] for s in view["services"]} == {"alpha": "done", "beta": "done",
-                                                                     "ledger": "done"}
+    assert {s["service"]: s["status"] for s in view["services"]} == {"alpha": "done", "beta": "done", "ledger": "done"}
     # beta got the same command several times (send, re-send, retry) and acted once.
     assert next(s for s in view["services"] if s["service"] == "beta")["records"] == {"person": 1}
     dispatched = [e["data"] for e in events_of(system.gdpr, "gdpr.request.dispatched")]
@@ -249,17 +274,31 @@ def test_duplicate_replies_change_nothing(make_system):
     request_id = system.open("export", {"email": ALICE["email"]})
     before = system.wait_status(request_id, "completed")
     with system.gdpr.db.transaction() as s:
-        command_id = s.scalar(select(request_services.c.command_id).where(
-            request_services.c.request_id == request_id, request_services.c.service == "alpha"))
-    forged = {"request_id": request_id, "command_id": command_id, "service": "alpha", "action": "export",
-              "phase": "resolve", "status": "done", "references": ["alpha:person:x"],
-              "export": {"person": [{"email": "someone.else@example.se"}] * 5}, "erasure": None, "error": None}
+        command_id = s.scalar(
+            select(request_services.c.command_id).where(
+                request_services.c.request_id == request_id, request_services.c.service == "alpha"
+            )
+        )
+    forged = {
+        "request_id": request_id,
+        "command_id": command_id,
+        "service": "alpha",
+        "action": "export",
+        "phase": "resolve",
+        "status": "done",
+        "references": ["alpha:person:x"],
+        "export": {"person": [{"email": "someone.else@example.se"}] * 5},
+        "erasure": None,
+        "error": None,
+    }
     body = json.dumps(forged).encode()
-    message_ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"recept:reply:{command_id}")), str(uuid.uuid4())]        # the original's id, and a fresh one
+    message_ids = [
+        str(uuid.uuid5(uuid.NAMESPACE_URL, f"recept:reply:{command_id}")),
+        str(uuid.uuid4()),
+    ]  # the original's id, and a fresh one
     publisher = Bus(system.rabbit_url, "gdpr").publisher()
     try:
-        assert publisher.publish([Message(GDPR, "gdpr.reply.alpha", body, mid) for mid in message_ids]) == [None,
-                                                                                                          None]
+        assert publisher.publish([Message(GDPR, "gdpr.reply.alpha", body, mid) for mid in message_ids]) == [None, None]
     finally:
         publisher.close()
     assert wait_for(lambda: _in_inbox(system, message_ids[1]))

@@ -1,12 +1,13 @@
 """The gdpr service's API and coordinator without a broker: approval, validation, tenants, deadlines,
 the reply ledger, timeouts, package expiry and the inventory (R1, R2, R3, R5), on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -34,21 +35,23 @@ class Gdpr:
         self.parts = self.client.application.extensions["gdpr"]
         self.coordinator, self.sweeper = self.parts.coordinator, self.parts.sweeper
         self.officer, self.other_officer = str(uuid.uuid4()), str(uuid.uuid4())
-        self.keyrings: dict = {}           # each announced service's keyring: it opens the commands sealed to it
+        self.keyrings: dict = {}  # each announced service's keyring: it opens the commands sealed to it
 
     def headers(self, user: str | None = None, tenant: str = "vendor", roles=("compliance_officer",)) -> dict:
         return self.mint.headers(sub=user or self.officer, tenant=tenant, roles=list(roles))
 
-    def open(self, type_: str = "erase", tenant: str = "t1", headers: dict | None = None, approve: bool = False,
-             **extra):
+    def open(
+        self, type_: str = "erase", tenant: str = "t1", headers: dict | None = None, approve: bool = False, **extra
+    ):
         """Open a request; ``approve``: the other officer releases it, and the answer is the approval's."""
         body = {"type": type_, "tenant": tenant, "subject": {"email": EMAIL}, **extra}
         opened = self.client.post("/api/v1/requests", json=body, headers=headers or self.headers())
         if not approve:
             return opened
         assert opened.status_code == 202 and opened.json["status"] == "awaiting_approval", opened.json
-        approved = self.client.post(f"/api/v1/requests/{opened.json['id']}/approve",
-                                    headers=self.headers(self.other_officer))
+        approved = self.client.post(
+            f"/api/v1/requests/{opened.json['id']}/approve", headers=self.headers(self.other_officer)
+        )
         assert approved.status_code == 200, approved.json
         return approved
 
@@ -83,13 +86,19 @@ class Gdpr:
         raise AssertionError("a command sealed to no announced service")
 
     def reply(self, command: dict, status: str = "done", **extra) -> None:
-        message = {"request_id": command["request_id"], "command_id": command["command_id"],
-                   "service": extra.pop("service", None) or command["service"], "action": command["action"],
-                   "phase": command["phase"], "status": status, "references": ["alpha:person:1"],
-                   "export": {"person": [{"email": EMAIL}]} if command["action"] == "export" else None,
-                   "erasure": [{"kind": "person", "action": "deleted", "count": 1}]
-                   if command["action"] == "erase" else None, "error": None if status == "done" else "boom",
-                   **extra}
+        message = {
+            "request_id": command["request_id"],
+            "command_id": command["command_id"],
+            "service": extra.pop("service", None) or command["service"],
+            "action": command["action"],
+            "phase": command["phase"],
+            "status": status,
+            "references": ["alpha:person:1"],
+            "export": {"person": [{"email": EMAIL}]} if command["action"] == "export" else None,
+            "erasure": [{"kind": "person", "action": "deleted", "count": 1}] if command["action"] == "erase" else None,
+            "error": None if status == "done" else "boom",
+            **extra,
+        }
         # Sealed as the service the command was sealed to does it (its keyring opens the command).
         wire = sealed_reply(self.keyrings[message["service"]], message["service"], command["wire"], message)
         with self.rt.db.transaction() as s:
@@ -134,26 +143,37 @@ def test_erase_waits_for_a_second_officer_and_its_requester_cannot_approve_it(gd
     admin = gdpr.headers(user=gdpr.other_officer, roles=("vendor_admin",))
     assert gdpr.client.get(f"/api/v1/requests/{request_id}", headers=admin).status_code == 200
     assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=admin).status_code == 403
-    assert gdpr.commands() == []                                   # nothing sent before approval
+    assert gdpr.commands() == []  # nothing sent before approval
     approved = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
     assert approved.status_code == 200 and approved.json["status"] == "in_progress"
     assert [c["phase"] for c in gdpr.commands()] == ["resolve"]
     again = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
     assert again.status_code == 409 and again.mimetype == "application/problem+json"
-    assert [e["type"] for e in events_of(gdpr.rt)][:3] == ["gdpr.request.received", "gdpr.request.approved",
-                                                           "gdpr.request.dispatched"]
+    assert [e["type"] for e in events_of(gdpr.rt)][:3] == [
+        "gdpr.request.received",
+        "gdpr.request.approved",
+        "gdpr.request.dispatched",
+    ]
 
 
 def test_links_point_under_the_mount_point_of_the_app(gdpr_sqlite):
     """Embedded, the gdpr app is mounted at /gdpr: every link and the Location header start there."""
     gdpr = gdpr_sqlite
     mounted = {"SCRIPT_NAME": "/gdpr"}
-    created = gdpr.client.post("/api/v1/requests", json={"type": "erase", "tenant": "t1", "subject": {"email": EMAIL}},
-                               headers=gdpr.headers(), environ_overrides=mounted)
+    created = gdpr.client.post(
+        "/api/v1/requests",
+        json={"type": "erase", "tenant": "t1", "subject": {"email": EMAIL}},
+        headers=gdpr.headers(),
+        environ_overrides=mounted,
+    )
     base = f"/gdpr/api/v1/requests/{created.json['id']}"
     assert created.headers["Location"] == base
-    assert created.json["links"] == {"self": base, "approve": base + "/approve", "reject": base + "/reject",
-                                     "extend": base + "/extend"}
+    assert created.json["links"] == {
+        "self": base,
+        "approve": base + "/approve",
+        "reject": base + "/reject",
+        "extend": base + "/extend",
+    }
     listed = gdpr.client.get("/api/v1/requests", headers=gdpr.headers(), environ_overrides=mounted).json["items"]
     assert [item["links"]["self"] for item in listed] == [base]
     plain = gdpr.client.get(f"/api/v1/requests/{created.json['id']}", headers=gdpr.headers()).json["links"]
@@ -162,8 +182,9 @@ def test_links_point_under_the_mount_point_of_the_app(gdpr_sqlite):
 
 def test_a_request_can_be_rejected_and_then_never_runs(gdpr):
     request_id = gdpr.open().json["id"]
-    rejected = gdpr.client.post(f"/api/v1/requests/{request_id}/reject", json={"reason": "identity not verified"},
-                                headers=gdpr.headers())
+    rejected = gdpr.client.post(
+        f"/api/v1/requests/{request_id}/reject", json={"reason": "identity not verified"}, headers=gdpr.headers()
+    )
     assert rejected.status_code == 200 and rejected.json["status"] == "rejected"
     assert rejected.json["rejection_reason"] == "identity not verified"
     later = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
@@ -181,8 +202,9 @@ def test_export_needs_a_second_officer_by_default(database_url, tmp_path):
         request_id = opened.json["id"]
         own = service.client.post(f"/api/v1/requests/{request_id}/approve", headers=service.headers())
         assert own.status_code == 403 and service.commands() == []
-        other = service.client.post(f"/api/v1/requests/{request_id}/approve",
-                                    headers=service.headers(service.other_officer))
+        other = service.client.post(
+            f"/api/v1/requests/{request_id}/approve", headers=service.headers(service.other_officer)
+        )
         assert other.status_code == 200 and other.json["status"] == "in_progress"
         assert len(service.commands()) == 1
     finally:
@@ -200,15 +222,18 @@ def test_export_runs_at_once_unless_the_tenant_requires_approval(database_url, t
         service.rt.db.dispose()
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"type": "export", "tenant": "t1", "subject": {}}, "subject"),
-    ({"type": "export", "tenant": "t1", "subject": {"email": "nobody-at-example"}}, "subject.email"),
-    ({"type": "export", "tenant": "t1", "subject": {"phone": "12"}}, "subject.phone"),
-    ({"type": "delete", "tenant": "t1", "subject": {"email": EMAIL}}, "type"),
-    ({"type": "export", "tenant": "T 1", "subject": {"email": EMAIL}}, "tenant"),
-    ({"type": "export", "tenant": "t1", "subject": {"email": EMAIL, "name": "Karin"}}, "subject.name"),
-    ({"type": "export", "subject": {"email": EMAIL}}, "tenant"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"type": "export", "tenant": "t1", "subject": {}}, "subject"),
+        ({"type": "export", "tenant": "t1", "subject": {"email": "nobody-at-example"}}, "subject.email"),
+        ({"type": "export", "tenant": "t1", "subject": {"phone": "12"}}, "subject.phone"),
+        ({"type": "delete", "tenant": "t1", "subject": {"email": EMAIL}}, "type"),
+        ({"type": "export", "tenant": "T 1", "subject": {"email": EMAIL}}, "tenant"),
+        ({"type": "export", "tenant": "t1", "subject": {"email": EMAIL, "name": "Karin"}}, "subject.name"),
+        ({"type": "export", "subject": {"email": EMAIL}}, "tenant"),
+    ],
+)
 def test_invalid_requests_get_problem_details_and_nothing_is_written(gdpr_sqlite, body, field):
     gdpr = gdpr_sqlite
     response = gdpr.client.post("/api/v1/requests", json=body, headers=gdpr.headers())
@@ -228,10 +253,21 @@ def test_unauthenticated_and_unknown_requests_are_refused(gdpr_sqlite):
 
 def test_subject_identifiers_and_reasons_are_not_stored_in_plaintext(gdpr):
     """R16 / DESIGN "Personal data at rest": Vault ciphertext under gdpr:request:<id>."""
-    response = gdpr.client.post("/api/v1/requests", headers=gdpr.headers(), json={
-        "type": "erase", "tenant": "t1", "reason": "Karin called from 0701234567",
-        "subject": {"email": EMAIL, "phone": "070-765 43 21", "personnummer": "19811218-9876",
-                    "username": "karin.k"}})
+    response = gdpr.client.post(
+        "/api/v1/requests",
+        headers=gdpr.headers(),
+        json={
+            "type": "erase",
+            "tenant": "t1",
+            "reason": "Karin called from 0701234567",
+            "subject": {
+                "email": EMAIL,
+                "phone": "070-765 43 21",
+                "personnummer": "19811218-9876",
+                "username": "karin.k",
+            },
+        },
+    )
     assert response.status_code == 202
     view = gdpr.view(response.json["id"])
     assert view["identifier_kinds"] == ["email", "phone", "personnummer", "username"]
@@ -266,34 +302,53 @@ def test_deadline_extension_is_up_to_two_months_in_all_with_a_reason(gdpr):
     assert datetime.fromisoformat(first.json["due_at"]) == due_at(created, 1)
     second = gdpr.client.post(url, json={"months": 2, "reason": "more"}, headers=gdpr.headers())
     assert second.status_code == 409
-    assert gdpr.client.post(url, json={"months": 1, "reason": "more"}, headers=gdpr.headers()).json[
-        "extension"]["months"] == 2
+    assert (
+        gdpr.client.post(url, json={"months": 1, "reason": "more"}, headers=gdpr.headers()).json["extension"]["months"]
+        == 2
+    )
     assert [e["data"]["months"] for e in events_of(gdpr.rt, "gdpr.request.extended")] == [1, 1]
 
 
 def test_extension_after_the_first_month_is_refused(gdpr):
     """Art. 12(3): the subject must hear of an extension within one month of receipt."""
     principal = _principal(gdpr)
-    long_ago = datetime.now(timezone.utc) - timedelta(days=40)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
     with gdpr.rt.db.transaction() as s:
-        request_id = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
-                                           reason=None, now=long_ago)["id"]
-    response = gdpr.client.post(f"/api/v1/requests/{request_id}/extend", json={"months": 1, "reason": "late"},
-                                headers=gdpr.headers())
+        request_id = gdpr.coordinator.open(
+            s, principal, type_="erase", tenant="t1", subject={"email": EMAIL}, reason=None, now=long_ago
+        )["id"]
+    response = gdpr.client.post(
+        f"/api/v1/requests/{request_id}/extend", json={"months": 1, "reason": "late"}, headers=gdpr.headers()
+    )
     assert response.status_code == 409
 
 
 def test_overdue_filter_lists_open_requests_past_their_deadline(gdpr):
     principal = _principal(gdpr)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with gdpr.rt.db.transaction() as s:
-        late = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
-                                     reason=None, now=now - timedelta(days=45))["id"]
-        closed = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
-                                       reason=None, now=now - timedelta(days=45))["id"]
+        late = gdpr.coordinator.open(
+            s,
+            principal,
+            type_="erase",
+            tenant="t1",
+            subject={"email": EMAIL},
+            reason=None,
+            now=now - timedelta(days=45),
+        )["id"]
+        closed = gdpr.coordinator.open(
+            s,
+            principal,
+            type_="erase",
+            tenant="t1",
+            subject={"email": EMAIL},
+            reason=None,
+            now=now - timedelta(days=45),
+        )["id"]
         gdpr.coordinator.reject(s, principal, closed, None)
-        fresh = gdpr.coordinator.open(s, principal, type_="erase", tenant="t1", subject={"email": EMAIL},
-                                      reason=None, now=now)["id"]
+        fresh = gdpr.coordinator.open(
+            s, principal, type_="erase", tenant="t1", subject={"email": EMAIL}, reason=None, now=now
+        )["id"]
     overdue = gdpr.client.get("/api/v1/requests?overdue=true", headers=gdpr.headers()).json["items"]
     assert [r["id"] for r in overdue] == [late] and overdue[0]["overdue"] is True
     on_time = gdpr.client.get("/api/v1/requests?overdue=false", headers=gdpr.headers()).json["items"]
@@ -331,8 +386,9 @@ def _service_of(gdpr: Gdpr, command: dict) -> str:
     with gdpr.rt.db.transaction() as s:
         from services.gdpr.models import request_services
 
-        return s.scalar(select(request_services.c.service).where(
-            request_services.c.command_id == command["command_id"]))
+        return s.scalar(
+            select(request_services.c.service).where(request_services.c.command_id == command["command_id"])
+        )
 
 
 def test_failed_reply_is_visible_and_retry_sends_a_new_command_only_to_that_service(gdpr, tmp_path):
@@ -344,13 +400,15 @@ def test_failed_reply_is_visible_and_retry_sends_a_new_command_only_to_that_serv
     view = gdpr.view(request_id)
     assert view["status"] == "partially_completed"
     assert {s["service"]: (s["status"], s["error"]) for s in view["services"]} == {
-        "alpha": ("done", None), "beta": ("failed", "boom")}
+        "alpha": ("done", None),
+        "beta": ("failed", "boom"),
+    }
     assert gdpr.client.get(f"/api/v1/requests/{request_id}/export", headers=gdpr.headers()).status_code == 409
     retried = gdpr.client.post(f"/api/v1/requests/{request_id}/retry", headers=gdpr.headers())
     assert retried.status_code == 200
     resent = gdpr.commands()[2:]
     assert len(resent) == 1 and resent[0]["command_id"] != first["beta"]["command_id"]
-    gdpr.reply(first["beta"], service="beta")                 # a late answer to the old command: ignored
+    gdpr.reply(first["beta"], service="beta")  # a late answer to the old command: ignored
     assert gdpr.view(request_id)["status"] == "in_progress"
     gdpr.reply(resent[0], service="beta")
     assert gdpr.view(request_id)["status"] == "completed"
@@ -373,15 +431,16 @@ def test_duplicate_reply_changes_nothing(gdpr, tmp_path):
 
 
 def test_silent_services_are_re_sent_with_backoff_then_marked_silent_and_a_late_answer_still_counts(
-        database_url, tmp_path):
+    database_url, tmp_path
+):
     service = Gdpr(database_url, REPLY_TIMEOUT=10.0, MAX_ATTEMPTS=3)
     try:
         service.announce(("alpha", "resolve"), tmp_path=tmp_path)
         request_id = service.open("export", approve=True).json["id"]
-        start = datetime.now(timezone.utc)
+        start = datetime.now(UTC)
         assert service.sweeper.sweep(start + timedelta(seconds=5))["resent"] == 0
-        assert service.sweeper.sweep(start + timedelta(seconds=11))["resent"] == 1     # after 10 s
-        assert service.sweeper.sweep(start + timedelta(seconds=25))["resent"] == 0     # now waits 20 s
+        assert service.sweeper.sweep(start + timedelta(seconds=11))["resent"] == 1  # after 10 s
+        assert service.sweeper.sweep(start + timedelta(seconds=25))["resent"] == 0  # now waits 20 s
         assert service.sweeper.sweep(start + timedelta(seconds=32))["resent"] == 1
         assert service.view(request_id)["status"] == "in_progress"
         assert service.sweeper.sweep(start + timedelta(seconds=200))["silent"] == 1
@@ -412,7 +471,7 @@ def test_export_package_expires_is_shredded_and_then_gone(database_url, tmp_path
         service.reply(service.commands()[0])
         url = f"/api/v1/requests/{request_id}/export"
         assert service.client.get(url, headers=service.headers()).status_code == 200
-        done = service.sweeper.sweep(datetime.now(timezone.utc) + timedelta(seconds=61))
+        done = service.sweeper.sweep(datetime.now(UTC) + timedelta(seconds=61))
         assert done["packages_deleted"] == 1
         gone = service.client.get(url, headers=service.headers())
         assert gone.status_code == 410 and gone.mimetype == "application/problem+json"
@@ -449,15 +508,26 @@ def test_inventory_names_every_personal_field_the_services_store(gdpr, tmp_path)
         assert reported == fields_of(inventory.categories)
     person = services["alpha"]["categories"][0]
     assert person["special_categories"] == ["diet"] and person["encrypted"] is True and person["count"] == 0
-    assert {"purposes", "legal_basis", "role", "controller", "retention", "recipients", "storage",
-            "data_subjects"} <= set(person)
+    assert {
+        "purposes",
+        "legal_basis",
+        "role",
+        "controller",
+        "retention",
+        "recipients",
+        "storage",
+        "data_subjects",
+    } <= set(person)
     assert "email" in services["gdpr"]["categories"][0]["personal_data"]
     response = gdpr.client.get("/api/v1/inventory?format=csv", headers=gdpr.headers())
     assert response.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert {(r["service"], r["kind"], r["field"]) for r in rows} >= {
-        ("alpha", "person", "email"), ("alpha", "person", "diet"), ("ledger", "entry", "name"),
-        ("gdpr", "data_subject_request", "personnummer")}
+        ("alpha", "person", "email"),
+        ("alpha", "person", "diet"),
+        ("ledger", "entry", "name"),
+        ("gdpr", "data_subject_request", "personnummer"),
+    }
     assert gdpr.client.get("/api/v1/inventory", headers=gdpr.headers(roles=("staff",))).status_code == 403
     assert gdpr.client.get("/api/v1/inventory?format=xml", headers=gdpr.headers()).status_code == 422
 
@@ -473,10 +543,21 @@ def test_a_finished_requests_key_is_shredded_so_the_brokers_copy_of_a_reply_no_l
     assert command["subject"] == {"email": EMAIL}
     with gdpr.rt.db.transaction() as s:
         assert s.scalar(select(requests.c.transport_key).where(requests.c.id == request_id)) is not None
-    reply = sealed_reply(gdpr.keyrings["alpha"], "alpha", command["wire"], {
-        "request_id": request_id, "command_id": command["command_id"], "service": "alpha", "action": "export",
-        "phase": "resolve", "status": "done", "references": ["alpha:person:1"],
-        "export": {"person": [{"email": EMAIL}]}})
+    reply = sealed_reply(
+        gdpr.keyrings["alpha"],
+        "alpha",
+        command["wire"],
+        {
+            "request_id": request_id,
+            "command_id": command["command_id"],
+            "service": "alpha",
+            "action": "export",
+            "phase": "resolve",
+            "status": "done",
+            "references": ["alpha:person:1"],
+            "export": {"person": [{"email": EMAIL}]},
+        },
+    )
     assert EMAIL not in json.dumps(reply)
     with gdpr.rt.db.transaction() as s:
         gdpr.coordinator.on_reply(s, reply)
@@ -485,5 +566,5 @@ def test_a_finished_requests_key_is_shredded_so_the_brokers_copy_of_a_reply_no_l
         assert s.scalar(select(requests.c.transport_key).where(requests.c.id == request_id)) is None
         assert gdpr.rt.vault.is_shredded(s, f"gdpr:transport:{request_id}")
         replied_before = gdpr.coordinator._rows(s, request_id)[0].replied_at
-        gdpr.coordinator.on_reply(s, reply)                    # the broker's copy, replayed: it cannot be opened
+        gdpr.coordinator.on_reply(s, reply)  # the broker's copy, replayed: it cannot be opened
         assert gdpr.coordinator._rows(s, request_id)[0].replied_at == replied_before

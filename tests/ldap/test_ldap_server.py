@@ -1,4 +1,5 @@
 """The real OpenLDAP test directory (tests/ldap_server.py) works the way docs/ldap.md says."""
+
 from __future__ import annotations
 
 import shutil
@@ -52,28 +53,34 @@ def can_bind(server: SlapdServer, dn: str, password: str) -> bool:
 
 def find_users(server: SlapdServer, user_filter: str, username: str, base: str | None = None) -> list:
     with server.connect() as conn:
-        conn.search(base or server.settings.user_search_base,
-                    user_filter.format(username=escape_filter_chars(username)),
-                    attributes=["uid", "cn", "sn", "givenName", "displayName", "mail", "memberOf"])
+        conn.search(
+            base or server.settings.user_search_base,
+            user_filter.format(username=escape_filter_chars(username)),
+            attributes=["uid", "cn", "sn", "givenName", "displayName", "mail", "memberOf"],
+        )
         return list(conn.entries)
 
 
 def groups_of(server: SlapdServer, user_dn: str) -> set[str]:
     with server.connect() as conn:
-        conn.search(server.settings.group_search_base,
-                    server.settings.group_filter.format(user_dn=escape_filter_chars(user_dn)),
-                    attributes=["cn"])
+        conn.search(
+            server.settings.group_search_base,
+            server.settings.group_filter.format(user_dn=escape_filter_chars(user_dn)),
+            attributes=["cn"],
+        )
         return {e.cn.value for e in conn.entries}
 
 
 # --- the "openldap" flavour (deploy/ldap/demo.ldif) ----------------------------------------------
 
+
 def test_service_account_binds_and_finds_a_user_by_uid(slapd):
     assert slapd.url.startswith("ldap://127.0.0.1:")
     with slapd.connect(slapd.bind_dn, slapd.bind_password) as conn:
         assert conn.bound
-        conn.search(slapd.base_dn, "(&(objectClass=inetOrgPerson)(uid=alice))",
-                    attributes=["cn", "sn", "mail", "displayName"])
+        conn.search(
+            slapd.base_dn, "(&(objectClass=inetOrgPerson)(uid=alice))", attributes=["cn", "sn", "mail", "displayName"]
+        )
         [entry] = conn.entries
     assert entry.entry_dn == "uid=alice,ou=people,dc=recept,dc=test"
     assert entry.cn.value == "Alice Andersson"
@@ -142,8 +149,9 @@ def test_the_disabled_user_is_excluded_by_the_documented_search(slapd):
     assert find_users(slapd, OPENLDAP_SETTINGS.user_filter, "dave") == []
     # ... nor does the whole-tree filter, which still finds everyone else.
     assert find_users(slapd, OPENLDAP_USER_FILTER_ANYWHERE, "dave", base=BASE_DN) == []
-    assert [e.entry_dn for e in find_users(slapd, OPENLDAP_USER_FILTER_ANYWHERE, "alice", base=BASE_DN)] \
-        == [DEMO_USERS["alice"].dn]
+    assert [e.entry_dn for e in find_users(slapd, OPENLDAP_USER_FILTER_ANYWHERE, "alice", base=BASE_DN)] == [
+        DEMO_USERS["alice"].dn
+    ]
     # The account exists (it is the search that excludes it) and is still in kitchen-staff ...
     [entry] = find_users(slapd, "(uid={username})", "dave", base=BASE_DN)
     assert entry.entry_dn == dave.dn
@@ -180,7 +188,11 @@ def test_helpers_add_disable_enable_and_delete_users(slapd_fresh):
     dn = server.add_user("frank", "frank-password-1", cn="Frank Falk", sn="Falk", groups=["dpo"])
     assert dn == "uid=frank,ou=people,dc=recept,dc=test"
     [entry] = find_users(server, server.settings.user_filter, "frank")
-    assert (entry.cn.value, entry.mail.value, entry.displayName.value) == ("Frank Falk", "frank@recept.test", "Frank Falk")
+    assert (entry.cn.value, entry.mail.value, entry.displayName.value) == (
+        "Frank Falk",
+        "frank@recept.test",
+        "Frank Falk",
+    )
     assert can_bind(server, dn, "frank-password-1")
     assert groups_of(server, dn) == {"dpo"}
 
@@ -234,8 +246,12 @@ def test_demo_ldif_is_plain_ldif_that_loads_into_a_running_server(tmp_path):
     empty = tmp_path / "empty.ldif"
     empty.write_text("")
     with SlapdServer(tmp_path / "slapd", ldif=empty) as server:
-        result = subprocess.run([ldapadd, "-x", "-H", server.url, "-D", server.root_dn, "-w", server.root_password,
-                                 "-f", str(DEMO_LDIF)], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [ldapadd, "-x", "-H", server.url, "-D", server.root_dn, "-w", server.root_password, "-f", str(DEMO_LDIF)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
         for user in ENABLED:
             assert can_bind(server, user.dn, user.password)
@@ -243,6 +259,7 @@ def test_demo_ldif_is_plain_ldif_that_loads_into_a_running_server(tmp_path):
 
 
 # --- the "ad" flavour ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("user", ENABLED, ids=lambda u: u.uid)
 def test_ad_flavour_finds_users_by_sam_account_name_and_upn(slapd_ad, user):

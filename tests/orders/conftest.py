@@ -1,8 +1,9 @@
 """Fixtures for the orders service's tests: a runtime per test on SQLite and PostgreSQL, a clock, a tenant set up over HTTP."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -69,7 +70,7 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     # 09:00 in Stockholm on Sunday 10 March 2030.
-    return Clock(datetime(2030, 3, 10, 8, 0, tzinfo=timezone.utc))
+    return Clock(datetime(2030, 3, 10, 8, 0, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Access to registers and assortment lists (R8, R12): default deny, each right allows exactly its operations,
 for users and directory groups alike; another tenant's data does not exist for the caller."""
+
 from __future__ import annotations
 
 import itertools
@@ -27,31 +28,59 @@ def operations(w):
     return [
         ("read an individual with health data", {"view"}, lambda h: w.call("GET", f"/individuals/{person['id']}", h)),
         ("list a register's individuals", {"view"}, lambda h: w.call("GET", f"/registers/{reg}/individuals", h)),
-        ("search individuals", {"view"}, lambda h: w.call("POST", "/individuals/search", h,
-                                                           {"register_id": reg, "name": "Greta Lindqvist"})),
+        (
+            "search individuals",
+            {"view"},
+            lambda h: w.call("POST", "/individuals/search", h, {"register_id": reg, "name": "Greta Lindqvist"}),
+        ),
         ("list a register's orders", {"view"}, lambda h: w.call("GET", f"/registers/{reg}/orders", h)),
         ("read an order", {"view"}, lambda h: w.call("GET", f"/orders/{order_id()}", h)),
         ("read an order's history", {"view"}, lambda h: w.call("GET", f"/orders/{order_id()}/history", h)),
         ("read an assortment list", {"view", "administer"}, lambda h: w.call("GET", f"/assortment-lists/{lst}", h)),
-        ("place an order", {"order"}, lambda h: w.call("POST", "/orders", h,
-                                                        w.order_body(individual_id=person["id"]))),
+        ("place an order", {"order"}, lambda h: w.call("POST", "/orders", h, w.order_body(individual_id=person["id"]))),
         ("change an order", {"change"}, lambda h: w.call("PATCH", f"/orders/{order_id()}", h, {"quantity": 3})),
         ("cancel an order", {"change"}, lambda h: w.call("POST", f"/orders/{order_id()}/cancel", h)),
-        ("add an individual", {"administer"}, lambda h: w.call("POST", f"/registers/{reg}/individuals", h,
-                                                                {"name": "Ivar Berg"})),
-        ("change an individual", {"administer"}, lambda h: w.call("PATCH", f"/individuals/{person['id']}", h,
-                                                                   {"room": "14"})),
-        ("discharge an individual", {"administer"}, lambda h: w.call("POST", f"/individuals/{new_person()}/discharge",
-                                                                      h, {})),
+        (
+            "add an individual",
+            {"administer"},
+            lambda h: w.call("POST", f"/registers/{reg}/individuals", h, {"name": "Ivar Berg"}),
+        ),
+        (
+            "change an individual",
+            {"administer"},
+            lambda h: w.call("PATCH", f"/individuals/{person['id']}", h, {"room": "14"}),
+        ),
+        (
+            "discharge an individual",
+            {"administer"},
+            lambda h: w.call("POST", f"/individuals/{new_person()}/discharge", h, {}),
+        ),
         ("list a register's grants", {"administer"}, lambda h: w.call("GET", f"/registers/{reg}/grants", h)),
-        ("grant a right on a register", {"administer"}, lambda h: w.call(
-            "POST", f"/registers/{reg}/grants", h, {"principal": {"type": "user", "id": f"u{next(_codes)}"},
-                                                   "right": "view"})),
-        ("change a register's deadline", {"administer"}, lambda h: w.call(
-            "PATCH", f"/registers/{reg}", h, {"deadline": {"time": f"{10 + next(_codes) % 3}:00"}})),
-        ("add an article to a list", {"administer"}, lambda h: w.call(
-            "POST", f"/assortment-lists/{lst}/articles", h, {"code": f"X{next(_codes)}", "name": "Extra",
-                                                             "kind": "extra"})),
+        (
+            "grant a right on a register",
+            {"administer"},
+            lambda h: w.call(
+                "POST",
+                f"/registers/{reg}/grants",
+                h,
+                {"principal": {"type": "user", "id": f"u{next(_codes)}"}, "right": "view"},
+            ),
+        ),
+        (
+            "change a register's deadline",
+            {"administer"},
+            lambda h: w.call("PATCH", f"/registers/{reg}", h, {"deadline": {"time": f"{10 + next(_codes) % 3}:00"}}),
+        ),
+        (
+            "add an article to a list",
+            {"administer"},
+            lambda h: w.call(
+                "POST",
+                f"/assortment-lists/{lst}/articles",
+                h,
+                {"code": f"X{next(_codes)}", "name": "Extra", "kind": "extra"},
+            ),
+        ),
     ]
 
 
@@ -131,17 +160,23 @@ def test_grant_and_revoke_each_emit_one_event_and_revocation_takes_effect(world)
     granted = events_of(world.runtime, "orders.access.granted")[before:]
     assert len(granted) == 1
     assert granted[0]["actor"] == {"id": "admin-1", "tenant": "t1", "kind": "user"}
-    assert granted[0]["data"] == {"grant_id": grant["id"], "resource_type": "register",
-                                  "resource_id": world.register["id"], "principal_type": "user",
-                                  "principal_id": "temp", "right": "view"}
+    assert granted[0]["data"] == {
+        "grant_id": grant["id"],
+        "resource_type": "register",
+        "resource_id": world.register["id"],
+        "principal_type": "user",
+        "principal_id": "temp",
+        "right": "view",
+    }
     temp = world.headers("temp")
     assert world.call("GET", f"/registers/{world.register['id']}/orders", temp).status_code == 200
     world.ok("DELETE", f"/registers/{world.register['id']}/grants/{grant['id']}", world.admin, status=204)
     assert world.call("GET", f"/registers/{world.register['id']}/orders", temp).status_code == 403
     revoked = events_of(world.runtime, "orders.access.revoked")
     assert len(revoked) == 1 and revoked[0]["data"]["grant_id"] == grant["id"]
-    assert world.call("DELETE", f"/registers/{world.register['id']}/grants/{grant['id']}",
-                      world.admin).status_code == 404
+    assert (
+        world.call("DELETE", f"/registers/{world.register['id']}/grants/{grant['id']}", world.admin).status_code == 404
+    )
 
 
 def test_another_tenants_data_does_not_exist(world):
@@ -153,18 +188,24 @@ def test_another_tenants_data_does_not_exist(world):
     outsider = world.headers("staff-all", roles=("tenant_admin", "staff"), tenant="t2")
     world.ok("POST", "/registers", outsider, {"name": "t2 register"}, 201)
     attempts = [
-        ("GET", f"/registers/{reg}", None), ("PATCH", f"/registers/{reg}", {"name": "x"}),
-        ("GET", f"/registers/{reg}/individuals", None), ("GET", f"/registers/{reg}/orders", None),
+        ("GET", f"/registers/{reg}", None),
+        ("PATCH", f"/registers/{reg}", {"name": "x"}),
+        ("GET", f"/registers/{reg}/individuals", None),
+        ("GET", f"/registers/{reg}/orders", None),
         ("GET", f"/registers/{reg}/grants", None),
         ("POST", f"/registers/{reg}/grants", {"principal": {"type": "user", "id": "x"}, "right": "view"}),
         ("POST", f"/registers/{reg}/individuals", {"name": "x"}),
-        ("GET", f"/individuals/{person['id']}", None), ("PATCH", f"/individuals/{person['id']}", {"room": "1"}),
+        ("GET", f"/individuals/{person['id']}", None),
+        ("PATCH", f"/individuals/{person['id']}", {"room": "1"}),
         ("POST", f"/individuals/{person['id']}/discharge", {}),
         ("POST", "/individuals/search", {"register_id": reg, "name": "Greta Lindqvist"}),
-        ("GET", f"/orders/{order['id']}", None), ("PATCH", f"/orders/{order['id']}", {"quantity": 5}),
-        ("POST", f"/orders/{order['id']}/cancel", None), ("GET", f"/orders/{order['id']}/history", None),
+        ("GET", f"/orders/{order['id']}", None),
+        ("PATCH", f"/orders/{order['id']}", {"quantity": 5}),
+        ("POST", f"/orders/{order['id']}/cancel", None),
+        ("GET", f"/orders/{order['id']}/history", None),
         ("POST", "/orders", world.order_body(individual_id=person["id"])),
-        ("GET", f"/assortment-lists/{lst}", None), ("GET", f"/assortment-lists/{lst}/grants", None),
+        ("GET", f"/assortment-lists/{lst}", None),
+        ("GET", f"/assortment-lists/{lst}/grants", None),
         ("POST", f"/assortment-lists/{lst}/articles", {"code": "Z", "name": "z", "kind": "extra"}),
         ("GET", f"/units/{world.unit['id']}", None),
     ]

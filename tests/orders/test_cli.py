@@ -1,8 +1,9 @@
 """``./recept orders ...``: the retention purge and the inventory, as an operator runs them."""
+
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy import insert, select
 
@@ -13,20 +14,45 @@ from tests.support import events_of, make_runtime
 
 
 def seed_orders(runtime, days: list[date]) -> None:
-    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
     with runtime.db.transaction() as s:
         s.execute(insert(units).values(id="u", tenant="t1", name="Avd", kind="other", created_at=now))
-        s.execute(insert(registers).values(id="r", tenant="t1", name="R", deadline_minutes=720,
-                                           deadline_days_before=1, timezone="Europe/Stockholm", created_at=now,
-                                           updated_at=now))
+        s.execute(
+            insert(registers).values(
+                id="r",
+                tenant="t1",
+                name="R",
+                deadline_minutes=720,
+                deadline_days_before=1,
+                timezone="Europe/Stockholm",
+                created_at=now,
+                updated_at=now,
+            )
+        )
         s.execute(insert(assortment_lists).values(id="l", tenant="t1", name="L", unit_id=None, created_at=now))
-        s.execute(insert(articles).values(id="a", tenant="t1", list_id="l", code="A", name="A", kind="meal",
-                                          active=True, created_at=now))
+        s.execute(
+            insert(articles).values(
+                id="a", tenant="t1", list_id="l", code="A", name="A", kind="meal", active=True, created_at=now
+            )
+        )
         for n, day in enumerate(days):
-            s.execute(insert(orders).values(
-                id=f"o{n}", tenant="t1", register_id="r", unit_id="u", article_id="a", delivery_date=day,
-                meal="lunch", quantity=1, status="placed", placed_at=now, placed_by="x", updated_at=now,
-                deidentified=False))
+            s.execute(
+                insert(orders).values(
+                    id=f"o{n}",
+                    tenant="t1",
+                    register_id="r",
+                    unit_id="u",
+                    article_id="a",
+                    delivery_date=day,
+                    meal="lunch",
+                    quantity=1,
+                    status="placed",
+                    placed_at=now,
+                    placed_by="x",
+                    updated_at=now,
+                    deidentified=False,
+                )
+            )
 
 
 def test_purge_expired_deletes_only_orders_past_the_bookkeeping_period(database_url, monkeypatch, capsys):

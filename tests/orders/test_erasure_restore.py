@@ -4,6 +4,7 @@ The journey: dump the database, erase Greta, restore the pre-erasure dump (her w
 key comes back with it), run the restore step; she must end unreadable and absent again —
 on SQLite and on PostgreSQL.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -27,7 +28,7 @@ from tests.support import make_runtime
 
 @pytest.fixture
 def erasure_log_path(tmp_path) -> Path:
-    return tmp_path / "volume" / "orders.log"      # outside the database, as a mounted volume is
+    return tmp_path / "volume" / "orders.log"  # outside the database, as a mounted volume is
 
 
 @pytest.fixture
@@ -43,8 +44,11 @@ def dump(url: str, target: Path) -> None:
             src.backup(dst)
         return
     u = make_url(url)
-    subprocess.run(["pg_dump", "-h", u.host, "-p", str(u.port or 5432), "-U", u.username, "-Fc", "-f", str(target),
-                    u.database], check=True, capture_output=True)
+    subprocess.run(
+        ["pg_dump", "-h", u.host, "-p", str(u.port or 5432), "-U", u.username, "-Fc", "-f", str(target), u.database],
+        check=True,
+        capture_output=True,
+    )
 
 
 def restore(url: str, source: Path) -> None:
@@ -53,9 +57,25 @@ def restore(url: str, source: Path) -> None:
             src.backup(dst)
         return
     u = make_url(url)
-    subprocess.run(["pg_restore", "-h", u.host, "-p", str(u.port or 5432), "-U", u.username, "--clean",
-                    "--if-exists", "--single-transaction", "-d", u.database, str(source)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "pg_restore",
+            "-h",
+            u.host,
+            "-p",
+            str(u.port or 5432),
+            "-U",
+            u.username,
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            "-d",
+            u.database,
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def greta_name(runtime, individual_id: str):
@@ -74,7 +94,7 @@ def test_a_restored_pre_erasure_dump_is_erased_again_by_the_restore_step(world, 
 
     reply = run(world, command("erase", GRETA["personnummer"]))
     assert reply["status"] == "done" and reply["references"] == [subject_of(greta["id"])]
-    assert greta_name(world.runtime, greta["id"])[0] is None      # the erase rule empties the columns
+    assert greta_name(world.runtime, greta["id"])[0] is None  # the erase rule empties the columns
     # the shred reached the log before its transaction committed; the log names no value
     log_text = erasure_log_path.read_text()
     assert subject_of(greta["id"]) in log_text and "Greta" not in log_text and GRETA["personnummer"] not in log_text
@@ -88,7 +108,7 @@ def test_a_restored_pre_erasure_dump_is_erased_again_by_the_restore_step(world, 
 
     assert replay_erasures(world.runtime) == 1
     name, row = greta_name(world.runtime, greta["id"])
-    with world.runtime.db.transaction() as s:     # any copy of her ciphertext: its data key is gone
+    with world.runtime.db.transaction() as s:  # any copy of her ciphertext: its data key is gone
         assert world.runtime.vault.decrypt(s, "individuals", "name", row.id, restored_row.name) is ERASED
     assert name is None and row.status == "erased" and row.name_idx is None and row.personnummer_idx is None
     with world.runtime.db.transaction() as s:
@@ -144,7 +164,7 @@ def test_indexes_follow_planned_subjects_and_reindex_keeps_everyone_findable(wor
     reindex` recomputes the columns and a search still finds her (no false negatives)."""
     from services.orders.domain import deps_of
 
-    assert deps_of(world.runtime).index.bits == 13                     # the default 100 000 people
+    assert deps_of(world.runtime).index.bits == 13  # the default 100 000 people
     greta = world.individual(**GRETA)
     world.runtime.db.dispose()
     monkeypatch.setenv("RECEPT_ORDERS_DATABASE_URL", world.database_url)
@@ -154,8 +174,9 @@ def test_indexes_follow_planned_subjects_and_reindex_keeps_everyone_findable(wor
     assert cli.main(["reindex"]) == 0
     report = capsys.readouterr().out
     assert '"bits": 8' in report and '"individuals": 1' in report
-    smaller = make_runtime(SPEC, world.database_url, mint=mint, clock=clock, keyring=world.runtime.keyring,
-                           PLANNED_SUBJECTS=5000)
+    smaller = make_runtime(
+        SPEC, world.database_url, mint=mint, clock=clock, keyring=world.runtime.keyring, PLANNED_SUBJECTS=5000
+    )
     try:
         assert deps_of(smaller).index.bits == 8
         individuals_domain = smaller.domain.individuals

@@ -1,5 +1,6 @@
 """Individuals (AIVO "Individ", R7, R16): every identifying field encrypted with the person's own key,
 found through blind indexes, health data read only with 'view' and every read logged."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,18 +15,31 @@ from tests.conftest import raw_dump
 from tests.orders.world import personnummer
 from tests.support import assert_no_plaintext, events_of, outbox_messages
 
-GRETA = {"name": "Greta Lindqvist", "personnummer": personnummer("19380407", "482"), "date_of_birth": "1938-04-07",
-         "room": "Rum 312", "bed": "Säng B", "diets": ["glutenfri", "laktosfri"],
-         "allergies": ["jordnötter", "sesam"], "texture_level": 4, "notes": "Behöver sugrör vid måltid"}
-HARALD = {"name": "Harald Öberg", "personnummer": personnummer("19450912", "157"), "room": "Rum 318",
-          "allergies": ["hasselnöt"], "diets": ["diabeteskost"]}
+GRETA = {
+    "name": "Greta Lindqvist",
+    "personnummer": personnummer("19380407", "482"),
+    "date_of_birth": "1938-04-07",
+    "room": "Rum 312",
+    "bed": "Säng B",
+    "diets": ["glutenfri", "laktosfri"],
+    "allergies": ["jordnötter", "sesam"],
+    "texture_level": 4,
+    "notes": "Behöver sugrör vid måltid",
+}
+HARALD = {
+    "name": "Harald Öberg",
+    "personnummer": personnummer("19450912", "157"),
+    "room": "Rum 318",
+    "allergies": ["hasselnöt"],
+    "diets": ["diabeteskost"],
+}
 
 
 def plaintexts(person: dict) -> list[str]:
     values = []
     for key, value in person.items():
         if key == "texture_level":
-            continue            # a single digit is no evidence either way
+            continue  # a single digit is no evidence either way
         values += value if isinstance(value, list) else [value]
     values += [person["personnummer"].replace("-", ""), person["name"].split()[1]]
     return values
@@ -63,7 +77,7 @@ def test_a_ciphertext_moved_to_another_individual_fails_to_decrypt(world):
         row = s.execute(select(individuals).where(individuals.c.id == harald["id"])).one()
         with pytest.raises(DecryptionError):
             world.runtime.vault.decrypt(s, "individuals", "allergies", harald["id"], row.allergies)
-        with pytest.raises(DecryptionError):   # nor does it fit another column of the same person
+        with pytest.raises(DecryptionError):  # nor does it fit another column of the same person
             world.runtime.vault.decrypt(s, "individuals", "diets", greta["id"], stolen)
     response = world.call("GET", f"/individuals/{harald['id']}", world.staff)
     # A damaged record, told apart from a bug (issue 18): a 409 problem, not a 500.
@@ -74,15 +88,15 @@ def test_a_ciphertext_moved_to_another_individual_fails_to_decrypt(world):
 def test_search_by_personnummer_or_name_is_a_post_and_finds_exactly_the_person(world):
     """R7: lookups go through blind indexes; personal values never travel in a URL."""
     greta, harald = world.individual(**GRETA), world.individual(**HARALD)
-    namesake = world.individual(name="greta  LINDQVIST")          # same name, another person
+    namesake = world.individual(name="greta  LINDQVIST")  # same name, another person
     found = world.ok("POST", "/individuals/search", world.staff, {"personnummer": GRETA["personnummer"]})["items"]
     assert [p["id"] for p in found] == [greta["id"]]
-    short_form = GRETA["personnummer"][2:]                           # YYMMDD-NNNN
+    short_form = GRETA["personnummer"][2:]  # YYMMDD-NNNN
     found = world.ok("POST", "/individuals/search", world.staff, {"personnummer": short_form})["items"]
     assert [p["id"] for p in found] == [greta["id"]]
     found = world.ok("POST", "/individuals/search", world.staff, {"name": "Greta Lindqvist"})["items"]
     assert sorted(p["id"] for p in found) == sorted([greta["id"], namesake["id"]])
-    assert "allergies" not in found[0]                               # searching is not reading health data
+    assert "allergies" not in found[0]  # searching is not reading health data
     assert world.ok("POST", "/individuals/search", world.staff, {"name": "Greta"})["items"] == []
     assert harald["id"] not in [p["id"] for p in found]
     # There is no GET search: the static route wins over /individuals/{id}, so it is a 405 (issue 18).
@@ -99,12 +113,12 @@ def test_blind_index_candidates_are_filtered_after_decryption(world, monkeypatch
     individuals = world.client.application.extensions["orders"].individuals
     tiny = type(individuals.deps.index)(world.runtime.keyring, bits=1)
     monkeypatch.setattr(individuals, "deps", dataclasses.replace(individuals.deps, index=tiny))
-    people = [world.individual(name=f"Person {n}", personnummer=personnummer("19500101", f"{n:03d}"))
-              for n in range(6)]
+    people = [world.individual(name=f"Person {n}", personnummer=personnummer("19500101", f"{n:03d}")) for n in range(6)]
     found = world.ok("POST", "/individuals/search", world.staff, {"name": "Person 3"})["items"]
     assert [p["id"] for p in found] == [people[3]["id"]]
-    found = world.ok("POST", "/individuals/search", world.staff,
-                     {"personnummer": personnummer("19500101", "004")})["items"]
+    found = world.ok("POST", "/individuals/search", world.staff, {"personnummer": personnummer("19500101", "004")})[
+        "items"
+    ]
     assert [p["id"] for p in found] == [people[4]["id"]]
 
 
@@ -130,14 +144,23 @@ def test_creating_and_changing_an_individual_name_the_fields_not_the_values(worl
     created = events_of(world.runtime, "orders.individual.created")
     assert len(created) == 1 and created[0]["actor"]["id"] == "admin-1"
     assert created[0]["data"]["fields"] == sorted([*GRETA, "unit_id"])
-    world.ok("PATCH", f"/individuals/{greta['id']}", world.admin,
-             {"allergies": ["jordnötter", "sesam", "selleri"], "room": GRETA["room"], "unit_id": world.other_unit["id"],
-              "texture_level": None})
+    world.ok(
+        "PATCH",
+        f"/individuals/{greta['id']}",
+        world.admin,
+        {
+            "allergies": ["jordnötter", "sesam", "selleri"],
+            "room": GRETA["room"],
+            "unit_id": world.other_unit["id"],
+            "texture_level": None,
+        },
+    )
     changed = events_of(world.runtime, "orders.individual.changed")
     assert len(changed) == 1
     assert changed[0]["data"]["fields"] == ["allergies", "texture_level", "unit_id"]
     assert changed[0]["data"]["changes"] == [
-        {"field": "unit_id", "before": world.unit["id"], "after": world.other_unit["id"]}]
+        {"field": "unit_id", "before": world.unit["id"], "after": world.other_unit["id"]}
+    ]
     read = world.ok("GET", f"/individuals/{greta['id']}", world.staff)
     assert read["allergies"] == ["jordnötter", "sesam", "selleri"] and read["texture_level"] is None
 
@@ -147,8 +170,7 @@ def test_personnummer_is_accepted_only_where_the_tenant_enables_it(world):
     world.ok("PUT", "/settings", world.admin, {"personnummer_enabled": False})
     response = world.call("POST", f"/registers/{world.register['id']}/individuals", world.admin, GRETA)
     assert response.status_code == 422
-    assert response.get_json()["errors"] == [{"field": "personnummer",
-                                              "message": "is not enabled for this tenant"}]
+    assert response.get_json()["errors"] == [{"field": "personnummer", "message": "is not enabled for this tenant"}]
     world.individual(**{k: v for k, v in GRETA.items() if k != "personnummer"})
     settings = events_of(world.runtime, "orders.settings.changed")
     assert [e["data"]["changes"][0]["after"] for e in settings] == [True, False]
@@ -156,9 +178,15 @@ def test_personnummer_is_accepted_only_where_the_tenant_enables_it(world):
 
 def test_invalid_individuals_are_refused_without_echoing_the_value(world):
     cases = [
-        {"name": ""}, {"name": "   "}, {"personnummer": "19380407-4821"}, {"texture_level": 8},
-        {"date_of_birth": "1938-02-30"}, {"date_of_birth": "2031-01-01"}, {"diets": "glutenfri"},
-        {"valid_from": "2030-03-10", "valid_to": "2030-03-01"}, {"unit_id": "00000000-0000-4000-8000-000000000000"},
+        {"name": ""},
+        {"name": "   "},
+        {"personnummer": "19380407-4821"},
+        {"texture_level": 8},
+        {"date_of_birth": "1938-02-30"},
+        {"date_of_birth": "2031-01-01"},
+        {"diets": "glutenfri"},
+        {"valid_from": "2030-03-10", "valid_to": "2030-03-01"},
+        {"unit_id": "00000000-0000-4000-8000-000000000000"},
         {"eye_colour": "blue"},
     ]
     for fields in cases:

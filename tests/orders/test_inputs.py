@@ -1,5 +1,6 @@
 """An individual's record stays readable (issue 18): the input layer refuses what the domain could not
 store faithfully, and a stored value that cannot be read is a typed problem, never a 500."""
+
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
@@ -15,8 +16,9 @@ def test_a_float_texture_level_is_refused_and_the_register_stays_readable(world)
     """texture_level 3.0 (valid JSON Schema integer) used to be stored as "3.0" and break every read."""
     response = world.call("POST", path(world), world.admin, {"name": "Greta Lindqvist", "texture_level": 3.0})
     assert response.status_code == 422 and response.mimetype == "application/problem+json"
-    assert response.get_json()["errors"] == [{"field": "texture_level",
-                                              "message": "has the wrong type (expected integer or null)"}]
+    assert response.get_json()["errors"] == [
+        {"field": "texture_level", "message": "has the wrong type (expected integer or null)"}
+    ]
     with world.runtime.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(individuals)) == 0
     person = world.individual(texture_level=3)
@@ -66,8 +68,9 @@ def test_unacceptable_text_in_a_name_is_a_field_level_422(world):
         assert response.status_code == 422, name
         assert [e["field"] for e in response.get_json()["errors"]] == ["name"]
     raw = b'{"name": "Greta \\ud800"}'
-    response = world.client.post("/api/v1" + path(world), data=raw, content_type="application/json",
-                                 headers=world.admin)
+    response = world.client.post(
+        "/api/v1" + path(world), data=raw, content_type="application/json", headers=world.admin
+    )
     assert response.status_code == 422 and response.get_json()["errors"][0]["field"] == "name"
     with world.runtime.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(individuals)) == 0

@@ -1,4 +1,5 @@
 """GDPR participation (R1, R2, R3, R5): inventory, export and erasure of an individual, over the gdpr protocol."""
+
 from __future__ import annotations
 
 import json
@@ -13,30 +14,37 @@ from services.orders.privacy import INVENTORY
 from shared.bus import GDPR, Binding, Bus, Message, Outcome
 from shared.crypto import ERASED
 from shared.privacy import handle_command
+from tests.gdpr.sealing import opened_reply, sealed_command
 from tests.orders.test_individuals import GRETA, HARALD
 from tests.orders.world import World
-from tests.gdpr.sealing import opened_reply, sealed_command
 from tests.support import TokenMint, events_of, make_runtime
 
 
 def command(action: str, pnr: str, tenant: str = "t1") -> dict:
-    return {"request_id": str(uuid.uuid4()), "command_id": str(uuid.uuid4()), "action": action, "phase": "resolve",
-            "tenant": tenant, "subject": {"personnummer": pnr, "email": "greta@example.org"}}
+    return {
+        "request_id": str(uuid.uuid4()),
+        "command_id": str(uuid.uuid4()),
+        "action": action,
+        "phase": "resolve",
+        "tenant": tenant,
+        "subject": {"personnummer": pnr, "email": "greta@example.org"},
+    }
 
 
 def gdpr_messages(runtime) -> list[dict]:
     """The outbox's messages to the gdpr service, opened (transient ones are sealed at rest)."""
     table, cipher = runtime.tables.outbox, getattr(runtime.outbox, "cipher", None)
     with runtime.db.transaction() as s:
-        rows = list(s.execute(select(table.c.message_id, table.c.payload).where(table.c.exchange == GDPR)
-                              .order_by(table.c.id)))
+        rows = list(
+            s.execute(select(table.c.message_id, table.c.payload).where(table.c.exchange == GDPR).order_by(table.c.id))
+        )
     return [json.loads(cipher.open(r.message_id, r.payload) if cipher else r.payload) for r in rows]
 
 
 def run(world, message: dict) -> dict:
     """Handle one gdpr command as the worker does, and return the reply it put in the outbox."""
     with world.runtime.db.transaction() as s:
-        handle_command(world.runtime, s, sealed_command(world.runtime, message))   # sealed as the gdpr service does
+        handle_command(world.runtime, s, sealed_command(world.runtime, message))  # sealed as the gdpr service does
     replies = [m for m in gdpr_messages(world.runtime) if m["command_id"] == message["command_id"]]
     assert len(replies) == 1
     return opened_reply(world.runtime, replies[0])
@@ -65,9 +73,12 @@ def test_the_inventory_declares_categories_roles_and_special_categories():
     assert all(c["role"] == "processor" and c["controller"] == "tenant (customer)" for c in kinds.values())
     assert kinds["health_data"]["special_category"] is True
     assert {f["name"] for f in kinds["health_data"]["fields"] if f["special"]} >= {"diets", "allergies"}
-    assert all(f["encrypted"] for c in ("individual", "health_data") for f in kinds[c]["fields"]
-               if f["name"] in ("name", "personnummer", "date_of_birth", "room", "bed", "notes", "diets",
-                                "allergies"))
+    assert all(
+        f["encrypted"]
+        for c in ("individual", "health_data")
+        for f in kinds[c]["fields"]
+        if f["name"] in ("name", "personnummer", "date_of_birth", "room", "bed", "notes", "diets", "allergies")
+    )
     assert "Bokföringslagen" in kinds["order"]["legal_basis"] and "7 years" in kinds["order"]["retention"]
 
 
@@ -104,42 +115,79 @@ def test_erase_shreds_the_individual_keeps_invoicing_quantities_and_leaves_other
     assert reply["erasure"] == [
         {"kind": "individual", "action": "deleted", "count": 1},
         {"kind": "health_data", "action": "deleted", "count": 1},
-        {"kind": "order", "action": "retained", "count": 1, "legal_basis": "Bokföringslagen (1999:1078) 7 kap. 2 §",
-         "retain_until": "2030-12-31"},
-        {"kind": "order", "action": "retained", "count": 1, "legal_basis": "Bokföringslagen (1999:1078) 7 kap. 2 §",
-         "retain_until": "2037-12-31"},
+        {
+            "kind": "order",
+            "action": "retained",
+            "count": 1,
+            "legal_basis": "Bokföringslagen (1999:1078) 7 kap. 2 §",
+            "retain_until": "2030-12-31",
+        },
+        {
+            "kind": "order",
+            "action": "retained",
+            "count": 1,
+            "legal_basis": "Bokföringslagen (1999:1078) 7 kap. 2 §",
+            "retain_until": "2037-12-31",
+        },
         {"kind": "order", "action": "deleted", "count": 1},
     ]
     vault = world.runtime.vault
     with world.runtime.db.transaction() as s:
         # Every copy of her ciphertexts (a backup, say) is now unreadable ...
-        for field in ("name", "personnummer", "date_of_birth", "room", "bed", "diets", "allergies",
-                      "texture_level", "notes"):
+        for field in (
+            "name",
+            "personnummer",
+            "date_of_birth",
+            "room",
+            "bed",
+            "diets",
+            "allergies",
+            "texture_level",
+            "notes",
+        ):
             assert vault.decrypt(s, "individuals", field, greta["id"], getattr(before, field)) is ERASED
         # ... and the row itself holds nothing personal any more.
         tombstone = s.execute(select(individuals).where(individuals.c.id == greta["id"])).one()
         assert tombstone.status == "erased"
-        assert all(getattr(tombstone, f) is None for f in ("name", "personnummer", "diets", "allergies", "notes",
-                                                            "name_idx", "personnummer_idx", "valid_from"))
+        assert all(
+            getattr(tombstone, f) is None
+            for f in (
+                "name",
+                "personnummer",
+                "diets",
+                "allergies",
+                "notes",
+                "name_idx",
+                "personnummer_idx",
+                "valid_from",
+            )
+        )
         kept = {r.id: r for r in s.execute(select(orders).where(orders.c.id.in_([o["id"] for o in placed.values()])))}
     assert set(kept) == {placed["2023-11-15"]["id"], placed["2030-03-12"]["id"]}
-    assert [(r.quantity, r.individual_id, r.deidentified) for r in
-            (kept[placed["2023-11-15"]["id"]], kept[placed["2030-03-12"]["id"]])] == [(3, None, True), (2, None, True)]
+    assert [
+        (r.quantity, r.individual_id, r.deidentified)
+        for r in (kept[placed["2023-11-15"]["id"]], kept[placed["2030-03-12"]["id"]])
+    ] == [(3, None, True), (2, None, True)]
     # Harald is untouched.
     assert world.ok("GET", f"/individuals/{harald['id']}", world.staff)["allergies"] == HARALD["allergies"]
     assert world.ok("GET", f"/orders/{harald_order['id']}", world.staff)["individual_id"] == harald["id"]
     # Greta is gone for the API: no reads, no orders, no search hits.
     assert world.call("GET", f"/individuals/{greta['id']}", world.staff).status_code == 410
-    assert world.call("POST", "/orders", world.staff,
-                      world.order_body(individual_id=greta["id"], delivery_date="2030-03-14")).status_code == 409
-    assert world.ok("POST", "/individuals/search", world.staff, {"personnummer": GRETA["personnummer"]}) == {"items": []}
+    assert (
+        world.call(
+            "POST", "/orders", world.staff, world.order_body(individual_id=greta["id"], delivery_date="2030-03-14")
+        ).status_code
+        == 409
+    )
+    assert world.ok("POST", "/individuals/search", world.staff, {"personnummer": GRETA["personnummer"]}) == {
+        "items": []
+    }
     erased = events_of(world.runtime, "orders.individual.erased")
     assert len(erased) == 1 and erased[0]["data"]["orders_retained"] == 2 and erased[0]["data"]["orders_deleted"] == 1
     assert erased[0]["actor"]["kind"] == "service"
     # The same request again does nothing more.
     again = run(world, command("erase", GRETA["personnummer"]))
-    assert again["references"] == [] and again["erasure"][0] == {"kind": "individual", "action": "deleted",
-                                                                  "count": 0}
+    assert again["references"] == [] and again["erasure"][0] == {"kind": "individual", "action": "deleted", "count": 0}
     assert len(events_of(world.runtime, "orders.individual.erased")) == 1
 
 
@@ -171,8 +219,10 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url, 
         try:
             body = json.dumps(sealed_command(runtime, message)).encode()
             # Sent twice, as an at-least-once bus may deliver it: the inbox makes it one erasure.
-            assert publisher.publish([Message(GDPR, "gdpr.command.orders", body, message["command_id"])] * 2) \
-                == [None, None]
+            assert publisher.publish([Message(GDPR, "gdpr.command.orders", body, message["command_id"])] * 2) == [
+                None,
+                None,
+            ]
         finally:
             publisher.close()
         stop, got = threading.Event(), []

@@ -2,16 +2,30 @@
 
 No database, broker or clock: each rule gets its inputs and is checked directly.
 """
+
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.orders.rules import (BOOKKEEPING_YEARS, Deadline, DeadlinePassed, check_not_erased, check_orderable,
-                                   check_timezone, check_validity, format_deadline_time, individual_id_of,
-                                   is_retained, order_change, parse_deadline_time, retain_until, retention_cutoff,
-                                   subject_of)
+from services.orders.rules import (
+    BOOKKEEPING_YEARS,
+    Deadline,
+    DeadlinePassed,
+    check_not_erased,
+    check_orderable,
+    check_timezone,
+    check_validity,
+    format_deadline_time,
+    individual_id_of,
+    is_retained,
+    order_change,
+    parse_deadline_time,
+    retain_until,
+    retention_cutoff,
+    subject_of,
+)
 from shared.errors import Conflict, Gone, Invalid
 
 pytestmark = pytest.mark.unit
@@ -20,16 +34,17 @@ NOON_DAY_BEFORE = Deadline(minutes=12 * 60, days_before=1, timezone="Europe/Stoc
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(timezone.utc)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 # --- deadlines ------------------------------------------------------------------------------------
+
 
 def test_deadline_is_local_time_the_given_days_before_delivery():
     at = NOON_DAY_BEFORE.at(date(2030, 3, 12))
     assert at.isoformat() == "2030-03-11T12:00:00+01:00"
     # Summer time: the same local noon is 10:00 UTC instead of 11:00.
-    assert NOON_DAY_BEFORE.at(date(2030, 6, 12)).astimezone(timezone.utc) == utc("2030-06-11T10:00:00+00:00")
+    assert NOON_DAY_BEFORE.at(date(2030, 6, 12)).astimezone(UTC) == utc("2030-06-11T10:00:00+00:00")
     assert Deadline(0, 0, "Europe/Stockholm").at(date(2030, 3, 12)).isoformat() == "2030-03-12T00:00:00+01:00"
 
 
@@ -67,6 +82,7 @@ def test_time_zone_must_be_known():
 
 
 # --- who can be ordered for ----------------------------------------------------------------------
+
 
 def test_an_active_individual_is_orderable_within_the_admission_period():
     check_orderable("active", None, None, date(2030, 3, 12))
@@ -111,11 +127,15 @@ def test_subject_references_name_individuals_of_this_service_only():
 def test_change_records_carry_values_of_non_personal_fields_only():
     assert order_change("quantity", 4, 6) == {"field": "quantity", "before": 4, "after": 6}
     assert order_change("delivery_date", date(2030, 3, 12), date(2030, 3, 13)) == {
-        "field": "delivery_date", "before": "2030-03-12", "after": "2030-03-13"}
+        "field": "delivery_date",
+        "before": "2030-03-12",
+        "after": "2030-03-13",
+    }
     assert order_change("diet_variant", "gluten_free", "lactose_free") == {"field": "diet_variant"}
 
 
 # --- bookkeeping retention (R2) ---------------------------------------------------------------------
+
 
 def test_orders_are_kept_until_the_end_of_the_seventh_year_after_delivery():
     assert BOOKKEEPING_YEARS == 7

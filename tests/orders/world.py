@@ -1,7 +1,9 @@
 """A tenant set up over the orders API, as its administrator would: units, a register, an assortment list, staff."""
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from services.orders.rules import RIGHTS
 
@@ -28,25 +30,46 @@ class World:
         self.admin = self.headers("admin-1", roles=("tenant_admin",))
         self.ok("PUT", "/settings", self.admin, {"personnummer_enabled": True})
         self.unit = self.ok("POST", "/units", self.admin, {"name": "Avdelning 3", "kind": "hospital_ward"}, 201)
-        self.point = self.ok("POST", f"/units/{self.unit['id']}/delivery-points", self.admin,
-                             {"name": "Kök entré"}, 201)
+        self.point = self.ok(
+            "POST", f"/units/{self.unit['id']}/delivery-points", self.admin, {"name": "Kök entré"}, 201
+        )
         self.other_unit = self.ok("POST", "/units", self.admin, {"name": "Avdelning 7", "kind": "hospital_ward"}, 201)
-        self.register = self.ok("POST", "/registers", self.admin, {
-            "name": "Avdelning 3 patienter", "deadline": {"time": "12:00", "days_before": 1},
-            "timezone": "Europe/Stockholm"}, 201)
-        self.list = self.ok("POST", "/assortment-lists", self.admin,
-                            {"name": "Avdelning 3 meny", "unit_id": self.unit["id"]}, 201)
-        self.lunch = self.ok("POST", f"/assortment-lists/{self.list['id']}/articles", self.admin,
-                             {"code": "LUNCH", "name": "Dagens lunch", "kind": "meal"}, 201)
-        self.soup = self.ok("POST", f"/assortment-lists/{self.list['id']}/articles", self.admin,
-                            {"code": "SOUP", "name": "Soppa", "kind": "meal"}, 201)
+        self.register = self.ok(
+            "POST",
+            "/registers",
+            self.admin,
+            {
+                "name": "Avdelning 3 patienter",
+                "deadline": {"time": "12:00", "days_before": 1},
+                "timezone": "Europe/Stockholm",
+            },
+            201,
+        )
+        self.list = self.ok(
+            "POST", "/assortment-lists", self.admin, {"name": "Avdelning 3 meny", "unit_id": self.unit["id"]}, 201
+        )
+        self.lunch = self.ok(
+            "POST",
+            f"/assortment-lists/{self.list['id']}/articles",
+            self.admin,
+            {"code": "LUNCH", "name": "Dagens lunch", "kind": "meal"},
+            201,
+        )
+        self.soup = self.ok(
+            "POST",
+            f"/assortment-lists/{self.list['id']}/articles",
+            self.admin,
+            {"code": "SOUP", "name": "Soppa", "kind": "meal"},
+            201,
+        )
         # A member of staff holding every right on the register and the list.
         self.staff = self.user("staff-all", RIGHTS)
 
     # --- HTTP ----------------------------------------------------------------------------------
 
-    def headers(self, sub: str, roles: Iterable[str] = ("staff",), groups: Iterable[str] = (),
-                tenant: str | None = None) -> dict[str, str]:
+    def headers(
+        self, sub: str, roles: Iterable[str] = ("staff",), groups: Iterable[str] = (), tenant: str | None = None
+    ) -> dict[str, str]:
         return self.mint.headers(sub=sub, tenant=tenant or self.tenant, roles=list(roles), groups=list(groups))
 
     def call(self, method: str, path: str, headers: dict[str, str], body: Any = None):
@@ -62,8 +85,9 @@ class World:
 
     # --- set-up steps --------------------------------------------------------------------------
 
-    def grant(self, principal_type: str, principal_id: str, right: str, register: bool = True,
-              assortment_list: bool = True) -> None:
+    def grant(
+        self, principal_type: str, principal_id: str, right: str, register: bool = True, assortment_list: bool = True
+    ) -> None:
         body = {"principal": {"type": principal_type, "id": principal_id}, "right": right}
         if register:
             self.ok("POST", f"/registers/{self.register['id']}/grants", self.admin, body, 201)
@@ -86,8 +110,14 @@ class World:
         return self.ok("POST", f"/registers/{self.register['id']}/individuals", self.admin, body, 201)
 
     def order_body(self, **fields) -> dict[str, Any]:
-        return {"register_id": self.register["id"], "delivery_date": "2030-03-12", "meal": "lunch",
-                "article_id": self.lunch["id"], "quantity": 1, **fields}
+        return {
+            "register_id": self.register["id"],
+            "delivery_date": "2030-03-12",
+            "meal": "lunch",
+            "article_id": self.lunch["id"],
+            "quantity": 1,
+            **fields,
+        }
 
     def place(self, headers: dict[str, str] | None = None, status: int = 201, **fields):
         return self.ok("POST", "/orders", headers or self.staff, self.order_body(**fields), status)

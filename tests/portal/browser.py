@@ -1,4 +1,5 @@
 """Debian's Chromium driven by Playwright for the portal's end-to-end tests (no browser download)."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,16 @@ import pytest
 from werkzeug.serving import make_server
 
 CHROMIUM = os.environ.get("RECEPT_TEST_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "portal"
 LAPTOP = {"width": 1366, "height": 900}
 TABLET = {"width": 768, "height": 1024}
@@ -65,7 +74,7 @@ def sign_in(page, base: str, tenant: str, username: str, password: str) -> None:
     page.fill("#tenant", tenant)
     page.fill("#username", username)
     page.fill("#password", password)
-    page.press("#password", "Enter")             # keyboard-usable: Enter submits
+    page.press("#password", "Enter")  # keyboard-usable: Enter submits
     page.wait_for_url("**/requests")
 
 

@@ -1,9 +1,10 @@
 """Fixtures of the portal's tests: fake upstream services, the real portal app, a signed-in client."""
+
 from __future__ import annotations
 
 import re
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,7 +21,7 @@ class Clock:
     """The portal's clock, moved by tests to make sessions expire."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -63,8 +64,17 @@ def migrated_sqlite(tmp_path_factory):
 def runtime(tmp_path, migrated_sqlite, fakes, mint, clock):
     path = tmp_path / "portal.db"
     shutil.copyfile(migrated_sqlite, path)
-    rt = make_runtime(SPEC, f"sqlite:///{path}", mint=mint, clock=clock, SESSION_IDLE_MINUTES=30,
-                      SESSION_MAX_HOURS=12, PAGE_REFRESH_SECONDS=1, FORWARDING_TOKEN=FORWARDING_TOKEN, **fakes.urls())
+    rt = make_runtime(
+        SPEC,
+        f"sqlite:///{path}",
+        mint=mint,
+        clock=clock,
+        SESSION_IDLE_MINUTES=30,
+        SESSION_MAX_HOURS=12,
+        PAGE_REFRESH_SECONDS=1,
+        FORWARDING_TOKEN=FORWARDING_TOKEN,
+        **fakes.urls(),
+    )
     yield rt
     rt.db.dispose()
 
@@ -87,8 +97,15 @@ def csrf_of(html: str) -> str:
 
 def sign_in(client, username: str = "alice", tenant: str = "t1", password: str = PASSWORD):
     page = client.get("/login")
-    return client.post("/login", data={"tenant": tenant, "username": username, "password": password,
-                                       "csrf_token": csrf_of(page.get_data(as_text=True))})
+    return client.post(
+        "/login",
+        data={
+            "tenant": tenant,
+            "username": username,
+            "password": password,
+            "csrf_token": csrf_of(page.get_data(as_text=True)),
+        },
+    )
 
 
 def form_token(client, path: str = "/requests") -> str:

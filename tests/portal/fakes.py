@@ -6,6 +6,7 @@ tokens it gets exactly as a real service would (TokenMint's EdDSA tokens), filte
 caller's tenant the way the gdpr service does, and records every call so tests can check
 what the portal sent — and that no personal value ever travelled in a URL.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,7 +18,7 @@ import threading
 import uuid
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -26,36 +27,106 @@ from werkzeug.serving import make_server
 from shared.tokens import TokenVerifier
 from tests.support import ISSUER, TokenMint
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 INVENTORY = {
     "generated_at": NOW.isoformat(),
     "services": [
-        {"service": "orders", "counts": {"individual": 42, "order": 310}, "inventory": {"service": "orders", "categories": [
-            {"kind": "individual", "data_subjects": "care recipients", "purposes": ["meal ordering"],
-             "legal_basis": "contract (art. 6(1)(b)) on the customer's behalf", "role": "processor",
-             "controller": "tenant (customer)", "retention": "while the customer's contract runs",
-             "recipients": ["kitchen staff"], "storage": "orders database, table individuals", "erasure": "deleted",
-             "special_category": True,
-             "fields": [{"name": "name", "description": "full name", "personal": True, "special": False,
-                         "encrypted": True, "blind_indexed": True},
-                        {"name": "diet", "description": "diets and allergies", "personal": True, "special": True,
-                         "encrypted": True, "blind_indexed": False}]},
-            {"kind": "order", "data_subjects": "care recipients", "purposes": ["invoicing"],
-             "legal_basis": "legal obligation (bookkeeping, 7 years)", "role": "processor",
-             "controller": "tenant (customer)", "retention": "7 years", "recipients": [],
-             "storage": "orders database, table orders", "erasure": "anonymised", "special_category": False,
-             "fields": [{"name": "individual_id", "description": "who ate", "personal": True, "special": False,
-                         "encrypted": False, "blind_indexed": False}]},
-        ]}},
-        {"service": "crm", "counts": {"case": 7}, "inventory": {"service": "crm", "categories": [
-            {"kind": "case", "data_subjects": "customer contacts", "purposes": ["support"],
-             "legal_basis": "legitimate interest", "role": "controller", "controller": "vendor",
-             "retention": "3 years", "recipients": ["support desk"], "storage": "crm database",
-             "erasure": "deleted", "special_category": False,
-             "fields": [{"name": "email", "description": "e-mail", "personal": True, "special": False,
-                         "encrypted": True, "blind_indexed": True}]},
-        ]}},
+        {
+            "service": "orders",
+            "counts": {"individual": 42, "order": 310},
+            "inventory": {
+                "service": "orders",
+                "categories": [
+                    {
+                        "kind": "individual",
+                        "data_subjects": "care recipients",
+                        "purposes": ["meal ordering"],
+                        "legal_basis": "contract (art. 6(1)(b)) on the customer's behalf",
+                        "role": "processor",
+                        "controller": "tenant (customer)",
+                        "retention": "while the customer's contract runs",
+                        "recipients": ["kitchen staff"],
+                        "storage": "orders database, table individuals",
+                        "erasure": "deleted",
+                        "special_category": True,
+                        "fields": [
+                            {
+                                "name": "name",
+                                "description": "full name",
+                                "personal": True,
+                                "special": False,
+                                "encrypted": True,
+                                "blind_indexed": True,
+                            },
+                            {
+                                "name": "diet",
+                                "description": "diets and allergies",
+                                "personal": True,
+                                "special": True,
+                                "encrypted": True,
+                                "blind_indexed": False,
+                            },
+                        ],
+                    },
+                    {
+                        "kind": "order",
+                        "data_subjects": "care recipients",
+                        "purposes": ["invoicing"],
+                        "legal_basis": "legal obligation (bookkeeping, 7 years)",
+                        "role": "processor",
+                        "controller": "tenant (customer)",
+                        "retention": "7 years",
+                        "recipients": [],
+                        "storage": "orders database, table orders",
+                        "erasure": "anonymised",
+                        "special_category": False,
+                        "fields": [
+                            {
+                                "name": "individual_id",
+                                "description": "who ate",
+                                "personal": True,
+                                "special": False,
+                                "encrypted": False,
+                                "blind_indexed": False,
+                            }
+                        ],
+                    },
+                ],
+            },
+        },
+        {
+            "service": "crm",
+            "counts": {"case": 7},
+            "inventory": {
+                "service": "crm",
+                "categories": [
+                    {
+                        "kind": "case",
+                        "data_subjects": "customer contacts",
+                        "purposes": ["support"],
+                        "legal_basis": "legitimate interest",
+                        "role": "controller",
+                        "controller": "vendor",
+                        "retention": "3 years",
+                        "recipients": ["support desk"],
+                        "storage": "crm database",
+                        "erasure": "deleted",
+                        "special_category": False,
+                        "fields": [
+                            {
+                                "name": "email",
+                                "description": "e-mail",
+                                "personal": True,
+                                "special": False,
+                                "encrypted": True,
+                                "blind_indexed": True,
+                            }
+                        ],
+                    },
+                ],
+            },
+        },
     ],
 }
 
@@ -92,7 +163,7 @@ class FakeServices:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> "FakeServices":
+    def start(self) -> FakeServices:
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -110,20 +181,36 @@ class FakeServices:
     def urls(self) -> dict[str, str]:
         return {"AUTH_URL": f"{self.base}/auth", "GDPR_URL": f"{self.base}/gdpr", "AUDIT_URL": f"{self.base}/audit"}
 
-    def add_account(self, tenant: str, username: str, password: str,
-                    roles: tuple[str, ...] = ("compliance_officer",)) -> Account:
+    def add_account(
+        self, tenant: str, username: str, password: str, roles: tuple[str, ...] = ("compliance_officer",)
+    ) -> Account:
         account = Account(tenant, username, password, roles)
         self.accounts.append(account)
         return account
 
-    def add_request(self, tenant: str, type_: str = "export", status: str = "in_progress", *,
-                    requested_by: str = "someone", due_in_days: int = 30) -> dict[str, Any]:
+    def add_request(
+        self,
+        tenant: str,
+        type_: str = "export",
+        status: str = "in_progress",
+        *,
+        requested_by: str = "someone",
+        due_in_days: int = 30,
+    ) -> dict[str, Any]:
         rid = str(uuid.uuid4())
-        created = datetime.now(timezone.utc) - timedelta(days=30 - due_in_days)
-        item = {"id": rid, "type": type_, "status": status, "tenant": tenant, "created_at": created.isoformat(),
-                "due_at": (created + timedelta(days=30)).isoformat(), "requested_by": requested_by,
-                "identifier_kinds": ["email"], "services": self._services(type_, status),
-                "links": {"self": f"/api/v1/requests/{rid}"}}
+        created = datetime.now(UTC) - timedelta(days=30 - due_in_days)
+        item = {
+            "id": rid,
+            "type": type_,
+            "status": status,
+            "tenant": tenant,
+            "created_at": created.isoformat(),
+            "due_at": (created + timedelta(days=30)).isoformat(),
+            "requested_by": requested_by,
+            "identifier_kinds": ["email"],
+            "services": self._services(type_, status),
+            "links": {"self": f"/api/v1/requests/{rid}"},
+        }
         self.requests[rid] = item
         return item
 
@@ -135,9 +222,14 @@ class FakeServices:
     def _tokens(self, account: Account) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(24)
         self.refresh_tokens[refresh] = account
-        return {"access_token": self.mint.token(sub=account.user_id, tenant=account.tenant, roles=account.roles,
-                                                ttl=self.access_ttl),
-                "token_type": "Bearer", "expires_in": self.access_ttl, "refresh_token": refresh}
+        return {
+            "access_token": self.mint.token(
+                sub=account.user_id, tenant=account.tenant, roles=account.roles, ttl=self.access_ttl
+            ),
+            "token_type": "Bearer",
+            "expires_in": self.access_ttl,
+            "refresh_token": refresh,
+        }
 
     @staticmethod
     def _services(type_: str, status: str) -> list[dict[str, Any]]:
@@ -147,16 +239,34 @@ class FakeServices:
         if status == "in_progress":
             return [{"service": n, "phase": "resolve", "status": "sent"} for n in names]
         if type_ == "export":
-            return [{"service": n, "phase": "resolve", "status": "done", "result": {"records": {"individual": 1}}}
-                    for n in names]
+            return [
+                {"service": n, "phase": "resolve", "status": "done", "result": {"records": {"individual": 1}}}
+                for n in names
+            ]
         erasure = {
             "auth": [{"kind": "user", "action": "deleted", "count": 1}],
-            "orders": [{"kind": "individual", "action": "deleted", "count": 1},
-                       {"kind": "order", "action": "anonymised", "count": 12}],
-            "crm": [{"kind": "case", "action": "retained", "count": 2, "legal_basis": "legal claims (art. 17(3)(e))",
-                     "retain_until": "2031-01-01"}],
-            "audit": [{"kind": "event", "action": "retained", "count": 40, "legal_basis": "accountability (art. 5(2))",
-                       "retain_until": "2032-01-01"}],
+            "orders": [
+                {"kind": "individual", "action": "deleted", "count": 1},
+                {"kind": "order", "action": "anonymised", "count": 12},
+            ],
+            "crm": [
+                {
+                    "kind": "case",
+                    "action": "retained",
+                    "count": 2,
+                    "legal_basis": "legal claims (art. 17(3)(e))",
+                    "retain_until": "2031-01-01",
+                }
+            ],
+            "audit": [
+                {
+                    "kind": "event",
+                    "action": "retained",
+                    "count": 40,
+                    "legal_basis": "accountability (art. 5(2))",
+                    "retain_until": "2032-01-01",
+                }
+            ],
         }
         return [{"service": n, "phase": "resolve", "status": "done", "result": {"erasure": erasure[n]}} for n in names]
 
@@ -182,14 +292,24 @@ class FakeServices:
         @app.before_request
         def _record():
             service = request.path.strip("/").split("/")[0]
-            fake.calls.append({"method": request.method, "path": request.path, "url": request.url,
-                               "body": request.get_data(as_text=True), "service": service,
-                               "forwarded_for": request.headers.get("X-Recept-Client-Address"),
-                               "forwarding_token": request.headers.get("X-Recept-Forwarding-Token")})
+            fake.calls.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "url": request.url,
+                    "body": request.get_data(as_text=True),
+                    "service": service,
+                    "forwarded_for": request.headers.get("X-Recept-Client-Address"),
+                    "forwarding_token": request.headers.get("X-Recept-Forwarding-Token"),
+                }
+            )
             if service in fake.down:
                 return fake._problem(503, "Service unavailable", "down for the test")
-            if request.path.endswith("/healthz") or "/.well-known/" in request.path or "/auth/api/v1/auth/" in \
-                    request.path:
+            if (
+                request.path.endswith("/healthz")
+                or "/.well-known/" in request.path
+                or "/auth/api/v1/auth/" in request.path
+            ):
                 return None
             principal = fake._principal()
             if principal is None:
@@ -209,7 +329,10 @@ class FakeServices:
             body = request.get_json(silent=True) or {}
             for account in fake.accounts:
                 if (account.tenant, account.username, account.password) == (
-                        body.get("tenant"), body.get("username"), body.get("password")):
+                    body.get("tenant"),
+                    body.get("username"),
+                    body.get("password"),
+                ):
                     return jsonify(fake._tokens(account))
             return fake._problem(401, "Unauthorized", "the tenant, username or password is wrong")
 
@@ -242,7 +365,7 @@ class FakeServices:
                 if request.args.get(key):
                     items = [r for r in items if r[key] == request.args[key]]
             if request.args.get("overdue") == "true":
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 items = [r for r in items if datetime.fromisoformat(r["due_at"]) < now]
             return jsonify(items=items, next_cursor=None)
 
@@ -252,15 +375,20 @@ class FakeServices:
             body = request.get_json(silent=True) or {}
             subject = body.get("subject") or {}
             if "@" not in subject.get("email", "@"):
-                return fake._problem(422, "Invalid input", "the request body has 1 invalid field(s)",
-                                     [{"field": "subject.email", "message": "is not a valid e-mail address"}])
+                return fake._problem(
+                    422,
+                    "Invalid input",
+                    "the request body has 1 invalid field(s)",
+                    [{"field": "subject.email", "message": "is not a valid e-mail address"}],
+                )
             if body.get("tenant") != p.tenant:
                 return fake._problem(403, "Forbidden", "you may not open requests for another tenant")
             status = "awaiting_approval" if body.get("type") == "erase" else "in_progress"
             item = fake.add_request(body["tenant"], body["type"], status, requested_by=p.user_id)
             fake.polls[item["id"]] = 0
-            return jsonify({k: item[k] for k in ("id", "type", "status", "tenant", "created_at", "due_at",
-                                                 "links")}), 202
+            return jsonify(
+                {k: item[k] for k in ("id", "type", "status", "tenant", "created_at", "due_at", "links")}
+            ), 202
 
         @app.get("/gdpr/api/v1/requests/<rid>")
         def get_request(rid):
@@ -319,8 +447,15 @@ class FakeServices:
                 writer.writerow(["service", "kind", "data_subjects", "role", "count"])
                 for entry in INVENTORY["services"]:
                     for cat in entry["inventory"]["categories"]:
-                        writer.writerow([entry["service"], cat["kind"], cat["data_subjects"], cat["role"],
-                                         entry["counts"].get(cat["kind"], 0)])
+                        writer.writerow(
+                            [
+                                entry["service"],
+                                cat["kind"],
+                                cat["data_subjects"],
+                                cat["role"],
+                                entry["counts"].get(cat["kind"], 0),
+                            ]
+                        )
                 return Response(out.getvalue(), mimetype="text/csv")
             return jsonify(INVENTORY)
 
@@ -336,24 +471,45 @@ class FakeServices:
 
         @app.get("/audit/api/v1/chains/verify")
         def chains():
-            return jsonify(status="broken", chains=[
-                {"chain": "tenant:t1", "tenant": "t1", "status": "ok", "entries_verified": 120, "first_seq": 1,
-                 "head": {"seq": 120, "hash": "ab12"}, "last_checkpoint": {"seq": 100}, "first_bad": None,
-                 "checkpoint_problems": []},
-                {"chain": "tenant:t2", "tenant": "t2", "status": "broken", "entries_verified": 17, "first_seq": 1,
-                 "head": {"seq": 30, "hash": "cd34"}, "last_checkpoint": None,
-                 "first_bad": {"seq": 18, "event_id": "e-18", "reason": "hash mismatch"}, "checkpoint_problems": []},
-            ])
+            return jsonify(
+                status="broken",
+                chains=[
+                    {
+                        "chain": "tenant:t1",
+                        "tenant": "t1",
+                        "status": "ok",
+                        "entries_verified": 120,
+                        "first_seq": 1,
+                        "head": {"seq": 120, "hash": "ab12"},
+                        "last_checkpoint": {"seq": 100},
+                        "first_bad": None,
+                        "checkpoint_problems": [],
+                    },
+                    {
+                        "chain": "tenant:t2",
+                        "tenant": "t2",
+                        "status": "broken",
+                        "entries_verified": 17,
+                        "first_seq": 1,
+                        "head": {"seq": 30, "hash": "cd34"},
+                        "last_checkpoint": None,
+                        "first_bad": {"seq": 18, "event_id": "e-18", "reason": "hash mismatch"},
+                        "checkpoint_problems": [],
+                    },
+                ],
+            )
 
         return app
 
 
 def export_zip(request_id: str) -> bytes:
     """A small package shaped like DESIGN.md's: one folder per service, a manifest with SHA-256s."""
-    files = {"orders/individual.json": json.dumps([{"id": "i1"}]).encode(),
-             "orders/individual.csv": b"id\ni1\n"}
-    manifest = {"request_id": request_id, "created_at": NOW.isoformat(),
-                "files": [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "records": 1} for p, b in files.items()]}
+    files = {"orders/individual.json": json.dumps([{"id": "i1"}]).encode(), "orders/individual.csv": b"id\ni1\n"}
+    manifest = {
+        "request_id": request_id,
+        "created_at": NOW.isoformat(),
+        "files": [{"path": p, "sha256": hashlib.sha256(b).hexdigest(), "records": 1} for p, b in files.items()],
+    }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for path, content in files.items():

@@ -4,6 +4,7 @@ pages, at a laptop's and a tablet's width, with a screenshot of each main page (
 
 tests/portal/test_system.py runs the same flows against the real auth, gdpr and audit services.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,7 +16,7 @@ import pytest
 from tests.portal.browser import LAPTOP, TABLET, chromium, fits_width, screenshot, serve, sign_in, watch_console
 from tests.portal.conftest import PASSWORD
 
-pytestmark = pytest.mark.integration   # Chromium drives the embedded system: a real browser and server
+pytestmark = pytest.mark.integration  # Chromium drives the embedded system: a real browser and server
 
 
 @pytest.fixture
@@ -92,7 +93,8 @@ def test_inventory_lists_categories_with_a_chart_at_both_widths(browser, portal,
         sign_in(page, portal, "t1", "alice", PASSWORD)
         page.goto(f"{portal}/inventory")
         kinds = page.locator("table.inventory tbody tr[data-kind]").evaluate_all(
-            "rows => rows.map(r => r.dataset.kind)")
+            "rows => rows.map(r => r.dataset.kind)"
+        )
         assert kinds == ["case", "individual", "order"]
         assert page.locator("figure.chart svg rect").count() == 3
         assert page.locator(".special-badge").count() == 1
@@ -104,9 +106,18 @@ def test_inventory_lists_categories_with_a_chart_at_both_widths(browser, portal,
 
 def test_audit_search_and_chain_verification_pages(browser, portal, fakes):
     """R9: search the trail and see each tenant chain's verification, the first bad entry included."""
-    fakes.events.append({"id": "e1", "type": "orders.order.placed", "time": "2025-03-01T10:00:00Z",
-                         "actor": {"id": "u-7", "tenant": "t1"}, "tenant": "t1", "subject": "orders:individual:abc",
-                         "resource": {"type": "order", "id": "o-1"}, "data": {"quantity": 2}})
+    fakes.events.append(
+        {
+            "id": "e1",
+            "type": "orders.order.placed",
+            "time": "2025-03-01T10:00:00Z",
+            "actor": {"id": "u-7", "tenant": "t1"},
+            "tenant": "t1",
+            "subject": "orders:individual:abc",
+            "resource": {"type": "order", "id": "o-1"},
+            "data": {"quantity": 2},
+        }
+    )
     page = browser.new_page(viewport=LAPTOP)
     sign_in(page, portal, "t1", "alice", PASSWORD)
     page.goto(f"{portal}/audit")
@@ -114,7 +125,7 @@ def test_audit_search_and_chain_verification_pages(browser, portal, fakes):
     page.click("button:has-text('Search')")
     page.wait_for_selector("table.events")
     assert "orders.order.placed" in page.locator("table.events").inner_text()
-    assert page.url.endswith("/audit")           # the search travelled in the body
+    assert page.url.endswith("/audit")  # the search travelled in the body
     screenshot(page, "audit")
     page.click("nav >> text=Chain verification")
     assert page.locator("tr.bad").count() == 1 and "hash mismatch" in page.locator("tr.bad").inner_text()

@@ -1,4 +1,5 @@
 """The portal's server-side sessions on SQLite and PostgreSQL: tokens encrypted at rest, expiry, shredding."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -21,14 +22,18 @@ USERNAME = "alice.officer"
 def store(database_url):
     runtime = make_runtime(SPEC, database_url)
     clock = Clock()
-    yield SessionStore(runtime.db, runtime.vault, idle=timedelta(minutes=30), lifetime=timedelta(hours=12),
-                       clock=clock), runtime, clock
+    yield (
+        SessionStore(runtime.db, runtime.vault, idle=timedelta(minutes=30), lifetime=timedelta(hours=12), clock=clock),
+        runtime,
+        clock,
+    )
     runtime.db.dispose()
 
 
 def open_session(store: SessionStore) -> str:
-    return store.create(Tokens(ACCESS, REFRESH, 300), user_id="u-1", tenant="t1", roles=["compliance_officer"],
-                        username=USERNAME)
+    return store.create(
+        Tokens(ACCESS, REFRESH, 300), user_id="u-1", tenant="t1", roles=["compliance_officer"], username=USERNAME
+    )
 
 
 def test_tokens_and_username_are_encrypted_at_rest(store, database_url):
@@ -38,7 +43,7 @@ def test_tokens_and_username_are_encrypted_at_rest(store, database_url):
     user, expired = sessions.load(sid)
     assert not expired and (user.access_token, user.refresh_token, user.username) == (ACCESS, REFRESH, USERNAME)
     assert user.roles == {"compliance_officer"} and user.tenant == "t1"
-    runtime.db.dispose()      # flush SQLite's WAL so the dump sees every byte
+    runtime.db.dispose()  # flush SQLite's WAL so the dump sees every byte
     assert_no_plaintext(raw_dump(database_url), [ACCESS, REFRESH, USERNAME, sid])
 
 
@@ -47,11 +52,11 @@ def test_idle_session_expires_and_its_keys_are_shredded(store):
     sid = open_session(sessions)
     clock.advance(minutes=29)
     assert sessions.load(sid)[0] is not None
-    clock.advance(minutes=29)                      # activity moved the idle deadline
+    clock.advance(minutes=29)  # activity moved the idle deadline
     assert sessions.load(sid)[0] is not None
     clock.advance(minutes=31)
     assert sessions.load(sid) == (None, True)
-    assert sessions.load(sid) == (None, False)     # gone, not expired twice
+    assert sessions.load(sid) == (None, False)  # gone, not expired twice
     with runtime.db.transaction() as s:
         keys = s.execute(select(runtime.tables.data_keys.c.wrapped)).all()
     assert keys and all(k.wrapped is None for k in keys)

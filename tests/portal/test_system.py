@@ -1,6 +1,7 @@
 """The portal in Chromium on top of the REAL auth, gdpr, audit, orders and crm services (the embedded
 system: one process, in-memory bus, SQLite per service): an export that completes and downloads, and
 an erasure opened by one compliance officer and approved by another (issue 9, R1, R2, R3)."""
+
 from __future__ import annotations
 
 import io
@@ -17,7 +18,7 @@ from shared.bus import MemoryBackend
 from shared.crypto import Keyring
 from tests.portal.browser import LAPTOP, chromium, screenshot, sign_in
 
-pytestmark = pytest.mark.integration   # every service and its workers in one process on a real port
+pytestmark = pytest.mark.integration  # every service and its workers in one process on a real port
 
 PASSWORD = "a long enough passphrase 42"
 
@@ -46,8 +47,13 @@ def system(tmp_path_factory):
     MemoryBackend.reset()
     overrides = {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db"} for name in SERVICES}
     wsgi, runtimes = build(port, overrides)
-    config = SPEC.config(overrides={"DATABASE_URL": f"sqlite:///{tmp / 'portal.db'}", "PAGE_REFRESH_SECONDS": 1,
-                                    **embedded_overrides(port)})
+    config = SPEC.config(
+        overrides={
+            "DATABASE_URL": f"sqlite:///{tmp / 'portal.db'}",
+            "PAGE_REFRESH_SECONDS": 1,
+            **embedded_overrides(port),
+        }
+    )
     SPEC.migrate(config)
     portal_app = SPEC.create_app(config)
     wsgi.mounts["/portal"] = portal_app
@@ -57,10 +63,19 @@ def system(tmp_path_factory):
         auth.create_tenant(s, None, "vendor", "The vendor")
         auth.create_tenant(s, None, "kommun", "A municipality")
         for username in ("officer.one", "officer.two"):
-            auth.create_user(s, None, "vendor", username=username, roles=["compliance_officer"],
-                             password=PASSWORD, source="local")
-        auth.create_user(s, None, "kommun", username="anna.subject", roles=["staff"], password=PASSWORD,
-                         email="anna.subject@example.org", source="local")
+            auth.create_user(
+                s, None, "vendor", username=username, roles=["compliance_officer"], password=PASSWORD, source="local"
+            )
+        auth.create_user(
+            s,
+            None,
+            "kommun",
+            username="anna.subject",
+            roles=["staff"],
+            password=PASSWORD,
+            email="anna.subject@example.org",
+            source="local",
+        )
 
     stop = threading.Event()
     threads = [t for rt in runtimes.values() for t in rt.start_worker_threads(stop)]

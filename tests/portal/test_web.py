@@ -1,5 +1,6 @@
 """The portal's pages against fake upstream services: sign-in, CSRF, sessions, tenants, requests,
 inventory and audit (issue 9)."""
+
 from __future__ import annotations
 
 import io
@@ -22,6 +23,7 @@ def cookie_value(client) -> str:
 
 
 # --- sign-in and the session cookie ---------------------------------------------------------
+
 
 def test_login_page_has_strict_security_headers_and_a_guarded_cookie(client):
     """Issue 9: strict CSP, no framing; the session cookie is HttpOnly and SameSite."""
@@ -54,8 +56,8 @@ def test_sign_in_tells_auth_the_browsers_address_for_its_throttling(client, fake
     client.environ_base["REMOTE_ADDR"] = "203.0.113.7"
     sign_in(client)
     [login] = [c for c in fakes.calls if c["path"].endswith("/auth/login")]
-    assert login["forwarded_for"] == "203.0.113.7"   # the browser's address, not the portal's
-    assert login["forwarding_token"] == FORWARDING_TOKEN   # which auth believes only with this token
+    assert login["forwarded_for"] == "203.0.113.7"  # the browser's address, not the portal's
+    assert login["forwarding_token"] == FORWARDING_TOKEN  # which auth believes only with this token
 
 
 def test_without_a_forwarding_token_the_portal_names_no_address(runtime, fakes):
@@ -85,13 +87,16 @@ def test_account_without_a_portal_role_is_refused_and_its_session_revoked(client
 
 def test_empty_sign_in_fields_are_reported_without_calling_auth(client, fakes):
     page = client.get("/login")
-    response = client.post("/login", data={"tenant": "", "username": "", "password": "",
-                                           "csrf_token": csrf_of(page.get_data(as_text=True))})
+    response = client.post(
+        "/login",
+        data={"tenant": "", "username": "", "password": "", "csrf_token": csrf_of(page.get_data(as_text=True))},
+    )
     assert response.status_code == 422
     assert not [c for c in fakes.calls if c["path"].endswith("/auth/login")]
 
 
 # --- CSRF ---------------------------------------------------------------------------------------
+
 
 def test_post_without_csrf_token_is_rejected(officer, fakes):
     """Issue 9: every form is CSRF-protected; a forged POST changes nothing upstream."""
@@ -127,6 +132,7 @@ def test_sign_in_issues_a_new_csrf_token(client):
 
 # --- session expiry, refresh and sign-out -----------------------------------------------------
 
+
 def test_idle_session_expires_and_sends_the_officer_to_sign_in(officer, clock, runtime):
     """Issue 9: sessions expire; the officer is told so, and the tokens are shredded."""
     assert officer.get("/requests").status_code == 200
@@ -136,10 +142,12 @@ def test_idle_session_expires_and_sends_the_officer_to_sign_in(officer, clock, r
     page = officer.get("/login").get_data(as_text=True)
     assert "Your session has expired; sign in again." in page
     from services.portal.web import Portal
+
     assert Portal(runtime).store.count() == 0
     # After signing in again the officer lands where they were going.
-    response = officer.post("/login", data={"tenant": "t1", "username": "alice", "password": PASSWORD,
-                                            "csrf_token": csrf_of(page)})
+    response = officer.post(
+        "/login", data={"tenant": "t1", "username": "alice", "password": PASSWORD, "csrf_token": csrf_of(page)}
+    )
     assert response.headers["Location"].endswith("/requests?status=completed")
 
 
@@ -153,18 +161,20 @@ def test_activity_keeps_a_session_alive_until_its_absolute_end(officer, clock):
 
 def test_expired_access_token_is_refreshed_transparently(officer, fakes, clock):
     """The short-lived access token is renewed with the refresh token; the officer notices nothing."""
-    clock.advance(minutes=5)          # past expires_in (300 s) minus the margin
+    clock.advance(minutes=5)  # past expires_in (300 s) minus the margin
     assert officer.get("/requests").status_code == 200
     assert [c for c in fakes.calls if c["path"].endswith("/auth/refresh")]
 
 
 def test_upstream_401_triggers_one_refresh_and_a_retry(officer, fakes, mint, runtime):
     from services.portal.web import Portal
+
     store = Portal(runtime).store
     sid = officer.application.session_interface.get_signing_serializer(officer.application).loads(
-        cookie_value(officer))["sid"]
+        cookie_value(officer)
+    )["sid"]
     user, _ = store.load(sid)
-    foreign = TokenMint()           # a token signed with a key the fake does not trust
+    foreign = TokenMint()  # a token signed with a key the fake does not trust
     store.replace_tokens(sid, Tokens(foreign.token(sub=user.user_id, tenant="t1"), user.refresh_token, 300))
     assert officer.get("/requests").status_code == 200
     assert len([c for c in fakes.calls if c["path"].endswith("/auth/refresh")]) == 1
@@ -188,12 +198,14 @@ def test_sign_out_revokes_the_session_at_auth_and_forgets_it(officer, fakes, run
     assert logout["authorization"].startswith("Bearer ") and logout["body"]["refresh_token"]
     assert logout["body"]["refresh_token"] not in fakes.refresh_tokens
     from services.portal.web import Portal
+
     assert Portal(runtime).store.count() == 0
     assert officer.get("/requests").status_code == 302
     assert "You have signed out." in officer.get("/login").get_data(as_text=True)
 
 
 # --- tenants and requests -------------------------------------------------------------------
+
 
 def test_officer_cannot_see_another_tenants_requests(officer, fakes):
     """Multi-tenancy: the gdpr service filters by the officer's token; the portal shows a 404."""
@@ -204,16 +216,25 @@ def test_officer_cannot_see_another_tenants_requests(officer, fakes):
     response = officer.get(f"/requests/{theirs['id']}")
     assert response.status_code == 404
     assert "belongs to another tenant" in response.get_data(as_text=True)
-    assert officer.post(f"/requests/{theirs['id']}/approve",
-                        data={"csrf_token": form_token(officer)}).status_code == 404
+    assert (
+        officer.post(f"/requests/{theirs['id']}/approve", data={"csrf_token": form_token(officer)}).status_code == 404
+    )
     assert fakes.requests[theirs["id"]]["status"] == "awaiting_approval"
 
 
 def test_opening_a_request_sends_identifiers_only_in_bodies(officer, fakes):
     """No personal data in URLs: identifiers go in POST bodies, the redirect names only the request id."""
     values = {"email": "anna.andersson@example.org", "phone": "+46701234567", "personnummer": "19121212-1212"}
-    response = officer.post("/requests/new", data={"type": "export", "tenant": "t1", "csrf_token": form_token(officer),
-                                                   **values, "reason": "Anna asked by letter"})
+    response = officer.post(
+        "/requests/new",
+        data={
+            "type": "export",
+            "tenant": "t1",
+            "csrf_token": form_token(officer),
+            **values,
+            "reason": "Anna asked by letter",
+        },
+    )
     assert response.status_code == 302
     location = response.headers["Location"]
     created = [c for c in fakes.calls if c["method"] == "POST" and c["path"] == "/gdpr/api/v1/requests"]
@@ -235,18 +256,22 @@ def test_request_without_identifier_is_refused_before_reaching_gdpr(officer, fak
 
 
 def test_upstream_field_errors_are_shown_beside_their_field(officer):
-    response = officer.post("/requests/new", data={"type": "export", "tenant": "t1", "email": "not-an-address",
-                                                   "csrf_token": form_token(officer)})
+    response = officer.post(
+        "/requests/new",
+        data={"type": "export", "tenant": "t1", "email": "not-an-address", "csrf_token": form_token(officer)},
+    )
     assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert 'id="email-error"' in html and "is not a valid e-mail address" in html
-    assert 'value="not-an-address"' in html       # the officer does not retype the form
+    assert 'value="not-an-address"' in html  # the officer does not retype the form
 
 
 def test_erase_requester_cannot_approve_but_a_second_officer_can(app, officer, fakes):
     """R2 with four eyes: approve/reject are hidden from the officer who opened the erase request."""
-    officer.post("/requests/new", data={"type": "erase", "tenant": "t1", "email": "anna@example.org",
-                                        "csrf_token": form_token(officer)})
+    officer.post(
+        "/requests/new",
+        data={"type": "erase", "tenant": "t1", "email": "anna@example.org", "csrf_token": form_token(officer)},
+    )
     (rid,) = [r["id"] for r in fakes.requests.values() if r["type"] == "erase"]
     page = officer.get(f"/requests/{rid}").get_data(as_text=True)
     assert "/approve" not in page and "/reject" not in page
@@ -300,7 +325,7 @@ def test_list_marks_overdue_requests_and_filters(officer, fakes):
     html = officer.get("/requests?overdue=true&type=erase&status=bogus").get_data(as_text=True)
     assert late["id"][:8] in html
     (call,) = [c for c in fakes.calls if c["path"] == "/gdpr/api/v1/requests" and "overdue" in c["url"]]
-    assert "status=" not in call["url"]            # an unknown status is dropped, not forwarded
+    assert "status=" not in call["url"]  # an unknown status is dropped, not forwarded
 
 
 def test_in_progress_request_page_refreshes_itself_and_completes(officer, fakes):
@@ -331,14 +356,26 @@ def test_malformed_request_id_is_a_404_without_an_upstream_call(officer, fakes):
 
 # --- inventory -------------------------------------------------------------------------------
 
+
 def test_inventory_groups_categories_marks_special_ones_and_draws_counts(officer):
     """R3, R5, R16: the record of processing activities, roles shown, art. 9 data marked, counts charted."""
     html = officer.get("/inventory").get_data(as_text=True)
-    for text in ("orders", "crm", "individual", "order", "case", "care recipients", "customer contacts",
-                 "processor", "controller", "special category", "By category of data subjects"):
+    for text in (
+        "orders",
+        "crm",
+        "individual",
+        "order",
+        "case",
+        "care recipients",
+        "customer contacts",
+        "processor",
+        "controller",
+        "special category",
+        "By category of data subjects",
+    ):
         assert text in html
     assert html.count('class="special"') == 1
-    assert html.count('<rect ') == 3 and ">310<" in html and ">42<" in html
+    assert html.count("<rect ") == 3 and ">310<" in html and ">42<" in html
 
 
 def test_inventory_csv_downloads(officer):
@@ -349,16 +386,32 @@ def test_inventory_csv_downloads(officer):
 
 # --- audit -------------------------------------------------------------------------------------
 
+
 def test_audit_search_is_posted_and_forwards_the_filters(officer, fakes):
     """R9: search the trail by subject reference, actor and time range, without putting them in the URL."""
-    fakes.events.append({"id": "e1", "type": "orders.order.changed", "time": "2025-03-01T10:00:00Z",
-                         "actor": {"id": "u-7", "tenant": "t1"}, "tenant": "t1",
-                         "subject": "orders:individual:abc", "resource": {"type": "order", "id": "o-1"},
-                         "data": {"fields": ["quantity"]}})
+    fakes.events.append(
+        {
+            "id": "e1",
+            "type": "orders.order.changed",
+            "time": "2025-03-01T10:00:00Z",
+            "actor": {"id": "u-7", "tenant": "t1"},
+            "tenant": "t1",
+            "subject": "orders:individual:abc",
+            "resource": {"type": "order", "id": "o-1"},
+            "data": {"fields": ["quantity"]},
+        }
+    )
     assert officer.get("/audit").status_code == 200
-    response = officer.post("/audit", data={"csrf_token": form_token(officer, "/audit"),
-                                            "subject": "orders:individual:abc", "actor": "u-7",
-                                            "since": "2025-01-01T00:00", "until": ""})
+    response = officer.post(
+        "/audit",
+        data={
+            "csrf_token": form_token(officer, "/audit"),
+            "subject": "orders:individual:abc",
+            "actor": "u-7",
+            "since": "2025-01-01T00:00",
+            "until": "",
+        },
+    )
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "orders.order.changed" in html and "order:o-1" in html
     (call,) = [c for c in fakes.calls if c["path"] == "/audit/api/v1/events"]
@@ -378,6 +431,7 @@ def test_chain_verification_shows_the_first_bad_entry(officer):
 
 
 # --- errors, health, language --------------------------------------------------------------------
+
 
 def test_unreachable_service_renders_a_503_page(officer, fakes):
     fakes.down.add("gdpr")
@@ -417,6 +471,7 @@ def test_labels_switch_to_swedish(officer):
 
 
 def test_language_switch_does_not_redirect_off_site(officer):
-    response = officer.post("/language", data={"csrf_token": form_token(officer), "lang": "en",
-                                               "back": "//evil.example/"})
+    response = officer.post(
+        "/language", data={"csrf_token": form_token(officer), "lang": "en", "back": "//evil.example/"}
+    )
     assert response.headers["Location"].endswith("/requests")

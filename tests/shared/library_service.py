@@ -1,4 +1,5 @@
 """A tiny service built only from the shared library, for the library's own tests."""
+
 from __future__ import annotations
 
 import threading
@@ -16,8 +17,9 @@ from shared.service import library_tables
 metadata = new_metadata()
 tables = library_tables(metadata)
 applied = Table(
-    "applied", metadata,
-    Column("event_id", String(36), primary_key=True),   # a duplicate application would violate this
+    "applied",
+    metadata,
+    Column("event_id", String(36), primary_key=True),  # a duplicate application would violate this
     Column("n", Integer, nullable=False),
 )
 
@@ -28,17 +30,23 @@ THING_HAPPENED = registry.register("lib.thing.happened", 1, obj({"n": {"type": "
 class LibraryService:
     """Database + outbox + relay + consumer for one test."""
 
-    def __init__(self, db_url: str, broker_url: str, name: str = "lib", delivery_limit: int = 3,
-                 batch: bool = False) -> None:
+    def __init__(
+        self, db_url: str, broker_url: str, name: str = "lib", delivery_limit: int = 3, batch: bool = False
+    ) -> None:
         self.db = Database(db_url)
         metadata.create_all(self.db.engine)
         self.outbox = Outbox(tables.outbox, name, registry)
         self.bus = Bus(broker_url, name, delivery_limit=delivery_limit, prefetch=500)
-        self.poison: set[int] = set()       # fail transiently (RuntimeError) every time
-        self.invalid: set[int] = set()      # fail permanently (shared.errors.Invalid)
-        self.consumer = Consumer(name, self.db, tables.inbox,
-                                 [Subscription(EVENTS, "lib.thing.*", self.on_thing)],
-                                 batch_handler=self.on_things if batch else None, delivery_limit=delivery_limit)
+        self.poison: set[int] = set()  # fail transiently (RuntimeError) every time
+        self.invalid: set[int] = set()  # fail permanently (shared.errors.Invalid)
+        self.consumer = Consumer(
+            name,
+            self.db,
+            tables.inbox,
+            [Subscription(EVENTS, "lib.thing.*", self.on_thing)],
+            batch_handler=self.on_things if batch else None,
+            delivery_limit=delivery_limit,
+        )
         self.bus.declare(self.consumer.bindings)
 
     def on_thing(self, session, event) -> None:
@@ -89,8 +97,9 @@ class LibraryService:
         stop = threading.Event()
         threads = [
             threading.Thread(target=self.relay().run, args=(stop, 0.05), daemon=True),
-            threading.Thread(target=self.bus.consume, args=(handle_batch or self.consumer.handle_batch, stop),
-                             daemon=True),
+            threading.Thread(
+                target=self.bus.consume, args=(handle_batch or self.consumer.handle_batch, stop), daemon=True
+            ),
         ]
         for t in threads:
             t.start()
@@ -100,5 +109,3 @@ class LibraryService:
             stop.set()
             for t in threads:
                 t.join(timeout=15)
-
-

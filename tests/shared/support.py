@@ -1,4 +1,5 @@
 """Helpers of the shared-library tests."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """A broker URL that names several RabbitMQ nodes (issue 20): parsing, and failover on a real broker."""
+
 from __future__ import annotations
 
 import socket
@@ -34,21 +35,25 @@ def test_several_hosts_share_credentials_vhost_and_query():
     params = [pika.URLParameters(u) for u in urls]
     assert [(p.host, p.port) for p in params] == [("rabbit-0", 5671), ("rabbit-1", 5671), ("::1", 5673)]
     assert {(p.credentials.username, p.credentials.password, p.virtual_host) for p in params} == {
-        ("recept-crm", "p@ss", "recept/prod")}
+        ("recept-crm", "p@ss", "recept/prod")
+    }
 
 
 def test_hosts_without_credentials_or_vhost():
     assert split_hosts("amqp://h1:5672,h2:5673") == ("amqp://h1:5672", "amqp://h2:5673")
 
 
-@pytest.mark.parametrize("url, says", [
-    ("amqp://u:s3cret@h1:5672,amqp://u:s3cret@h2:5672/v", "not as a list of URLs"),
-    ("amqp://u:s3cret@h1:5672, amqps://u:s3cret@h2:5672/v", "not as a list of URLs"),
-    ("amqp://u:s3cret@h1:5672,,h3/v", "host 2 of the broker URL's 3 hosts"),
-    ("amqp://u:s3cret@h1:5672,h2:99999/v", "host 2 of the broker URL's 2 hosts"),
-    ("amqp://u:s3cret@h1:5672,h2:port/v", "host 2 of the broker URL's 2 hosts"),
-    ("amqp://u:s3cret@h1 h2,h3/v", "host 1 of the broker URL's 2 hosts"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("amqp://u:s3cret@h1:5672,amqp://u:s3cret@h2:5672/v", "not as a list of URLs"),
+        ("amqp://u:s3cret@h1:5672, amqps://u:s3cret@h2:5672/v", "not as a list of URLs"),
+        ("amqp://u:s3cret@h1:5672,,h3/v", "host 2 of the broker URL's 3 hosts"),
+        ("amqp://u:s3cret@h1:5672,h2:99999/v", "host 2 of the broker URL's 2 hosts"),
+        ("amqp://u:s3cret@h1:5672,h2:port/v", "host 2 of the broker URL's 2 hosts"),
+        ("amqp://u:s3cret@h1 h2,h3/v", "host 1 of the broker URL's 2 hosts"),
+    ],
+)
 def test_a_malformed_host_list_is_refused_without_the_password(url, says):
     with pytest.raises(BusError) as info:
         Bus(url, "x")
@@ -58,15 +63,15 @@ def test_a_malformed_host_list_is_refused_without_the_password(url, says):
 
 def test_nodes_are_tried_from_the_one_that_answered_and_after_the_one_that_went_away():
     nodes = BrokerNodes("amqp://h1,h2,h3/")
-    assert nodes.order() == [0, 1, 2]          # first reachable, in the URL's order
-    nodes.connected(1)                          # h1 did not answer, h2 did
-    assert nodes.order() == [1, 2, 0]          # a reconnect does not wait on h1 again first
-    nodes.lost(1)                               # h2 went away
+    assert nodes.order() == [0, 1, 2]  # first reachable, in the URL's order
+    nodes.connected(1)  # h1 did not answer, h2 did
+    assert nodes.order() == [1, 2, 0]  # a reconnect does not wait on h1 again first
+    nodes.lost(1)  # h2 went away
     assert nodes.order() == [2, 0, 1]
-    nodes.lost(1)                               # the publisher noticing the same loss later changes nothing
+    nodes.lost(1)  # the publisher noticing the same loss later changes nothing
     assert nodes.order() == [2, 0, 1]
     nodes.lost(2)
-    assert nodes.order() == [0, 1, 2]          # wraps around
+    assert nodes.order() == [0, 1, 2]  # wraps around
 
 
 def test_one_node_stays_the_only_choice():
@@ -88,7 +93,7 @@ def with_hosts(url: str, *hosts: str) -> str:
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]      # nothing listens there once the socket is closed
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
 class Node:
@@ -153,7 +158,7 @@ def test_an_unreachable_first_host_is_skipped(postgres_url, rabbit_url):
     url = with_hosts(rabbit_url, f"127.0.0.1:{closed_port()}")
     service = LibraryService(postgres_url, url)
     try:
-        assert service.bus.backend.nodes.order()[0] == 1     # the declaration found the second host
+        assert service.bus.backend.nodes.order()[0] == 1  # the declaration found the second host
         service.emit(range(50))
         with service.running():
             assert wait_for(lambda: service.applied_numbers() == list(range(50)), timeout=20)
@@ -169,10 +174,10 @@ def test_clients_move_to_a_surviving_node_when_theirs_goes_away(postgres_url, ra
         with service.running():
             service.emit(range(100))
             assert wait_for(lambda: service.applied_numbers() == list(range(100)), timeout=20)
-            assert node.accepted >= 2                     # the consumer and the relay went through it
+            assert node.accepted >= 2  # the consumer and the relay went through it
             assert service.bus.backend.nodes.order()[0] == 0
             node.stop()
-            service.emit(range(100, 200))                  # written while the node is gone
+            service.emit(range(100, 200))  # written while the node is gone
             assert wait_for(lambda: service.applied_numbers() == list(range(200)), timeout=30)
             assert service.bus.backend.nodes.order()[0] == 1
         assert service.unsent() == 0
@@ -192,5 +197,7 @@ def test_ping_reports_every_host_unreachable_without_credentials():
 def test_the_command_line_names_a_cluster_url_without_its_password():
     from services.checks import redact
 
-    assert redact("amqp://recept:s3cret@rabbit-0:5672,rabbit-1:5672/recept") == "amqp://rabbit-0:5672,rabbit-1:5672/recept"
+    assert (
+        redact("amqp://recept:s3cret@rabbit-0:5672,rabbit-1:5672/recept") == "amqp://rabbit-0:5672,rabbit-1:5672/recept"
+    )
     assert redact("amqp://guest:s3cret@127.0.0.1:1/") == "amqp://127.0.0.1:1/"

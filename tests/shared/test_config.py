@@ -1,12 +1,15 @@
 """Settings from the environment: per-service prefix, system-wide fallback, clear errors."""
+
 import pytest
 
 from shared.config import ConfigError, Setting, load_config
 
-EXTRA = (Setting("DEADLINE_HOUR", int, 12, "order deadline hour", minimum=0),
-         Setting("SMTP_PASSWORD", str, None, "relay password", secret=True),
-         Setting("STARTTLS", bool, True, "use STARTTLS"),
-         Setting("MODE", str, "a", "mode", choices=("a", "b")))
+EXTRA = (
+    Setting("DEADLINE_HOUR", int, 12, "order deadline hour", minimum=0),
+    Setting("SMTP_PASSWORD", str, None, "relay password", secret=True),
+    Setting("STARTTLS", bool, True, "use STARTTLS"),
+    Setting("MODE", str, "a", "mode", choices=("a", "b")),
+)
 
 
 def test_defaults_are_safe_and_database_is_a_file_under_var():
@@ -20,7 +23,7 @@ def test_service_prefix_wins_over_system_wide_value():
     env = {"RECEPT_BROKER_URL": "amqp://a/", "RECEPT_ORDERS_BROKER_URL": "amqp://b/", "RECEPT_CRM_PREFETCH": "7"}
     config = load_config("orders", env=env)
     assert config["BROKER_URL"] == "amqp://b/"
-    assert config["PREFETCH"] == 200          # another service's setting does not leak in
+    assert config["PREFETCH"] == 200  # another service's setting does not leak in
 
 
 def test_values_are_typed():
@@ -29,12 +32,15 @@ def test_values_are_typed():
     assert (config["DEADLINE_HOUR"], config["STARTTLS"], config["RELAY_INTERVAL"]) == (10, False, 0.5)
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("RECEPT_ORDERS_DEADLINE_HOUR", "noon", "expected an integer"),
-    ("RECEPT_ORDERS_DEADLINE_HOUR", "-1", "at least 0"),
-    ("RECEPT_ORDERS_STARTTLS", "maybe", "expected one of"),
-    ("RECEPT_ORDERS_MODE", "c", "must be one of a, b"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("RECEPT_ORDERS_DEADLINE_HOUR", "noon", "expected an integer"),
+        ("RECEPT_ORDERS_DEADLINE_HOUR", "-1", "at least 0"),
+        ("RECEPT_ORDERS_STARTTLS", "maybe", "expected one of"),
+        ("RECEPT_ORDERS_MODE", "c", "must be one of a, b"),
+    ],
+)
 def test_bad_value_names_the_variable_and_the_rule(key, value, expected):
     with pytest.raises(ConfigError) as info:
         load_config("orders", EXTRA, env={key: value})

@@ -1,4 +1,5 @@
 """shared.crypto: field encryption, per-subject keys, crypto-shredding, rotation, blind indexes (R7, R16)."""
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,8 @@ from shared.normalise import normalise_email, normalise_name
 from tests.conftest import raw_dump
 from tests.shared.support import assert_no_leak
 
-
 # --- helpers ----------------------------------------------------------------------------------
+
 
 class Env:
     def __init__(self, url: str, keyring: Keyring | None = None) -> None:
@@ -35,7 +36,8 @@ class Env:
         self.metadata = new_metadata()
         self.keys = crypto_tables(self.metadata)
         self.people = Table(
-            "people", self.metadata,
+            "people",
+            self.metadata,
             Column("id", String(32), primary_key=True),
             Column("subject", String(200), nullable=False),
             Column("email", LargeBinary),
@@ -91,6 +93,7 @@ class StatementCounter:
 
 # --- ERASED -----------------------------------------------------------------------------------
 
+
 def test_erased_is_a_falsy_singleton():
     assert repr(ERASED) == "<erased>"
     assert not ERASED
@@ -100,6 +103,7 @@ def test_erased_is_a_falsy_singleton():
 
 
 # --- Vault: field encryption ------------------------------------------------------------------
+
 
 def test_round_trip_str_bytes_none(env):
     row = env.store("crm:person:1", email="Anna.Svensson@example.se", name="Åsa Öberg ☃", photo=b"\x00\xffJPEG")
@@ -122,8 +126,11 @@ def test_moved_ciphertext_fails(env):
     secret = "moved-secret@example.se"
     with env.db.transaction() as s:
         blob = env.vault.encrypt(s, "crm:person:1", "people", "email", "row-1", secret)
-        for table, column, row_id in [("people", "email", "row-2"), ("people", "name", "row-1"),
-                                      ("contacts", "email", "row-1")]:
+        for table, column, row_id in [
+            ("people", "email", "row-2"),
+            ("people", "name", "row-1"),
+            ("contacts", "email", "row-1"),
+        ]:
             with pytest.raises(DecryptionError) as info:
                 env.vault.decrypt(s, table, column, row_id, blob)
             assert_no_leak(info, secret)
@@ -173,6 +180,7 @@ def test_crypto_tables_schema():
 
 
 # --- crypto-shredding -------------------------------------------------------------------------
+
 
 def test_shred_erases_one_subject_only(env):
     anna = [env.store("crm:person:anna", email="anna@example.se", name="Anna", photo=b"anna-photo") for _ in range(3)]
@@ -242,13 +250,15 @@ def test_shred_then_rollback_keeps_data(env):
 
 # --- caching and bulk paths -------------------------------------------------------------------
 
+
 def test_key_cache_per_session(env):
     with StatementCounter(env.db.engine) as counter, env.db.transaction() as s:
         blobs = [env.vault.encrypt(s, "crm:person:c", "people", "name", i, f"value {i}") for i in range(50)]
     assert counter.count <= 2  # one SELECT (no key yet) and one INSERT for 50 fields
     with StatementCounter(env.db.engine) as counter, env.db.transaction() as s:
         assert [env.vault.decrypt(s, "people", "name", i, b) for i, b in enumerate(blobs)] == [
-            f"value {i}" for i in range(50)]
+            f"value {i}" for i in range(50)
+        ]
     assert counter.count == 1
 
 
@@ -270,9 +280,12 @@ def test_many_subjects_in_one_transaction(env):
 
 # --- rotation ---------------------------------------------------------------------------------
 
+
 def test_rotation_and_rewrap(env):
     old_kid = env.keyring.primary_id
-    rows = {f"crm:person:{i}": env.store(f"crm:person:{i}", email=f"p{i}@example.se", photo=bytes([i])) for i in range(5)}
+    rows = {
+        f"crm:person:{i}": env.store(f"crm:person:{i}", email=f"p{i}@example.se", photo=bytes([i])) for i in range(5)
+    }
     with env.db.transaction() as s:
         env.vault.shred(s, "crm:person:4")
 
@@ -294,8 +307,11 @@ def test_rotation_and_rewrap(env):
 
     retired = Vault(rotated.without(old_kid), env.keys)  # the old KEK is no longer needed
     for i in range(4):
-        assert env.load(rows[f"crm:person:{i}"], retired) == {"email": f"p{i}@example.se", "name": None,
-                                                              "photo": bytes([i])}
+        assert env.load(rows[f"crm:person:{i}"], retired) == {
+            "email": f"p{i}@example.se",
+            "name": None,
+            "photo": bytes([i]),
+        }
     assert env.load(rows["crm:person:4"], retired)["email"] is ERASED
     with env.db.transaction() as s:
         assert retired.decrypt(s, "people", "name", "n", blob) == "Newcomer"
@@ -319,6 +335,7 @@ def test_missing_kek_is_a_clear_error(env):
 
 
 # --- no plaintext at rest ---------------------------------------------------------------------
+
 
 def test_raw_dump_holds_no_plaintext(env):
     index = BlindIndex(env.keyring)
@@ -345,6 +362,7 @@ def test_raw_dump_holds_no_plaintext(env):
 
 # --- Keyring ----------------------------------------------------------------------------------
 
+
 def test_keyring_json_round_trip_and_rotation():
     ring = Keyring.generate()
     assert len(ring.kek(ring.primary_id)) == 32 and len(ring.index_key) == 32
@@ -369,8 +387,11 @@ def test_keyring_json_round_trip_and_rotation():
 
 
 def _ring(**overrides) -> dict:
-    data = {"primary": "k1", "keys": {"k1": base64.b64encode(b"K" * 32).decode()},
-            "index_key": base64.b64encode(b"I" * 32).decode()}
+    data = {
+        "primary": "k1",
+        "keys": {"k1": base64.b64encode(b"K" * 32).decode()},
+        "index_key": base64.b64encode(b"I" * 32).decode(),
+    }
     data.update(overrides)
     return data
 
@@ -378,21 +399,24 @@ def _ring(**overrides) -> dict:
 SECRET_B64 = base64.b64encode(b"S3CR3T-K3Y-MAT3RIAL-16B").decode()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json " + SECRET_B64, "not valid JSON"),
-    ("", "not valid JSON"),
-    (json.dumps([SECRET_B64]), "must be an object"),
-    (json.dumps({"keys": {"k1": SECRET_B64}}), "missing"),
-    (json.dumps(_ring(keys={"k1": SECRET_B64})), "32 bytes"),          # short key
-    (json.dumps(_ring(keys={"k1": SECRET_B64 + "!"})), "base64"),     # not base64
-    (json.dumps(_ring(keys={"k1": 12345})), "base64"),
-    (json.dumps(_ring(keys={})), "non-empty"),
-    (json.dumps(_ring(primary="k2")), "'k2'"),                        # primary not on the ring
-    (json.dumps(_ring(index_key=SECRET_B64)), "index_key"),
-    (json.dumps(_ring(index_key=base64.b64encode(b"K" * 32).decode())), "differ"),
-    (json.dumps(_ring(keys={"bad id!": base64.b64encode(b"K" * 32).decode()})), "key ids"),
-    (json.dumps(_ring(extra=SECRET_B64)), "unknown fields"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json " + SECRET_B64, "not valid JSON"),
+        ("", "not valid JSON"),
+        (json.dumps([SECRET_B64]), "must be an object"),
+        (json.dumps({"keys": {"k1": SECRET_B64}}), "missing"),
+        (json.dumps(_ring(keys={"k1": SECRET_B64})), "32 bytes"),  # short key
+        (json.dumps(_ring(keys={"k1": SECRET_B64 + "!"})), "base64"),  # not base64
+        (json.dumps(_ring(keys={"k1": 12345})), "base64"),
+        (json.dumps(_ring(keys={})), "non-empty"),
+        (json.dumps(_ring(primary="k2")), "'k2'"),  # primary not on the ring
+        (json.dumps(_ring(index_key=SECRET_B64)), "index_key"),
+        (json.dumps(_ring(index_key=base64.b64encode(b"K" * 32).decode())), "differ"),
+        (json.dumps(_ring(keys={"bad id!": base64.b64encode(b"K" * 32).decode()})), "key ids"),
+        (json.dumps(_ring(extra=SECRET_B64)), "unknown fields"),
+    ],
+)
 def test_keyring_bad_json_is_a_clear_error(text, message):
     with pytest.raises(KeyringError, match=message) as info:
         Keyring.from_json(text)
@@ -427,6 +451,7 @@ def test_keyring_from_config(tmp_path):
 
 # --- blind indexes ----------------------------------------------------------------------------
 
+
 def test_blind_index_values():
     ring = Keyring.generate()
     index = BlindIndex(ring)
@@ -437,11 +462,11 @@ def test_blind_index_values():
     assert index.name("  ÅSA   Öberg ") == index.name("åsa öberg")
     assert index.personnummer("19811218-9876") == index.personnummer("811218-9876")
     values = [index.of("email", f"user{i}@example.se") for i in range(2000)]
-    assert all(0 <= v < 2 ** 16 for v in values)
+    assert all(0 <= v < 2**16 for v in values)
     assert len(set(values)) > 1900  # spread out
 
     wide = BlindIndex(ring, bits=63)
-    assert 0 <= wide.of("email", "x") < 2 ** 63  # fits a signed BIGINT
+    assert 0 <= wide.of("email", "x") < 2**63  # fits a signed BIGINT
     assert wide.of("email", "x") != wide.of("name", "x")  # one derived key per kind
     assert BlindIndex(ring.rotated(), bits=63).of("email", "x") == wide.of("email", "x")  # rotation keeps it
     assert BlindIndex(Keyring.generate(), bits=63).of("email", "x") != wide.of("email", "x")

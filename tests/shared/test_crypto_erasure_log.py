@@ -1,4 +1,5 @@
 """The erasure log (R2, R16), blind-index sizing (R7) and index-key rotation (docs/crypto.md)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,16 @@ import uuid
 import pytest
 from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, select
 
-from shared.crypto import BlindIndex, ErasureLog, ErasureLogError, Keyring, KeyringError, Vault, crypto_tables, index_bits
+from shared.crypto import (
+    BlindIndex,
+    ErasureLog,
+    ErasureLogError,
+    Keyring,
+    KeyringError,
+    Vault,
+    crypto_tables,
+    index_bits,
+)
 from shared.crypto.keyring import DEFAULT_INDEX_ID
 from shared.crypto.reindex import IndexedColumn, reindex_table
 from shared.db import Database
@@ -25,8 +35,13 @@ def ring() -> Keyring:
 def store(tmp_path):
     metadata = MetaData()
     data_keys = crypto_tables(metadata)
-    people = Table("people", metadata, Column("id", String(32), primary_key=True),
-                   Column("name", LargeBinary), Column("name_idx", BigInteger, nullable=True))
+    people = Table(
+        "people",
+        metadata,
+        Column("id", String(32), primary_key=True),
+        Column("name", LargeBinary),
+        Column("name_idx", BigInteger, nullable=True),
+    )
     db = Database(f"sqlite:///{tmp_path / 'store.db'}")
     metadata.create_all(db.engine)
     yield db, data_keys, people
@@ -34,6 +49,7 @@ def store(tmp_path):
 
 
 # --- the erasure log ---------------------------------------------------------------------------
+
 
 def test_a_shred_is_on_disk_before_its_transaction_commits_and_not_at_all_after_a_rollback(tmp_path, ring, store):
     db, data_keys, _people = store
@@ -48,14 +64,14 @@ def test_a_shred_is_on_disk_before_its_transaction_commits_and_not_at_all_after_
         with db.transaction() as s:
             vault.shred(s, "svc:person:2")
             raise RuntimeError("the erasure failed")
-    assert log.subjects() == []                       # a rolled-back shred is not recorded
+    assert log.subjects() == []  # a rolled-back shred is not recorded
     with db.transaction() as s:
         vault.shred(s, "svc:person:1")
-        assert log.subjects() == []                   # not yet: recorded when the transaction commits
+        assert log.subjects() == []  # not yet: recorded when the transaction commits
         from sqlalchemy import event
 
         event.listen(s, "after_commit", lambda session: seen_at_commit.append(log.subjects()))
-    assert seen_at_commit == [["svc:person:1"]]      # already on disk when the commit finished
+    assert seen_at_commit == [["svc:person:1"]]  # already on disk when the commit finished
     assert oct(log.path.stat().st_mode & 0o777) == "0o600"
 
 
@@ -67,7 +83,7 @@ def test_records_are_maced_pseudonymous_and_bound_to_their_service(tmp_path, rin
     assert len(lines) == 2 and set(json.loads(lines[0])) == {"v", "k", "subject", "at", "mac"}
     assert log.subjects() == ["orders:individual:abc", "orders:individual:def"]
     with pytest.raises(ErasureLogError, match="line 1 fails its MAC"):
-        ErasureLog(path, "crm", ring).subjects()                  # moved to another service's log
+        ErasureLog(path, "crm", ring).subjects()  # moved to another service's log
     # under a key this keyring does not hold (retired without --reseal, another keyring): skipped
     assert ErasureLog(path, "orders", Keyring.generate()).subjects() == []
     forged = json.loads(lines[1])
@@ -75,7 +91,7 @@ def test_records_are_maced_pseudonymous_and_bound_to_their_service(tmp_path, rin
     path.write_text(lines[0] + "\n" + json.dumps(forged) + "\n")
     with pytest.raises(ErasureLogError, match="line 2 fails its MAC") as caught:
         log.subjects()
-    assert "xyz" not in str(caught.value)                         # messages name lines, not subjects
+    assert "xyz" not in str(caught.value)  # messages name lines, not subjects
 
 
 def test_a_torn_last_line_is_dropped_and_the_next_append_starts_clean(tmp_path, ring):
@@ -83,7 +99,7 @@ def test_a_torn_last_line_is_dropped_and_the_next_append_starts_clean(tmp_path, 
     log = ErasureLog(path, "svc", ring)
     log.append(["svc:a"])
     with open(path, "ab") as f:
-        f.write(b'{"v":1,"k":"x","subj')                        # a crash mid-write (never fsync'd)
+        f.write(b'{"v":1,"k":"x","subj')  # a crash mid-write (never fsync'd)
     assert log.subjects() == ["svc:a"]
     log.append(["svc:b"])
     assert log.subjects() == ["svc:a", "svc:b"]
@@ -98,16 +114,17 @@ def test_reseal_moves_the_log_to_the_primary_key_before_an_old_key_is_retired(tm
     retired = rotated.without(ring.primary_id)
     assert ErasureLog(path, "svc", retired).subjects() == ["svc:a", "svc:b"]
     ErasureLog(tmp_path / "unsealed.log", "svc", ring).append(["svc:c"])
-    assert ErasureLog(tmp_path / "unsealed.log", "svc", retired).subjects() == []    # why reseal comes first
+    assert ErasureLog(tmp_path / "unsealed.log", "svc", retired).subjects() == []  # why reseal comes first
 
 
 # --- blind-index sizing (issue 14: 16 bits at 5 000 people made 92 % of values unique) -------------
+
 
 @pytest.mark.parametrize("planned, bits", [(5_000, 8), (100_000, 13), (1_000_000, 16), (10_240, 10), (1, 1), (19, 1)])
 def test_index_bits_leave_at_least_ten_rows_per_value_at_the_planned_scale(planned, bits):
     assert index_bits(planned) == bits
     if planned >= 20:
-        assert planned / 2 ** bits >= 10 and planned / 2 ** (bits + 1) < 10     # the widest that still hides
+        assert planned / 2**bits >= 10 and planned / 2 ** (bits + 1) < 10  # the widest that still hides
 
 
 def test_index_bits_rejects_nonsense():
@@ -130,14 +147,15 @@ def test_at_the_planned_scale_values_are_shared_and_lookups_still_find_everyone(
     wide_counts: dict[int, int] = {}
     for name in names:
         wide_counts[wide.name(name)] = wide_counts.get(wide.name(name), 0) + 1
-    assert sum(1 for n in wide_counts.values() if n == 1) / len(names) > 0.9      # the finding
+    assert sum(1 for n in wide_counts.values() if n == 1) / len(names) > 0.9  # the finding
     rng = random.Random(7)
     for name in rng.sample(names, 200):
         assert sized.name(name) in {sized.name(n) for n in names if n == name}
-    assert math.isclose(len(names) / 2 ** sized.bits, 19.53, rel_tol=0.01)
+    assert math.isclose(len(names) / 2**sized.bits, 19.53, rel_tol=0.01)
 
 
 # --- index-key rotation -----------------------------------------------------------------------
+
 
 def test_the_index_key_rotates_keeps_the_old_one_until_retired_and_survives_json(ring):
     rotated = ring.rotated_index()
@@ -145,7 +163,7 @@ def test_the_index_key_rotates_keeps_the_old_one_until_retired_and_survives_json
     assert list(rotated.index_keys) == [rotated.index_primary_id, DEFAULT_INDEX_ID]
     assert Keyring.from_json(rotated.to_json()) == rotated
     assert set(json.loads(rotated.to_json())) == {"primary", "keys", "index_primary", "index_keys"}
-    assert Keyring.from_json(rotated.rotated().to_json()).index_keys == rotated.index_keys   # KEK rotation keeps them
+    assert Keyring.from_json(rotated.rotated().to_json()).index_keys == rotated.index_keys  # KEK rotation keeps them
     retired = rotated.without_index(DEFAULT_INDEX_ID)
     assert list(retired.index_keys) == [rotated.index_primary_id]
     with pytest.raises(KeyringError, match="primary index key"):
@@ -153,7 +171,9 @@ def test_the_index_key_rotates_keeps_the_old_one_until_retired_and_survives_json
     with pytest.raises(KeyringError, match="no index key"):
         retired.without_index("nope")
     with pytest.raises(KeyringError, match="both"):
-        Keyring.from_json(json.dumps({**json.loads(rotated.to_json()), "index_key": json.loads(ring.to_json())["index_key"]}))
+        Keyring.from_json(
+            json.dumps({**json.loads(rotated.to_json()), "index_key": json.loads(ring.to_json())["index_key"]})
+        )
 
 
 def test_during_a_rotation_lookups_match_old_and_new_values_and_reindex_moves_every_row(ring, store):
@@ -163,10 +183,20 @@ def test_during_a_rotation_lookups_match_old_and_new_values_and_reindex_moves_ev
     names = {uuid.uuid4().hex: f"Person {i}" for i in range(60)}
     with db.transaction() as s:
         for row_id, name in names.items():
-            s.execute(people.insert().values(id=row_id, name=vault.encrypt(s, f"svc:p:{row_id}", "people", "name",
-                                                                              row_id, name), name_idx=old.name(name)))
-        s.execute(people.insert().values(id="erased", name=vault.encrypt(s, "svc:p:e", "people", "name", "erased",
-                                                                        "Erased One"), name_idx=old.name("Erased One")))
+            s.execute(
+                people.insert().values(
+                    id=row_id,
+                    name=vault.encrypt(s, f"svc:p:{row_id}", "people", "name", row_id, name),
+                    name_idx=old.name(name),
+                )
+            )
+        s.execute(
+            people.insert().values(
+                id="erased",
+                name=vault.encrypt(s, "svc:p:e", "people", "name", "erased", "Erased One"),
+                name_idx=old.name("Erased One"),
+            )
+        )
         vault.shred(s, "svc:p:e")
     rotated = ring.rotated_index()
     new = BlindIndex(rotated, bits=32)
@@ -174,20 +204,34 @@ def test_during_a_rotation_lookups_match_old_and_new_values_and_reindex_moves_ev
 
     def found(index, name):
         with db.transaction() as s:
-            return {r.id for r in s.execute(select(people.c.id).where(index.match(people.c.name_idx, "name",
-                                                                                   normalise_name(name))))}
+            return {
+                r.id
+                for r in s.execute(
+                    select(people.c.id).where(index.match(people.c.name_idx, "name", normalise_name(name)))
+                )
+            }
 
     sample = list(names.items())[:10]
     for row_id, name in sample:
-        assert row_id in found(new, name)                 # old rows found during the rotation
+        assert row_id in found(new, name)  # old rows found during the rotation
     with db.transaction() as s:
-        changed = reindex_table(s, Vault(rotated, data_keys), new, people,
-                                [IndexedColumn("name_idx", "name", "name", normalise_name)], batch=7)
-    assert changed == 61                                  # every value moved, and the erased one lost its index
+        changed = reindex_table(
+            s,
+            Vault(rotated, data_keys),
+            new,
+            people,
+            [IndexedColumn("name_idx", "name", "name", normalise_name)],
+            batch=7,
+        )
+    assert changed == 61  # every value moved, and the erased one lost its index
     retired = BlindIndex(rotated.without_index(DEFAULT_INDEX_ID), bits=32)
     for row_id, name in sample:
-        assert row_id in found(retired, name)             # after the re-index the old key can go
+        assert row_id in found(retired, name)  # after the re-index the old key can go
     with db.transaction() as s:
         assert s.scalar(select(people.c.name_idx).where(people.c.id == "erased")) is None
-        assert reindex_table(s, Vault(rotated, data_keys), new, people,
-                             [IndexedColumn("name_idx", "name", "name", normalise_name)]) == 0   # repeatable
+        assert (
+            reindex_table(
+                s, Vault(rotated, data_keys), new, people, [IndexedColumn("name_idx", "name", "name", normalise_name)]
+            )
+            == 0
+        )  # repeatable

@@ -1,4 +1,5 @@
 """Per-service databases: SQLite pragmas, PostgreSQL via psycopg 3, migrations per service."""
+
 import pytest
 from sqlalchemy import inspect, text
 
@@ -43,7 +44,7 @@ def test_every_service_migrates_on_both_backends_with_its_own_history(name, data
     spec = load(name)
     config = spec.config(overrides={"DATABASE_URL": database_url}, env={})
     spec.migrate(config)
-    spec.migrate(config)                      # idempotent
+    spec.migrate(config)  # idempotent
     db = Database(database_url)
     tables = set(inspect(db.engine).get_table_names())
     assert {"outbox", "inbox", "data_keys", f"alembic_version_{name}"} <= tables

@@ -1,4 +1,5 @@
 """The event envelope and the pinned schema of every published event type (DESIGN.md "Events")."""
+
 import importlib
 import json
 import os
@@ -22,27 +23,51 @@ def registry():
 
 
 def test_envelope_has_every_field_of_the_design(registry):
-    event = make_event(registry.get("orders.order.placed", 1), source="orders", data={"order_id": "o1", "quantity": 2},
-                       actor={"id": "u1", "tenant": "t1", "kind": "user"}, tenant="t1",
-                       subject="orders:individual:" + str(uuid.uuid4()), resource={"type": "order", "id": "o1"},
-                       correlation_id="c1")
-    assert set(event) == {"id", "type", "version", "source", "time", "actor", "tenant", "subject", "resource",
-                          "correlation_id", "data"}
+    event = make_event(
+        registry.get("orders.order.placed", 1),
+        source="orders",
+        data={"order_id": "o1", "quantity": 2},
+        actor={"id": "u1", "tenant": "t1", "kind": "user"},
+        tenant="t1",
+        subject="orders:individual:" + str(uuid.uuid4()),
+        resource={"type": "order", "id": "o1"},
+        correlation_id="c1",
+    )
+    assert set(event) == {
+        "id",
+        "type",
+        "version",
+        "source",
+        "time",
+        "actor",
+        "tenant",
+        "subject",
+        "resource",
+        "correlation_id",
+        "data",
+    }
     assert event["time"].endswith("Z") and uuid.UUID(event["id"])
     assert validate_envelope(event, registry=registry).name == "orders.order.placed"
 
 
 def test_undeclared_data_fields_are_refused_so_personal_values_cannot_slip_in(registry):
     with pytest.raises(Invalid) as info:
-        make_event(registry.get("orders.order.placed", 1), source="orders",
-                   data={"order_id": "o1", "quantity": 2, "name": "Anna Andersson"})
+        make_event(
+            registry.get("orders.order.placed", 1),
+            source="orders",
+            data={"order_id": "o1", "quantity": 2, "name": "Anna Andersson"},
+        )
     assert "Anna" not in str(info.value.errors) and "Anna" not in info.value.detail
 
 
 def test_subject_must_be_a_pseudonymous_reference(registry):
     with pytest.raises(Invalid):
-        make_event(registry.get("orders.order.placed", 1), source="orders", data={"order_id": "o", "quantity": 1},
-                   subject="anna@example.com")
+        make_event(
+            registry.get("orders.order.placed", 1),
+            source="orders",
+            data={"order_id": "o", "quantity": 1},
+            subject="anna@example.com",
+        )
 
 
 def test_type_names_follow_the_convention():
@@ -53,7 +78,7 @@ def test_type_names_follow_the_convention():
 def test_same_type_and_version_cannot_change_schema(registry):
     with pytest.raises(ValueError):
         registry.register("orders.order.placed", 1, obj({"order_id": {"type": "integer"}}))
-    registry.register("orders.order.placed", 2, obj({"order_id": {"type": "integer"}}))   # a new version is fine
+    registry.register("orders.order.placed", 2, obj({"order_id": {"type": "integer"}}))  # a new version is fine
 
 
 def _load_all_event_types() -> dict:

@@ -1,4 +1,5 @@
 """The app factory every service uses: problem+json, validation, size limit, health, OpenAPI, logs."""
+
 from __future__ import annotations
 
 import io
@@ -20,15 +21,16 @@ bp = ApiBlueprint("demo", __name__)
 
 THING = {
     "type": "object",
-    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 20},
-                   "quantity": {"type": "integer", "minimum": 1}},
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 20},
+        "quantity": {"type": "integer", "minimum": 1},
+    },
     "required": ["name", "quantity"],
     "additionalProperties": False,
 }
 
 
-@bp.operation("POST", "/api/v1/things", summary="Create a thing", body=THING, responses={201: THING},
-              roles=["staff"])
+@bp.operation("POST", "/api/v1/things", summary="Create a thing", body=THING, responses={201: THING}, roles=["staff"])
 def create_thing(body):
     if body["name"] == "taken":
         raise Conflict("a thing with this name exists")
@@ -37,9 +39,17 @@ def create_thing(body):
     return jsonify(body), 201
 
 
-@bp.operation("GET", "/api/v1/things/{thing_id}", summary="Read a thing",
-              query={"type": "object", "properties": {"limit": {"type": "string", "pattern": "^[0-9]+$"}},
-                     "additionalProperties": False}, responses={200: {"type": "object"}})
+@bp.operation(
+    "GET",
+    "/api/v1/things/{thing_id}",
+    summary="Read a thing",
+    query={
+        "type": "object",
+        "properties": {"limit": {"type": "string", "pattern": "^[0-9]+$"}},
+        "additionalProperties": False,
+    },
+    responses={200: {"type": "object"}},
+)
 def read_thing(thing_id, query):
     return jsonify(id=thing_id, query=query)
 
@@ -49,26 +59,41 @@ def public():
     return jsonify(ok=True)
 
 
-@bp.operation("POST", "/api/v1/things/search", summary="Find things (a static sibling of /things/{thing_id})",
-              body={"type": "object", "properties": {"name": {"type": "string"}}}, responses={200: {"type": "object"}})
+@bp.operation(
+    "POST",
+    "/api/v1/things/search",
+    summary="Find things (a static sibling of /things/{thing_id})",
+    body={"type": "object", "properties": {"name": {"type": "string"}}},
+    responses={200: {"type": "object"}},
+)
 def search_things(body):
     return jsonify(found=[])
 
 
-NOTE = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 50},
-                                         "text": multiline({"type": "string", "maxLength": 500}),
-                                         "code": {"type": "string", "pattern": "^[a-z]+$"}},
-        "additionalProperties": False}
+NOTE = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 50},
+        "text": multiline({"type": "string", "maxLength": 500}),
+        "code": {"type": "string", "pattern": "^[a-z]+$"},
+    },
+    "additionalProperties": False,
+}
 
 
-@bp.operation("POST", "/api/v1/notes", summary="A note with a multi-line text", body=NOTE,
-              responses={200: {"type": "object"}})
+@bp.operation(
+    "POST", "/api/v1/notes", summary="A note with a multi-line text", body=NOTE, responses={200: {"type": "object"}}
+)
 def create_note(body):
     return jsonify(body)
 
 
-@bp.operation("GET", "/api/v1/damaged", summary="Reads a stored value that fails authentication",
-              responses={200: {"type": "object"}})
+@bp.operation(
+    "GET",
+    "/api/v1/damaged",
+    summary="Reads a stored value that fails authentication",
+    responses={200: {"type": "object"}},
+)
 def read_damaged():
     raise DecryptionError("ciphertext failed authentication")
 
@@ -90,8 +115,13 @@ def app(mint):
     def broken():
         raise ConnectionRefusedError("amqp://user:password@host")
 
-    return create_service_app("demo", blueprints=[bp], readiness={"database": lambda: None, "broker": broken},
-                              max_content_length=2048, extensions={"recept": FakeRuntime(mint)})
+    return create_service_app(
+        "demo",
+        blueprints=[bp],
+        readiness={"database": lambda: None, "broker": broken},
+        max_content_length=2048,
+        extensions={"recept": FakeRuntime(mint)},
+    )
 
 
 @pytest.fixture
@@ -113,8 +143,9 @@ def test_valid_request_passes_through(client, mint):
 
 
 def test_validation_errors_name_fields_without_echoing_values(client, mint):
-    r = client.post("/api/v1/things", json={"name": "x" * 25, "quantity": 0, "secret": "19121212-1212"},
-                    headers=mint.headers())
+    r = client.post(
+        "/api/v1/things", json={"name": "x" * 25, "quantity": 0, "secret": "19121212-1212"}, headers=mint.headers()
+    )
     body = assert_problem(r, 422)
     fields = {e["field"]: e["message"] for e in body["errors"]}
     assert set(fields) == {"name", "quantity", "secret"}
@@ -132,8 +163,9 @@ def test_malformed_json_is_a_clear_error(client, mint):
 
 
 def test_wrong_media_type_is_415(client, mint):
-    r = client.post("/api/v1/things", data="name=a", content_type="application/x-www-form-urlencoded",
-                    headers=mint.headers())
+    r = client.post(
+        "/api/v1/things", data="name=a", content_type="application/x-www-form-urlencoded", headers=mint.headers()
+    )
     assert_problem(r, 415)
 
 
@@ -177,7 +209,10 @@ def test_missing_or_bad_token_is_401_and_wrong_role_403(client, mint):
 
 
 def test_query_parameters_are_validated(client, mint):
-    assert client.get("/api/v1/things/7?limit=5", headers=mint.headers()).get_json() == {"id": "7", "query": {"limit": "5"}}
+    assert client.get("/api/v1/things/7?limit=5", headers=mint.headers()).get_json() == {
+        "id": "7",
+        "query": {"limit": "5"},
+    }
     assert_problem(client.get("/api/v1/things/7?limit=x", headers=mint.headers()), 422)
     assert_problem(client.get("/api/v1/things/7?other=1", headers=mint.headers()), 422)
 
@@ -193,7 +228,9 @@ def test_openapi_documents_every_operation(client):
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.1")
     # The published schema is the one that validates: the declared one with the text rule (issue 18).
-    assert spec["paths"]["/api/v1/things"]["post"]["requestBody"]["content"]["application/json"]["schema"] == harden(THING)
+    assert spec["paths"]["/api/v1/things"]["post"]["requestBody"]["content"]["application/json"]["schema"] == harden(
+        THING
+    )
     assert spec["paths"]["/api/v1/things/{thing_id}"]["get"]["parameters"][0]["name"] == "thing_id"
     assert spec["paths"]["/api/v1/public"]["get"]["security"] == []
     for path in ("/healthz", "/readyz", "/openapi.json"):
@@ -224,9 +261,11 @@ def test_request_log_lines_are_json_without_query_strings(client, mint, caplog):
 
 # --- the shared input layer (shared/inputs.py, issue 18) ----------------------------------------------
 
+
 def post_raw(client, mint, path, text: str):
-    return client.post(path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json",
-                       headers=mint.headers())
+    return client.post(
+        path, data=text.encode("utf-8", "surrogatepass"), content_type="application/json", headers=mint.headers()
+    )
 
 
 def test_deeply_nested_json_is_a_422_not_a_recursion_error(app, mint):
@@ -236,7 +275,9 @@ def test_deeply_nested_json_is_a_422_not_a_recursion_error(app, mint):
     body = assert_problem(post_raw(client, mint, "/api/v1/things", "[" * 100_000), 422)
     assert "nested" in body["detail"]
     # Within the parser's reach but deeper than the limit: the same answer.
-    body = assert_problem(post_raw(client, mint, "/api/v1/things", '{"name": ' + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "}"), 422)
+    body = assert_problem(
+        post_raw(client, mint, "/api/v1/things", '{"name": ' + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "}"), 422
+    )
     assert "nested" in body["detail"]
 
 
@@ -274,7 +315,9 @@ def test_line_breaks_only_where_a_field_allows_them(client, mint):
 
 def test_an_integer_field_takes_no_float(client, mint):
     # JSON Schema's integer admits 3.0; the domain would store "3.0" and fail to read it back.
-    body = assert_problem(client.post("/api/v1/things", json={"name": "a", "quantity": 3.0}, headers=mint.headers()), 422)
+    body = assert_problem(
+        client.post("/api/v1/things", json={"name": "a", "quantity": 3.0}, headers=mint.headers()), 422
+    )
     assert body["errors"] == [{"field": "quantity", "message": "has the wrong type (expected integer)"}]
     assert client.post("/api/v1/things", json={"name": "a", "quantity": 3}, headers=mint.headers()).status_code == 201
 

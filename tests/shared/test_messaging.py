@@ -1,4 +1,5 @@
 """Outbox, relay and consumer against a real RabbitMQ and PostgreSQL (DESIGN.md "Events")."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,18 @@ import pika
 import pytest
 from sqlalchemy import update
 
-from shared.bus import DLX, EVENTS, Binding, Bus, Delivery, MemoryBackend, Message, Outcome, Unroutable, dead_letter_queue
+from shared.bus import (
+    DLX,
+    EVENTS,
+    Binding,
+    Bus,
+    Delivery,
+    MemoryBackend,
+    Message,
+    Outcome,
+    Unroutable,
+    dead_letter_queue,
+)
 from tests.shared.library_service import THING_HAPPENED, LibraryService, tables
 from tests.support import wait_for
 
@@ -58,7 +70,7 @@ def test_relay_killed_after_commit_publishes_after_restart(service):
     service.emit([1, 2, 3])
     with pytest.raises(Crash):
         service.relay(CrashingPublisher()).run_once()
-    assert service.unsent() == 3            # committed, not yet published, not lost
+    assert service.unsent() == 3  # committed, not yet published, not lost
     restarted = service.relay()
     assert restarted.run_once() == 3
     restarted.publisher.close()
@@ -114,9 +126,9 @@ def test_failed_row_holds_back_its_aggregate_and_is_retried(service):
     service.emit([1, 2], aggregate="thing:a")
     service.emit([3], aggregate="thing:b")
     relay = service.relay(FlakyPublisher(service.bus.publisher()))
-    assert relay.run_once() == 1             # only thing:b went through
-    assert service.unsent() == 2             # 1 failed, 2 held behind it
-    with service.db.transaction() as s:      # skip the backoff wait
+    assert relay.run_once() == 1  # only thing:b went through
+    assert service.unsent() == 2  # 1 failed, 2 held behind it
+    with service.db.transaction() as s:  # skip the backoff wait
         s.execute(update(tables.outbox).values(next_attempt_at=None))
     assert relay.run_once() == 2
     relay.publisher.close()
@@ -129,9 +141,9 @@ def test_consumer_dying_before_ack_gets_message_again_and_applies_it_once(servic
     crashed = []
 
     def handle_then_die(batch):
-        service.consumer.handle_batch(batch)        # commits the write and the inbox row
+        service.consumer.handle_batch(batch)  # commits the write and the inbox row
         crashed.append(len(batch))
-        raise Crash()                               # ... and dies before the ack
+        raise Crash()  # ... and dies before the ack
 
     with pytest.raises(Crash):
         service.bus.consume(handle_then_die, stop)
@@ -186,18 +198,21 @@ def test_consumer_reconnects_after_the_connection_is_closed(service):
     with service.running():
         assert wait_for(lambda: service.applied_numbers() == [1])
         vhost = service.bus.url.rsplit("/", 1)[1]
-        listing = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "vhost"], capture_output=True,
-                                 text=True, check=True).stdout
+        listing = subprocess.run(
+            ["rabbitmqctl", "-q", "list_connections", "pid", "vhost"], capture_output=True, text=True, check=True
+        ).stdout
         pids = [line.split("\t")[0] for line in listing.splitlines() if line.endswith("\t" + vhost)]
         assert pids
         for pid in pids:
-            subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: broker restart"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["rabbitmqctl", "-q", "close_connection", pid, "test: broker restart"], capture_output=True, check=False
+            )
         service.emit([2])
         assert wait_for(lambda: service.applied_numbers() == [1, 2], timeout=60)
 
 
 # --- the same contract on the in-memory back end ----------------------------------------------
+
 
 @pytest.fixture
 def memory_service(tmp_path):
@@ -377,14 +392,14 @@ def test_a_commit_in_another_process_wakes_the_relay_at_once(postgres_url):
         def close(self):
             pass
 
-    worker_db, api_db = Database(postgres_url), Database(postgres_url)   # two engines: two processes' worth
+    worker_db, api_db = Database(postgres_url), Database(postgres_url)  # two engines: two processes' worth
     metadata.create_all(worker_db.engine)
     recorder, stop = Recorder(), threading.Event()
     relay = Relay(worker_db, tables.outbox, recorder)
-    thread = threading.Thread(target=relay.run, args=(stop, 10.0), daemon=True)   # polls only every 10 s
+    thread = threading.Thread(target=relay.run, args=(stop, 10.0), daemon=True)  # polls only every 10 s
     thread.start()
     try:
-        time.sleep(0.5)                         # the relay is idle, listening
+        time.sleep(0.5)  # the relay is idle, listening
         committed = time.monotonic()
         with api_db.transaction() as s:
             Outbox(tables.outbox, "lib").emit(s, THING_HAPPENED, data={"n": 1})
@@ -399,12 +414,13 @@ def test_a_commit_in_another_process_wakes_the_relay_at_once(postgres_url):
 
 # --- permanent and transient failures (issue 20) -----------------------------------------------
 
+
 class DeliveryLog:
     """Wraps the consumer's handle_batch and counts every delivery per event number."""
 
     def __init__(self, consumer) -> None:
         self.consumer = consumer
-        self.deliveries: dict[int, list[int]] = {}    # n -> delivery counts seen, in order
+        self.deliveries: dict[int, list[int]] = {}  # n -> delivery counts seen, in order
         self.lock = threading.Lock()
 
     def __call__(self, batch):
@@ -458,18 +474,18 @@ def test_a_message_failing_validation_is_dead_lettered_on_its_first_delivery(ser
     with service.running(handle_batch=log):
         assert wait_for(lambda: queue_depth(service.bus.url, dead_letter_queue("lib")) == 2)
         assert wait_for(lambda: service.applied_numbers() == [4, 7])
-    assert log.deliveries[5] == [1]                       # permanent: straight to the dead letters
-    assert log.deliveries[6] == [1, 2, 3]                 # transient: the limit (3), exactly
+    assert log.deliveries[5] == [1]  # permanent: straight to the dead letters
+    assert log.deliveries[6] == [1, 2, 3]  # transient: the limit (3), exactly
     assert sorted(b["data"]["n"] for b in dead_bodies(service.bus.url, dead_letter_queue("lib"))) == [5, 6]
 
 
 def test_which_failures_are_permanent():
     import jsonschema
+    from sqlalchemy.exc import OperationalError
 
+    from services.audit.domain import PoisonEvent
     from shared.consumer import PoisonMessage, is_permanent
     from shared.errors import Invalid
-    from services.audit.domain import PoisonEvent
-    from sqlalchemy.exc import OperationalError
 
     assert is_permanent(PoisonMessage("body is not JSON"))
     assert is_permanent(Invalid("event does not match its schema"))
@@ -477,7 +493,7 @@ def test_which_failures_are_permanent():
     assert is_permanent(jsonschema.ValidationError("x"))
     assert is_permanent(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
     assert not is_permanent(RuntimeError("lock timeout"))
-    assert not is_permanent(KeyError("data"))            # a bug a redeploy fixes: retried, then dead-lettered
+    assert not is_permanent(KeyError("data"))  # a bug a redeploy fixes: retried, then dead-lettered
     assert not is_permanent(OperationalError("SELECT 1", {}, Exception("server closed the connection")))
 
 

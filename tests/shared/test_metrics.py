@@ -1,5 +1,6 @@
 """Prometheus metrics on every process (issue 20): the figures move under load, in one process, in
 gunicorn's multi-process mode and on a worker's own listener; labels hold routes, never ids."""
+
 from __future__ import annotations
 
 import os
@@ -7,12 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
@@ -52,13 +51,20 @@ def test_api_metrics_count_requests_per_route_and_outbox_backlog(tmp_path):
         assert client.get("/healthz").status_code == 200
     for _ in range(3):
         assert client.get(f"/api/v1/orders/{secret_id}", headers=mint.headers(roles=["staff"])).status_code in (
-            403, 404)
+            403,
+            404,
+        )
     assert client.get("/no/such/path").status_code == 404
     with runtime.db.transaction() as s:
         for n in range(4):
-            runtime.outbox.emit(s, ("orders.unit.created", 1), data={"unit_id": f"u{n}", "kind": "ward"},
-                                actor={"id": "u1", "tenant": "t1", "kind": "user"}, tenant="t1",
-                                resource={"type": "unit", "id": f"u{n}"})
+            runtime.outbox.emit(
+                s,
+                ("orders.unit.created", 1),
+                data={"unit_id": f"u{n}", "kind": "ward"},
+                actor={"id": "u1", "tenant": "t1", "kind": "user"},
+                tenant="t1",
+                resource={"type": "unit", "id": f"u{n}"},
+            )
     reply = client.get("/metrics")
     assert reply.status_code == 200 and reply.content_type.startswith("text/plain")
     text = reply.get_data(as_text=True)
@@ -69,13 +75,15 @@ def test_api_metrics_count_requests_per_route_and_outbox_backlog(tmp_path):
 
     assert moved("recept_http_requests_total", service="orders", route="/healthz", status="200", method="GET") == 7
     assert moved("recept_http_request_duration_seconds_count", service="orders", route="/healthz") == 7
-    orders_route = [ls for (n, ls) in after if n == "recept_http_requests_total" and "/api/v1/orders/" in dict(ls)["route"]]
-    assert orders_route and all("<" in dict(ls)["route"] for ls in orders_route)   # the rule, not the path
+    orders_route = [
+        ls for (n, ls) in after if n == "recept_http_requests_total" and "/api/v1/orders/" in dict(ls)["route"]
+    ]
+    assert orders_route and all("<" in dict(ls)["route"] for ls in orders_route)  # the rule, not the path
     assert moved("recept_http_requests_total", service="orders", route="(unmatched)", status="404") == 1
-    assert secret_id not in text                                              # no ids in labels
+    assert secret_id not in text  # no ids in labels
     assert value(after, "recept_outbox_backlog", service="orders") == 4
     assert value(after, "recept_outbox_oldest_age_seconds", service="orders") >= 0
-    runtime.bus.declare([Binding(EVENTS, "orders.#")])      # someone listens, as the audit does
+    runtime.bus.declare([Binding(EVENTS, "orders.#")])  # someone listens, as the audit does
     relay = runtime.relay()
     assert relay.run_once() == 4
     relay.publisher.close()
@@ -99,9 +107,9 @@ def test_consumer_figures_move_and_dead_letter_depth_comes_from_the_broker(postg
 
         assert moved("recept_consumer_messages_total", service="lib", outcome="ack") == 18
         assert moved("recept_consumer_messages_total", service="lib", outcome="dead") == 2
-        assert moved("recept_consumer_messages_total", service="lib", outcome="retry") == 1   # 3: once, then dead
+        assert moved("recept_consumer_messages_total", service="lib", outcome="retry") == 1  # 3: once, then dead
         assert moved("recept_consumer_redeliveries_total", service="lib") == 1
-        assert moved("recept_consumer_lag_seconds_count", service="lib") == 21   # every delivery of an event
+        assert moved("recept_consumer_lag_seconds_count", service="lib") == 21  # every delivery of an event
         assert value(after, "recept_dead_letter_messages", service="lib") == 2
         assert value(after, "recept_consumer_backlog_messages", service="lib") == 0
         assert value(after, "recept_outbox_backlog", service="lib") == 0
@@ -131,12 +139,15 @@ def test_gdpr_requests_by_status_and_overdue(tmp_path):
         figures = samples(gdpr.client.get("/metrics").data)
         assert value(figures, "recept_gdpr_requests", status="awaiting_approval") == 3
         assert value(figures, "recept_gdpr_requests_overdue") == 0
-        with gdpr.rt.db.transaction() as s:   # a month and more passes for one of them
-            s.execute(update(requests).where(requests.c.id == ids[0])
-                      .values(due_at=requests.c.created_at, created_at=requests.c.created_at))
+        with gdpr.rt.db.transaction() as s:  # a month and more passes for one of them
+            s.execute(
+                update(requests)
+                .where(requests.c.id == ids[0])
+                .values(due_at=requests.c.created_at, created_at=requests.c.created_at)
+            )
         figures = samples(gdpr.client.get("/metrics").data)
         assert value(figures, "recept_gdpr_requests_overdue") == 1
-        assert value(figures, "recept_gdpr_requests", status="completed") == 0    # every status is shown
+        assert value(figures, "recept_gdpr_requests", status="completed") == 0  # every status is shown
     finally:
         gdpr.rt.db.dispose()
 
@@ -165,17 +176,34 @@ def _base_env(tmp_path) -> dict[str, str]:
 def test_gunicorn_multiprocess_counts_every_worker_once(tmp_path):
     """Four gunicorn workers: /metrics adds up what each counted, whichever worker answers the scrape."""
     env = _base_env(tmp_path)
-    env.update(RECEPT_SERVICE="orders", RECEPT_ORDERS_DATABASE_URL=f"sqlite:///{tmp_path / 'orders.db'}",
-               GUNICORN_WORKERS="4", GUNICORN_THREADS="2", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"))
+    env.update(
+        RECEPT_SERVICE="orders",
+        RECEPT_ORDERS_DATABASE_URL=f"sqlite:///{tmp_path / 'orders.db'}",
+        GUNICORN_WORKERS="4",
+        GUNICORN_THREADS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+    )
     (tmp_path / "prom").mkdir()
     ORDERS.migrate(ORDERS.config(env=env))
     port = _free_port()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([gunicorn, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "--bind",
-                                 f"127.0.0.1:{port}", "services.wsgi:app"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                gunicorn,
+                "-c",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "services.wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: _alive(base + "/healthz"), timeout=60), log.read_text()[-2000:]
@@ -208,8 +236,10 @@ def test_gunicorn_multiprocess_counts_every_worker_once(tmp_path):
         load(200)
         assert not errors
         assert len(writers()) >= 2, "one process counted everything"
-        seen = {value(samples(_get(base + "/metrics")), "recept_http_requests_total", route="/healthz") - before
-                for _ in range(12)}
+        seen = {
+            value(samples(_get(base + "/metrics")), "recept_http_requests_total", route="/healthz") - before
+            for _ in range(12)
+        }
         assert seen == {400}, seen
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -232,18 +262,28 @@ def _alive(url: str) -> bool:
 def test_a_worker_serves_its_metrics_on_its_own_port(tmp_path, rabbit_url, postgres_url):
     env = _base_env(tmp_path)
     port = _free_port()
-    env.update(RECEPT_BROKER_URL=rabbit_url, RECEPT_ORDERS_DATABASE_URL=postgres_url,
-               RECEPT_ORDERS_METRICS_PORT=str(port), RECEPT_ANNOUNCE_INTERVAL="1")
+    env.update(
+        RECEPT_BROKER_URL=rabbit_url,
+        RECEPT_ORDERS_DATABASE_URL=postgres_url,
+        RECEPT_ORDERS_METRICS_PORT=str(port),
+        RECEPT_ANNOUNCE_INTERVAL="1",
+    )
     ORDERS.migrate(ORDERS.config(env=env))
     assert metrics_port("orders", env) == ("127.0.0.1", port)
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.orders.worker"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.orders.worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         assert wait_for(lambda: _alive(f"http://127.0.0.1:{port}/metrics"), timeout=60)
         # A message the orders worker can never apply: dead-lettered, and the figure shows it.
-        from shared.bus import Bus, GDPR
+        from shared.bus import GDPR, Bus
 
         bus = Bus(rabbit_url, "orders")
         publisher = bus.publisher()
@@ -277,7 +317,7 @@ def test_the_embedded_run_shows_each_service_its_own_figures(tmp_path, monkeypat
     keyring = tmp_path / "keyring.json"
     keyring.write_text(Keyring.generate().to_json())
     monkeypatch.setenv("RECEPT_KEYRING_FILE", str(keyring))
-    monkeypatch.setenv("RECEPT_JWKS_URL", "http://127.0.0.1:8080/auth/.well-known/jwks.json")   # build() sets it
+    monkeypatch.setenv("RECEPT_JWKS_URL", "http://127.0.0.1:8080/auth/.well-known/jwks.json")  # build() sets it
     monkeypatch.setenv("RECEPT_AUDIT_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     from shared.bus import MemoryBackend
 

@@ -1,4 +1,5 @@
 """shared.normalise: the normal forms blind indexes and data-subject requests compare (R7)."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -25,8 +26,19 @@ def pnr(yymmdd: str, nnn: str = "123") -> str:
     return yymmdd + nnn + luhn_digit(yymmdd + nnn)
 
 
-@pytest.mark.parametrize("raw", ["+46 70 123 45 67", "070-123 45 67", "0701234567", "0046701234567",
-                                 "+46 (0)70-123 45 67", "46701234567", "(070) 123.45.67", "\u00a0+46\u00a070 123 45 67 "])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+46 70 123 45 67",
+        "070-123 45 67",
+        "0701234567",
+        "0046701234567",
+        "+46 (0)70-123 45 67",
+        "46701234567",
+        "(070) 123.45.67",
+        "\u00a0+46\u00a070 123 45 67 ",
+    ],
+)
 def test_normalise_phone_swedish_spellings(raw):
     assert normalise_phone(raw) == "+46701234567"
 
@@ -39,8 +51,24 @@ def test_normalise_phone_other_cases():
         normalise_phone("0701234567", default_country="+46")
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "070-ABC 45 67", "+46 70 123 45 67 ext 5", "+", "12345",
-                                 "+0701234567", "00", "0", "+46 70 123 45 67 89 01 23", "++46701234567", None, 46701234567])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "070-ABC 45 67",
+        "+46 70 123 45 67 ext 5",
+        "+",
+        "12345",
+        "+0701234567",
+        "00",
+        "0",
+        "+46 70 123 45 67 89 01 23",
+        "++46701234567",
+        None,
+        46701234567,
+    ],
+)
 def test_normalise_phone_rejects_garbage(raw):
     with pytest.raises(Invalid) as info:
         normalise_phone(raw)
@@ -52,9 +80,21 @@ def test_normalise_phone_rejects_garbage(raw):
 def test_normalise_email():
     assert normalise_email("  Anna.Svensson@Example.SE\n") == "anna.svensson@example.se"
     assert normalise_email("a+tag@sub.example.co.uk") == "a+tag@sub.example.co.uk"
-    for bad in ["", "anna", "anna@", "@example.se", "anna@example", "anna svensson@example.se",
-                "anna@@example.se", "anna@example..se", "anna@.example.se", ".anna@example.se",
-                "anna@-example.se", "anna\x00@example.se", None]:
+    for bad in [
+        "",
+        "anna",
+        "anna@",
+        "@example.se",
+        "anna@example",
+        "anna svensson@example.se",
+        "anna@@example.se",
+        "anna@example..se",
+        "anna@.example.se",
+        ".anna@example.se",
+        "anna@-example.se",
+        "anna\x00@example.se",
+        None,
+    ]:
         with pytest.raises(Invalid) as info:
             normalise_email(bad)
         assert info.value.errors[0]["field"] == "email"
@@ -87,7 +127,9 @@ def test_normalise_personnummer_forms():
     later_this_year = pnr("251201")  # 2025-12-01 is in the future: born 1925, 99 years old
     assert normalise_personnummer(later_this_year, today=TODAY) == "19" + later_this_year
     # '+' from the year the person turns 100 (Skatteverket): 1925-12-01 turns 100 in 2025
-    assert normalise_personnummer(later_this_year[:6] + "+" + later_this_year[6:], today=TODAY) == "19" + later_this_year
+    assert (
+        normalise_personnummer(later_this_year[:6] + "+" + later_this_year[6:], today=TODAY) == "19" + later_this_year
+    )
     next_century = pnr("260101")
     assert normalise_personnummer(next_century, today=TODAY) == "19" + next_century
     assert normalise_personnummer(next_century[:6] + "+" + next_century[6:], today=TODAY) == "18" + next_century
@@ -96,22 +138,25 @@ def test_normalise_personnummer_forms():
     assert normalise_personnummer("811218-9876") == "198112189876"  # default today
 
 
-@pytest.mark.parametrize("raw", [
-    "811218-9875",            # wrong check digit
-    "19811218-9875",
-    "811318-9876",            # month 13
-    pnr("810230"),            # 30 February
-    pnr("810232"),            # day 32 (not a samordningsnummer either)
-    pnr("810292"),            # day 92 = 32 + 60
-    pnr("000229")[:6] + "+" + pnr("000229")[6:],  # 1900-02-29 does not exist
-    "20" + pnr("250601"),     # born in the future
-    "19811218+9876",          # '+' only belongs to the 10-digit form
-    "811218-987",
-    "811218--9876",
-    "8112l8-9876",
-    "",
-    "811218 9876",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "811218-9875",  # wrong check digit
+        "19811218-9875",
+        "811318-9876",  # month 13
+        pnr("810230"),  # 30 February
+        pnr("810232"),  # day 32 (not a samordningsnummer either)
+        pnr("810292"),  # day 92 = 32 + 60
+        pnr("000229")[:6] + "+" + pnr("000229")[6:],  # 1900-02-29 does not exist
+        "20" + pnr("250601"),  # born in the future
+        "19811218+9876",  # '+' only belongs to the 10-digit form
+        "811218-987",
+        "811218--9876",
+        "8112l8-9876",
+        "",
+        "811218 9876",
+    ],
+)
 def test_normalise_personnummer_rejects(raw):
     with pytest.raises(Invalid) as info:
         normalise_personnummer(raw, today=TODAY)

@@ -1,4 +1,5 @@
 """Service-side token verification against the auth service's JWKS."""
+
 from __future__ import annotations
 
 import base64
@@ -50,15 +51,17 @@ def test_tampered_payload_is_rejected(mint, verifier):
 
 def test_alg_none_is_rejected(mint, verifier):
     claims = jwt.decode(mint.token(), options={"verify_signature": False})
-    unsigned = ".".join([b64(json.dumps({"alg": "none", "kid": mint.kid}).encode()),
-                         b64(json.dumps(claims).encode()), ""])
+    unsigned = ".".join(
+        [b64(json.dumps({"alg": "none", "kid": mint.kid}).encode()), b64(json.dumps(claims).encode()), ""]
+    )
     with pytest.raises(Unauthorized):
         verifier.verify(unsigned)
 
 
 def test_hs256_signed_with_the_public_key_is_rejected(mint, verifier):
-    public_pem = mint.private_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = mint.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     claims = jwt.decode(mint.token(), options={"verify_signature": False})
     header = b64(json.dumps({"alg": "HS256", "kid": mint.kid, "typ": "JWT"}).encode())
     body = b64(json.dumps(claims).encode())
@@ -98,9 +101,9 @@ def test_unknown_kid_refreshes_the_key_set_once_so_rotation_needs_no_restart():
 
     verifier = TokenVerifier(KeySet(fetch, min_refresh=0.0), ISSUER)
     verifier.verify(old.token())
-    published["keys"] = old.jwks()["keys"] + new.jwks()["keys"]     # auth rotated its signing key
+    published["keys"] = old.jwks()["keys"] + new.jwks()["keys"]  # auth rotated its signing key
     assert verifier.verify(new.token()).roles == {"staff"}
-    assert verifier.verify(old.token())                               # old tokens still valid
+    assert verifier.verify(old.token())  # old tokens still valid
     assert len(fetches) == 2
 
 
@@ -138,7 +141,9 @@ def test_non_list_roles_claim_is_rejected(mint, verifier):
 
 def test_verification_needs_no_flask():
     """tokens.py is verification only (issue 13): reading the request's bearer token is shared.http's."""
-    code = ("import sys, shared.tokens; "
-            "assert 'flask' not in sys.modules and 'shared.http' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys, shared.tokens; "
+        "assert 'flask' not in sys.modules and 'shared.http' not in sys.modules, sorted(sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

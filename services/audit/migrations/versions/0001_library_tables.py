@@ -3,6 +3,7 @@
 Revision ID: audit_0001
 Revises:
 """
+
 from alembic import op
 
 from shared.service import create_library_tables

@@ -3,6 +3,7 @@
 Revision ID: audit_0002
 Revises: audit_0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -26,7 +27,8 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("event_id", sa.String(36), nullable=False),
         sa.Column("type", sa.String(200), nullable=False),
-        _ts("time"), _ts("recorded_at"),
+        _ts("time"),
+        _ts("recorded_at"),
         sa.Column("tenant", sa.String(100), nullable=True),
         sa.Column("actor", sa.String(100), nullable=True),
         sa.Column("subject", sa.String(200), nullable=True),
@@ -54,7 +56,9 @@ def upgrade() -> None:
         sa.Column("anchor_seq", sa.BigInteger(), nullable=False),
         sa.Column("anchor_hash", sa.LargeBinary(32), nullable=False),
         sa.Column("checkpoint_seq", sa.BigInteger(), nullable=False),
-        _ts("checkpoint_at", nullable=True), _ts("created_at"), _ts("updated_at"),
+        _ts("checkpoint_at", nullable=True),
+        _ts("created_at"),
+        _ts("updated_at"),
         sa.PrimaryKeyConstraint("chain", name="pk_audit_chains"),
     )
 

@@ -3,6 +3,7 @@
 Revision ID: audit_outbox_trace
 Revises: audit_0002
 """
+
 from alembic import op
 
 from shared.outbox import add_trace_context_column

@@ -3,6 +3,7 @@
 Revision ID: auth_0002
 Revises: auth_0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -136,6 +137,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("client_failures", "login_history", "refresh_tokens", "user_roles", "users", "directories",
-                  "tenants"):
+    for table in (
+        "client_failures",
+        "login_history",
+        "refresh_tokens",
+        "user_roles",
+        "users",
+        "directories",
+        "tenants",
+    ):
         op.drop_table(table)

@@ -3,6 +3,7 @@
 Revision ID: auth_0003
 Revises: auth_0002
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -3,6 +3,7 @@
 Revision ID: auth_outbox_trace
 Revises: auth_0003
 """
+
 from alembic import op
 
 from shared.outbox import add_trace_context_column

@@ -3,6 +3,7 @@
 Revision ID: crm_0002
 Revises: crm_0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -27,7 +28,8 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("org_number", sa.String(20), nullable=True),
         sa.Column("tenant", sa.String(100), nullable=True),
-        _ts("created_at"), _ts("updated_at"),
+        _ts("created_at"),
+        _ts("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_companies"),
     )
     _index("companies", "tenant")
@@ -45,7 +47,8 @@ def upgrade() -> None:
         sa.Column("email_idx", sa.BigInteger(), nullable=True),
         sa.Column("phone_idx", sa.BigInteger(), nullable=True),
         sa.Column("notice_recipient", sa.Boolean(), nullable=False),
-        _ts("created_at"), _ts("updated_at"),
+        _ts("created_at"),
+        _ts("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_persons"),
         sa.ForeignKeyConstraint(["company_id"], ["companies.id"], name="fk_persons_company_id_companies"),
     )
@@ -69,7 +72,10 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("assignee", sa.String(100), nullable=True),
         sa.Column("created_by", sa.String(100), nullable=False),
-        _ts("created_at"), _ts("updated_at"), _ts("closed_at", True), _ts("redacted_at", True),
+        _ts("created_at"),
+        _ts("updated_at"),
+        _ts("closed_at", True),
+        _ts("redacted_at", True),
         sa.PrimaryKeyConstraint("id", name="pk_cases"),
         sa.ForeignKeyConstraint(["company_id"], ["companies.id"], name="fk_cases_company_id_companies"),
     )
@@ -104,7 +110,8 @@ def upgrade() -> None:
         sa.Column("person_id", sa.String(36), nullable=True),
         sa.Column("company_id", sa.String(36), nullable=True),
         sa.Column("fingerprint", sa.String(64), nullable=False),
-        _ts("created_at"), _ts("redacted_at", True),
+        _ts("created_at"),
+        _ts("redacted_at", True),
         sa.PrimaryKeyConstraint("id", name="pk_calls"),
         sa.ForeignKeyConstraint(["import_id"], ["call_imports.id"], name="fk_calls_import_id_call_imports"),
         sa.UniqueConstraint("fingerprint", name="uq_calls_fingerprint"),
@@ -129,7 +136,8 @@ def upgrade() -> None:
         sa.Column("source", sa.String(10), nullable=False),
         sa.Column("ingested_by", sa.String(100), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
-        _ts("created_at"), _ts("deleted_at", True),
+        _ts("created_at"),
+        _ts("deleted_at", True),
         sa.PrimaryKeyConstraint("id", name="pk_emails"),
         sa.ForeignKeyConstraint(["company_id"], ["companies.id"], name="fk_emails_company_id_companies"),
         sa.UniqueConstraint("fingerprint", name="uq_emails_fingerprint"),
@@ -184,7 +192,9 @@ def upgrade() -> None:
         sa.Column("status", sa.String(10), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.String(200), nullable=True),
-        _ts("claimed_until", True), _ts("sent_at", True), _ts("created_at"),
+        _ts("claimed_until", True),
+        _ts("sent_at", True),
+        _ts("created_at"),
         sa.PrimaryKeyConstraint("id", name="pk_notice_deliveries"),
         sa.ForeignKeyConstraint(["notice_id"], ["notices.id"], name="fk_notice_deliveries_notice_id_notices"),
     )
@@ -194,6 +204,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("notice_deliveries", "notices", "email_attachments", "email_addresses", "emails", "calls",
-                  "call_imports", "cases", "persons", "companies"):
+    for table in (
+        "notice_deliveries",
+        "notices",
+        "email_attachments",
+        "email_addresses",
+        "emails",
+        "calls",
+        "call_imports",
+        "cases",
+        "persons",
+        "companies",
+    ):
         op.drop_table(table)

@@ -3,6 +3,7 @@
 Revision ID: crm_outbox_trace
 Revises: crm_0002
 """
+
 from alembic import op
 
 from shared.outbox import add_trace_context_column

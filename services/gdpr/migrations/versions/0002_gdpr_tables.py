@@ -3,6 +3,7 @@
 Revision ID: gdpr_0002
 Revises: gdpr_0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -4,6 +4,7 @@ ephemeral key (Vault ciphertext, shredded when the request finishes).
 Revision ID: gdpr_0003
 Revises: gdpr_0002
 """
+
 import sqlalchemy as sa
 from alembic import op
 

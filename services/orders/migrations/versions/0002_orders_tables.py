@@ -3,6 +3,7 @@
 Revision ID: orders_0002
 Revises: orders_0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -101,8 +102,9 @@ def upgrade() -> None:
         _created(),
         sa.Column("created_by", sa.String(ACTOR), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_grants"),
-        sa.UniqueConstraint("resource_id", "principal_type", "principal_id", "access_right",
-                            name="uq_grants_resource_principal_right"),
+        sa.UniqueConstraint(
+            "resource_id", "principal_type", "principal_id", "access_right", name="uq_grants_resource_principal_right"
+        ),
     )
     op.create_index("ix_grants_lookup", "grants", ["resource_id", "principal_type", "principal_id"])
     op.create_table(
@@ -157,8 +159,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["register_id"], ["registers.id"], name="fk_orders_register_id_registers"),
         sa.ForeignKeyConstraint(["unit_id"], ["units.id"], name="fk_orders_unit_id_units"),
         sa.ForeignKeyConstraint(["individual_id"], ["individuals.id"], name="fk_orders_individual_id_individuals"),
-        sa.ForeignKeyConstraint(["delivery_point_id"], ["delivery_points.id"],
-                                name="fk_orders_delivery_point_id_delivery_points"),
+        sa.ForeignKeyConstraint(
+            ["delivery_point_id"], ["delivery_points.id"], name="fk_orders_delivery_point_id_delivery_points"
+        ),
         sa.ForeignKeyConstraint(["article_id"], ["articles.id"], name="fk_orders_article_id_articles"),
     )
     op.create_index("ix_orders_individual_id", "orders", ["individual_id"])
@@ -179,6 +182,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("order_changes", "orders", "individuals", "grants", "articles", "assortment_lists",
-                  "registers", "delivery_points", "units", "tenant_settings"):
+    for table in (
+        "order_changes",
+        "orders",
+        "individuals",
+        "grants",
+        "articles",
+        "assortment_lists",
+        "registers",
+        "delivery_points",
+        "units",
+        "tenant_settings",
+    ):
         op.drop_table(table)

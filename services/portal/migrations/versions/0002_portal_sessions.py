@@ -3,6 +3,7 @@
 Revision ID: portal_0002
 Revises: portal_0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
