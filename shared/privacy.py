@@ -171,7 +171,8 @@ def handle_command(runtime: Runtime, session: Session, message: dict[str, Any]) 
         references=list(command.references),
     )
     # The work and the reply commit together; an exception rolls both back and the
-    # command is redelivered (and dead-lettered after the delivery limit).
+    # command is redelivered (a transient failure up to the delivery limit; an invalid command is
+    # dead-lettered at once).
     references = participant.resolve(session, ctx) if command.phase == "resolve" else list(ctx.references)
     if command.action == "export":
         reply = Reply.done(

@@ -9,7 +9,7 @@ from shared.service import Loop, Runtime, Wiring
 
 from .api import bp
 from .ledger import Ledger
-from .privacy import Participant
+from .privacy import AuditParticipant
 from .worker import checkpoint_loop, ingest_handler, purge_loop
 
 
@@ -20,7 +20,7 @@ def build(runtime: Runtime) -> Wiring:
         domain=ledger,
         blueprints=[bp],
         extensions={"audit": ledger},
-        participant=Participant(ledger, runtime.config["RETENTION_DAYS"]),
+        participant=AuditParticipant(ledger, runtime.config["RETENTION_DAYS"]),
         subscriptions=[
             Subscription(EVENTS, "#", lambda session, message: ingest(session, [message])),  # every event
             command_subscription(runtime),  # gdpr commands

@@ -70,7 +70,7 @@ def inventory(retention_days: int) -> Inventory:
     )
 
 
-class Participant:
+class AuditParticipant:
     #: Announced to the gdpr service: asked in phase two, with the references the others resolved.
     phase = "trail"
 

@@ -7,7 +7,7 @@ from shared.service import Loop, Runtime, Wiring
 
 from .api import bp
 from .domain import build_domain
-from .privacy import Participant
+from .privacy import OrdersParticipant
 from .worker import retention_loop
 
 
@@ -17,7 +17,7 @@ def build(runtime: Runtime) -> Wiring:
         domain=domain,
         blueprints=[bp],
         extensions={"orders": domain},
-        participant=Participant(domain.individuals),
+        participant=OrdersParticipant(domain.individuals),
         # orders reacts to no other service's events; it answers the gdpr service's commands.
         subscriptions=[command_subscription(runtime)],
         loops=[Loop("retention", retention_loop(domain.ordering, runtime.db, runtime.config["RETENTION_INTERVAL"]))],

@@ -117,7 +117,7 @@ INVENTORY = Inventory(
 )
 
 
-class Participant:
+class OrdersParticipant:
     """shared.privacy.Participant for the orders service, over the domain's individuals."""
 
     inventory = INVENTORY
