@@ -189,7 +189,7 @@ def rabbit_url(make_rabbit_vhost) -> str:
 # A test's own marker wins; otherwise its tier follows from what it uses, so a new test lands in
 # the right tier without anyone remembering to mark it.
 
-TIERS = ("unit", "integration", "e2e", "chaos")
+TIERS = ("unit", "integration", "e2e", "chaos", "cluster")
 SERVER_FIXTURES = {"postgres_server", "rabbitmq_server", "slapd", "slapd_fresh", "slapd_ad", "slapd_ad_fresh"}
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -200,7 +200,7 @@ def pytest_collection_modifyitems(config, items):
             continue
         folder = os.path.relpath(str(item.path), _TESTS).split(os.sep)[0]
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if folder in ("e2e", "chaos"):
+        if folder in ("e2e", "chaos", "cluster"):
             item.add_marker(getattr(pytest.mark, folder))
         elif SERVER_FIXTURES & set(item.fixturenames) or "postgresql" in params.values():
             item.add_marker(pytest.mark.integration)
