@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,26 +56,29 @@ class Outcome(enum.Enum):
 BatchHandler = Callable[[Sequence[Delivery]], Sequence[Outcome]]
 
 
-class Publisher:
+class Publisher(ABC):
+    @abstractmethod
     def publish(self, messages: Sequence[Message], timeout: float = 30.0) -> list[Exception | None]:
         """Publish a batch; one entry per message: None when confirmed, else why it failed."""
-        raise NotImplementedError
 
     def idle(self, seconds: float) -> None:
         """Wait ``seconds`` while keeping the connection alive (heartbeats)."""
         time.sleep(seconds)
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - a publisher with nothing to release need not override it
+        """Release the connection, if the back end holds one."""
 
 
-class Backend:
+class Backend(ABC):
+    @abstractmethod
     def declare(self, service: str, bindings: list[Binding], delivery_limit: int) -> None:
-        raise NotImplementedError
+        """Declare the service's queue (delivery limit, dead-letter queue) and its bindings."""
 
+    @abstractmethod
     def publisher(self) -> Publisher:
-        raise NotImplementedError
+        """A publisher of its own (one per thread)."""
 
+    @abstractmethod
     def consume(
         self,
         queue: str,
@@ -88,7 +92,7 @@ class Backend:
         dead_letter_queue: str,
     ) -> None:
         """Feed ``queue`` to ``handle_batch`` until ``stop`` is set (the options are ``Bus.consume``'s)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def ping(self) -> None:
-        raise NotImplementedError
+        """Raise when the broker cannot be reached."""
