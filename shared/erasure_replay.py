@@ -125,6 +125,9 @@ def add_commands(sub: Any, spec: Any, reindex: Callable[[Any], dict[str, Sequenc
     replay = sub.add_parser(
         "replay-erasures",
         help="after restoring a database backup: erase again everyone the erasure log lists (also runs at every start)",
+        description="The restore step after restoring a database backup: erase again every subject the "
+        "service's erasure log lists whose data key the backup brought back; prints a JSON report "
+        '(docs/deploy.md "Backups and restore"). Every api and worker start runs it too.',
     )
     replay.add_argument(
         "--reseal", action="store_true", help="then re-sign the log under the primary key (before retiring an old key)"
