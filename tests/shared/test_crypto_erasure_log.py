@@ -267,3 +267,22 @@ def test_during_a_rotation_lookups_match_old_and_new_values_and_reindex_moves_ev
             )
             == 0
         )  # repeatable
+
+
+def test_a_configured_erasure_log_that_cannot_be_written_stops_the_start(tmp_path, ring, caplog):
+    """A deployment sets ERASURE_LOG to its volume: if that is missing or read-only the service must not
+    start (each erasure would fail later); an unwritable *default* only turns the log off, loudly."""
+    from shared.config import ConfigError
+    from shared.erasure_replay import open_erasure_log
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the volume should be")
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    with pytest.raises(ConfigError, match="ERASURE_LOG: the directory of .* cannot be written"):
+        open_erasure_log({"ERASURE_LOG": str(blocker / "svc.log"), "DATABASE_URL": url}, "svc", ring)
+    beside_a_file = f"sqlite:///{blocker / 'svc.db'}"  # default: <db dir>/erasure-log/svc.log
+    with caplog.at_level("WARNING"):
+        assert open_erasure_log({"DATABASE_URL": beside_a_file}, "svc", ring) is None
+    assert "erasure log is OFF" in caplog.text
+    log = open_erasure_log({"ERASURE_LOG": str(tmp_path / "volume" / "svc.log"), "DATABASE_URL": url}, "svc", ring)
+    assert log is not None and (tmp_path / "volume").is_dir()
