@@ -11,6 +11,10 @@ deployment must give each service:
   systems outside Recept: optional, supplied by the operator the same way when used,
 * every ``*_DIR`` setting pointing at a writable, persistent volume under ``/var/lib/recept/``
   (the image's file system is read-only at run time; e.g. audit's signed checkpoints),
+* the erasure log (``ERASURE_LOG``, every service: each keeps data in a database of its own) on a
+  persistent volume of its own, ``/var/lib/recept/erasure-log/<service>.log``, kept apart from the
+  database and its backups and shared by the service's api and worker processes (all replicas append
+  to the one file under its lock; docs/crypto.md "Backups and the erasure log"),
 * the address of auth's public keys,
 * a ``<SERVICE>_URL`` setting (the portal's ``AUTH_URL``, ``GDPR_URL``, ``AUDIT_URL``) names another
   service's api: it gets that api's address inside the deployment (``http://<service>-api:8080``).
@@ -30,6 +34,7 @@ from shared.config import COMMON, Setting
 
 SECRETS_DIR = "/run/secrets"
 DATA_DIR = "/var/lib/recept"
+ERASURE_LOG_VOLUME = "erasure-log"  # the volume (under DATA_DIR) of every service's erasure log
 API_PORT = 8080
 COMMON_NAMES = {s.name for s in COMMON}
 # Not shared.config settings: services/wsgi.py reads them, to pick the service gunicorn serves
@@ -80,6 +85,11 @@ def volume_name(setting: Setting) -> str:
     return setting.name.removesuffix("_DIR").lower().replace("_", "-")
 
 
+def erasure_log_path(service: str) -> str:
+    """Where a deployed service's erasure log lives: on its own volume, not in the image or the database."""
+    return f"{DATA_DIR}/{ERASURE_LOG_VOLUME}/{service}.log"
+
+
 def variable(service: str, setting: Setting) -> str:
     """The variable a deployment sets: common file paths system-wide, everything else per service.
 
@@ -99,7 +109,8 @@ class Contract:
     secret_env: list[str] = field(default_factory=list)  # variables delivered as secret files
     optional_secrets: list[str] = field(default_factory=list)  # the operator's, only when used
     secret_files: dict[str, str] = field(default_factory=dict)  # setting name -> file under SECRETS_DIR
-    data_dirs: dict[str, str] = field(default_factory=dict)  # setting name -> volume name (under DATA_DIR)
+    # setting name -> volume name (under DATA_DIR): every *_DIR, and ERASURE_LOG (a file on its volume)
+    data_dirs: dict[str, str] = field(default_factory=dict)
     upstreams: dict[str, str] = field(default_factory=dict)  # setting name -> service whose api it names
     worker: bool = True  # False: an api only, no bus
 
@@ -148,6 +159,11 @@ def contract(service: str, jwks_url: str = f"http://auth-api:{API_PORT}/.well-kn
         elif name.endswith("_FILE"):
             result.secret_files[name] = secret_file_name(setting)
             result.env[variable(service, setting)] = f"{SECRETS_DIR}/{secret_file_name(setting)}"
+        elif name == "ERASURE_LOG":
+            # Every service with a database keeps its shreds here, outside it (R2): a fixed path on a
+            # volume of its own, so a restored database backup is erased again at the next start.
+            result.data_dirs[name] = ERASURE_LOG_VOLUME
+            result.env[variable(service, setting)] = erasure_log_path(service)
         elif name.endswith("_DIR"):
             result.data_dirs[name] = volume_name(setting)
             result.env[variable(service, setting)] = f"{DATA_DIR}/{result.data_dirs[name]}"

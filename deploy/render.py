@@ -169,7 +169,10 @@ def service_documents(c: Contract) -> list[dict[str, Any]]:
     # One worker replica to start with: only one relay per database publishes at a time (an
     # advisory lock keeps per-aggregate order), so more replicas add consumers, not relays.
     # A *_DIR setting is state outside the database that api and worker share (audit's signed
-    # checkpoints), hence ReadWriteMany; an overlay may pick a storage class.
+    # checkpoints), and so is every service's erasure log (deploy/contract.py): every api replica
+    # and the worker append to the one file under an advisory lock, hence ReadWriteMany on storage
+    # that honours file locks across nodes (NFSv4, CephFS, EFS, Azure Files NFS). An overlay may
+    # pick a storage class. Back these claims up apart from the databases (docs/deploy.md).
     claims = [
         {
             "apiVersion": "v1",

@@ -50,23 +50,30 @@ def erasure_log_path(config: Any, service: str) -> str:
 
 
 def open_erasure_log(config: Any, service: str, keyring: Any) -> ErasureLog | None:
-    """The service's erasure log.  Set explicitly (``ERASURE_LOG``), it must work: a shred whose
-    record cannot be written fails its transaction.  Left at its default in a place that cannot
-    be written (a read-only image without the volume), the log is off and the start says so, so
-    erasures keep working without the backup protection instead of all failing."""
+    """The service's erasure log.  Set explicitly (``ERASURE_LOG``, as every deployment does), it must
+    work: a directory that cannot be written stops the start (``ConfigError``: the volume is not
+    mounted, or not writable by the service's user) rather than every later erasure failing.  Left at
+    its default in a place that cannot be written (a read-only image without the volume), the log is
+    off and the start says so, so erasures keep working without the backup protection."""
+    from .config import ConfigError
+
     path = Path(erasure_log_path(config, service))
-    if not config.get("ERASURE_LOG"):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            usable = os.access(path.parent, os.W_OK)
-        except OSError:
-            usable = False
-        if not usable:
-            log.warning(
-                "erasure log is OFF: the default location is not writable; set ERASURE_LOG to a "
-                'volume kept apart from the database\'s backups (docs/crypto.md "Backups")'
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        usable = os.access(path.parent, os.W_OK)
+    except OSError:
+        usable = False
+    if not usable:
+        if config.get("ERASURE_LOG"):
+            raise ConfigError(
+                f"ERASURE_LOG: the directory of {str(path)!r} cannot be written; mount the service's "
+                'erasure-log volume there, writable by its user (docs/deploy.md "Backups and restore")'
             )
-            return None
+        log.warning(
+            "erasure log is OFF: the default location is not writable; set ERASURE_LOG to a "
+            'volume kept apart from the database\'s backups (docs/crypto.md "Backups")'
+        )
+        return None
     return ErasureLog(path, service, keyring)
 
 
@@ -125,6 +132,9 @@ def add_commands(sub: Any, spec: Any, reindex: Callable[[Any], dict[str, Sequenc
     replay = sub.add_parser(
         "replay-erasures",
         help="after restoring a database backup: erase again everyone the erasure log lists (also runs at every start)",
+        description="The restore step after restoring a database backup: erase again every subject the "
+        "service's erasure log lists whose data key the backup brought back; prints a JSON report "
+        '(docs/deploy.md "Backups and restore"). Every api and worker start runs it too.',
     )
     replay.add_argument(
         "--reseal", action="store_true", help="then re-sign the log under the primary key (before retiring an old key)"

@@ -4,6 +4,7 @@
 ./recept audit checkpoint                        sign the head of every chain with new entries now
 ./recept audit purge                             delete entries older than RETENTION_DAYS
 ./recept audit public-key                        the checkpoint signing key's public half and key id
+./recept audit replay-erasures                   after restoring a database backup: erase again (docs/crypto.md)
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from shared.outbox import Outbox
 from . import SPEC
 from .checkpoints import public_pem
 from .ledger import Ledger
+
+# The commands every service has (shared.erasure_replay.add_commands), as opposed to the ledger's own.
+SHARED_COMMANDS = frozenset({"replay-erasures"})
 
 
 def _ledger(config) -> Ledger:
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("public-key", help="print the signing key's public half").set_defaults(func=cmd_public_key)
     add_commands(sub, SPEC)
     args = parser.parse_args(argv)
+    if args.command in SHARED_COMMANDS:
+        return int(args.func(args))  # shared.erasure_replay's: they build their own runtime
     try:
         config = SPEC.config()
         ledger = _ledger(config)

@@ -69,3 +69,36 @@ def test_an_unreadable_key_file_is_a_clear_error(env, monkeypatch, tmp_path, cap
     monkeypatch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(tmp_path / "missing.pem"))
     assert cli.main(["verify"]) == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_replay_erasures_is_the_restore_step_of_the_audit_database_too(env, monkeypatch, tmp_path, capsys):
+    """Issue 14: `./recept audit replay-erasures` ran the ledger's dispatch and failed (TypeError) — the
+    e2e journey's restore step found it. Backup, shred, restore the backup: the command shreds again."""
+    from shared.crypto import ErasureLog, Vault
+    from tests.forensics import dump_database, restore_database
+
+    log_path = tmp_path / "volume" / "audit.log"
+    vault = Vault(env.keyring, env.spec.tables.data_keys, erasure_log=ErasureLog(log_path, "audit", env.keyring))
+    subject = "audit:probe:1"
+    with env.db.transaction() as s:
+        blob = vault.encrypt(s, subject, "probe", "value", 1, "a value")
+    env.db.dispose()
+    url = str(env.db.engine.url)
+    dump_database(url, tmp_path / "backup.db")
+    with env.db.transaction() as s:
+        assert vault.shred(s, subject) == 1
+    env.db.dispose()
+    restore_database(url, tmp_path / "backup.db")
+    with env.db.transaction() as s:
+        assert vault.decrypt(s, "probe", "value", 1, blob) == "a value"  # the backup brought the key back
+    env.db.dispose()
+
+    monkeypatch.setenv("RECEPT_AUDIT_KEYRING", env.keyring.to_json())
+    monkeypatch.setenv("RECEPT_AUDIT_ERASURE_LOG", str(log_path))
+    monkeypatch.setattr("shared.service.KeySet", lambda _fetch: None)
+    assert cli.main(["replay-erasures"]) == 0
+    assert json.loads(capsys.readouterr().out)["re_erased"] == 1
+    with env.db.transaction() as s:
+        assert vault.is_shredded(s, subject)
+    assert cli.main(["replay-erasures"]) == 0
+    assert json.loads(capsys.readouterr().out)["re_erased"] == 0

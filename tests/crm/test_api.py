@@ -251,3 +251,35 @@ def test_blank_names_are_rejected_and_company_changes_are_events(crm_lite):
     assert [c["id"] for c in crm.get("/api/v1/companies?tenant=kommun-x")["items"]] == [company["id"]]
     assert events_of(crm.runtime, "crm.company.updated")[0]["data"]["fields"] == ["name", "org_number"]
     assert events_of(crm.runtime, "crm.company.created")[0]["data"]["linked_tenant"] is True
+
+
+def test_after_a_blind_index_width_change_reindex_makes_everyone_findable_again(
+    make_crm, tmp_path, monkeypatch, capsys
+):
+    """Issue 14 (docs/crypto.md "Re-indexing"): a new PLANNED_SUBJECTS changes the index width, and rows
+    indexed under the old width are not found until `./recept crm reindex` recomputes them."""
+    from services.crm import cli
+
+    url = f"sqlite:///{tmp_path / 'widths.db'}"
+    before = make_crm(url)
+    assert before.runtime.domain.index.bits == 13  # the default 100 000 planned subjects
+    anna = before.person(before.company()["id"], **ANNA)
+    before.close()
+    after = make_crm(url, keyring=before.keyring, PLANNED_SUBJECTS=5000)
+    assert after.runtime.domain.index.bits == 8
+    assert after.post("/api/v1/persons/search", {"email": ANNA["email"]}, 200)["items"] == []  # stale width
+    after.close()
+
+    monkeypatch.setenv("RECEPT_CRM_DATABASE_URL", url)
+    monkeypatch.setenv("RECEPT_CRM_KEYRING", before.keyring.to_json())
+    monkeypatch.setenv("RECEPT_CRM_PLANNED_SUBJECTS", "5000")
+    monkeypatch.setattr("shared.service.KeySet", lambda _fetch: before.mint.keyset())
+    assert cli.main(["reindex"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bits"] == 8 and report["rows_changed"]["persons"] == 1
+
+    for query in ({"email": ANNA["email"]}, {"phone": "070-123 45 67"}, {"name": "anna svensson"}):
+        [found] = after.post("/api/v1/persons/search", query, 200)["items"]
+        assert found["id"] == anna["id"]
+    assert cli.main(["reindex"]) == 0  # repeatable: nothing left to change
+    assert json.loads(capsys.readouterr().out)["rows_changed"]["persons"] == 0

@@ -13,7 +13,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from deploy.contract import DATA_DIR, PROXY_VARIABLE, SECRETS_DIR, api_url, bus_services, contract
+from deploy.contract import (
+    DATA_DIR,
+    ERASURE_LOG_VOLUME,
+    PROXY_VARIABLE,
+    SECRETS_DIR,
+    api_url,
+    bus_services,
+    contract,
+    erasure_log_path,
+)
 from deploy.topology import service_topology
 from services import SERVICES
 from shared.bus import queue_name
@@ -293,3 +302,45 @@ def test_auth_and_the_portal_mount_one_forwarding_token(compose, generated_secre
         sources.add(compose["secrets"][_secret_mounts(definition)[path]["source"]]["file"])
     tokens = {(generated_secrets / Path(source).name).read_text() for source in sources}
     assert len(sources) == 2 and len(tokens) == 1 and len(tokens.pop()) >= 32
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_data_keeping_service_keeps_its_erasure_log_on_a_named_volume_of_its_own(compose, contracts, service):
+    """Issue 14 (R2): each service's erasure log on a named volume (persistent, not the read-only image,
+    not a tmpfs, not the database's volume) that its api and worker both mount, at the path ERASURE_LOG names."""
+    c = contracts[service]
+    assert "DATABASE_URL" in c.settings and c.data_dirs.get("ERASURE_LOG") == ERASURE_LOG_VOLUME
+    volume = f"{service}-erasure-log"
+    assert volume in compose["volumes"]
+    assert not any(v.startswith(f"{volume}:") for v in compose["services"]["postgres"]["volumes"])
+    for role in ("api", "worker") if c.worker else ("api",):
+        definition = compose["services"][f"{service}-{role}"]
+        assert f"{volume}:{DATA_DIR}/{ERASURE_LOG_VOLUME}" in definition["volumes"], f"{service}-{role}"
+        assert definition["environment"][f"RECEPT_{service.upper()}_ERASURE_LOG"] == erasure_log_path(service)
+    others = [v for other in SERVICES if other != service for v in compose["services"][f"{other}-api"]["volumes"]]
+    assert not any(v.startswith(f"{volume}:") for v in others), "a log of its own: the MAC names the service"
+
+
+def test_the_image_has_the_erasure_log_directory_for_a_fresh_volume():
+    """A fresh named volume takes the owner of the image's directory: it must exist, owned by the service user."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
+    assert f"install -d -o recept -g recept -m 0700 {DATA_DIR}/{ERASURE_LOG_VOLUME}" in dockerfile
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_restore_step_is_documented_and_exists_for_every_service(service, capsys):
+    """docs/deploy.md and docs/crypto.md name the restore step, `./recept <service> replay-erasures`, and
+    every service's command line has it."""
+    import importlib
+
+    deploy_doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    crypto_doc = (ROOT / "docs" / "crypto.md").read_text(encoding="utf-8")
+    assert "## Backups and restore" in deploy_doc
+    section = deploy_doc.split("## Backups and restore", 1)[1].split("\n## ", 1)[0]
+    assert "replay-erasures" in section and f"{service}-erasure-log" in section
+    assert f"recept-{service}-erasure-log" in section or "recept-<service>-erasure-log" in section
+    assert "**Restore procedure**" in crypto_doc and "replay-erasures" in crypto_doc
+    cli = importlib.import_module(f"services.{service}.cli")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["replay-erasures", "--help"])
+    assert exited.value.code == 0 and "erasure log" in capsys.readouterr().out

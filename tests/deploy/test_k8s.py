@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from deploy import render
-from deploy.contract import DATA_DIR, PROXY_VARIABLE, SECRETS_DIR, api_url
+from deploy.contract import DATA_DIR, ERASURE_LOG_VOLUME, PROXY_VARIABLE, SECRETS_DIR, api_url, erasure_log_path
 from services import SERVICES
 
 KUBERNETES_VERSION = "1.31.0"
@@ -235,3 +235,32 @@ def test_rabbitmq_runs_three_clustered_nodes_that_keep_a_majority():
     assert set(_by_kind(docs, "Secret")["recept-rabbitmq"]["stringData"].values()) == {render.PLACEHOLDER}
     # The services reach it through the client Service; the quorum queues are declared by the workers.
     assert _by_kind(docs, "Service")["rabbitmq"]["spec"]["ports"][0]["port"] == 5672
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_data_keeping_service_keeps_its_erasure_log_on_a_claim_its_api_and_worker_share(
+    rendered, contracts, service
+):
+    """Issue 14 (R2): the erasure log must outlive pods and never sit beside the database, or a restored
+    backup brings erased people back. One ReadWriteMany claim per service, mounted by every api replica
+    and the worker, and the service's ERASURE_LOG on it (not on the read-only image)."""
+    c = contracts[service]
+    assert "DATABASE_URL" in c.settings and c.data_dirs.get("ERASURE_LOG") == ERASURE_LOG_VOLUME
+    claim = _by_kind(rendered, "PersistentVolumeClaim")[f"recept-{service}-erasure-log"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    deployments = _by_kind(rendered, "Deployment")
+    names = [f"{service}-api", *([f"{service}-worker"] if c.worker else [])]
+    assert deployments[f"{service}-api"]["spec"]["replicas"] > 1  # hence one shared, locked file (docs/crypto.md)
+    for name in names:
+        pod = deployments[name]["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        [container] = pod["containers"]
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == f"{DATA_DIR}/{ERASURE_LOG_VOLUME}"]
+        assert not mount.get("readOnly")
+        assert volumes[mount["name"]] == {
+            "name": mount["name"],
+            "persistentVolumeClaim": {"claimName": f"recept-{service}-erasure-log"},
+        }
+        env = _environment(rendered, container)
+        assert env[f"RECEPT_{service.upper()}_ERASURE_LOG"] == erasure_log_path(service)
+        assert erasure_log_path(service).startswith(mount["mountPath"] + "/")

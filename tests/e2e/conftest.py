@@ -172,16 +172,21 @@ class System:
     log_path: Path
     proc: subprocess.Popen
     vhost: str
+    broker_url: str
+    erasure_logs: dict[str, Path]  # each service's erasure log, a "volume" outside its database
 
     def api(self, service: str) -> Api:
         return Api(f"http://127.0.0.1:{self.ports[service]}")
 
-    def cli(self, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-        """``./recept <argv>`` with the system's environment (databases, keyring, checkpoint settings)."""
+    def cli(
+        self, *argv: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """``./recept <argv>`` with the system's environment (databases, keyring, checkpoint settings),
+        and ``env`` on top of it (e.g. another database for an operator's restore step)."""
         return subprocess.run(
             [sys.executable, "-m", "services.cli", *argv],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, **(env or {})},
             input=stdin,
             capture_output=True,
             text=True,
@@ -250,6 +255,8 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
         )
     )
     checkpoint_key.chmod(0o600)
+    # Each service's erasure log on a "volume" of its own, as compose and Kubernetes mount one (docs/crypto.md).
+    erasure_logs = {name: work / "erasure-log" / f"{name}.log" for name in SERVICES}
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEPT_")}
     env.update(
         {
@@ -272,6 +279,7 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
             "PYTHONUNBUFFERED": "1",
             **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
             **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
+            **{f"RECEPT_{n.upper()}_ERASURE_LOG": str(path) for n, path in erasure_logs.items()},
         }
     )
     log_path = work / "system.log"
@@ -315,7 +323,9 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        system = System(ports, database_urls, env, log_path, proc, unquote(broker.rsplit("/", 1)[1]))
+        system = System(
+            ports, database_urls, env, log_path, proc, unquote(broker.rsplit("/", 1)[1]), broker, erasure_logs
+        )
         for name in SERVICES:
             wait_for(
                 lambda name=name: proc.poll() is not None or _healthy(system.api(name)), 120, f"{name} to be ready"

@@ -3,8 +3,13 @@ record her in every service, a compliance officer exports her data (R1, art. 15)
 (R2, R15), and afterwards no database holds her in plaintext, invoicing orders survive de-identified,
 another person is untouched and the audit chain still verifies (R9, R11).
 
+At its end (issue 14) the journey looks where a database dump does not: RabbitMQ's own data directory
+holds none of her values, and every service's database backed up before the erasure, restored and put
+through the documented restore step (``./recept <service> replay-erasures``), holds her no more.
+
 The system is started once for the module (tests/e2e/conftest.py); the steps are module-scoped fixtures
-(``world`` → ``exported`` → ``erased``), so each test states one promise and runs in any selection.
+(``world`` → ``exported`` → ``backups`` → ``erased``), so each test states one promise and runs in any
+selection.
 """
 
 from __future__ import annotations
@@ -12,16 +17,26 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import MetaData, create_engine, select
+from sqlalchemy.orm import Session
 
-from tests.conftest import raw_dump
+from services.auth.models import users
+from services.crm.models import persons
+from services.orders.models import individuals
+from shared.bus import GDPR, Binding, Bus, Message
+from shared.crypto import ERASED, Keyring, Vault, crypto_tables
+from tests.conftest import create_database, drop_database, raw_dump
+from tests.forensics import broker_data_dir, dump_database, found_in_files, restore_database
 from tests.support import assert_no_plaintext
 
 from .conftest import VENDOR_ADMIN, Api, System, wait_for
@@ -402,7 +417,18 @@ def exported(world: World) -> tuple[dict, dict[str, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def erased(world: World, exported) -> dict:
+def backups(world: World, exported, tmp_path_factory) -> dict[str, Path]:
+    """Every service's database backed up (pg_dump) after the export and before the erasure."""
+    folder = tmp_path_factory.mktemp("e2e-backups")
+    taken = {}
+    for service, url in world.system.database_urls.items():
+        taken[service] = folder / f"{service}.dump"
+        dump_database(url, taken[service])
+    return taken
+
+
+@pytest.fixture(scope="module")
+def erased(world: World, exported, backups) -> dict:
     """An erasure opened by officer one (other spellings of the identifiers), approved by officer two."""
     opened = world.gdpr.ok(
         "POST",
@@ -604,3 +630,113 @@ def test_nothing_was_dead_lettered_and_no_log_names_the_person(world, erased):
     dead = world.system.dead_letters()
     assert dead and not any(dead.values()), dead
     assert_no_plaintext(world.system.log(), SIGNE.plaintext() + [OLOF.name, OLOF.email, *OLOF.phones])
+
+
+# --- where a database dump does not look (issue 14) -----------------------------------------------------
+
+
+def _her_subjects(world: World) -> dict[str, set[str]]:
+    """Her pseudonymous subject references (the data keys' subjects), per service."""
+    ids = world.ids
+    return {
+        "orders": {f"orders:individual:{ids['individuals'][SIGNE.name]['id']}"},
+        "crm": {f"crm:person:{ids['persons'][SIGNE.name]['id']}"},
+        "auth": {f"auth:user:{ids['me']['signe']['id']}"},
+    }
+
+
+def _live_keys(session: Session, data_keys) -> set[tuple[str, str]]:
+    rows = session.execute(select(data_keys.c.id, data_keys.c.subject).where(data_keys.c.wrapped.is_not(None)))
+    return {(row.id, row.subject) for row in rows}
+
+
+def test_a_backup_from_before_the_erasure_restored_and_replayed_holds_her_no_more(world, erased, backups):
+    """R2, R16: restore every service's pre-erasure dump into a new database and run the documented restore
+    step there, with the erasure log the live system wrote: none of her data keys is live any more, her rows
+    are gone or emptied, her old ciphertexts read as erased, and the dump names her nowhere."""
+    keyring = Keyring.from_json(Path(world.system.env["RECEPT_KEYRING_FILE"]).read_text())
+    data_keys = crypto_tables(MetaData())
+    subjects = _her_subjects(world)
+    signe_id = world.ids["individuals"][SIGNE.name]["id"]
+    for service, backup in backups.items():
+        log_lines = (
+            world.system.erasure_logs[service].read_text() if world.system.erasure_logs[service].exists() else ""
+        )
+        if service in subjects:
+            # the live system logged her shred, by reference only
+            assert all(subject in log_lines for subject in subjects[service]), f"{service} did not log her erasure"
+        assert_no_plaintext(log_lines.encode(), SIGNE.plaintext())
+        restored = create_database(f"recept_e2e_{service}_restored")
+        live_engine = create_engine(world.system.database_urls[service])
+        engine = create_engine(restored)
+        try:
+            restore_database(restored, backup)
+            with Session(live_engine) as live, Session(engine) as copy:
+                now_live = _live_keys(live, data_keys)
+                revived = _live_keys(copy, data_keys) - now_live
+                # The hole the restore step closes: the backup brings shredded data keys back to life...
+                assert {subject for _id, subject in revived} >= subjects.get(service, set()), service
+                if service == "orders":
+                    before = copy.execute(select(individuals).where(individuals.c.id == signe_id)).one()
+                    assert Vault(keyring, data_keys).decrypt(copy, "individuals", "name", before.id, before.name) == (
+                        SIGNE.name
+                    )
+            done = world.system.cli(
+                service, "replay-erasures", env={f"RECEPT_{service.upper()}_DATABASE_URL": restored}
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+            assert report["re_erased"] == len({subject for _id, subject in revived}), report
+            with Session(engine) as copy:
+                # ...and after it, the copy has no live key the live system has shredded.
+                assert _live_keys(copy, data_keys) <= now_live, f"{service}: a shredded key is live in the copy"
+                if service == "orders":
+                    row = copy.execute(select(individuals).where(individuals.c.id == signe_id)).one()
+                    assert row.status == "erased" and row.name is None and row.personnummer_idx is None
+                    assert Vault(keyring, data_keys).decrypt(copy, "individuals", "name", before.id, before.name) is (
+                        ERASED
+                    )
+                # both erase her account and her person tab by deleting the rows (as they did live)
+                if service == "crm":
+                    person_id = world.ids["persons"][SIGNE.name]["id"]
+                    assert copy.execute(select(persons.c.id).where(persons.c.id == person_id)).first() is None
+                if service == "auth":
+                    user_id = world.ids["me"]["signe"]["id"]
+                    assert copy.execute(select(users.c.id).where(users.c.id == user_id)).first() is None
+            engine.dispose()
+            dumped = raw_dump(restored)
+            leaked = [v for v in SIGNE.plaintext() if v.encode() in dumped]
+            assert not leaked, f"the restored {service} backup holds {len(leaked)} of her values in plaintext"
+            # the other person came back with the backup and is untouched
+            if service == "orders":
+                assert world.ids["individuals"][OLOF.name]["id"].encode() in dumped
+            # the restore step is repeatable and then finds nobody to erase
+            again = world.system.cli(
+                service, "replay-erasures", env={f"RECEPT_{service.upper()}_DATABASE_URL": restored}
+            )
+            assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["re_erased"] == 0
+        finally:
+            live_engine.dispose()
+            engine.dispose()
+            drop_database(restored)
+
+
+def test_the_brokers_own_disk_holds_none_of_her_values(world, erased):
+    """Issue 14: RabbitMQ's data directory (quorum-queue segments, WAL, message stores) holds none of her
+    identifiers in clear after the export and the erasure. A canary published in clear on the system's
+    vhost must be found first: it proves the scan reads the files the broker writes message bodies to."""
+    directory = broker_data_dir()
+    canary = f"canary-{uuid.uuid4().hex}".encode()
+    bus = Bus(world.system.broker_url, "e2e-canary")
+    bus.declare([Binding(GDPR, "gdpr.e2e-canary")])
+    publisher = bus.publisher()
+    try:
+        assert publisher.publish(
+            [Message(GDPR, "gdpr.e2e-canary", json.dumps({"v": canary.decode()}).encode(), str(uuid.uuid4()))]
+        ) == [None]
+    finally:
+        publisher.close()
+    wait_for(lambda: canary in found_in_files(directory, [canary]), 30, "the canary to reach the broker's disk")
+    needles = [value.encode() for value in SIGNE.plaintext()]
+    leaked = found_in_files(directory, needles)
+    assert not leaked, f"RabbitMQ's data directory holds {len(leaked)} of her values in clear"

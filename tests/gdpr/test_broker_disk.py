@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import uuid
 import zipfile
-from pathlib import Path
-
-import pytest
 
 from shared.bus import GDPR, Binding, Bus, Message
+from tests.forensics import broker_data_dir, found_in_files
 from tests.gdpr.test_fanout import make_system  # noqa: F401 - the fixture
 from tests.support import wait_for
 
@@ -31,44 +27,6 @@ SUBJECT = {
 RECORD_VALUE = f"glutenfri-{TOKEN}"  # stands for a diet value in an exported record
 
 
-def broker_data_dir() -> Path:
-    """The running broker's data directory; under CI a directory that cannot be found or read fails."""
-    try:
-        out = (
-            subprocess.run(
-                ["rabbitmqctl", "-q", "eval", "rabbit_mnesia:dir()."],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
-            .stdout.strip()
-            .strip('"')
-        )
-        path = Path(out)
-        with os.scandir(path) as entries:
-            next(iter(entries))
-        return path
-    except (OSError, subprocess.SubprocessError, StopIteration) as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot read RabbitMQ's data directory: {type(exc).__name__}")
-        pytest.skip("RabbitMQ's data directory is not readable here")
-
-
-def found(directory: Path, needles: list[bytes]) -> set[bytes]:
-    hits: set[bytes] = set()
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            try:
-                data = (Path(root) / name).read_bytes()
-            except OSError:
-                if os.environ.get("CI"):
-                    raise
-                continue
-            hits |= {n for n in needles if n in data}
-    return hits
-
-
 def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, rabbit_url):  # noqa: F811
     directory = broker_data_dir()
     canary = f"canary-{TOKEN}".encode()
@@ -80,7 +38,7 @@ def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, 
         ) == [None]
     finally:
         publisher.close()
-    assert wait_for(lambda: canary in found(directory, [canary]), timeout=30), (
+    assert wait_for(lambda: canary in found_in_files(directory, [canary]), timeout=30), (
         "the scan does not see message bodies the broker wrote"
     )
 
@@ -100,4 +58,4 @@ def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, 
     system.wait_status(erased, "completed")
 
     needles = [v.encode() for v in (*SUBJECT.values(), SUBJECT["phone"][3:], RECORD_VALUE)]
-    assert found(directory, needles) == set()  # ...never in clear on disk
+    assert found_in_files(directory, needles) == set()  # ...never in clear on disk

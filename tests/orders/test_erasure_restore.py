@@ -7,13 +7,10 @@ on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from services.orders import SPEC, cli
 from services.orders.models import individuals
@@ -21,6 +18,7 @@ from services.orders.rules import subject_of
 from shared.crypto import ERASED, ErasureLog, ErasureLogError
 from shared.erasure_replay import replay_erasures
 from tests.conftest import raw_dump
+from tests.forensics import dump_database, restore_database
 from tests.orders.test_individuals import GRETA, HARALD
 from tests.orders.test_privacy import command, run
 from tests.support import make_runtime
@@ -38,46 +36,6 @@ def runtime(database_url, mint, clock, erasure_log_path):
     rt.db.dispose()
 
 
-def dump(url: str, target: Path) -> None:
-    if url.startswith("sqlite"):
-        with sqlite3.connect(make_url(url).database) as src, sqlite3.connect(target) as dst:
-            src.backup(dst)
-        return
-    u = make_url(url)
-    subprocess.run(
-        ["pg_dump", "-h", u.host, "-p", str(u.port or 5432), "-U", u.username, "-Fc", "-f", str(target), u.database],
-        check=True,
-        capture_output=True,
-    )
-
-
-def restore(url: str, source: Path) -> None:
-    if url.startswith("sqlite"):
-        with sqlite3.connect(source) as src, sqlite3.connect(make_url(url).database) as dst:
-            src.backup(dst)
-        return
-    u = make_url(url)
-    subprocess.run(
-        [
-            "pg_restore",
-            "-h",
-            u.host,
-            "-p",
-            str(u.port or 5432),
-            "-U",
-            u.username,
-            "--clean",
-            "--if-exists",
-            "--single-transaction",
-            "-d",
-            u.database,
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def greta_name(runtime, individual_id: str):
     with runtime.db.transaction() as s:
         row = s.execute(select(individuals).where(individuals.c.id == individual_id)).one()
@@ -90,7 +48,7 @@ def test_a_restored_pre_erasure_dump_is_erased_again_by_the_restore_step(world, 
     greta, harald = world.individual(**GRETA), world.individual(**HARALD)
     backup = tmp_path / "backup.dump"
     world.runtime.db.dispose()
-    dump(world.database_url, backup)
+    dump_database(world.database_url, backup)
 
     reply = run(world, command("erase", GRETA["personnummer"]))
     assert reply["status"] == "done" and reply["references"] == [subject_of(greta["id"])]
@@ -101,7 +59,7 @@ def test_a_restored_pre_erasure_dump_is_erased_again_by_the_restore_step(world, 
     assert ErasureLog(erasure_log_path, "orders", world.runtime.keyring).subjects() == [subject_of(greta["id"])]
 
     world.runtime.db.dispose()
-    restore(world.database_url, backup)
+    restore_database(world.database_url, backup)
     # this is the hole: the restored dump holds her wrapped data key, so she is readable again
     restored_name, restored_row = greta_name(world.runtime, greta["id"])
     assert restored_name == GRETA["name"]
@@ -128,10 +86,10 @@ def test_the_restore_step_runs_at_start_and_as_a_command(world, tmp_path, erasur
     greta = world.individual(**GRETA)
     backup = tmp_path / "backup.dump"
     world.runtime.db.dispose()
-    dump(world.database_url, backup)
+    dump_database(world.database_url, backup)
     run(world, command("erase", GRETA["personnummer"]))
     world.runtime.db.dispose()
-    restore(world.database_url, backup)
+    restore_database(world.database_url, backup)
     assert greta_name(world.runtime, greta["id"])[0] == GRETA["name"]
 
     # an api start replays before it serves
@@ -139,7 +97,7 @@ def test_the_restore_step_runs_at_start_and_as_a_command(world, tmp_path, erasur
     assert greta_name(world.runtime, greta["id"])[0] is None
 
     world.runtime.db.dispose()
-    restore(world.database_url, backup)
+    restore_database(world.database_url, backup)
     monkeypatch.setenv("RECEPT_ORDERS_DATABASE_URL", world.database_url)
     monkeypatch.setenv("RECEPT_ORDERS_KEYRING", world.runtime.keyring.to_json())
     monkeypatch.setenv("RECEPT_ORDERS_ERASURE_LOG", str(erasure_log_path))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, select
@@ -104,6 +108,34 @@ def test_a_torn_last_line_is_dropped_and_the_next_append_starts_clean(tmp_path, 
     log.append(["svc:b"])
     assert log.subjects() == ["svc:a", "svc:b"]
     assert path.read_bytes().count(b"\n") == 2
+
+
+_WRITER = """
+import os, sys
+from shared.crypto import ErasureLog, Keyring
+ring = Keyring.from_json(os.environ["TEST_RING"])
+log = ErasureLog(sys.argv[1], "svc", ring)
+for i in range(int(sys.argv[3])):
+    log.append([f"svc:person:{sys.argv[2]}-{i}", f"svc:case:{sys.argv[2]}-{i}"])
+"""
+
+
+def test_the_api_replicas_and_the_worker_append_to_one_log_without_losing_or_tearing_a_line(tmp_path, ring):
+    """Deployed, every process of a service appends to the one log on a shared volume (docs/crypto.md
+    "One log per service"): four processes appending at once leave every record whole and verifiable."""
+    path = tmp_path / "volume" / "svc.log"
+    writers, each = 4, 40
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TEST_RING": ring.to_json()}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), f"w{n}", str(each)], cwd=root, env=env)
+        for n in range(writers)
+    ]
+    assert [proc.wait(timeout=120) for proc in procs] == [0] * writers
+    records = list(ErasureLog(path, "svc", ring).records())  # every line parses and passes its MAC
+    expected = {f"svc:{kind}:w{n}-{i}" for n in range(writers) for i in range(each) for kind in ("person", "case")}
+    assert len(records) == len(expected) and {r.subject for r in records} == expected
+    assert path.read_bytes().endswith(b"\n") and (path.stat().st_mode & 0o777) == 0o600
 
 
 def test_reseal_moves_the_log_to_the_primary_key_before_an_old_key_is_retired(tmp_path, ring):
@@ -235,3 +267,22 @@ def test_during_a_rotation_lookups_match_old_and_new_values_and_reindex_moves_ev
             )
             == 0
         )  # repeatable
+
+
+def test_a_configured_erasure_log_that_cannot_be_written_stops_the_start(tmp_path, ring, caplog):
+    """A deployment sets ERASURE_LOG to its volume: if that is missing or read-only the service must not
+    start (each erasure would fail later); an unwritable *default* only turns the log off, loudly."""
+    from shared.config import ConfigError
+    from shared.erasure_replay import open_erasure_log
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the volume should be")
+    url = f"sqlite:///{tmp_path / 'svc.db'}"
+    with pytest.raises(ConfigError, match="ERASURE_LOG: the directory of .* cannot be written"):
+        open_erasure_log({"ERASURE_LOG": str(blocker / "svc.log"), "DATABASE_URL": url}, "svc", ring)
+    beside_a_file = f"sqlite:///{blocker / 'svc.db'}"  # default: <db dir>/erasure-log/svc.log
+    with caplog.at_level("WARNING"):
+        assert open_erasure_log({"DATABASE_URL": beside_a_file}, "svc", ring) is None
+    assert "erasure log is OFF" in caplog.text
+    log = open_erasure_log({"ERASURE_LOG": str(tmp_path / "volume" / "svc.log"), "DATABASE_URL": url}, "svc", ring)
+    assert log is not None and (tmp_path / "volume").is_dir()
