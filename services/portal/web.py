@@ -93,7 +93,10 @@ class Portal:
         self.auth = Upstream(
             "auth", config["AUTH_URL"], timeout, forwarding_token=secret_value(config, "FORWARDING_TOKEN")
         )
-        self.gdpr = Upstream("gdpr", config["GDPR_URL"], timeout)
+        # The public page (public_pages.py) forwards the browser's address to gdpr's rate limits too.
+        self.gdpr = Upstream(
+            "gdpr", config["GDPR_URL"], timeout, forwarding_token=secret_value(config, "FORWARDING_TOKEN")
+        )
         self.audit = Upstream("audit", config["AUDIT_URL"], timeout)
         self.clock = clock
         self.store = SessionStore(
@@ -239,7 +242,16 @@ def safe_next(target: Any) -> str | None:
 
 # --- the officer's session ----------------------------------------------------------------------
 
-OPEN_ENDPOINTS = {"portal.login", "portal.static", "portal.set_language"}
+OPEN_ENDPOINTS = {
+    "portal.login",
+    "portal.static",
+    "portal.set_language",
+    # The public request page (issue 17, public_pages.py): no staff account.
+    "portal.public_request",
+    "portal.public_verify",
+    "portal.public_done",
+    "portal.public_download",
+}
 
 
 @bp.before_request
@@ -663,3 +675,6 @@ def audit():
 def audit_chains():
     answer = call_json(portal().audit, "GET", "/api/v1/chains/verify")
     return render_template("chains.html", chains=present.chains_of(answer))
+
+
+from . import public_pages as _public_pages  # noqa: E402,F401 - registers the public page's routes on bp
