@@ -100,6 +100,7 @@ SETTINGS = (
         "shared with the portal: lets it forward the browser's address for the per-client rate limit",
         secret=True,
     ),
+    Setting("FORWARDING_TOKEN_FILE", str, None, "path of a file holding FORWARDING_TOKEN (a mounted secret)"),
     Setting("PUBLIC_BASE_URL", str, "http://127.0.0.1:8080/portal", "the portal's public URL (download links)"),
     Setting("HANDOVER_TTL", float, 7 * 86400.0, "seconds a one-time download link is valid", minimum=1),
     Setting("NOTICE_MAX_ATTEMPTS", int, 8, "sends of one notice before it is marked failed", minimum=1),
