@@ -104,6 +104,8 @@ public_verifications = Table(
     Column("draft", LargeBinary, nullable=False),  # Vault (gdpr:verification:<id>): the asked-for request
     Column("channel", String(8), nullable=False),  # email | sms
     Column("attempts", Integer, nullable=False, default=0),
+    # Vault (same subject): the code, only while the relay could not take it; the notice loop retries.
+    Column("unsent_code", LargeBinary, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("used_at", DateTime(timezone=True), nullable=True),

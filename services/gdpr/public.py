@@ -3,7 +3,8 @@ account, proves they hold the address with a one-time code, and only then is a r
 
 - ``POST /api/v1/public/verifications`` takes what the person asks for, sends a six-digit code by
   e-mail (or SMS through the pluggable sender) and stores only an HMAC of the code and the draft
-  request, Vault-encrypted under ``gdpr:verification:<id>``.  The answer is the same whether or not
+  request, Vault-encrypted under ``gdpr:verification:<id>``.  When the relay cannot take the code at
+  once, the answer is the same and the worker's notice loop sends it (the code waits Vault-encrypted).  The answer is the same whether or not
   the vendor has ever heard of the address: nothing is looked up.
 - ``POST /api/v1/public/verifications/{id}/confirm`` with the right code opens the request
   (``Coordinator.open``) and records how to reach the person (``public_requests``); a wrong code
@@ -25,7 +26,6 @@ import ipaddress
 import json
 import logging
 import secrets
-import smtplib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from shared import mail
 from shared.clock import as_utc, rfc3339, utcnow
 from shared.config import secret_value
-from shared.errors import Gone, Invalid, TooManyRequests, Unavailable
+from shared.errors import Gone, Invalid, TooManyRequests
 from shared.http import ApiBlueprint, runtime
 from shared.inputs import EMAIL, PHONE
 from shared.normalise import normalise_email, normalise_phone
@@ -201,7 +201,6 @@ class PublicRequests:
         now = now or self.clock()
         draft = self._draft(body)
         channel = draft["channel"]
-        address = draft["contact"]["phone"] if channel == "sms" else draft["contact"]["email"]
         verification_id = str(uuid.uuid4())
         code = new_code()
         expires = now + timedelta(seconds=float(self.config["CODE_TTL"]))
@@ -227,15 +226,59 @@ class PublicRequests:
                     expires_at=expires,
                 )
             )
-            minutes = max(1, int(float(self.config["CODE_TTL"]) // 60))
-            subject, text = render("code", draft["language"], code=code, minutes=minutes)
-            try:
-                # Sent inside the transaction: a code that cannot be sent leaves no verification behind.
-                self.senders.send(channel, address, subject, text)
-            except (OSError, smtplib.SMTPException, SmsUnavailable, ValueError) as exc:
-                log.warning("a verification code could not be sent (%s)", mail.reason(exc))
-                raise Unavailable("the code could not be sent right now; try again later") from None
+            if not self._send_code(draft, code):
+                # The relay is down: the answer stays the same (202, no 5xx) and the notice loop sends
+                # the code, kept Vault-encrypted until then (send_unsent_codes).
+                s.execute(
+                    update(public_verifications)
+                    .where(public_verifications.c.id == verification_id)
+                    .values(
+                        unsent_code=self.vault.encrypt(
+                            s,
+                            verification_subject(verification_id),
+                            "public_verifications",
+                            "unsent_code",
+                            verification_id,
+                            code,
+                        )
+                    )
+                )
         return {"verification_id": verification_id, "channel": channel, "expires_at": rfc3339(expires)}
+
+    def _send_code(self, draft: dict[str, Any], code: str) -> bool:
+        channel = draft["channel"]
+        address = draft["contact"]["phone"] if channel == "sms" else draft["contact"]["email"]
+        minutes = max(1, int(float(self.config["CODE_TTL"]) // 60))
+        subject, text = render("code", draft["language"], code=code, minutes=minutes)
+        try:
+            self.senders.send(channel, address, subject, text)
+        except Exception as exc:  # noqa: BLE001 - a relay or a plugged-in SMS sender failing: retried later
+            log.warning("a verification code could not be sent yet (%s)", mail.reason(exc))
+            return False
+        return True
+
+    def send_unsent_codes(self, now: datetime | None = None) -> int:
+        """Send the codes the relay could not take at once (while they are valid); the number sent."""
+        now = now or self.clock()
+        v = public_verifications
+        with self.db.transaction() as s:
+            ids = s.scalars(
+                select(v.c.id).where(v.c.unsent_code.is_not(None), v.c.used_at.is_(None), v.c.expires_at > now)
+            ).all()
+        sent = 0
+        for verification_id in ids:
+            with self.db.transaction() as s:
+                row = s.execute(select(v).where(v.c.id == verification_id).with_for_update()).first()
+                if row is None or row.unsent_code is None:
+                    continue
+                draft = self.vault.decrypt(s, "public_verifications", "draft", row.id, row.draft)
+                code = self.vault.decrypt(s, "public_verifications", "unsent_code", row.id, row.unsent_code)
+                if not (isinstance(draft, str) and isinstance(code, str)):
+                    continue
+                if self._send_code(json.loads(draft), code):
+                    s.execute(update(v).where(v.c.id == row.id).values(unsent_code=None))
+                    sent += 1
+        return sent
 
     def _draft(self, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
@@ -468,7 +511,7 @@ def list_customers():
     body=START,
     public=True,
     tags=("public",),
-    responses={202: _STARTED, 422: None, 429: None, 503: None},
+    responses={202: _STARTED, 422: None, 429: None},
 )
 def start_verification(body):
     p = _public()

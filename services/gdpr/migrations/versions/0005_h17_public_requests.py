@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("draft", sa.LargeBinary(), nullable=False),
         sa.Column("channel", sa.String(8), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("unsent_code", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("expires_at", TZ, nullable=False),
         sa.Column("used_at", TZ, nullable=True),
