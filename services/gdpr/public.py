@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app, jsonify, request
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared import mail
@@ -106,10 +107,15 @@ class RateLimiter:
         """Count one call; TooManyRequests (429) when ``limit`` calls were already made in this window."""
         now = now or self.clock()
         key = self.bucket(kind, value)
-        row = s.execute(select(public_limits).where(public_limits.c.key == key).with_for_update()).first()
-        if row is None:
-            s.execute(public_limits.insert().values(key=key, window_start=now, count=1))
-            return
+        # Insert-if-absent first, so two first calls at once both end on the locked row (no duplicate key).
+        dialect = s.get_bind().dialect.name
+        module = postgresql if dialect == "postgresql" else sqlite if dialect == "sqlite" else None
+        fresh = {"key": key, "window_start": now, "count": 0}
+        if module is not None:
+            s.execute(module.insert(public_limits).values(**fresh).on_conflict_do_nothing())
+        elif s.scalar(select(public_limits.c.key).where(public_limits.c.key == key)) is None:
+            s.execute(public_limits.insert().values(**fresh))
+        row = s.execute(select(public_limits).where(public_limits.c.key == key).with_for_update()).one()
         start = as_utc(row.window_start)
         if now >= start + self.window:
             s.execute(update(public_limits).where(public_limits.c.key == key).values(window_start=now, count=1))

@@ -61,8 +61,8 @@ def test_package_encryption_round_trips_and_refuses_a_wrong_passphrase_or_a_chan
         decrypt_package(b"PK\x03\x04", "x")
 
 
-def test_rate_limiter_counts_per_key_and_window(tmp_path):
-    service = Gdpr(f"sqlite:///{tmp_path / 'g.db'}")
+def test_rate_limiter_counts_per_key_and_window(database_url):
+    service = Gdpr(database_url)
     try:
         now = datetime(2026, 3, 1, tzinfo=UTC)
         limiter = RateLimiter(b"k" * 32, 60.0)
