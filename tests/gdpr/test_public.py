@@ -345,3 +345,36 @@ def test_after_an_erasure_the_contact_is_shredded_and_its_hash_stays(service, sm
     assert len(events_of(service.rt, "gdpr.contact.shredded")) == 1
     history = service.client.get(f"/api/v1/requests/{request_id}/notices", headers=service.headers()).json
     assert history["contact_shredded_at"] and sorted(n["kind"] for n in history["items"]) == ["completed", "received"]
+
+
+def test_the_decrypt_package_command_opens_a_download_with_its_passphrase(tmp_path, monkeypatch, capsys):
+    from services.gdpr.cli import main
+
+    sealed, opened = tmp_path / "in.rcpt", tmp_path / "out.zip"
+    sealed.write_bytes(encrypt_package(b"PK\x03\x04 the zip", "WXYZ-2345"))
+    monkeypatch.setenv("RECEPT_PACKAGE_PASSPHRASE", "WXYZ-2345")
+    assert main(["decrypt-package", str(sealed), str(opened)]) == 0
+    assert opened.read_bytes() == b"PK\x03\x04 the zip"
+    monkeypatch.setenv("RECEPT_PACKAGE_PASSPHRASE", "WXYZ-2346")
+    assert main(["decrypt-package", str(sealed), str(tmp_path / "no.zip")]) == 1
+    assert "wrong passphrase" in capsys.readouterr().err and not (tmp_path / "no.zip").exists()
+
+
+def test_an_unused_link_expires_and_old_verifications_are_forgotten(service, smtp, tmp_path):
+    service.announce(("alpha", "resolve"), tmp_path=tmp_path)
+    request_id = open_public(service, smtp)
+    service.client.post(f"/api/v1/requests/{request_id}/approve", headers=service.headers())
+    for command in service.commands():
+        service.reply(command)
+    pump(service)
+    mails = "\n".join(smtp.bodies(PERSON))
+    token = re.search(r"/public/download/([A-Za-z0-9_-]+)", mails).group(1)
+    assert "The passphrase of your download" in mails  # no phone given: a separate e-mail carries it
+    notifier = service.client.application.extensions["gdpr_notices"]
+    later = datetime.now(UTC) + timedelta(days=8)  # past HANDOVER_TTL (7 days)
+    done = notifier.round(service.client.application.extensions["gdpr_public"], now=later)
+    assert done["handovers_expired"] == 1 and done["verifications_pruned"] == 1
+    expired = service.client.post("/api/v1/public/downloads", json={"token": token})
+    assert expired.status_code == 410
+    with service.rt.db.transaction() as s:
+        assert s.scalar(select(public_verifications.c.id)) is None
