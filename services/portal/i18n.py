@@ -6,6 +6,20 @@ LANGUAGES = ("en", "sv")
 
 SV: dict[str, str] = {
     # The public request page (issue 17, public_pages.py)
+    "What the person was told": "Vad personen har fått veta",
+    "Opened on the public page.": "Öppnad på den publika sidan.",
+    "The customer's privacy officer must confirm it.": "Kundens dataskyddsombud måste bekräfta den.",
+    "Contact details shredded": "Kontaktuppgifter raderade",
+    "Notice": "Meddelande",
+    "Channel": "Kanal",
+    "Attempts": "Försök",
+    "Sent": "Skickat",
+    "received": "mottagen",
+    "extended": "förlängd",
+    "passphrase": "lösenfras",
+    "reminder": "påminnelse",
+    "pending": "väntar",
+    "cancelled": "avbrutet",
     "Your data: ask for a copy or erasure": "Dina uppgifter: begär en kopia eller radering",
     "You can ask what we hold about you as a data controller (your login account, your support records), or name your municipality or care provider to ask about the data we process for them. We first send you a one-time code to check that the address is yours.": "Du kan begära det vi har om dig som personuppgiftsansvarig (ditt inloggningskonto, dina supportärenden), eller ange din kommun eller vårdgivare för att fråga om uppgifter vi behandlar för dem. Först skickar vi en engångskod för att kontrollera att adressen är din.",
     "What do you ask for?": "Vad begär du?",

@@ -543,6 +543,7 @@ def request_detail(request_id: str):
     return render_template(
         "request_detail.html",
         item=item,
+        notices=_notices(request_id),
         services=services,
         erasure=present.erasure_table(services),
         overdue=present.is_overdue(item, portal().clock()),
@@ -553,6 +554,17 @@ def request_detail(request_id: str):
         export_ready=present.export_ready(item),
         refreshing=portal().runtime.config["PAGE_REFRESH_SECONDS"] if item.get("status") in present.RUNNING else 0,
     )
+
+
+def _notices(request_id: str) -> dict[str, Any] | None:
+    """What the person was told (issue 17): the request's notices, or None when gdpr keeps none for it."""
+    try:
+        answer = call_json(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}/notices")
+    except UpstreamError:
+        return None  # an older gdpr service without the endpoint: the page shows the request without it
+    if not isinstance(answer, dict) or not answer.get("origin"):
+        return None
+    return answer
 
 
 def _decide(request_id: str, action: str, body: dict, done: str):

@@ -21,7 +21,7 @@ from shared.bus import MemoryBackend
 from shared.crypto import Keyring
 from tests.gdpr import sms
 from tests.gdpr.mailbox import mailbox
-from tests.portal.browser import LAPTOP, chromium, screenshot, watch_console
+from tests.portal.browser import LAPTOP, chromium, screenshot, sign_in, watch_console
 from tests.portal.test_system import free_port
 from tests.support import wait_for
 
@@ -189,4 +189,11 @@ def test_a_refused_request_tells_the_person_why(system, browser):
     reason = "We could not find you in any of our systems"
     api(base, "POST", f"/gdpr/api/v1/requests/{request_id}/reject", {"reason": reason}, token=token)
     assert wait_for(lambda: any(reason in b for b in box.bodies(REFUSED)), timeout=30)
+    # The officer sees on the request's page what the person was told.
+    officer = browser.new_context(viewport=LAPTOP).new_page()
+    sign_in(officer, f"{base}/portal", "vendor", "officer.one", PASSWORD)
+    officer.goto(f"{base}/portal/requests/{request_id}")
+    officer.wait_for_selector("table.notices tr[data-notice=rejected]")
+    screenshot(officer, "public-request-notices")
+    officer.context.close()
     page.context.close()
