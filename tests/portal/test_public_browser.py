@@ -197,3 +197,17 @@ def test_a_refused_request_tells_the_person_why(system, browser):
     screenshot(officer, "public-request-notices")
     officer.context.close()
     page.context.close()
+
+
+def test_the_public_page_in_swedish_marks_a_bad_address_at_its_field(system, browser):
+    page = browser.new_context(viewport=LAPTOP).new_page()
+    page.goto(f"{system['base']}/portal/public")
+    page.click("button[lang=sv]")
+    page.wait_for_selector("h1:has-text('Dina uppgifter: begär en kopia eller radering')")
+    page.fill("#email", "inte-en-adress")
+    page.press("#email", "Enter")
+    page.wait_for_selector("#email[aria-invalid=true][aria-describedby=email-error]")
+    assert page.locator("#email-error").inner_text()
+    assert "inte-en-adress" not in page.url
+    assert page.get_attribute("html", "lang") == "sv"
+    page.context.close()
