@@ -90,3 +90,11 @@ class DamagedRecord(DomainError):
     status = 409
     title = "Damaged record"
     type_suffix = "damaged-record"
+
+
+class TooManyRequests(DomainError):
+    """A caller (an address, a client) asked too often; ``headers`` carries Retry-After."""
+
+    status = 429
+    title = "Too many requests"
+    type_suffix = "too-many-requests"

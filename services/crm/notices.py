@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
-import ssl
 import unicodedata
 from datetime import timedelta
 from email.message import EmailMessage
@@ -22,6 +21,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from shared import mail
 from shared.clock import rfc3339, utcnow
 from shared.errors import Invalid, NotFound
 
@@ -150,29 +150,8 @@ def list_notices(s: Session, limit: int = 50, offset: int = 0) -> list[dict[str,
 # --- delivery -----------------------------------------------------------------------------------
 
 
-class SmtpRelay:
-    """One connection to the configured relay (STARTTLS and login when configured)."""
-
-    def __init__(self, config) -> None:
-        self.config = config
-
-    def open(self) -> smtplib.SMTP:
-        c = self.config
-        smtp = smtplib.SMTP(c["SMTP_HOST"], c["SMTP_PORT"], timeout=c["SMTP_TIMEOUT"])
-        try:
-            if c["SMTP_STARTTLS"]:
-                smtp.starttls(context=ssl.create_default_context(cafile=c.get("SMTP_CA_PATH") or None))
-            if c["SMTP_USER"]:
-                smtp.login(c["SMTP_USER"], c["SMTP_PASSWORD"] or "")
-        except BaseException:
-            smtp.close()
-            raise
-        return smtp
-
-
-def _reason(exc: BaseException) -> str:
-    code = getattr(exc, "smtp_code", None)
-    return f"{type(exc).__name__} {code}" if code else type(exc).__name__
+SmtpRelay = mail.SmtpRelay  # moved to shared/mail.py; the gdpr service sends with it too
+_reason = mail.reason
 
 
 def _message(config, notice, address: str, name: str | None) -> EmailMessage:
@@ -256,10 +235,7 @@ def deliver_pending(crm: Crm, notice_id: str | None = None, limit: int = 200) ->
                         results[job["delivery"].id] = type(exc).__name__
                         unsendable.add(job["delivery"].id)
             finally:
-                try:
-                    smtp.quit()
-                except (OSError, smtplib.SMTPException):
-                    smtp.close()
+                mail.close(smtp)
     _record(crm, jobs, results, outcome, unsendable)
     return outcome
 

@@ -44,7 +44,8 @@ CREATE = {
         "reason": _TEXT,
     },
 }
-REJECT = {"type": "object", "additionalProperties": False, "properties": {"reason": _TEXT}}
+# GDPR art. 12(4): the person must be told why, so a rejection without a reason is a 422 (issue 17).
+REJECT = {"type": "object", "required": ["reason"], "additionalProperties": False, "properties": {"reason": _TEXT}}
 EXTEND = {
     "type": "object",
     "required": ["months", "reason"],
@@ -176,7 +177,7 @@ def approve_request(request_id):
 @bp.operation(
     "POST",
     "/api/v1/requests/{request_id}/reject",
-    summary="Reject a request awaiting approval",
+    summary="Reject a request awaiting approval, with the reason the person is told",
     body=REJECT,
     roles=OFFICER,
     tags=("requests",),
@@ -184,7 +185,7 @@ def approve_request(request_id):
 )
 def reject_request(request_id, body):
     with runtime().db.transaction() as s:
-        return jsonify(_linked(_coordinator().reject(s, authenticate(), request_id, body.get("reason"))))
+        return jsonify(_linked(_coordinator().reject(s, authenticate(), request_id, body["reason"])))
 
 
 @bp.operation(

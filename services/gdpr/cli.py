@@ -4,6 +4,8 @@
 ./recept gdpr inventory [--csv]     the data inventory (record of processing activities) on stdout
 ./recept gdpr sweep                 one round of re-sends, silence timeouts, package expiry and shredding
 ./recept gdpr replay-erasures       after restoring a backup: erase again everyone the erasure log lists
+./recept gdpr decrypt-package FILE OUT   open a downloaded export (.rcpt) with its passphrase (asked for,
+                                    or RECEPT_PACKAGE_PASSPHRASE); writes the ZIP to OUT
 """
 
 from __future__ import annotations
@@ -21,6 +23,25 @@ def _runtime():
     return SPEC.runtime(config)
 
 
+def _decrypt(path_in: str, path_out: str) -> int:
+    """No runtime and no keyring: the person's passphrase is all it takes (services/gdpr/handover.py)."""
+    import getpass
+    import os
+
+    from shared.errors import Invalid
+
+    from .handover import decrypt_command
+
+    passphrase = os.environ.get("RECEPT_PACKAGE_PASSPHRASE") or getpass.getpass("Passphrase: ")
+    try:
+        decrypt_command(path_in, path_out, passphrase)
+    except (Invalid, OSError) as exc:
+        print(f"decrypt-package: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path_out}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="./recept gdpr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -30,6 +51,9 @@ def main(argv: list[str]) -> int:
     inventory = sub.add_parser("inventory", help="print the data inventory")
     inventory.add_argument("--csv", action="store_true", help="as CSV instead of JSON")
     sub.add_parser("sweep", help="run one round of the background loop now")
+    decrypt = sub.add_parser("decrypt-package", help="decrypt a downloaded export package to its ZIP")
+    decrypt.add_argument("file", help="the downloaded .rcpt file")
+    decrypt.add_argument("out", help="where to write the ZIP")
     from shared.erasure_replay import add_commands
 
     from . import SPEC
@@ -38,6 +62,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if hasattr(args, "func"):
         return args.func(args)
+    if args.command == "decrypt-package":
+        return _decrypt(args.file, args.out)
     runtime = _runtime()
     parts = runtime.domain  # parts.Parts, from bootstrap.build
     try:

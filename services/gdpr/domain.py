@@ -259,10 +259,11 @@ class Coordinator:
         req = self._get(s, principal, request_id)
         if req.status != "awaiting_approval":
             raise Conflict(f"the request is {req.status}; only a request awaiting approval can be rejected")
-        encrypted = (
-            self.vault.encrypt(s, request_subject(request_id), "requests", "rejection_reason", request_id, reason)
-            if reason
-            else None
+        if not reason or not reason.strip():
+            # GDPR art. 12(4): the person is told why (issue 17).
+            raise Invalid("a rejection needs a reason", errors=[{"field": "reason", "message": "is required"}])
+        encrypted = self.vault.encrypt(
+            s, request_subject(request_id), "requests", "rejection_reason", request_id, reason
         )
         self._set(
             s,

@@ -176,3 +176,46 @@ IDENTIFIERS_SHREDDED = REGISTRY.register(
     ),
     "A finished request's subject identifiers were crypto-shredded after their retention period.",
 )
+
+# --- issue 17: notices to the person and reminders to officers (services/gdpr/notices.py) ----------
+
+_NOTICE_KIND = {"enum": ["received", "extended", "completed", "rejected", "passphrase", "reminder"]}
+_CHANNEL = {"enum": ["email", "sms"]}
+
+NOTICE_SENT = REGISTRY.register(
+    "gdpr.notice.sent",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "notice_id": _ID,
+            "kind": _NOTICE_KIND,
+            "channel": _CHANNEL,
+            "attempts": {"type": "integer", "minimum": 1},
+        }
+    ),
+    "A notice went to the person who asked (or a reminder to the officers); no address, no text.",
+)
+
+NOTICE_FAILED = REGISTRY.register(
+    "gdpr.notice.failed",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "notice_id": _ID,
+            "kind": _NOTICE_KIND,
+            "channel": _CHANNEL,
+            "attempts": {"type": "integer", "minimum": 1},
+            "reason": {"type": "string", "maxLength": 60},
+        }
+    ),
+    "A notice could not be sent within its attempts (reason: error class and SMTP code only).",
+)
+
+CONTACT_SHREDDED = REGISTRY.register(
+    "gdpr.contact.shredded",
+    1,
+    obj({"request_id": _ID}),
+    "The contact details a person gave on the public page were crypto-shredded; a keyed hash stays.",
+)

@@ -7,7 +7,7 @@ crypto-shredded on expiry while the request record stays.  Everything else here 
 names of services and kinds of data, counts and timestamps.
 """
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Table
+from sqlalchemy import JSON, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Table
 
 from shared.db import new_metadata
 from shared.service import library_tables
@@ -91,4 +91,82 @@ export_packages = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True), nullable=True),
     Column("downloads", Integer, nullable=False, default=0),
+)
+
+# --- issue 17: the person is told (public requests, verification, notices, hand-over) -------------
+
+# A pending identity check: nothing else exists until the code is confirmed (services/gdpr/public.py).
+public_verifications = Table(
+    "public_verifications",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("code_hash", String(64), nullable=False),  # HMAC-SHA256 of the code under the index key
+    Column("draft", LargeBinary, nullable=False),  # Vault (gdpr:verification:<id>): the asked-for request
+    Column("channel", String(8), nullable=False),  # email | sms
+    Column("attempts", Integer, nullable=False, default=0),
+    # Vault (same subject): the code, only while the relay could not take it; the notice loop retries.
+    Column("unsent_code", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("request_id", String(36), nullable=True),
+    Index("ix_public_verifications_expires", "expires_at"),
+)
+
+# Fixed-window counters of the public endpoints; keys are HMACs (of an address or a client IP).
+public_limits = Table(
+    "public_limits",
+    metadata,
+    Column("key", String(80), primary_key=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+# A request a person opened on the public page: how to reach them (shredded after an erasure).
+public_requests = Table(
+    "public_requests",
+    metadata,
+    Column("request_id", String(36), ForeignKey("requests.id"), primary_key=True),
+    Column("origin", String(10), nullable=False),  # public
+    Column("scope", String(10), nullable=False),  # vendor (controller) | customer (an instruction)
+    Column("customer_must_confirm", Boolean, nullable=False),
+    Column("language", String(5), nullable=False),
+    Column("contact", LargeBinary, nullable=True),  # Vault (gdpr:contact:<id>): {"email", "phone"}
+    Column("contact_hash", String(64), nullable=False),  # proves who was answered once the contact is gone
+    Column("verified_channel", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("contact_shredded_at", DateTime(timezone=True), nullable=True),
+)
+
+# Every notice to a person or reminder to officers: an outbox of its own, retried until sent.
+subject_notices = Table(
+    "subject_notices",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("request_id", String(36), ForeignKey("requests.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # received | extended | completed | rejected | passphrase | reminder
+    Column("channel", String(8), nullable=False),  # email | sms
+    Column("event_id", String(36), nullable=True),  # the gdpr event it answers (one notice per event and kind)
+    Column("secret", LargeBinary, nullable=True),  # Vault (gdpr:notice:<id>): a link or passphrase to carry once
+    Column("status", String(10), nullable=False),  # pending | sent | failed | cancelled
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", String(100), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Index("ix_subject_notices_due", "status", "next_attempt_at"),
+    Index("ux_subject_notices_event", "event_id", "kind", unique=True),
+)
+
+# A one-time download of an export, encrypted to a passphrase (services/gdpr/handover.py).
+handovers = Table(
+    "handovers",
+    metadata,
+    Column("request_id", String(36), ForeignKey("requests.id"), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 of the random link token
+    Column("package", LargeBinary, nullable=True),  # Vault (gdpr:export:<id>): the passphrase-encrypted package
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("downloaded_at", DateTime(timezone=True), nullable=True),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
 )

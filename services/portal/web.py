@@ -93,7 +93,10 @@ class Portal:
         self.auth = Upstream(
             "auth", config["AUTH_URL"], timeout, forwarding_token=secret_value(config, "FORWARDING_TOKEN")
         )
-        self.gdpr = Upstream("gdpr", config["GDPR_URL"], timeout)
+        # The public page (public_pages.py) forwards the browser's address to gdpr's rate limits too.
+        self.gdpr = Upstream(
+            "gdpr", config["GDPR_URL"], timeout, forwarding_token=secret_value(config, "FORWARDING_TOKEN")
+        )
         self.audit = Upstream("audit", config["AUDIT_URL"], timeout)
         self.clock = clock
         self.store = SessionStore(
@@ -239,7 +242,16 @@ def safe_next(target: Any) -> str | None:
 
 # --- the officer's session ----------------------------------------------------------------------
 
-OPEN_ENDPOINTS = {"portal.login", "portal.static", "portal.set_language"}
+OPEN_ENDPOINTS = {
+    "portal.login",
+    "portal.static",
+    "portal.set_language",
+    # The public request page (issue 17, public_pages.py): no staff account.
+    "portal.public_request",
+    "portal.public_verify",
+    "portal.public_done",
+    "portal.public_download",
+}
 
 
 @bp.before_request
@@ -531,6 +543,7 @@ def request_detail(request_id: str):
     return render_template(
         "request_detail.html",
         item=item,
+        notices=_notices(request_id),
         services=services,
         erasure=present.erasure_table(services),
         overdue=present.is_overdue(item, portal().clock()),
@@ -541,6 +554,17 @@ def request_detail(request_id: str):
         export_ready=present.export_ready(item),
         refreshing=portal().runtime.config["PAGE_REFRESH_SECONDS"] if item.get("status") in present.RUNNING else 0,
     )
+
+
+def _notices(request_id: str) -> dict[str, Any] | None:
+    """What the person was told (issue 17): the request's notices, or None when gdpr keeps none for it."""
+    try:
+        answer = call_json(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}/notices")
+    except UpstreamError:
+        return None  # an older gdpr service without the endpoint: the page shows the request without it
+    if not isinstance(answer, dict) or not answer.get("origin"):
+        return None
+    return answer
 
 
 def _decide(request_id: str, action: str, body: dict, done: str):
@@ -663,3 +687,6 @@ def audit():
 def audit_chains():
     answer = call_json(portal().audit, "GET", "/api/v1/chains/verify")
     return render_template("chains.html", chains=present.chains_of(answer))
+
+
+from . import public_pages as _public_pages  # noqa: E402,F401 - registers the public page's routes on bp

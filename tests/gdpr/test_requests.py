@@ -345,7 +345,7 @@ def test_overdue_filter_lists_open_requests_past_their_deadline(gdpr):
             reason=None,
             now=now - timedelta(days=45),
         )["id"]
-        gdpr.coordinator.reject(s, principal, closed, None)
+        gdpr.coordinator.reject(s, principal, closed, "identity not verified")
         fresh = gdpr.coordinator.open(
             s, principal, type_="erase", tenant="t1", subject={"email": EMAIL}, reason=None, now=now
         )["id"]
@@ -488,7 +488,9 @@ def test_identifiers_of_finished_requests_are_shredded_after_their_retention(dat
     service = Gdpr(database_url, IDENTIFIER_RETENTION=0.0)
     try:
         request_id = service.open(reason="private note").json["id"]
-        service.client.post(f"/api/v1/requests/{request_id}/reject", json={}, headers=service.headers())
+        service.client.post(
+            f"/api/v1/requests/{request_id}/reject", json={"reason": "no such person"}, headers=service.headers()
+        )
         assert service.sweeper.sweep()["identifiers_shredded"] == 1
         view = service.view(request_id)
         assert view["identifiers_erased"] is True and view["reason"] == "[erased]"
