@@ -38,6 +38,8 @@ ROLE_DESCRIPTIONS = {
     "compliance_officer": "vendor: handles data-subject requests and the data inventory",
     "auditor": "vendor: reads the audit trail",
     "tenant_admin": "customer: manages the users and the directory of its own tenant",
+    "privacy_officer": "customer: the controller's privacy officer; opens, approves and confirms data-subject "
+    "requests of its own tenant and reads its records of processing",
     "staff": "customer: uses the system",
 }
 SYSTEM_ACTOR = {"id": "cli", "tenant": None, "kind": "system"}

@@ -281,3 +281,41 @@ def test_openapi_documents_every_endpoint_and_jwks_is_public(harness):
     } <= set(spec["paths"])
     assert spec["paths"]["/api/v1/auth/login"]["post"]["security"] == []
     assert harness.client.get("/.well-known/jwks.json").status_code == 200
+
+
+def test_a_tenant_admin_grants_the_privacy_officer_role_and_a_directory_group_maps_to_it(two):
+    """Issue 15: ``privacy_officer`` is a customer-tenant role; a tenant admin grants it and a directory group
+    may map to it, while the vendor tenant has no such role."""
+    user = two.user("north", "petra")
+    admin = two.headers("north", ["tenant_admin"])
+    granted = two.client.post(
+        f"/api/v1/tenants/north/users/{user['id']}/roles", headers=admin, json={"role": "privacy_officer"}
+    )
+    assert granted.status_code == 200, granted.json
+    assert "privacy_officer" in granted.json["roles"]
+    roles = {r["role"]: r["scope"] for r in two.client.get("/api/v1/roles", headers=admin).json}
+    assert roles["privacy_officer"] == "tenant"
+    vendor = two.client.post(
+        "/api/v1/tenants/vendor/users",
+        headers=two.vendor_admin(),
+        json={"username": "vega", "roles": ["privacy_officer"], "password": PASSWORD},
+    )
+    assert vendor.status_code == 422 and vendor.json["errors"][0]["field"] == "roles"
+    with two.auth.db.transaction() as s:
+        directory = two.auth.set_directory(
+            s,
+            None,
+            "north",
+            {
+                "urls": ["ldap://127.0.0.1:1"],
+                "tls": "none",
+                "bind_dn": "cn=svc,dc=north",
+                "bind_password": "secret",
+                "user_search_base": "ou=people,dc=north",
+                "user_filter": "(uid={username})",
+                "username_attribute": "uid",
+                "group_roles": {"privacy": ["privacy_officer"]},
+                "timeout": 2.0,
+            },
+        )
+    assert directory["group_roles"] == {"privacy": ["privacy_officer"]}
