@@ -5,6 +5,20 @@ from __future__ import annotations
 LANGUAGES = ("en", "sv")
 
 SV: dict[str, str] = {
+    "As the privacy officer of your organisation, your request is itself the controller's instruction.": "Som dataskyddsombud för din organisation är din begäran själv den personuppgiftsansvariges instruktion.",
+    "The customer's instruction (needed for the customer's processor data)": "Kundens instruktion (krävs för kundens personuppgifter som biträdet behandlar)",
+    "Given by (who at the customer)": "Given av (vem hos kunden)",
+    "Given on": "Given den",
+    "Reference": "Referens",
+    "Instruction": "Instruktion",
+    "Approvals": "Godkännanden",
+    "approved": "godkänd",
+    "confirmed": "bekräftad",
+    "erased": "raderad",
+    "Confirm instruction": "Bekräfta instruktionen",
+    "The instruction was confirmed; the request runs.": "Instruktionen bekräftades; begäran körs.",
+    "Waiting for the customer's privacy officer to confirm the instruction.": "Väntar på att kundens dataskyddsombud bekräftar instruktionen.",
+    "awaiting_confirmation": "väntar på bekräftelse",
     "Compliance portal": "Dataskyddsportal",
     "Skip to content": "Hoppa till innehållet",
     "Requests": "Begäranden",

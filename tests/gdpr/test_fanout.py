@@ -22,6 +22,8 @@ from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtim
 
 ALICE = {"email": "alice.andersson@example.se", "name": "Alice Andersson"}
 BOB = {"email": "bob.berg@example.se", "name": "Bob Berg"}
+# beta holds the customer's processor data: a vendor officer records the customer's instruction (issue 15).
+INSTRUCTION = {"given_by": "t1's privacy officer", "given_at": "2026-01-05", "reference": "DPO-17"}
 
 
 class System:
@@ -51,10 +53,14 @@ class System:
             "ledger": make_fake("ledger", f"sqlite:///{tmp_path / 'ledger.db'}", rabbit_url, phase="trail"),
         }
         self.officer = str(uuid.uuid4())
-        self.second_officer = str(uuid.uuid4())
+        self.second_officer = str(uuid.uuid4())  # t1's privacy officer: beta holds processor data (issue 15)
 
     def headers(self, user: str | None = None) -> dict[str, str]:
         return self.mint.headers(sub=user or self.officer, tenant="vendor", roles=["compliance_officer"])
+
+    def customer(self) -> dict[str, str]:
+        """The customer's privacy officer, whose approval confirms the vendor officer's recorded instruction."""
+        return self.mint.headers(sub=self.second_officer, tenant="t1", roles=["privacy_officer"])
 
     def start_all(self) -> None:
         for fake in self.fakes.values():
@@ -77,7 +83,7 @@ class System:
     def open(self, type_: str, subject: dict) -> str:
         response = self.client.post(
             "/api/v1/requests",
-            json={"type": type_, "tenant": "t1", "subject": subject, "reason": "asked by phone"},
+            json={"type": type_, "tenant": "t1", "subject": subject, "reason": "asked by phone", "instruction": INSTRUCTION},
             headers=self.headers(),
         )
         assert response.status_code == 202, response.json
@@ -86,7 +92,7 @@ class System:
             # Exports too need a second officer by default (issue 14); erasures are approved by each test.
             assert response.json["status"] == "awaiting_approval"
             approved = self.client.post(
-                f"/api/v1/requests/{request_id}/approve", headers=self.headers(self.second_officer)
+                f"/api/v1/requests/{request_id}/approve", headers=self.customer()
             )
             assert approved.status_code == 200, approved.json
         return request_id
@@ -214,7 +220,7 @@ def test_erase_runs_after_a_second_officer_approves_and_completes_with_every_ser
     refused = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.headers())
     assert refused.status_code == 403
     approved = system.client.post(
-        f"/api/v1/requests/{request_id}/approve", headers=system.headers(system.second_officer)
+        f"/api/v1/requests/{request_id}/approve", headers=system.customer()
     )
     assert approved.status_code == 200 and approved.json["decided_by"] == system.second_officer
     view = system.wait_status(request_id, "completed")
