@@ -119,7 +119,7 @@ def _linked(document: dict) -> dict:
     summary="Open a data-subject request (export or erase)",
     body=CREATE,
     roles=DECIDERS,
-    responses={202: _SUMMARY, 404: None, 422: None},
+    responses={202: _SUMMARY, 404: None, 409: None, 422: None},
     tags=("requests",),
 )
 def create_request(body):

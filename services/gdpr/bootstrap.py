@@ -3,7 +3,7 @@ processes run."""
 
 from __future__ import annotations
 
-from shared.bus import GDPR
+from shared.bus import EVENTS, GDPR
 from shared.clock import utcnow
 from shared.consumer import Subscription
 from shared.gdpr_protocol import ANNOUNCE_PATTERN, REPLY_PATTERN
@@ -15,6 +15,7 @@ from .domain import Coordinator, Policy
 from .inventory import DataInventory
 from .parts import Parts
 from .sweep import Sweeper
+from .tenants import ANNOUNCED, TenantReplica
 from .worker import sweep_loop
 
 
@@ -42,6 +43,8 @@ def build(runtime: Runtime) -> Wiring:
         subscriptions=[
             Subscription(GDPR, ANNOUNCE_PATTERN, coordinator.on_announce),
             Subscription(GDPR, REPLY_PATTERN, coordinator.on_reply),
+            # The tenants and their agreements, as auth announces them (services/gdpr/tenants.py).
+            Subscription(EVENTS, ANNOUNCED, TenantReplica(clock).on_event),
         ],
         loops=[Loop("sweep", sweep_loop(parts.sweeper, float(config["SWEEP_INTERVAL"])))],
     )

@@ -81,6 +81,19 @@ def touches_processor_data(tenant: str, vendor_tenants: Iterable[str], inventori
     return tenant not in tuple(vendor_tenants) and bool(processor_kinds(inventories))
 
 
+def binding_agreement(processor: bool, agreement: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The data processing agreement a request on processor data is bound to; without one, a 409 (art. 28(3):
+    the processor acts only under a contract with the controller)."""
+    if not processor:
+        return None
+    if agreement is None:
+        raise Conflict(
+            "the tenant has no data processing agreement on record; a request on its processor data needs one "
+            "(record it in the auth service: PUT /api/v1/tenants/{slug}/agreement)"
+        )
+    return agreement
+
+
 def _instruction_errors(instruction: Mapping[str, Any], today: date) -> list[dict[str, str]]:
     problems = []
     for name, limit in (("given_by", 200), ("reference", 100)):
@@ -127,9 +140,7 @@ def on_open(
         if instruction is not None:
             raise Invalid(
                 "the request is invalid",
-                errors=[
-                    {"field": "instruction", "message": "only a request on a customer's processor data takes one"}
-                ],
+                errors=[{"field": "instruction", "message": "only a request on a customer's processor data takes one"}],
             )
         return Opening(None, False)
     if instruction is None:

@@ -33,12 +33,21 @@ from shared.tokens import Principal
 from . import controller
 from . import events as ev
 from . import package as packaging
+from . import tenants as tenant_replica
 from .models import export_packages, participants, request_services, requests
 
 log = logging.getLogger(__name__)
 
 TYPES = REQUEST_TYPES
-STATUSES = ("awaiting_approval", "awaiting_confirmation", "in_progress", "completed", "partially_completed", "failed", "rejected")
+STATUSES = (
+    "awaiting_approval",
+    "awaiting_confirmation",
+    "in_progress",
+    "completed",
+    "partially_completed",
+    "failed",
+    "rejected",
+)
 FINISHED = ("completed", "rejected")  # never overdue, nothing left to do
 ROW_STATUSES = ("waiting", "pending", "done", "failed", "silent")
 SYSTEM_ACTOR = {"id": "gdpr-worker", "tenant": None, "kind": "system"}
@@ -190,9 +199,15 @@ class Coordinator:
         except NotFound:
             raise NotFound("no such tenant") from None
         identifiers = normalise_subject(subject)
+        known = tenant_replica.find(s, tenant)
+        if known is None:
+            raise NotFound("no such tenant")  # auth has not announced it (issue 18: not a 202)
         request_id = str(uuid.uuid4())
         processor = controller.touches_processor_data(tenant, self.policy.vendor_tenants, self._inventories(s, now))
-        opening = controller.on_open(opener, request_id=request_id, processor=processor, instruction=instruction, now=now)
+        opening = controller.on_open(
+            opener, request_id=request_id, processor=processor, instruction=instruction, now=now
+        )
+        agreement = controller.binding_agreement(processor, tenant_replica.agreement_of(known))
         vault, vs = self.vault, request_subject(request_id)
         needs_approval = type_ == "erase" or self.policy.export_needs_approval(tenant)
         s.execute(
@@ -213,6 +228,8 @@ class Coordinator:
                 processor=processor,
                 needs_confirmation=opening.needs_confirmation,
                 parties=[opener.record("opened", now)],
+                agreement_version=agreement["version"] if agreement else None,
+                agreement_signed_on=known.agreement_signed_on if agreement else None,
                 instruction=None
                 if opening.instruction is None
                 else vault.encrypt(s, vs, "requests", "instruction", request_id, json.dumps(opening.instruction)),
@@ -234,7 +251,13 @@ class Coordinator:
         )
         if not needs_approval:
             waits = opening.needs_confirmation  # the customer's privacy officer confirms before anything runs
-            self._set(s, request_id, status="awaiting_confirmation" if waits else "in_progress", decided_at=now, updated_at=now)
+            self._set(
+                s,
+                request_id,
+                status="awaiting_confirmation" if waits else "in_progress",
+                decided_at=now,
+                updated_at=now,
+            )
             self._emit(
                 s,
                 ev.REQUEST_APPROVED,
@@ -257,7 +280,9 @@ class Coordinator:
             approver, requested_by=req.requested_by, needs_confirmation=bool(req.needs_confirmation)
         )
         parties = [*(req.parties or []), approver.record("approved", now)]
-        self._set(s, request_id, status=status, decided_by=principal.user_id, decided_at=now, updated_at=now, parties=parties)
+        self._set(
+            s, request_id, status=status, decided_by=principal.user_id, decided_at=now, updated_at=now, parties=parties
+        )
         self._emit(
             s,
             ev.REQUEST_APPROVED,
@@ -279,7 +304,12 @@ class Coordinator:
         parties = [*(req.parties or []), confirmer.record("confirmed", now)]
         self._set(s, request_id, status="in_progress", parties=parties, updated_at=now)
         self._emit(
-            s, ev.REQUEST_CONFIRMED, request_id, req.tenant, principal.actor, {"request_id": request_id, "type": req.type}
+            s,
+            ev.REQUEST_CONFIRMED,
+            request_id,
+            req.tenant,
+            principal.actor,
+            {"request_id": request_id, "type": req.type},
         )
         self._dispatch(s, self._lock(s, request_id), principal.actor, now)
         return self.view(s, principal, request_id)
@@ -1067,6 +1097,12 @@ class Coordinator:
                 if instruction is None
                 else (json.loads(instruction) if instruction != "[erased]" else {"erased": True}),
                 "approvals": controller.approvals(parties),
+                "agreement": None
+                if req.agreement_version is None
+                else {
+                    "version": req.agreement_version,
+                    "signed_on": req.agreement_signed_on.isoformat() if req.agreement_signed_on else None,
+                },
                 "decided_at": rfc3339(req.decided_at),
                 "rejection_reason": self._decrypt_text(s, "rejection_reason", req.id, req.rejection_reason),
                 "extension": None

@@ -52,8 +52,7 @@ REQUEST_CONFIRMED = REGISTRY.register(
             "type": _TYPE,
         }
     ),
-    "The customer's privacy officer confirmed the instruction a vendor officer recorded; the request runs "
-    "(issue 15).",
+    "The customer's privacy officer confirmed the instruction a vendor officer recorded; the request runs (issue 15).",
 )
 
 REQUEST_REJECTED = REGISTRY.register(

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 TYPES = ("export", "erase")
-STATUSES = ("awaiting_approval", "awaiting_confirmation", "in_progress", "completed", "partially_completed", "failed", "rejected")
+STATUSES = (
+    "awaiting_approval",
+    "awaiting_confirmation",
+    "in_progress",
+    "completed",
+    "partially_completed",
+    "failed",
+    "rejected",
+)
 FINISHED = frozenset({"completed", "rejected"})  # answered: a deadline no longer applies
 RUNNING = frozenset({"in_progress"})
 ERASURE_ACTIONS = ("deleted", "anonymised", "retained")

@@ -17,7 +17,7 @@ from shared.privacy import announcement
 from shared.tokens import Principal
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
-from tests.gdpr.test_requests import EMAIL, Gdpr
+from tests.gdpr.test_requests import EMAIL, Gdpr, announce_tenant
 from tests.support import assert_no_plaintext, events_of
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -87,7 +87,11 @@ def test_a_privacy_officers_request_is_itself_the_instruction():
     officer = controller.party(principal("ekby", "privacy_officer"), "ekby", VENDOR)
     opening = controller.on_open(officer, request_id="r1", processor=True, instruction=None, now=NOW)
     assert not opening.needs_confirmation
-    assert opening.instruction == {"given_by": "privacy_officer", "given_at": "2026-03-02T10:00:00.000000Z", "reference": "r1"}
+    assert opening.instruction == {
+        "given_by": "privacy_officer",
+        "given_at": "2026-03-02T10:00:00.000000Z",
+        "reference": "r1",
+    }
     with pytest.raises(Invalid):
         controller.on_open(officer, request_id="r1", processor=True, instruction=INSTRUCTION, now=NOW)
 
@@ -222,5 +226,68 @@ def test_an_export_that_runs_at_once_still_waits_for_the_customer_when_a_vendor_
         assert service.commands() == []
         rejected = service.client.post(f"/api/v1/requests/{opened.json['id']}/reject", json={}, headers=po(service))
         assert rejected.status_code == 200 and rejected.json["status"] == "rejected"
+    finally:
+        service.rt.db.dispose()
+
+
+# --- tenants and their agreements (auth.tenant.announced) -------------------------------------------
+
+
+def test_a_request_for_a_tenant_auth_never_announced_is_404_not_202(ekby):
+    """Issue 18: a gdpr request for a tenant that does not exist was accepted."""
+    body = {"type": "export", "tenant": "nowhere", "subject": {"email": EMAIL}, "instruction": INSTRUCTION}
+    response = ekby.client.post("/api/v1/requests", json=body, headers=ekby.headers())
+    assert response.status_code == 404 and response.json["detail"] == "no such tenant"
+    assert ekby.client.get("/api/v1/requests", headers=ekby.headers()).json["items"] == []
+
+
+def test_processor_data_of_a_tenant_without_an_agreement_is_409_and_the_agreement_is_bound(ekby):
+    announce_tenant(ekby.rt, "lagom", agreement=None)
+    body = {"type": "erase", "tenant": "lagom", "subject": {"email": EMAIL}, "instruction": INSTRUCTION}
+    refused = ekby.client.post("/api/v1/requests", json=body, headers=ekby.headers())
+    assert refused.status_code == 409 and "data processing agreement" in refused.json["detail"]
+    # Opened by the customer's own privacy officer: the same 409.
+    own = {k: v for k, v in body.items() if k != "instruction"}
+    assert ekby.client.post("/api/v1/requests", json=own, headers=po(ekby, tenant="lagom")).status_code == 409
+    announce_tenant(ekby.rt, "lagom", agreement={"version": "PUB 3", "signed_on": "2026-02-01"})
+    opened = ekby.client.post("/api/v1/requests", json=body, headers=ekby.headers())
+    assert opened.status_code == 202, opened.json
+    # A later change of the agreement does not rewrite what the request was opened under.
+    announce_tenant(ekby.rt, "lagom", agreement={"version": "PUB 4", "signed_on": "2026-03-01"})
+    view = ekby.view(opened.json["id"])
+    assert view["agreement"] == {"version": "PUB 3", "signed_on": "2026-02-01"}
+    # The vendor's own data needs no agreement with a customer.
+    vendor = ekby.client.post(
+        "/api/v1/requests",
+        json={"type": "erase", "tenant": "vendor", "subject": {"email": EMAIL}},
+        headers=ekby.headers(),
+    )
+    assert vendor.status_code == 202 and ekby.view(vendor.json["id"])["agreement"] is None
+
+
+def test_the_replica_follows_auths_announcements_through_the_subscription(tmp_path):
+    """The handler gdpr subscribes to auth.tenant.announced with: an upsert, and nonsense ignored."""
+    from sqlalchemy import select
+
+    from services.gdpr.models import tenants
+
+    service = Gdpr(f"sqlite:///{tmp_path / 'gdpr.db'}")
+    try:
+        (handler,) = [s.handler for s in service.rt.wiring.subscriptions if s.pattern == "auth.tenant.announced"]
+        with service.rt.db.transaction() as s:
+            handler(s, {"type": "auth.tenant.announced", "tenant": "", "data": {"kind": "customer"}})
+            handler(s, {"type": "auth.tenant.created", "tenant": "x", "data": {}})
+            handler(
+                s,
+                {
+                    "type": "auth.tenant.announced",
+                    "tenant": "vik",
+                    "data": {"tenant_id": "1", "kind": "customer", "agreement": None},
+                },
+            )
+        with service.rt.db.transaction() as s:
+            rows = {r.slug: r for r in s.execute(select(tenants))}
+        assert "x" not in rows and "" not in rows
+        assert (rows["vik"].kind, rows["vik"].agreement_version) == ("customer", None)
     finally:
         service.rt.db.dispose()

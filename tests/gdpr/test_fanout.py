@@ -18,6 +18,7 @@ from services.gdpr.models import request_services
 from shared.bus import EVENTS, GDPR, Binding, Bus, Message, queue_name
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
+from tests.gdpr.test_requests import announce_tenant
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, wait_for
 
 ALICE = {"email": "alice.andersson@example.se", "name": "Alice Andersson"}
@@ -45,6 +46,7 @@ class System:
             **{"REPLY_TIMEOUT": 5.0, "MAX_ATTEMPTS": 3, **settings},
         )
         self.client = SPEC.create_app(runtime=self.gdpr).test_client()
+        announce_tenant(self.gdpr, "t1")  # as auth would (auth.tenant.announced), with its agreement
         self.stop = threading.Event()
         self.threads = self.gdpr.start_worker_threads(self.stop)
         self.fakes = {
@@ -83,7 +85,13 @@ class System:
     def open(self, type_: str, subject: dict) -> str:
         response = self.client.post(
             "/api/v1/requests",
-            json={"type": type_, "tenant": "t1", "subject": subject, "reason": "asked by phone", "instruction": INSTRUCTION},
+            json={
+                "type": type_,
+                "tenant": "t1",
+                "subject": subject,
+                "reason": "asked by phone",
+                "instruction": INSTRUCTION,
+            },
             headers=self.headers(),
         )
         assert response.status_code == 202, response.json
@@ -91,9 +99,7 @@ class System:
         if type_ == "export":
             # Exports too need a second officer by default (issue 14); erasures are approved by each test.
             assert response.json["status"] == "awaiting_approval"
-            approved = self.client.post(
-                f"/api/v1/requests/{request_id}/approve", headers=self.customer()
-            )
+            approved = self.client.post(f"/api/v1/requests/{request_id}/approve", headers=self.customer())
             assert approved.status_code == 200, approved.json
         return request_id
 
@@ -219,9 +225,7 @@ def test_erase_runs_after_a_second_officer_approves_and_completes_with_every_ser
     assert system.view(request_id)["status"] == "awaiting_approval"
     refused = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.headers())
     assert refused.status_code == 403
-    approved = system.client.post(
-        f"/api/v1/requests/{request_id}/approve", headers=system.customer()
-    )
+    approved = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.customer())
     assert approved.status_code == 200 and approved.json["decided_by"] == system.second_officer
     view = system.wait_status(request_id, "completed")
     results = {s["service"]: s["erasure"] for s in view["services"]}

@@ -46,6 +46,7 @@ def system(tmp_path_factory):
     patch.setenv("RECEPT_AUDIT_CHECKPOINT_DIR", str(tmp / "checkpoints"))
     patch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(tmp / "checkpoint-key.pem"))
     patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
+    patch.setenv("RECEPT_AUTH_TENANT_ANNOUNCE_INTERVAL", "1")
     MemoryBackend.reset()
     overrides = {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db"} for name in SERVICES}
     wsgi, runtimes = build(port, overrides)
@@ -63,7 +64,13 @@ def system(tmp_path_factory):
     auth = runtimes["auth"].domain
     with auth.db.transaction() as s:
         auth.create_tenant(s, None, "vendor", "The vendor")
-        auth.create_tenant(s, None, "kommun", "A municipality")
+        auth.create_tenant(
+            s,
+            None,
+            "kommun",
+            "A municipality",
+            {"version": "PUB 1", "signed_on": "2025-01-15", "signatory": "The municipal board"},
+        )
         for username in ("officer.one", "officer.two"):
             auth.create_user(
                 s, None, "vendor", username=username, roles=["compliance_officer"], password=PASSWORD, source="local"
