@@ -49,6 +49,30 @@ class Loader:
         self.now = datetime.now(UTC)
         self.ids = {k: str(uuid.uuid4()) for k in ("unit", "register", "list", "article", "import")}
         self._static()
+        self._tenant()
+
+    def _tenant(self) -> None:
+        """The tenant as auth would announce it, with its agreement (the smoke run has no auth; issue 15)."""
+        from services.gdpr.tenants import TenantReplica
+        from shared.db import Database
+
+        gdpr_db = Database(self.system.urls["gdpr"])
+        try:
+            with gdpr_db.transaction() as s:
+                TenantReplica().on_event(
+                    s,
+                    {
+                        "type": "auth.tenant.announced",
+                        "tenant": TENANT,
+                        "data": {
+                            "tenant_id": str(uuid.uuid4()),
+                            "kind": "customer",
+                            "agreement": {"version": "bench", "signed_on": "2025-01-01"},
+                        },
+                    },
+                )
+        finally:
+            gdpr_db.dispose()
 
     def close(self) -> None:
         self.orders_db.dispose()
@@ -213,11 +237,12 @@ class Loader:
 
 
 class Officers:
-    """Two compliance officers (a request needs a second one to approve) talking to the gdpr api."""
+    """The tenant's privacy officer, who opens (orders holds the tenant's processor data, so the request is the
+    controller's own instruction, issue 15), and a vendor compliance officer who approves, talking to the gdpr api."""
 
     def __init__(self, system: System, mint) -> None:
         port = system.ports["gdpr"]
-        self.first = Client(port, mint.token(tenant="vendor", roles=("compliance_officer",), ttl=7200))
+        self.first = Client(port, mint.token(tenant=TENANT, roles=("privacy_officer",), ttl=7200))
         self.second = Client(port, mint.token(tenant="vendor", roles=("compliance_officer",), ttl=7200))
 
     def reconnect(self) -> None:

@@ -32,7 +32,7 @@ ALGORITHMS = ("EdDSA", "RS256")
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="recept"'}
 
 VENDOR_ROLES = frozenset({"vendor_admin", "support", "compliance_officer", "auditor"})
-TENANT_ROLES = frozenset({"tenant_admin", "staff"})
+TENANT_ROLES = frozenset({"tenant_admin", "privacy_officer", "staff"})
 
 
 @dataclass(frozen=True)

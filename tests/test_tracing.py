@@ -253,6 +253,7 @@ def system(tmp_path_factory):
 
     patch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(write_key(tmp / "checkpoint-key.pem")))
     patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
+    patch.setenv("RECEPT_AUTH_TENANT_ANNOUNCE_INTERVAL", "1")
     MemoryBackend.reset()
     # The trace is the point here, not the four eyes: this system runs exports on one officer's word.
     wsgi, runtimes = build(
@@ -268,9 +269,17 @@ def system(tmp_path_factory):
     auth = runtimes["auth"].domain
     with auth.db.transaction() as s:
         auth.create_tenant(s, None, "vendor", "The vendor")
-        auth.create_tenant(s, None, "kommun", "A municipality")
+        auth.create_tenant(
+            s,
+            None,
+            "kommun",
+            "A municipality",
+            {"version": "PUB 1", "signed_on": "2025-01-15", "signatory": "The municipal board"},
+        )
+        # The municipality's privacy officer opens: orders holds its processor data, and her request is the
+        # controller's own instruction (issue 15), so it runs at once.
         auth.create_user(
-            s, None, "vendor", username="officer.one", roles=["compliance_officer"], password=PASSWORD, source="local"
+            s, None, "kommun", username="officer.one", roles=["privacy_officer"], password=PASSWORD, source="local"
         )
         auth.create_user(
             s,
@@ -320,10 +329,18 @@ def test_one_export_request_is_one_trace_through_every_service(system, spans):
             return set(s.scalars(select(table.c.service)))
 
     assert wait_for(lambda: participants <= announced(), timeout=60)
+
+    def tenant_known() -> bool:
+        from services.gdpr import tenants
+
+        with gdpr.db.transaction() as s:
+            return tenants.find(s, "kommun") is not None
+
+    assert wait_for(tenant_known, timeout=30)
     browser = portal_app.test_client()
     page = browser.get("/login").data
     signed_in = browser.post(
-        "/login", data={"csrf_token": _csrf(page), "tenant": "vendor", "username": "officer.one", "password": PASSWORD}
+        "/login", data={"csrf_token": _csrf(page), "tenant": "kommun", "username": "officer.one", "password": PASSWORD}
     )
     assert signed_in.status_code == 302
     spans.clear()

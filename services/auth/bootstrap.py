@@ -10,7 +10,7 @@ from .api import bp
 from .domain import Auth
 from .login import Logins
 from .privacy import AuthParticipant
-from .worker import purge_loop
+from .worker import purge_loop, tenant_announce_loop
 
 
 def build(runtime: Runtime) -> Wiring:
@@ -27,6 +27,9 @@ def build(runtime: Runtime) -> Wiring:
         participant=participant,
         # auth reacts to no other service's events; it answers the gdpr service's commands.
         subscriptions=[command_subscription(runtime)],
-        loops=[Loop("purge", purge_loop(logins, runtime.config["PURGE_INTERVAL"]))],
+        loops=[
+            Loop("purge", purge_loop(logins, runtime.config["PURGE_INTERVAL"])),
+            Loop("tenants", tenant_announce_loop(auth, runtime.config["TENANT_ANNOUNCE_INTERVAL"])),
+        ],
         preflight=lambda: logins.forwarding_token,  # a configured but unreadable token stops the start
     )

@@ -37,6 +37,20 @@ def _add_tenant(args) -> int:
     return 0
 
 
+def _set_agreement(args) -> int:
+    """Record a tenant's data processing agreement (R5, issue 15): announced to the other services."""
+    runtime = _runtime()
+    try:
+        auth = runtime.domain
+        with auth.db.transaction() as session:
+            view = auth.set_agreement(session, None, args.slug, args.version, args.signed_on, args.signatory)
+    finally:
+        runtime.db.dispose()
+    agreement = view["agreement"]
+    print(f"tenant {view['slug']}: agreement {agreement['version']} signed on {agreement['signed_on']} recorded")
+    return 0
+
+
 def _read_password(stream) -> str:
     line = stream.readline()
     return line[:-1] if line.endswith("\n") else line
@@ -90,6 +104,12 @@ def main(argv: list[str]) -> int:
     tenant.add_argument("slug")
     tenant.add_argument("name")
     tenant.set_defaults(func=_add_tenant)
+    agreement = sub.add_parser("set-agreement", help="record a tenant's data processing agreement (R5)")
+    agreement.add_argument("slug")
+    agreement.add_argument("--version", required=True)
+    agreement.add_argument("--signed-on", required=True, help="YYYY-MM-DD")
+    agreement.add_argument("--signatory", required=True, help="who signed it for the customer (stored encrypted)")
+    agreement.set_defaults(func=_set_agreement)
     user = sub.add_parser("add-user", help="create a user in a tenant")
     user.add_argument("--tenant", required=True)
     user.add_argument("--username", required=True)

@@ -34,6 +34,14 @@ SETTINGS = (
     Setting("ALLOW_PLAIN_LDAP", bool, False, "allow directories without LDAPS/StartTLS (tests and demos only)"),
     Setting("LOGIN_HISTORY_DAYS", int, 90, "days login history is kept", minimum=1),
     Setting("PURGE_INTERVAL", float, 3600.0, "seconds between purges of expired login data", minimum=1),
+    Setting(
+        "TENANT_ANNOUNCE_INTERVAL",
+        float,
+        3600.0,
+        "seconds between the worker's announcements of every tenant (auth.tenant.announced), "
+        "from which a service started later learns them",
+        minimum=1,
+    ),
     # The portal signs its users in through this api; with this token (it holds the same) the browser's
     # address it forwards is the one sign-ins are throttled by (docs/auth.md "Brute-force protection").
     Setting(

@@ -38,6 +38,8 @@ ROLE_DESCRIPTIONS = {
     "compliance_officer": "vendor: handles data-subject requests and the data inventory",
     "auditor": "vendor: reads the audit trail",
     "tenant_admin": "customer: manages the users and the directory of its own tenant",
+    "privacy_officer": "customer: the controller's privacy officer; opens, approves and confirms data-subject "
+    "requests of its own tenant and reads its records of processing",
     "staff": "customer: uses the system",
 }
 SYSTEM_ACTOR = {"id": "cli", "tenant": None, "kind": "system"}
@@ -260,7 +262,35 @@ class Auth:
         )
         if agreement:
             self.set_agreement(session, by, slug, **agreement)
+        else:
+            self.announce_tenant(session, self.tenant_row(session, slug), by)
         return self.tenant_view(session, self.tenant_row(session, slug))
+
+    def announce_tenant(self, session: Session, row, by: Principal | None = None) -> None:
+        """Tell the other services what this tenant is now (kind, agreement; no personal value)."""
+        agreement = (
+            None
+            if row.dpa_version is None
+            else {
+                "version": row.dpa_version,
+                "signed_on": row.dpa_signed_on.isoformat() if row.dpa_signed_on else None,
+            }
+        )
+        self.emit(
+            session,
+            events.TENANT_ANNOUNCED,
+            by,
+            {"tenant_id": row.id, "kind": row.kind, "agreement": agreement},
+            tenant=row.slug,
+            resource={"type": "tenant", "id": row.id},
+        )
+
+    def announce_tenants(self, session: Session) -> int:
+        """Every tenant again (the worker's loop: a service started after a tenant was made learns it)."""
+        rows = session.execute(select(tenants).order_by(tenants.c.slug)).all()
+        for row in rows:
+            self.announce_tenant(session, row)
+        return len(rows)
 
     def list_tenants(self, session: Session, by: Principal | None) -> list[dict[str, Any]]:
         self.require_vendor(by, *VENDOR_ROLES)
@@ -347,6 +377,7 @@ class Auth:
                 subject=tenant_subject(row.id),
                 resource={"type": "tenant", "id": row.id},
             )
+            self.announce_tenant(session, self.tenant_row(session, slug), by)
         return self.tenant_view(session, self.tenant_row(session, slug))
 
     # --- directory settings -----------------------------------------------------------------------

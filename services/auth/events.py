@@ -28,6 +28,28 @@ AGREEMENT_CHANGED = REGISTRY.register(
     obj({"tenant_id": _ID, "version": {"type": ["string", "null"], "maxLength": 50}, "fields": _FIELDS}),
     "The tenant's data processing agreement (R5) was recorded or changed.",
 )
+TENANT_ANNOUNCED = REGISTRY.register(
+    "auth.tenant.announced",
+    1,
+    obj(
+        {
+            "tenant_id": _ID,
+            "kind": {"enum": ["vendor", "customer"]},
+            "agreement": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["version", "signed_on"],
+                "properties": {
+                    "version": {"type": "string", "maxLength": 50},
+                    "signed_on": {"type": ["string", "null"], "maxLength": 10},
+                },
+            },
+        }
+    ),
+    "A tenant as it is now (slug in the envelope, kind, agreement version and date; never the signatory): "
+    "sent when it is created or its agreement changes, and again every TENANT_ANNOUNCE_INTERVAL so that a "
+    "service started later learns every tenant (the gdpr service keeps a replica, issue 15).",
+)
 DIRECTORY_CONFIGURED = REGISTRY.register(
     "auth.directory.configured",
     1,

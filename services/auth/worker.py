@@ -27,6 +27,21 @@ def purge_loop(logins, interval: float) -> Callable[[threading.Event], None]:
     return loop
 
 
+def tenant_announce_loop(auth, interval: float) -> Callable[[threading.Event], None]:
+    """Announce every tenant at start-up and every ``interval`` seconds (auth.tenant.announced)."""
+
+    def loop(stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with auth.db.transaction() as session:
+                    auth.announce_tenants(session)
+            except Exception as exc:  # noqa: BLE001 - try again next round
+                log.warning("tenant announcement failed: %s", type(exc).__name__)
+            stop.wait(interval)
+
+    return loop
+
+
 def main() -> None:
     from . import SPEC
 

@@ -2,8 +2,10 @@
 
 Roles: ``compliance_officer`` opens, approves, rejects, extends and retries requests and
 downloads export packages; ``vendor_admin`` may read requests; the inventory is also open to
-``auditor``.  Officers whose token tenant is not a vendor tenant (setting VENDOR_TENANTS) see
-only their own tenant's requests; anything else is 404.
+``auditor``.  A customer tenant's ``privacy_officer`` (the controller, issue 15) opens, approves,
+confirms and rejects its own tenant's requests, reads them and downloads their exports.  Officers
+whose token tenant is not a vendor tenant (setting VENDOR_TENANTS) see only their own tenant's
+requests; anything else is 404.  Who may decide what is services/gdpr/controller.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from .domain import STATUSES, TYPES, next_steps
 bp = ApiBlueprint("gdpr", __name__)
 
 OFFICER = ("compliance_officer",)
-READERS = ("compliance_officer", "vendor_admin")
+DECIDERS = ("compliance_officer", "privacy_officer")  # open, approve, reject, download: controller.py decides
+CONFIRMERS = ("privacy_officer",)
+READERS = ("compliance_officer", "vendor_admin", "privacy_officer")
 INVENTORY_READERS = ("compliance_officer", "vendor_admin", "auditor")
 
 _TEXT = multiline({"type": "string", "minLength": 1, "maxLength": 2000})
@@ -42,6 +46,17 @@ CREATE = {
             },
         },
         "reason": _TEXT,
+        "instruction": {
+            "type": "object",
+            "description": "the customer's instruction, when a vendor officer opens a request on its processor data",
+            "required": ["given_by", "given_at", "reference"],
+            "additionalProperties": False,
+            "properties": {
+                "given_by": {"type": "string", "minLength": 1, "maxLength": 200},
+                "given_at": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}"},
+                "reference": {"type": "string", "minLength": 1, "maxLength": 100},
+            },
+        },
     },
 }
 # GDPR art. 12(4): the person must be told why, so a rejection without a reason is a 422 (issue 17).
@@ -104,15 +119,21 @@ def _linked(document: dict) -> dict:
     "/api/v1/requests",
     summary="Open a data-subject request (export or erase)",
     body=CREATE,
-    roles=OFFICER,
-    responses={202: _SUMMARY},
+    roles=DECIDERS,
+    responses={202: _SUMMARY, 404: None, 409: None, 422: None},
     tags=("requests",),
 )
 def create_request(body):
     principal = authenticate()
     with runtime().db.transaction() as s:
         created = _coordinator().open(
-            s, principal, type_=body["type"], tenant=body["tenant"], subject=body["subject"], reason=body.get("reason")
+            s,
+            principal,
+            type_=body["type"],
+            tenant=body["tenant"],
+            subject=body["subject"],
+            reason=body.get("reason"),
+            instruction=body.get("instruction"),
         )
     created = _linked(created)
     response = jsonify(created)
@@ -164,10 +185,11 @@ def get_request(request_id):
 @bp.operation(
     "POST",
     "/api/v1/requests/{request_id}/approve",
-    summary="Approve a request (a compliance officer other than the requester)",
-    roles=OFFICER,
+    summary="Approve a request (an officer other than the requester; on processor data it then awaits the "
+    "customer's privacy officer unless that officer approves)",
+    roles=DECIDERS,
     tags=("requests",),
-    responses={200: _SUMMARY},
+    responses={200: _SUMMARY, 403: None, 404: None, 409: None},
 )
 def approve_request(request_id):
     with runtime().db.transaction() as s:
@@ -176,10 +198,23 @@ def approve_request(request_id):
 
 @bp.operation(
     "POST",
+    "/api/v1/requests/{request_id}/confirm",
+    summary="Confirm the instruction a vendor officer recorded (the customer's privacy officer); the request runs",
+    roles=CONFIRMERS,
+    tags=("requests",),
+    responses={200: _SUMMARY, 403: None, 404: None, 409: None},
+)
+def confirm_request(request_id):
+    with runtime().db.transaction() as s:
+        return jsonify(_linked(_coordinator().confirm(s, authenticate(), request_id)))
+
+
+@bp.operation(
+    "POST",
     "/api/v1/requests/{request_id}/reject",
     summary="Reject a request awaiting approval, with the reason the person is told",
     body=REJECT,
-    roles=OFFICER,
+    roles=DECIDERS,
     tags=("requests",),
     responses={200: _SUMMARY},
 )
@@ -219,7 +254,7 @@ def extend_request(request_id, body):
     "GET",
     "/api/v1/requests/{request_id}/export",
     summary="Download the export package (ZIP)",
-    roles=OFFICER,
+    roles=DECIDERS,
     responses={
         200: {
             "description": "the ZIP",

@@ -16,6 +16,7 @@ from .domain import Coordinator, Policy
 from .inventory import DataInventory
 from .parts import Parts
 from .sweep import Sweeper
+from .tenants import ANNOUNCED, TenantReplica
 from .worker import sweep_loop
 
 
@@ -73,6 +74,8 @@ def build(runtime: Runtime) -> Wiring:
             Subscription(GDPR, ANNOUNCE_PATTERN, coordinator.on_announce),
             Subscription(GDPR, REPLY_PATTERN, coordinator.on_reply),
             *(Subscription(EVENTS, pattern, notifier.on_event) for pattern in notices.EVENT_PATTERNS),
+            # The tenants and their agreements, as auth announces them (services/gdpr/tenants.py).
+            Subscription(EVENTS, ANNOUNCED, TenantReplica(clock).on_event),
         ],
         loops=[
             Loop("sweep", sweep_loop(parts.sweeper, float(config["SWEEP_INTERVAL"]))),

@@ -25,19 +25,29 @@ from sqlalchemy.orm import Session
 from shared.bus import GDPR
 from shared.clock import as_utc, rfc3339, utcnow
 from shared.crypto import ERASED
-from shared.errors import AccessDenied, Conflict, Gone, Invalid, NotFound
+from shared.errors import Conflict, Gone, Invalid, NotFound
 from shared.gdpr_protocol import REQUEST_TYPES, Announcement, Channel, Command, Reply, RequestKey
 from shared.identifiers import IdentifierHasher, normalise_subject
 from shared.tokens import Principal
 
+from . import controller
 from . import events as ev
 from . import package as packaging
+from . import tenants as tenant_replica
 from .models import export_packages, participants, request_services, requests
 
 log = logging.getLogger(__name__)
 
 TYPES = REQUEST_TYPES
-STATUSES = ("awaiting_approval", "in_progress", "completed", "partially_completed", "failed", "rejected")
+STATUSES = (
+    "awaiting_approval",
+    "awaiting_confirmation",
+    "in_progress",
+    "completed",
+    "partially_completed",
+    "failed",
+    "rejected",
+)
 FINISHED = ("completed", "rejected")  # never overdue, nothing left to do
 ROW_STATUSES = ("waiting", "pending", "done", "failed", "silent")
 SYSTEM_ACTOR = {"id": "gdpr-worker", "tenant": None, "kind": "system"}
@@ -70,6 +80,8 @@ def next_steps(status: str, type_: str) -> tuple[str, ...]:
     steps: list[str] = []
     if status == "awaiting_approval":
         steps += ["approve", "reject"]
+    if status == "awaiting_confirmation":
+        steps += ["confirm", "reject"]
     if status in ("partially_completed", "failed"):
         steps.append("retry")
     if status not in FINISHED:
@@ -178,14 +190,24 @@ class Coordinator:
         tenant: str,
         subject: dict[str, Any],
         reason: str | None,
+        instruction: dict[str, Any] | None = None,
         now: datetime | None = None,
     ) -> dict[str, Any]:
         now = now or self.clock()
-        scope = self.scope(principal)
-        if scope is not None and scope != tenant:
-            raise NotFound("no such tenant")
+        try:
+            opener = controller.party(principal, tenant, self.policy.vendor_tenants)
+        except NotFound:
+            raise NotFound("no such tenant") from None
         identifiers = normalise_subject(subject)
+        known = tenant_replica.find(s, tenant)
+        if known is None:
+            raise NotFound("no such tenant")  # auth has not announced it (issue 18: not a 202)
         request_id = str(uuid.uuid4())
+        processor = controller.touches_processor_data(tenant, self.policy.vendor_tenants, self._inventories(s, now))
+        opening = controller.on_open(
+            opener, request_id=request_id, processor=processor, instruction=instruction, now=now
+        )
+        agreement = controller.binding_agreement(processor, tenant_replica.agreement_of(known))
         vault, vs = self.vault, request_subject(request_id)
         needs_approval = type_ == "erase" or self.policy.export_needs_approval(tenant)
         s.execute(
@@ -203,6 +225,14 @@ class Coordinator:
                 due_at=due_at(now),
                 extension_months=0,
                 updated_at=now,
+                processor=processor,
+                needs_confirmation=opening.needs_confirmation,
+                parties=[opener.record("opened", now)],
+                agreement_version=agreement["version"] if agreement else None,
+                agreement_signed_on=known.agreement_signed_on if agreement else None,
+                instruction=None
+                if opening.instruction is None
+                else vault.encrypt(s, vs, "requests", "instruction", request_id, json.dumps(opening.instruction)),
             )
         )
         self._emit(
@@ -220,7 +250,14 @@ class Coordinator:
             },
         )
         if not needs_approval:
-            self._set(s, request_id, status="in_progress", decided_at=now, updated_at=now)
+            waits = opening.needs_confirmation  # the customer's privacy officer confirms before anything runs
+            self._set(
+                s,
+                request_id,
+                status="awaiting_confirmation" if waits else "in_progress",
+                decided_at=now,
+                updated_at=now,
+            )
             self._emit(
                 s,
                 ev.REQUEST_APPROVED,
@@ -229,7 +266,8 @@ class Coordinator:
                 principal.actor,
                 {"request_id": request_id, "type": type_, "automatic": True},
             )
-            self._dispatch(s, self._lock(s, request_id), principal.actor, now)
+            if not waits:
+                self._dispatch(s, self._lock(s, request_id), principal.actor, now)
         return self._summary(self._lock(s, request_id))
 
     def approve(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
@@ -237,10 +275,14 @@ class Coordinator:
         req = self._get(s, principal, request_id)
         if req.status != "awaiting_approval":
             raise Conflict(f"the request is {req.status}; only a request awaiting approval can be approved")
-        if req.requested_by == principal.user_id:
-            # Four eyes: an erasure cannot be undone, so whoever asked for it cannot also release it.
-            raise AccessDenied("a request must be approved by a compliance officer other than its requester")
-        self._set(s, request_id, status="in_progress", decided_by=principal.user_id, decided_at=now, updated_at=now)
+        approver = controller.party(principal, req.tenant, self.policy.vendor_tenants)
+        status = controller.on_approve(
+            approver, requested_by=req.requested_by, needs_confirmation=bool(req.needs_confirmation)
+        )
+        parties = [*(req.parties or []), approver.record("approved", now)]
+        self._set(
+            s, request_id, status=status, decided_by=principal.user_id, decided_at=now, updated_at=now, parties=parties
+        )
         self._emit(
             s,
             ev.REQUEST_APPROVED,
@@ -248,6 +290,26 @@ class Coordinator:
             req.tenant,
             principal.actor,
             {"request_id": request_id, "type": req.type, "automatic": False},
+        )
+        if status == "in_progress":
+            self._dispatch(s, self._lock(s, request_id), principal.actor, now)
+        return self.view(s, principal, request_id)
+
+    def confirm(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
+        """The customer's privacy officer confirms the instruction a vendor officer recorded; then it runs."""
+        now = now or self.clock()
+        req = self._get(s, principal, request_id)
+        confirmer = controller.party(principal, req.tenant, self.policy.vendor_tenants)
+        controller.on_confirm(confirmer, requested_by=req.requested_by, parties=req.parties or [], status=req.status)
+        parties = [*(req.parties or []), confirmer.record("confirmed", now)]
+        self._set(s, request_id, status="in_progress", parties=parties, updated_at=now)
+        self._emit(
+            s,
+            ev.REQUEST_CONFIRMED,
+            request_id,
+            req.tenant,
+            principal.actor,
+            {"request_id": request_id, "type": req.type},
         )
         self._dispatch(s, self._lock(s, request_id), principal.actor, now)
         return self.view(s, principal, request_id)
@@ -257,7 +319,7 @@ class Coordinator:
     ) -> dict:
         now = now or self.clock()
         req = self._get(s, principal, request_id)
-        if req.status != "awaiting_approval":
+        if req.status not in ("awaiting_approval", "awaiting_confirmation"):
             raise Conflict(f"the request is {req.status}; only a request awaiting approval can be rejected")
         if not reason or not reason.strip():
             # GDPR art. 12(4): the person is told why (issue 17).
@@ -265,10 +327,12 @@ class Coordinator:
         encrypted = self.vault.encrypt(
             s, request_subject(request_id), "requests", "rejection_reason", request_id, reason
         )
+        rejecter = controller.party(principal, req.tenant, self.policy.vendor_tenants)
         self._set(
             s,
             request_id,
             status="rejected",
+            parties=[*(req.parties or []), rejecter.record("rejected", now)],
             decided_by=principal.user_id,
             decided_at=now,
             rejection_reason=encrypted,
@@ -393,7 +457,7 @@ class Coordinator:
 
     def view(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
         req = self._get(s, principal, request_id)
-        return self._describe(s, req, now or self.clock())
+        return self._describe(s, req, now or self.clock(), viewer=self.scope(principal))
 
     def list(
         self,
@@ -689,6 +753,11 @@ class Coordinator:
         return len(ids)
 
     # -- internals: fan-out ---------------------------------------------------------------------
+
+    def _inventories(self, s: Session, now: datetime) -> list[dict]:
+        """The inventories of the services a request dispatched now would reach."""
+        since = now - timedelta(seconds=self.policy.participant_ttl)
+        return list(s.scalars(select(participants.c.inventory).where(participants.c.last_seen >= since)))
 
     def _known_participants(self, s: Session, now: datetime) -> list:
         since = now - timedelta(seconds=self.policy.participant_ttl)
@@ -1012,15 +1081,29 @@ class Coordinator:
             "overdue": req.status not in FINISHED and as_utc(req.due_at) < now,
         }
 
-    def _describe(self, s: Session, req, now: datetime) -> dict[str, Any]:
+    def _describe(self, s: Session, req, now: datetime, viewer: str | None = None) -> dict[str, Any]:
+        """``viewer``: the tenant the reader sees (None: a vendor officer); other tenants' user ids stay out."""
         out = self._summary(req, now)
+        parties = req.parties or []
+        instruction = self._decrypt_text(s, "instruction", req.id, req.instruction)
         out.update(
             {
                 "identifier_kinds": [k for k in req.identifier_kinds.split(",") if k],
                 "identifiers_erased": req.identifiers_shredded_at is not None,
                 "reason": self._decrypt_text(s, "reason", req.id, req.reason),
-                "requested_by": req.requested_by,
-                "decided_by": req.decided_by,
+                "requested_by": controller.visible_user(parties, req.requested_by, viewer),
+                "decided_by": controller.visible_user(parties, req.decided_by, viewer),
+                "processor_data": bool(req.processor),
+                "instruction": None
+                if instruction is None
+                else (json.loads(instruction) if instruction != "[erased]" else {"erased": True}),
+                "approvals": controller.approvals(parties),
+                "agreement": None
+                if req.agreement_version is None
+                else {
+                    "version": req.agreement_version,
+                    "signed_on": req.agreement_signed_on.isoformat() if req.agreement_signed_on else None,
+                },
                 "decided_at": rfc3339(req.decided_at),
                 "rejection_reason": self._decrypt_text(s, "rejection_reason", req.id, req.rejection_reason),
                 "extension": None

@@ -43,6 +43,18 @@ REQUEST_APPROVED = REGISTRY.register(
     "A request may run: a second compliance officer approved it, or its type runs at once.",
 )
 
+REQUEST_CONFIRMED = REGISTRY.register(
+    "gdpr.request.confirmed",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+        }
+    ),
+    "The customer's privacy officer confirmed the instruction a vendor officer recorded; the request runs (issue 15).",
+)
+
 REQUEST_REJECTED = REGISTRY.register(
     "gdpr.request.rejected",
     1,

@@ -7,7 +7,7 @@ crypto-shredded on expiry while the request record stays.  Everything else here 
 names of services and kinds of data, counts and timestamps.
 """
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Table
+from sqlalchemy import JSON, Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Table
 
 from shared.db import new_metadata
 from shared.service import library_tables
@@ -26,6 +26,19 @@ participants = Table(
     Column("transport_key", String(64), nullable=True),  # its X25519 public key; commands are sealed to it
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
+# The tenants as the auth service announces them (auth.tenant.announced; issue 15): slug, kind and the data
+# processing agreement's version and date (never its signatory).  A request for a tenant not here is a 404.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("slug", String(100), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("kind", String(10), nullable=False),  # vendor | customer
+    Column("agreement_version", String(50), nullable=True),
+    Column("agreement_signed_on", Date, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 requests = Table(
@@ -54,6 +67,16 @@ requests = Table(
     Column("identifiers_shredded_at", DateTime(timezone=True), nullable=True),
     # Vault (gdpr:transport:<id>): the request's ephemeral X25519 key; shredded when the request finishes.
     Column("transport_key", LargeBinary, nullable=True),
+    # The customer as controller (issue 15, services/gdpr/controller.py): whether the request reaches
+    # processor data, whether it waits for the customer's privacy officer, the instruction (Vault: it names
+    # a person at the customer) and who opened, approved, confirmed or rejected it (role, tenant, user id).
+    Column("processor", Boolean, nullable=False, default=False),
+    Column("needs_confirmation", Boolean, nullable=False, default=False),
+    Column("instruction", LargeBinary, nullable=True),
+    Column("parties", JSON, nullable=True),
+    # The tenant's data processing agreement when the request was opened on its processor data (issue 15).
+    Column("agreement_version", String(50), nullable=True),
+    Column("agreement_signed_on", Date, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_requests_tenant_status", "tenant", "status"),
     Index("ix_requests_due_at", "due_at"),

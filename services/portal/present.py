@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 TYPES = ("export", "erase")
-STATUSES = ("awaiting_approval", "in_progress", "completed", "partially_completed", "failed", "rejected")
+STATUSES = (
+    "awaiting_approval",
+    "awaiting_confirmation",
+    "in_progress",
+    "completed",
+    "partially_completed",
+    "failed",
+    "rejected",
+)
 FINISHED = frozenset({"completed", "rejected"})  # answered: a deadline no longer applies
 RUNNING = frozenset({"in_progress"})
 ERASURE_ACTIONS = ("deleted", "anonymised", "retained")
@@ -129,6 +137,12 @@ def can_decide(request: dict, user_id: str) -> bool:
     if isinstance(requester, dict):
         requester = requester.get("id")
     return requester is None or str(requester) != str(user_id)
+
+
+def can_confirm(request: dict) -> bool:
+    """Confirm / reject are offered on a request waiting for the customer's privacy officer (issue 15)."""
+    links = request.get("links")
+    return request.get("status") == "awaiting_confirmation" and isinstance(links, dict) and "confirm" in links
 
 
 def can_retry(request: dict) -> bool:

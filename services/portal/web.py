@@ -49,7 +49,7 @@ from .upstream import Upstream, UpstreamError, UpstreamUnavailable
 log = logging.getLogger("recept.portal")
 
 #: Roles that may use the portal at all; each upstream service still checks its own operations.
-PORTAL_ROLES = frozenset({"compliance_officer", "auditor", "vendor_admin", "tenant_admin"})
+PORTAL_ROLES = frozenset({"compliance_officer", "auditor", "vendor_admin", "tenant_admin", "privacy_officer"})
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -493,14 +493,27 @@ def requests_list():
 
 
 IDENTIFIER_FIELDS = ("email", "phone", "personnummer", "username")
+# The customer's instruction a vendor officer records for a request on the customer's processor data (issue 15).
+INSTRUCTION_FIELDS = ("given_by", "given_at", "reference")
+
+
+def _is_privacy_officer(user: PortalSession) -> bool:
+    """The customer's privacy officer: its own tenant only, and its requests are themselves the instruction."""
+    return user.has_any_role(("privacy_officer",)) and not user.has_any_role(("compliance_officer",))
 
 
 @bp.route("/requests/new", methods=["GET", "POST"])
 def request_new():
     user: PortalSession = g.user
+    controller = _is_privacy_officer(user)
     if request.method == "GET":
-        return render_template("request_new.html", form={"type": "export", "tenant": user.tenant or ""}, errors={})
-    form = {k: request.form.get(k, "").strip() for k in ("type", "tenant", "reason", *IDENTIFIER_FIELDS)}
+        return render_template(
+            "request_new.html", form={"type": "export", "tenant": user.tenant or ""}, errors={}, controller=controller
+        )
+    names = ("type", "tenant", "reason", *IDENTIFIER_FIELDS, *(f"instruction_{n}" for n in INSTRUCTION_FIELDS))
+    form = {k: request.form.get(k, "").strip() for k in names}
+    if controller:
+        form["tenant"] = user.tenant or ""
     errors: dict[str, str] = {}
     if form["type"] not in present.TYPES:
         errors["type"] = t("is not a valid choice")
@@ -512,11 +525,16 @@ def request_new():
     subject = {k: form[k] for k in IDENTIFIER_FIELDS if form[k]}
     if not subject:
         errors["subject"] = t("Give at least one identifier.")
+    for name in INSTRUCTION_FIELDS:
+        if len(form[f"instruction_{name}"]) > 200:
+            errors[f"instruction_{name}"] = t("is too long")
     if errors:
-        return render_template("request_new.html", form=form, errors=errors), 422
+        return render_template("request_new.html", form=form, errors=errors, controller=controller), 422
     body: dict[str, Any] = {"type": form["type"], "tenant": form["tenant"], "subject": subject}
     if form["reason"]:
         body["reason"] = form["reason"]
+    if not controller and any(form[f"instruction_{n}"] for n in INSTRUCTION_FIELDS):
+        body["instruction"] = {n: form[f"instruction_{n}"] for n in INSTRUCTION_FIELDS}
     try:
         created = call_json(portal().gdpr, "POST", "/api/v1/requests", body=body)
     except UpstreamError as exc:
@@ -525,11 +543,12 @@ def request_new():
         # Field errors come back as "subject.email" etc.; show each beside its field.
         for problem_ in exc.errors:
             name = str(problem_.get("field", "")).removeprefix("subject.").removeprefix("body.")
+            name = "instruction_given_by" if name == "instruction" else name.replace("instruction.", "instruction_")
             errors[name if name in form else "subject" if name.startswith("subject") else "form"] = str(
                 problem_.get("message", "")
             )
         return render_template(
-            "request_new.html", form=form, errors=errors, problem=exc.detail or exc.title
+            "request_new.html", form=form, errors=errors, problem=exc.detail or exc.title, controller=controller
         ), exc.status
     flash(t("The request was opened."), "success")
     return redirect(url_for("portal.request_detail", request_id=str(created["id"])))
@@ -549,6 +568,7 @@ def request_detail(request_id: str):
         overdue=present.is_overdue(item, portal().clock()),
         # Any request awaiting approval: exports need a second officer by default too (issue 14).
         can_decide=present.can_decide(item, user.user_id),
+        can_confirm=present.can_confirm(item) and _is_privacy_officer(user),
         is_requester=str(item.get("requested_by") or "") == user.user_id,
         can_retry=present.can_retry(item),
         export_ready=present.export_ready(item),
@@ -582,6 +602,11 @@ def _decide(request_id: str, action: str, body: dict, done: str):
 @bp.post("/requests/<request_id>/approve")
 def request_approve(request_id: str):
     return _decide(request_id, "approve", {}, "The request was approved.")
+
+
+@bp.post("/requests/<request_id>/confirm")
+def request_confirm(request_id: str):
+    return _decide(request_id, "confirm", {}, "The instruction was confirmed; the request runs.")
 
 
 @bp.post("/requests/<request_id>/reject")

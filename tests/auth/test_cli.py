@@ -64,8 +64,9 @@ def test_add_tenant_and_user_from_the_cli_then_log_in(env, tmp_path, monkeypatch
     try:
         response = harness.login("vendor", "root.admin", "a vendor admin password")
         assert response.status_code == 200
-        assert [e["type"] for e in events_of(harness.runtime)][:4] == [
+        assert [e["type"] for e in events_of(harness.runtime)][:5] == [
             "auth.tenant.created",
+            "auth.tenant.announced",  # the other services learn the tenant (issue 15)
             "auth.user.created",
             "auth.role.granted",
             "auth.role.granted",
@@ -132,3 +133,21 @@ def test_distributed_run_cli_writes_to_postgresql(postgres_url, tmp_path):
         assert harness.login("south", "sven", "south admin password").status_code == 200
     finally:
         harness.runtime.db.dispose()
+
+
+def test_set_agreement_from_the_cli_records_it_without_echoing_the_signatory(env, capsys):
+    """Issue 15: the operator records a tenant's data processing agreement (R5) from the command line."""
+    assert cli.main(["add-tenant", "north", "North"]) == 0
+    assert (
+        cli.main(
+            ["set-agreement", "north", "--version", "PUB 2", "--signed-on", "2025-11-03", "--signatory", "Siv Sund"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "agreement PUB 2 signed on 2025-11-03 recorded" in out and "Siv Sund" not in out
+    assert cli.main(["set-agreement", "north", "--version", "3", "--signed-on", "3025-01-01", "--signatory", "S"]) == 1
+    assert "signed_on is in the future" in capsys.readouterr().err
+    assert (
+        cli.main(["set-agreement", "nowhere", "--version", "3", "--signed-on", "2025-01-01", "--signatory", "S"]) == 1
+    )

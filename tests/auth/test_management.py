@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from services.auth.models import tenants, users
 from tests.auth.conftest import PASSWORD
 from tests.conftest import raw_dump
-from tests.support import assert_no_plaintext, events_of
+from tests.support import assert_no_plaintext, events_of, wait_for
 
 
 @pytest.fixture
@@ -281,3 +281,90 @@ def test_openapi_documents_every_endpoint_and_jwks_is_public(harness):
     } <= set(spec["paths"])
     assert spec["paths"]["/api/v1/auth/login"]["post"]["security"] == []
     assert harness.client.get("/.well-known/jwks.json").status_code == 200
+
+
+def test_a_tenant_admin_grants_the_privacy_officer_role_and_a_directory_group_maps_to_it(two):
+    """Issue 15: ``privacy_officer`` is a customer-tenant role; a tenant admin grants it and a directory group
+    may map to it, while the vendor tenant has no such role."""
+    user = two.user("north", "petra")
+    admin = two.headers("north", ["tenant_admin"])
+    granted = two.client.post(
+        f"/api/v1/tenants/north/users/{user['id']}/roles", headers=admin, json={"role": "privacy_officer"}
+    )
+    assert granted.status_code == 200, granted.json
+    assert "privacy_officer" in granted.json["roles"]
+    roles = {r["role"]: r["scope"] for r in two.client.get("/api/v1/roles", headers=admin).json}
+    assert roles["privacy_officer"] == "tenant"
+    vendor = two.client.post(
+        "/api/v1/tenants/vendor/users",
+        headers=two.vendor_admin(),
+        json={"username": "vega", "roles": ["privacy_officer"], "password": PASSWORD},
+    )
+    assert vendor.status_code == 422 and vendor.json["errors"][0]["field"] == "roles"
+    with two.auth.db.transaction() as s:
+        directory = two.auth.set_directory(
+            s,
+            None,
+            "north",
+            {
+                "urls": ["ldap://127.0.0.1:1"],
+                "tls": "none",
+                "bind_dn": "cn=svc,dc=north",
+                "bind_password": "secret",
+                "user_search_base": "ou=people,dc=north",
+                "user_filter": "(uid={username})",
+                "username_attribute": "uid",
+                "group_roles": {"privacy": ["privacy_officer"]},
+                "timeout": 2.0,
+            },
+        )
+    assert directory["group_roles"] == {"privacy": ["privacy_officer"]}
+
+
+def test_auth_announces_its_tenants_and_the_gdpr_replica_learns_them_from_those_events(two, tmp_path):
+    """Issue 15: auth.tenant.announced on creation, on an agreement change and from the worker's loop (so a
+    gdpr service started later learns every tenant), with kind and agreement but never the signatory; fed to
+    the gdpr service's subscription handler, the events make its replica."""
+    from services.auth.worker import tenant_announce_loop
+    from services.gdpr import tenants as replica
+    from tests.gdpr.test_requests import Gdpr
+
+    two.client.put(
+        "/api/v1/tenants/north/agreement",
+        json={"version": "PUB 2", "signed_on": "2025-11-03", "signatory": "Siv Sund"},
+        headers=two.vendor_admin(),
+    )
+    announced = events_of(two.runtime, "auth.tenant.announced")
+    assert [(e["tenant"], e["data"]["agreement"]) for e in announced] == [
+        ("vendor", None),
+        ("north", None),
+        ("south", None),
+        ("north", {"version": "PUB 2", "signed_on": "2025-11-03"}),
+    ]
+    assert_no_plaintext(str(announced).encode(), ["Siv Sund"])
+
+    import threading
+
+    stop = threading.Event()
+    loop = threading.Thread(target=tenant_announce_loop(two.auth, 3600.0), args=(stop,))
+    loop.start()
+    try:
+        assert wait_for(lambda: len(events_of(two.runtime, "auth.tenant.announced")) == 7, timeout=10)
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+    again = events_of(two.runtime, "auth.tenant.announced")[4:]
+    assert sorted(e["tenant"] for e in again) == ["north", "south", "vendor"]
+
+    gdpr = Gdpr(f"sqlite:///{tmp_path / 'gdpr.db'}")
+    try:
+        (handler,) = [s.handler for s in gdpr.rt.wiring.subscriptions if s.pattern == "auth.tenant.announced"]
+        with gdpr.rt.db.transaction() as s:
+            for event in again:
+                handler(s, event)
+        with gdpr.rt.db.transaction() as s:
+            north, south = replica.find(s, "north"), replica.find(s, "south")
+            assert replica.agreement_of(north) == {"version": "PUB 2", "signed_on": "2025-11-03"}
+            assert replica.agreement_of(south) is None and replica.find(s, "vendor").kind == "vendor"
+    finally:
+        gdpr.rt.db.dispose()

@@ -42,6 +42,9 @@ from tests.support import assert_no_plaintext
 from .conftest import VENDOR_ADMIN, Api, System, wait_for
 
 TENANT = "ekby"
+# Orders holds the municipality's registers as its processor: a vendor officer opening a request records the
+# municipality's instruction, and its privacy officer (Carol, directory group "dpo") confirms it (issue 15).
+INSTRUCTION = {"given_by": "Ekby kommun, dataskyddsombud", "given_at": "2026-01-12", "reference": "KS 2026/12"}
 PASSWORDS = {
     "officer-1": "officer one password 1",
     "officer-2": "officer two password 2",
@@ -189,7 +192,7 @@ def world(system: System, directory, smtp) -> World:
             "username_attribute": settings.username_attribute,
             "group_search_base": settings.group_search_base,
             "group_filter": settings.group_filter,
-            "group_roles": {"kitchen-staff": ["staff"], "care-admins": ["tenant_admin"]},
+            "group_roles": {"kitchen-staff": ["staff"], "care-admins": ["tenant_admin"], "dpo": ["privacy_officer"]},
         },
     )
     auth.ok("POST", f"/api/v1/tenants/{TENANT}/directory/test", admin)
@@ -212,6 +215,7 @@ def world(system: System, directory, smtp) -> World:
         bob=auth.login(TENANT, "bob", "bob-password-1"),
         alice=auth.login(TENANT, "alice", "alice-password-1"),
         signe=auth.login(TENANT, SIGNE.uid, "signe-password-1"),
+        dpo=auth.login(TENANT, "carol", "carol-password-1"),
     )
     ids["me"] = {
         who: auth.ok("GET", "/api/v1/auth/me", tokens[who]) for who in ("alice", "bob", "signe", "officer1", "officer2")
@@ -378,9 +382,17 @@ def world(system: System, directory, smtp) -> World:
 def _finish(world: World, request_id: str, timeout: float = 90) -> dict:
     def finished():
         view = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["officer1"])
-        return view if view["status"] not in ("awaiting_approval", "in_progress") else None
+        return view if view["status"] not in ("awaiting_approval", "awaiting_confirmation", "in_progress") else None
 
     return wait_for(finished, timeout, "the request to finish", interval=0.5)
+
+
+def _confirm(world: World, request_id: str) -> None:
+    """The municipality's privacy officer confirms the instruction the vendor's officers acted on."""
+    waiting = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["dpo"])
+    assert waiting["status"] == "awaiting_confirmation" and waiting["instruction"] == INSTRUCTION, waiting
+    confirmed = world.gdpr.ok("POST", f"/api/v1/requests/{request_id}/confirm", world.tokens["dpo"])
+    assert [a["role"] for a in confirmed["approvals"]] == ["compliance_officer", "privacy_officer"]
 
 
 @pytest.fixture(scope="module")
@@ -400,6 +412,7 @@ def exported(world: World) -> tuple[dict, dict[str, bytes]]:
                 "personnummer": SIGNE.personnummer,
                 "username": SIGNE.uid,
             },
+            "instruction": INSTRUCTION,
         },
         202,
     )
@@ -408,6 +421,7 @@ def exported(world: World) -> tuple[dict, dict[str, bytes]]:
     refused = world.gdpr.call("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer1"])
     assert refused.status == 403, refused.status
     world.gdpr.ok("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer2"])
+    _confirm(world, opened["id"])
     view = _finish(world, opened["id"])
     reply = world.gdpr.call("GET", f"/api/v1/requests/{opened['id']}/export", world.tokens["officer1"])
     assert reply.status == 200 and reply.headers["Content-Type"] == "application/zip", reply.status
@@ -444,6 +458,7 @@ def erased(world: World, exported, backups) -> dict:
                 "personnummer": SIGNE.personnummer.replace("-", ""),
                 "username": SIGNE.uid,
             },
+            "instruction": INSTRUCTION,
         },
         202,
     )
@@ -452,6 +467,7 @@ def erased(world: World, exported, backups) -> dict:
     refused = world.gdpr.call("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer1"])
     assert refused.status == 403, refused.body
     world.gdpr.ok("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer2"])
+    _confirm(world, opened["id"])
     return _finish(world, opened["id"])
 
 

@@ -53,7 +53,7 @@ def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, 
     with zipfile.ZipFile(io.BytesIO(package.data)) as archive:  # it was exported...
         assert RECORD_VALUE in archive.read("alpha/person.json").decode()
     erased = system.open("erase", SUBJECT)
-    approved = system.client.post(f"/api/v1/requests/{erased}/approve", headers=system.headers(system.second_officer))
+    approved = system.client.post(f"/api/v1/requests/{erased}/approve", headers=system.customer())
     assert approved.status_code == 200
     system.wait_status(erased, "completed")
 

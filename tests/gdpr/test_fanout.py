@@ -18,10 +18,13 @@ from services.gdpr.models import request_services
 from shared.bus import EVENTS, GDPR, Binding, Bus, Message, queue_name
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
+from tests.gdpr.test_requests import announce_tenant
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, wait_for
 
 ALICE = {"email": "alice.andersson@example.se", "name": "Alice Andersson"}
 BOB = {"email": "bob.berg@example.se", "name": "Bob Berg"}
+# beta holds the customer's processor data: a vendor officer records the customer's instruction (issue 15).
+INSTRUCTION = {"given_by": "t1's privacy officer", "given_at": "2026-01-05", "reference": "DPO-17"}
 
 
 class System:
@@ -43,6 +46,7 @@ class System:
             **{"REPLY_TIMEOUT": 5.0, "MAX_ATTEMPTS": 3, **settings},
         )
         self.client = SPEC.create_app(runtime=self.gdpr).test_client()
+        announce_tenant(self.gdpr, "t1")  # as auth would (auth.tenant.announced), with its agreement
         self.stop = threading.Event()
         self.threads = self.gdpr.start_worker_threads(self.stop)
         self.fakes = {
@@ -51,10 +55,14 @@ class System:
             "ledger": make_fake("ledger", f"sqlite:///{tmp_path / 'ledger.db'}", rabbit_url, phase="trail"),
         }
         self.officer = str(uuid.uuid4())
-        self.second_officer = str(uuid.uuid4())
+        self.second_officer = str(uuid.uuid4())  # t1's privacy officer: beta holds processor data (issue 15)
 
     def headers(self, user: str | None = None) -> dict[str, str]:
         return self.mint.headers(sub=user or self.officer, tenant="vendor", roles=["compliance_officer"])
+
+    def customer(self) -> dict[str, str]:
+        """The customer's privacy officer, whose approval confirms the vendor officer's recorded instruction."""
+        return self.mint.headers(sub=self.second_officer, tenant="t1", roles=["privacy_officer"])
 
     def start_all(self) -> None:
         for fake in self.fakes.values():
@@ -77,7 +85,13 @@ class System:
     def open(self, type_: str, subject: dict) -> str:
         response = self.client.post(
             "/api/v1/requests",
-            json={"type": type_, "tenant": "t1", "subject": subject, "reason": "asked by phone"},
+            json={
+                "type": type_,
+                "tenant": "t1",
+                "subject": subject,
+                "reason": "asked by phone",
+                "instruction": INSTRUCTION,
+            },
             headers=self.headers(),
         )
         assert response.status_code == 202, response.json
@@ -85,9 +99,7 @@ class System:
         if type_ == "export":
             # Exports too need a second officer by default (issue 14); erasures are approved by each test.
             assert response.json["status"] == "awaiting_approval"
-            approved = self.client.post(
-                f"/api/v1/requests/{request_id}/approve", headers=self.headers(self.second_officer)
-            )
+            approved = self.client.post(f"/api/v1/requests/{request_id}/approve", headers=self.customer())
             assert approved.status_code == 200, approved.json
         return request_id
 
@@ -213,9 +225,7 @@ def test_erase_runs_after_a_second_officer_approves_and_completes_with_every_ser
     assert system.view(request_id)["status"] == "awaiting_approval"
     refused = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.headers())
     assert refused.status_code == 403
-    approved = system.client.post(
-        f"/api/v1/requests/{request_id}/approve", headers=system.headers(system.second_officer)
-    )
+    approved = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.customer())
     assert approved.status_code == 200 and approved.json["decided_by"] == system.second_officer
     view = system.wait_status(request_id, "completed")
     results = {s["service"]: s["erasure"] for s in view["services"]}

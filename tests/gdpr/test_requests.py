@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from services.gdpr import SPEC
 from services.gdpr.domain import due_at
 from services.gdpr.models import export_packages, requests
+from services.gdpr.tenants import TenantReplica
 from shared.bus import GDPR
 from shared.errors import Invalid
 from shared.privacy import announcement, fields_of
@@ -24,6 +25,20 @@ from tests.gdpr.sealing import opened_command, sealed_reply
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, outbox_messages
 
 EMAIL = "karin.karlsson@example.se"
+AGREEMENT = {"version": "DPA 2.0", "signed_on": "2025-06-01"}
+# The customer tenants the tests open requests for: auth has announced them with an agreement (issue 15).
+CUSTOMERS = ("t1", "t2", "strict", "ekby", "north")
+
+
+def announce_tenant(runtime, slug: str, kind: str = "customer", agreement: dict | None = AGREEMENT) -> None:
+    """What auth's auth.tenant.announced event does to the gdpr service's tenant replica."""
+    message = {
+        "type": "auth.tenant.announced",
+        "tenant": slug,
+        "data": {"tenant_id": str(uuid.uuid5(uuid.NAMESPACE_DNS, slug)), "kind": kind, "agreement": agreement},
+    }
+    with runtime.db.transaction() as s:
+        TenantReplica().on_event(s, message)
 
 
 class Gdpr:
@@ -36,6 +51,9 @@ class Gdpr:
         self.coordinator, self.sweeper = self.parts.coordinator, self.parts.sweeper
         self.officer, self.other_officer = str(uuid.uuid4()), str(uuid.uuid4())
         self.keyrings: dict = {}  # each announced service's keyring: it opens the commands sealed to it
+        announce_tenant(self.rt, "vendor", kind="vendor", agreement=None)
+        for slug in CUSTOMERS:
+            announce_tenant(self.rt, slug)
 
     def headers(self, user: str | None = None, tenant: str = "vendor", roles=("compliance_officer",)) -> dict:
         return self.mint.headers(sub=user or self.officer, tenant=tenant, roles=list(roles))

@@ -415,6 +415,19 @@ class FakeServices:
             item.update(status="in_progress", services=fake._services(item["type"], "in_progress"))
             return jsonify(item)
 
+        @app.post("/gdpr/api/v1/requests/<rid>/confirm")
+        def confirm(rid):
+            item = visible(rid)
+            if item is None:
+                return fake._problem(404, "Not found", "no such resource")
+            if "privacy_officer" not in request.environ["principal"].roles:
+                return fake._problem(403, "Forbidden", "only the customer's privacy officer confirms")
+            if item["status"] != "awaiting_confirmation":
+                return fake._problem(409, "Conflict", "the request is not awaiting confirmation")
+            item.update(status="in_progress", services=fake._services(item["type"], "in_progress"))
+            item["links"].pop("confirm", None)
+            return jsonify(item)
+
         @app.post("/gdpr/api/v1/requests/<rid>/reject")
         def reject(rid):
             item = visible(rid)

@@ -1,6 +1,8 @@
 """The portal in Chromium on top of the REAL auth, gdpr, audit, orders and crm services (the embedded
 system: one process, in-memory bus, SQLite per service): an export that completes and downloads, and
-an erasure opened by one compliance officer and approved by another (issue 9, R1, R2, R3)."""
+an erasure opened by one compliance officer and approved by another (issue 9, R1, R2, R3); orders holds the
+municipality's registers as its processor, so the vendor's officers record the municipality's instruction
+and its privacy officer, who sees only its own tenant, confirms it (issue 15)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def system(tmp_path_factory):
     patch.setenv("RECEPT_AUDIT_CHECKPOINT_DIR", str(tmp / "checkpoints"))
     patch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(tmp / "checkpoint-key.pem"))
     patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
+    patch.setenv("RECEPT_AUTH_TENANT_ANNOUNCE_INTERVAL", "1")
     MemoryBackend.reset()
     overrides = {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db"} for name in SERVICES}
     wsgi, runtimes = build(port, overrides)
@@ -61,11 +64,20 @@ def system(tmp_path_factory):
     auth = runtimes["auth"].domain
     with auth.db.transaction() as s:
         auth.create_tenant(s, None, "vendor", "The vendor")
-        auth.create_tenant(s, None, "kommun", "A municipality")
+        auth.create_tenant(
+            s,
+            None,
+            "kommun",
+            "A municipality",
+            {"version": "PUB 1", "signed_on": "2025-01-15", "signatory": "The municipal board"},
+        )
         for username in ("officer.one", "officer.two"):
             auth.create_user(
                 s, None, "vendor", username=username, roles=["compliance_officer"], password=PASSWORD, source="local"
             )
+        auth.create_user(
+            s, None, "kommun", username="dpo.kommun", roles=["privacy_officer"], password=PASSWORD, source="local"
+        )
         auth.create_user(
             s,
             None,
@@ -109,10 +121,28 @@ def open_request(page, base: str, type_: str, email: str) -> str:
     page.check(f"input[name=type][value={type_}]")
     page.fill("#tenant", "kommun")
     page.fill("#email", email)
+    page.fill("#instruction-given-by", "Kommunens dataskyddsombud")
+    page.fill("#instruction-given-at", "2026-01-12")
+    page.fill("#instruction-reference", "KS 2026/12")
     page.click("button:has-text('Submit request')")
     page.wait_for_selector("#request-status")
     assert email not in page.url
     return page.url
+
+
+def confirm_as_the_municipality(browser, base: str, url: str) -> None:
+    """The municipality's privacy officer signs in, finds the request among its tenant's only, and confirms."""
+    page = browser.new_context(viewport=LAPTOP).new_page()
+    sign_in(page, base, "kommun", "dpo.kommun", PASSWORD)
+    page.goto(f"{base}/requests")
+    assert {t.strip() for t in page.locator("table td.tenant").all_inner_texts()} == {"kommun"}
+    page.goto(url)
+    assert "KS 2026/12" in page.locator("#instruction").inner_text()
+    page.click("button:has-text('Confirm instruction')")
+    page.wait_for_selector("[data-status=in_progress], [data-status=completed]")
+    assert "privacy_officer (kommun)" in page.locator("#approvals").inner_text()
+    screenshot(page, "system-confirmation")
+    page.context.close()
 
 
 def test_export_through_the_real_services_completes_and_downloads(system, browser):
@@ -127,6 +157,9 @@ def test_export_through_the_real_services_completes_and_downloads(system, browse
     sign_in(page, system, "vendor", "officer.two", PASSWORD)
     page.goto(url)
     page.click("button:has-text('Approve')")
+    page.wait_for_selector("[data-status=awaiting_confirmation]")
+    confirm_as_the_municipality(browser, system, url)
+    page.goto(url)
     page.wait_for_selector("[data-status=completed]", timeout=60_000)
     screenshot(page, "system-export")
     with page.expect_download() as download_info:
@@ -150,6 +183,10 @@ def test_erasure_through_the_real_services_needs_a_second_officer(system, browse
     sign_in(second, system, "vendor", "officer.two", PASSWORD)
     second.goto(url)
     second.click("button:has-text('Approve')")
+    second.wait_for_selector("[data-status=awaiting_confirmation]")
+    assert second.locator("button:has-text('Confirm instruction')").count() == 0
+    confirm_as_the_municipality(browser, system, url)
+    second.goto(url)
     second.wait_for_selector("[data-status=completed]", timeout=60_000)
     table = second.locator("table.erasure").inner_text()
     assert "auth" in table

@@ -475,3 +475,74 @@ def test_language_switch_does_not_redirect_off_site(officer):
         "/language", data={"csrf_token": form_token(officer), "lang": "en", "back": "//evil.example/"}
     )
     assert response.headers["Location"].endswith("/requests")
+
+
+# --- the customer's privacy officer (issue 15) --------------------------------------------------
+
+
+def test_a_privacy_officer_opens_for_its_own_tenant_only_and_gives_no_instruction(client, fakes):
+    fakes.add_account("t1", "pia", PASSWORD, roles=("privacy_officer",))
+    assert sign_in(client, "pia").status_code == 302
+    page = client.get("/requests/new").get_data(as_text=True)
+    assert 'id="instruction"' not in page and "readonly" in page and 'id="controller-note"' in page
+    response = client.post(
+        "/requests/new",
+        data={"csrf_token": csrf_of(page), "type": "erase", "tenant": "t2", "email": "anna@example.org"},
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    (sent,) = [c for c in fakes.calls if c["method"] == "POST" and c["path"] == "/gdpr/api/v1/requests"]
+    body = json.loads(sent["body"])
+    assert body["tenant"] == "t1" and "instruction" not in body
+
+
+def test_a_vendor_officer_records_the_customers_instruction(officer, fakes):
+    page = officer.get("/requests/new").get_data(as_text=True)
+    assert 'id="instruction"' in page
+    officer.post(
+        "/requests/new",
+        data={
+            "csrf_token": csrf_of(page),
+            "type": "erase",
+            "tenant": "t1",
+            "email": "anna@example.org",
+            "instruction_given_by": "Pia P., dataskyddsombud",
+            "instruction_given_at": "2026-01-12",
+            "instruction_reference": "KS 2026/12",
+        },
+    )
+    (sent,) = [c for c in fakes.calls if c["method"] == "POST" and c["path"] == "/gdpr/api/v1/requests"]
+    assert json.loads(sent["body"])["instruction"] == {
+        "given_by": "Pia P., dataskyddsombud",
+        "given_at": "2026-01-12",
+        "reference": "KS 2026/12",
+    }
+
+
+def test_the_privacy_officer_confirms_a_request_awaiting_confirmation(client, fakes):
+    fakes.add_account("t1", "pia", PASSWORD, roles=("privacy_officer",))
+    item = fakes.add_request("t1", "erase", "awaiting_confirmation")
+    item["links"]["confirm"] = f"/api/v1/requests/{item['id']}/confirm"
+    item["instruction"] = {"given_by": "Pia P.", "given_at": "2026-01-12", "reference": "KS 2026/12"}
+    item["approvals"] = [
+        {"step": "approved", "role": "compliance_officer", "tenant": "vendor", "at": item["created_at"]}
+    ]
+    sign_in(client, "pia")
+    page = client.get(f"/requests/{item['id']}").get_data(as_text=True)
+    assert "Confirm instruction" in page and "KS 2026/12" in page and "compliance_officer (vendor)" in page
+    response = client.post(f"/requests/{item['id']}/confirm", data={"csrf_token": csrf_of(page)})
+    assert response.status_code == 302
+    assert fakes.requests[item["id"]]["status"] == "in_progress"
+
+
+def test_a_vendor_officer_sees_no_confirm_button(officer, fakes):
+    item = fakes.add_request("t1", "erase", "awaiting_confirmation")
+    item["links"]["confirm"] = f"/api/v1/requests/{item['id']}/confirm"
+    page = officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    assert "Confirm instruction" not in page and "privacy officer to confirm" in page
+
+
+def test_a_privacy_officer_is_not_offered_the_vendor_wide_pages(client, fakes):
+    fakes.add_account("t1", "pia", PASSWORD, roles=("privacy_officer",))
+    sign_in(client, "pia")
+    page = client.get("/requests").get_data(as_text=True)
+    assert "/requests/new" in page and "/inventory" not in page and "/audit" not in page
