@@ -16,6 +16,10 @@ tenant is the controller and decides.  So:
 - Controller data of the vendor's own (logins, support records; the vendor tenant's requests) stays the
   vendor's decision: a vendor officer opens it and a second one approves it, as before.
 - A privacy officer acts for its own tenant only; anything of another tenant does not exist for it (404).
+- A person asking for themself on the public page (``DataSubject``, services/gdpr/public.py) opens a
+  request but decides nothing: about the vendor's own data a vendor officer approves it as for
+  any request; about a customer's processor data, the customer's privacy officer confirms it first
+  (``awaiting_confirmation``): the person's request reaches the controller as an instruction to confirm.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from shared.tokens import Principal
 
 VENDOR_OFFICER = "compliance_officer"
 PRIVACY_OFFICER = "privacy_officer"
+DATA_SUBJECT = "data_subject"
 STEPS = ("opened", "approved", "confirmed", "rejected")
 
 
@@ -47,11 +52,28 @@ class Party:
         return {"step": step, "role": self.role, "tenant": self.tenant, "user_id": self.user_id, "at": rfc3339(at)}
 
 
-def party(principal: Principal, tenant: str, vendor_tenants: Iterable[str]) -> Party:
+@dataclass(frozen=True)
+class DataSubject:
+    """The person themself, asking on the public page after verifying an address: no account, no token.
+
+    It stands in for a ``Principal`` when ``Coordinator.open`` is called for a public request."""
+
+    tenant: str  # the tenant the public page acts in (the vendor's)
+    user_id: str  # a fixed actor id of the public page, never the person's
+
+    @property
+    def actor(self) -> dict[str, Any]:
+        return {"id": self.user_id, "tenant": None, "kind": "service"}
+
+
+def party(principal: Principal | DataSubject, tenant: str, vendor_tenants: Iterable[str]) -> Party:
     """The caller as a party to a request of ``tenant``.
 
     A vendor compliance officer reaches every tenant; anyone else only its own (another tenant's request
-    is a 404); a caller with neither officer role may not decide (403)."""
+    is a 404); a caller with neither officer role may not decide (403).  The person on the public page
+    is a party that opens requests only (``on_open``)."""
+    if isinstance(principal, DataSubject):
+        return Party(DATA_SUBJECT, None, principal.user_id, vendor=False)
     if principal.tenant in tuple(vendor_tenants):
         if principal.has_any_role((VENDOR_OFFICER,)):
             return Party(VENDOR_OFFICER, principal.tenant, principal.user_id, vendor=True)
@@ -128,6 +150,10 @@ def on_open(
     now: datetime,
 ) -> Opening:
     """The instruction a new request carries, and whether it waits for the customer's confirmation."""
+    if opener.role == DATA_SUBJECT:
+        # The person's own request: on a customer's processor data it goes to the customer's privacy
+        # officer, whose confirmation is the controller's instruction; the vendor's own data, the vendor's.
+        return Opening(None, processor)
     if opener.role == PRIVACY_OFFICER:
         if instruction is not None:
             raise Invalid(

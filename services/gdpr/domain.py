@@ -184,7 +184,7 @@ class Coordinator:
     def open(
         self,
         s: Session,
-        principal: Principal,
+        principal: Principal | controller.DataSubject,
         *,
         type_: str,
         tenant: str,

@@ -46,6 +46,7 @@ from shared.http import ApiBlueprint, runtime
 from shared.inputs import EMAIL, PHONE
 from shared.normalise import normalise_email, normalise_phone
 
+from .controller import DataSubject
 from .domain import TYPES
 from .models import public_limits, public_requests, public_verifications
 from .texts import LANGUAGES, render
@@ -175,18 +176,6 @@ def customers(config) -> list[dict[str, str]]:
         if slug.strip():
             out.append({"slug": slug.strip(), "name": (name or slug).strip()})
     return out
-
-
-@dataclass(frozen=True)
-class PublicCaller:
-    """Stands in for a principal when the public page opens a request: the vendor's own scope."""
-
-    tenant: str
-    user_id: str = PUBLIC_ACTOR_ID
-
-    @property
-    def actor(self) -> dict[str, Any]:
-        return {"id": PUBLIC_ACTOR_ID, "tenant": None, "kind": "service"}
 
 
 class PublicRequests:
@@ -375,7 +364,7 @@ class PublicRequests:
         contact = draft["contact"]
         created = c.open(
             s,
-            PublicCaller(tenant=vendor),
+            DataSubject(tenant=vendor, user_id=PUBLIC_ACTOR_ID),
             type_=draft["type"],
             tenant=tenant,
             subject=dict(contact),

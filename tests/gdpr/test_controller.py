@@ -224,7 +224,11 @@ def test_an_export_that_runs_at_once_still_waits_for_the_customer_when_a_vendor_
         opened = service.client.post("/api/v1/requests", json=body, headers=service.headers())
         assert opened.status_code == 202 and opened.json["status"] == "awaiting_confirmation"
         assert service.commands() == []
-        rejected = service.client.post(f"/api/v1/requests/{opened.json['id']}/reject", json={}, headers=po(service))
+        rejected = service.client.post(
+            f"/api/v1/requests/{opened.json['id']}/reject",
+            json={"reason": "the municipality has not instructed this export"},
+            headers=po(service),
+        )
         assert rejected.status_code == 200 and rejected.json["status"] == "rejected"
     finally:
         service.rt.db.dispose()

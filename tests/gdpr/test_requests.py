@@ -27,7 +27,7 @@ from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtim
 EMAIL = "karin.karlsson@example.se"
 AGREEMENT = {"version": "DPA 2.0", "signed_on": "2025-06-01"}
 # The customer tenants the tests open requests for: auth has announced them with an agreement (issue 15).
-CUSTOMERS = ("t1", "t2", "strict", "ekby", "north")
+CUSTOMERS = ("t1", "t2", "strict", "ekby", "north", "kommun")
 
 
 def announce_tenant(runtime, slug: str, kind: str = "customer", agreement: dict | None = AGREEMENT) -> None:
