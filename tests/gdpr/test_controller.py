@@ -96,6 +96,23 @@ def test_a_privacy_officers_request_is_itself_the_instruction():
         controller.on_open(officer, request_id="r1", processor=True, instruction=INSTRUCTION, now=NOW)
 
 
+def test_a_person_on_the_public_page_opens_but_the_customer_confirms_its_processor_data():
+    """Issue 17 with issue 15: the person's own request about a customer's data goes to that customer's
+    privacy officer; about the vendor's own data it is the vendor's to approve; the person decides nothing."""
+    person = controller.party(controller.DataSubject(tenant="vendor", user_id="public"), "ekby", VENDOR)
+    assert person.role == controller.DATA_SUBJECT and not person.vendor
+    on_customer = controller.on_open(person, request_id="r1", processor=True, instruction=None, now=NOW)
+    assert on_customer.needs_confirmation and on_customer.instruction is None
+    on_vendor = controller.on_open(person, request_id="r2", processor=False, instruction=None, now=NOW)
+    assert not on_vendor.needs_confirmation
+    vendor_officer = controller.party(principal("vendor", "compliance_officer"), "ekby", VENDOR)
+    assert controller.on_approve(vendor_officer, requested_by="public", needs_confirmation=True) == (
+        "awaiting_confirmation"
+    )
+    with pytest.raises(AccessDenied):
+        controller.on_confirm(person, requested_by="public", parties=[], status="awaiting_confirmation")
+
+
 def test_four_eyes_and_the_customers_privacy_officer_on_approval_and_confirmation():
     requester = principal("vendor", "compliance_officer")
     vendor = controller.party(requester, "ekby", VENDOR)
