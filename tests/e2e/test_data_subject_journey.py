@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import raw_dump
+from tests.processes import wait_until
 from tests.support import assert_no_plaintext
 
-from .conftest import VENDOR_ADMIN, Api, System, wait_for
+from .conftest import VENDOR_ADMIN, Api, System
 
 TENANT = "ekby"
 PASSWORDS = {
@@ -341,7 +342,7 @@ def world(system: System, directory, smtp) -> World:
     ids.update(company=company, persons=persons, cases=cases, emails=emails, notice=notice)
 
     # --- ready for requests: every service announced to the gdpr service, the audit has the events ---
-    wait_for(
+    wait_until(
         lambda: (
             {"auth", "orders", "crm", "audit"}
             <= {s["service"] for s in gdpr.ok("GET", "/api/v1/inventory", tokens["officer1"])["services"]}
@@ -349,7 +350,7 @@ def world(system: System, directory, smtp) -> World:
         30,
         "every service to announce itself to the gdpr service",
     )
-    wait_for(
+    wait_until(
         lambda: (
             _audit_has(w, f"orders:individual:{individuals[SIGNE.name]['id']}", "orders.individual.read")
             and _audit_has(w, f"crm:email:{emails[SIGNE.name]['id']}", "crm.email.ingested")
@@ -365,7 +366,7 @@ def _finish(world: World, request_id: str, timeout: float = 90) -> dict:
         view = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["officer1"])
         return view if view["status"] not in ("awaiting_approval", "in_progress") else None
 
-    return wait_for(finished, timeout, "the request to finish", interval=0.5)
+    return wait_until(finished, timeout, "the request to finish", interval=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -583,7 +584,7 @@ def test_the_other_persons_data_is_intact(world, erased):
 def test_the_audit_chain_verifies_after_the_erasure_and_records_it(world, erased):
     """R9, R11, art. 5(2): the trail outlives the erasure, holds the erasure itself, and every chain verifies."""
     individual_ref = f"orders:individual:{world.ids['individuals'][SIGNE.name]['id']}"
-    wait_for(
+    wait_until(
         lambda: (
             _audit_has(world, individual_ref, "orders.individual.erased")
             and _audit_has(world, f"crm:person:{world.ids['persons'][SIGNE.name]['id']}", "crm.person.erased")
