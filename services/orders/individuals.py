@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from shared.crypto import ERASED
 from shared.errors import Conflict, DamagedRecord, Invalid
+from shared.events import EventType
 from shared.normalise import normalise_name, normalise_personnummer
 from shared.tokens import Principal
 
@@ -85,6 +86,26 @@ def _date(value: str | None) -> date | None:
 class Individuals:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+
+    def _emit(
+        self,
+        session: Session,
+        principal: Principal,
+        event: EventType,
+        tenant: str,
+        individual_id: str,
+        data: dict[str, Any],
+    ) -> None:
+        """An event about one individual, by the caller, in the caller's transaction (R9, R11)."""
+        self.deps.outbox.emit(
+            session,
+            event,
+            actor=actor_of(principal),
+            tenant=tenant,
+            subject=subject_of(individual_id),
+            resource={"type": "individual", "id": individual_id},
+            data=data,
+        )
 
     # --- encryption (R7) ------------------------------------------------------------------------
 
@@ -199,14 +220,13 @@ class Individuals:
             [k for k, v in personal.items() if v not in (None, [])]
             + [k for k in ("unit_id", "valid_from", "valid_to") if body.get(k) is not None]
         )
-        self.deps.outbox.emit(
+        self._emit(
             session,
+            principal,
             ev.INDIVIDUAL_CREATED,
-            actor=actor_of(principal),
-            tenant=tenant,
-            subject=subject_of(individual_id),
-            resource={"type": "individual", "id": individual_id},
-            data={"individual_id": individual_id, "register_id": register_id, "fields": fields},
+            tenant,
+            individual_id,
+            {"individual_id": individual_id, "register_id": register_id, "fields": fields},
         )
         return self._summary(session, Record(row))
 
@@ -241,14 +261,13 @@ class Individuals:
                 "updated_at": self.deps.now(),
             }
             session.execute(update(individuals).where(individuals.c.id == individual_id).values(**values))
-            self.deps.outbox.emit(
+            self._emit(
                 session,
+                principal,
                 ev.INDIVIDUAL_CHANGED,
-                actor=actor_of(principal),
-                tenant=tenant,
-                subject=subject_of(individual_id),
-                resource={"type": "individual", "id": individual_id},
-                data={
+                tenant,
+                individual_id,
+                {
                     "individual_id": individual_id,
                     "register_id": row.register_id,
                     "fields": fields,
@@ -280,14 +299,13 @@ class Individuals:
                 updated_at=self.deps.now(),
             )
         )
-        self.deps.outbox.emit(
+        self._emit(
             session,
+            principal,
             ev.INDIVIDUAL_DISCHARGED,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(individual_id),
-            resource={"type": "individual", "id": individual_id},
-            data={"individual_id": individual_id, "register_id": row.register_id},
+            row.tenant,
+            individual_id,
+            {"individual_id": individual_id, "register_id": row.register_id},
         )
         return self._reread(session, individual_id)
 
@@ -298,14 +316,13 @@ class Individuals:
         check_not_erased(row.status)
         record = self.decrypt(session, row)
         read = [f for f in HEALTH_FIELDS if record.values[f] not in (None, [])]
-        self.deps.outbox.emit(
+        self._emit(
             session,
+            principal,
             ev.INDIVIDUAL_READ,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(individual_id),
-            resource={"type": "individual", "id": individual_id},
-            data={"individual_id": individual_id, "register_id": row.register_id, "fields": read},
+            row.tenant,
+            individual_id,
+            {"individual_id": individual_id, "register_id": row.register_id, "fields": read},
         )
         return record
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared.clock import iso_date
 from shared.errors import AccessDenied, Conflict, NotFound
+from shared.events import EventType
 from shared.outbox import Outbox
 from shared.tokens import Principal
 
@@ -153,6 +154,27 @@ class Ordering:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    def _emit(
+        self,
+        session: Session,
+        principal: Principal,
+        event: EventType,
+        tenant: str,
+        order_id: str,
+        individual_id: str | None,
+        data: dict[str, Any],
+    ) -> None:
+        """An event about one order, by the caller (R9, R11); its subject is the individual's, if any."""
+        self.deps.outbox.emit(
+            session,
+            event,
+            actor=actor_of(principal),
+            tenant=tenant,
+            subject=subject_of(individual_id) if individual_id else None,
+            resource={"type": "order", "id": order_id},
+            data=data,
+        )
+
     # --- encrypted fields (R7, issue 14) -----------------------------------------------------------
 
     def _seal_variant(
@@ -272,14 +294,14 @@ class Ordering:
                 }
             )
         )
-        self.deps.outbox.emit(
+        self._emit(
             session,
+            principal,
             ev.ORDER_PLACED,
-            actor=actor_of(principal),
-            tenant=tenant,
-            subject=subject_of(individual_id) if individual_id else None,
-            resource={"type": "order", "id": order["id"]},
-            data={
+            tenant,
+            order["id"],
+            individual_id,
+            {
                 "order_id": order["id"],
                 "register_id": register_id,
                 "unit_id": unit_id,
@@ -382,14 +404,14 @@ class Ordering:
                 order_id=order_id, tenant=row.tenant, at=now, actor=principal.user_id, action="changed", changes=changes
             )
         )
-        self.deps.outbox.emit(
+        self._emit(
             session,
+            principal,
             ev.ORDER_CHANGED,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(row.individual_id) if row.individual_id else None,
-            resource={"type": "order", "id": order_id},
-            data={
+            row.tenant,
+            order_id,
+            row.individual_id,
+            {
                 "order_id": order_id,
                 "register_id": row.register_id,
                 "fields": [c["field"] for c in changes],
@@ -420,14 +442,14 @@ class Ordering:
                 changes=[{"field": "status", "before": "placed", "after": "cancelled"}],
             )
         )
-        self.deps.outbox.emit(
+        self._emit(
             session,
+            principal,
             ev.ORDER_CANCELLED,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(row.individual_id) if row.individual_id else None,
-            resource={"type": "order", "id": order_id},
-            data={"order_id": order_id, "register_id": row.register_id},
+            row.tenant,
+            order_id,
+            row.individual_id,
+            {"order_id": order_id, "register_id": row.register_id},
         )
         return Record({**row._mapping, "status": "cancelled", "updated_at": now})
 
