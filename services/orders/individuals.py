@@ -22,13 +22,12 @@ from sqlalchemy.orm import Session
 
 from shared.crypto import ERASED
 from shared.errors import Conflict, DamagedRecord, Invalid
-from shared.events import EventType
 from shared.normalise import normalise_name, normalise_personnummer
 from shared.tokens import Principal
 
 from . import events as ev
 from .access import one, require, rights_on, tenant_of
-from .base import Deps, Page, Record, actor_of, new_id, record_reads
+from .base import Deps, Page, Record, emit_by, new_id, record_reads
 from .catalogue import check_unit, personnummer_enabled
 from .models import grants, individuals, orders, registers
 from .ordering import deidentify_orders_of
@@ -86,26 +85,6 @@ def _date(value: str | None) -> date | None:
 class Individuals:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
-
-    def _emit(
-        self,
-        session: Session,
-        principal: Principal,
-        event: EventType,
-        tenant: str,
-        individual_id: str,
-        data: dict[str, Any],
-    ) -> None:
-        """An event about one individual, by the caller, in the caller's transaction (R9, R11)."""
-        self.deps.outbox.emit(
-            session,
-            event,
-            actor=actor_of(principal),
-            tenant=tenant,
-            subject=subject_of(individual_id),
-            resource={"type": "individual", "id": individual_id},
-            data=data,
-        )
 
     # --- encryption (R7) ------------------------------------------------------------------------
 
@@ -220,11 +199,13 @@ class Individuals:
             [k for k, v in personal.items() if v not in (None, [])]
             + [k for k in ("unit_id", "valid_from", "valid_to") if body.get(k) is not None]
         )
-        self._emit(
+        emit_by(
+            self.deps,
             session,
             principal,
             ev.INDIVIDUAL_CREATED,
             tenant,
+            ("individual", individual_id),
             individual_id,
             {"individual_id": individual_id, "register_id": register_id, "fields": fields},
         )
@@ -261,11 +242,13 @@ class Individuals:
                 "updated_at": self.deps.now(),
             }
             session.execute(update(individuals).where(individuals.c.id == individual_id).values(**values))
-            self._emit(
+            emit_by(
+                self.deps,
                 session,
                 principal,
                 ev.INDIVIDUAL_CHANGED,
                 tenant,
+                ("individual", individual_id),
                 individual_id,
                 {
                     "individual_id": individual_id,
@@ -299,11 +282,13 @@ class Individuals:
                 updated_at=self.deps.now(),
             )
         )
-        self._emit(
+        emit_by(
+            self.deps,
             session,
             principal,
             ev.INDIVIDUAL_DISCHARGED,
             row.tenant,
+            ("individual", individual_id),
             individual_id,
             {"individual_id": individual_id, "register_id": row.register_id},
         )
@@ -316,11 +301,13 @@ class Individuals:
         check_not_erased(row.status)
         record = self.decrypt(session, row)
         read = [f for f in HEALTH_FIELDS if record.values[f] not in (None, [])]
-        self._emit(
+        emit_by(
+            self.deps,
             session,
             principal,
             ev.INDIVIDUAL_READ,
             row.tenant,
+            ("individual", individual_id),
             individual_id,
             {"individual_id": individual_id, "register_id": row.register_id, "fields": read},
         )

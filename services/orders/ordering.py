@@ -17,13 +17,12 @@ from sqlalchemy.orm import Session
 
 from shared.clock import iso_date
 from shared.errors import AccessDenied, Conflict, NotFound
-from shared.events import EventType
 from shared.outbox import Outbox
 from shared.tokens import Principal
 
 from . import events as ev
 from .access import one, require, rights_on, tenant_of
-from .base import Deps, Page, Record, actor_of, new_id, record_reads
+from .base import Deps, Page, Record, emit_by, new_id, record_reads
 from .models import articles, assortment_lists, delivery_points, individuals, order_changes, orders, registers, units
 from .rules import (
     Deadline,
@@ -154,27 +153,6 @@ class Ordering:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
-    def _emit(
-        self,
-        session: Session,
-        principal: Principal,
-        event: EventType,
-        tenant: str,
-        order_id: str,
-        individual_id: str | None,
-        data: dict[str, Any],
-    ) -> None:
-        """An event about one order, by the caller (R9, R11); its subject is the individual's, if any."""
-        self.deps.outbox.emit(
-            session,
-            event,
-            actor=actor_of(principal),
-            tenant=tenant,
-            subject=subject_of(individual_id) if individual_id else None,
-            resource={"type": "order", "id": order_id},
-            data=data,
-        )
-
     # --- encrypted fields (R7, issue 14) -----------------------------------------------------------
 
     def _seal_variant(
@@ -294,12 +272,13 @@ class Ordering:
                 }
             )
         )
-        self._emit(
+        emit_by(
+            self.deps,
             session,
             principal,
             ev.ORDER_PLACED,
             tenant,
-            order["id"],
+            ("order", order["id"]),
             individual_id,
             {
                 "order_id": order["id"],
@@ -404,12 +383,13 @@ class Ordering:
                 order_id=order_id, tenant=row.tenant, at=now, actor=principal.user_id, action="changed", changes=changes
             )
         )
-        self._emit(
+        emit_by(
+            self.deps,
             session,
             principal,
             ev.ORDER_CHANGED,
             row.tenant,
-            order_id,
+            ("order", order_id),
             row.individual_id,
             {
                 "order_id": order_id,
@@ -442,12 +422,13 @@ class Ordering:
                 changes=[{"field": "status", "before": "placed", "after": "cancelled"}],
             )
         )
-        self._emit(
+        emit_by(
+            self.deps,
             session,
             principal,
             ev.ORDER_CANCELLED,
             row.tenant,
-            order_id,
+            ("order", order_id),
             row.individual_id,
             {"order_id": order_id, "register_id": row.register_id},
         )
