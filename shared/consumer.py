@@ -35,11 +35,14 @@ from sqlalchemy.orm import Session
 
 from . import tracing
 from .bus import EVENTS, Binding, Delivery, Outcome, topic_matches
+from .db import Database
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Session, dict[str, Any]], None]
 BatchHandler = Callable[[Session, list[dict[str, Any]]], None]
+#: A delivery of a batch, its decoded message and its message id.
+_Item = tuple[Delivery, dict[str, Any], str]
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -123,7 +126,7 @@ class Consumer:
     def __init__(
         self,
         name: str,
-        db,
+        db: Database,
         inbox: Table,
         subscriptions: Sequence[Subscription],
         batch_handler: BatchHandler | None = None,
@@ -172,22 +175,24 @@ class Consumer:
             raise PoisonMessage("message has no id")
         return str(message_id)[:64]
 
-    def _dedup(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]):
+    def _dedup(self, session: Session, items: list[_Item]) -> list[_Item]:
         """Record the batch's message ids in the inbox; keep only the items seen for the first time.
 
         One statement: INSERT ... ON CONFLICT DO NOTHING RETURNING (PostgreSQL and SQLite)."""
-        unique: dict[str, tuple] = {}
+        unique: dict[str, _Item] = {}
         for item in items:
             unique.setdefault(item[2], item)
         if not unique:
             return []
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            statement = postgresql_insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.message_id)
         else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            statement = sqlite_insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.message_id)
         now = datetime.now(UTC)
-        statement = dialect_insert(self.inbox).on_conflict_do_nothing().returning(self.inbox.c.message_id)
         fresh = set(
             session.scalars(
                 statement, [{"consumer": self.name, "message_id": mid, "received_at": now} for mid in unique]
@@ -195,17 +200,19 @@ class Consumer:
         )
         return [item for mid, item in unique.items() if mid in fresh]
 
-    def _apply(self, session: Session, items: list[tuple[Delivery, dict[str, Any], str]]) -> None:
-        batched, routed = [], []
+    def _apply(self, session: Session, items: list[_Item]) -> None:
+        batch_handler = self.batch_handler
+        batched: list[_Item] = []
+        routed: list[_Item] = []
         for item in items:
-            use_batch = self.batch_handler is not None and item[0].exchange == self.batch_exchange
+            use_batch = batch_handler is not None and item[0].exchange == self.batch_exchange
             (batched if use_batch else routed).append(item)
-        if batched:
+        if batch_handler is not None and batched:
             if self.use_inbox:
                 batched = self._dedup(session, batched)
             if batched:
                 with tracing.batch_span(self.name, self.batch_exchange, [_headers(d) for d, _m, _mid in batched]):
-                    self.batch_handler(session, [m for _d, m, _mid in batched])
+                    batch_handler(session, [m for _d, m, _mid in batched])
         for delivery, message, _mid in self._dedup(session, routed) if routed else ():
             handler = self._route(delivery)
             if handler is not None:
@@ -237,7 +244,8 @@ class Consumer:
         """Forget message ids older than the retention: far beyond any broker redelivery."""
         cutoff = datetime.now(UTC) - self.inbox_retention
         with self.db.transaction() as session:
-            result = session.execute(
+            # On the session's connection: a Core statement, whose result says how many rows went.
+            result = session.connection().execute(
                 delete(self.inbox).where(self.inbox.c.consumer == self.name, self.inbox.c.received_at < cutoff)
             )
         return result.rowcount or 0

@@ -12,16 +12,19 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.globals import request_ctx
+from flask.json.provider import DefaultJSONProvider
+from flask.sansio.app import App
+from flask.typing import ResponseReturnValue
 from jsonschema import FormatChecker
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug.routing import BaseConverter, Map, ValidationError
 
 from . import metrics, tracing
 from .crypto import DecryptionError
@@ -39,7 +42,13 @@ from .inputs import TEXT_PATTERNS, Validator, acceptable_path_value, harden, par
 from .logs import request_id
 from .tokens import CHALLENGE, Principal
 
+if TYPE_CHECKING:
+    from .service import Runtime
+
 log = logging.getLogger("recept.http")
+
+#: What ``ApiBlueprint.operation`` decorates: a Flask view, given the path values (and ``body=``, ``query=``).
+View = Callable[..., ResponseReturnValue]
 
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://recept.example/problems/"
@@ -52,8 +61,8 @@ def problem(
     detail: str,
     *,
     type_suffix: str | None = None,
-    errors: list[dict] | None = None,
-    headers: dict | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": TYPE_BASE + (type_suffix or re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")),
@@ -105,29 +114,32 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
     # inputs.Validator: JSON Schema 2020-12 where an ``integer`` is a JSON integer (never 3.0)
     # and ``x-multiline: false`` refuses line breaks.
     validator = Validator(schema, format_checker=FormatChecker())
-    problems = []
+    problems: list[dict[str, str]] = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
-        if error.validator == "pattern" and error.validator_value in TEXT_PATTERNS:
+        # An error from iter_errors always names its keyword; ``str`` only narrows the type.
+        rule = str(error.validator)
+        value: Any = error.validator_value
+        if rule == "pattern" and value in TEXT_PATTERNS:
             continue  # the text rule's own checks (inputs.check_document, x-multiline) say it better
         path = [str(p) for p in error.absolute_path]
-        if error.validator == "required":
+        if rule == "required":
             missing = error.message.split("'")[1] if "'" in error.message else ""
             path.append(missing)
-        elif error.validator == "additionalProperties":
+        elif rule == "additionalProperties":
+            schema_there = error.schema if isinstance(error.schema, Mapping) else {}
             extras = sorted(
                 set(instance_at(instance, error.absolute_path) or {})
-                - set((error.schema.get("properties") or {}).keys())
+                - set((schema_there.get("properties") or {}).keys())
             )
             path.append(extras[0] if extras else "")
-        template = _MESSAGES.get(error.validator, "is not valid")
-        value = error.validator_value
-        if error.validator == "enum":
+        template = _MESSAGES.get(rule, "is not valid")
+        if rule == "enum":
             value = ", ".join(map(str, value))
-        elif error.validator == "type" and isinstance(value, list):
+        elif rule == "type" and isinstance(value, list):
             value = " or ".join(map(str, value))
         message = template.format(validator_value=value)
         problems.append(
-            {"field": ".".join(p for p in [prefix, *path] if p) or "body", "message": message, "rule": error.validator}
+            {"field": ".".join(p for p in [prefix, *path] if p) or "body", "message": message, "rule": rule}
         )
     # A line break also breaks most patterns: the single-line message says it, once.
     single = {p["field"] for p in problems if p["rule"] == "x-multiline"}
@@ -138,7 +150,7 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
     ]
 
 
-def instance_at(instance: Any, path) -> Any:
+def instance_at(instance: Any, path: Iterable[str | int]) -> Any:
     for part in path:
         instance = instance[part]
     return instance
@@ -158,9 +170,9 @@ class Operation:
     method: str
     path: str
     summary: str
-    body: dict | None = None
-    query: dict | None = None
-    responses: dict = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    query: dict[str, Any] | None = None
+    responses: dict[int | str, Any] = field(default_factory=dict)
     roles: tuple[str, ...] | None = None
     public: bool = False
     tags: tuple[str, ...] = ()
@@ -175,7 +187,7 @@ def _is_response_object(spec: Any) -> bool:
     return isinstance(spec, dict) and "description" in spec and "type" not in spec and "$ref" not in spec
 
 
-def _check_responses(method: str, path: str, responses: dict, content_type: str) -> None:
+def _check_responses(method: str, path: str, responses: Mapping[int | str, Any], content_type: str) -> None:
     """Every operation documents its success: a status below 400 with a schema (or 204).
 
     Raised at import, so an operation without a described answer cannot be declared.
@@ -204,10 +216,10 @@ class ApiBlueprint(Blueprint):
     method it lacks is a 405 with the right ``Allow``, never a lookup of a person "search".
     """
 
-    def __init__(self, name: str, import_name: str, **kwargs) -> None:
+    def __init__(self, name: str, import_name: str, **kwargs: Any) -> None:
         super().__init__(name, import_name, **kwargs)
         self.operations: list[Operation] = []
-        self._views: list[tuple[Operation, Callable, str]] = []
+        self._views: list[tuple[Operation, View, str]] = []
         self._routed = False
 
     def operation(
@@ -216,14 +228,14 @@ class ApiBlueprint(Blueprint):
         path: str,
         *,
         summary: str,
-        responses: dict,
-        body: dict | None = None,
-        query: dict | None = None,
+        responses: Mapping[int | str, Any],
+        body: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
         roles: Iterable[str] | None = None,
         public: bool = False,
         tags: Iterable[str] = (),
         content_type: str = "application/json",
-    ):
+    ) -> Callable[[View], View]:
         """Declare an endpoint.
 
         ``responses``: status -> what the answer holds: a JSON schema of the body (in
@@ -253,9 +265,9 @@ class ApiBlueprint(Blueprint):
         )
         self.operations.append(op)
 
-        def decorator(view: Callable):
+        def decorator(view: View) -> View:
             @wraps(view)
-            def wrapper(**kwargs):
+            def wrapper(**kwargs: Any) -> ResponseReturnValue:
                 # A path value no id can hold (NUL, bidi controls, a lone surrogate) names nothing.
                 if not all(acceptable_path_value(v) for v in kwargs.values() if isinstance(v, str)):
                     raise NotFound("no such resource")
@@ -278,7 +290,7 @@ class ApiBlueprint(Blueprint):
 
         return decorator
 
-    def register(self, app, options) -> None:
+    def register(self, app: App, options: dict[str, Any]) -> None:
         if not self._routed:
             self._routed = True
             for op, wrapper, endpoint in self._views:
@@ -294,13 +306,13 @@ class ApiBlueprint(Blueprint):
 def _rule(path: str, siblings: list[str]) -> str:
     """The werkzeug rule of ``path``; a variable refuses the static words siblings have in its place."""
     parts = path.strip("/").split("/")
-    out = []
+    out: list[str] = []
     for i, part in enumerate(parts):
         variable = re.fullmatch(r"\{(\w+)\}", part)
         if not variable:
             out.append(part)
             continue
-        words = set()
+        words: set[str] = set()
         for other in siblings:
             theirs = other.strip("/").split("/")
             if len(theirs) != len(parts) or re.fullmatch(r"\{\w+\}", theirs[i]):
@@ -321,7 +333,7 @@ def _rule(path: str, siblings: list[str]) -> str:
 class SegmentConverter(BaseConverter):
     """One path segment, except the given static words (they belong to a sibling route)."""
 
-    def __init__(self, url_map, *excluded: str) -> None:
+    def __init__(self, url_map: Map, *excluded: str) -> None:
         super().__init__(url_map)
         self.excluded = frozenset(excluded)
 
@@ -331,7 +343,7 @@ class SegmentConverter(BaseConverter):
         return value
 
 
-def json_body(schema: dict | None = None, *, hardened: bool = False) -> Any:
+def json_body(schema: dict[str, Any] | None = None, *, hardened: bool = False) -> Any:
     """The request's JSON body under the shared input rules (shared/inputs.py), validated."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send the request body as application/json")
@@ -341,16 +353,16 @@ def json_body(schema: dict | None = None, *, hardened: bool = False) -> Any:
     return data
 
 
-def build_openapi(title: str, version: str, blueprints: Iterable[ApiBlueprint], description: str = "") -> dict:
+def build_openapi(title: str, version: str, blueprints: Iterable[Blueprint], description: str = "") -> dict[str, Any]:
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     problem_content = {PROBLEM: {"schema": problem_ref}}
 
-    def json_reply(description: str, schema: dict) -> dict:
+    def json_reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
 
     checks = {"type": "object", "additionalProperties": {"enum": ["ok", "unreachable"]}}
     # The probes and this document need no token (security: []): kubelets and tools have none.
-    paths: dict[str, dict] = {
+    paths: dict[str, dict[str, Any]] = {
         "/healthz": {
             "get": {
                 "summary": "The process runs",
@@ -488,7 +500,9 @@ class ServiceFlask(Flask):
         # werkzeug lists a method when a rule's path pattern matches, before the rule's
         # converters have a say; keep only the methods that would really be dispatched here.
         adapter = request_ctx.url_adapter
-        methods = set()
+        if adapter is None:  # no URL matching has run (never so for a dispatched OPTIONS): Flask's own answer
+            return super().make_default_options_response()
+        methods: set[str] = set()
         for method in adapter.allowed_methods():
             try:
                 adapter.match(method=method)
@@ -503,7 +517,7 @@ class ServiceFlask(Flask):
 def create_service_app(
     name: str,
     *,
-    blueprints: Iterable[ApiBlueprint],
+    blueprints: Iterable[Blueprint],
     readiness: dict[str, Callable[[], None]],
     health: dict[str, Callable[[], None]] | None = None,
     max_content_length: int = 1_048_576,
@@ -522,7 +536,8 @@ def create_service_app(
     app = ServiceFlask(f"recept.{name}", static_folder=None)  # no implicit /static route shadowing a blueprint's
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.url_map.converters["segment"] = SegmentConverter
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):  # the provider Flask sets up; answers keep their field order
+        app.json.sort_keys = False
     app.extensions.update(extensions or {})
     blueprints = list(blueprints)
     spec = build_openapi(title or f"Recept {name}", version, blueprints, description)
@@ -534,7 +549,9 @@ def create_service_app(
         g.started = time.perf_counter()
         # Continue the caller's W3C trace (traceparent) in this request's span; the route, not the path.
         route = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
-        g.recept_span = tracing.start_server_span(name, request.method, route, request.headers)
+        # The headers as a plain mapping (tracing needs no werkzeug); a repeated one keeps its last value.
+        headers = dict(request.headers.items())
+        g.recept_span = tracing.start_server_span(name, request.method, route, headers)
 
     @app.teardown_request
     def _end_span(error: BaseException | None) -> None:
@@ -567,13 +584,13 @@ def create_service_app(
         return response
 
     @app.errorhandler(DomainError)
-    def _domain_error(exc: DomainError):
+    def _domain_error(exc: DomainError) -> Response:
         return problem(
             exc.status, exc.title, exc.detail, type_suffix=exc.type_suffix, errors=exc.errors, headers=exc.headers
         )
 
     @app.errorhandler(DecryptionError)
-    def _damaged(exc: DecryptionError):
+    def _damaged(exc: DecryptionError) -> Response:
         # The vault's typed failure (tampered, moved or unreadable ciphertext): a damaged record.
         log.error("damaged stored value", exc_info=exc)
         return _domain_error(
@@ -584,17 +601,19 @@ def create_service_app(
         )
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
+    def _http_error(exc: HTTPException) -> Response:
         detail = {
             404: "no such resource",
             405: f"method {request.method} is not allowed here",
             413: f"the request body is larger than {request.max_content_length or app.config['MAX_CONTENT_LENGTH']} bytes",
         }.get(exc.code or 500, exc.description or exc.name)
-        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+        # MethodNotAllowed carries the methods the route has; other HTTP errors have none.
+        allowed: Iterable[str] | None = getattr(exc, "valid_methods", None)
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
         return problem(exc.code or 500, exc.name, detail, headers=headers)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
+    def _unexpected(exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
         return problem(
             500,
@@ -603,8 +622,8 @@ def create_service_app(
         )
 
     @app.get("/healthz")
-    def healthz():
-        checks = {}
+    def healthz() -> Response:
+        checks: dict[str, str] = {}
         for dependency, check in (health or {}).items():
             try:
                 check()
@@ -615,8 +634,8 @@ def create_service_app(
         return jsonify(status="ok", checks=checks) if checks else jsonify(status="ok")
 
     @app.get("/readyz")
-    def readyz():
-        failing = []
+    def readyz() -> Response:
+        failing: list[str] = []
         for dependency, check in readiness.items():
             try:
                 check()
@@ -631,13 +650,13 @@ def create_service_app(
         return jsonify(status="ready", checks={d: "ok" for d in readiness})
 
     @app.get("/openapi.json")
-    def openapi():
+    def openapi() -> Response:
         return jsonify(spec)
 
-    probes: list = []
+    probes: list[metrics.ServiceProbes] = []
 
     @app.get("/metrics")
-    def prometheus_metrics():
+    def prometheus_metrics() -> Response:
         # Counted figures of this service, and its outbox (and a service's own probes) read now.
         rt = app.extensions.get("recept")
         if rt is None:
@@ -651,16 +670,17 @@ def create_service_app(
     return app
 
 
-def runtime():
+def runtime() -> Runtime:
     """The current service's Runtime (shared.service) from inside a request."""
-    return current_app.extensions["recept"]
+    rt: Runtime = current_app.extensions["recept"]
+    return rt
 
 
 def authenticate() -> Principal:
     """The verified caller of the current request (cached on ``flask.g``)."""
-    principal = g.get("principal")
-    if principal is not None:
-        return principal
+    cached: Principal | None = g.get("principal")
+    if cached is not None:
+        return cached
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -25,9 +25,15 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, overload
 
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, TypeChecker, validators
+from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator as SchemaValidator
+
+if TYPE_CHECKING:
+    from werkzeug.datastructures import MultiDict
 
 from .errors import Invalid
 
@@ -153,9 +159,9 @@ def check_document(document: Any) -> None:
 # --- query strings -----------------------------------------------------------------------------
 
 
-def query_parameters(args) -> dict[str, str]:
+def query_parameters(args: MultiDict[str, str]) -> dict[str, str]:
     """One value per parameter (a repeated one is ambiguous: 422), under the text rule."""
-    problems = []
+    problems: list[dict[str, str]] = []
     params: dict[str, str] = {}
     for key in args:
         values = args.getlist(key)
@@ -176,19 +182,20 @@ def query_parameters(args) -> dict[str, str]:
 # --- schemas -----------------------------------------------------------------------------------
 
 
-def _is_int(_checker, instance: Any) -> bool:
+def _is_int(_checker: TypeChecker, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-def _single_line(validator, mark, instance, schema):
+def _single_line(
+    validator: SchemaValidator, mark: bool, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
     # ``x-multiline: false`` (written by ``harden``): no line break, whatever the pattern says.
     if not mark and isinstance(instance, str) and _LINE_BREAKS.search(instance):
-        from jsonschema.exceptions import ValidationError
-
         yield ValidationError("must be a single line", validator="x-multiline", validator_value=mark)
 
 
-Validator = validators.extend(
+# ``extend`` builds a new class that follows jsonschema's Validator protocol (not a subclass).
+Validator: type[SchemaValidator] = validators.extend(
     Draft202012Validator,
     validators={_MULTILINE_MARK: _single_line},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_int),
@@ -200,6 +207,12 @@ def _allows_string(schema: dict[str, Any]) -> bool:
     return kind == "string" or (isinstance(kind, list) and "string" in kind)
 
 
+@overload
+def harden(schema: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def harden(schema: None) -> None: ...
+@overload
+def harden(schema: dict[str, Any] | None) -> dict[str, Any] | None: ...
 def harden(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     """A copy of ``schema`` in which every string field states the text rule.
 
@@ -212,7 +225,7 @@ def harden(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     if schema is None:
         return None
     schema = copy.deepcopy(schema)
-    stack = [schema]
+    stack: list[dict[str, Any] | list[Any]] = [schema]
     while stack:
         node = stack.pop()
         if isinstance(node, list):

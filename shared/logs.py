@@ -13,6 +13,7 @@ import logging
 import sys
 import traceback
 from datetime import UTC, datetime
+from typing import TextIO
 
 from .tracing import configure_tracing
 from .tracing import ids as tracing_ids
@@ -26,7 +27,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "service": self.service,
@@ -49,7 +50,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(service: str, level: str = "INFO", stream=None) -> None:
+class _Handler(logging.StreamHandler[TextIO]):
+    """The handler ``configure_logging`` installs; marked so that a second call replaces it."""
+
+    _recept = True
+
+
+def configure_logging(service: str, level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send this process's logs as JSON lines to stderr (idempotent).
 
     Every process's entry point calls this once, so it also sets up tracing: spans are exported
@@ -58,9 +65,8 @@ def configure_logging(service: str, level: str = "INFO", stream=None) -> None:
     for handler in list(root.handlers):
         if getattr(handler, "_recept", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(service))
-    handler._recept = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     # Third-party libraries log connection details and payload fragments at DEBUG/INFO.

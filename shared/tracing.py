@@ -160,30 +160,44 @@ def end_span(
 
 
 @contextmanager
-def consumer_span(
-    service: str, routing_key: str, headers: Mapping[str, Any] | None, delivery_count: int = 1
+def _processing_span(
+    name: str,
+    service: str,
+    attributes: dict[str, str | int],
+    *,
+    context: otel_context.Context | None = None,
+    links: Sequence[Link] = (),
 ) -> Iterator[Any]:
-    """The span of handling one message, continuing the trace its sender put in ``headers``."""
+    """A consumer span, current while the block runs; a failure marks it by the exception's type only
+    (an exception's message may quote values)."""
     with tracer().start_as_current_span(
-        f"{routing_key} process",
-        context=extract(headers),
+        name,
+        context=context,
         kind=SpanKind.CONSUMER,
-        attributes={
-            "recept.service": service,
-            "messaging.system": "rabbitmq",
-            "messaging.destination.name": routing_key,
-            "messaging.operation.type": "process",
-            "messaging.rabbitmq.delivery_count": delivery_count,
-        },
+        links=links,
+        attributes={"recept.service": service, "messaging.system": "rabbitmq", **attributes},
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
         try:
             yield span
         except BaseException as exc:
-            # The type only: an exception's message may quote values.
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             raise
+
+
+@contextmanager
+def consumer_span(
+    service: str, routing_key: str, headers: Mapping[str, Any] | None, delivery_count: int = 1
+) -> Iterator[Any]:
+    """The span of handling one message, continuing the trace its sender put in ``headers``."""
+    attributes: dict[str, str | int] = {
+        "messaging.destination.name": routing_key,
+        "messaging.operation.type": "process",
+        "messaging.rabbitmq.delivery_count": delivery_count,
+    }
+    with _processing_span(f"{routing_key} process", service, attributes, context=extract(headers)) as span:
+        yield span
 
 
 @contextmanager
@@ -196,20 +210,6 @@ def batch_span(service: str, what: str, headers: Sequence[Mapping[str, Any] | No
             links.append(Link(span_context))
             if len(links) >= MAX_LINKS:
                 break
-    with tracer().start_as_current_span(
-        f"{what} process",
-        kind=SpanKind.CONSUMER,
-        links=links,
-        attributes={
-            "recept.service": service,
-            "messaging.system": "rabbitmq",
-            "messaging.batch.message_count": len(headers),
-        },
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield span
-        except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
+    attributes: dict[str, str | int] = {"messaging.batch.message_count": len(headers)}
+    with _processing_span(f"{what} process", service, attributes, links=links) as span:
+        yield span

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from shared import tracing
 from shared.bus import MemoryBackend
 from shared.crypto import Keyring
 from shared.logs import JsonFormatter
+from tests.processes import free_port, start_gunicorn
 from tests.shared.library_service import LibraryService, tables
 from tests.support import wait_for
 
@@ -47,12 +47,6 @@ def spans() -> InMemorySpanExporter:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield exporter
     exporter.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the pieces ----------------------------------------------------------------------------------
@@ -178,21 +172,7 @@ def test_an_api_exports_its_spans_over_otlp_when_configured(tmp_path):
 
     SPEC.migrate(SPEC.config(env=env))
     port = free_port()
-    with open(tmp_path / "gunicorn.log", "wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("gunicorn")),
-                "-c",
-                str(ROOT / "deploy" / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "services.wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_gunicorn(port, env, tmp_path / "gunicorn.log")
     try:
         import urllib.request
 

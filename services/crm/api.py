@@ -7,6 +7,8 @@ multipart ``file`` fields with their own size limits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from flask import Response, current_app, jsonify, request
@@ -133,6 +135,13 @@ def actor() -> Actor:
     return Actor.of(principal)
 
 
+def call(operation: Callable[..., Any], *args: Any) -> Any:
+    """Run one domain operation for the calling staff member in one transaction (all or nothing)."""
+    who = actor()
+    with crm().db.transaction() as s:
+        return operation(s, who, *args)
+
+
 def page(query: dict) -> tuple[int, int]:
     # PAGE's patterns have bounded both (limit 1-500) before a view runs.
     return int(query.get("limit", 50)), int(query.get("offset", 0))
@@ -182,9 +191,7 @@ def upload(limit: int, raw_types: tuple[str, ...], what: str) -> bytes:
     responses={201: COMPANY_OUT},
 )
 def create_company(body):
-    who = actor()
-    with crm().db.transaction() as s:
-        company = crm().create_company(s, who, body["name"], body.get("org_number"), body.get("tenant"))
+    company = call(crm().create_company, body["name"], body.get("org_number"), body.get("tenant"))
     return created(company, f"/api/v1/companies/{company['id']}")
 
 
@@ -228,9 +235,7 @@ def get_company(company_id):
     responses={200: COMPANY_OUT},
 )
 def update_company(company_id, body):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(crm().update_company(s, who, company_id, body))
+    return jsonify(call(crm().update_company, company_id, body))
 
 
 # --- persons (person tab) ---------------------------------------------------------------------------
@@ -246,9 +251,7 @@ def update_company(company_id, body):
     responses={201: PERSON_OUT},
 )
 def add_person(company_id, body):
-    who = actor()
-    with crm().db.transaction() as s:
-        person = crm().add_person(s, who, company_id, body)
+    person = call(crm().add_person, company_id, body)
     return created(person, f"/api/v1/persons/{person['id']}")
 
 
@@ -261,9 +264,7 @@ def add_person(company_id, body):
     responses={200: ITEMS},
 )
 def list_persons(company_id):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(items=crm().list_persons(s, who, company_id))
+    return jsonify(items=call(crm().list_persons, company_id))
 
 
 @bp.operation(
@@ -275,9 +276,7 @@ def list_persons(company_id):
     responses={200: PERSON_OUT},
 )
 def get_person(person_id):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(crm().get_person(s, who, person_id))
+    return jsonify(call(crm().get_person, person_id))
 
 
 @bp.operation(
@@ -290,9 +289,7 @@ def get_person(person_id):
     responses={200: PERSON_OUT},
 )
 def update_person(person_id, body):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(crm().update_person(s, who, person_id, body))
+    return jsonify(call(crm().update_person, person_id, body))
 
 
 @bp.operation(
@@ -304,9 +301,7 @@ def update_person(person_id, body):
     responses={204: None},
 )
 def remove_person(person_id):
-    who = actor()
-    with crm().db.transaction() as s:
-        crm().remove_person(s, who, person_id)
+    call(crm().remove_person, person_id)
     return Response(status=204)
 
 
@@ -320,9 +315,7 @@ def remove_person(person_id):
     body=closed({"email": EMAIL, "phone": PHONE, "name": TEXT(200), "company_id": UUID}, (), 1),
 )
 def search_persons(body):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(items=crm().search_persons(s, who, body))
+    return jsonify(items=call(crm().search_persons, body))
 
 
 # --- cases ----------------------------------------------------------------------------------------
@@ -338,9 +331,7 @@ def search_persons(body):
     responses={201: CASE_OUT},
 )
 def open_case(body):
-    who = actor()
-    with crm().db.transaction() as s:
-        case = crm().open_case(s, who, body)
+    case = call(crm().open_case, body)
     return created(case, f"/api/v1/cases/{case['id']}")
 
 
@@ -382,9 +373,7 @@ def list_cases(query):
     responses={200: CASE_OUT},
 )
 def get_case(case_id):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(crm().get_case(s, who, case_id))
+    return jsonify(call(crm().get_case, case_id))
 
 
 @bp.operation(
@@ -397,9 +386,7 @@ def get_case(case_id):
     responses={200: CASE_OUT},
 )
 def update_case(case_id, body):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(crm().update_case(s, who, case_id, body))
+    return jsonify(call(crm().update_case, case_id, body))
 
 
 @bp.operation(
@@ -412,9 +399,7 @@ def update_case(case_id, body):
     responses={200: ITEMS},
 )
 def search_cases(body):
-    who = actor()
-    with crm().db.transaction() as s:
-        return jsonify(items=crm().search_cases(s, who, body))
+    return jsonify(items=call(crm().search_cases, body))
 
 
 # --- call logs --------------------------------------------------------------------------------------

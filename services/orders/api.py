@@ -6,10 +6,12 @@ personal value ever travels in a URL: searches by personnummer or name are POST 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
+from operator import attrgetter
+from typing import Any, get_type_hints
 
-from flask import current_app, jsonify
+from flask import Response, current_app, jsonify
 
 from shared.http import ApiBlueprint, authenticate, runtime
 from shared.inputs import PERSONNUMMER, multiline, nullable
@@ -157,129 +159,177 @@ def domain() -> OrdersDomain:
     return current_app.extensions["orders"]
 
 
-def call(operation: Callable, *args) -> Any:
+def call(operation: Callable[..., Any], *args: Any) -> Any:
     """Run one domain operation for the caller in one transaction (all or nothing)."""
     principal = authenticate()
     with runtime().db.transaction() as session:
         return operation(session, principal, *args)
 
 
-def created(body: Any):
-    return jsonify(body), 201
+def _endpoint(
+    method: str,
+    path: str,
+    name: str,
+    *,
+    does: str,
+    reply: Callable[[Any], present.Json],
+    responses: dict[int | str, Any],
+    **declared: Any,
+) -> None:
+    """Declare the endpoint ``method V1+path`` (``ApiBlueprint.operation``: ``responses`` and ``declared``)
+    with the one view every endpoint here has: the domain operation ``does`` (``"catalogue.unit"``:
+    aggregate and method of ``OrdersDomain``) runs for the caller in one transaction (``call``), given
+    the path values in their order, then the query or the body; ``reply`` shapes what it hands back
+    (present.py), answered with the declared success status (201 or 200).
+    """
+    part, _, method_name = does.partition(".")
+    if not callable(getattr(get_type_hints(OrdersDomain).get(part), method_name, None)):
+        raise TypeError(f"{method} {path}: OrdersDomain has no operation {does!r}")  # at import, as a typo is
+    path_values = re.findall(r"\{(\w+)\}", path)
+    status = 201 if 201 in responses else 200
+    operation = attrgetter(does)
+
+    def view(**kwargs: Any) -> tuple[Response, int]:
+        args = [kwargs[n] for n in path_values] + [kwargs[k] for k in ("query", "body") if k in kwargs]
+        return jsonify(reply(call(operation(domain()), *args))), status
+
+    view.__name__ = name  # the Flask endpoint
+    bp.operation(method, V1 + path, responses=responses, **declared)(view)
+
+
+def _items(shape: Callable[[Any], present.Json]) -> Callable[[Any], present.Json]:
+    return lambda found: {"items": present.items(found, shape)}
+
+
+def _page(shape: Callable[[Any], present.Json]) -> Callable[[Any], present.Json]:
+    return lambda found: present.page(found, shape)
 
 
 # --- tenant settings -----------------------------------------------------------------------------
 
 
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/settings",
+    "/settings",
+    "get_settings",
+    does="catalogue.settings",
+    reply=present.settings,
     summary="This tenant's orders settings (tenant administrators)",
     tags=("settings",),
     responses={200: SETTINGS_OUT},
 )
-def get_settings():
-    return jsonify(present.settings(call(domain().catalogue.settings)))
 
-
-@bp.operation(
+_endpoint(
     "PUT",
-    V1 + "/settings",
+    "/settings",
+    "put_settings",
+    does="catalogue.update_settings",
+    reply=present.settings,
     summary="Change this tenant's orders settings (tenant administrators)",
     body=_closed({"personnummer_enabled": {"type": "boolean"}}, ("personnummer_enabled",)),
     tags=("settings",),
     responses={200: SETTINGS_OUT},
 )
-def put_settings(body):
-    return jsonify(present.settings(call(domain().catalogue.update_settings, body)))
 
 
 # --- units ---------------------------------------------------------------------------------------
 
 
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/units",
+    "/units",
+    "create_unit",
+    does="catalogue.create_unit",
+    reply=present.unit_with_points,
     summary="Add a care unit, ward or school kitchen (tenant administrators)",
     body=_closed({"name": LABEL, "kind": {"enum": list(UNIT_KINDS)}}, ("name", "kind")),
     tags=("units",),
     responses={201: ENTITY},
 )
-def create_unit(body):
-    return created(present.unit_with_points(call(domain().catalogue.create_unit, body)))
 
-
-@bp.operation("GET", V1 + "/units", summary="This tenant's units", tags=("units",), responses={200: ITEMS})
-def list_units():
-    return jsonify(items=present.items(call(domain().catalogue.units), present.unit))
-
-
-@bp.operation(
-    "GET", V1 + "/units/{unit_id}", summary="A unit and its delivery points", tags=("units",), responses={200: ENTITY}
+_endpoint(
+    "GET",
+    "/units",
+    "list_units",
+    does="catalogue.units",
+    reply=_items(present.unit),
+    summary="This tenant's units",
+    tags=("units",),
+    responses={200: ITEMS},
 )
-def get_unit(unit_id):
-    return jsonify(present.unit_with_points(call(domain().catalogue.unit, unit_id)))
 
+_endpoint(
+    "GET",
+    "/units/{unit_id}",
+    "get_unit",
+    does="catalogue.unit",
+    reply=present.unit_with_points,
+    summary="A unit and its delivery points",
+    tags=("units",),
+    responses={200: ENTITY},
+)
 
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/units/{unit_id}/delivery-points",
+    "/units/{unit_id}/delivery-points",
+    "add_delivery_point",
+    does="catalogue.add_delivery_point",
+    reply=present.new_delivery_point,
     summary="Add a delivery point (tenant administrators)",
     body=_closed({"name": LABEL}, ("name",)),
     tags=("units",),
     responses={201: ENTITY},
 )
-def add_delivery_point(unit_id, body):
-    return created(present.new_delivery_point(call(domain().catalogue.add_delivery_point, unit_id, body)))
 
 
 # --- order registers -----------------------------------------------------------------------------
 
 
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/registers",
+    "/registers",
+    "create_register",
+    does="catalogue.create_register",
+    reply=present.register,
     summary="Create an order register (tenant administrators)",
     body=_closed({"name": LABEL, "deadline": DEADLINE, "timezone": TIMEZONE}, ("name",)),
     tags=("registers",),
     responses={201: ENTITY},
 )
-def create_register(body):
-    return created(present.register(call(domain().catalogue.create_register, body)))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/registers",
+    "/registers",
+    "list_registers",
+    does="catalogue.registers",
+    reply=_items(present.register),
     summary="The registers the caller holds a right on",
     tags=("registers",),
     responses={200: ITEMS},
 )
-def list_registers():
-    return jsonify(items=present.items(call(domain().catalogue.registers), present.register))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/registers/{register_id}",
+    "/registers/{register_id}",
+    "get_register",
+    does="catalogue.register",
+    reply=present.register,
     summary="One register, with the caller's rights on it",
     tags=("registers",),
     responses={200: ENTITY},
 )
-def get_register(register_id):
-    return jsonify(present.register(call(domain().catalogue.register, register_id)))
 
-
-@bp.operation(
+_endpoint(
     "PATCH",
-    V1 + "/registers/{register_id}",
+    "/registers/{register_id}",
+    "change_register",
+    does="catalogue.change_register",
+    reply=present.register,
     summary="Rename a register or change its order deadline (right: administer)",
     body=_closed({"name": LABEL, "deadline": DEADLINE, "timezone": TIMEZONE}, minProperties=1),
     tags=("registers",),
     responses={200: ENTITY},
 )
-def change_register(register_id, body):
-    return jsonify(present.register(call(domain().catalogue.change_register, register_id, body)))
 
 
 # --- grants on registers and assortment lists ----------------------------------------------------
@@ -340,43 +390,46 @@ _register_grant_routes()
 # --- assortment lists ----------------------------------------------------------------------------
 
 
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/assortment-lists",
+    "/assortment-lists",
+    "create_list",
+    does="catalogue.create_list",
+    reply=present.list_with_articles,
     summary="Create an assortment list, for one unit or every unit (tenant administrators)",
     body=_closed({"name": LABEL, "unit_id": NULLABLE_UUID}, ("name",)),
     tags=("assortment lists",),
     responses={201: ENTITY},
 )
-def create_list(body):
-    return created(present.list_with_articles(call(domain().catalogue.create_list, body)))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/assortment-lists",
+    "/assortment-lists",
+    "list_lists",
+    does="catalogue.lists",
+    reply=_items(present.assortment_list),
     summary="The assortment lists the caller holds a right on",
     tags=("assortment lists",),
     responses={200: ITEMS},
 )
-def list_lists():
-    return jsonify(items=present.items(call(domain().catalogue.lists), present.assortment_list))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/assortment-lists/{list_id}",
+    "/assortment-lists/{list_id}",
+    "get_list",
+    does="catalogue.assortment_list",
+    reply=present.list_with_articles,
     summary="An assortment list and its articles (right: view)",
     tags=("assortment lists",),
     responses={200: ENTITY},
 )
-def get_list(list_id):
-    return jsonify(present.list_with_articles(call(domain().catalogue.assortment_list, list_id)))
 
-
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/assortment-lists/{list_id}/articles",
+    "/assortment-lists/{list_id}/articles",
+    "add_article",
+    does="catalogue.add_article",
+    reply=present.article,
     summary="Add an article (right: administer)",
     body=_closed(
         {
@@ -390,52 +443,53 @@ def get_list(list_id):
     tags=("assortment lists",),
     responses={201: ENTITY},
 )
-def add_article(list_id, body):
-    return created(present.article(call(domain().catalogue.add_article, list_id, body)))
 
-
-@bp.operation(
+_endpoint(
     "PATCH",
-    V1 + "/assortment-lists/{list_id}/articles/{article_id}",
+    "/assortment-lists/{list_id}/articles/{article_id}",
+    "change_article",
+    does="catalogue.change_article",
+    reply=present.article,
     summary="Rename, withdraw or offer again an article (right: administer)",
     body=_closed({"name": LABEL, "active": {"type": "boolean"}}, minProperties=1),
     tags=("assortment lists",),
     responses={200: ENTITY},
 )
-def change_article(list_id, article_id, body):
-    return jsonify(present.article(call(domain().catalogue.change_article, list_id, article_id, body)))
 
 
 # --- individuals (AIVO "Individ") ----------------------------------------------------------------
 
 
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/registers/{register_id}/individuals",
+    "/registers/{register_id}/individuals",
+    "create_individual",
+    does="individuals.create_individual",
+    reply=present.individual,
     summary="Add an individual to a register (right: administer)",
     body=_closed(INDIVIDUAL_FIELDS, ("name",)),
     tags=("individuals",),
     responses={201: INDIVIDUAL_OUT},
 )
-def create_individual(register_id, body):
-    return created(present.individual(call(domain().individuals.create_individual, register_id, body)))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/registers/{register_id}/individuals",
+    "/registers/{register_id}/individuals",
+    "list_individuals",
+    does="individuals.individuals_in",
+    reply=_page(present.individual),
     summary="A register's individuals, without health data (right: view)",
     query=_closed({"status": {"enum": ["active", "discharged"]}, "unit_id": UUID, **PAGE}),
     tags=("individuals",),
     responses={200: PAGE_OUT},
 )
-def list_individuals(register_id, query):
-    return jsonify(present.page(call(domain().individuals.individuals_in, register_id, query), present.individual))
 
-
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/individuals/search",
+    "/individuals/search",
+    "search_individuals",
+    does="individuals.search",
+    reply=_items(present.individual),
     summary="Find individuals by personnummer or exact name, in the registers the caller may view (right: view)",
     body=_closed(
         {"register_id": UUID, "personnummer": PERSONNUMMER, "name": LABEL},
@@ -444,51 +498,52 @@ def list_individuals(register_id, query):
     tags=("individuals",),
     responses={200: ITEMS},
 )
-def search_individuals(body):
-    return jsonify(items=present.items(call(domain().individuals.search, body), present.individual))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/individuals/{individual_id}",
+    "/individuals/{individual_id}",
+    "get_individual",
+    does="individuals.read_individual",
+    reply=present.individual,
     summary="An individual with health data; the read is logged (right: view)",
     tags=("individuals",),
     responses={200: INDIVIDUAL_OUT},
 )
-def get_individual(individual_id):
-    return jsonify(present.individual(call(domain().individuals.read_individual, individual_id)))
 
-
-@bp.operation(
+_endpoint(
     "PATCH",
-    V1 + "/individuals/{individual_id}",
+    "/individuals/{individual_id}",
+    "change_individual",
+    does="individuals.change_individual",
+    reply=present.individual,
     summary="Change an individual (right: administer)",
     body=_closed(INDIVIDUAL_FIELDS, minProperties=1),
     tags=("individuals",),
     responses={200: INDIVIDUAL_OUT},
 )
-def change_individual(individual_id, body):
-    return jsonify(present.individual(call(domain().individuals.change_individual, individual_id, body)))
 
-
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/individuals/{individual_id}/discharge",
+    "/individuals/{individual_id}/discharge",
+    "discharge_individual",
+    does="individuals.discharge",
+    reply=present.individual,
     summary="Discharge an individual, today or on a given date (right: administer)",
     body=_closed({"date": DATE}),
     tags=("individuals",),
     responses={200: INDIVIDUAL_OUT},
 )
-def discharge_individual(individual_id, body):
-    return jsonify(present.individual(call(domain().individuals.discharge, individual_id, body)))
 
 
 # --- orders --------------------------------------------------------------------------------------
 
 
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/orders",
+    "/orders",
+    "place_order",
+    does="ordering.place_order",
+    reply=present.order,
     summary="Place an order for an individual or a unit (right: order, on the "
     "register and on the article's assortment list)",
     body=_closed(
@@ -498,54 +553,58 @@ def discharge_individual(individual_id, body):
     tags=("orders",),
     responses={201: ORDER_OUT},
 )
-def place_order(body):
-    return created(present.order(call(domain().ordering.place_order, body)))
 
-
-@bp.operation(
-    "GET", V1 + "/orders/{order_id}", summary="One order (right: view)", tags=("orders",), responses={200: ORDER_OUT}
+_endpoint(
+    "GET",
+    "/orders/{order_id}",
+    "get_order",
+    does="ordering.order",
+    reply=present.order,
+    summary="One order (right: view)",
+    tags=("orders",),
+    responses={200: ORDER_OUT},
 )
-def get_order(order_id):
-    return jsonify(present.order(call(domain().ordering.order, order_id)))
 
-
-@bp.operation(
+_endpoint(
     "PATCH",
-    V1 + "/orders/{order_id}",
+    "/orders/{order_id}",
+    "change_order",
+    does="ordering.change_order",
+    reply=present.order,
     summary="Change an order before its deadline (right: change)",
     body=_closed(ORDER_CHANGE_FIELDS, minProperties=1),
     tags=("orders",),
     responses={200: ORDER_OUT},
 )
-def change_order(order_id, body):
-    return jsonify(present.order(call(domain().ordering.change_order, order_id, body)))
 
-
-@bp.operation(
+_endpoint(
     "POST",
-    V1 + "/orders/{order_id}/cancel",
+    "/orders/{order_id}/cancel",
+    "cancel_order",
+    does="ordering.cancel_order",
+    reply=present.order,
     summary="Cancel an order before its deadline (right: change)",
     tags=("orders",),
     responses={200: ORDER_OUT},
 )
-def cancel_order(order_id):
-    return jsonify(present.order(call(domain().ordering.cancel_order, order_id)))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/orders/{order_id}/history",
+    "/orders/{order_id}/history",
+    "order_history",
+    does="ordering.history",
+    reply=_items(present.history_entry),
     summary="Who placed, changed and cancelled the order, and when (right: view)",
     tags=("orders",),
     responses={200: ITEMS},
 )
-def order_history(order_id):
-    return jsonify(items=present.items(call(domain().ordering.history, order_id), present.history_entry))
 
-
-@bp.operation(
+_endpoint(
     "GET",
-    V1 + "/registers/{register_id}/orders",
+    "/registers/{register_id}/orders",
+    "list_orders",
+    does="ordering.orders_in",
+    reply=_page(present.order),
     summary="A register's orders (right: view)",
     query=_closed(
         {
@@ -562,5 +621,3 @@ def order_history(order_id):
     tags=("orders",),
     responses={200: PAGE_OUT},
 )
-def list_orders(register_id, query):
-    return jsonify(present.page(call(domain().ordering.orders_in, register_id, query), present.order))

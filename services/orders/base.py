@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy.orm import Session
+
 from shared.clock import as_utc
 from shared.crypto import ERASED, BlindIndex, Vault
+from shared.events import EventType
 from shared.outbox import Outbox
+from shared.tokens import Principal
 
 from . import events as ev
+from .rules import subject_of
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -56,6 +61,30 @@ class Deps:
 def actor_of(principal) -> dict[str, Any]:
     """The event actor: the token's ids plus its roles, so a trail can say who saw what by role."""
     return {**principal.actor, "roles": sorted(principal.roles)}
+
+
+def emit_by(
+    deps: Deps,
+    session: Session,
+    principal: Principal,
+    event: EventType,
+    tenant: str,
+    resource: tuple[str, str],
+    individual_id: str | None,
+    data: dict[str, Any],
+) -> None:
+    """The event of the caller's change or read (``actor_of``), about ``resource`` (type, id), with the
+    individual it concerns, if any, as its subject; in the caller's transaction (R9, R11)."""
+    kind, resource_id = resource
+    deps.outbox.emit(
+        session,
+        event,
+        actor=actor_of(principal),
+        tenant=tenant,
+        subject=subject_of(individual_id) if individual_id else None,
+        resource={"type": kind, "id": resource_id},
+        data=data,
+    )
 
 
 def record_reads(

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import AccessDenied, Conflict, NotFound
+from shared.events import EventType
 from shared.tokens import Principal
 
 from . import events as ev
@@ -81,6 +82,66 @@ class Catalogue:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
 
+    # --- what every change here does ------------------------------------------------------------
+
+    def _emit(
+        self,
+        session: Session,
+        principal: Principal,
+        event: EventType,
+        resource: tuple[str, str],
+        data: dict[str, Any],
+    ) -> None:
+        """The change's event in the caller's transaction (R9, R11), on ``resource`` (type, id)."""
+        kind, resource_id = resource
+        self.deps.outbox.emit(
+            session,
+            event,
+            actor=principal.actor,
+            tenant=tenant_of(principal),
+            resource={"type": kind, "id": resource_id},
+            data=data,
+        )
+
+    def _add(
+        self,
+        session: Session,
+        principal: Principal,
+        table: Table,
+        row: dict[str, Any],
+        event: EventType,
+        resource: tuple[str, str],
+        data: dict[str, Any],
+    ) -> Record:
+        """Insert ``row`` into ``table`` and say so in ``event``; the row as a record."""
+        session.execute(insert(table).values(**row))
+        self._emit(session, principal, event, resource, data)
+        return Record(row)
+
+    def _emit_changes(
+        self,
+        session: Session,
+        principal: Principal,
+        event: EventType,
+        resource: tuple[str, str],
+        ids: dict[str, str],
+        changes: list[dict[str, Any]],
+    ) -> None:
+        """A change event: the ids of what changed, then which fields, each with its before and after."""
+        self._emit(
+            session, principal, event, resource, {**ids, "fields": [c["field"] for c in changes], "changes": changes}
+        )
+
+    def _held(self, session: Session, principal: Principal, table: Table) -> list[Held]:
+        """The tenant's registers or lists (``table``) the caller holds any right on, by name."""
+        rows = list(
+            session.execute(
+                select(table).where(table.c.tenant == tenant_of(principal)).order_by(table.c.name, table.c.id)
+            )
+        )
+        rights = rights_on(session, principal, [r.id for r in rows])
+        return [Held(r, frozenset(rights[r.id])) for r in rows if rights[r.id]]
+
     # --- tenant settings ----------------------------------------------------------------------
 
     def settings(self, session: Session, principal: Principal) -> TenantSettings:
@@ -103,16 +164,13 @@ class Catalogue:
         else:
             session.execute(insert(tenant_settings).values(tenant=tenant, **values))
         if before != after:
-            self.deps.outbox.emit(
+            self._emit_changes(
                 session,
+                principal,
                 ev.SETTINGS_CHANGED,
-                actor=principal.actor,
-                tenant=tenant,
-                resource={"type": "tenant_settings", "id": tenant},
-                data={
-                    "fields": ["personnummer_enabled"],
-                    "changes": [{"field": "personnummer_enabled", "before": before, "after": after}],
-                },
+                ("tenant_settings", tenant),
+                {},
+                [{"field": "personnummer_enabled", "before": before, "after": after}],
             )
         return self.settings(session, principal)
 
@@ -128,14 +186,14 @@ class Catalogue:
             "kind": body["kind"],
             "created_at": self.deps.now(),
         }
-        session.execute(insert(units).values(**row))
-        self.deps.outbox.emit(
+        self._add(
             session,
+            principal,
+            units,
+            row,
             ev.UNIT_CREATED,
-            actor=principal.actor,
-            tenant=tenant,
-            resource={"type": "unit", "id": row["id"]},
-            data={"unit_id": row["id"], "kind": row["kind"]},
+            ("unit", row["id"]),
+            {"unit_id": row["id"], "kind": row["kind"]},
         )
         return self.unit(session, principal, row["id"])
 
@@ -166,16 +224,15 @@ class Catalogue:
             "name": body["name"].strip(),
             "created_at": self.deps.now(),
         }
-        session.execute(insert(delivery_points).values(**row))
-        self.deps.outbox.emit(
+        return self._add(
             session,
+            principal,
+            delivery_points,
+            row,
             ev.DELIVERY_POINT_CREATED,
-            actor=principal.actor,
-            tenant=tenant,
-            resource={"type": "unit", "id": unit_id},
-            data={"unit_id": unit_id, "delivery_point_id": row["id"]},
+            ("unit", unit_id),
+            {"unit_id": unit_id, "delivery_point_id": row["id"]},
         )
-        return Record(row)
 
     # --- order registers ------------------------------------------------------------------------
 
@@ -194,27 +251,14 @@ class Catalogue:
             "created_at": now,
             "updated_at": now,
         }
-        session.execute(insert(registers).values(**row))
-        self.deps.outbox.emit(
-            session,
-            ev.REGISTER_CREATED,
-            actor=principal.actor,
-            tenant=tenant,
-            resource={"type": "register", "id": row["id"]},
-            data={"register_id": row["id"]},
+        self._add(
+            session, principal, registers, row, ev.REGISTER_CREATED, ("register", row["id"]), {"register_id": row["id"]}
         )
         return self.register(session, principal, row["id"])
 
     def registers(self, session: Session, principal: Principal) -> list[Held]:
         """The registers the caller holds any right on (every one, for a tenant administrator)."""
-        tenant = tenant_of(principal)
-        rows = list(
-            session.execute(
-                select(registers).where(registers.c.tenant == tenant).order_by(registers.c.name, registers.c.id)
-            )
-        )
-        rights = rights_on(session, principal, [r.id for r in rows])
-        return [Held(r, frozenset(rights[r.id])) for r in rows if rights[r.id]]
+        return self._held(session, principal, registers)
 
     def register(self, session: Session, principal: Principal, register_id: str) -> Held:
         tenant = tenant_of(principal)
@@ -252,13 +296,13 @@ class Catalogue:
             session.execute(
                 update(registers).where(registers.c.id == register_id).values(**values, updated_at=self.deps.now())
             )
-            self.deps.outbox.emit(
+            self._emit_changes(
                 session,
+                principal,
                 ev.REGISTER_CHANGED,
-                actor=principal.actor,
-                tenant=tenant,
-                resource={"type": "register", "id": register_id},
-                data={"register_id": register_id, "fields": [c["field"] for c in changes], "changes": changes},
+                ("register", register_id),
+                {"register_id": register_id},
+                changes,
             )
         return self.register(session, principal, register_id)
 
@@ -268,37 +312,27 @@ class Catalogue:
         tenant = tenant_of(principal)
         require_admin(principal)
         check_unit(session, tenant, body.get("unit_id"))
-        list_id = new_id()
-        session.execute(
-            insert(assortment_lists).values(
-                id=list_id,
-                tenant=tenant,
-                name=body["name"].strip(),
-                unit_id=body.get("unit_id"),
-                created_at=self.deps.now(),
-            )
-        )
-        self.deps.outbox.emit(
+        row = {
+            "id": new_id(),
+            "tenant": tenant,
+            "name": body["name"].strip(),
+            "unit_id": body.get("unit_id"),
+            "created_at": self.deps.now(),
+        }
+        self._add(
             session,
+            principal,
+            assortment_lists,
+            row,
             ev.ASSORTMENT_LIST_CREATED,
-            actor=principal.actor,
-            tenant=tenant,
-            resource={"type": "assortment_list", "id": list_id},
-            data={"list_id": list_id, "unit_id": body.get("unit_id")},
+            ("assortment_list", row["id"]),
+            {"list_id": row["id"], "unit_id": row["unit_id"]},
         )
-        return self.assortment_list(session, principal, list_id)
+        return self.assortment_list(session, principal, row["id"])
 
     def lists(self, session: Session, principal: Principal) -> list[Held]:
-        tenant = tenant_of(principal)
-        rows = list(
-            session.execute(
-                select(assortment_lists)
-                .where(assortment_lists.c.tenant == tenant)
-                .order_by(assortment_lists.c.name, assortment_lists.c.id)
-            )
-        )
-        rights = rights_on(session, principal, [r.id for r in rows])
-        return [Held(r, frozenset(rights[r.id])) for r in rows if rights[r.id]]
+        """The assortment lists the caller holds any right on."""
+        return self._held(session, principal, assortment_lists)
 
     def assortment_list(self, session: Session, principal: Principal, list_id: str) -> ListWithArticles:
         tenant = tenant_of(principal)
@@ -330,16 +364,15 @@ class Catalogue:
             "active": body.get("active", True),
             "created_at": self.deps.now(),
         }
-        session.execute(insert(articles).values(**row))
-        self.deps.outbox.emit(
+        return self._add(
             session,
+            principal,
+            articles,
+            row,
             ev.ARTICLE_CREATED,
-            actor=principal.actor,
-            tenant=tenant,
-            resource={"type": "assortment_list", "id": list_id},
-            data={"list_id": list_id, "article_id": row["id"], "kind": row["kind"]},
+            ("assortment_list", list_id),
+            {"list_id": list_id, "article_id": row["id"], "kind": row["kind"]},
         )
-        return Record(row)
 
     def change_article(
         self, session: Session, principal: Principal, list_id: str, article_id: str, body: Mapping[str, Any]
@@ -360,17 +393,12 @@ class Catalogue:
             session.execute(
                 update(articles).where(articles.c.id == article_id).values(**{c["field"]: c["after"] for c in changes})
             )
-            self.deps.outbox.emit(
+            self._emit_changes(
                 session,
+                principal,
                 ev.ARTICLE_CHANGED,
-                actor=principal.actor,
-                tenant=tenant,
-                resource={"type": "assortment_list", "id": list_id},
-                data={
-                    "list_id": list_id,
-                    "article_id": article_id,
-                    "fields": [c["field"] for c in changes],
-                    "changes": changes,
-                },
+                ("assortment_list", list_id),
+                {"list_id": list_id, "article_id": article_id},
+                changes,
             )
         return session.execute(select(articles).where(articles.c.id == article_id)).one()

@@ -27,7 +27,7 @@ from shared.tokens import Principal
 
 from . import events as ev
 from .access import one, require, rights_on, tenant_of
-from .base import Deps, Page, Record, actor_of, new_id, record_reads
+from .base import Deps, Page, Record, emit_by, new_id, record_reads
 from .catalogue import check_unit, personnummer_enabled
 from .models import grants, individuals, orders, registers
 from .ordering import deidentify_orders_of
@@ -199,14 +199,15 @@ class Individuals:
             [k for k, v in personal.items() if v not in (None, [])]
             + [k for k in ("unit_id", "valid_from", "valid_to") if body.get(k) is not None]
         )
-        self.deps.outbox.emit(
+        emit_by(
+            self.deps,
             session,
+            principal,
             ev.INDIVIDUAL_CREATED,
-            actor=actor_of(principal),
-            tenant=tenant,
-            subject=subject_of(individual_id),
-            resource={"type": "individual", "id": individual_id},
-            data={"individual_id": individual_id, "register_id": register_id, "fields": fields},
+            tenant,
+            ("individual", individual_id),
+            individual_id,
+            {"individual_id": individual_id, "register_id": register_id, "fields": fields},
         )
         return self._summary(session, Record(row))
 
@@ -241,14 +242,15 @@ class Individuals:
                 "updated_at": self.deps.now(),
             }
             session.execute(update(individuals).where(individuals.c.id == individual_id).values(**values))
-            self.deps.outbox.emit(
+            emit_by(
+                self.deps,
                 session,
+                principal,
                 ev.INDIVIDUAL_CHANGED,
-                actor=actor_of(principal),
-                tenant=tenant,
-                subject=subject_of(individual_id),
-                resource={"type": "individual", "id": individual_id},
-                data={
+                tenant,
+                ("individual", individual_id),
+                individual_id,
+                {
                     "individual_id": individual_id,
                     "register_id": row.register_id,
                     "fields": fields,
@@ -280,14 +282,15 @@ class Individuals:
                 updated_at=self.deps.now(),
             )
         )
-        self.deps.outbox.emit(
+        emit_by(
+            self.deps,
             session,
+            principal,
             ev.INDIVIDUAL_DISCHARGED,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(individual_id),
-            resource={"type": "individual", "id": individual_id},
-            data={"individual_id": individual_id, "register_id": row.register_id},
+            row.tenant,
+            ("individual", individual_id),
+            individual_id,
+            {"individual_id": individual_id, "register_id": row.register_id},
         )
         return self._reread(session, individual_id)
 
@@ -298,14 +301,15 @@ class Individuals:
         check_not_erased(row.status)
         record = self.decrypt(session, row)
         read = [f for f in HEALTH_FIELDS if record.values[f] not in (None, [])]
-        self.deps.outbox.emit(
+        emit_by(
+            self.deps,
             session,
+            principal,
             ev.INDIVIDUAL_READ,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(individual_id),
-            resource={"type": "individual", "id": individual_id},
-            data={"individual_id": individual_id, "register_id": row.register_id, "fields": read},
+            row.tenant,
+            ("individual", individual_id),
+            individual_id,
+            {"individual_id": individual_id, "register_id": row.register_id, "fields": read},
         )
         return record
 

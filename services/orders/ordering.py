@@ -22,7 +22,7 @@ from shared.tokens import Principal
 
 from . import events as ev
 from .access import one, require, rights_on, tenant_of
-from .base import Deps, Page, Record, actor_of, new_id, record_reads
+from .base import Deps, Page, Record, emit_by, new_id, record_reads
 from .models import articles, assortment_lists, delivery_points, individuals, order_changes, orders, registers, units
 from .rules import (
     Deadline,
@@ -272,14 +272,15 @@ class Ordering:
                 }
             )
         )
-        self.deps.outbox.emit(
+        emit_by(
+            self.deps,
             session,
+            principal,
             ev.ORDER_PLACED,
-            actor=actor_of(principal),
-            tenant=tenant,
-            subject=subject_of(individual_id) if individual_id else None,
-            resource={"type": "order", "id": order["id"]},
-            data={
+            tenant,
+            ("order", order["id"]),
+            individual_id,
+            {
                 "order_id": order["id"],
                 "register_id": register_id,
                 "unit_id": unit_id,
@@ -382,14 +383,15 @@ class Ordering:
                 order_id=order_id, tenant=row.tenant, at=now, actor=principal.user_id, action="changed", changes=changes
             )
         )
-        self.deps.outbox.emit(
+        emit_by(
+            self.deps,
             session,
+            principal,
             ev.ORDER_CHANGED,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(row.individual_id) if row.individual_id else None,
-            resource={"type": "order", "id": order_id},
-            data={
+            row.tenant,
+            ("order", order_id),
+            row.individual_id,
+            {
                 "order_id": order_id,
                 "register_id": row.register_id,
                 "fields": [c["field"] for c in changes],
@@ -420,14 +422,15 @@ class Ordering:
                 changes=[{"field": "status", "before": "placed", "after": "cancelled"}],
             )
         )
-        self.deps.outbox.emit(
+        emit_by(
+            self.deps,
             session,
+            principal,
             ev.ORDER_CANCELLED,
-            actor=actor_of(principal),
-            tenant=row.tenant,
-            subject=subject_of(row.individual_id) if row.individual_id else None,
-            resource={"type": "order", "id": order_id},
-            data={"order_id": order_id, "register_id": row.register_id},
+            row.tenant,
+            ("order", order_id),
+            row.individual_id,
+            {"order_id": order_id, "register_id": row.register_id},
         )
         return Record({**row._mapping, "status": "cancelled", "updated_at": now})
 

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,17 +23,14 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
 from services import load
-from shared.crypto import Keyring
 from shared.db import Database
 from shared.outbox import Outbox
 from tests.conftest import create_database, create_vhost, drop_database
+from tests.processes import free_port, readyz, run_cli, start_logged, stop_group, system_env, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("auth", "orders", "crm", "audit", "gdpr")  # every service with a worker
 LAUNCH = (
     "import sys; from services.launcher import run_distributed; run_distributed(sys.argv[1], names=tuple(sys.argv[2:]))"
@@ -45,25 +41,6 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/chaos/" in str(item.fspath):
             item.add_marker(pytest.mark.chaos)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def one_node(url: str) -> str:
@@ -104,7 +81,7 @@ class ChaosSystem:
     names: tuple[str, ...] = NAMES
     databases: dict[str, Database] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
-    extra_workers: list[subprocess.Popen] = field(default_factory=list)
+    extra_workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     # --- the processes -------------------------------------------------------------------------
     def workers(self, service: str) -> list[int]:
@@ -118,17 +95,10 @@ class ChaosSystem:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def start_extra_worker(self, service: str) -> subprocess.Popen:
-        env = {**self.env, "RECEPT_BROKER_URL": self.env["RECEPT_BROKER_URL"], "RECEPT_SERVICE": service}
-        log = open(self.log_path.with_name(f"extra-{service}-{len(self.extra_workers)}.log"), "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}.worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+    def start_extra_worker(self, service: str) -> subprocess.Popen[bytes]:
+        env = {**self.env, "RECEPT_SERVICE": service}
+        log_path = self.log_path.with_name(f"extra-{service}-{len(self.extra_workers)}.log")
+        proc = start_logged([sys.executable, "-m", f"services.{service}.worker"], env, log_path)
         self.extra_workers.append(proc)
         return proc
 
@@ -227,14 +197,7 @@ class ChaosSystem:
         assert ids == wanted, f"{len(ids - wanted)} events nobody wrote"
 
     def assert_chains_verify(self) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "services.cli", "audit", "verify"],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_cli(self.env, "audit", "verify")
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "all verified" in done.stdout
 
@@ -254,13 +217,7 @@ class ApiWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _ask(self, service: str) -> int:
-        try:
-            with urllib.request.urlopen(self.system.urls[service] + "/readyz", timeout=5) as reply:
-                return reply.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        return readyz(self.system.urls[service])
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -281,16 +238,6 @@ class ApiWatch:
         )
 
 
-def _write_key(path: Path) -> Path:
-    path.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
 @contextmanager
 def launched(
     work: Path, broker: str, names: tuple[str, ...] = NAMES, vhost: str | None = None, **extra_env: str
@@ -298,40 +245,25 @@ def launched(
     """``./recept up --broker`` for ``names`` (fresh PostgreSQL databases), ready and consuming; stopped after."""
     database_urls = {name: create_database(f"recept_chaos_{name}") for name in names}
     ports = {name: free_port() for name in names}
-    keyring = work / "keyring.json"
-    keyring.write_text(Keyring.generate().to_json())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECEPT_", "OTEL_", "PROMETHEUS_"))}
-    env.update(
+    env = system_env(
+        work,
+        database_urls,
+        ports,
         {
             "RECEPT_BROKER_URL": broker,
-            "RECEPT_KEYRING_FILE": str(keyring),
-            "RECEPT_AUTH_SIGNING_KEYS_FILE": str(work / "signing-keys.json"),
-            "RECEPT_AUDIT_CHECKPOINT_DIR": str(work / "checkpoints"),
-            "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(_write_key(work / "checkpoint-key.pem")),
             "RECEPT_AUDIT_CHECKPOINT_INTERVAL": "2",  # checkpoints are signed while the chaos runs
             "RECEPT_ANNOUNCE_INTERVAL": "5",
             "RECEPT_METRICS_PORT": "0",
             "RECEPT_SUPERVISE_BACKOFF": "0.2",
-            "GUNICORN_WORKERS": "1",
-            "PYTHONUNBUFFERED": "1",
-            **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
-            **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
             **extra_env,
-        }
+        },
+        drop=("RECEPT_", "OTEL_", "PROMETHEUS_"),
     )
     log_path = work / "system.log"
     proc = None
     chaos = None
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", LAUNCH, broker, *names],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_logged([sys.executable, "-c", LAUNCH, broker, *names], env, log_path)
         chaos = ChaosSystem(
             env,
             ports,
@@ -355,13 +287,8 @@ def launched(
                     extra.wait()
             for db in chaos.databases.values():
                 db.dispose()
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            stop_group(proc)
         for url in database_urls.values():
             drop_database(url)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from .conftest import NAMES, ApiWatch, ChaosSystem, wait_until
+from tests.processes import wait_until
+
+from .conftest import NAMES, ApiWatch, ChaosSystem
 
 
 def test_kill_9_of_each_worker_mid_stream(system: ChaosSystem):

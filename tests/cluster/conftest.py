@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing
+from tests.processes import free_port
 
 SBIN = Path("/usr/lib/rabbitmq/bin")  # Debian's scripts that run as the calling user (not the wrapper)
 
@@ -31,12 +31,6 @@ def _tool(name: str) -> str | None:
     if candidate.exists():
         return str(candidate)
     return shutil.which(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 
-from tests.chaos.conftest import ApiWatch, launched, wait_until
+from tests.chaos.conftest import ApiWatch, launched
+from tests.processes import wait_until
 
 from .conftest import RabbitCluster
 

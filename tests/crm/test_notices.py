@@ -5,20 +5,14 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import threading
 import time
 
 from services.crm.notices import deliver_pending, delivery_loop
+from tests.processes import free_port
 from tests.support import assert_no_plaintext, events_of, outbox_messages
 
 NOTICE = {"title": "Driftinformation: uppgradering 12 maj", "body": "Systemet uppgraderas kl 18-20."}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def smtp_settings(smtp, **extra) -> dict:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import http.server
 import os
 import re
-import socket
 import subprocess
 import threading
 
 import pytest
 
 from tests.deploy.conftest import ROOT
+from tests.processes import free_port
 
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text(encoding="utf-8")
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
@@ -107,14 +107,7 @@ def test_healthcheck_passes_on_200_and_fails_otherwise(http_server):
     assert main([f"{http_server}/other"]) == 1
 
 
-def _free_port() -> int:
-    """A local port that was free a moment ago (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_healthcheck_fails_when_nothing_listens():
     from deploy.healthcheck import main
 
-    assert main([f"http://127.0.0.1:{_free_port()}/readyz"]) == 1
+    assert main([f"http://127.0.0.1:{free_port()}/readyz"]) == 1

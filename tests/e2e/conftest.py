@@ -11,48 +11,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services import SERVICES, load
-from shared.crypto import Keyring
 from tests.conftest import create_database, create_vhost, drop_database
 from tests.ldap_server import SlapdServer, require_slapd
+from tests.processes import free_port, readyz, run_cli, start_logged, stop_group, system_env, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 VENDOR_ADMIN = ("root-admin", "vendor admin password 1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------
@@ -180,18 +156,10 @@ class System:
 
     def cli(
         self, *argv: str, stdin: str | None = None, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         """``./recept <argv>`` with the system's environment (databases, keyring, checkpoint settings),
         and ``env`` on top of it (e.g. another database for an operator's restore step)."""
-        return subprocess.run(
-            [sys.executable, "-m", "services.cli", *argv],
-            cwd=ROOT,
-            env={**self.env, **(env or {})},
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli({**self.env, **(env or {})}, *argv, stdin=stdin)
 
     def log(self) -> bytes:
         return self.log_path.read_bytes()
@@ -213,24 +181,10 @@ class System:
         return counts
 
 
-def _healthy(api: Api) -> bool:
-    try:
-        reply = api.call("GET", "/readyz", timeout=5)
-    except OSError:
-        return False
-    return reply.status == 200 and reply.json().get("status") == "ready"
-
-
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the launcher; it stops its children. Anything left in its process group is killed and fails."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise AssertionError("./recept up did not stop on SIGTERM") from None
+    if not stop_group(proc):
+        raise AssertionError("./recept up did not stop on SIGTERM")
     leftovers = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     if leftovers:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -244,26 +198,13 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
     broker = create_vhost("recept-e2e")
     database_urls = {name: create_database(f"recept_e2e_{name}") for name in SERVICES}
     ports = {name: free_port() for name in SERVICES}
-    keyring = work / "keyring.json"
-    keyring.write_text(Keyring.generate().to_json())
-    keyring.chmod(0o600)
-    # The audit's checkpoint key is a mounted secret in production: configured, it must exist (docs/audit.md).
-    checkpoint_key = work / "checkpoint-key.pem"
-    checkpoint_key.write_bytes(
-        Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    checkpoint_key.chmod(0o600)
     # Each service's erasure log on a "volume" of its own, as compose and Kubernetes mount one (docs/crypto.md).
     erasure_logs = {name: work / "erasure-log" / f"{name}.log" for name in SERVICES}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEPT_")}
-    env.update(
+    env = system_env(
+        work,
+        database_urls,
+        ports,
         {
-            "RECEPT_KEYRING_FILE": str(keyring),
-            "RECEPT_AUTH_SIGNING_KEYS_FILE": str(work / "signing-keys.json"),
-            "RECEPT_AUDIT_CHECKPOINT_DIR": str(work / "checkpoints"),
-            "RECEPT_AUDIT_CHECKPOINT_KEY_FILE": str(checkpoint_key),
             # The test directory is plain LDAP on loopback (docs/ldap.md).
             "RECEPT_AUTH_ALLOW_PLAIN_LDAP": "true",
             # Long enough that no token expires during the scenario.
@@ -275,12 +216,8 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
             "RECEPT_CRM_SMTP_PORT": str(smtp.port),
             "RECEPT_CRM_SMTP_FROM": "noreply@recept.example",
             "RECEPT_CRM_VENDOR_TENANT": "vendor",
-            "GUNICORN_WORKERS": "1",
-            "PYTHONUNBUFFERED": "1",
-            **{f"RECEPT_{n.upper()}_DATABASE_URL": url for n, url in database_urls.items()},
-            **{f"RECEPT_{n.upper()}_PORT": str(port) for n, port in ports.items()},
             **{f"RECEPT_{n.upper()}_ERASURE_LOG": str(path) for n, path in erasure_logs.items()},
-        }
+        },
     )
     log_path = work / "system.log"
     proc = None
@@ -303,32 +240,17 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
                 VENDOR_ADMIN[1] + "\n",
             ),
         ):
-            done = subprocess.run(
-                [sys.executable, "-m", "services.cli", *argv],
-                cwd=ROOT,
-                env=env,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            done = run_cli(env, *argv, stdin=stdin)
             assert done.returncode == 0, done.stderr
-        with open(log_path, "wb") as log:
-            # Output goes to a file, not a pipe: a full pipe would block the services' logging.
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "up", "--broker", broker],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_logged([sys.executable, "-m", "services.cli", "up", "--broker", broker], env, log_path)
         system = System(
             ports, database_urls, env, log_path, proc, unquote(broker.rsplit("/", 1)[1]), broker, erasure_logs
         )
         for name in SERVICES:
-            wait_for(
-                lambda name=name: proc.poll() is not None or _healthy(system.api(name)), 120, f"{name} to be ready"
+            wait_until(
+                lambda name=name: proc.poll() is not None or readyz(system.api(name).base) == 200,
+                120,
+                f"{name} to be ready",
             )
             assert proc.poll() is None, f"./recept up exited early:\n{log_path.read_text()[-3000:]}"
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()

@@ -37,9 +37,10 @@ from shared.bus import GDPR, Binding, Bus, Message
 from shared.crypto import ERASED, Keyring, Vault, crypto_tables
 from tests.conftest import create_database, drop_database, raw_dump
 from tests.forensics import broker_data_dir, dump_database, found_in_files, restore_database
+from tests.processes import wait_until
 from tests.support import assert_no_plaintext
 
-from .conftest import VENDOR_ADMIN, Api, System, wait_for
+from .conftest import VENDOR_ADMIN, Api, System
 
 TENANT = "ekby"
 # Orders holds the municipality's registers as its processor: a vendor officer opening a request records the
@@ -360,7 +361,7 @@ def world(system: System, directory, smtp) -> World:
     ids.update(company=company, persons=persons, cases=cases, emails=emails, notice=notice)
 
     # --- ready for requests: every service announced to the gdpr service, the audit has the events ---
-    wait_for(
+    wait_until(
         lambda: (
             {"auth", "orders", "crm", "audit"}
             <= {s["service"] for s in gdpr.ok("GET", "/api/v1/inventory", tokens["officer1"])["services"]}
@@ -368,7 +369,7 @@ def world(system: System, directory, smtp) -> World:
         30,
         "every service to announce itself to the gdpr service",
     )
-    wait_for(
+    wait_until(
         lambda: (
             _audit_has(w, f"orders:individual:{individuals[SIGNE.name]['id']}", "orders.individual.read")
             and _audit_has(w, f"crm:email:{emails[SIGNE.name]['id']}", "crm.email.ingested")
@@ -384,7 +385,7 @@ def _finish(world: World, request_id: str, timeout: float = 90) -> dict:
         view = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["officer1"])
         return view if view["status"] not in ("awaiting_approval", "awaiting_confirmation", "in_progress") else None
 
-    return wait_for(finished, timeout, "the request to finish", interval=0.5)
+    return wait_until(finished, timeout, "the request to finish", interval=0.5)
 
 
 def _confirm(world: World, request_id: str) -> None:
@@ -625,7 +626,7 @@ def test_the_other_persons_data_is_intact(world, erased):
 def test_the_audit_chain_verifies_after_the_erasure_and_records_it(world, erased):
     """R9, R11, art. 5(2): the trail outlives the erasure, holds the erasure itself, and every chain verifies."""
     individual_ref = f"orders:individual:{world.ids['individuals'][SIGNE.name]['id']}"
-    wait_for(
+    wait_until(
         lambda: (
             _audit_has(world, individual_ref, "orders.individual.erased")
             and _audit_has(world, f"crm:person:{world.ids['persons'][SIGNE.name]['id']}", "crm.person.erased")
@@ -752,7 +753,7 @@ def test_the_brokers_own_disk_holds_none_of_her_values(world, erased):
         ) == [None]
     finally:
         publisher.close()
-    wait_for(lambda: canary in found_in_files(directory, [canary]), 30, "the canary to reach the broker's disk")
+    wait_until(lambda: canary in found_in_files(directory, [canary]), 30, "the canary to reach the broker's disk")
     needles = [value.encode() for value in SIGNE.plaintext()]
     leaked = found_in_files(directory, needles)
     assert not leaked, f"RabbitMQ's data directory holds {len(leaked)} of her values in clear"

@@ -19,6 +19,7 @@ from services.orders import SPEC as ORDERS
 from shared.bus import EVENTS, Binding, Message, dead_letter_queue
 from shared.crypto import Keyring
 from shared.metrics import exposition, metrics_port, queue_depths
+from tests.processes import free_port, start_gunicorn, start_logged
 from tests.shared.library_service import LibraryService
 from tests.support import TokenMint, make_runtime, wait_for
 
@@ -152,14 +153,6 @@ def test_gdpr_requests_by_status_and_overdue(tmp_path):
         gdpr.rt.db.dispose()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 5.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as reply:
         return reply.read()
@@ -185,25 +178,9 @@ def test_gunicorn_multiprocess_counts_every_worker_once(tmp_path):
     )
     (tmp_path / "prom").mkdir()
     ORDERS.migrate(ORDERS.config(env=env))
-    port = _free_port()
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    port = free_port()
     log = tmp_path / "gunicorn.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                gunicorn,
-                "-c",
-                str(ROOT / "deploy" / "gunicorn.conf.py"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "services.wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_gunicorn(port, env, log)
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: _alive(base + "/healthz"), timeout=60), log.read_text()[-2000:]
@@ -261,7 +238,7 @@ def _alive(url: str) -> bool:
 
 def test_a_worker_serves_its_metrics_on_its_own_port(tmp_path, rabbit_url, postgres_url):
     env = _base_env(tmp_path)
-    port = _free_port()
+    port = free_port()
     env.update(
         RECEPT_BROKER_URL=rabbit_url,
         RECEPT_ORDERS_DATABASE_URL=postgres_url,
@@ -271,15 +248,7 @@ def test_a_worker_serves_its_metrics_on_its_own_port(tmp_path, rabbit_url, postg
     ORDERS.migrate(ORDERS.config(env=env))
     assert metrics_port("orders", env) == ("127.0.0.1", port)
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.orders.worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_logged([sys.executable, "-m", "services.orders.worker"], env, log)
     try:
         assert wait_for(lambda: _alive(f"http://127.0.0.1:{port}/metrics"), timeout=60)
         # A message the orders worker can never apply: dead-lettered, and the figure shows it.
