@@ -30,6 +30,20 @@ REQUEST_RECEIVED = REGISTRY.register(
     "A data-subject request was opened (R1, R2).",
 )
 
+REQUEST_PREVIEWED = REGISTRY.register(
+    "gdpr.request.previewed",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "services": _SERVICES,
+            "candidates": {"type": "integer", "minimum": 0},
+            "near": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "Every service answered the read-only preview (or timed out); counts only, the cards stay encrypted.",
+)
 REQUEST_APPROVED = REGISTRY.register(
     "gdpr.request.approved",
     1,
