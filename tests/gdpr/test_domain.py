@@ -47,7 +47,8 @@ def test_extended_deadline_counts_from_receipt_not_from_the_clamped_due_date():
 @pytest.mark.parametrize(
     "status, type_, steps",
     [
-        ("awaiting_approval", "erase", ("approve", "reject", "extend")),
+        ("awaiting_approval", "erase", ("approve", "reject", "preview", "extend")),
+        ("previewing", "erase", ("extend",)),
         ("in_progress", "export", ("extend",)),
         ("partially_completed", "export", ("retry", "extend")),
         ("failed", "erase", ("retry", "extend")),
