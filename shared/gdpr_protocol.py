@@ -407,24 +407,21 @@ class Reply:
             self.command_id,
             {"references": list(self.references), "export": self.export, "candidates": self.candidates},
         )
-        return dict(
-            _check(
-                "reply",
-                {
-                    "request_id": self.request_id,
-                    "command_id": self.command_id,
-                    "service": self.service,
-                    "action": self.action,
-                    "phase": self.phase,
-                    "status": self.status,
-                    "sealed": box,
-                    "erasure": self.erasure,
-                    "stale": self.stale,
-                    "error": self.error,
-                    "at": self.at,
-                },
-            )
-        )
+        message: dict[str, Any] = {
+            "request_id": self.request_id,
+            "command_id": self.command_id,
+            "service": self.service,
+            "action": self.action,
+            "phase": self.phase,
+            "status": self.status,
+            "sealed": box,
+            "erasure": self.erasure,
+            "error": self.error,
+            "at": self.at,
+        }
+        if self.stale is not None:
+            message["stale"] = self.stale
+        return dict(_check("reply", message))
 
     @staticmethod
     def addressed(message: Any) -> tuple[str, str]:
