@@ -13,11 +13,30 @@ _TYPE = {"enum": list(REQUEST_TYPES)}
 _SERVICE = {"type": "string", "maxLength": 60}
 _SERVICES = {"type": "array", "items": _SERVICE}
 _PHASE = {"enum": list(PHASES)}
+# Version 1 of the events below, before the preview phase and the care-context identifiers (issue 15):
+# still registered so the events already published (and the audit ledger's copies) stay readable.
+_PHASE_V1 = {"enum": ["resolve", "trail"]}
+_IDENTIFIERS_V1 = ["email", "phone", "personnummer", "username"]
 _TIME = {"type": "string", "maxLength": 40}
+
+REQUEST_RECEIVED_V1 = REGISTRY.register(
+    "gdpr.request.received",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "identifier_kinds": {"type": "array", "items": {"enum": _IDENTIFIERS_V1}},
+            "due_at": _TIME,
+            "needs_approval": {"type": "boolean"},
+        }
+    ),
+    "A data-subject request was opened (R1, R2).",
+)
 
 REQUEST_RECEIVED = REGISTRY.register(
     "gdpr.request.received",
-    1,
+    2,
     obj(
         {
             "request_id": _ID,
@@ -82,9 +101,24 @@ REQUEST_EXTENDED = REGISTRY.register(
     "The answer deadline was extended (GDPR art. 12(3)).",
 )
 
-REQUEST_DISPATCHED = REGISTRY.register(
+REQUEST_DISPATCHED_V1 = REGISTRY.register(
     "gdpr.request.dispatched",
     1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "phase": _PHASE_V1,
+            "services": _SERVICES,
+            "retry": {"type": "boolean"},
+        }
+    ),
+    "Commands were sent to these services (one phase of the fan-out).",
+)
+
+REQUEST_DISPATCHED = REGISTRY.register(
+    "gdpr.request.dispatched",
+    2,
     obj(
         {
             "request_id": _ID,
@@ -97,9 +131,26 @@ REQUEST_DISPATCHED = REGISTRY.register(
     "Commands were sent to these services (one phase of the fan-out).",
 )
 
-SERVICE_REPLIED = REGISTRY.register(
+SERVICE_REPLIED_V1 = REGISTRY.register(
     "gdpr.service.replied",
     1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "service": _SERVICE,
+            "phase": _PHASE_V1,
+            "status": {"enum": list(REPLY_STATUSES)},
+            "references": {"type": "integer", "minimum": 0},
+            "records": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "One service answered a request; counts only.",
+)
+
+SERVICE_REPLIED = REGISTRY.register(
+    "gdpr.service.replied",
+    2,
     obj(
         {
             "request_id": _ID,
