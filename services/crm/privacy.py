@@ -279,17 +279,18 @@ class CrmParticipant:
         }
 
     def _callers_of(self, s: Session, phone: str) -> int:
-        """How many people are known to call from ``phone``: persons on the person tab with that number,
-        and cases from it not linked to one of them (counted by their caller's name)."""
+        """How many people are known to call from ``phone``: the persons on the person tab with that
+        number and the callers of cases from it, told apart by their normalised names (a person who
+        also called in as a case's caller counts once; a nameless case counts as a caller of its own)."""
         c = self.crm
-        known = {r.id for r in c.persons_by_phone(s, phone)}
         names: set[str] = set()
+        for row in c.persons_by_phone(s, phone):
+            name = c.open(s, persons, "name", row.id, row.name)
+            names.add(normalise_name(name) if isinstance(name, str) and name.strip() else f"person:{row.id}")
         for row in c.cases_by_phone(s, phone):
-            if row.person_id in known:
-                continue
             caller = c.open(s, cases, "caller_name", row.id, row.caller_name)
             names.add(normalise_name(caller) if isinstance(caller, str) and caller.strip() else f"case:{row.id}")
-        return len(known) + len(names)
+        return len(names)
 
     # --- resolve ------------------------------------------------------------------------------
 
