@@ -17,7 +17,7 @@ from shared.crypto import ERASED
 from shared.privacy import Context, announcement
 from tests.conftest import raw_dump
 from tests.crm.test_mail import eml
-from tests.gdpr.sealing import opened_reply, sealed_command
+from tests.gdpr.sealing import confirm_exact, opened_reply, sealed_command
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime
 
 ANNA = {
@@ -279,6 +279,7 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url):
             "subject": {"email": ANNA["email"]},
             "references": [],
         }
+        command = confirm_exact(runtime, command)  # approved after the preview (issue 15)
         body = json.dumps(sealed_command(runtime, command)).encode()
         # Sent twice (at-least-once delivery): the inbox makes the second a no-op.
         assert publisher.publish(

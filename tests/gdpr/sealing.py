@@ -78,3 +78,15 @@ def sealed_reply(keyring, service: str, command_wire: dict[str, Any], message: d
         stale=message.get("stale"),
     )
     return reply.to_wire(channel)
+
+
+def confirm_exact(runtime, message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` (plaintext shape, phase resolve) with the refs of its exact candidates confirmed, as an
+    approver who recognises the person in the preview does (issue 15); reads, changes nothing."""
+    from shared.privacy import CandidateRefs, Context, candidates_of
+
+    ctx = Context(request_id=message["request_id"], tenant=message.get("tenant"), subject=dict(message["subject"]))
+    refs = CandidateRefs(runtime.keyring.index_key)
+    with runtime.db.transaction() as s:
+        found = candidates_of(runtime.participant, s, ctx)
+    return {**message, "confirmed": [refs(ctx.request_id, c) for c in found if c.match == "exact"]}
