@@ -115,6 +115,13 @@ def open_request(page, base: str, type_: str, email: str) -> str:
     return page.url
 
 
+def confirm_exact(page) -> None:
+    """Issue 15: the approver ticks the preview's exact candidates (none is ticked in advance)."""
+    page.wait_for_selector("table.preview")
+    for box in page.locator("input[name=confirmed][data-match=exact]").all():
+        box.check()
+
+
 def test_export_through_the_real_services_completes_and_downloads(system, browser):
     """R1 end to end: the gdpr service fans out to every service, the package downloads with a manifest."""
     first = browser.new_context(viewport=LAPTOP).new_page()
@@ -126,6 +133,7 @@ def test_export_through_the_real_services_completes_and_downloads(system, browse
     page = browser.new_context(viewport=LAPTOP, accept_downloads=True).new_page()
     sign_in(page, system, "vendor", "officer.two", PASSWORD)
     page.goto(url)
+    confirm_exact(page)
     page.click("button:has-text('Approve')")
     page.wait_for_selector("[data-status=completed]", timeout=60_000)
     screenshot(page, "system-export")
@@ -149,6 +157,7 @@ def test_erasure_through_the_real_services_needs_a_second_officer(system, browse
     second = browser.new_context(viewport=LAPTOP).new_page()
     sign_in(second, system, "vendor", "officer.two", PASSWORD)
     second.goto(url)
+    confirm_exact(second)
     second.click("button:has-text('Approve')")
     second.wait_for_selector("[data-status=completed]", timeout=60_000)
     table = second.locator("table.erasure").inner_text()
