@@ -280,14 +280,18 @@ class CrmParticipant:
 
     def _callers_of(self, s: Session, phone: str) -> int:
         """How many people are known to call from ``phone``: the persons on the person tab with that
-        number and the callers of cases from it, told apart by their normalised names (a person who
-        also called in as a case's caller counts once; a nameless case counts as a caller of its own)."""
+        number and the callers of the other cases from it, told apart by their normalised names (a
+        person who also called in as a case's caller counts once; a nameless case not linked to one of
+        them counts as a caller of its own)."""
         c = self.crm
         names: set[str] = set()
-        for row in c.persons_by_phone(s, phone):
+        known = c.persons_by_phone(s, phone)
+        for row in known:
             name = c.open(s, persons, "name", row.id, row.name)
             names.add(normalise_name(name) if isinstance(name, str) and name.strip() else f"person:{row.id}")
         for row in c.cases_by_phone(s, phone):
+            if row.person_id in {p.id for p in known}:
+                continue  # that person's own case
             caller = c.open(s, cases, "caller_name", row.id, row.caller_name)
             names.add(normalise_name(caller) if isinstance(caller, str) and caller.strip() else f"case:{row.id}")
         return len(names)
