@@ -38,7 +38,12 @@ INVENTORY = Inventory(
                     encrypted=True,
                     blind_indexed=True,
                 ),
-                DataField("date_of_birth", "to tell people apart and to portion meals by age", encrypted=True),
+                DataField(
+                    "date_of_birth",
+                    "to tell people apart, to find them for a data-subject request, and to portion meals by age",
+                    encrypted=True,
+                    blind_indexed=True,
+                ),
                 DataField("room", "where the meal is delivered", encrypted=True),
                 DataField("bed", "where the meal is delivered", encrypted=True),
                 DataField("valid_from", "admission date: from when meals are ordered", encrypted=True),
