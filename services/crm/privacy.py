@@ -234,6 +234,10 @@ class CrmParticipant:
                     caller = c.open(s, cases, "caller_name", r.id, r.caller_name)
                     match = "exact" if isinstance(caller, str) and normalise_name(caller) == name else "near"
                 loose_cases.setdefault(r.id, (r, match))
+        if name:
+            # By the caller's name alone: near (a name is not unique) unless reached above.
+            for r in c.cases_by_caller_name(s, name):
+                loose_cases.setdefault(r.id, (r, "near"))
         for row, match in loose_cases.values():
             if row.redacted_at is None and row.subject_ref not in claimed:
                 claimed.add(row.subject_ref)
@@ -419,6 +423,7 @@ class CrmParticipant:
                         description=None,
                         caller_phone_idx=None,
                         caller_email_idx=None,
+                        caller_name_idx=None,
                         person_id=None,
                         redacted_at=now,
                         updated_at=now,

@@ -365,8 +365,13 @@ def test_the_preview_groups_a_person_with_what_names_her_and_marks_name_only_mat
     crm = crm_lite
     world = populate(crm)
     participant = crm.runtime.participant
+    # A case registered by hand with the caller's name only: a request by name finds it (near).
+    by_hand = crm.post(
+        "/api/v1/cases", {"company_id": world["kommun"]["id"], "caller_name": "Gun Lindqvist", "subject": "Maten"}
+    )
     with crm.runtime.db.transaction() as s:
         found = participant.candidates(s, ctx(email="anna.svensson@kommun.example", phone="070-123 45 67"))
+        gun = participant.candidates(s, ctx(name="gun  lindqvist", birth_date="1938-04-07"))
         by_name = participant.candidates(s, ctx(name="anna  SVENSSON"))
         bo_by_phone = participant.candidates(s, ctx(phone="0709876543"))
     person = next(c for c in found if c.kind == "person")
@@ -376,6 +381,7 @@ def test_the_preview_groups_a_person_with_what_names_her_and_marks_name_only_mat
     assert loose == [("case", "exact")]  # the case naming her address, not linked to her
     assert [(c.kind, c.match) for c in by_name] == [("person", "near")]
     assert by_name[0].references == person.references
+    assert [(c.kind, c.match, c.references) for c in gun] == [("case", "near", (f"crm:case:{by_hand['id']}",))]
     # Bo's number: only he calls from it (the nameless case from it is linked to him): exact.
     assert [(c.kind, c.match) for c in bo_by_phone] == [("person", "exact")]
     assert "1 case(s), 1 call(s)" in bo_by_phone[0].card["label"]
