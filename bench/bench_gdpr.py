@@ -255,14 +255,26 @@ class Officers:
 
     def run(self, kind: str, i: int) -> tuple[float, dict]:
         """One request for person ``i``: latency in ms from approved (both kinds need a second officer
-        by default, issue 14) to finished."""
+        by default, issue 14, once the preview is complete, issue 15) to finished."""
         body = {"type": kind, "tenant": TENANT, "subject": {"personnummer": personnummer(i), "phone": phone(i)}}
         status, created = self.first.post("/api/v1/requests", body)
         if status != 202:
             raise RuntimeError(f"opening a request answered {status}")
         started = time.perf_counter()
-        if created.get("status") == "awaiting_approval":
-            status, _ = self.second.post(f"/api/v1/requests/{created['id']}/approve", {})
+        view = created
+        while view.get("status") == "previewing":  # issue 15: every request is previewed first
+            if time.perf_counter() - started > 120:
+                raise RuntimeError(f"a {kind} request's preview did not finish in 120 s")
+            time.sleep(0.01)
+            status, view = self.first.get(f"/api/v1/requests/{created['id']}")
+        if view.get("status") == "awaiting_approval":
+            # The second officer confirms the preview's exact matches (the person, found by personnummer).
+            preview = view["preview"]
+            confirmed = [
+                c["id"] for entry in preview["services"].values() for c in entry["candidates"] if c["match"] == "exact"
+            ]
+            decision = {"preview_hash": preview["hash"], "confirmed": confirmed}
+            status, _ = self.second.post(f"/api/v1/requests/{created['id']}/approve", decision)
             if status != 200:
                 raise RuntimeError(f"approving a request answered {status}")
             started = time.perf_counter()

@@ -9,14 +9,19 @@ has one JSON schema, checked when a message is written (``to_wire``) and when it
   "transport_key", "at"}``, at start-up and periodically; the coordinator learns whom to wait for, and in which
   phase, from these.  ``inventory.service`` must name the announcing service.
 * ``gdpr.command.<service>`` — ``Command``: ``{"request_id", "command_id", "action":
-  "export"|"erase", "phase": "resolve"|"trail", "tenant", "sealed": {"recipient", "key", "box"},
-  "at"}``, the box holding ``{"subject": {identifiers}, "references": [...]}``; message id = ``command_id`` (a re-send keeps it, so the
-  participant's inbox drops a copy it already handled).  Phase ``resolve`` carries the
-  identifiers and no references; phase ``trail`` the references the other services resolved
-  and no identifiers.
+  "export"|"erase", "phase": "preview"|"resolve"|"trail", "tenant", "sealed": {"recipient", "key", "box"},
+  "at"}``, the box holding ``{"subject": {identifiers}, "references": [...], "confirmed": [...]}``;
+  message id = ``command_id`` (a re-send keeps it, so the participant's inbox drops a copy it
+  already handled).  Phase ``preview`` carries the identifiers only and is answered read-only
+  with candidates; phase ``resolve`` (the acting phase) the identifiers and the refs of the
+  candidates the approver confirmed (``confirmed``), and the participant acts on those alone;
+  phase ``trail`` the references the other services acted on and no identifiers.
 * ``gdpr.reply.<service>`` — ``Reply``: ``{"request_id", "command_id", "service", "action",
   "phase", "status": "done"|"failed", "sealed": box of ``{"references": [...], "export":
-  {kind: [records]} | None}`` (required when done), "erasure": [{"kind", "action", "count", "legal_basis"?, "retain_until"?}] | None,
+  {kind: [records]} | None, "candidates": [candidate] | None}`` (required when done; candidates
+  in phase preview: ``{"ref", "kind", "match": "exact"|"near", "card": {"label", ...}, "count"}``,
+  ``ref`` an opaque token the participant made and bound to the row's state), "stale": int | None
+  (phase resolve: confirmed refs whose rows changed since the preview, not acted on), "erasure": [{"kind", "action", "count", "legal_basis"?, "retain_until"?}] | None,
   "error": str | None, "at"}``; message id = uuid5 of the command id (a repeated command
   yields the same reply id).  Export replies are routed only to the coordinator's queue,
   sealed while in the outbox, and their rows are deleted as soon as the broker confirms them.
@@ -62,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REQUEST_TYPES",
     "PHASES",
+    "MATCHES",
     "REPLY_STATUSES",
     "ERASURE_ACTIONS",
     "SERVICE_NAME",
@@ -80,7 +86,8 @@ __all__ = [
 ]
 
 REQUEST_TYPES = ("export", "erase")  # a command's and a reply's "action"
-PHASES = ("resolve", "trail")
+PHASES = ("preview", "resolve", "trail")
+MATCHES = ("exact", "near")  # a candidate's match: on the normalised identifiers, or only close to them
 REPLY_STATUSES = ("done", "failed")
 ERASURE_ACTIONS = ("deleted", "anonymised", "retained")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,59}$")
@@ -117,7 +124,28 @@ COMMAND_SCHEMA: dict[str, Any] = {
         },
         "subject": _NEVER,
         "references": _NEVER,
+        "confirmed": _NEVER,
         "at": _AT,
+    },
+}
+
+#: One candidate of a preview reply (inside the sealed box): what the approver sees, and the ref
+#: that lets the participant find the row again (and tell that it changed).
+CANDIDATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ref", "kind", "match", "card", "count"],
+    "additionalProperties": False,
+    "properties": {
+        "ref": {"type": "string", "maxLength": 200},
+        "kind": {"type": "string", "maxLength": 100},
+        "match": {"enum": list(MATCHES)},
+        "card": {
+            "type": "object",
+            "required": ["label"],
+            "properties": {"label": {"type": "string", "maxLength": 300}},
+            "additionalProperties": {"type": ["string", "integer", "null"], "maxLength": 200},
+        },
+        "count": {"type": "integer", "minimum": 0},
     },
 }
 
@@ -135,6 +163,8 @@ REPLY_SCHEMA: dict[str, Any] = {
         "sealed": {"anyOf": [_BOX, {"type": "null"}]},
         "references": _NEVER,
         "export": _NEVER,
+        "candidates": _NEVER,
+        "stale": {"type": ["integer", "null"], "minimum": 0},
         "erasure": {
             "type": ["array", "null"],
             "items": {
@@ -162,7 +192,7 @@ ANNOUNCEMENT_SCHEMA: dict[str, Any] = {
     "required": ["service", "inventory", "counts"],
     "properties": {
         "service": _SERVICE,
-        "phase": {"enum": list(PHASES)},
+        "phase": {"enum": ["resolve", "trail"]},  # the phase a participant acts in
         # The participant's static X25519 public key (transport_public_key); commands are sealed to it.
         "transport_key": _B64,
         "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
@@ -183,6 +213,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "command": COMMAND_SCHEMA,
     "reply": REPLY_SCHEMA,
     "announcement": ANNOUNCEMENT_SCHEMA,
+    "candidate": CANDIDATE_SCHEMA,
 }
 _VALIDATORS = {kind: Draft202012Validator(schema) for kind, schema in SCHEMAS.items()}
 
@@ -212,6 +243,7 @@ class Command:
     tenant: str | None = None
     subject: dict[str, str] = field(default_factory=dict)
     references: list[str] = field(default_factory=list)
+    confirmed: list[str] = field(default_factory=list)  # phase resolve: the confirmed candidates' refs
     at: str | None = None
 
     @classmethod
@@ -226,17 +258,20 @@ class Command:
         identifiers: Mapping[str, str],
         references: list[str],
         at: str,
+        confirmed: list[str] | None = None,
     ) -> Command:
-        """The command of ``phase``: phase one acts on the identifiers, phase two on references only
-        (the audit trail never needs the identifiers)."""
+        """The command of ``phase``: the preview looks the identifiers up, the acting phase acts on
+        the confirmed refs (found again through the identifiers), the trail on references only (the
+        audit trail never needs the identifiers)."""
         return cls(
             request_id=request_id,
             command_id=command_id,
             action=action,
             phase=phase,
             tenant=tenant,
-            subject=dict(identifiers) if phase == "resolve" else {},
+            subject=dict(identifiers) if phase in ("preview", "resolve") else {},
             references=list(references) if phase == "trail" else [],
+            confirmed=list(confirmed or []) if phase == "resolve" else [],
             at=at,
         )
 
@@ -252,7 +287,9 @@ class Command:
         """The command with its subject and references sealed for ``channel``'s participant."""
         self._same_request(channel)
         box = channel.seal(
-            "command", self.command_id, {"subject": dict(self.subject), "references": list(self.references)}
+            "command",
+            self.command_id,
+            {"subject": dict(self.subject), "references": list(self.references), "confirmed": list(self.confirmed)},
         )
         return dict(
             _check(
@@ -283,8 +320,10 @@ class Command:
                 "malformed sealed gdpr command", errors=[{"field": "sealed.box", "message": "is not an object"}]
             )
         raw_subject, raw_references = inner.get("subject"), inner.get("references")
+        raw_confirmed = inner.get("confirmed")
         subject: dict[str, Any] = raw_subject if isinstance(raw_subject, dict) else {}
         references: list[Any] = raw_references if isinstance(raw_references, list) else []
+        confirmed: list[Any] = raw_confirmed if isinstance(raw_confirmed, list) else []
         return cls(
             request_id=m["request_id"],
             command_id=m["command_id"],
@@ -293,6 +332,7 @@ class Command:
             tenant=m.get("tenant"),
             subject={k: str(v)[:254] for k, v in subject.items() if k in IDENTIFIERS and v},
             references=[str(r)[:200] for r in references],
+            confirmed=[str(r)[:200] for r in confirmed],
             at=m.get("at"),
         ), channel
 
@@ -316,6 +356,8 @@ class Reply:
     erasure: list[dict[str, Any]] | None = None  # action erase, status done
     error: str | None = None  # status failed; never personal data
     at: str | None = None
+    candidates: list[dict[str, Any]] | None = None  # phase preview, status done
+    stale: int | None = None  # phase resolve: confirmed refs not acted on because their rows changed
 
     @classmethod
     def done(
@@ -326,6 +368,8 @@ class Reply:
         references: list[str],
         export: dict[str, list[Any]] | None = None,
         erasure: list[dict[str, Any]] | None = None,
+        candidates: list[dict[str, Any]] | None = None,
+        stale: int | None = None,
         at: str,
     ) -> Reply:
         return cls(
@@ -339,6 +383,8 @@ class Reply:
             export=export,
             erasure=erasure,
             at=at,
+            candidates=candidates,
+            stale=stale,
         )
 
     @staticmethod
@@ -354,24 +400,28 @@ class Reply:
         """The reply with its references and export sealed with the command's ``channel``."""
         if (channel.request_id, channel.service) != (self.request_id, self.service):
             raise ValueError("the channel belongs to another request or service")
-        box = channel.seal("reply", self.command_id, {"references": list(self.references), "export": self.export})
-        return dict(
-            _check(
-                "reply",
-                {
-                    "request_id": self.request_id,
-                    "command_id": self.command_id,
-                    "service": self.service,
-                    "action": self.action,
-                    "phase": self.phase,
-                    "status": self.status,
-                    "sealed": box,
-                    "erasure": self.erasure,
-                    "error": self.error,
-                    "at": self.at,
-                },
-            )
+        for candidate in self.candidates or []:
+            _check("candidate", candidate)
+        box = channel.seal(
+            "reply",
+            self.command_id,
+            {"references": list(self.references), "export": self.export, "candidates": self.candidates},
         )
+        message: dict[str, Any] = {
+            "request_id": self.request_id,
+            "command_id": self.command_id,
+            "service": self.service,
+            "action": self.action,
+            "phase": self.phase,
+            "status": self.status,
+            "sealed": box,
+            "erasure": self.erasure,
+            "error": self.error,
+            "at": self.at,
+        }
+        if self.stale is not None:
+            message["stale"] = self.stale
+        return dict(_check("reply", message))
 
     @staticmethod
     def addressed(message: Any) -> tuple[str, str]:
@@ -395,8 +445,12 @@ class Reply:
             or not isinstance(inner.get("references") or [], list)
             or not isinstance(inner.get("export") or {}, dict)
             or not all(isinstance(v, list) for v in (inner.get("export") or {}).values())
+            or not isinstance(inner.get("candidates") or [], list)
         ):
             raise Invalid("malformed sealed gdpr reply", errors=[{"field": "sealed", "message": "has the wrong shape"}])
+        candidates = inner.get("candidates")
+        for candidate in candidates or []:
+            _check("candidate", candidate)
         return cls(
             request_id=m["request_id"],
             command_id=m["command_id"],
@@ -409,6 +463,8 @@ class Reply:
             erasure=m.get("erasure"),
             error=m.get("error"),
             at=m.get("at"),
+            candidates=candidates,
+            stale=m.get("stale"),
         )
 
 

@@ -1,6 +1,9 @@
 """A data subject's identifiers: which kinds there are, how a request's are normalised, and their keyed hash.
 
-A data-subject request names its subject by up to four identifiers (``IDENTIFIERS``).  The gdpr
+A data-subject request names its subject by identifiers (``IDENTIFIERS``): e-mail, phone,
+personnummer, username, or, for people in care who have none of those, ``name`` with
+``birth_date`` (each requires the other), optionally narrowed by the ``unit`` or ``register``
+they stay at (which only qualify a name, they name nobody on their own).  The gdpr
 service normalises them once when the request is opened (so every participant compares like with
 like through its blind indexes), sends them in phase one of the GDPR protocol
 (``shared.gdpr_protocol``), and names them in an export package's manifest only as keyed hashes.
@@ -18,12 +21,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import Invalid
-from .normalise import normalise_email, normalise_personnummer, normalise_phone
+from .normalise import normalise_birth_date, normalise_email, normalise_name, normalise_personnummer, normalise_phone
 
-__all__ = ["IDENTIFIERS", "normalise_subject", "IdentifierHasher"]
+__all__ = ["IDENTIFIERS", "QUALIFIERS", "normalise_subject", "IdentifierHasher"]
 
 #: The kinds of identifier a data-subject request may name, in the order they are reported.
-IDENTIFIERS = ("email", "phone", "personnummer", "username")
+IDENTIFIERS = ("email", "phone", "personnummer", "username", "name", "birth_date", "unit", "register")
+#: Identifiers that narrow a ``name`` + ``birth_date`` and name nobody alone.
+QUALIFIERS = ("unit", "register")
 
 
 def _normalise_username(value: Any, *, field: str) -> str:
@@ -34,11 +39,34 @@ def _normalise_username(value: Any, *, field: str) -> str:
     return text
 
 
+def _normalise_person_name(value: Any, *, field: str) -> str:
+    text = normalise_name(value, field=field)
+    if not text:
+        raise Invalid("name is empty", errors=[{"field": field, "message": "must not be empty"}])
+    if len(text) > 200:
+        raise Invalid("name is too long", errors=[{"field": field, "message": "must be at most 200 characters"}])
+    return text
+
+
+def _normalise_place(value: Any, *, field: str) -> str:
+    # A unit's or register's name as the tenant wrote it, compared case- and blank-insensitively.
+    if not isinstance(value, str) or not " ".join(value.split()):
+        raise Invalid("place is empty", errors=[{"field": field, "message": "must be a non-empty string"}])
+    text = " ".join(value.split()).casefold()
+    if len(text) > 200:
+        raise Invalid("place is too long", errors=[{"field": field, "message": "must be at most 200 characters"}])
+    return text
+
+
 _NORMALISERS: dict[str, Callable[..., str]] = {
     "email": normalise_email,
     "phone": normalise_phone,
     "personnummer": normalise_personnummer,
     "username": _normalise_username,
+    "name": _normalise_person_name,
+    "birth_date": normalise_birth_date,
+    "unit": _normalise_place,
+    "register": _normalise_place,
 }
 
 
@@ -55,6 +83,15 @@ def normalise_subject(subject: dict[str, Any]) -> dict[str, str]:
             out[kind] = _NORMALISERS[kind](value, field=field)
         except Invalid as exc:
             problems.extend(exc.errors or [{"field": field, "message": "is not valid"}])
+    # A name alone matches too many people and a birth date alone names nobody: they go together.
+    given = {k for k in IDENTIFIERS if subject.get(k) is not None}
+    if "name" in given and "birth_date" not in given:
+        problems.append({"field": "subject.birth_date", "message": "is required with subject.name"})
+    if "birth_date" in given and "name" not in given:
+        problems.append({"field": "subject.name", "message": "is required with subject.birth_date"})
+    for kind in QUALIFIERS:
+        if kind in given and "name" not in given:
+            problems.append({"field": f"subject.{kind}", "message": "narrows subject.name; give name and birth_date"})
     if problems:
         raise Invalid(f"the subject has {len(problems)} invalid identifier(s)", errors=problems)
     if not out:

@@ -1,4 +1,4 @@
-"""Normal forms of the identifiers people are looked up by: e-mail, phone, personnummer, name.
+"""Normal forms of the identifiers people are looked up by: e-mail, phone, personnummer, name, birth date.
 
 Blind indexes (``shared.crypto.BlindIndex``) and data-subject requests compare these normal
 forms, so the same person spelled two ways is found once.  Bad input raises
@@ -14,7 +14,15 @@ from typing import Any
 
 from shared.errors import Invalid
 
-__all__ = ["normalise_email", "normalise_phone", "normalise_personnummer", "normalise_name"]
+__all__ = [
+    "normalise_email",
+    "normalise_phone",
+    "normalise_personnummer",
+    "normalise_name",
+    "normalise_birth_date",
+    "name_key",
+    "name_tokens",
+]
 
 
 def _invalid(field: str, message: str) -> Invalid:
@@ -80,11 +88,67 @@ def normalise_phone(value: Any, default_country: str = "46", *, field: str = "ph
     return "+" + digits
 
 
+_DASH = re.compile(r"\s*[-\u2010\u2011\u2012\u2013\u2014\u2212]+\s*")
+_NAME_TOKEN = re.compile(r"[\s\-]+")
+# Letters Swedish writes for the same sound in names taken from Danish, Norwegian or German.
+_NORDIC = str.maketrans({"ø": "ö", "æ": "ä"})
+# The Swedish letters whose marks make another letter, not an accent: å, ä, ö are kept.
+_KEEP_MARKS = {("a", "\u030a"), ("a", "\u0308"), ("o", "\u0308")}
+
+
 def normalise_name(value: Any, *, field: str = "name") -> str:
-    """NFKC, case-folded, inner whitespace collapsed to one space, stripped."""
+    """The exact-match form of a person's name: NFKC, case-folded, whitespace collapsed, dashes unified.
+
+    ``"  GUN-Britt   Lindqvist"``, ``"gun - britt lindqvist"`` and ``"Gun–Britt Lindqvist"`` (en dash)
+    are all ``"gun-britt lindqvist"``.  Diacritics are kept: ``é`` and ``e`` differ here, and so
+    do ``å``/``a``, ``ä``/``a``, ``ö``/``o`` (separate letters of the Swedish alphabet); the
+    near-match key (:func:`name_key`) folds the foreign ones.
+    """
     if not isinstance(value, str):
         raise _invalid(field, "name must be a string")
-    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+    text = unicodedata.normalize("NFC", unicodedata.normalize("NFKC", value).casefold())
+    text = _DASH.sub("-", " ".join(text.split()))
+    return text.strip("-").strip()
+
+
+def _fold(text: str) -> str:
+    """Foreign diacritics removed (é -> e, ü -> u, ø -> ö, æ -> ä); å, ä and ö kept as letters."""
+    out: list[str] = []
+    for ch in unicodedata.normalize("NFD", text.translate(_NORDIC)):
+        if unicodedata.combining(ch):
+            if out and (out[-1], ch) in _KEEP_MARKS:
+                out.append(ch)
+            continue
+        out.append(ch)
+    return unicodedata.normalize("NFC", "".join(out))
+
+
+def name_tokens(value: Any) -> tuple[str, ...]:
+    """The folded parts of a name (given names and surnames; a double name counts as its parts)."""
+    return tuple(t for t in _NAME_TOKEN.split(_fold(normalise_name(value))) if t)
+
+
+def name_key(value: Any) -> str:
+    """The near-match key of a name: folded parts in sorted order.
+
+    Equal keys, unequal :func:`normalise_name`: the same name written with or without a foreign
+    accent (``René``/``Rene``), a hyphen (``Anna-Lena``/``Anna Lena``) or in register order
+    (``Lindqvist Gun``/``Gun Lindqvist``).  Such a person is a *near* candidate, never an exact one.
+    """
+    return " ".join(sorted(name_tokens(value)))
+
+
+def normalise_birth_date(value: Any, today: date | None = None, *, field: str = "birth_date") -> str:
+    """An ISO date (``YYYY-MM-DD``) of birth: a real day, not in the future, not before 1880."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        raise _invalid(field, "must be a date written YYYY-MM-DD")
+    try:
+        born = date.fromisoformat(value.strip())
+    except ValueError:
+        raise _invalid(field, "is not a real date") from None
+    if born > (today or date.today()) or born.year < 1880:
+        raise _invalid(field, "is not a plausible birth date")
+    return born.isoformat()
 
 
 _PNR = re.compile(r"(\d{2})?(\d{6})([-+]?)(\d{4})\Z")

@@ -2,7 +2,13 @@
 
 A service implements a ``Participant``: its data inventory (R3, R5), and how it
 resolves a subject's identifiers to its own subject references, exports them (R1)
-and erases them (R2).  This module turns the gdpr service's commands into calls on
+and erases them (R2).  Before anyone approves, a request is previewed (issue 15): the
+participant answers with ``Candidate`` s — per kind of data a masked card, a count, and whether
+the identifiers matched exactly or only nearly — and nothing is changed.  Each candidate leaves
+with a ref, an HMAC token (``CandidateRefs``) over the request, the candidate's references and
+its state; in the acting phase the participant looks the identifiers up again, and acts only on
+the candidates whose fresh token is among the confirmed ones: a row changed since the preview
+yields another token, so it is reported as stale and left alone.  This module turns the gdpr service's commands into calls on
 that participant and sends the reply through the outbox, in the same transaction as
 the erasure, so a command handled twice does the work once (inbox) and the reply is
 never lost.  Commands arrive sealed to this service's transport key (derived from its keyring,
@@ -13,6 +19,8 @@ for this side and the coordinator's, in ``shared.gdpr_protocol``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -29,7 +37,7 @@ from .bus import GDPR, Message, Publisher
 from .clock import now_rfc3339, utcnow
 from .consumer import Subscription
 from .errors import Invalid
-from .gdpr_protocol import ERASURE_ACTIONS, Announcement, Command, Reply, transport_public_key
+from .gdpr_protocol import ERASURE_ACTIONS, MATCHES, Announcement, Command, Reply, transport_public_key
 
 if TYPE_CHECKING:
     from .service import Runtime
@@ -109,6 +117,72 @@ class Context:
     references: list[str] = field(default_factory=list)  # phase "trail": references from the other services
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One thing a preview found that may be the subject: shown masked, acted on only once confirmed.
+
+    ``card`` never holds a value the requester did not give: a ``label`` (e.g. "individual,
+    register Avd 3, born 1938, initials G. L., 12 orders") and masked fields (initials, birth
+    year, unit or register name, counts).  ``references`` are the subject references export and
+    erase act on; ``state`` is what changes when those rows change (an ``updated_at``, a count):
+    it is bound into the ref, so a confirmed candidate that changed since the preview is stale.
+    """
+
+    kind: str
+    match: str  # exact | near
+    card: dict[str, Any]
+    references: tuple[str, ...]
+    count: int = 1
+    state: str = ""
+
+    def __post_init__(self) -> None:
+        if self.match not in MATCHES:
+            raise ValueError(f"match must be one of {MATCHES}")
+        if "label" not in self.card:
+            raise ValueError("a card needs a label")
+
+
+class CandidateRefs:
+    """The opaque, state-bound refs of candidates: HMAC-SHA256 (key derived from the keyring's
+    index key) over the request id, kind, references, card, count and state."""
+
+    INFO = b"recept.gdpr.candidate-ref.v1"
+
+    def __init__(self, index_key: bytes) -> None:
+        self._key = hmac.new(index_key, self.INFO, hashlib.sha256).digest()
+
+    def __call__(self, request_id: str, candidate: Candidate) -> str:
+        material = json.dumps(
+            [
+                request_id,
+                candidate.kind,
+                candidate.match,
+                sorted(candidate.references),
+                candidate.card,
+                candidate.count,
+                candidate.state,
+            ],
+            sort_keys=True,
+            ensure_ascii=False,
+            default=str,
+        )
+        return hmac.new(self._key, material.encode(), hashlib.sha256).hexdigest()
+
+
+def candidates_of(participant: Any, session: Session, ctx: Context) -> list[Candidate]:
+    """The participant's candidates; one without ``candidates`` offers each resolved reference as an
+    exact candidate with a plain card (its kind only)."""
+    finder = getattr(participant, "candidates", None)
+    if finder is not None:
+        return list(finder(session, ctx))
+    out = []
+    for reference in participant.resolve(session, ctx):
+        parts = reference.split(":")
+        kind = parts[1] if len(parts) == 3 else "record"
+        out.append(Candidate(kind, "exact", {"label": f"{kind} record"}, (reference,), 1, reference))
+    return out
+
+
 class Participant(Protocol):
     inventory: Inventory
     #: "resolve" (default): acts on the subject's identifiers in phase one.  "trail": acts in
@@ -119,7 +193,10 @@ class Participant(Protocol):
         """Live number of records per category kind (for the inventory's counts)."""
 
     def resolve(self, session: Session, ctx: Context) -> list[str]:
-        """This service's subject references for the identifiers (through blind indexes)."""
+        """This service's subject references for the identifiers (through blind indexes).
+
+        A participant may also define ``candidates(session, ctx) -> list[Candidate]`` (masked cards,
+        near matches); without it each resolved reference is an exact candidate (``candidates_of``)."""
 
     def export(self, session: Session, ctx: Context, references: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Every record about the references, decrypted, by kind."""
@@ -173,13 +250,38 @@ def handle_command(runtime: Runtime, session: Session, message: dict[str, Any]) 
     # The work and the reply commit together; an exception rolls both back and the
     # command is redelivered (a transient failure up to the delivery limit; an invalid command is
     # dead-lettered at once).
-    references = participant.resolve(session, ctx) if command.phase == "resolve" else list(ctx.references)
+    refs = CandidateRefs(runtime.keyring.index_key)
+    stale = None
+    if command.phase == "preview":
+        # Read-only: what the identifiers find, masked, each with the ref an approver may confirm.
+        found = candidates_of(participant, session, ctx)
+        reply = Reply.done(
+            command,
+            service=runtime.name,
+            references=[],
+            candidates=[
+                {"ref": refs(command.request_id, c), "kind": c.kind, "match": c.match, "card": c.card, "count": c.count}
+                for c in found
+            ],
+            at=now_rfc3339(),
+        )
+        _send_reply(runtime, session, command, channel, reply)
+        return
+    if command.phase == "resolve":
+        fresh = {refs(command.request_id, c): c for c in candidates_of(participant, session, ctx)}
+        confirmed = list(dict.fromkeys(command.confirmed))
+        chosen = [fresh[r] for r in confirmed if r in fresh]
+        stale = len(confirmed) - len(chosen)
+        references = list(dict.fromkeys(ref for c in chosen for ref in c.references))
+    else:
+        references = list(ctx.references)
     if command.action == "export":
         reply = Reply.done(
             command,
             service=runtime.name,
             references=references,
             export=participant.export(session, ctx, references),
+            stale=stale,
             at=now_rfc3339(),
         )
     else:
@@ -188,15 +290,21 @@ def handle_command(runtime: Runtime, session: Session, message: dict[str, Any]) 
             service=runtime.name,
             references=references,
             erasure=[item.as_dict() for item in participant.erase(session, ctx, references)],
+            stale=stale,
             at=now_rfc3339(),
         )
+    _send_reply(runtime, session, command, channel, reply)
+
+
+def _send_reply(runtime: Runtime, session: Session, command: Command, channel: Any, reply: Reply) -> None:
     runtime.outbox.send(
         session,
         GDPR,
         Reply.routing_key(runtime.name),
         reply.to_wire(channel),
         message_id=reply.message_id,
-        transient=command.action == "export",
+        # Exports and previews carry personal data or its masked cards: sealed, gone once confirmed.
+        transient=command.action == "export" or command.phase == "preview",
         aggregate=f"gdpr:{command.request_id}",
     )
 

@@ -128,3 +128,33 @@ def assert_no_plaintext(blob: bytes, values: Iterable[str]) -> None:
     """None of ``values`` appears in ``blob`` (a raw database dump, a log, an event)."""
     leaked = [v for v in values if v and v.encode() in blob]
     assert not leaked, f"{len(leaked)} personal value(s) found in plaintext"
+
+
+def approve_preview(
+    client,
+    request_id: str,
+    headers: dict,
+    *,
+    view_headers: dict | None = None,
+    confirm=None,
+    timeout: float = 30.0,
+    script_root: str = "",
+):
+    """Wait for ``request_id``'s preview, then approve it as ``headers``' officer (issue 15).
+
+    ``confirm(candidate) -> bool`` picks the candidates to confirm (default: every exact match, the
+    way an approver who recognises the person confirms them); returns the approval's response.
+    """
+    base = f"{script_root}/api/v1/requests/{request_id}"
+
+    def previewed():
+        return client.get(base, headers=view_headers or headers).json
+
+    assert wait_for(lambda: previewed()["status"] != "previewing", timeout=timeout), previewed()
+    document = previewed()
+    assert document["status"] == "awaiting_approval", document
+    pick = confirm or (lambda c: c["match"] == "exact")
+    chosen = [c["id"] for entry in document["preview"]["services"].values() for c in entry["candidates"] if pick(c)]
+    return client.post(
+        f"{base}/approve", json={"preview_hash": document["preview"]["hash"], "confirmed": chosen}, headers=headers
+    )

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from shared.clock import rfc3339
 from shared.errors import Invalid
 from shared.normalise import normalise_email
-from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
+from shared.privacy import Candidate, Category, Context, DataField, ErasureItem, Inventory
 
 from .domain import Auth, user_subject
 from .models import client_failures, login_history, refresh_tokens, tenants, users
@@ -134,6 +134,20 @@ class AuthParticipant:
             "client_address_counter": count(client_failures),
             "agreement_signatory": count(tenants, tenants.c.dpa_signatory.is_not(None)),
         }
+
+    def candidates(self, session: Session, ctx: Context) -> list[Candidate]:
+        """The preview: each account found by username or e-mail (exact matches), with its tenant and
+        status; never the username, name or address.  (Logins are not counted on the card: a login
+        between preview and approval would make the account's candidate stale.)"""
+        out = []
+        for reference in self.resolve(session, ctx):
+            row = session.execute(select(users).where(users.c.id == reference.split(":", 2)[2])).first()
+            if row is None:
+                continue
+            tenant = session.scalar(select(tenants.c.slug).where(tenants.c.id == row.tenant_id))
+            card = {"label": f"login account in tenant {tenant} ({row.status})", "tenant": tenant, "status": row.status}
+            out.append(Candidate("user_account", "exact", card, (reference,), 1, rfc3339(row.updated_at)))
+        return out
 
     def resolve(self, session: Session, ctx: Context) -> list[str]:
         """``auth:user:<id>`` for the accounts with this username or e-mail (in the tenant, if given)."""

@@ -98,6 +98,7 @@ def indexed_columns(tables) -> dict:
         ],
         "cases": [
             IndexedColumn("caller_phone_idx", "caller_phone", "phone"),
+            IndexedColumn("caller_name_idx", "caller_name", "name", normalise_name),
             IndexedColumn("caller_email_idx", "caller_email", "email"),
         ],
         "calls": [IndexedColumn("number_idx", "number", "phone")],

@@ -517,6 +517,9 @@ class Crm:
             values["caller_phone_idx"] = self.index.of("phone", fields["phone"]) if fields["phone"] else None
         if "email" in fields:
             values["caller_email_idx"] = self.index.of("email", fields["email"]) if fields["email"] else None
+        if "caller_name" in fields:
+            name = normalise_name(fields["caller_name"]) if fields["caller_name"] else ""
+            values["caller_name_idx"] = self.index.of("name", name) if name else None
         return values
 
     def open_case(self, s: Session, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
@@ -667,6 +670,9 @@ class Crm:
 
     def cases_by_phone(self, s: Session, normalised: str) -> list:
         return self.matching(s, cases, "caller_phone_idx", "caller_phone", normalised, normalise_phone, "phone")
+
+    def cases_by_caller_name(self, s: Session, normalised: str) -> list:
+        return self.matching(s, cases, "caller_name_idx", "caller_name", normalised, normalise_name, "name")
 
     def cases_by_email(self, s: Session, normalised: str) -> list:
         return self.matching(s, cases, "caller_email_idx", "caller_email", normalised, normalise_email, "email")

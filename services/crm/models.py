@@ -76,6 +76,8 @@ cases = Table(
     Column("description", LargeBinary, nullable=True),
     Column("caller_phone_idx", BigInteger, nullable=True, index=True),
     Column("caller_email_idx", BigInteger, nullable=True, index=True),
+    # Issue 15: the caller's name (normalise_name), so a request by name finds the cases in it.
+    Column("caller_name_idx", BigInteger, nullable=True, index=True),
     Column("channel", String(10), nullable=False),
     Column("status", String(20), nullable=False, index=True),
     Column("assignee", String(100), nullable=True),  # a vendor staff user id (pseudonymous)

@@ -4,8 +4,13 @@ The vendor is controller of all support data, so a request reaches every crm rec
 that names the subject, whichever customer (``tenant``) the request came through: the
 tenant only says where the request was filed (docs/crm.md).
 
-Resolve: e-mail and phone blind indexes across the person tab, cases, call logs and the
-addresses of stored e-mails, plus everything linked to a matched person.  Erase: shred
+Preview (issue 15): e-mail and phone blind indexes across the person tab, cases, call logs
+and the addresses of stored e-mails, and the person tab's name index for a request by name;
+each matched person is one candidate with everything linked to it, the other cases and
+e-mails one candidate each, the calls from the number one candidate.  A person found only by
+name is a *near* candidate (a name is not unique); a number shared by several callers (a
+care-home switchboard) makes its calls, and the persons and cases reached only through it, *near*:
+"call from a number shared by 3 callers" is erased only if the approver confirms it.  Erase: shred
 each record's key, then delete (person-tab entry, e-mail document) or de-identify
 (call-log row, case, notice delivery) the row, and report what was done per kind.
 """
@@ -20,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from shared.clock import as_utc, rfc3339, utcnow
 from shared.errors import Invalid
-from shared.normalise import normalise_email, normalise_phone
-from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
+from shared.normalise import normalise_email, normalise_name, normalise_phone
+from shared.privacy import Candidate, Category, Context, DataField, ErasureItem, Inventory
 
 from . import events as ev
 from .calls import call_view, calls_by_phone
@@ -141,6 +146,19 @@ def erased_call_values(row) -> dict:
     }
 
 
+def _normal(normaliser, value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return normaliser(value)
+    except Invalid:
+        return None
+
+
+def _initials(name: str) -> str:
+    return " ".join("-".join(p[:1].upper() + "." for p in part.split("-") if p) for part in name.split())
+
+
 def _kind(reference: str) -> tuple[str, str] | None:
     parts = reference.split(":")
     if len(parts) == 3 and parts[0] == "crm" and parts[1] in _KINDS:
@@ -167,6 +185,120 @@ class CrmParticipant:
             "email": c.count(session, emails, emails.c.deleted_at.is_(None)),
             "notice_delivery": c.count(session, notice_deliveries, notice_deliveries.c.person_id.is_not(None)),
         }
+
+    # --- preview ------------------------------------------------------------------------------
+
+    def candidates(self, session: Session, ctx: Context) -> list[Candidate]:
+        c, s = self.crm, session
+        email = _normal(normalise_email, ctx.subject.get("email"))
+        phone = _normal(normalise_phone, ctx.subject.get("phone"))
+        name = normalise_name(ctx.subject["name"]) if ctx.subject.get("name") else None
+        callers = self._callers_of(s, phone) if phone else 0
+        by_phone = "near" if callers > 1 else "exact"
+        people: dict[str, tuple[object, str]] = {}
+        if email:
+            people.update({r.id: (r, "exact") for r in c.persons_by_email(s, email)})
+        if phone:
+            for r in c.persons_by_phone(s, phone):
+                people.setdefault(r.id, (r, by_phone))
+        if name:
+            for r in c.matching(s, persons, "name_idx", "name", name, normalise_name, "name"):
+                people.setdefault(r.id, (r, "near"))
+        out: list[Candidate] = []
+        claimed: set[str] = set()
+        for row, match in people.values():
+            linked = self._linked(s, row.id)
+            refs = (row.subject_ref, *(r.subject_ref for rows in linked.values() for r in rows))
+            claimed.update(refs)
+            company = s.scalar(select(companies.c.name).where(companies.c.id == row.company_id))
+            person_name = c.open(s, persons, "name", row.id, row.name)
+            counts = {kind: len(rows) for kind, rows in linked.items()}
+            card = {
+                "company": company,
+                "initials": _initials(person_name if isinstance(person_name, str) else ""),
+                **counts,
+            }
+            label = (
+                f"contact person at {company}, initials {card['initials']}, {counts['cases']} case(s), "
+                f"{counts['calls']} call(s), {counts['emails']} e-mail(s)"
+            )
+            out.append(Candidate("person", match, {"label": label, **card}, refs, len(refs), rfc3339(row.updated_at)))
+        loose_cases: dict[str, tuple[object, str]] = {}
+        if email:
+            loose_cases.update({r.id: (r, "exact") for r in c.cases_by_email(s, email)})
+        if phone:
+            for r in c.cases_by_phone(s, phone):
+                # Through a shared number a case is the person's only if its caller has her name.
+                match = by_phone
+                if match == "near" and name:
+                    caller = c.open(s, cases, "caller_name", r.id, r.caller_name)
+                    match = "exact" if isinstance(caller, str) and normalise_name(caller) == name else "near"
+                loose_cases.setdefault(r.id, (r, match))
+        if name:
+            # By the caller's name alone: near (a name is not unique) unless reached above.
+            for r in c.cases_by_caller_name(s, name):
+                loose_cases.setdefault(r.id, (r, "near"))
+        for row, match in loose_cases.values():
+            if row.redacted_at is None and row.subject_ref not in claimed:
+                claimed.add(row.subject_ref)
+                opened = as_utc(row.created_at).strftime("%Y-%m")
+                card = {
+                    "label": f"support case opened {opened} ({row.channel})",
+                    "opened": opened,
+                    "status": row.status,
+                }
+                out.append(Candidate("case", match, card, (row.subject_ref,), 1, rfc3339(row.updated_at)))
+        if email:
+            for row in c.emails_naming(s, email):
+                if row.subject_ref not in claimed:
+                    claimed.add(row.subject_ref)
+                    received = as_utc(row.created_at).strftime("%Y-%m")
+                    card = {"label": f"e-mail stored {received}", "stored": received}
+                    out.append(Candidate("email", "exact", card, (row.subject_ref,), 1, row.subject_ref))
+        if phone:
+            loose_calls = [
+                r for r in calls_by_phone(c, s, phone) if r.redacted_at is None and r.subject_ref not in claimed
+            ]
+            if loose_calls:
+                if callers > 1:
+                    label = f"{len(loose_calls)} call(s) from a number shared by {callers} callers"
+                else:
+                    label = f"{len(loose_calls)} call(s) from the requester's number"
+                refs = tuple(r.subject_ref for r in loose_calls)
+                card = {"label": label, "calls": len(loose_calls), "callers": callers}
+                out.append(Candidate("call", by_phone, card, refs, len(refs), ",".join(sorted(refs))))
+        return out
+
+    def _linked(self, s: Session, person_id: str) -> dict[str, list]:
+        return {
+            "cases": s.execute(
+                select(cases).where(cases.c.person_id == person_id, cases.c.redacted_at.is_(None))
+            ).all(),
+            "calls": s.execute(
+                select(calls).where(calls.c.person_id == person_id, calls.c.redacted_at.is_(None))
+            ).all(),
+            "emails": s.execute(
+                select(emails).where(emails.c.person_id == person_id, emails.c.deleted_at.is_(None))
+            ).all(),
+        }
+
+    def _callers_of(self, s: Session, phone: str) -> int:
+        """How many people are known to call from ``phone``: the persons on the person tab with that
+        number and the callers of the other cases from it, told apart by their normalised names (a
+        person who also called in as a case's caller counts once; a nameless case not linked to one of
+        them counts as a caller of its own)."""
+        c = self.crm
+        names: set[str] = set()
+        known = c.persons_by_phone(s, phone)
+        for row in known:
+            name = c.open(s, persons, "name", row.id, row.name)
+            names.add(normalise_name(name) if isinstance(name, str) and name.strip() else f"person:{row.id}")
+        for row in c.cases_by_phone(s, phone):
+            if row.person_id in {p.id for p in known}:
+                continue  # that person's own case
+            caller = c.open(s, cases, "caller_name", row.id, row.caller_name)
+            names.add(normalise_name(caller) if isinstance(caller, str) and caller.strip() else f"case:{row.id}")
+        return len(names)
 
     # --- resolve ------------------------------------------------------------------------------
 
@@ -291,6 +423,7 @@ class CrmParticipant:
                         description=None,
                         caller_phone_idx=None,
                         caller_email_idx=None,
+                        caller_name_idx=None,
                         person_id=None,
                         redacted_at=now,
                         updated_at=now,

@@ -43,6 +43,15 @@ CREATE = {
                 "phone": PHONE,
                 "personnummer": PERSONNUMMER,
                 "username": {**_IDENT, "maxLength": 100},
+                # Care context (issue 15): name and birth date together, optionally narrowed by unit or register.
+                "name": {**_IDENT, "maxLength": 200},
+                "birth_date": {
+                    "type": "string",
+                    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                    "description": "YYYY-MM-DD",
+                },
+                "unit": {**_IDENT, "maxLength": 200},
+                "register": {**_IDENT, "maxLength": 200},
             },
         },
         "reason": _TEXT,
@@ -56,6 +65,22 @@ CREATE = {
                 "given_at": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}"},
                 "reference": {"type": "string", "minLength": 1, "maxLength": 100},
             },
+        },
+    },
+}
+APPROVE = {
+    "type": "object",
+    "required": ["preview_hash", "confirmed"],
+    "additionalProperties": False,
+    "properties": {
+        # The hash of the preview the approver saw (the request document's preview.hash).
+        "preview_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        # The ids of the preview's candidates the approver confirmed are the person; nothing else is acted on.
+        "confirmed": {
+            "type": "array",
+            "maxItems": 1000,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": "^[0-9a-f]{1,64}$"},
         },
     },
 }
@@ -185,15 +210,36 @@ def get_request(request_id):
 @bp.operation(
     "POST",
     "/api/v1/requests/{request_id}/approve",
-    summary="Approve a request (an officer other than the requester; on processor data it then awaits the "
-    "customer's privacy officer unless that officer approves)",
+    summary="Approve a previewed request: the candidates confirmed to be the person, bound to the preview's hash "
+    "(an officer other than the requester; on processor data it then awaits the customer's privacy officer "
+    "unless that officer approves)",
+    body=APPROVE,
     roles=DECIDERS,
     tags=("requests",),
     responses={200: _SUMMARY, 403: None, 404: None, 409: None},
 )
-def approve_request(request_id):
+def approve_request(request_id, body):
     with runtime().db.transaction() as s:
-        return jsonify(_linked(_coordinator().approve(s, authenticate(), request_id)))
+        return jsonify(
+            _linked(
+                _coordinator().approve(
+                    s, authenticate(), request_id, preview_hash=body["preview_hash"], confirmed=body["confirmed"]
+                )
+            )
+        )
+
+
+@bp.operation(
+    "POST",
+    "/api/v1/requests/{request_id}/preview",
+    summary="Preview a request awaiting approval again (after its data changed); the old preview's hash goes stale",
+    roles=DECIDERS,
+    tags=("requests",),
+    responses={200: _SUMMARY},
+)
+def preview_request(request_id):
+    with runtime().db.transaction() as s:
+        return jsonify(_linked(_coordinator().preview_again(s, authenticate(), request_id)))
 
 
 @bp.operation(

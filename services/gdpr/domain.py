@@ -2,7 +2,13 @@
 packages (R1, R2).  No Flask here: the API and the worker both call ``Coordinator``; the inventory
 is ``inventory.py``, the background loop ``sweep.py``, the wire messages ``shared.gdpr_protocol``.
 
-A request's ledger is one ``request_services`` row per expected service.  Row statuses:
+A request is previewed first (issue 15): status ``previewing`` while the resolving services
+answer a read-only ``preview`` command with masked candidate cards, then ``awaiting_approval``
+with the preview stored Vault-encrypted and its hash; the approver confirms candidates by id
+against that hash, and the acting phase carries each service's confirmed refs only.
+
+A request's ledger is one ``request_services`` row per expected service (per preview, then per
+run: the preview's rows are replaced when it completes).  Row statuses:
 ``waiting`` (phase two, not sent yet), ``pending`` (sent, no answer yet), ``done``, ``failed``
 (the service answered that it failed) and ``silent`` (no answer within the retry budget).
 """
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 
 TYPES = REQUEST_TYPES
 STATUSES = (
+    "previewing",
     "awaiting_approval",
     "awaiting_confirmation",
     "in_progress",
@@ -79,7 +86,7 @@ def next_steps(status: str, type_: str) -> tuple[str, ...]:
     """The operations a request in ``status`` is open to (the API turns them into links)."""
     steps: list[str] = []
     if status == "awaiting_approval":
-        steps += ["approve", "reject"]
+        steps += ["approve", "reject", "preview"]
     if status == "awaiting_confirmation":
         steps += ["confirm", "reject"]
     if status in ("partially_completed", "failed"):
@@ -126,6 +133,12 @@ class Policy:
 
     def export_needs_approval(self, tenant: str) -> bool:
         return "*" in self.export_approval or tenant in self.export_approval
+
+
+def preview_hash(services: dict[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON (sorted keys, no blanks, UTF-8) of a preview's services."""
+    text = json.dumps(services, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def request_subject(request_id: str) -> str:
@@ -215,7 +228,7 @@ class Coordinator:
                 id=request_id,
                 type=type_,
                 tenant=tenant,
-                status="awaiting_approval",
+                status="previewing",
                 phase=None,
                 identifier_kinds=",".join(identifiers),
                 subject=vault.encrypt(s, vs, "requests", "subject", request_id, json.dumps(identifiers)),
@@ -249,28 +262,27 @@ class Coordinator:
                 "needs_approval": needs_approval,
             },
         )
-        if not needs_approval:
-            waits = opening.needs_confirmation  # the customer's privacy officer confirms before anything runs
-            self._set(
-                s,
-                request_id,
-                status="awaiting_confirmation" if waits else "in_progress",
-                decided_at=now,
-                updated_at=now,
-            )
-            self._emit(
-                s,
-                ev.REQUEST_APPROVED,
-                request_id,
-                tenant,
-                principal.actor,
-                {"request_id": request_id, "type": type_, "automatic": True},
-            )
-            if not waits:
-                self._dispatch(s, self._lock(s, request_id), principal.actor, now)
+        # Nothing is approved blind: every request is previewed first (a request that needs no
+        # approval runs on its exact matches once the preview is complete, _finish_preview; on a
+        # customer's processor data opened by the vendor it then waits for the customer's confirmation).
+        self._start_preview(s, self._lock(s, request_id), principal.actor, now)
         return self._summary(self._lock(s, request_id))
 
-    def approve(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
+    def needs_approval(self, req) -> bool:
+        return req.type == "erase" or self.policy.export_needs_approval(req.tenant)
+
+    def approve(
+        self,
+        s: Session,
+        principal: Principal,
+        request_id: str,
+        *,
+        preview_hash: str,
+        confirmed: list[str],
+        now: datetime | None = None,
+    ) -> dict:
+        """Release a previewed request for the candidates ``confirmed`` (ids of the preview whose hash
+        is ``preview_hash``); nothing else is acted on, exact matches included."""
         now = now or self.clock()
         req = self._get(s, principal, request_id)
         if req.status != "awaiting_approval":
@@ -279,24 +291,33 @@ class Coordinator:
         status = controller.on_approve(
             approver, requested_by=req.requested_by, needs_confirmation=bool(req.needs_confirmation)
         )
-        parties = [*(req.parties or []), approver.record("approved", now)]
-        self._set(
-            s, request_id, status=status, decided_by=principal.user_id, decided_at=now, updated_at=now, parties=parties
-        )
-        self._emit(
+        if req.preview_hash is None:
+            raise Conflict("the request has no preview yet; preview it (POST .../preview) and approve what it shows")
+        if preview_hash != req.preview_hash:
+            raise Conflict("stale preview: the request was previewed again since; approve the current preview")
+        known = {c["id"] for c in self._candidates(self._preview(s, req))}
+        unknown = [
+            {"field": f"confirmed.{i}", "message": "is not a candidate of this preview"}
+            for i, cid in enumerate(confirmed)
+            if cid not in known
+        ]
+        if unknown:
+            raise Invalid(f"{len(unknown)} confirmed id(s) are not candidates of the preview", errors=unknown)
+        self._release(
             s,
-            ev.REQUEST_APPROVED,
-            request_id,
-            req.tenant,
+            req,
             principal.actor,
-            {"request_id": request_id, "type": req.type, "automatic": False},
+            list(dict.fromkeys(confirmed)),
+            now,
+            decided_by=principal.user_id,
+            status=status,
+            parties=[*(req.parties or []), approver.record("approved", now)],
         )
-        if status == "in_progress":
-            self._dispatch(s, self._lock(s, request_id), principal.actor, now)
         return self.view(s, principal, request_id)
 
     def confirm(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
-        """The customer's privacy officer confirms the instruction a vendor officer recorded; then it runs."""
+        """The customer's privacy officer confirms the instruction a vendor officer recorded; then the
+        request runs on the candidates its approver confirmed."""
         now = now or self.clock()
         req = self._get(s, principal, request_id)
         confirmer = controller.party(principal, req.tenant, self.policy.vendor_tenants)
@@ -313,6 +334,55 @@ class Coordinator:
         )
         self._dispatch(s, self._lock(s, request_id), principal.actor, now)
         return self.view(s, principal, request_id)
+
+    def preview_again(self, s: Session, principal: Principal, request_id: str, now: datetime | None = None) -> dict:
+        """Preview a request awaiting approval again (its data changed, or it predates previews);
+        the old preview's hash no longer approves anything."""
+        now = now or self.clock()
+        req = self._get(s, principal, request_id)
+        if req.status != "awaiting_approval":
+            raise Conflict(f"the request is {req.status}; only a request awaiting approval can be previewed again")
+        if req.identifiers_shredded_at is not None:
+            raise Gone("the subject's identifiers of this request have been erased; open a new request")
+        self._start_preview(s, req, principal.actor, now)
+        return self.view(s, principal, request_id)
+
+    def _release(
+        self,
+        s: Session,
+        req,
+        actor: dict,
+        confirmed: list[str],
+        now: datetime,
+        decided_by=None,
+        status: str | None = None,
+        parties: list[dict] | None = None,
+    ) -> None:
+        """Release the request for ``confirmed``: it runs (``in_progress``), or waits for the customer's
+        privacy officer (``awaiting_confirmation``, services/gdpr/controller.py)."""
+        if status is None:
+            status = "awaiting_confirmation" if req.needs_confirmation else "in_progress"
+        extra = {} if parties is None else {"parties": parties}
+        self._set(
+            s,
+            req.id,
+            status=status,
+            decided_by=decided_by,
+            decided_at=now,
+            confirmed=confirmed,
+            updated_at=now,
+            **extra,
+        )
+        self._emit(
+            s,
+            ev.REQUEST_APPROVED,
+            req.id,
+            req.tenant,
+            actor,
+            {"request_id": req.id, "type": req.type, "automatic": decided_by is None},
+        )
+        if status == "in_progress":
+            self._dispatch(s, self._lock(s, req.id), actor, now)
 
     def reject(
         self, s: Session, principal: Principal, request_id: str, reason: str | None, now: datetime | None = None
@@ -426,6 +496,7 @@ class Coordinator:
         )
         identifiers = self._identifiers(s, request_id)
         references = self._references(rows)
+        confirmed = self._confirmed_refs(s, req)
         by_phase: dict[str, list[str]] = {}
         for row in retried:
             # A failed answer consumed its command id at the service (its inbox remembers it), so a
@@ -440,6 +511,7 @@ class Coordinator:
                 now,
                 command_id=str(uuid.uuid4()) if row.status == "failed" else row.command_id,
                 attempts=1,
+                confirmed=confirmed.get(row.service, []),
             )
             by_phase.setdefault(row.phase, []).append(row.service)
         for phase, services in by_phase.items():
@@ -588,13 +660,24 @@ class Coordinator:
         references = list(dict.fromkeys(reply.references))
         values: dict[str, Any] = {"replied_at": now, "next_attempt_at": None}
         records = 0
-        if reply.status == "done":
+        if reply.status == "done" and reply.phase == "preview":
+            candidates = reply.candidates or []
+            values.update(status="done", error=None, refs=[], result={"candidates": len(candidates)})
+            values["preview"] = self.vault.encrypt(
+                s,
+                request_subject(request_id),
+                "request_services",
+                "preview",
+                f"{request_id}:{service}",
+                json.dumps(candidates, ensure_ascii=False),
+            )
+        elif reply.status == "done":
             values.update(status="done", error=None, refs=references)
             if req.type == "export":
                 export = reply.export or {}
                 counts = {kind: len(items) for kind, items in export.items()}
                 records = sum(counts.values())
-                values["result"] = {"records": counts}
+                values["result"] = {"records": counts, "stale": reply.stale or 0}
                 values["export"] = self.vault.encrypt(
                     s,
                     export_subject(request_id),
@@ -613,7 +696,7 @@ class Coordinator:
                     for item in (reply.erasure or [])
                 ]
                 records = sum(item["count"] for item in items)
-                values["result"] = {"erasure": items}
+                values["result"] = {"erasure": items, "stale": reply.stale or 0}
         else:
             # Participants promise errors without personal data; the length cap is belt and braces.
             values.update(status="failed", error=str(reply.error or "failed")[:200])
@@ -664,8 +747,9 @@ class Coordinator:
         rows = [r for r in self._rows(s, request_id) if r.status == "pending" and as_utc(r.next_attempt_at) <= now]
         if not rows:
             return 0, 0
-        identifiers = self._identifiers(s, request_id) if any(r.phase == "resolve" for r in rows) else {}
+        identifiers = self._identifiers(s, request_id) if any(r.phase != "trail" for r in rows) else {}
         references = self._references(self._rows(s, request_id))
+        confirmed = self._confirmed_refs(s, req) if any(r.phase == "resolve" for r in rows) else {}
         for row in rows:
             if row.attempts < self.policy.max_attempts:
                 self._send(
@@ -678,6 +762,7 @@ class Coordinator:
                     now,
                     command_id=row.command_id,
                     attempts=row.attempts + 1,
+                    confirmed=confirmed.get(row.service, []),
                 )
                 resent += 1
             else:
@@ -752,6 +837,139 @@ class Coordinator:
             self._emit(s, ev.IDENTIFIERS_SHREDDED, request_id, req.tenant, SYSTEM_ACTOR, {"request_id": request_id})
         return len(ids)
 
+    # -- internals: the preview -----------------------------------------------------------------
+
+    def _start_preview(self, s: Session, req, actor: dict, now: datetime) -> None:
+        """Send the read-only preview command to every resolving service known now."""
+        s.execute(request_services.delete().where(request_services.c.request_id == req.id))
+        self._set(
+            s,
+            req.id,
+            status="previewing",
+            phase="preview",
+            preview=None,
+            preview_hash=None,
+            previewed_at=None,
+            confirmed=None,
+            updated_at=now,
+        )
+        services = [p.service for p in self._known_participants(s, now) if p.phase != "trail"]
+        for service in services:
+            s.execute(
+                request_services.insert().values(
+                    request_id=req.id, service=service, phase="preview", status="waiting", attempts=0, sends=0
+                )
+            )
+        if services:
+            identifiers = self._identifiers(s, req.id)
+            for service in services:
+                self._send(s, req, service, "preview", identifiers, [], now, command_id=str(uuid.uuid4()), attempts=1)
+            self._emit(
+                s,
+                ev.REQUEST_DISPATCHED,
+                req.id,
+                req.tenant,
+                actor,
+                {"request_id": req.id, "type": req.type, "phase": "preview", "services": services, "retry": False},
+            )
+        self._advance(s, self._lock(s, req.id), now)
+
+    def _finish_preview(self, s: Session, req, now: datetime) -> None:
+        """Every service answered the preview (or stayed silent): store it, hash it, and wait for the
+        approver; a request that needs no approval runs at once on its exact matches only."""
+        services: dict[str, dict[str, Any]] = {}
+        for row in self._rows(s, req.id):
+            found: list[dict[str, Any]] = []
+            if row.status == "done" and row.preview is not None:
+                text = self.vault.decrypt(s, "request_services", "preview", f"{req.id}:{row.service}", row.preview)
+                found = json.loads(text) if isinstance(text, str) else []
+            candidates = [
+                {
+                    # Opaque and stable within the preview; the ref behind it stays encrypted here.
+                    "id": hashlib.sha256(f"{row.service}:{c['ref']}".encode()).hexdigest()[:24],
+                    "kind": c["kind"],
+                    "match": c["match"],
+                    "card": c["card"],
+                    "count": c["count"],
+                    "ref": c["ref"],
+                }
+                for c in found
+            ]
+            services[row.service] = {"status": row.status, "candidates": candidates}
+        preview = {"at": rfc3339(now), "services": services}
+        public = self._public_preview(preview)
+        digest = preview_hash(public["services"])
+        s.execute(request_services.delete().where(request_services.c.request_id == req.id))
+        self._set(
+            s,
+            req.id,
+            status="awaiting_approval",
+            phase=None,
+            preview=self.vault.encrypt(
+                s, request_subject(req.id), "requests", "preview", req.id, json.dumps(preview, ensure_ascii=False)
+            ),
+            preview_hash=digest,
+            previewed_at=now,
+            updated_at=now,
+        )
+        every = self._candidates(preview)
+        self._emit(
+            s,
+            ev.REQUEST_PREVIEWED,
+            req.id,
+            req.tenant,
+            SYSTEM_ACTOR,
+            {
+                "request_id": req.id,
+                "type": req.type,
+                "services": list(services),
+                "candidates": len(every),
+                "near": sum(1 for c in every if c["match"] == "near"),
+            },
+        )
+        if not self.needs_approval(req):
+            exact = [c["id"] for c in every if c["match"] == "exact"]
+            self._release(s, self._lock(s, req.id), SYSTEM_ACTOR, exact, now)
+
+    def _preview(self, s: Session, req) -> dict[str, Any] | None:
+        """The stored preview, refs included (None before one is complete)."""
+        if req.preview is None:
+            return None
+        text = self.vault.decrypt(s, "requests", "preview", req.id, req.preview)
+        if not isinstance(text, str):
+            return None
+        return json.loads(text)
+
+    @staticmethod
+    def _candidates(preview: dict[str, Any] | None) -> list[dict[str, Any]]:
+        if not preview:
+            return []
+        return [c for entry in preview["services"].values() for c in entry["candidates"]]
+
+    @staticmethod
+    def _public_preview(preview: dict[str, Any]) -> dict[str, Any]:
+        """The preview as the document shows it: the participants' refs left out."""
+        return {
+            "at": preview["at"],
+            "services": {
+                service: {
+                    "status": entry["status"],
+                    "candidates": [{k: v for k, v in c.items() if k != "ref"} for c in entry["candidates"]],
+                }
+                for service, entry in preview["services"].items()
+            },
+        }
+
+    def _confirmed_refs(self, s: Session, req) -> dict[str, list[str]]:
+        """Per service, the refs of the candidates the approver confirmed."""
+        req = self._lock(s, req.id)
+        chosen = set(req.confirmed or [])
+        preview = self._preview(s, req)
+        out: dict[str, list[str]] = {}
+        for service, entry in (preview or {}).get("services", {}).items():
+            out[service] = [c["ref"] for c in entry["candidates"] if c["id"] in chosen]
+        return out
+
     # -- internals: fan-out ---------------------------------------------------------------------
 
     def _inventories(self, s: Session, now: datetime) -> list[dict]:
@@ -785,8 +1003,21 @@ class Coordinator:
         resolve = [p.service for p in known if p.phase != "trail"]
         if resolve:
             identifiers = self._identifiers(s, req.id)
+            confirmed = self._confirmed_refs(s, req)
             for service in resolve:
-                self._send(s, req, service, "resolve", identifiers, [], now, command_id=str(uuid.uuid4()), attempts=1)
+                # A service that joined after the preview has nothing confirmed: it acts on nothing.
+                self._send(
+                    s,
+                    req,
+                    service,
+                    "resolve",
+                    identifiers,
+                    [],
+                    now,
+                    command_id=str(uuid.uuid4()),
+                    attempts=1,
+                    confirmed=confirmed.get(service, []),
+                )
             self._set(s, req.id, phase="resolve")
             self._emit(
                 s,
@@ -810,6 +1041,7 @@ class Coordinator:
         *,
         command_id: str,
         attempts: int,
+        confirmed: list[str] | None = None,
     ) -> None:
         command = Command.for_phase(
             request_id=req.id,
@@ -819,6 +1051,7 @@ class Coordinator:
             tenant=req.tenant,
             identifiers=identifiers,
             references=references,
+            confirmed=confirmed,
             at=rfc3339(now),
         )
         channel = self._channel(s, req, service, create=True)
@@ -865,7 +1098,12 @@ class Coordinator:
         )
 
     def _advance(self, s: Session, req, now: datetime) -> None:
-        """Move the request on after its ledger changed: phase two, completion, or a visible stall."""
+        """Move the request on after its ledger changed: the preview's end, phase two, completion, or a
+        visible stall."""
+        if req.status == "previewing":
+            if not any(r.status in ("pending", "waiting") for r in self._rows(s, req.id)):
+                self._finish_preview(s, req, now)
+            return
         if req.status not in ("in_progress", "partially_completed", "failed"):
             return
         rows = self._rows(s, req.id)
@@ -1119,6 +1357,8 @@ class Coordinator:
                 "dispatched_at": rfc3339(req.dispatched_at),
                 "finished_at": rfc3339(req.finished_at),
                 "services": [self._describe_row(row) for row in self._rows(s, req.id)],
+                "preview": None if req.preview is None else self._described_preview(s, req),
+                "confirmed": list(req.confirmed or []),
             }
         )
         if req.type == "export":
@@ -1147,6 +1387,12 @@ class Coordinator:
             )
         return out
 
+    def _described_preview(self, s: Session, req) -> dict[str, Any] | None:
+        preview = self._preview(s, req)
+        if preview is None:
+            return None  # its identifiers (and so the preview) were crypto-shredded
+        return {"hash": req.preview_hash, **self._public_preview(preview)}
+
     @staticmethod
     def _describe_row(row) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -1164,4 +1410,9 @@ class Coordinator:
             entry["records"] = result["records"]
         if "erasure" in result:
             entry["erasure"] = result["erasure"]
+        if "candidates" in result:
+            entry["candidates"] = result["candidates"]
+        if result.get("stale"):
+            # Confirmed candidates whose rows changed since the preview: left alone, preview again.
+            entry["stale"] = result["stale"]
         return entry

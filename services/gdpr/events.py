@@ -13,11 +13,30 @@ _TYPE = {"enum": list(REQUEST_TYPES)}
 _SERVICE = {"type": "string", "maxLength": 60}
 _SERVICES = {"type": "array", "items": _SERVICE}
 _PHASE = {"enum": list(PHASES)}
+# Version 1 of the events below, before the preview phase and the care-context identifiers (issue 15):
+# still registered so the events already published (and the audit ledger's copies) stay readable.
+_PHASE_V1 = {"enum": ["resolve", "trail"]}
+_IDENTIFIERS_V1 = ["email", "phone", "personnummer", "username"]
 _TIME = {"type": "string", "maxLength": 40}
+
+REQUEST_RECEIVED_V1 = REGISTRY.register(
+    "gdpr.request.received",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "identifier_kinds": {"type": "array", "items": {"enum": _IDENTIFIERS_V1}},
+            "due_at": _TIME,
+            "needs_approval": {"type": "boolean"},
+        }
+    ),
+    "A data-subject request was opened (R1, R2).",
+)
 
 REQUEST_RECEIVED = REGISTRY.register(
     "gdpr.request.received",
-    1,
+    2,
     obj(
         {
             "request_id": _ID,
@@ -30,6 +49,20 @@ REQUEST_RECEIVED = REGISTRY.register(
     "A data-subject request was opened (R1, R2).",
 )
 
+REQUEST_PREVIEWED = REGISTRY.register(
+    "gdpr.request.previewed",
+    1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "services": _SERVICES,
+            "candidates": {"type": "integer", "minimum": 0},
+            "near": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "Every service answered the read-only preview (or timed out); counts only, the cards stay encrypted.",
+)
 REQUEST_APPROVED = REGISTRY.register(
     "gdpr.request.approved",
     1,
@@ -80,9 +113,24 @@ REQUEST_EXTENDED = REGISTRY.register(
     "The answer deadline was extended (GDPR art. 12(3)).",
 )
 
-REQUEST_DISPATCHED = REGISTRY.register(
+REQUEST_DISPATCHED_V1 = REGISTRY.register(
     "gdpr.request.dispatched",
     1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "phase": _PHASE_V1,
+            "services": _SERVICES,
+            "retry": {"type": "boolean"},
+        }
+    ),
+    "Commands were sent to these services (one phase of the fan-out).",
+)
+
+REQUEST_DISPATCHED = REGISTRY.register(
+    "gdpr.request.dispatched",
+    2,
     obj(
         {
             "request_id": _ID,
@@ -95,9 +143,26 @@ REQUEST_DISPATCHED = REGISTRY.register(
     "Commands were sent to these services (one phase of the fan-out).",
 )
 
-SERVICE_REPLIED = REGISTRY.register(
+SERVICE_REPLIED_V1 = REGISTRY.register(
     "gdpr.service.replied",
     1,
+    obj(
+        {
+            "request_id": _ID,
+            "type": _TYPE,
+            "service": _SERVICE,
+            "phase": _PHASE_V1,
+            "status": {"enum": list(REPLY_STATUSES)},
+            "references": {"type": "integer", "minimum": 0},
+            "records": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "One service answered a request; counts only.",
+)
+
+SERVICE_REPLIED = REGISTRY.register(
+    "gdpr.service.replied",
+    2,
     obj(
         {
             "request_id": _ID,

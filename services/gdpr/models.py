@@ -48,7 +48,7 @@ requests = Table(
     Column("type", String(10), nullable=False),  # export | erase
     Column("tenant", String(100), nullable=False),
     Column("status", String(24), nullable=False),
-    Column("phase", String(10), nullable=True),  # resolve | trail while dispatched
+    Column("phase", String(10), nullable=True),  # preview | resolve | trail while dispatched
     Column("identifier_kinds", String(100), nullable=False),  # "email,phone": which identifiers, not their values
     Column("subject", LargeBinary, nullable=False),  # Vault: JSON of the normalised identifiers
     Column("reason", LargeBinary, nullable=True),  # Vault: free text may name people
@@ -77,6 +77,11 @@ requests = Table(
     # The tenant's data processing agreement when the request was opened on its processor data (issue 15).
     Column("agreement_version", String(50), nullable=True),
     Column("agreement_signed_on", Date, nullable=True),
+    # Vault (gdpr:request:<id>): the preview (services, candidates with their masked cards and refs).
+    Column("preview", LargeBinary, nullable=True),
+    Column("preview_hash", String(64), nullable=True),  # sha256 of the preview as shown; approval names it
+    Column("previewed_at", DateTime(timezone=True), nullable=True),
+    Column("confirmed", JSON, nullable=True),  # the candidate ids the approver confirmed (opaque)
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_requests_tenant_status", "tenant", "status"),
     Index("ix_requests_due_at", "due_at"),
@@ -88,7 +93,7 @@ request_services = Table(
     metadata,
     Column("request_id", String(36), ForeignKey("requests.id"), primary_key=True),
     Column("service", String(60), primary_key=True),
-    Column("phase", String(10), nullable=False),  # resolve | trail
+    Column("phase", String(10), nullable=False),  # preview | resolve | trail
     Column("status", String(10), nullable=False),  # waiting | sent | done | failed | silent
     Column("command_id", String(36), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),  # sends in the current round
@@ -100,6 +105,7 @@ request_services = Table(
     Column("refs", JSON, nullable=True),  # pseudonymous subject references
     Column("result", JSON, nullable=True),  # erasure items, or record counts per kind
     Column("export", LargeBinary, nullable=True),  # Vault (gdpr:export:<id>): the service's export part
+    Column("preview", LargeBinary, nullable=True),  # Vault (gdpr:request:<id>): its preview candidates
     Index("ix_request_services_due", "status", "next_attempt_at"),
 )
 

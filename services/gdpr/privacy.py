@@ -26,6 +26,14 @@ INVENTORY = Inventory(
                     "personnummer", "the subject's personal identity number, as given in the request", encrypted=True
                 ),
                 DataField("username", "the subject's login name, as given in the request", encrypted=True),
+                DataField("name", "the subject's name, as given in the request (issue 15)", encrypted=True),
+                DataField("birth_date", "the subject's birth date, as given in the request", encrypted=True),
+                DataField("unit", "the care unit or register the subject stays at, as given", encrypted=True),
+                DataField(
+                    "preview",
+                    "the services' masked candidate cards (initials, birth year, unit, counts) shown to the approver",
+                    encrypted=True,
+                ),
                 DataField("reason", "free-text reasons for the request, its extension or rejection", encrypted=True),
                 DataField("requested_by", "user id of the compliance officer who opened or decided it (pseudonymous)"),
                 DataField("references", "the services' pseudonymous subject references found for the subject"),

@@ -41,13 +41,18 @@ def inventory(_args) -> int:
 def indexed_columns(tables) -> dict:
     """The blind-index columns of the orders database, for ``reindex`` (docs/crypto.md)."""
     from shared.crypto.reindex import IndexedColumn
-    from shared.normalise import normalise_name
+    from shared.normalise import name_key, normalise_name
+
+    from .individuals import birth_date_key
 
     # personnummer is stored in its normal form; names as entered, indexed normalised
     return {
         "individuals": [
             IndexedColumn("name_idx", "name", "name", normalise_name),
             IndexedColumn("personnummer_idx", "personnummer", "personnummer"),
+            # Issue 15: filled here for individuals created before the upgrade.
+            IndexedColumn("name_key_idx", "name", "name_key", name_key),
+            IndexedColumn("birth_date_idx", "date_of_birth", "birth_date", birth_date_key),
         ]
     }
 

@@ -17,19 +17,21 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from shared.clock import rfc3339
 from shared.crypto import ERASED
 from shared.errors import Conflict, DamagedRecord, Invalid
-from shared.normalise import normalise_name, normalise_personnummer
+from shared.normalise import name_key, name_tokens, normalise_name, normalise_personnummer
+from shared.privacy import Candidate
 from shared.tokens import Principal
 
 from . import events as ev
 from .access import one, require, rights_on, tenant_of
 from .base import Deps, Page, Record, emit_by, new_id, record_reads
 from .catalogue import check_unit, personnummer_enabled
-from .models import grants, individuals, orders, registers
+from .models import grants, individuals, orders, registers, units
 from .ordering import deidentify_orders_of
 from .rules import (
     ENCRYPTED_FIELDS,
@@ -124,6 +126,10 @@ class Individuals:
             columns[name] = self._encrypt(session, individual_id, name, value)
         if "name" in personal:
             columns["name_idx"] = self.deps.index.name(personal["name"])
+            columns["name_key_idx"] = self.deps.index.of("name_key", name_key(personal["name"]))
+        if "date_of_birth" in personal:
+            born = personal["date_of_birth"]
+            columns["birth_date_idx"] = self.deps.index.of("birth_date", birth_date_key(born)) if born else None
         if "personnummer" in personal:
             pnr = personal["personnummer"]
             columns["personnummer_idx"] = self.deps.index.of("personnummer", pnr) if pnr else None
@@ -188,6 +194,8 @@ class Individuals:
             **dict.fromkeys(ALL_FIELDS),
             "name_idx": None,
             "personnummer_idx": None,
+            "name_key_idx": None,
+            "birth_date_idx": None,
         }
         row.update(
             self._encrypted_columns(
@@ -435,6 +443,109 @@ class Individuals:
         self.deps.vault.prefetch(session, [r.personnummer for r in rows])
         return [subject_of(r.id) for r in rows if self.decrypt_field(session, r, "personnummer") == wanted]
 
+    def candidates(self, session: Session, tenant: str | None, subject: Mapping[str, str]) -> list[Candidate]:
+        """Who the identifiers may be, for a preview: masked cards, exact or near (issue 15).
+
+        By personnummer: exact matches.  By name and birth date: *exact* when the normalised name
+        and the birth date are equal (and the unit or register, if given, is the individual's);
+        *near* when only the name's near-match key is equal (a foreign accent, a hyphen, the parts'
+        order), when the name is equal but the birth date is not, when the birth date is equal and
+        a part of the name is shared, or when the name and birth date match in another unit or
+        register than the one given.  Nothing else is shown, and nothing here changes a row.
+        """
+        found: dict[str, Candidate] = {}
+        for reference in self.resolve(session, tenant, subject.get("personnummer")):
+            row = self._subjects(session, tenant, [reference])[0]
+            found[row.id] = self._candidate(session, row, "exact")
+        wanted, born = subject.get("name"), subject.get("birth_date")
+        if wanted and born:
+            for row, match in self._by_name_and_birth_date(session, tenant, subject):
+                if row.id not in found:
+                    found[row.id] = self._candidate(session, row, match)
+        return list(found.values())
+
+    def _by_name_and_birth_date(self, session: Session, tenant: str | None, subject: Mapping[str, str]):
+        name, born = normalise_name(subject["name"]), birth_date_key(subject["birth_date"])
+        key, parts = name_key(name), set(name_tokens(name))
+        c, index = individuals.c, self.deps.index
+        statement = select(individuals).where(
+            c.status != "erased",
+            or_(
+                index.match(c.name_idx, "name", name),
+                index.match(c.name_key_idx, "name_key", key),
+                index.match(c.birth_date_idx, "birth_date", born),
+                # Rows written before the indexes existed, until ./recept orders reindex has run.
+                and_(c.name.is_not(None), c.name_key_idx.is_(None)),
+                and_(c.date_of_birth.is_not(None), c.birth_date_idx.is_(None)),
+            ),
+        )
+        if tenant:
+            statement = statement.where(c.tenant == tenant)
+        rows = list(session.execute(statement.order_by(c.created_at, c.id)))
+        self.deps.vault.prefetch(session, [r.name for r in rows] + [r.date_of_birth for r in rows])
+        for row in rows:
+            plain = self.decrypt_field(session, row, "name")
+            theirs = self.decrypt_field(session, row, "date_of_birth")
+            if plain is None:
+                continue
+            same_name = normalise_name(plain) == name
+            same_key = name_key(plain) == key
+            same_day = theirs is not None and birth_date_key(theirs) == born
+            if same_name and same_day and self._same_place(session, row, subject):
+                yield row, "exact"
+            elif same_name or same_key or (same_day and parts & set(name_tokens(plain))):
+                yield row, "near"
+
+    @staticmethod
+    def _place(session: Session, table, place_id: str | None) -> str | None:
+        if place_id is None:
+            return None
+        return session.scalar(select(table.c.name).where(table.c.id == place_id))
+
+    def _same_place(self, session: Session, row, subject: Mapping[str, str]) -> bool:
+        for kind, table, place_id in (("unit", units, row.unit_id), ("register", registers, row.register_id)):
+            wanted = subject.get(kind)
+            if wanted:
+                name = self._place(session, table, place_id)
+                if name is None or " ".join(name.split()).casefold() != wanted:
+                    return False
+        return True
+
+    def _candidate(self, session: Session, row, match: str) -> Candidate:
+        """The masked card of one individual: kind, register and unit names, birth year, initials,
+        how many orders; never the name, the birth day or anything of the health data."""
+        name = self.decrypt_field(session, row, "name") or ""
+        born = self.decrypt_field(session, row, "date_of_birth")
+        placed = session.scalar(select(func.count()).select_from(orders).where(orders.c.individual_id == row.id)) or 0
+        register = self._place(session, registers, row.register_id)
+        unit = self._place(session, units, row.unit_id)
+        card: dict[str, Any] = {
+            "register": register,
+            "unit": unit,
+            "born": int(str(born)[:4]) if born else None,
+            "initials": initials(name),
+            "orders": placed,
+            "status": row.status,
+        }
+        label = ["individual"]
+        if register:
+            label.append(f"register {register}")
+        if unit:
+            label.append(f"unit {unit}")
+        if born:
+            label.append(f"born {card['born']}")
+        if card["initials"]:
+            label.append(f"initials {card['initials']}")
+        label.append(f"{placed} order{'s' if placed != 1 else ''}")
+        return Candidate(
+            kind="individual",
+            match=match,
+            card={"label": ", ".join(label), **card},
+            references=(subject_of(row.id),),
+            count=1 + placed,
+            state=f"{rfc3339(row.updated_at)}|{placed}",
+        )
+
     def _subjects(self, session: Session, tenant: str | None, references: Iterable[str]) -> list:
         ids = [i for i in map(individual_id_of, references) if i is not None]
         if not ids:
@@ -488,6 +599,8 @@ class Individuals:
                     status="erased",
                     name_idx=None,
                     personnummer_idx=None,
+                    name_key_idx=None,
+                    birth_date_idx=None,
                     erased_at=now,
                     updated_at=now,
                     **dict.fromkeys(ALL_FIELDS),
@@ -513,6 +626,16 @@ class Individuals:
                 },
             )
         return done
+
+
+def birth_date_key(value: Any) -> str:
+    """The ISO form a birth date is indexed and compared in."""
+    return date.fromisoformat(str(value)).isoformat()
+
+
+def initials(name: str) -> str:
+    """``"Gun-Britt Lindqvist"`` -> ``"G.-B. L."``: what a card may show of a name."""
+    return " ".join("-".join(p[:1].upper() + "." for p in part.split("-") if p) for part in name.split())
 
 
 def _stored_texture_level(text: str) -> int:

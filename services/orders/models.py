@@ -134,6 +134,11 @@ individuals = Table(
     Column("personnummer", LargeBinary, nullable=True),
     Column("personnummer_idx", BigInteger, nullable=True),
     Column("date_of_birth", LargeBinary, nullable=True),
+    # Issue 15: residents known by name and birth date.  name_key_idx indexes the near-match key of
+    # the name (shared.normalise.name_key: foreign diacritics folded, parts sorted), birth_date_idx
+    # the ISO birth date; both as wide as name_idx, so each value matches several people.
+    Column("name_key_idx", BigInteger, nullable=True),
+    Column("birth_date_idx", BigInteger, nullable=True),
     Column("room", LargeBinary, nullable=True),
     Column("bed", LargeBinary, nullable=True),
     Column("diets", LargeBinary, nullable=True),
@@ -145,6 +150,8 @@ individuals = Table(
     Column("erased_at", DateTime(timezone=True), nullable=True),
     Index("ix_individuals_name_lookup", "tenant", "name_idx"),
     Index("ix_individuals_personnummer_lookup", "tenant", "personnummer_idx"),
+    Index("ix_individuals_name_key_lookup", "tenant", "name_key_idx"),
+    Index("ix_individuals_birth_date_lookup", "tenant", "birth_date_idx"),
 )
 
 # Orders reference the individual by id only; an erasure sets individual_id to NULL on the

@@ -2,7 +2,7 @@
 
 The vendor is processor here, on behalf of the tenant (the customer), which is controller.
 This module declares the inventory and translates the gdpr protocol into calls of the domain
-(individuals.py: resolve by personnummer, export, erase) and their results into the protocol's
+(individuals.py: candidates by personnummer or by name and birth date, export, erase) and their results into the protocol's
 shapes; it holds no rule of its own.  The retention rule an erasure follows is rules.py's.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from shared.clock import iso_date, rfc3339
-from shared.privacy import Category, Context, DataField, ErasureItem, Inventory
+from shared.privacy import Candidate, Category, Context, DataField, ErasureItem, Inventory
 
 from .individuals import Individuals
 from .rules import BOOKKEEPING_LEGAL_BASIS, BOOKKEEPING_YEARS, subject_of
@@ -38,7 +38,12 @@ INVENTORY = Inventory(
                     encrypted=True,
                     blind_indexed=True,
                 ),
-                DataField("date_of_birth", "to tell people apart and to portion meals by age", encrypted=True),
+                DataField(
+                    "date_of_birth",
+                    "to tell people apart, to find them for a data-subject request, and to portion meals by age",
+                    encrypted=True,
+                    blind_indexed=True,
+                ),
                 DataField("room", "where the meal is delivered", encrypted=True),
                 DataField("bed", "where the meal is delivered", encrypted=True),
                 DataField("valid_from", "admission date: from when meals are ordered", encrypted=True),
@@ -127,6 +132,10 @@ class OrdersParticipant:
 
     def counts(self, session: Session) -> dict[str, int]:
         return self.individuals.counts(session)
+
+    def candidates(self, session: Session, ctx: Context) -> list[Candidate]:
+        """The preview's masked cards: by personnummer, or by name and birth date (exact or near)."""
+        return self.individuals.candidates(session, ctx.tenant, ctx.subject)
 
     def resolve(self, session: Session, ctx: Context) -> list[str]:
         """Individuals of the request's tenant whose personnummer matches (blind index, then decrypt)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 TYPES = ("export", "erase")
 STATUSES = (
+    "previewing",
     "awaiting_approval",
     "awaiting_confirmation",
     "in_progress",
@@ -22,7 +23,7 @@ STATUSES = (
     "rejected",
 )
 FINISHED = frozenset({"completed", "rejected"})  # answered: a deadline no longer applies
-RUNNING = frozenset({"in_progress"})
+RUNNING = frozenset({"previewing", "in_progress"})  # the page refreshes itself
 ERASURE_ACTIONS = ("deleted", "anonymised", "retained")
 
 
@@ -126,6 +127,47 @@ def services_of(request: dict) -> list[ServiceProgress]:
 def erasure_table(services: Iterable[ServiceProgress]) -> list[dict]:
     """Rows of the erasure table: per service and kind of data, what was done (R2)."""
     return [{"service": s.service, **item} for s in services for item in s.erasure]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate of a request's preview (issue 15): a masked card the approver may confirm."""
+
+    service: str
+    id: str
+    kind: str
+    match: str  # exact | near
+    label: str
+    count: int
+
+
+def preview_of(request: dict) -> tuple[str | None, list[Candidate], dict[str, str]]:
+    """The preview's hash, its candidates (exact ones first per service) and each service's status."""
+    preview = request.get("preview")
+    if not isinstance(preview, dict) or not isinstance(preview.get("services"), dict):
+        return None, [], {}
+    found, statuses = [], {}
+    for service, entry in sorted(preview["services"].items()):
+        if not isinstance(entry, dict):
+            continue
+        statuses[service] = str(entry.get("status") or "")
+        for c in entry.get("candidates") or []:
+            if not isinstance(c, dict) or not c.get("id"):
+                continue
+            card = c.get("card") if isinstance(c.get("card"), dict) else {}
+            found.append(
+                Candidate(
+                    service,
+                    str(c["id"]),
+                    str(c.get("kind") or ""),
+                    "exact" if c.get("match") == "exact" else "near",
+                    str(card.get("label") or ""),
+                    int(c.get("count") or 0),
+                )
+            )
+    found.sort(key=lambda c: (c.service, c.match != "exact"))
+    hash_ = preview.get("hash")
+    return (str(hash_) if hash_ else None), found, statuses
 
 
 def can_decide(request: dict, user_id: str) -> bool:

@@ -559,11 +559,15 @@ def request_detail(request_id: str):
     user: PortalSession = g.user
     item = call_json(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}")
     services = present.services_of(item)
+    preview_hash, candidates, previewed = present.preview_of(item)
     return render_template(
         "request_detail.html",
         item=item,
         notices=_notices(request_id),
         services=services,
+        preview_hash=preview_hash,
+        candidates=candidates,
+        unanswered=[service for service, status in previewed.items() if status != "done"],
         erasure=present.erasure_table(services),
         overdue=present.is_overdue(item, portal().clock()),
         # Any request awaiting approval: exports need a second officer by default too (issue 14).
@@ -601,7 +605,13 @@ def _decide(request_id: str, action: str, body: dict, done: str):
 
 @bp.post("/requests/<request_id>/approve")
 def request_approve(request_id: str):
-    return _decide(request_id, "approve", {}, "The request was approved.")
+    # The approval names the preview it was made on and the candidates ticked (issue 15); the gdpr
+    # service answers 409 if the preview changed since the page was shown, 422 for an unknown id.
+    decision = {
+        "preview_hash": request.form.get("preview_hash", "")[:64],
+        "confirmed": list(dict.fromkeys(v[:64] for v in request.form.getlist("confirmed")))[:1000],
+    }
+    return _decide(request_id, "approve", decision, "The request was approved.")
 
 
 @bp.post("/requests/<request_id>/confirm")

@@ -12,7 +12,7 @@ from shared.bus import GDPR
 from shared.privacy import handle_command
 from tests.auth.conftest import PASSWORD
 from tests.conftest import raw_dump
-from tests.gdpr.sealing import opened_reply, sealed_command
+from tests.gdpr.sealing import confirm_exact, opened_reply, sealed_command
 from tests.support import assert_no_plaintext, events_of
 
 
@@ -25,6 +25,7 @@ def command(harness, action: str, subject: dict, tenant: str | None = "north") -
         "tenant": tenant,
         "subject": subject,
     }
+    message = confirm_exact(harness.runtime, message)  # approved after the preview (issue 15)
     with harness.runtime.db.transaction() as s:
         handle_command(harness.runtime, s, sealed_command(harness.runtime, message))  # sealed as the gdpr service does
     (reply,) = [m for m in gdpr_replies(harness.runtime) if m["command_id"] == message["command_id"]]

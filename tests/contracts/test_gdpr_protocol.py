@@ -309,30 +309,44 @@ def test_a_malformed_message_is_refused_naming_the_field_never_the_value(kind, m
 
 
 def test_a_participant_answers_a_command_with_a_reply_the_coordinator_reads(tmp_path):
-    """Both sides through the one module: the participant's outbox holds exactly what Reply.from_wire takes."""
+    """Both sides through the one module: the participant's outbox holds exactly what Reply.from_wire
+    takes.  Issue 15: the preview answers with candidates and changes nothing; the acting command
+    carries the confirmed refs, and only they are acted on."""
     fake = make_fake("alpha", f"sqlite:///{tmp_path / 'alpha.db'}", "memory://")
     try:
         ref = fake.add_person("karin@example.se", "Karin Karlsson")
-        command = Command.for_phase(
-            request_id=REQUEST,
-            command_id=COMMAND,
-            action="export",
-            phase="resolve",
-            tenant="t1",
-            identifiers={"email": "karin@example.se"},
-            references=[],
-            at=AT,
-        )
         channel = Channel.for_coordinator(
             REQUEST_KEY, transport_public_key(fake.runtime.keyring), request_id=REQUEST, service="alpha"
         )
-        with fake.runtime.db.transaction() as s:
-            handle_command(fake.runtime, s, command.to_wire(channel))
-        [wire] = outbox_messages(fake.runtime, GDPR)
-        assert "Karin" not in json.dumps(wire) and "karin@example.se" not in json.dumps(wire)
-        reply = Reply.from_wire(wire, channel)
+
+        def answer(phase: str, command_id: str, confirmed: list[str]) -> Reply:
+            command = Command.for_phase(
+                request_id=REQUEST,
+                command_id=command_id,
+                action="export",
+                phase=phase,
+                tenant="t1",
+                identifiers={"email": "karin@example.se"},
+                references=[],
+                confirmed=confirmed,
+                at=AT,
+            )
+            with fake.runtime.db.transaction() as s:
+                handle_command(fake.runtime, s, command.to_wire(channel))
+            wire = next(m for m in outbox_messages(fake.runtime, GDPR) if m["command_id"] == command_id)
+            assert "Karin" not in json.dumps(wire) and "karin@example.se" not in json.dumps(wire)
+            return Reply.from_wire(wire, channel)
+
+        preview = answer("preview", str(uuid.uuid4()), [])
+        assert preview.status == "done" and preview.references == [] and preview.export is None
+        [candidate] = preview.candidates
+        assert candidate["match"] == "exact" and candidate["count"] == 1 and "Karin" not in json.dumps(candidate)
+        nothing = answer("resolve", str(uuid.uuid4()), [])
+        assert nothing.references == [] and nothing.export == {"person": []} and nothing.stale == 0
+        reply = answer("resolve", COMMAND, [candidate["ref"], "f" * 64])
         assert (reply.request_id, reply.command_id, reply.service, reply.status) == (REQUEST, COMMAND, "alpha", "done")
         assert reply.references == [ref] and reply.export["person"][0]["name"] == "Karin Karlsson"
+        assert reply.stale == 1  # the made-up ref matches no candidate of the data as it is now
     finally:
         fake.close()
 

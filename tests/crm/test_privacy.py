@@ -17,7 +17,7 @@ from shared.crypto import ERASED
 from shared.privacy import Context, announcement
 from tests.conftest import raw_dump
 from tests.crm.test_mail import eml
-from tests.gdpr.sealing import opened_reply, sealed_command
+from tests.gdpr.sealing import confirm_exact, opened_reply, sealed_command
 from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime
 
 ANNA = {
@@ -279,6 +279,7 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url):
             "subject": {"email": ANNA["email"]},
             "references": [],
         }
+        command = confirm_exact(runtime, command)  # approved after the preview (issue 15)
         body = json.dumps(sealed_command(runtime, command)).encode()
         # Sent twice (at-least-once delivery): the inbox makes the second a no-op.
         assert publisher.publish(
@@ -355,3 +356,35 @@ def test_an_erased_call_row_keeps_nothing_that_can_be_recomputed_from_the_number
     dump = raw_dump(crm.url)
     assert keyed.encode() not in dump
     assert_no_plaintext(dump, [number, "701234567"])
+
+
+def test_the_preview_groups_a_person_with_what_names_her_and_marks_name_only_matches_near(crm_lite):
+    """Issue 15: Anna by e-mail and phone is one exact candidate holding her linked calls (calls from
+    her own number, which nobody else uses) and cases; by name alone she is only a near candidate;
+    the cards show initials, company and counts, never her name, number or address."""
+    crm = crm_lite
+    world = populate(crm)
+    participant = crm.runtime.participant
+    # A case registered by hand with the caller's name only: a request by name finds it (near).
+    by_hand = crm.post(
+        "/api/v1/cases", {"company_id": world["kommun"]["id"], "caller_name": "Gun Lindqvist", "subject": "Maten"}
+    )
+    with crm.runtime.db.transaction() as s:
+        found = participant.candidates(s, ctx(email="anna.svensson@kommun.example", phone="070-123 45 67"))
+        gun = participant.candidates(s, ctx(name="gun  lindqvist", birth_date="1938-04-07"))
+        by_name = participant.candidates(s, ctx(name="anna  SVENSSON"))
+        bo_by_phone = participant.candidates(s, ctx(phone="0709876543"))
+    person = next(c for c in found if c.kind == "person")
+    assert person.match == "exact" and f"crm:person:{world['anna']['id']}" in person.references
+    assert person.card["label"] == "contact person at Kommun AB, initials A. S., 1 case(s), 3 call(s), 1 e-mail(s)"
+    loose = sorted((c.kind, c.match) for c in found if c.kind != "person")
+    assert loose == [("case", "exact")]  # the case naming her address, not linked to her
+    assert [(c.kind, c.match) for c in by_name] == [("person", "near")]
+    assert by_name[0].references == person.references
+    assert [(c.kind, c.match, c.references) for c in gun] == [("case", "near", (f"crm:case:{by_hand['id']}",))]
+    # Bo's number: only he calls from it (the nameless case from it is linked to him): exact.
+    assert [(c.kind, c.match) for c in bo_by_phone] == [("person", "exact")]
+    assert "1 case(s), 1 call(s)" in bo_by_phone[0].card["label"]
+    shown = json.dumps([c.card for c in found + by_name + bo_by_phone], ensure_ascii=False)
+    for value in ANNA_VALUES + ["Bo Ek", "+46709876543"]:
+        assert value not in shown

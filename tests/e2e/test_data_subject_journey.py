@@ -418,10 +418,8 @@ def exported(world: World) -> tuple[dict, dict[str, bytes]]:
         202,
     )
     # Four eyes for exports too, by default (issue 14): officer one may not release her own request.
-    assert opened["status"] == "awaiting_approval"
-    refused = world.gdpr.call("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer1"])
-    assert refused.status == 403, refused.status
-    world.gdpr.ok("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer2"])
+    assert opened["status"] == "previewing"
+    _approve(world, opened["id"])
     _confirm(world, opened["id"])
     view = _finish(world, opened["id"])
     reply = world.gdpr.call("GET", f"/api/v1/requests/{opened['id']}/export", world.tokens["officer1"])
@@ -463,13 +461,34 @@ def erased(world: World, exported, backups) -> dict:
         },
         202,
     )
-    assert opened["status"] == "awaiting_approval"
+    assert opened["status"] == "previewing"
     # Four eyes: the officer who opened the erasure may not approve it.
-    refused = world.gdpr.call("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer1"])
-    assert refused.status == 403, refused.body
-    world.gdpr.ok("POST", f"/api/v1/requests/{opened['id']}/approve", world.tokens["officer2"])
+    _approve(world, opened["id"])
     _confirm(world, opened["id"])
     return _finish(world, opened["id"])
+
+
+def _approve(world: World, request_id: str) -> dict:
+    """Issue 15: wait for the preview; officer one may not approve; officer two confirms the exact matches."""
+
+    def previewed():
+        view = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["officer1"])
+        return view if view["status"] != "previewing" else None
+
+    view = wait_until(previewed, 60, "the preview")
+    assert view["status"] == "awaiting_approval", view["status"]
+    preview = view["preview"]
+    decision = {
+        "preview_hash": preview["hash"],
+        "confirmed": [
+            c["id"] for entry in preview["services"].values() for c in entry["candidates"] if c["match"] == "exact"
+        ],
+    }
+    assert decision["confirmed"], preview
+    path = f"/api/v1/requests/{request_id}/approve"
+    refused = world.gdpr.call("POST", path, world.tokens["officer1"], decision)
+    assert refused.status == 403, refused.body
+    return world.gdpr.ok("POST", path, world.tokens["officer2"], decision)
 
 
 def _records(files: dict[str, bytes], path: str) -> list[dict]:

@@ -30,6 +30,7 @@ def sealed_command(runtime, message: dict[str, Any]) -> dict[str, Any]:
         tenant=message.get("tenant"),
         subject=dict(message.get("subject") or {}),
         references=list(message.get("references") or []),
+        confirmed=list(message.get("confirmed") or []),
         at=message.get("at"),
     )
     return command.to_wire(coordinator_channel(runtime, command.request_id))
@@ -38,7 +39,12 @@ def sealed_command(runtime, message: dict[str, Any]) -> dict[str, Any]:
 def opened_reply(runtime, wire: dict[str, Any]) -> dict[str, Any]:
     """A participant's sealed reply in the plaintext shape (references and export inline)."""
     reply = Reply.from_wire(wire, coordinator_channel(runtime, wire["request_id"]))
-    return {**{k: v for k, v in wire.items() if k != "sealed"}, "references": reply.references, "export": reply.export}
+    return {
+        **{k: v for k, v in wire.items() if k != "sealed"},
+        "references": reply.references,
+        "export": reply.export,
+        "candidates": reply.candidates,
+    }
 
 
 def opened_command(keyring, service: str, wire: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +54,7 @@ def opened_command(keyring, service: str, wire: dict[str, Any]) -> dict[str, Any
         **{k: v for k, v in wire.items() if k != "sealed"},
         "subject": command.subject,
         "references": command.references,
+        "confirmed": command.confirmed,
         "service": service,
     }
 
@@ -67,5 +74,19 @@ def sealed_reply(keyring, service: str, command_wire: dict[str, Any], message: d
         erasure=message.get("erasure"),
         error=message.get("error"),
         at=message.get("at"),
+        candidates=message.get("candidates"),
+        stale=message.get("stale"),
     )
     return reply.to_wire(channel)
+
+
+def confirm_exact(runtime, message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` (plaintext shape, phase resolve) with the refs of its exact candidates confirmed, as an
+    approver who recognises the person in the preview does (issue 15); reads, changes nothing."""
+    from shared.privacy import CandidateRefs, Context, candidates_of
+
+    ctx = Context(request_id=message["request_id"], tenant=message.get("tenant"), subject=dict(message["subject"]))
+    refs = CandidateRefs(runtime.keyring.index_key)
+    with runtime.db.transaction() as s:
+        found = candidates_of(runtime.participant, s, ctx)
+    return {**message, "confirmed": [refs(ctx.request_id, c) for c in found if c.match == "exact"]}

@@ -15,7 +15,7 @@ import zipfile
 from shared.bus import GDPR, Binding, Bus, Message
 from tests.forensics import broker_data_dir, found_in_files
 from tests.gdpr.test_fanout import make_system  # noqa: F401 - the fixture
-from tests.support import wait_for
+from tests.support import approve_preview, wait_for
 
 TOKEN = uuid.uuid4().hex[:10]
 SUBJECT = {
@@ -53,7 +53,7 @@ def test_no_identifier_or_record_reaches_the_brokers_disk_in_clear(make_system, 
     with zipfile.ZipFile(io.BytesIO(package.data)) as archive:  # it was exported...
         assert RECORD_VALUE in archive.read("alpha/person.json").decode()
     erased = system.open("erase", SUBJECT)
-    approved = system.client.post(f"/api/v1/requests/{erased}/approve", headers=system.customer())
+    approved = approve_preview(system.client, erased, system.customer())
     assert approved.status_code == 200
     system.wait_status(erased, "completed")
 

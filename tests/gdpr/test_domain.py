@@ -47,7 +47,8 @@ def test_extended_deadline_counts_from_receipt_not_from_the_clamped_due_date():
 @pytest.mark.parametrize(
     "status, type_, steps",
     [
-        ("awaiting_approval", "erase", ("approve", "reject", "extend")),
+        ("awaiting_approval", "erase", ("approve", "reject", "preview", "extend")),
+        ("previewing", "erase", ("extend",)),
         ("in_progress", "export", ("extend",)),
         ("partially_completed", "export", ("retry", "extend")),
         ("failed", "erase", ("retry", "extend")),
@@ -74,6 +75,32 @@ def test_subject_identifiers_are_normalised_and_problems_never_echo_the_value():
     assert "secret" not in json.dumps(info.value.errors) + info.value.detail
     with pytest.raises(Invalid):
         normalise_subject({})
+
+
+def test_care_context_identifiers_go_together_and_are_normalised():
+    """Issue 15: name and birth date name a resident only together; unit and register only narrow them."""
+    assert normalise_subject(
+        {
+            "name": " Gun - Britt LINDQVIST ",
+            "birth_date": "1938-04-07",
+            "unit": "  Avdelning   3 ",
+            "register": "Ekbacken",
+        }
+    ) == {"name": "gun-britt lindqvist", "birth_date": "1938-04-07", "unit": "avdelning 3", "register": "ekbacken"}
+    cases = [
+        ({"name": "Gun Lindqvist"}, {"subject.birth_date"}),
+        ({"birth_date": "1938-04-07"}, {"subject.name"}),
+        ({"email": "a@b.se", "unit": "Avd 3"}, {"subject.unit"}),
+        ({"register": "Ekbacken"}, {"subject.register", "subject"}),
+        ({"name": "Gun Lindqvist", "birth_date": "1938-13-07"}, {"subject.birth_date"}),
+        ({"name": "   ", "birth_date": "1938-04-07"}, {"subject.name"}),
+        ({"name": "x" * 201, "birth_date": "1938-04-07"}, {"subject.name"}),
+    ]
+    for subject, fields in cases:
+        with pytest.raises(Invalid) as info:
+            normalise_subject(subject)
+        assert {e["field"] for e in info.value.errors} <= fields, subject
+        assert "Lindqvist" not in json.dumps(info.value.errors) + info.value.detail
 
 
 def test_identifier_hashes_are_keyed_and_stable():

@@ -19,7 +19,7 @@ from shared.bus import EVENTS, GDPR, Binding, Bus, Message, queue_name
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
 from tests.gdpr.test_requests import announce_tenant
-from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, wait_for
+from tests.support import TokenMint, approve_preview, assert_no_plaintext, events_of, make_runtime, wait_for
 
 ALICE = {"email": "alice.andersson@example.se", "name": "Alice Andersson"}
 BOB = {"email": "bob.berg@example.se", "name": "Bob Berg"}
@@ -82,7 +82,7 @@ class System:
         assert wait_for(lambda: self.view(request_id)["status"] == status, timeout=timeout), self.view(request_id)
         return self.view(request_id)
 
-    def open(self, type_: str, subject: dict) -> str:
+    def open(self, type_: str, subject: dict, before_approval=None) -> str:
         response = self.client.post(
             "/api/v1/requests",
             json={
@@ -97,9 +97,13 @@ class System:
         assert response.status_code == 202, response.json
         request_id = response.json["id"]
         if type_ == "export":
-            # Exports too need a second officer by default (issue 14); erasures are approved by each test.
-            assert response.json["status"] == "awaiting_approval"
-            approved = self.client.post(f"/api/v1/requests/{request_id}/approve", headers=self.customer())
+            # Exports too need a second officer by default (issue 14), once previewed (issue 15);
+            # erasures are approved by each test.
+            assert response.json["status"] == "previewing"
+            if before_approval is not None:
+                assert wait_for(lambda: self.view(request_id)["status"] == "awaiting_approval", timeout=30)
+                before_approval()
+            approved = approve_preview(self.client, request_id, self.customer())
             assert approved.status_code == 200, approved.json
         return request_id
 
@@ -213,7 +217,9 @@ def test_export_across_services_yields_a_zip_whose_manifest_checksums_match(post
         "gdpr.export.downloaded",
     ):
         assert expected in types
-    assert types.count("gdpr.service.replied") == 3
+    # two preview answers (the trail service is not previewed), then the three services' answers
+    assert "gdpr.request.previewed" in types
+    assert types.count("gdpr.service.replied") == 5
 
 
 def test_erase_runs_after_a_second_officer_approves_and_completes_with_every_services_result(make_system):
@@ -222,10 +228,9 @@ def test_erase_runs_after_a_second_officer_approves_and_completes_with_every_ser
     seed(system)
     system.start_all()
     request_id = system.open("erase", {"email": ALICE["email"]})
-    assert system.view(request_id)["status"] == "awaiting_approval"
-    refused = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.headers())
+    refused = approve_preview(system.client, request_id, system.headers())
     assert refused.status_code == 403
-    approved = system.client.post(f"/api/v1/requests/{request_id}/approve", headers=system.customer())
+    approved = approve_preview(system.client, request_id, system.customer())
     assert approved.status_code == 200 and approved.json["decided_by"] == system.second_officer
     view = system.wait_status(request_id, "completed")
     results = {s["service"]: s["erasure"] for s in view["services"]}
@@ -252,8 +257,8 @@ def test_a_service_that_is_down_leaves_the_request_partially_completed_until_ret
     system = make_system(REPLY_TIMEOUT=0.4, MAX_ATTEMPTS=2)
     seed(system)
     system.start_all()
-    system.fakes["beta"].halt()
-    request_id = system.open("export", {"email": ALICE["email"]})
+    # beta answers the preview, then goes down before the approved export reaches it
+    request_id = system.open("export", {"email": ALICE["email"]}, before_approval=system.fakes["beta"].halt)
     view = system.wait_status(request_id, "partially_completed")
     services = {s["service"]: s for s in view["services"]}
     assert services["alpha"]["status"] == "done" and services["beta"]["status"] == "silent"
@@ -273,7 +278,8 @@ def test_a_service_that_is_down_leaves_the_request_partially_completed_until_ret
     # beta got the same command several times (send, re-send, retry) and acted once.
     assert next(s for s in view["services"] if s["service"] == "beta")["records"] == {"person": 1}
     dispatched = [e["data"] for e in events_of(system.gdpr, "gdpr.request.dispatched")]
-    assert {"phase": "resolve", "services": ["beta"], "retry": True}.items() <= dispatched[1].items()
+    assert dispatched[0]["phase"] == "preview"
+    assert {"phase": "resolve", "services": ["beta"], "retry": True}.items() <= dispatched[2].items()
 
 
 def test_duplicate_replies_change_nothing(make_system):
@@ -314,7 +320,7 @@ def test_duplicate_replies_change_nothing(make_system):
     assert wait_for(lambda: _in_inbox(system, message_ids[1]))
     after = system.view(request_id)
     assert after["services"] == before["services"] and after["export"] == before["export"]
-    assert len(events_of(system.gdpr, "gdpr.service.replied")) == 3
+    assert len(events_of(system.gdpr, "gdpr.service.replied")) == 5  # two preview answers, three acting
 
 
 def _in_inbox(system: System, message_id: str) -> bool:

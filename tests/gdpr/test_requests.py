@@ -22,7 +22,7 @@ from shared.privacy import announcement, fields_of
 from tests.conftest import raw_dump
 from tests.gdpr.participants import make_fake
 from tests.gdpr.sealing import opened_command, sealed_reply
-from tests.support import TokenMint, assert_no_plaintext, events_of, make_runtime, outbox_messages
+from tests.support import TokenMint, approve_preview, assert_no_plaintext, events_of, make_runtime, outbox_messages
 
 EMAIL = "karin.karlsson@example.se"
 AGREEMENT = {"version": "DPA 2.0", "signed_on": "2025-06-01"}
@@ -51,6 +51,7 @@ class Gdpr:
         self.coordinator, self.sweeper = self.parts.coordinator, self.parts.sweeper
         self.officer, self.other_officer = str(uuid.uuid4()), str(uuid.uuid4())
         self.keyrings: dict = {}  # each announced service's keyring: it opens the commands sealed to it
+        self.answered: set[str] = set()  # preview commands answered
         announce_tenant(self.rt, "vendor", kind="vendor", agreement=None)
         for slug in CUSTOMERS:
             announce_tenant(self.rt, slug)
@@ -61,17 +62,32 @@ class Gdpr:
     def open(
         self, type_: str = "erase", tenant: str = "t1", headers: dict | None = None, approve: bool = False, **extra
     ):
-        """Open a request; ``approve``: the other officer releases it, and the answer is the approval's."""
+        """Open a request; ``approve``: the services answer the preview, the other officer confirms its
+        exact candidates, and the answer is the approval's."""
         body = {"type": type_, "tenant": tenant, "subject": {"email": EMAIL}, **extra}
         opened = self.client.post("/api/v1/requests", json=body, headers=headers or self.headers())
         if not approve:
             return opened
-        assert opened.status_code == 202 and opened.json["status"] == "awaiting_approval", opened.json
-        approved = self.client.post(
-            f"/api/v1/requests/{opened.json['id']}/approve", headers=self.headers(self.other_officer)
-        )
+        assert opened.status_code == 202 and opened.json["status"] in ("previewing", "awaiting_approval"), opened.json
+        approved = self.approve(opened.json["id"])
         assert approved.status_code == 200, approved.json
         return approved
+
+    def answer_previews(self, request_id: str | None = None) -> None:
+        """Each service answers its preview command (one exact candidate), once."""
+        for command in self.commands(preview=True):
+            if command["phase"] != "preview" or command["command_id"] in self.answered:
+                continue
+            if request_id is None or command["request_id"] == request_id:
+                self.answered.add(command["command_id"])
+                self.reply(command, service=_service_of(self, command))
+
+    def approve(self, request_id: str, user: str | None = None, **kwargs):
+        """The preview answered, ``user`` (default: the other officer) confirms its exact candidates."""
+        self.answer_previews(request_id)
+        return approve_preview(
+            self.client, request_id, self.headers(user or self.other_officer), view_headers=self.headers(), **kwargs
+        )
 
     def announce(self, *services: tuple[str, str], tmp_path) -> dict:
         """Let the gdpr service hear announcements from real participant declarations."""
@@ -91,9 +107,11 @@ class Gdpr:
         """Commands in the outbox as they go on the broker (no relay runs here, so they stay)."""
         return outbox_messages(self.rt, GDPR)
 
-    def commands(self) -> list[dict]:
-        """The commands opened by the services they are sealed to (with "service" added)."""
-        return [self._open(wire) for wire in self.wire_commands()]
+    def commands(self, preview: bool = False) -> list[dict]:
+        """The acting commands (``preview``: and the preview's) opened by the services they are sealed
+        to (with "service" added)."""
+        opened = [self._open(wire) for wire in self.wire_commands()]
+        return [c for c in opened if preview or c["phase"] != "preview"]
 
     def _open(self, wire: dict) -> dict:
         for name, keyring in self.keyrings.items():
@@ -104,6 +122,23 @@ class Gdpr:
         raise AssertionError("a command sealed to no announced service")
 
     def reply(self, command: dict, status: str = "done", **extra) -> None:
+        if command["phase"] == "preview":
+            service = extra.get("service") or command["service"]
+            extra = {
+                "references": [],
+                "export": None,
+                "erasure": None,
+                "candidates": [
+                    {
+                        "ref": f"{service}-ref-1",
+                        "kind": "person",
+                        "match": "exact",
+                        "card": {"label": "person"},
+                        "count": 1,
+                    }
+                ],
+                **extra,
+            }
         message = {
             "request_id": command["request_id"],
             "command_id": command["command_id"],
@@ -153,22 +188,33 @@ def test_erase_waits_for_a_second_officer_and_its_requester_cannot_approve_it(gd
     assert created.status_code == 202
     body = created.json
     assert set(body) >= {"id", "type", "status", "tenant", "created_at", "due_at", "links"}
-    assert body["status"] == "awaiting_approval" and created.headers["Location"] == body["links"]["self"]
+    assert body["status"] == "previewing" and created.headers["Location"] == body["links"]["self"]
     request_id = body["id"]
-    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers()).status_code == 403
+    assert [c["phase"] for c in gdpr.commands(preview=True)] == ["preview"]  # only the read-only preview
+    gdpr.answer_previews(request_id)
+    assert gdpr.view(request_id)["status"] == "awaiting_approval"
+    assert gdpr.approve(request_id, user=gdpr.officer).status_code == 403
+    preview = gdpr.view(request_id)["preview"]
+    decision = {"preview_hash": preview["hash"], "confirmed": []}
     staff = gdpr.headers(user=gdpr.other_officer, roles=("staff",))
-    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=staff).status_code == 403
+    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", json=decision, headers=staff).status_code == 403
     admin = gdpr.headers(user=gdpr.other_officer, roles=("vendor_admin",))
     assert gdpr.client.get(f"/api/v1/requests/{request_id}", headers=admin).status_code == 200
-    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=admin).status_code == 403
-    assert gdpr.commands() == []  # nothing sent before approval
-    approved = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", json=decision, headers=admin).status_code == 403
+    assert gdpr.commands() == []  # nothing acted on before approval
+    approved = gdpr.approve(request_id)
     assert approved.status_code == 200 and approved.json["status"] == "in_progress"
     assert [c["phase"] for c in gdpr.commands()] == ["resolve"]
-    again = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    assert gdpr.commands()[0]["confirmed"] == ["alpha-ref-1"]
+    again = gdpr.client.post(
+        f"/api/v1/requests/{request_id}/approve", json=decision, headers=gdpr.headers(gdpr.other_officer)
+    )
     assert again.status_code == 409 and again.mimetype == "application/problem+json"
-    assert [e["type"] for e in events_of(gdpr.rt)][:3] == [
+    assert [e["type"] for e in events_of(gdpr.rt)][:6] == [
         "gdpr.request.received",
+        "gdpr.request.dispatched",
+        "gdpr.service.replied",
+        "gdpr.request.previewed",
         "gdpr.request.approved",
         "gdpr.request.dispatched",
     ]
@@ -190,6 +236,7 @@ def test_links_point_under_the_mount_point_of_the_app(gdpr_sqlite):
         "self": base,
         "approve": base + "/approve",
         "reject": base + "/reject",
+        "preview": base + "/preview",
         "extend": base + "/extend",
     }
     listed = gdpr.client.get("/api/v1/requests", headers=gdpr.headers(), environ_overrides=mounted).json["items"]
@@ -205,7 +252,11 @@ def test_a_request_can_be_rejected_and_then_never_runs(gdpr):
     )
     assert rejected.status_code == 200 and rejected.json["status"] == "rejected"
     assert rejected.json["rejection_reason"] == "identity not verified"
-    later = gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    later = gdpr.client.post(
+        f"/api/v1/requests/{request_id}/approve",
+        json={"preview_hash": "0" * 64, "confirmed": []},
+        headers=gdpr.headers(gdpr.other_officer),
+    )
     assert later.status_code == 409 and gdpr.commands() == []
 
 
@@ -215,14 +266,12 @@ def test_export_needs_a_second_officer_by_default(database_url, tmp_path):
     try:
         service.announce(("alpha", "resolve"), tmp_path=tmp_path)
         opened = service.open("export")
-        assert opened.status_code == 202 and opened.json["status"] == "awaiting_approval"
+        assert opened.status_code == 202 and opened.json["status"] == "previewing"
         assert service.commands() == []
         request_id = opened.json["id"]
-        own = service.client.post(f"/api/v1/requests/{request_id}/approve", headers=service.headers())
+        own = service.approve(request_id, user=service.officer)
         assert own.status_code == 403 and service.commands() == []
-        other = service.client.post(
-            f"/api/v1/requests/{request_id}/approve", headers=service.headers(service.other_officer)
-        )
+        other = service.approve(request_id)
         assert other.status_code == 200 and other.json["status"] == "in_progress"
         assert len(service.commands()) == 1
     finally:
@@ -233,9 +282,13 @@ def test_export_runs_at_once_unless_the_tenant_requires_approval(database_url, t
     service = Gdpr(database_url, EXPORT_APPROVAL=("strict",))
     try:
         service.announce(("alpha", "resolve"), tmp_path=tmp_path)
-        assert service.open("export").json["status"] == "in_progress"
-        assert service.open("export", tenant="strict").json["status"] == "awaiting_approval"
-        assert len(service.commands()) == 1
+        at_once = service.open("export").json["id"]
+        strict = service.open("export", tenant="strict").json["id"]
+        service.answer_previews()
+        # runs on its exact matches as soon as the preview is complete; the strict tenant's waits
+        assert service.view(at_once)["status"] == "in_progress"
+        assert service.view(strict)["status"] == "awaiting_approval"
+        assert len(service.commands()) == 1 and service.commands()[0]["confirmed"] == ["alpha-ref-1"]
     finally:
         service.rt.db.dispose()
 
@@ -248,7 +301,19 @@ def test_export_runs_at_once_unless_the_tenant_requires_approval(database_url, t
         ({"type": "export", "tenant": "t1", "subject": {"phone": "12"}}, "subject.phone"),
         ({"type": "delete", "tenant": "t1", "subject": {"email": EMAIL}}, "type"),
         ({"type": "export", "tenant": "T 1", "subject": {"email": EMAIL}}, "tenant"),
-        ({"type": "export", "tenant": "t1", "subject": {"email": EMAIL, "name": "Karin"}}, "subject.name"),
+        # Issue 15: a name needs a birth date and vice versa; unit and register only narrow a name.
+        ({"type": "export", "tenant": "t1", "subject": {"email": EMAIL, "name": "Karin"}}, "subject.birth_date"),
+        ({"type": "export", "tenant": "t1", "subject": {"birth_date": "1938-04-02"}}, "subject.name"),
+        (
+            {"type": "export", "tenant": "t1", "subject": {"name": "Karin K", "birth_date": "1938-02-30"}},
+            "subject.birth_date",
+        ),
+        (
+            {"type": "export", "tenant": "t1", "subject": {"name": "Karin K", "birth_date": "2999-01-01"}},
+            "subject.birth_date",
+        ),
+        ({"type": "export", "tenant": "t1", "subject": {"email": EMAIL, "unit": "Avd 3"}}, "subject.unit"),
+        ({"type": "export", "tenant": "t1", "subject": {"name": " ", "birth_date": "1938-04-02"}}, "subject.name"),
         ({"type": "export", "subject": {"email": EMAIL}}, "tenant"),
     ],
 )
@@ -298,7 +363,8 @@ def test_another_tenants_requests_do_not_exist_for_a_tenant_scoped_officer(gdpr)
     gdpr.open(tenant="t2")
     t2 = gdpr.headers(user=gdpr.other_officer, tenant="t2")
     assert gdpr.client.get(f"/api/v1/requests/{request_id}", headers=t2).status_code == 404
-    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=t2).status_code == 404
+    decision = {"preview_hash": "0" * 64, "confirmed": []}
+    assert gdpr.client.post(f"/api/v1/requests/{request_id}/approve", json=decision, headers=t2).status_code == 404
     assert gdpr.client.get(f"/api/v1/requests/{request_id}/export", headers=t2).status_code == 404
     assert {r["tenant"] for r in gdpr.client.get("/api/v1/requests", headers=t2).json["items"]} == {"t2"}
     assert gdpr.client.get("/api/v1/requests?tenant=t1", headers=t2).json["items"] == []
@@ -437,7 +503,7 @@ def test_failed_reply_is_visible_and_retry_sends_a_new_command_only_to_that_serv
 def test_duplicate_reply_changes_nothing(gdpr, tmp_path):
     gdpr.announce(("alpha", "resolve"), tmp_path=tmp_path)
     request_id = gdpr.open("erase").json["id"]
-    gdpr.client.post(f"/api/v1/requests/{request_id}/approve", headers=gdpr.headers(gdpr.other_officer))
+    gdpr.approve(request_id)
     command = gdpr.commands()[0]
     gdpr.reply(command)
     before = gdpr.view(request_id)
@@ -445,7 +511,7 @@ def test_duplicate_reply_changes_nothing(gdpr, tmp_path):
     gdpr.reply(command, status="failed")
     after = gdpr.view(request_id)
     assert after == before and after["services"][0]["erasure"][0]["count"] == 1
-    assert len(events_of(gdpr.rt, "gdpr.service.replied")) == 1
+    assert len([e for e in events_of(gdpr.rt, "gdpr.service.replied") if e["data"]["phase"] == "resolve"]) == 1
 
 
 def test_silent_services_are_re_sent_with_backoff_then_marked_silent_and_a_late_answer_still_counts(
@@ -557,8 +623,10 @@ def test_a_finished_requests_key_is_shredded_so_the_brokers_copy_of_a_reply_no_l
     its ephemeral key is crypto-shredded and a replayed copy of a reply changes nothing."""
     gdpr.announce(("alpha", "resolve"), tmp_path=tmp_path)
     request_id = gdpr.open("export", approve=True).json["id"]
-    [wire] = gdpr.wire_commands()
-    assert EMAIL not in json.dumps(wire) and set(wire["sealed"]) == {"recipient", "key", "box"}
+    wires = gdpr.wire_commands()  # the preview's command and the acting one
+    assert len(wires) == 2
+    for wire in wires:
+        assert EMAIL not in json.dumps(wire) and set(wire["sealed"]) == {"recipient", "key", "box"}
     [command] = gdpr.commands()
     assert command["subject"] == {"email": EMAIL}
     with gdpr.rt.db.transaction() as s:
@@ -588,3 +656,87 @@ def test_a_finished_requests_key_is_shredded_so_the_brokers_copy_of_a_reply_no_l
         replied_before = gdpr.coordinator._rows(s, request_id)[0].replied_at
         gdpr.coordinator.on_reply(s, reply)  # the broker's copy, replayed: it cannot be opened
         assert gdpr.coordinator._rows(s, request_id)[0].replied_at == replied_before
+
+
+def _answer_preview(gdpr: Gdpr, orders: int = 12) -> None:
+    """Each service finds an exact and a near candidate (issue 15)."""
+    for command in gdpr.commands(preview=True):
+        if command["phase"] != "preview" or command["command_id"] in gdpr.answered:
+            continue
+        service = _service_of(gdpr, command)
+        gdpr.answered.add(command["command_id"])
+        card = {"label": f"individual, register Avd 3, born 1938, initials G. L., {orders} orders", "born": 1938}
+        gdpr.reply(
+            command,
+            service=service,
+            candidates=[
+                {"ref": f"{service}-exact", "kind": "individual", "match": "exact", "card": card, "count": 1 + orders},
+                {
+                    "ref": f"{service}-near",
+                    "kind": "individual",
+                    "match": "near",
+                    "card": {"label": "individual, register Avd 5, born 1941, initials G. L., 2 orders"},
+                    "count": 3,
+                },
+            ],
+        )
+
+
+def test_approval_binds_to_the_preview_and_only_confirmed_candidates_are_acted_on(gdpr, tmp_path):
+    """Issue 15, R2: the approver sees masked cards (stored encrypted), confirms some by id against
+    the preview's hash; unknown ids are a 422, a hash of an older preview a 409, and each service
+    is sent the refs of its confirmed candidates only (exact matches are not confirmed for it)."""
+    from services.gdpr.domain import preview_hash
+
+    gdpr.announce(("alpha", "resolve"), ("beta", "resolve"), tmp_path=tmp_path)
+    request_id = gdpr.open("erase").json["id"]
+    _answer_preview(gdpr)
+    view = gdpr.view(request_id)
+    assert view["status"] == "awaiting_approval" and view["links"]["preview"].endswith("/preview")
+    preview = view["preview"]
+    assert set(preview["services"]) == {"alpha", "beta"}
+    assert all(entry["status"] == "done" for entry in preview["services"].values())
+    cards = [c for entry in preview["services"].values() for c in entry["candidates"]]
+    assert len(cards) == 4 and all(set(c) == {"id", "kind", "match", "card", "count"} for c in cards)
+    assert preview["hash"] == preview_hash(preview["services"])
+    # The cards are derived personal data: Vault ciphertext at rest, and the refs never leave.
+    assert_no_plaintext(raw_dump(gdpr.url), ["initials G. L.", "alpha-exact", "Avd 3"])
+    previewed = events_of(gdpr.rt, "gdpr.request.previewed")
+    assert [e["data"]["candidates"] for e in previewed] == [4] and previewed[0]["data"]["near"] == 2
+
+    url, headers = f"/api/v1/requests/{request_id}/approve", gdpr.headers(gdpr.other_officer)
+    alpha_exact = next(c["id"] for c in preview["services"]["alpha"]["candidates"] if c["match"] == "exact")
+    unknown = gdpr.client.post(
+        url, json={"preview_hash": preview["hash"], "confirmed": [alpha_exact, "abc123"]}, headers=headers
+    )
+    assert unknown.status_code == 422 and unknown.mimetype == "application/problem+json"
+    assert unknown.json["errors"] == [{"field": "confirmed.1", "message": "is not a candidate of this preview"}]
+    malformed = gdpr.client.post(url, json={"confirmed": [alpha_exact]}, headers=headers)
+    assert malformed.status_code == 422 and "preview_hash" in {e["field"] for e in malformed.json["errors"]}
+
+    # Previewed again with unchanged answers: the same hash.  With changed data: the old one is stale.
+    again = gdpr.client.post(f"/api/v1/requests/{request_id}/preview", headers=gdpr.headers())
+    assert again.status_code == 200 and again.json["status"] == "previewing" and again.json["preview"] is None
+    _answer_preview(gdpr)
+    assert gdpr.view(request_id)["preview"]["hash"] == preview["hash"]
+    gdpr.client.post(f"/api/v1/requests/{request_id}/preview", headers=gdpr.headers())
+    _answer_preview(gdpr, orders=13)
+    current = gdpr.view(request_id)["preview"]
+    assert current["hash"] != preview["hash"]
+    stale = gdpr.client.post(url, json={"preview_hash": preview["hash"], "confirmed": []}, headers=headers)
+    assert stale.status_code == 409 and "stale preview" in stale.json["detail"]
+    assert gdpr.commands() == []
+
+    alpha_exact = next(c["id"] for c in current["services"]["alpha"]["candidates"] if c["match"] == "exact")
+    approved = gdpr.client.post(
+        url, json={"preview_hash": current["hash"], "confirmed": [alpha_exact]}, headers=headers
+    )
+    assert approved.status_code == 200 and approved.json["confirmed"] == [alpha_exact]
+    sent = {_service_of(gdpr, c): c for c in gdpr.commands()}
+    assert sent["alpha"]["confirmed"] == ["alpha-exact"] and sent["beta"]["confirmed"] == []
+    assert sent["alpha"]["subject"] == {"email": EMAIL}  # found again through the identifiers
+    # A confirmed candidate whose row changed since the preview is not acted on, and shows.
+    gdpr.reply(sent["alpha"], service="alpha", stale=1, erasure=[{"kind": "person", "action": "deleted", "count": 0}])
+    gdpr.reply(sent["beta"], service="beta", erasure=[{"kind": "person", "action": "deleted", "count": 0}])
+    done = {s["service"]: s for s in gdpr.view(request_id)["services"]}
+    assert done["alpha"]["stale"] == 1 and "stale" not in done["beta"]

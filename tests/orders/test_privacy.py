@@ -14,7 +14,7 @@ from services.orders.privacy import INVENTORY
 from shared.bus import GDPR, Binding, Bus, Message, Outcome
 from shared.crypto import ERASED
 from shared.privacy import handle_command
-from tests.gdpr.sealing import opened_reply, sealed_command
+from tests.gdpr.sealing import confirm_exact, opened_reply, sealed_command
 from tests.orders.test_individuals import GRETA, HARALD
 from tests.orders.world import World
 from tests.support import TokenMint, events_of, make_runtime
@@ -43,6 +43,8 @@ def gdpr_messages(runtime) -> list[dict]:
 
 def run(world, message: dict) -> dict:
     """Handle one gdpr command as the worker does, and return the reply it put in the outbox."""
+    if message["phase"] == "resolve" and "confirmed" not in message:
+        message = confirm_exact(world.runtime, message)  # approved after the preview (issue 15)
     with world.runtime.db.transaction() as s:
         handle_command(world.runtime, s, sealed_command(world.runtime, message))  # sealed as the gdpr service does
     replies = [m for m in gdpr_messages(world.runtime) if m["command_id"] == message["command_id"]]
@@ -214,7 +216,7 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url, 
         gdpr = Bus(rabbit_url, "gdpr")
         gdpr.declare([Binding(GDPR, "gdpr.reply.*"), Binding(GDPR, "gdpr.announce.*")])
         runtime.declare()
-        message = command("erase", GRETA["personnummer"])
+        message = confirm_exact(runtime, command("erase", GRETA["personnummer"]))
         publisher = gdpr.publisher()
         try:
             body = json.dumps(sealed_command(runtime, message)).encode()
@@ -245,3 +247,99 @@ def test_erase_command_over_rabbitmq_is_answered_once(postgres_url, rabbit_url, 
         assert len(events_of(runtime, "orders.individual.erased")) == 1
     finally:
         runtime.db.dispose()
+
+
+# --- issue 15: residents known by name and birth date; preview, confirmed refs -----------------------
+
+GUN = {"name": "Gun-Britt Lindqvist", "date_of_birth": "1938-04-07"}
+
+
+def care_command(phase: str, request_id: str, subject: dict, action: str = "erase", confirmed=()) -> dict:
+    return {
+        "request_id": request_id,
+        "command_id": str(uuid.uuid4()),
+        "action": action,
+        "phase": phase,
+        "tenant": "t1",
+        "subject": subject,
+        "confirmed": list(confirmed),
+    }
+
+
+def _found(reply: dict) -> dict[str, str]:
+    """Candidate card label -> match."""
+    return {c["card"]["label"]: c["match"] for c in reply["candidates"]}
+
+
+def test_a_preview_finds_residents_by_name_and_birth_date_exactly_or_nearly_and_changes_nothing(world):
+    """Exact: the same normalised name and birth date.  Near: the name's parts in another order, the
+    same name born another day, the same birthday sharing a part of the name; nothing else."""
+    her = world.individual(**GUN)
+    world.place(individual_id=her["id"])
+    world.individual(name="Lindqvist Gun-Britt", date_of_birth="1938-04-07")  # register order
+    world.individual(name="Gun-Britt Lindqvist", date_of_birth="1941-11-02")  # the neighbour
+    world.individual(name="Gun Åberg", date_of_birth="1938-04-07")  # same day, one name shared
+    world.individual(name="Harald Öberg", date_of_birth="1938-04-07")  # same day, nothing shared
+    world.individual(name="Gunnel Lindkvist", date_of_birth="1950-01-01")
+    request_id = str(uuid.uuid4())
+    subject = {"name": "gun - britt lindqvist", "birth_date": "1938-04-07"}
+    reply = run(world, care_command("preview", request_id, subject))
+    assert reply["status"] == "done" and reply["references"] == [] and reply["export"] is None
+    assert _found(reply) == {
+        "individual, register Avdelning 3 patienter, unit Avdelning 3, born 1938, initials G.-B. L., 1 order": "exact",
+        "individual, register Avdelning 3 patienter, unit Avdelning 3, born 1938, initials L. G.-B., 0 orders": "near",
+        "individual, register Avdelning 3 patienter, unit Avdelning 3, born 1941, initials G.-B. L., 0 orders": "near",
+        "individual, register Avdelning 3 patienter, unit Avdelning 3, born 1938, initials G. Å., 0 orders": "near",
+    }
+    assert "Lindqvist" not in json.dumps(reply["candidates"]) and "04-07" not in json.dumps(reply["candidates"])
+    assert [e["type"] for e in events_of(world.runtime) if e["type"].startswith("orders.individual.erased")] == []
+    # Another unit than hers given: she is only a near match then.
+    elsewhere = run(world, care_command("preview", request_id, {**subject, "unit": "avdelning 7"}))
+    assert "exact" not in _found(elsewhere).values() and len(elsewhere["candidates"]) == 4
+
+
+def test_only_a_confirmed_resident_is_erased_and_not_once_her_record_changed_since_the_preview(world):
+    """A ref is bound to the row's state: an order placed after the preview makes it stale."""
+    her = world.individual(**GUN)
+    neighbour = world.individual(name="Gun-Britt Lindqvist", date_of_birth="1941-11-02")
+    request_id = str(uuid.uuid4())
+    subject = {"name": "Gun-Britt Lindqvist", "birth_date": "1938-04-07"}
+    preview = run(world, care_command("preview", request_id, subject))
+    refs = {c["match"]: c["ref"] for c in preview["candidates"]}
+    world.place(individual_id=her["id"])
+    stale = run(world, care_command("resolve", request_id, subject, confirmed=[refs["exact"]]))
+    assert stale["stale"] == 1 and stale["references"] == []
+    assert world.ok("GET", f"/individuals/{her['id']}", world.staff)["name"] == "Gun-Britt Lindqvist"
+    fresh = run(world, care_command("preview", request_id, subject))
+    exact = next(c["ref"] for c in fresh["candidates"] if c["match"] == "exact")
+    done = run(world, care_command("resolve", request_id, subject, confirmed=[exact]))
+    assert done["stale"] == 0 and {"kind": "individual", "action": "deleted", "count": 1} in done["erasure"]
+    assert world.call("GET", f"/individuals/{her['id']}", world.staff).status_code == 410
+    assert world.ok("GET", f"/individuals/{neighbour['id']}", world.staff)["name"] == "Gun-Britt Lindqvist"
+
+
+def test_residents_created_before_the_name_indexes_are_found_and_reindex_fills_them(world):
+    """The migration adds empty index columns; a request still finds older rows (decrypting the
+    unindexed ones), and ./recept orders reindex writes the values the service itself writes."""
+    from services.orders.cli import indexed_columns
+    from shared.crypto.reindex import reindex_table
+    from shared.erasure_replay import blind_index_of
+
+    her = world.individual(**GUN)
+    with world.runtime.db.transaction() as s:
+        written = s.execute(
+            select(individuals.c.name_key_idx, individuals.c.birth_date_idx).where(individuals.c.id == her["id"])
+        ).one()
+        assert None not in written
+        s.execute(individuals.update().values(name_key_idx=None, birth_date_idx=None))
+    subject = {"name": "Gun-Britt Lindqvist", "birth_date": "1938-04-07"}
+    reply = run(world, care_command("preview", str(uuid.uuid4()), subject))
+    assert [c["match"] for c in reply["candidates"]] == ["exact"]
+    rt = world.runtime
+    with rt.db.transaction() as s:
+        changed = reindex_table(s, rt.vault, blind_index_of(rt), individuals, indexed_columns(None)["individuals"])
+        assert changed == 1
+        again = s.execute(
+            select(individuals.c.name_key_idx, individuals.c.birth_date_idx).where(individuals.c.id == her["id"])
+        ).one()
+    assert tuple(again) == tuple(written)

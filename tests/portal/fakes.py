@@ -210,9 +210,53 @@ class FakeServices:
             "identifier_kinds": ["email"],
             "services": self._services(type_, status),
             "links": {"self": f"/api/v1/requests/{rid}"},
+            "preview": None if status in ("previewing",) else self._preview(rid),
+            "confirmed": [],
         }
         self.requests[rid] = item
         return item
+
+    @staticmethod
+    def _preview(rid: str) -> dict[str, Any]:
+        """A preview as the gdpr service shows it (issue 15): an exact match, a same-name neighbour, a
+        switchboard's calls; the hash as the gdpr service computes it."""
+        from services.gdpr.domain import preview_hash
+
+        services = {
+            "orders": {
+                "status": "done",
+                "candidates": [
+                    {
+                        "id": f"{rid[:8]}a1",
+                        "kind": "individual",
+                        "match": "exact",
+                        "card": {"label": "individual, register Avd 3, born 1938, initials G. L., 12 orders"},
+                        "count": 13,
+                    },
+                    {
+                        "id": f"{rid[:8]}a2",
+                        "kind": "individual",
+                        "match": "near",
+                        "card": {"label": "individual, register Avd 5, born 1941, initials G. L., 2 orders"},
+                        "count": 3,
+                    },
+                ],
+            },
+            "crm": {
+                "status": "done",
+                "candidates": [
+                    {
+                        "id": f"{rid[:8]}b1",
+                        "kind": "call",
+                        "match": "near",
+                        "card": {"label": "3 call(s) from a number shared by 3 callers"},
+                        "count": 3,
+                    }
+                ],
+            },
+            "auth": {"status": "silent", "candidates": []},
+        }
+        return {"hash": preview_hash(services), "at": datetime.now(UTC).isoformat(), "services": services}
 
     def urls_called(self) -> list[str]:
         return [c["url"] for c in self.calls]
@@ -412,7 +456,24 @@ class FakeServices:
                 return fake._problem(403, "Forbidden", "a second compliance officer must approve an erasure")
             if item["status"] != "awaiting_approval":
                 return fake._problem(409, "Conflict", "the request is not awaiting approval")
-            item.update(status="in_progress", services=fake._services(item["type"], "in_progress"))
+            body = request.get_json(silent=True) or {}
+            if not isinstance(body.get("preview_hash"), str) or not isinstance(body.get("confirmed"), list):
+                return fake._problem(
+                    422, "Invalid input", "the body is invalid", [{"field": "preview_hash", "message": "is required"}]
+                )
+            if body["preview_hash"] != item["preview"]["hash"]:
+                return fake._problem(409, "Conflict", "stale preview: the request was previewed again since")
+            known = {c["id"] for e in item["preview"]["services"].values() for c in e["candidates"]}
+            unknown = [
+                {"field": f"confirmed.{i}", "message": "is not a candidate of this preview"}
+                for i, cid in enumerate(body["confirmed"])
+                if cid not in known
+            ]
+            if unknown:
+                return fake._problem(422, "Invalid input", "unknown candidates", unknown)
+            item.update(
+                status="in_progress", confirmed=body["confirmed"], services=fake._services(item["type"], "in_progress")
+            )
             return jsonify(item)
 
         @app.post("/gdpr/api/v1/requests/<rid>/confirm")

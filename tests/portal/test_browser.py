@@ -74,8 +74,18 @@ def test_erase_request_is_approved_by_a_second_officer(browser, portal, fakes):
     bob = browser.new_context(viewport=TABLET).new_page()
     sign_in(bob, portal, "t1", "bob", PASSWORD)
     bob.goto(request_url)
+    # Issue 15: the preview's masked cards, none ticked; bob ticks the one that is the person.
+    preview = bob.locator("table.preview")
+    assert "initials G. L., 12 orders" in preview.inner_text()
+    assert "3 call(s) from a number shared by 3 callers" in preview.inner_text()
+    boxes = bob.locator("input[name=confirmed]")
+    assert boxes.count() == 3 and all(not box.is_checked() for box in boxes.all())
+    bob.check("input[name=confirmed][data-match=exact]")
+    screenshot(bob, "erase-preview-tablet")
     bob.click("button:has-text('Approve')")
     bob.wait_for_selector("[data-status=completed]", timeout=15_000)
+    (item,) = [r for r in fakes.requests.values() if r["type"] == "erase"]
+    assert item["confirmed"] == [c["id"] for c in item["preview"]["services"]["orders"]["candidates"][:1]]
     table = bob.locator("table.erasure")
     assert table.locator("tbody tr").count() == 5
     assert "legal claims" in table.inner_text() and "anonymised" in table.inner_text()

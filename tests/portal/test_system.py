@@ -145,6 +145,13 @@ def confirm_as_the_municipality(browser, base: str, url: str) -> None:
     page.context.close()
 
 
+def confirm_exact(page) -> None:
+    """Issue 15: the approver ticks the preview's exact candidates (none is ticked in advance)."""
+    page.wait_for_selector("table.preview")
+    for box in page.locator("input[name=confirmed][data-match=exact]").all():
+        box.check()
+
+
 def test_export_through_the_real_services_completes_and_downloads(system, browser):
     """R1 end to end: the gdpr service fans out to every service, the package downloads with a manifest."""
     first = browser.new_context(viewport=LAPTOP).new_page()
@@ -156,6 +163,7 @@ def test_export_through_the_real_services_completes_and_downloads(system, browse
     page = browser.new_context(viewport=LAPTOP, accept_downloads=True).new_page()
     sign_in(page, system, "vendor", "officer.two", PASSWORD)
     page.goto(url)
+    confirm_exact(page)
     page.click("button:has-text('Approve')")
     page.wait_for_selector("[data-status=awaiting_confirmation]")
     confirm_as_the_municipality(browser, system, url)
@@ -182,6 +190,7 @@ def test_erasure_through_the_real_services_needs_a_second_officer(system, browse
     second = browser.new_context(viewport=LAPTOP).new_page()
     sign_in(second, system, "vendor", "officer.two", PASSWORD)
     second.goto(url)
+    confirm_exact(second)
     second.click("button:has-text('Approve')")
     second.wait_for_selector("[data-status=awaiting_confirmation]")
     assert second.locator("button:has-text('Confirm instruction')").count() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 from openapi_spec_validator import validate as validate_openapi
@@ -281,7 +282,7 @@ def test_erase_requester_cannot_approve_but_a_second_officer_can(app, officer, f
     assert sign_in(second, username="bob").status_code == 302
     page = second.get(f"/requests/{rid}").get_data(as_text=True)
     assert "/approve" in page and "/reject" in page
-    response = second.post(f"/requests/{rid}/approve", data={"csrf_token": csrf_of(page)})
+    response = second.post(f"/requests/{rid}/approve", data={"csrf_token": csrf_of(page), **preview_form(page)})
     assert response.status_code == 302
     assert "The request was approved." in second.get(f"/requests/{rid}").get_data(as_text=True)
     page = second.get(f"/requests/{rid}").get_data(as_text=True)
@@ -291,11 +292,44 @@ def test_erase_requester_cannot_approve_but_a_second_officer_can(app, officer, f
 
 def test_upstream_refusal_of_a_decision_is_shown_as_a_message(officer, fakes):
     item = fakes.add_request("t1", "erase", "awaiting_approval", requested_by="other-officer")
-    token = form_token(officer, f"/requests/{item['id']}")
-    officer.post(f"/requests/{item['id']}/approve", data={"csrf_token": token})
-    response = officer.post(f"/requests/{item['id']}/approve", data={"csrf_token": token})
+    page = officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    form = {"csrf_token": csrf_of(page), **preview_form(page)}
+    officer.post(f"/requests/{item['id']}/approve", data=form)
+    response = officer.post(f"/requests/{item['id']}/approve", data=form)
     assert response.status_code == 302
     assert "the request is not awaiting approval" in officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+
+
+def preview_form(html: str, match: str = "exact") -> dict:
+    """The approve form as an approver fills it in: the preview's hash, the ``match`` candidates ticked."""
+    hash_ = re.search(r'name="preview_hash" value="([0-9a-f]*)"', html)
+    assert hash_, "the page has no approve form"
+    ticked = re.findall(rf'name="confirmed" value="([0-9a-f]+)" id="[^"]+" data-match="{match}"', html)
+    return {"preview_hash": hash_.group(1), "confirmed": ticked}
+
+
+def test_the_preview_shows_masked_cards_and_approval_sends_the_ticked_ones_with_the_hash(officer, fakes):
+    """Issue 15: candidates with checkboxes, none ticked in advance; the approval names the preview's hash
+    and only the ticked candidates; a stale preview is refused with the gdpr service's message."""
+    item = fakes.add_request("t1", "erase", "awaiting_approval", requested_by="other-officer")
+    page = officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    assert "individual, register Avd 3, born 1938, initials G. L., 12 orders" in page
+    assert "3 call(s) from a number shared by 3 callers" in page
+    assert page.count('name="confirmed"') == 3 and "checked" not in page
+    assert 'form="approve-form"' in page and "Did not answer the preview: auth" in page
+    form = preview_form(page)
+    assert form["confirmed"] == [f"{item['id'][:8]}a1"]
+    stale = officer.post(
+        f"/requests/{item['id']}/approve",
+        data={"csrf_token": csrf_of(page), "preview_hash": "0" * 64, "confirmed": form["confirmed"]},
+    )
+    assert stale.status_code == 302 and "stale preview" in officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    assert fakes.requests[item["id"]]["status"] == "awaiting_approval"
+    officer.post(f"/requests/{item['id']}/approve", data={"csrf_token": csrf_of(page), **form})
+    assert fakes.requests[item["id"]]["status"] == "in_progress"
+    assert fakes.requests[item["id"]]["confirmed"] == [f"{item['id'][:8]}a1"]
+    call = [c for c in fakes.calls if c["path"].endswith("/approve")][-1]
+    assert json.loads(call["body"]) == {"preview_hash": item["preview"]["hash"], "confirmed": form["confirmed"]}
 
 
 def test_reject_sends_the_reason_in_the_body(officer, fakes):

@@ -7,7 +7,15 @@ from datetime import date
 import pytest
 
 from shared.errors import Invalid
-from shared.normalise import normalise_email, normalise_name, normalise_personnummer, normalise_phone
+from shared.normalise import (
+    name_key,
+    name_tokens,
+    normalise_birth_date,
+    normalise_email,
+    normalise_name,
+    normalise_personnummer,
+    normalise_phone,
+)
 from tests.shared.support import assert_no_leak
 
 TODAY = date(2025, 3, 1)
@@ -168,3 +176,49 @@ def test_normalise_personnummer_rejects(raw):
 def test_normalise_personnummer_rejects_non_strings():
     with pytest.raises(Invalid):
         normalise_personnummer(8112189876)
+
+
+# --- names of people in care (issue 15): exact form and near-match key ------------------------------
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "Gun-Britt Lindqvist",
+        "  GUN-BRITT   lindqvist ",
+        "gun - britt lindqvist",  # spaced hyphen
+        "Gun\u2013Britt Lindqvist",  # en dash, as word processors write it
+        "Gun\u2010Britt\u00a0Lindqvist",  # Unicode hyphen, no-break space
+    ],
+)
+def test_a_double_name_has_one_exact_form_however_it_is_hyphenated_or_cased(written):
+    assert normalise_name(written) == "gun-britt lindqvist"
+
+
+def test_swedish_letters_stay_distinct_in_the_exact_form_and_in_the_near_key():
+    """å, ä and ö are letters of their own (Åberg is not Aberg), in both forms; é is an accent."""
+    assert normalise_name("Åberg") != normalise_name("Aberg")
+    assert name_key("Åberg") != name_key("Aberg")
+    assert name_key("Öberg") != name_key("Oberg") and name_key("Älg") != name_key("Alg")
+    assert normalise_name("René Ek") != normalise_name("Rene Ek")  # exact keeps the accent
+    assert name_key("René Ek") == name_key("Rene Ek")  # near folds it
+    assert name_key("Müller") == name_key("Muller")
+    assert name_key("Søren Ærlig") == name_key("Sören Ärlig")  # Danish/Norwegian letters as Swedish
+    assert name_key("A\u030aberg") == name_key("Åberg")  # composed or decomposed
+
+
+def test_the_near_key_ignores_hyphens_and_the_order_of_the_parts():
+    """Registers often write the surname first; a double name may lose its hyphen."""
+    assert name_key("Lindqvist Gun-Britt") == name_key("Gun-Britt Lindqvist") == "britt gun lindqvist"
+    assert name_key("Gun Britt Lindqvist") == name_key("Gun-Britt Lindqvist")
+    assert normalise_name("Gun Britt Lindqvist") != normalise_name("Gun-Britt Lindqvist")
+    assert name_tokens("Anna-Lena Åström-Öberg") == ("anna", "lena", "åström", "öberg")
+
+
+def test_birth_dates_are_iso_real_and_not_in_the_future():
+    assert normalise_birth_date(" 1938-04-07 ", today=TODAY) == "1938-04-07"
+    for bad in ("1938-02-30", "07/04/1938", "19380407", "2025-03-02", "1850-01-01", 19380407, None):
+        with pytest.raises(Invalid) as info:
+            normalise_birth_date(bad, today=TODAY, field="subject.birth_date")
+        assert info.value.errors[0]["field"] == "subject.birth_date"
+        assert str(bad) not in info.value.detail
