@@ -20,6 +20,7 @@ from services.crm import SPEC as CRM
 from services.gdpr import SPEC as GDPR
 from services.orders import SPEC as ORDERS
 from tests.conftest import raw_dump
+from tests.gdpr.test_requests import announce_tenant
 from tests.orders.conftest import Clock
 from tests.orders.world import World
 from tests.support import TokenMint, approve_preview, assert_no_plaintext, make_runtime, wait_for
@@ -28,6 +29,8 @@ SWITCHBOARD = "08-123 456 78"
 HER = {"name": "Gun-Britt Lindqvist", "date_of_birth": "1938-04-07", "room": "Rum 12"}
 NEIGHBOUR = {"name": "Gun-Britt Lindqvist", "date_of_birth": "1941-11-02", "room": "Rum 3"}
 # The request as her municipality's officer types it: another spelling, her unit, the switchboard.
+# The municipality's instruction, recorded by the vendor officer who opens the request.
+INSTRUCTION = {"given_by": "Ekby kommun, dataskyddsombud", "given_at": "2026-01-12", "reference": "KS 2026/12"}
 SUBJECT = {"name": "gun - britt  LINDQVIST", "birth_date": "1938-04-07", "unit": "avdelning 3", "phone": SWITCHBOARD}
 CALLS = (
     b"timestamp,calling_number,called_line,duration,direction\n"
@@ -58,6 +61,10 @@ class CareHome:
         self.threads = [t for rt in (self.gdpr, self.orders, self.crm) for t in rt.start_worker_threads(self.stop)]
         self.officer, self.second = str(uuid.uuid4()), str(uuid.uuid4())
         self.support = self.mint.headers(tenant="vendor", roles=("support",))
+        # The municipality (tenant t1) is the controller of its order registers: auth has announced it with
+        # its data processing agreement, and its privacy officer confirms what is acted on (issue 15).
+        announce_tenant(self.gdpr, "t1")
+        self.privacy_officer = self.mint.headers(sub=str(uuid.uuid4()), tenant="t1", roles=["privacy_officer"])
 
     def headers(self, user: str | None = None) -> dict[str, str]:
         return self.mint.headers(sub=user or self.officer, tenant="vendor", roles=["compliance_officer"])
@@ -81,7 +88,9 @@ class CareHome:
 
     def open(self, type_: str) -> str:
         response = self.client.post(
-            "/api/v1/requests", json={"type": type_, "tenant": "t1", "subject": SUBJECT}, headers=self.headers()
+            "/api/v1/requests",
+            json={"type": type_, "tenant": "t1", "subject": SUBJECT, "instruction": INSTRUCTION},
+            headers=self.headers(),
         )
         assert response.status_code == 202 and response.json["status"] == "previewing", response.json
         return response.json["id"]
@@ -159,7 +168,9 @@ def test_a_resident_known_by_name_and_birth_date_is_exported_and_erased_only_as_
     shown = json.dumps(preview, ensure_ascii=False)
     for secret in ("Lindqvist", "Gun-Britt", "04-07", "11-02", "Maja", "Olle", "Rum 12", "812345678", "Maten"):
         assert secret not in shown
-    assert approve_preview(home.client, exported, home.headers(home.second)).status_code == 200
+    # Her municipality's privacy officer confirms the preview: that approval is the controller's confirmation.
+    approved = approve_preview(home.client, exported, home.privacy_officer, view_headers=home.headers())
+    assert approved.status_code == 200 and approved.json["status"] == "in_progress", approved.json
     done = home.wait(exported, "completed")
     package = home.client.get(f"/api/v1/requests/{exported}/export", headers=home.headers())
     assert package.status_code == 200
@@ -172,10 +183,11 @@ def test_a_resident_known_by_name_and_birth_date_is_exported_and_erased_only_as_
     assert home.client.post(f"/api/v1/requests/{erased}/preview", headers=home.headers()).status_code == 200
     current = home.wait(erased, "awaiting_approval")["preview"]
     assert current["hash"] != first["hash"]
-    url, second = f"/api/v1/requests/{erased}/approve", home.headers(home.second)
+    url, second = f"/api/v1/requests/{erased}/approve", home.privacy_officer
     stale = home.client.post(url, json={"preview_hash": first["hash"], "confirmed": []}, headers=second)
     assert stale.status_code == 409 and stale.mimetype == "application/problem+json"
-    assert approve_preview(home.client, erased, second).status_code == 200  # the exact matches only
+    # the exact matches only
+    assert approve_preview(home.client, erased, second, view_headers=home.headers()).status_code == 200
     done = home.wait(erased, "completed")
     results = {s["service"]: s["erasure"] for s in done["services"]}
     assert {"kind": "individual", "action": "deleted", "count": 1} in results["orders"]

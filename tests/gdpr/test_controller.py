@@ -173,7 +173,7 @@ def test_a_vendor_officers_erasure_of_processor_data_waits_for_the_customers_pri
     opened = ekby.client.post("/api/v1/requests", json={**body, "instruction": INSTRUCTION}, headers=ekby.headers())
     assert opened.status_code == 202, opened.json
     request_id = opened.json["id"]
-    approved = ekby.client.post(f"/api/v1/requests/{request_id}/approve", headers=ekby.headers(ekby.other_officer))
+    approved = ekby.approve(request_id)
     assert approved.status_code == 200 and approved.json["status"] == "awaiting_confirmation"
     assert set(approved.json["links"]) >= {"confirm", "reject"}
     assert ekby.commands() == []  # nothing is sent before the customer confirms
@@ -210,8 +210,8 @@ def test_the_privacy_officer_opens_for_its_own_tenant_and_a_second_person_approv
     opened = ekby.client.post("/api/v1/requests", json=body, headers=po(ekby))
     assert opened.status_code == 202, opened.json
     request_id = opened.json["id"]
-    assert ekby.client.post(f"/api/v1/requests/{request_id}/approve", headers=po(ekby)).status_code == 403
-    approved = ekby.client.post(f"/api/v1/requests/{request_id}/approve", headers=ekby.headers(ekby.other_officer))
+    assert ekby.approve(request_id, headers=po(ekby)).status_code == 403
+    approved = ekby.approve(request_id)
     assert approved.status_code == 200 and approved.json["status"] == "in_progress"
     view = ekby.client.get(f"/api/v1/requests/{request_id}", headers=po(ekby)).json
     assert view["instruction"]["given_by"] == "privacy_officer" and view["requested_by"] == "po-1"
@@ -229,7 +229,7 @@ def test_the_vendors_own_data_stays_the_vendors_decision(ekby):
     )
     assert with_instruction.status_code == 422
     request_id = ekby.client.post("/api/v1/requests", json=body, headers=ekby.headers()).json["id"]
-    approved = ekby.client.post(f"/api/v1/requests/{request_id}/approve", headers=ekby.headers(ekby.other_officer))
+    approved = ekby.approve(request_id)
     assert approved.json["status"] == "in_progress" and approved.json["instruction"] is None
 
 
@@ -239,8 +239,10 @@ def test_an_export_that_runs_at_once_still_waits_for_the_customer_when_a_vendor_
         announce_processor(service, tmp_path)
         body = {"type": "export", "tenant": "ekby", "subject": {"email": EMAIL}, "instruction": INSTRUCTION}
         opened = service.client.post("/api/v1/requests", json=body, headers=service.headers())
-        assert opened.status_code == 202 and opened.json["status"] == "awaiting_confirmation"
-        assert service.commands() == []
+        assert opened.status_code == 202 and opened.json["status"] == "previewing"
+        service.answer_previews(opened.json["id"])
+        assert service.view(opened.json["id"])["status"] == "awaiting_confirmation"
+        assert service.commands() == []  # the preview went out, nothing that acts
         rejected = service.client.post(
             f"/api/v1/requests/{opened.json['id']}/reject",
             json={"reason": "the municipality has not instructed this export"},

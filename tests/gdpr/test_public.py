@@ -232,7 +232,7 @@ def test_an_export_is_noticed_handed_over_once_encrypted_and_recorded(service, s
     request_id = open_public(service, smtp, phone=PHONE)
     assert pump(service)["sent"] == 1
     assert "We received your request" in smtp.bodies(PERSON)[-1]
-    approved = service.client.post(f"/api/v1/requests/{request_id}/approve", headers=service.headers())
+    approved = service.approve(request_id)
     assert approved.status_code == 200, approved.json
     for command in service.commands():
         service.reply(command)
@@ -333,7 +333,7 @@ def test_a_notice_survives_a_relay_outage_and_is_sent_later(service, smtp):
 def test_after_an_erasure_the_contact_is_shredded_and_its_hash_stays(service, smtp, tmp_path):
     service.announce(("alpha", "resolve"), tmp_path=tmp_path)
     request_id = open_public(service, smtp, type="erase", phone=PHONE)
-    service.client.post(f"/api/v1/requests/{request_id}/approve", headers=service.headers())
+    service.approve(request_id)
     for command in service.commands():
         service.reply(command)
     done = pump(service)
@@ -363,7 +363,7 @@ def test_the_decrypt_package_command_opens_a_download_with_its_passphrase(tmp_pa
 def test_an_unused_link_expires_and_old_verifications_are_forgotten(service, smtp, tmp_path):
     service.announce(("alpha", "resolve"), tmp_path=tmp_path)
     request_id = open_public(service, smtp)
-    service.client.post(f"/api/v1/requests/{request_id}/approve", headers=service.headers())
+    service.approve(request_id)
     for command in service.commands():
         service.reply(command)
     pump(service)

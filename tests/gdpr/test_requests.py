@@ -82,11 +82,16 @@ class Gdpr:
                 self.answered.add(command["command_id"])
                 self.reply(command, service=_service_of(self, command))
 
-    def approve(self, request_id: str, user: str | None = None, **kwargs):
-        """The preview answered, ``user`` (default: the other officer) confirms its exact candidates."""
+    def approve(self, request_id: str, user: str | None = None, headers: dict | None = None, **kwargs):
+        """The preview answered, ``user`` (default: the other officer; or whoever ``headers`` name)
+        confirms its exact candidates."""
         self.answer_previews(request_id)
         return approve_preview(
-            self.client, request_id, self.headers(user or self.other_officer), view_headers=self.headers(), **kwargs
+            self.client,
+            request_id,
+            headers or self.headers(user or self.other_officer),
+            view_headers=self.headers(),
+            **kwargs,
         )
 
     def announce(self, *services: tuple[str, str], tmp_path) -> dict:
