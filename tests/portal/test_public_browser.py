@@ -141,8 +141,21 @@ def ask_publicly(page, system, email: str, type_: str) -> None:
 
 
 def open_request_id(base: str, token: str) -> str:
-    listing = api(base, "GET", "/gdpr/api/v1/requests?status=awaiting_approval", token=token)
-    return listing["items"][0]["id"]
+    """The person's request, once its preview is complete (issue 15: nothing is approved blind)."""
+
+    def waiting():
+        return api(base, "GET", "/gdpr/api/v1/requests?status=awaiting_approval", token=token)["items"]
+
+    assert wait_for(waiting, timeout=30)
+    return waiting()[0]["id"]
+
+
+def approve_exact(base: str, token: str, request_id: str) -> None:
+    """The officer confirms the preview's exact candidates, bound to the preview's hash."""
+    preview = api(base, "GET", f"/gdpr/api/v1/requests/{request_id}", token=token)["preview"]
+    exact = [c["id"] for entry in preview["services"].values() for c in entry["candidates"] if c["match"] == "exact"]
+    body = {"preview_hash": preview["hash"], "confirmed": exact}
+    api(base, "POST", f"/gdpr/api/v1/requests/{request_id}/approve", body, token=token)
 
 
 def test_a_person_asks_verifies_and_downloads_the_export_once(system, browser):
@@ -154,7 +167,7 @@ def test_a_person_asks_verifies_and_downloads_the_export_once(system, browser):
 
     token = officer_token(base)
     request_id = open_request_id(base, token)
-    api(base, "POST", f"/gdpr/api/v1/requests/{request_id}/approve", {}, token=token)
+    approve_exact(base, token, request_id)
     assert wait_for(lambda: any("/public/download/" in b for b in box.bodies(PERSON)), timeout=90)
     link = re.search(r"(http://\S+/public/download/[A-Za-z0-9_-]+)", box.bodies(PERSON)[-1]).group(1)
     assert wait_for(lambda: sms.SENT, timeout=30)
