@@ -239,9 +239,16 @@ class RabbitBackend(Backend):
             backoff = 0.0
             try:
                 self._consume_on(conn, queue, handle_batch, stop, prefetch, batch_size, batch_wait)
+            except _Cancelled:
+                # The broker ended the subscription (the queue was deleted, or its replica went
+                # away) though the connection lives on: without this the loop would go on
+                # reading a channel that never delivers again.  Subscribe again.
+                log.warning("consumer: the broker cancelled the subscription to %s; subscribing again", queue)
+                stop.wait(0.2)  # a queue that is gone for good: retry calmly, not in a tight loop
             except (pika.exceptions.AMQPError, OSError) as exc:
                 self.nodes.lost(node)
                 log.warning("consumer: connection lost (%s), reconnecting", type(exc).__name__)
+                stop.wait(0.1)  # a node that closes every new channel (queue missing) is not hammered
             finally:
                 if conn.is_open:
                     try:
@@ -282,6 +289,8 @@ class RabbitBackend(Backend):
                 )
             )
 
+        cancelled: list[pika.frame.Method] = []
+        ch.add_on_cancel_callback(cancelled.append)  # basic.cancel from the broker
         ch.basic_consume(queue, on_message, auto_ack=False)
         while not stop.is_set():
             conn.process_data_events(time_limit=0.25)
@@ -294,6 +303,8 @@ class RabbitBackend(Backend):
                 if len(pending) == before:
                     break
             if not pending:
+                if cancelled:
+                    raise _Cancelled
                 continue
             batch, pending[:] = list(pending), []
             outcomes = handle_batch(batch)
@@ -526,6 +537,10 @@ class RabbitPublisher(Publisher):
     def close(self) -> None:
         self._node = None
         self._drop()
+
+
+class _Cancelled(Exception):
+    """The broker cancelled the consumer's subscription (basic.cancel); the connection is still open."""
 
 
 class _Pending:
