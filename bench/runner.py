@@ -28,7 +28,14 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DOC = ROOT / "docs" / "benchmarks.md"
-MODULES = ("bench.bench_messaging", "bench.bench_audit", "bench.bench_orders", "bench.bench_auth", "bench.bench_gdpr")
+MODULES = (
+    "bench.bench_messaging",
+    "bench.bench_catch_up",
+    "bench.bench_audit",
+    "bench.bench_orders",
+    "bench.bench_auth",
+    "bench.bench_gdpr",
+)
 REGISTRY: dict[str, tuple[str, Callable]] = {}
 
 

@@ -145,36 +145,14 @@ def queue_probe(runtime: Any) -> Iterable[Metric]:
 
 def queue_depths(bus: Any, queues: list[str]) -> list[int | None]:
     """Ready messages per queue (None: the queue does not exist yet or the broker is unreachable)."""
-    backend = bus.backend
-    if type(backend).__name__ == "MemoryBackend":
-        from kombu.connection import Connection
-        from kombu.transport import memory
-
-        with Connection("memory://") as conn:
-            channel = conn.default_channel
-            return [channel._size(q) if q in memory.Channel.queues else None for q in queues]
-    import pika.exceptions
+    from .bus import BusError
 
     try:
-        conn = backend._connect()  # the back end's own connection logic (hosts, TLS, timeouts)
-    except Exception as exc:  # noqa: BLE001 - the broker is down: no figure rather than a failed scrape
+        depths: list[int | None] = bus.queue_depths(queues)
+    except BusError as exc:  # the broker is down: no figure rather than a failed scrape
         log.debug("metrics: broker unreachable (%s)", type(exc).__name__)
         return [None] * len(queues)
-    try:
-        out: list[int | None] = []
-        for queue in queues:
-            channel = conn.channel()
-            try:
-                out.append(channel.queue_declare(queue, passive=True).method.message_count)
-                channel.close()
-            except pika.exceptions.ChannelClosedByBroker:
-                out.append(None)  # not declared yet (the worker declares it when it starts)
-        return out
-    finally:
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001
-            pass
+    return depths
 
 
 class ServiceProbes:

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -35,13 +35,21 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
-from .bus import EVENTS, Message, Publisher
+from .bus import EVENTS, Message, Publisher, Unreachable
 from .clock import utcnow
 from .crypto import PayloadCipher
 from .events import REGISTRY, EventRegistry, EventType, make_event
 from .tracing import TRACEPARENT, current_traceparent
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
+    from psycopg import Connection as PgConnection
+    from sqlalchemy.pool import PoolProxiedConnection
+
+    from .db import Database
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +79,7 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-def add_trace_context_column(op) -> None:
+def add_trace_context_column(op: Operations) -> None:
     """For a service's Alembic revision: the outbox's trace_context column (issue 20).
 
     A database created after the column came already has it (its first revision creates the
@@ -108,9 +116,10 @@ def _wake_relay(session: Session) -> None:
 class CommitListener:
     """LISTENs for outbox commits made by other processes (PostgreSQL); a no-op elsewhere."""
 
-    def __init__(self, db) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self._conn = None
+        self._conn: PgConnection[Any] | None = None
+        self._raw: PoolProxiedConnection | None = None
 
     def heard(self) -> bool:
         """True when a commit was announced since the last call (never blocks)."""
@@ -119,17 +128,18 @@ class CommitListener:
         try:
             if self._conn is None:
                 raw = self.db.engine.raw_connection()
-                self._conn = raw.driver_connection
                 self._raw = raw
-                self._conn.autocommit = True
-                self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                conn = cast("PgConnection[Any]", raw.driver_connection)  # psycopg 3, the PostgreSQL driver here
+                self._conn = conn
+                conn.autocommit = True
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             return any(True for _ in self._conn.notifies(timeout=0, stop_after=1))
         except Exception:  # noqa: BLE001 - fall back to polling; reconnect next time
             self.close()
             return False
 
     def close(self) -> None:
-        raw, self._conn = getattr(self, "_raw", None), None
+        raw, self._conn = self._raw, None
         self._raw = None
         if raw is not None:
             try:
@@ -230,7 +240,16 @@ class Outbox:
             is not None
         )
 
-    def _add(self, session, exchange, routing_key, message_id, body, aggregate, transient) -> None:
+    def _add(
+        self,
+        session: Session,
+        exchange: str,
+        routing_key: str,
+        message_id: str,
+        body: dict[str, Any],
+        aggregate: str | None,
+        transient: bool,
+    ) -> None:
         row = self._row(exchange, routing_key, message_id, body, aggregate, transient)
         if transient and self.cipher is not None:
             row["payload"] = self.cipher.seal(message_id, row["payload"])
@@ -238,7 +257,14 @@ class Outbox:
         session.info["recept_outbox_waker"] = self.wake
 
     @staticmethod
-    def _row(exchange, routing_key, message_id, body, aggregate, transient) -> dict[str, Any]:
+    def _row(
+        exchange: str,
+        routing_key: str,
+        message_id: str,
+        body: dict[str, Any],
+        aggregate: str | None,
+        transient: bool,
+    ) -> dict[str, Any]:
         return {
             "message_id": message_id,
             "exchange": exchange,
@@ -257,10 +283,10 @@ class RelayLock:
     workers are scaled out: a PostgreSQL session-level advisory lock (SQLite has one
     process per database file anyway).  A lost connection loses the lock; it is re-taken."""
 
-    def __init__(self, db, name: str) -> None:
+    def __init__(self, db: Database, name: str) -> None:
         self.db = db
         self.key = int.from_bytes(hashlib.sha256(f"recept.relay.{name}".encode()).digest()[:8], "big", signed=True)
-        self._conn = None
+        self._conn: Connection | None = None
         self._checked = 0.0
 
     def held(self) -> bool:
@@ -272,11 +298,11 @@ class RelayLock:
         self._checked = now
         try:
             if self._conn is None:
-                self._conn = self.db.engine.connect()
-                if not self._conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
+                conn = self._conn = self.db.engine.connect()
+                if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar():
                     self.release()
                     return False
-                self._conn.commit()
+                conn.commit()
             else:
                 self._conn.execute(text("SELECT 1")).scalar()
                 self._conn.commit()
@@ -301,7 +327,7 @@ class Relay:
 
     def __init__(
         self,
-        db,
+        db: Database,
         table: Table,
         publisher: Publisher,
         *,
@@ -311,8 +337,10 @@ class Relay:
         wake: threading.Event | None = None,
         cipher: PayloadCipher | None = None,
         linger: float = 0.02,
+        reconnect_max: float = 1.0,
     ) -> None:
         self.db = db
+        self.reconnect_max = reconnect_max
         self.cipher = cipher
         self.linger = linger
         self.table = table
@@ -323,7 +351,7 @@ class Relay:
         self.wake = wake or threading.Event()
         self._last_purge = utcnow()
 
-    def _pending(self) -> list:
+    def _pending(self) -> list[Row[Any]]:
         t = self.table
         now = utcnow()
         with self.db.transaction() as s:
@@ -358,7 +386,13 @@ class Relay:
             return list(s.execute(query))
 
     def run_once(self) -> int:
-        """Publish one batch; returns how many rows the broker confirmed."""
+        """Publish one batch; returns how many rows the broker confirmed.
+
+        Raises ``Unreachable`` when no broker node answered: nothing was sent, and the rows are
+        left as they are (no attempt counted, no backoff), so that once the broker is back the
+        backlog goes out at full rate in id order instead of trickling out as the backoffs of
+        the rows expire one by one.
+        """
         rows = self._pending()
         if not rows:
             return 0
@@ -374,9 +408,14 @@ class Relay:
                 for r in rows
             ]
         )
+        unreachable = next((r for r in results if isinstance(r, Unreachable)), None)
+        if unreachable is not None and all(isinstance(r, Unreachable) for r in results):
+            raise unreachable
         # Keep order per aggregate: rows of an aggregate after one that failed are published again after it.
         failed_aggregates: set[str] = set()
-        sent, kept, failed = [], [], []
+        sent: list[int] = []
+        kept: list[int] = []
+        failed: list[tuple[Row[Any], Exception | None]] = []
         for row, error in zip(rows, results):
             if error is None and row.aggregate not in failed_aggregates:
                 (kept if row.transient else sent).append(row.id)
@@ -417,9 +456,15 @@ class Relay:
             s.execute(delete(t).where(t.c.sent_at.is_not(None), t.c.sent_at < now - self.keep_sent))
 
     def run(self, stop: threading.Event, interval: float = 0.2) -> None:
-        """Relay until ``stop`` is set; survives broker and database outages."""
+        """Relay until ``stop`` is set; survives broker and database outages.
+
+        While the broker is unreachable the relay tries to reconnect with a backoff that stays
+        short (``reconnect_max``): a broker that comes back is noticed within about a second,
+        and the rows written meanwhile then go out batch after batch without pause.
+        """
         lock = RelayLock(self.db, self.table.name + ":" + str(self.db.engine.url.database))
         listener = CommitListener(self.db)
+        reconnect = 0.0  # the current wait between reconnect attempts; 0 while the broker answers
         try:
             while not stop.is_set():
                 if not lock.held():
@@ -428,10 +473,19 @@ class Relay:
                 self.wake.clear()  # before reading, so a commit during this round wakes the next
                 try:
                     published = self.run_once()
+                except Unreachable:
+                    if not reconnect:
+                        log.warning("relay: broker unreachable; the outbox keeps the rows until it is back")
+                    reconnect = min(self.reconnect_max, max(interval, reconnect * 2))
+                    stop.wait(reconnect)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - the relay must outlive a database restart
                     log.warning("relay: %s; retrying", type(exc).__name__)
                     stop.wait(min(5.0, interval * 10))
                     continue
+                if reconnect:
+                    log.info("relay: broker reachable again")
+                    reconnect = 0.0
                 if published:
                     continue
                 deadline = time.monotonic() + interval

@@ -8,6 +8,8 @@ JWTs that the service verifies exactly as it verifies the auth service's tokens.
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -158,3 +160,76 @@ def approve_preview(
     return client.post(
         f"{base}/approve", json={"preview_hash": document["preview"]["hash"], "confirmed": chosen}, headers=headers
     )
+
+
+class BrokerProxy:
+    """A TCP relay to the real broker on a port of its own; ``stop()`` is the broker (or one cluster
+    node) going away: every connection through it drops and new ones are refused until ``start()``,
+    which listens on the same port again.  ``url(broker_url)`` is a broker URL through the proxy."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.port = 0
+        self.accepted = 0
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.start()
+
+    def url(self, broker_url: str) -> str:
+        """``broker_url`` (one host) with its host replaced by this proxy."""
+        scheme, rest = broker_url.split("://", 1)
+        userinfo, _at, host_and_tail = rest.rpartition("@")
+        tail = host_and_tail[len(host_and_tail.split("/", 1)[0]) :]
+        return f"{scheme}://{userinfo}@127.0.0.1:{self.port}{tail}"
+
+    def start(self) -> None:
+        """Accept connections (again) on the proxy's port."""
+        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self.accepted += 1
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Drop every connection and refuse new ones."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()

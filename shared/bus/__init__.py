@@ -18,7 +18,17 @@ import threading
 from collections.abc import Iterable
 
 from .amqp import RabbitBackend
-from .interface import Backend, BatchHandler, BusError, Delivery, Message, Outcome, Publisher, Unroutable
+from .interface import (
+    Backend,
+    BatchHandler,
+    BusError,
+    Delivery,
+    Message,
+    Outcome,
+    Publisher,
+    Unreachable,
+    Unroutable,
+)
 from .memory import MemoryBackend
 from .topology import DLX, EVENTS, EXCHANGES, GDPR, Binding, dead_letter_queue, queue_name, topic_matches
 
@@ -31,6 +41,7 @@ __all__ = [
     "Publisher",
     "BusError",
     "Unroutable",
+    "Unreachable",
     "Binding",
     "EVENTS",
     "GDPR",
@@ -86,3 +97,7 @@ class Bus:
 
     def ping(self) -> None:
         self.backend.ping()
+
+    def queue_depths(self, queues: Iterable[str]) -> list[int | None]:
+        """Ready messages per queue (None: not declared yet); ``BusError`` when the broker is unreachable."""
+        return self.backend.queue_depths(list(queues))

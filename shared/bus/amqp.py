@@ -18,7 +18,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .interface import Backend, BatchHandler, BusError, Delivery, Message, Outcome, Publisher, Unroutable
+from .interface import (
+    Backend,
+    BatchHandler,
+    BusError,
+    Delivery,
+    Message,
+    Outcome,
+    Publisher,
+    Unreachable,
+    Unroutable,
+)
 from .topology import (
     DEAD_LETTER_QUEUE_ARGUMENTS,
     DLX,
@@ -41,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["RabbitBackend", "RabbitPublisher", "BrokerNodes", "split_hosts"]
 
 log = logging.getLogger(__name__)
+
+RECONNECT_MAX = 1.0  # seconds between reconnect attempts at most, while no broker node answers
 
 
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(?::(\d{1,5}))?")
@@ -146,13 +158,35 @@ class RabbitBackend(Backend):
             self.nodes.connected(index)
             return conn, index
         tried = f" (tried {len(self.nodes)} hosts)" if len(self.nodes) > 1 else ""
-        raise BusError(f"cannot connect to the broker{tried}: {type(error).__name__}") from None
+        raise Unreachable(f"cannot connect to the broker{tried}: {type(error).__name__}") from None
 
     def _connect(self) -> pika.BlockingConnection:
         return self._open()[0]
 
     def ping(self) -> None:
         self._connect().close()
+
+    def queue_depths(self, queues: Sequence[str]) -> list[int | None]:
+        import pika.exceptions
+
+        conn = self._connect()  # BusError when no node answers
+        try:
+            out: list[int | None] = []
+            for queue in queues:
+                channel = conn.channel()
+                try:
+                    out.append(channel.queue_declare(queue, passive=True).method.message_count)
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    out.append(None)  # not declared yet (the worker declares it when it starts)
+            return out
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise BusError(f"cannot read queue depths: {type(exc).__name__}") from None
+        finally:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
 
     def declare(self, service: str, bindings: list[Binding], delivery_limit: int) -> None:
         conn = self._connect()
@@ -188,21 +222,33 @@ class RabbitBackend(Backend):
         # delivery_limit and dead_letter_queue are already in the broker's hands.
         import pika.exceptions
 
-        backoff = 0.5
+        backoff = 0.0  # the wait between reconnect attempts; 0 while connected
         while not stop.is_set():
             try:
                 conn, node = self._open()
             except BusError:
-                log.warning("consumer: broker unreachable, retrying in %.1fs", backoff)
+                if not backoff:
+                    log.warning("consumer: broker unreachable, retrying every %.0fs at most", RECONNECT_MAX)
+                # Short and capped: once the broker is back the backlog in the queue flows within
+                # about a second (a connection attempt to a node that is away costs next to nothing).
+                backoff = min(RECONNECT_MAX, max(0.1, backoff * 2))
                 stop.wait(backoff)
-                backoff = min(backoff * 2, 15)
                 continue
-            backoff = 0.5
+            if backoff:
+                log.info("consumer: connected to the broker again")
+            backoff = 0.0
             try:
                 self._consume_on(conn, queue, handle_batch, stop, prefetch, batch_size, batch_wait)
+            except _Cancelled:
+                # The broker ended the subscription (the queue was deleted, or its replica went
+                # away) though the connection lives on: without this the loop would go on
+                # reading a channel that never delivers again.  Subscribe again.
+                log.warning("consumer: the broker cancelled the subscription to %s; subscribing again", queue)
+                stop.wait(0.2)  # a queue that is gone for good: retry calmly, not in a tight loop
             except (pika.exceptions.AMQPError, OSError) as exc:
                 self.nodes.lost(node)
                 log.warning("consumer: connection lost (%s), reconnecting", type(exc).__name__)
+                stop.wait(0.1)  # a node that closes every new channel (queue missing) is not hammered
             finally:
                 if conn.is_open:
                     try:
@@ -243,6 +289,8 @@ class RabbitBackend(Backend):
                 )
             )
 
+        cancelled: list[pika.frame.Method] = []
+        ch.add_on_cancel_callback(cancelled.append)  # basic.cancel from the broker
         ch.basic_consume(queue, on_message, auto_ack=False)
         while not stop.is_set():
             conn.process_data_events(time_limit=0.25)
@@ -255,6 +303,8 @@ class RabbitBackend(Backend):
                 if len(pending) == before:
                     break
             if not pending:
+                if cancelled:
+                    raise _Cancelled
                 continue
             batch, pending[:] = list(pending), []
             outcomes = handle_batch(batch)
@@ -324,7 +374,7 @@ class RabbitPublisher(Publisher):
                 return
             if len(self.nodes) > 1:
                 log.warning("relay: broker host %d of %d unreachable (%s)", index + 1, len(self.nodes), reason)
-        raise BusError(f"cannot open a publishing channel: {reason}")
+        raise Unreachable(f"cannot open a publishing channel: {reason}")
 
     def _open(self, url: str) -> str | None:
         """Open a confirming channel on one node; None when it is ready, else why not."""
@@ -453,8 +503,8 @@ class RabbitPublisher(Publisher):
             self._drop()
             try:
                 self._connect()
-            except BusError as exc:
-                return [exc] * len(messages)
+            except Unreachable as exc:
+                return [exc] * len(messages)  # nothing was sent
         self._results = [_PENDING] * len(messages)
         self._by_id = {m.message_id: i for i, m in enumerate(messages)}
         self._inflight = {}
@@ -487,6 +537,10 @@ class RabbitPublisher(Publisher):
     def close(self) -> None:
         self._node = None
         self._drop()
+
+
+class _Cancelled(Exception):
+    """The broker cancelled the consumer's subscription (basic.cancel); the connection is still open."""
 
 
 class _Pending:

@@ -12,7 +12,17 @@ from typing import Any
 
 from .topology import Binding
 
-__all__ = ["BusError", "Unroutable", "Message", "Delivery", "Outcome", "BatchHandler", "Publisher", "Backend"]
+__all__ = [
+    "BusError",
+    "Unroutable",
+    "Unreachable",
+    "Message",
+    "Delivery",
+    "Outcome",
+    "BatchHandler",
+    "Publisher",
+    "Backend",
+]
 
 
 class BusError(RuntimeError):
@@ -21,6 +31,14 @@ class BusError(RuntimeError):
 
 class Unroutable(BusError):
     """A ``mandatory`` message matched no queue: a wiring error, never a silent success."""
+
+
+class Unreachable(BusError):
+    """No broker node could be reached: nothing of the batch was sent.
+
+    Not the messages' fault: the relay waits for the broker instead of counting the attempt
+    against each message (their backoff would delay the catch-up once the broker is back).
+    """
 
 
 @dataclass(frozen=True)
@@ -96,3 +114,10 @@ class Backend(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise when the broker cannot be reached."""
+
+    @abstractmethod
+    def queue_depths(self, queues: Sequence[str]) -> list[int | None]:
+        """Ready messages per queue, in order; None for a queue not declared yet.
+
+        Raises ``BusError`` when the broker cannot be reached (metrics then report no figure).
+        """

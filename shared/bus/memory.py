@@ -52,6 +52,13 @@ class MemoryBackend(Backend):
     def ping(self) -> None:
         return None
 
+    def queue_depths(self, queues: Sequence[str]) -> list[int | None]:
+        from kombu.transport import memory
+
+        with self._connection_factory() as conn:
+            channel = conn.default_channel
+            return [channel._size(q) if q in memory.Channel.queues else None for q in queues]
+
     def declare(self, service: str, bindings: list[Binding], delivery_limit: int) -> None:
         from kombu.entity import Exchange, Queue
 

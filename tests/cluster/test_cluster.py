@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.chaos.conftest import ApiWatch, launched
 from tests.processes import wait_until
 
 from .conftest import RabbitCluster
 
 NAMES = ("orders", "audit")
+
+# In the default run (issue 20): bounded, cluster start-up included (the module's fixture starts in
+# this test's setup), so a broken failover fails in time rather than holding CI up.
+pytestmark = pytest.mark.timeout(175)
 
 
 def test_events_survive_losing_the_node_that_leads_the_queues(rabbit_cluster: RabbitCluster, tmp_path, postgres_server):
@@ -22,7 +28,7 @@ def test_events_survive_losing_the_node_that_leads_the_queues(rabbit_cluster: Ra
     with launched(tmp_path, cluster.url(), NAMES, vhost="/") as system:
         wait_until(
             lambda: all(_queue_has_consumer(cluster, f"recept.q.{n}") for n in NAMES),
-            120,
+            60,
             "both workers to consume",
             interval=1,
         )
@@ -41,7 +47,7 @@ def test_events_survive_losing_the_node_that_leads_the_queues(rabbit_cluster: Ra
         with ApiWatch(system):
             system.stream(per_service=600, seconds=10, during=stop_leader)
             assert stopped
-            system.assert_exactly_once(timeout=180)
+            system.assert_exactly_once(timeout=75)
         system.assert_chains_verify()
         # Both queues elected a leader among the surviving nodes ...
         for queue in ("recept.q.audit", "recept.q.orders"):
@@ -49,7 +55,7 @@ def test_events_survive_losing_the_node_that_leads_the_queues(rabbit_cluster: Ra
         # ... and the workers reconnected there: publishers and consumers of both services.
         assert wait_until(
             lambda: sum(cluster.connections(n) for n in survivors) >= 4,
-            60,
+            30,
             "the workers' connections on the surviving nodes",
         )
         assert all(_queue_has_consumer(cluster, f"recept.q.{n}", via=survivors[0]) for n in NAMES)

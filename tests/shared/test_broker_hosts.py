@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import pika
 import pytest
+from sqlalchemy import func, select
 
 from shared.bus import Bus, BusError
 from shared.bus.amqp import BrokerNodes, split_hosts
 from tests.conftest import RABBIT_HOST, RABBIT_PORT
 from tests.shared.library_service import LibraryService
-from tests.support import wait_for
+from tests.support import BrokerProxy, wait_for
 
 # --- parsing (no broker) ----------------------------------------------------------------------
 
@@ -96,59 +96,10 @@ def closed_port() -> int:
         return s.getsockname()[1]  # nothing listens there once the socket is closed
 
 
-class Node:
-    """A TCP relay to the real broker that stands for one cluster node: ``stop()`` is that node
-    going away (every connection through it drops and it accepts no new ones)."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted = 0
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection((RABBIT_HOST, RABBIT_PORT))
-            with self._lock:
-                self.accepted += 1
-                self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        self.listener.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 @pytest.fixture
 def node(rabbitmq_server):
-    node = Node()
+    """A TCP relay to the real broker that stands for one cluster node: ``stop()`` is that node going away."""
+    node = BrokerProxy(RABBIT_HOST, RABBIT_PORT)
     yield node
     node.stop()
 
@@ -201,3 +152,29 @@ def test_the_command_line_names_a_cluster_url_without_its_password():
         redact("amqp://recept:s3cret@rabbit-0:5672,rabbit-1:5672/recept") == "amqp://rabbit-0:5672,rabbit-1:5672/recept"
     )
     assert redact("amqp://guest:s3cret@127.0.0.1:1/") == "amqp://127.0.0.1:1/"
+
+
+# --- catch-up after an outage (issue 20) -------------------------------------------------------
+
+
+def test_a_backlog_written_while_the_broker_was_away_drains_at_the_steady_rate(postgres_url, rabbit_url, node):
+    """Events written during a broker outage go out at the rate of a backlog written while it is up:
+    the relay does not count the failed connection attempts against each row (their backoff made
+    the catch-up trickle at a tenth of the steady rate), and relay and consumer notice the broker's
+    return within about a second.  The ratio is generous: the machine is shared and noisy."""
+    from shared.outbox import Relay
+    from tests.shared.library_service import measure_catch_up, tables
+
+    service = LibraryService(postgres_url, node.url(rabbit_url), batch=True)
+    try:
+        relayed = Relay(service.db, tables.outbox, service.bus.publisher())
+        assert relayed.reconnect_max <= 1.0
+        relayed.publisher.close()
+        figures = measure_catch_up(service, node, count=2000, outage=10.0)
+        assert figures.reconnect_delay < 5.0, figures
+        assert figures.drain >= 0.5 * figures.steady, figures
+        assert service.unsent() == 0
+        with service.db.transaction() as s:  # no row was charged for the outage
+            assert not s.scalar(select(func.max(tables.outbox.c.attempts)))
+    finally:
+        service.db.dispose()

@@ -211,6 +211,26 @@ def test_consumer_reconnects_after_the_connection_is_closed(service):
         assert wait_for(lambda: service.applied_numbers() == [1, 2], timeout=60)
 
 
+def test_consumer_subscribes_again_when_the_broker_cancels_its_subscription(service, rabbit_url, caplog):
+    """A basic.cancel from the broker (its queue deleted, or its replica gone) ends the subscription but
+    not the connection: the consumer must notice and subscribe again instead of waiting forever on a
+    channel that delivers nothing more (issue 20)."""
+    service.emit([1])
+    with service.running():
+        assert wait_for(lambda: service.applied_numbers() == [1])
+        conn = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+        try:
+            conn.channel().queue_delete(service.bus.queue)  # the broker cancels the consumer on it
+        finally:
+            conn.close()
+        # The broker sends basic.cancel once the deleted queue's process has ended (RabbitMQ 3.10 sends
+        # none if a queue of the same name is declared before that): re-declare after the consumer saw it.
+        assert wait_for(lambda: any("cancelled the subscription" in r.getMessage() for r in caplog.records), 10)
+        service.bus.declare(service.consumer.bindings)  # the queue is back (a worker declares it on start)
+        service.emit([2])
+        assert wait_for(lambda: service.applied_numbers() == [1, 2], timeout=30)
+
+
 # --- the same contract on the in-memory back end ----------------------------------------------
 
 
