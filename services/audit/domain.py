@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.clock import as_utc, parse_rfc3339, rfc3339
@@ -262,8 +262,25 @@ def _literal(value: Any) -> bytes | None:
     return _encode_string(value).encode("utf-8")
 
 
+_REPEATED: dict[str, bytes | None] = {}
+
+
+def _repeated_literal(value: Any) -> bytes | None:
+    """``_literal`` for values that recur from row to row (tenant, type, actor, resource type), remembered."""
+    if type(value) is not str:
+        return _literal(value)
+    found = _REPEATED.get(value)
+    if found is None:
+        if len(_REPEATED) >= 4096:
+            _REPEATED.clear()
+        found = _REPEATED[value] = _literal(value)
+    return found
+
+
 # What json.dumps(..., ensure_ascii=False), and so canonical(), writes for a string (the C encoder).
 _encode_string = json.encoder.encode_basestring
+# rfc3339(): UTC, microseconds, Z — what every service writes; another spelling goes to the exact check.
+_CANONICAL_TIME = re.compile(rb'"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"')
 _STRING_LITERAL = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
@@ -286,20 +303,33 @@ def _columns_in_body(body: bytes, columns: Mapping[str, Any]) -> bool:
         tenant = columns["tenant"]
         if type(when) is not datetime or type(tenant) is not str or columns["chain"] != TENANT_PREFIX + tenant:
             return False  # tenantless chains depend on actor.kind: the exact check decides
-        actor, subject, tenant_b = _literal(columns["actor"]), _literal(columns["subject"]), _literal(tenant)
-        event_id, kind = _literal(columns["event_id"]), _literal(columns["type"])
-        rtype, rid = _literal(columns["resource_type"]), _literal(columns["resource_id"])
+        actor, subject = _repeated_literal(columns["actor"]), _literal(columns["subject"])
+        tenant_b, kind = _repeated_literal(tenant), _repeated_literal(columns["type"])
+        event_id = _literal(columns["event_id"])
+        rtype, rid = _repeated_literal(columns["resource_type"]), _literal(columns["resource_id"])
         if None in (actor, subject, tenant_b, event_id, kind, rtype, rid) or columns["event_id"] is None:
             return False
-        time_b = _literal(rfc3339(when))
     except (KeyError, UnicodeEncodeError, ValueError, OverflowError):
         return False
     version_at = body.rfind(b',"version":')
     if version_at < 0 or body[-1:] != b"}" or not body[version_at + 11 : -1].isdigit():
         return False
-    tail = b',"subject":%s,"tenant":%s,"time":%s,"type":%s' % (subject, tenant_b, time_b, kind)
-    tail_at = version_at - len(tail)
-    if tail_at < 0 or body[tail_at:version_at] != tail:
+    # The tail: subject and tenant, the time in its canonical spelling (a fixed 29 bytes, read back
+    # and compared as an instant: cheaper than formatting the column), then the type.
+    after_time = b',"type":' + kind  # type: ignore[operator]
+    time_end = version_at - len(after_time)
+    time_at = time_end - 29
+    before_time = b',"subject":%s,"tenant":%s,"time":' % (subject, tenant_b)
+    tail_at = time_at - len(before_time)
+    if (
+        tail_at < 0
+        or body[time_end:version_at] != after_time
+        or body[tail_at:time_at] != before_time
+        or _CANONICAL_TIME.fullmatch(body, time_at, time_end) is None
+    ):
+        return False
+    stored = datetime.fromisoformat(body[time_at + 1 : time_end - 1].decode("ascii"))  # ...Z: aware, UTC
+    if stored != (when.replace(tzinfo=UTC) if when.tzinfo is None else when):
         return False
     if actor == b"null":
         if not body.startswith(b'{"actor":null,"correlation_id":'):
