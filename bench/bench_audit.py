@@ -59,7 +59,7 @@ def stored(conn) -> int:
 @benchmark(
     "audit_ingest",
     "events through a service's outbox → RabbitMQ → audit hash chains, "
-    "over the distributed system; its resident memory idle and under that load",
+    "over the distributed system; its memory (PSS per process and in total) idle and under that load",
 )
 def audit_ingest(ctx: Context) -> list[Figure]:
     import psycopg
@@ -75,14 +75,18 @@ def audit_ingest(ctx: Context) -> list[Figure]:
     # The smoke run starts only the two services on the path, to stay quick; the full run starts them all.
     system = System(ctx, ("orders", "audit") if ctx.smoke else None).start()
     time.sleep(ctx.size(10, 2))  # let start-up traffic (announcements, first checkpoints) settle
-    idle = [system.rss_mib() for _ in range(3)]
+    idle_rss = [system.rss_mib() for _ in range(3)]
+    idle = [system.pss_mib() for _ in range(3)]
+    processes = system.memory()
+    for kind, pss, rss in processes:
+        print(f"   idle: {kind:<22} PSS {pss:7.1f} MiB   RSS {rss:7.1f} MiB", flush=True)
 
     samples: list[float] = []
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.5):
-            samples.append(system.rss_mib())
+            samples.append(system.pss_mib())
 
     sampler = threading.Thread(target=sample, daemon=True)
     orders_db = Database(system.urls["orders"])
@@ -104,7 +108,15 @@ def audit_ingest(ctx: Context) -> list[Figure]:
             orders_db.dispose()
     if not ok or got != count:
         raise RuntimeError(f"audit stored {got} of {count} events")
-    cores_note = f"{len(system.pids())} processes"
+    kinds: dict[str, list[float]] = {}
+    for kind, pss, _rss in processes:
+        group = "launcher" if kind == "launcher" else kind.split(" ", 1)[1]  # api master / api worker / worker
+        kinds.setdefault(group, []).append(pss)
+    per_kind = [
+        Figure(f"PSS idle: {group} processes ({len(values)})", sum(values), "MiB", higher_is_better=False)
+        for group, values in sorted(kinds.items())
+    ]
+    cores_note = f"{len(processes)} processes"
     return [
         Figure(
             "events stored in the audit chains (no event lost)",
@@ -116,17 +128,30 @@ def audit_ingest(ctx: Context) -> list[Figure]:
             0.5,
         ),
         Figure(
-            f"resident memory of the whole system, idle ({cores_note})",
+            f"memory (PSS) of the whole system, idle ({cores_note})",
             sum(idle) / len(idle),
             "MiB",
+            600.0,
+            "goal 600 MiB",
+            "< 600 MiB",
+            1.0,
             higher_is_better=False,
         ),
         Figure(
-            "resident memory of the whole system, peak during the ingest",
+            "memory (PSS) of the whole system, peak during the ingest",
             max(samples or idle),
             "MiB",
-            sum(idle) / len(idle),
-            "idle",
+            700.0,
+            "goal 700 MiB",
+            "< 700 MiB",
+            1.0,
+            higher_is_better=False,
+        ),
+        *per_kind,
+        Figure(
+            f"resident memory (RSS, shared pages counted per process) of the whole system, idle ({cores_note})",
+            sum(idle_rss) / len(idle_rss),
+            "MiB",
             higher_is_better=False,
         ),
     ]

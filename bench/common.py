@@ -1,5 +1,5 @@
 """Helpers the benchmarks share: the raw pika baseline, a distributed system of real processes,
-a JWKS server for minted tokens, resident-memory readings and percentiles."""
+a JWKS server for minted tokens, memory readings (PSS and RSS per process) and percentiles."""
 
 from __future__ import annotations
 
@@ -181,6 +181,51 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size of one process in KiB (0 when it is gone).
+
+    PSS divides each shared page among the processes that map it, so the PSS of a set of processes
+    adds up to the memory they take together; RSS would count a page shared by 20 processes 20 times.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def _parent(pid: int) -> int:
+    try:
+        # The field after the command name, which is in parentheses and may hold spaces.
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0
+
+
+def process_kind(pid: int, ports: dict[int, str]) -> str:
+    """What a process of the system is, from its command line: ``orders api master``, ``orders api
+    worker``, ``orders worker`` or ``launcher`` (``ports`` maps an api's port to its service)."""
+    argv = _cmdline(pid)
+    if any(Path(a).name == "gunicorn" for a in argv[:2]):
+        bind = argv[argv.index("--bind") + 1] if "--bind" in argv[:-1] else ""
+        service = ports.get(int(bind.rsplit(":", 1)[1]), "?") if ":" in bind else "?"
+        parent = _cmdline(_parent(pid))
+        role = "worker" if any(Path(a).name == "gunicorn" for a in parent[:2]) else "master"
+        return f"{service} api {role}"
+    if "-m" in argv[:-1] and argv[argv.index("-m") + 1].endswith(".worker"):
+        return argv[argv.index("-m") + 1].split(".")[1] + " worker"
+    return "launcher"
+
+
 def process_group(pgid: int) -> list[int]:
     """Every live process in a process group (the launcher and all its children)."""
     out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout
@@ -258,6 +303,16 @@ class System:
     def rss_mib(self) -> float:
         """Resident memory of every process of the system (launcher, gunicorn masters and workers, workers)."""
         return sum(rss_kib(p) for p in self.pids()) / 1024
+
+    def pss_mib(self) -> float:
+        """Proportional memory (PSS) of every process of the system: what they take together."""
+        return sum(pss_kib(p) for p in self.pids()) / 1024
+
+    def memory(self) -> list[tuple[str, float, float]]:
+        """(kind, PSS MiB, RSS MiB) of every process of the system, sorted by kind."""
+        ports = {port: service for service, port in self.ports.items()}
+        rows = [(process_kind(p, ports), pss_kib(p) / 1024, rss_kib(p) / 1024) for p in self.pids()]
+        return sorted(row for row in rows if row[2] > 0)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

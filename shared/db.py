@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,12 +90,36 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
+# Every engine this process made, so a fork can leave their pooled connections behind (below).
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def close_pooled_connections() -> None:
+    """Close every engine's pooled connections in this process (gunicorn's master, before it forks
+    its workers with the app preloaded: the master keeps no database connection it does not use)."""
+    for engine in list(_ENGINES):
+        engine.dispose()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child shares its parent's sockets: using a pooled connection from both ends would mix
+    # their conversations. The child forgets them without closing them (close=False, the parent's
+    # still), and its pools open fresh connections on first use.
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Database:
     """A service's database: ``with db.transaction() as session: ...`` commits or rolls back."""
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
+        _ENGINES.add(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -302,14 +304,10 @@ class Ledger:
             record = _record(row)
             if self.trusted.problem(record) is None:
                 signed[record["seq"]] = record["head_hash"]
-        walk = walk_chain(
-            chain,
-            self._rows(s, chain, start_seq, up_to),
-            start_seq=start_seq,
-            start_hash=start_hash,
-            checkpoints=signed,
-            head_seq=up_to,
-        )
+        with closing(self._rows(s, chain, start_seq, up_to)) as rows:
+            walk = walk_chain(
+                chain, rows, start_seq=start_seq, start_hash=start_hash, checkpoints=signed, head_seq=up_to
+            )
         return walk.first_bad
 
     def sync_files(self) -> int:
@@ -433,14 +431,10 @@ class Ledger:
             )
             return
         later = {seq: h for seq, h in signed.items() if seq > anchor_seq}
-        walk = walk_chain(
-            name,
-            self._rows(s, name, anchor_seq, None),
-            start_seq=anchor_seq,
-            start_hash=anchor_hash,
-            checkpoints=later,
-            head_seq=head_seq,
-        )
+        with closing(self._rows(s, name, anchor_seq, None)) as rows:
+            walk = walk_chain(
+                name, rows, start_seq=anchor_seq, start_hash=anchor_hash, checkpoints=later, head_seq=head_seq
+            )
         report.entries_verified = walk.verified
         report.first_bad = walk.first_bad
         if (
@@ -452,12 +446,49 @@ class Ledger:
             report.first_bad = Finding(head_seq, "changed", "the recorded head differs from the last entry")
 
     def _rows(self, s: Session, chain: str, after: int, up_to: int | None, chunk: int = 5000) -> Iterator[Row]:
-        while True:
+        """A chain's entries in seq order, read ``chunk`` at a time.
+
+        On PostgreSQL the next chunk is read by a helper thread while this one is walked, so the
+        server produces rows while the hashes are checked; the session is only ever used by one
+        thread at a time (the reader between hand-overs), and the reader is waited for before the
+        generator ends, however the walk ends.
+        """
+
+        def read(after: int) -> list:
             query = select(*ROW_COLUMNS).where(entries.c.chain == chain, entries.c.seq > after)
             if up_to is not None:
                 query = query.where(entries.c.seq <= up_to)
-            batch = _read(s, query.order_by(entries.c.seq).limit(chunk))
-            for r in batch:
+            return _read(s, query.order_by(entries.c.seq).limit(chunk))
+
+        def last_of(batch: list) -> int | None:
+            if len(batch) < chunk or not isinstance(batch[-1].seq, int):
+                return None  # a sequence number that is not one ends the walk there (walk_chain names it)
+            return int(batch[-1].seq)
+
+        ahead = s.get_bind().dialect.name == "postgresql"
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-verify") if ahead else None
+        pending: Future[list] | None = None
+        try:
+            batch = read(after)
+            while True:
+                following = last_of(batch)
+                if following is not None and pool is not None:
+                    pending = pool.submit(read, following)
+                yield from self._as_rows(batch)
+                if following is None:
+                    return
+                if pending is not None:
+                    batch, pending = pending.result(), None
+                else:
+                    batch = read(following)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)  # a running read ends before the session moves on
+
+    @staticmethod
+    def _as_rows(batch: list) -> Iterator[Row]:
+        for r in batch:
+            if isinstance(r, StoredRow):
                 yield Row(
                     seq=r.seq,
                     event_id=r.event_id,
@@ -467,9 +498,27 @@ class Ledger:
                     columns={name: getattr(r, name) for name in _CHECKED},
                     unreadable=r.damage,
                 )
-            if len(batch) < chunk or not isinstance(batch[-1].seq, int):
-                return  # a sequence number that is not one ends the walk there (walk_chain names it)
-            after = batch[-1].seq
+                continue
+            # The typed read (nearly every row): unpack the tuple in ROW_COLUMNS order.
+            seq, event_id, body, prev_hash, digest, name, kind, when, tenant, actor, subject, rtype, rid = r
+            yield Row(
+                seq,
+                event_id,
+                body,
+                prev_hash,
+                digest,
+                {
+                    "chain": name,
+                    "event_id": event_id,
+                    "type": kind,
+                    "time": when,
+                    "tenant": tenant,
+                    "actor": actor,
+                    "subject": subject,
+                    "resource_type": rtype,
+                    "resource_id": rid,
+                },
+            )
 
     # --- queries -----------------------------------------------------------------------------------
     def _where(self, f: Filters) -> list:
@@ -639,14 +688,15 @@ class StoredRow:
 
 
 def _read(s: Session, query) -> list:
-    """Every row of ``query``; rows whose stored values cannot be read come back with ``damage`` saying why.
+    """Every row of ``query``; rows whose stored values cannot be read come back as a ``StoredRow`` whose
+    ``damage`` says why.
 
     The typed read is the fast path.  When a value does not fit its column (SQLite keeps any type in
     any column: a time that is not one, a number that is text), the rows are read again raw and
     converted one value at a time, so verification names the bad entry instead of failing.
     """
     try:
-        return [StoredRow(dict(r._mapping), None) for r in s.execute(query)]
+        return s.execute(query).all()  # rows with attributes; only the slow path below builds StoredRows
     except (ValueError, TypeError, OverflowError, ArithmeticError):
         pass
     dialect = s.get_bind().dialect

@@ -122,6 +122,7 @@ class Logins:
         *,
         family_id: str,
         session_expires_at: datetime,
+        roles: list[str] | None = None,
     ) -> dict[str, Any]:
         refresh = secrets.token_urlsafe(32)
         jti = uuid.uuid4().hex  # kept with the refresh token: ending the session revokes this access token
@@ -137,7 +138,7 @@ class Logins:
                 access_jti=jti,
             )
         )
-        roles = self.auth.roles_of(session, user_row.id)
+        roles = self.auth.roles_of(session, user_row.id) if roles is None else roles
         groups = self.auth.groups_of(session, user_row)
         return {
             "access_token": self._access_token(user_row.id, tenant_slug, roles, groups, now, jti),
@@ -346,9 +347,22 @@ class Logins:
         allowed = VENDOR_ROLES if attempt.tenant_kind == "vendor" else TENANT_ROLES
         mapped_roles = [r for r in mapped_roles if r in allowed]
         jit_actor = {"id": JIT_ACTOR_ID, "tenant": attempt.tenant_slug, "kind": "system"}
+        signed_in: dict[str, Any] = {"failed_count": 0, "locked_until": None, "last_login_at": now}
         with self.db.transaction() as session:
-            user = None
-            if attempt.user_id is not None:
+            user, updated = None, False
+            if attempt.user_id is not None and directory_user is None:
+                # A local login: lock and update the row in one round trip, only if the user may
+                # still sign in; otherwise read it (locked) to learn why, and change nothing.
+                user = session.execute(
+                    update(users)
+                    .where(users.c.id == attempt.user_id, users.c.status == "active", users.c.source == "local")
+                    .values(**signed_in)
+                    .returning(*users.c)
+                ).first()
+                updated = user is not None
+                if user is None:
+                    user = session.execute(select(users).where(users.c.id == attempt.user_id).with_for_update()).first()
+            elif attempt.user_id is not None:
                 user = session.execute(select(users).where(users.c.id == attempt.user_id).with_for_update()).first()
             elif directory_user is not None:
                 # Just in time: the first directory login creates the account with the minimal fields.
@@ -378,10 +392,11 @@ class Logins:
                 fail = "unknown_user"
             if fail is None:
                 actor = {"id": user.id, "tenant": attempt.tenant_slug, "kind": "user"}
-                values: dict[str, Any] = {"failed_count": 0, "locked_until": None, "last_login_at": now}
+                values: dict[str, Any] = {} if updated else dict(signed_in)
                 if user.source == "local" and auth.hasher.needs_rehash(user.password_hash):
                     values["password_hash"] = auth.hasher.hash(password)  # parameters were raised since
-                session.execute(update(users).where(users.c.id == user.id).values(**values))
+                if values:
+                    session.execute(update(users).where(users.c.id == user.id).values(**values))
                 if directory_user is not None:
                     auth.sync_directory_user(
                         session,
@@ -395,6 +410,7 @@ class Logins:
                     )
                     user = session.execute(select(users).where(users.c.id == user.id)).first()
                 family_id = str(uuid.uuid4())
+                roles = auth.roles_of(session, user.id)  # for the token and the event: one read
                 tokens = self._issue(
                     session,
                     user,
@@ -402,6 +418,7 @@ class Logins:
                     now,
                     family_id=family_id,
                     session_expires_at=now + timedelta(seconds=self.policy.session_max_age),
+                    roles=roles,
                 )
                 method = user.source
                 self._history(session, attempt, now, "succeeded", None, method, client, user_id=user.id)
@@ -414,7 +431,7 @@ class Logins:
                         "tenant_id": attempt.tenant_id,
                         "method": method,
                         "session_id": family_id,
-                        "roles": auth.roles_of(session, user.id),
+                        "roles": roles,
                     },
                     tenant=attempt.tenant_slug,
                     subject=user_subject(user.id),

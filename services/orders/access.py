@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select
 from sqlalchemy.orm import Session
 
 from shared.errors import AccessDenied, NotFound
@@ -70,6 +70,27 @@ def rights_on(session: Session, principal: Principal, resource_ids: Iterable[str
         for held in rights.values():
             held.add("administer")
     return rights
+
+
+def holds(resource, right: str):
+    """SQL: the caller holds ``right`` on ``resource`` (a column) by its own grant or one of its groups' —
+    what ``rights_on`` reads, as an expression a query can carry (``caller_params`` binds the caller)."""
+    g = grants.alias("caller_grants")
+    who = or_(
+        and_(g.c.principal_type == "user", g.c.principal_id == bindparam("caller_id")),
+        and_(g.c.principal_type == "group", g.c.principal_id.in_(bindparam("caller_groups", expanding=True))),
+    )
+    return exists().where(
+        g.c.resource_id == resource, g.c.tenant == bindparam("caller_tenant"), g.c.access_right == right, who
+    )
+
+
+def caller_params(principal: Principal) -> dict[str, Any]:
+    return {
+        "caller_id": principal.user_id,
+        "caller_groups": sorted(principal.groups or ()),
+        "caller_tenant": principal.tenant,
+    }
 
 
 def require(session: Session, principal: Principal, resource_id: str, right: str, what: str) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, delete, distinct, func, insert, select, update
+from sqlalchemy import Select, and_, bindparam, delete, distinct, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.clock import iso_date
@@ -21,7 +22,7 @@ from shared.outbox import Outbox
 from shared.tokens import Principal
 
 from . import events as ev
-from .access import one, require, rights_on, tenant_of
+from .access import caller_params, holds, one, require, rights_on, tenant_of
 from .base import Deps, Page, Record, emit_by, new_id, record_reads
 from .models import articles, assortment_lists, delivery_points, individuals, order_changes, orders, registers, units
 from .rules import (
@@ -179,50 +180,31 @@ class Ordering:
         return purge_expired_orders(session, self.deps.outbox, self.deps.now().date())
 
     def place_order(self, session: Session, principal: Principal, body: Mapping[str, Any]) -> Record:
-        """One transaction: two indexed reads (the resources, then the caller's grants) and two inserts."""
+        """One transaction: one indexed read (the resources with the caller's rights on them) and two inserts."""
         tenant = tenant_of(principal)
         register_id, article_id = body["register_id"], body["article_id"]
         individual_id, unit_id = body.get("individual_id"), body.get("unit_id")
         point_id = body.get("delivery_point_id")
-        r, a, lst, i, u, p = registers, articles, assortment_lists, individuals, units, delivery_points
-        joined = r.outerjoin(a, and_(a.c.id == article_id, a.c.tenant == r.c.tenant)).outerjoin(
-            lst, lst.c.id == a.c.list_id
-        )
-        columns = [
-            r.c.deadline_minutes,
-            r.c.deadline_days_before,
-            r.c.timezone,
-            a.c.list_id,
-            a.c.active.label("article_active"),
-            lst.c.unit_id.label("list_unit_id"),
-        ]
-        if individual_id is not None:
-            joined = joined.outerjoin(i, and_(i.c.id == individual_id, i.c.tenant == r.c.tenant))
-            columns += [
-                i.c.id.label("individual_id"),
-                i.c.register_id.label("individual_register_id"),
-                i.c.unit_id.label("individual_unit_id"),
-                i.c.status.label("individual_status"),
-                i.c.valid_from,
-                i.c.valid_to,
-            ]
-        if unit_id is not None:
-            joined = joined.outerjoin(u, and_(u.c.id == unit_id, u.c.tenant == r.c.tenant))
-            columns.append(u.c.id.label("unit_id"))
-        if point_id is not None:
-            joined = joined.outerjoin(p, and_(p.c.id == point_id, p.c.tenant == r.c.tenant))
-            columns.append(p.c.unit_id.label("point_unit_id"))
+        # One round trip: the resources and the caller's 'order' right on the register and the list.
         row = session.execute(
-            select(*columns).select_from(joined).where(r.c.id == register_id, r.c.tenant == tenant)
+            _placement_query(individual_id is not None, unit_id is not None, point_id is not None),
+            {
+                "register_id": register_id,
+                "tenant": tenant,
+                "article_id": article_id,
+                "individual_id": individual_id,
+                "unit_id": unit_id,
+                "point_id": point_id,
+                **caller_params(principal),
+            },
         ).first()
         if row is None:
             raise NotFound("no such register")
-        rights = rights_on(session, principal, [register_id, row.list_id])
-        if "order" not in rights[register_id]:
+        if not row.may_order_register:
             raise AccessDenied("you need the 'order' right on this register")
         if row.list_id is None:
             raise field_error("article_id", "names no article of this tenant")
-        if "order" not in rights[row.list_id]:
+        if not row.may_order_list:
             raise AccessDenied("you need the 'order' right on the article's assortment list")
         if not row.article_active:
             raise field_error("article_id", "is withdrawn from its assortment list")
@@ -506,3 +488,41 @@ class Ordering:
             register_id,
         )
         return Page(opened, page.next_offset)
+
+
+@lru_cache(maxsize=8)
+def _placement_query(with_individual: bool, with_unit: bool, with_point: bool) -> Select:
+    """The read of ``place_order``, built once per shape of the order (which optional ids it names);
+    the values are bound at execution."""
+    r, a, lst, i, u, p = registers, articles, assortment_lists, individuals, units, delivery_points
+    tenant = r.c.tenant
+    joined = r.outerjoin(a, and_(a.c.id == bindparam("article_id"), a.c.tenant == tenant)).outerjoin(
+        lst, lst.c.id == a.c.list_id
+    )
+    columns = [
+        r.c.deadline_minutes,
+        r.c.deadline_days_before,
+        r.c.timezone,
+        a.c.list_id,
+        a.c.active.label("article_active"),
+        lst.c.unit_id.label("list_unit_id"),
+        holds(r.c.id, "order").label("may_order_register"),
+        holds(a.c.list_id, "order").label("may_order_list"),
+    ]
+    if with_individual:
+        joined = joined.outerjoin(i, and_(i.c.id == bindparam("individual_id"), i.c.tenant == tenant))
+        columns += [
+            i.c.id.label("individual_id"),
+            i.c.register_id.label("individual_register_id"),
+            i.c.unit_id.label("individual_unit_id"),
+            i.c.status.label("individual_status"),
+            i.c.valid_from,
+            i.c.valid_to,
+        ]
+    if with_unit:
+        joined = joined.outerjoin(u, and_(u.c.id == bindparam("unit_id"), u.c.tenant == tenant))
+        columns.append(u.c.id.label("unit_id"))
+    if with_point:
+        joined = joined.outerjoin(p, and_(p.c.id == bindparam("point_id"), p.c.tenant == tenant))
+        columns.append(p.c.unit_id.label("point_unit_id"))
+    return select(*columns).select_from(joined).where(r.c.id == bindparam("register_id"), tenant == bindparam("tenant"))

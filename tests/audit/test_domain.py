@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import copy
+import json
+import uuid
+from datetime import timedelta
 
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from services.audit.domain import PoisonEvent, canonical, chain_for, csv_cell, decode_cursor, encode_cursor, to_entry
-from shared.clock import parse_rfc3339
+from services.audit.domain import (
+    PoisonEvent,
+    Row,
+    _columns_in_body,
+    _columns_match,
+    canonical,
+    chain_for,
+    csv_cell,
+    decode_cursor,
+    encode_cursor,
+    to_entry,
+)
+from shared.clock import as_utc, parse_rfc3339
 from shared.errors import Invalid
 from shared.events import ENVELOPE_SCHEMA
 
@@ -92,3 +106,64 @@ def test_csv_cells_never_start_a_formula():
         "",
         '{"a":1}',
     ]
+
+
+def _exact(body: bytes, columns: dict) -> bool:
+    """The column check by a full parse of the body (what the fast path must never contradict)."""
+    return to_entry(json.loads(body)).columns() == {**columns, "time": as_utc(columns["time"])}
+
+
+def _tricky_envelopes(events):
+    # Copies of the tail, the id/resource run and the actor inside data and inside strings: the fast
+    # check anchors its comparisons, so none of these may pass for the real fields.
+    fake_tail = ',"subject":null,"tenant":"t2","time":"2025-03-01T08:00:00.000000Z","type":"orders.order.cancelled"'
+    yield events()
+    yield events(data={"note": fake_tail + ',"version":1}', fake_tail[1:]: 1, "x": {"id": "o2", "type": "order"}})
+    yield events(resource=None, subject=None, data={"id": "o1", "resource": None, "source": "orders"})
+    yield events(
+        actor=None,
+        kind="system",
+        resource=("order", 'o"1\\'),
+        subject="orders:individual:p9",
+        data={"name": "ä€😀\u2028"},
+    )
+    yield events(tenant='t"1', actor='u\\"1', data={"actor": {"id": "user-1"}})
+
+
+def test_the_fast_column_check_agrees_with_the_exact_one(events):
+    """Verification compares canonical bytes instead of parsing each body (issue 19): it must say
+    "matches" exactly when a parse of the body would, and leave every doubt to the parse."""
+    checked = 0
+    for event in _tricky_envelopes(events):
+        entry = to_entry(event)
+        columns = entry.columns()
+        assert _exact(entry.body, columns)
+        assert _columns_in_body(entry.body, columns)
+        others = {
+            "event_id": str(uuid.uuid4()),
+            "type": "orders.order.cancelled",
+            "time": columns["time"] + timedelta(microseconds=1),
+            "tenant": "t2",
+            "actor": "user-2",
+            "subject": "orders:individual:p2",
+            "resource_type": "individual",
+            "resource_id": "o2",
+            "chain": "tenant:t2",
+        }
+        for name, value in [*others.items(), *((n, None) for n in others if n != "time"), ("actor", "o1")]:
+            changed = {**columns, name: value}
+            if name == "tenant" and value is not None:
+                changed["chain"] = "tenant:" + value  # the chain moved with the tenant: still not this body
+            if _columns_in_body(entry.body, changed):
+                assert _exact(entry.body, changed), (name, value)
+            checked += 1
+            assert not _exact(entry.body, changed) or changed == columns
+    assert checked > 40
+
+
+def test_a_time_written_with_an_offset_is_left_to_the_exact_check(events):
+    event = events()
+    event["time"] = "2025-03-01T10:00:00.001+02:00"
+    entry = to_entry(event)
+    assert not _columns_in_body(entry.body, entry.columns())  # not the canonical spelling: cannot tell
+    assert _columns_match(Row(1, entry.event_id, entry.body, b"", b"", entry.columns()))  # the parse can

@@ -354,3 +354,31 @@ def test_deeply_nested_json_to_login_is_a_422_not_a_500(harness):
         assert "nested more than" in response.get_json()["detail"]
     body = '{"tenant": ' + "[" * 10 + "]" * 10 + ', "username": "a", "password": "b"}'
     assert harness.client.post("/api/v1/auth/login", data=body, content_type="application/json").status_code == 422
+
+
+def test_a_user_disabled_while_the_password_is_hashed_is_not_signed_in(both, monkeypatch):
+    """The write step updates the user only if they may still sign in (issue 19: the lock and the
+    update are one statement now): disabled between the read and the write, no token, no change."""
+    from services.auth.models import users
+
+    both.tenant("north")
+    user = both.user("north", "kim")
+    hasher = type(both.auth.hasher)
+    verify = hasher.verify
+
+    def verify_then_disable(self, password, encoded):
+        ok = verify(self, password, encoded)
+        with both.auth.db.transaction() as s:
+            both.auth.update_user(s, None, "north", user["id"], {"status": "disabled"})
+        return ok
+
+    monkeypatch.setattr(hasher, "verify", verify_then_disable)  # the hasher is a frozen dataclass
+    response = both.login("north", "kim", PASSWORD)
+    assert response.status_code == 401
+    with both.auth.db.transaction() as s:
+        row = s.execute(select(users.c.last_login_at, users.c.status).where(users.c.id == user["id"])).one()
+        reasons = [r.reason for r in s.execute(select(login_history.c.reason, login_history.c.at))]
+        issued = s.execute(select(refresh_tokens.c.id).where(refresh_tokens.c.user_id == user["id"])).all()
+    assert row.last_login_at is None and row.status == "disabled"
+    assert reasons == ["disabled"] and issued == []
+    assert events_of(both.runtime, "auth.login.succeeded") == []

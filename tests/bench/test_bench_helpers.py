@@ -21,3 +21,22 @@ def test_percentile_is_nearest_rank():
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == (50.0, 95.0, 99.0)
     assert percentile([7.0], 99) == 7.0
+
+
+def test_pss_divides_shared_pages_so_it_never_exceeds_rss():
+    """Issue 19: memory is reported as PSS, which adds up over processes; a gone process reads 0."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.common import process_kind, pss_kib, rss_kib
+
+    assert 0 < pss_kib(os.getpid()) <= rss_kib(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert 0 < pss_kib(child.pid) <= rss_kib(child.pid)
+        assert process_kind(child.pid, {}) == "launcher"  # neither gunicorn nor a service worker
+    finally:
+        child.kill()
+        child.wait()
+    assert pss_kib(child.pid) == 0 and rss_kib(child.pid) == 0

@@ -80,3 +80,26 @@ def test_sqlite_files_are_owner_only_and_erased_bytes_do_not_linger(tmp_path):
     old.chmod(0o644)
     Database(f"sqlite:///{old}").ping()
     assert mode(old) == 0o600
+
+
+def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_alone(postgres_url):
+    """gunicorn forks its workers from a master that loaded the app (issue 19, preload_app): a child
+    must not talk over a pooled connection it inherited, and must not close the parent's."""
+    import os
+
+    db = Database(postgres_url)
+    with db.engine.connect() as conn:
+        parent_backend = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 1
+        try:
+            with db.engine.connect() as conn:
+                code = 0 if conn.execute(text("SELECT pg_backend_pid()")).scalar() != parent_backend else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 2: it reused the parent's session
+    with db.engine.connect() as conn:  # the parent's pooled connection still works and is the same one
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == parent_backend
+    db.dispose()
