@@ -27,7 +27,9 @@ def _invalid(field: str, message: str) -> Invalid:
 # alike, for the normaliser below and the published pattern (shared.inputs.EMAIL).  Lone
 # surrogates are refused too, but outside the published class (no regex engine but Python's
 # takes them in a range; shared.inputs refuses them in every string first).
-EMAIL_FORBIDDEN = "\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u206f\\ufeff"
+EMAIL_FORBIDDEN = (
+    "\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u206f\\ufeff"
+)
 _EMAIL_BAD_CHARACTER = re.compile(f"[\\s{EMAIL_FORBIDDEN}\\ud800-\\udfff]")
 _EMAIL_LABEL = re.compile(r"[^\s@.]+\Z")
 

@@ -28,6 +28,15 @@ TAGS_CALL, TAGS_EMAIL, TAGS_NOTICE = ("call logs",), ("e-mails",), ("notices",)
 UUID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
 TEXT = lambda n: {"type": "string", "minLength": 1, "maxLength": n}  # noqa: E731 - schema shorthand
 NULLABLE = lambda n: {"type": ["string", "null"], "maxLength": n}  # noqa: E731
+# The Subject of every notice e-mail: one line, not blank, no control character (C0, DEL, C1),
+# line or paragraph separator, or bidirectional control (notices._one_line, shared.inputs).
+_NOT_IN_TITLE = "\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
+NOTICE_TITLE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": f"^[^{_NOT_IN_TITLE}]*[^\\s{_NOT_IN_TITLE}][^{_NOT_IN_TITLE}]*$",
+}
 # An RFC 3339 date and time (calls.parse_time_filter also reads other ISO 8601 forms).
 TIME_FILTER = {"type": "string", "format": "date-time", "maxLength": 40}
 # 1-500, in the schema so the document says what page() accepts.
@@ -637,7 +646,7 @@ def search_email(body):
     responses={201: NOTICE_OUT},
     body=closed(
         {
-            "title": TEXT(200),
+            "title": NOTICE_TITLE,
             "body": multiline(TEXT(50000)),
             "company_ids": {"type": "array", "items": UUID, "minItems": 1, "maxItems": 1000},
         },

@@ -7,7 +7,6 @@ personal value ever travels in a URL: searches by personnummer or name are POST 
 from __future__ import annotations
 
 import zoneinfo
-
 from collections.abc import Callable
 from typing import Any
 
@@ -147,7 +146,12 @@ GRANT = _closed(
         "principal": _closed(
             {
                 "type": {"enum": ["user", "group"]},
-                "id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]+$"},
+                "id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "pattern": "^[^\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]+$",
+                },
             },
             ("type", "id"),
         ),
@@ -495,10 +499,15 @@ def discharge_individual(individual_id, body):
     V1 + "/orders",
     summary="Place an order for an individual or a unit (right: order, on the "
     "register and on the article's assortment list)",
-    body=_closed(
-        {"register_id": UUID, "individual_id": UUID, "unit_id": UUID, **ORDER_CHANGE_FIELDS},
-        ("register_id", "delivery_date", "meal", "article_id", "quantity"),
-    ),
+    body={
+        **_closed(
+            {"register_id": UUID, "individual_id": UUID, "unit_id": UUID, **ORDER_CHANGE_FIELDS},
+            ("register_id", "delivery_date", "meal", "article_id", "quantity"),
+        ),
+        # An order for a unit names it; one for an individual may take the individual's unit.
+        "if": {"not": {"required": ["individual_id"]}},
+        "then": {"required": ["unit_id"]},
+    },
     tags=("orders",),
     responses={201: ORDER_OUT},
 )

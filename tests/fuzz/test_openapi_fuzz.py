@@ -58,8 +58,24 @@ RULES_BEYOND_SCHEMA: dict[str, dict[str, str]] = {
     # A file's content is no JSON Schema: the call log's CSV columns, the e-mail's RFC 5322 headers.
     "POST /api/v1/calls/import": {"file": "a CSV header line", "header.*": "the CSV header's columns"},
     "POST /api/v1/companies/{company_id}/emails": {"message": "an RFC 5322 message (From, Date, ...)"},
-    # Stored state: the person the case links must be on the case's company's person tab now.
+    # Stored state: the person the case links must be on the case's company's person tab now; a
+    # notice recipient needs an e-mail address, the stored one when a change names none.
     "PATCH /api/v1/cases/{case_id}": {"person_id": "a person of the case's company"},
+    "PATCH /api/v1/persons/{person_id}": {"notice_recipient": "an e-mail address, given or stored"},
+    # Relative to today: a date of birth is not in the future.
+    # Two fields compared: a stay ends after it starts.
+    "POST /api/v1/registers/{register_id}/individuals": {
+        "personnummer": _PERSONNUMMER,
+        "date_of_birth": "not in the future",
+        "valid_to": "not before valid_from",
+    },
+    "PATCH /api/v1/individuals/{individual_id}": {
+        "personnummer": _PERSONNUMMER,
+        "date_of_birth": "not in the future",
+        "valid_to": "not before valid_from (given or stored)",
+    },
+    # An individual's unit is stored: an order for one without a unit must name the unit.
+    "POST /api/v1/orders": {"unit_id": "the individual's stored unit, when the order names none"},
     # One parameter's bound depends on another's value (OpenAPI states each query parameter alone);
     # a cursor is opaque.
     "GET /api/v1/events": {
@@ -83,8 +99,6 @@ RULES_BEYOND_SCHEMA: dict[str, dict[str, str]] = {
     "POST /api/v1/tenants/{slug}/users/search": {"username": "no category C"},
     "POST /api/v1/tenants": {"signed_on": "a signing date is not in the future: relative to today"},
     "PUT /api/v1/tenants/{slug}/agreement": {"signed_on": "a signing date is not in the future: relative to today"},
-    "POST /api/v1/registers/{register_id}/individuals": {"personnummer": _PERSONNUMMER},
-    "PATCH /api/v1/individuals/{individual_id}": {"personnummer": _PERSONNUMMER},
     "POST /api/v1/individuals/search": {"personnummer": _PERSONNUMMER},
     "POST /api/v1/requests": {"subject.personnummer": _PERSONNUMMER},
 }
@@ -285,6 +299,8 @@ def test_orders_keeps_its_contract(tmp_path):
         world = World(app.test_client(), mint, runtime, "sqlite", clock)
         person = world.individual(texture_level=3, diets=["gluten"])
         order = world.place(individual_id=person["id"])
+        # Named in bodies only (an order's article and individual): no fuzzed path withdraws them.
+        resident = world.individual()
         grants = world.ok("GET", f"/registers/{world.register['id']}/grants", world.admin)["items"]
         # The member of staff who holds every right, also a tenant administrator.
         roles = ["tenant_admin", "staff"]
@@ -300,6 +316,14 @@ def test_orders_keeps_its_contract(tmp_path):
                     "individual_id": person["id"],
                     "order_id": order["id"],
                     "grant_id": grants[0]["id"],
+                },
+                refs={
+                    "unit_id": world.unit["id"],
+                    "register_id": world.register["id"],
+                    "list_id": world.list["id"],
+                    "article_id": world.soup["id"],
+                    "individual_id": resident["id"],
+                    "delivery_point_id": world.point["id"],
                 },
             )
         )
