@@ -10,10 +10,9 @@ generated ids and on the seeded ones.  Asserted for every response:
   ``response_schema_conformance``: the answer is one the document declares, in its media type and
   schema;
 - ``negative_data_rejection``: a request the schema refuses is refused (4xx);
-- ``problem_json`` (ours): every error is RFC 9457 problem+json with type, title, status, detail.
-
-- ``positive_data_acceptance``: a request the schema accepts is accepted (not a 400/422), so the
-  documents say exactly what the servers take.  Ids in a body or query (``company_id``,
+- ``problem_json`` (ours): every error is RFC 9457 problem+json with type, title, status, detail;
+- ``positive_data_acceptance`` (as ``accepts_valid_data``): a request the schema accepts is
+  accepted (not a 400/422), so the documents say exactly what the servers take.  Ids in a body or query (``company_id``,
   ``unit_id``, ...) are the seeded objects' in the positive examples: "this id must exist" is no
   schema rule.  ``RULES_BEYOND_SCHEMA`` lists, per operation and field, the few rules JSON Schema
   cannot state, each with why; a 422 whose every field error is one of them is not counted.
