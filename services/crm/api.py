@@ -37,7 +37,7 @@ NOTICE_TITLE = {
     "maxLength": 200,
     "pattern": f"^[^{_NOT_IN_TITLE}]*[^\\s{_NOT_IN_TITLE}][^{_NOT_IN_TITLE}]*$",
 }
-# An RFC 3339 date and time (calls.parse_time_filter also reads other ISO 8601 forms).
+# An RFC 3339 date and time with its offset (format checked by rfc3339-validator, a dependency).
 TIME_FILTER = {"type": "string", "format": "date-time", "maxLength": 40}
 # 1-500, in the schema so the document says what page() accepts.
 PAGE = {
