@@ -38,7 +38,16 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .inputs import TEXT_PATTERNS, Validator, acceptable_path_value, harden, parse_json, query_parameters
+from .inputs import (
+    TEXT_PATTERNS,
+    Validator,
+    acceptable_path_value,
+    harden,
+    has_settings,
+    parse_json,
+    query_parameters,
+    resolve,
+)
 from .logs import request_id
 from .tokens import CHALLENGE, Principal
 
@@ -177,6 +186,7 @@ class Operation:
     public: bool = False
     tags: tuple[str, ...] = ()
     content_type: str = "application/json"
+    upload: dict[str, Any] | None = None
 
 
 _SUCCESS_WITHOUT_BODY = {204, 304}
@@ -235,6 +245,7 @@ class ApiBlueprint(Blueprint):
         public: bool = False,
         tags: Iterable[str] = (),
         content_type: str = "application/json",
+        upload: dict[str, Any] | None = None,
     ) -> Callable[[View], View]:
         """Declare an endpoint.
 
@@ -245,10 +256,13 @@ class ApiBlueprint(Blueprint):
         ``body``: JSON schema of the request body (passed to the view as ``body=``);
         ``query``: JSON schema (object) of the query parameters, all strings, passed as ``query=``;
         ``roles``: the caller needs one of these roles (None: any signed-in caller);
-        ``public``: no token needed (login, public keys).
+        ``public``: no token needed (login, public keys);
+        ``upload``: a body that is not JSON (a file), as OpenAPI request-body ``content`` (media type
+        -> ``{"schema": ...}``); only documented, the view reads and checks it.
 
         Body and query schemas are hardened (shared/inputs.py: the text rule) and the hardened
-        schema is both what validates and what ``/openapi.json`` publishes.
+        schema is both what validates and what ``/openapi.json`` publishes.  A value given as
+        ``inputs.FromSetting(NAME)`` is the app's setting NAME in both.
         """
         _check_responses(method.upper(), path, responses, content_type)
         op = Operation(
@@ -262,6 +276,7 @@ class ApiBlueprint(Blueprint):
             public,
             tuple(tags),
             content_type,
+            upload,
         )
         self.operations.append(op)
 
@@ -276,13 +291,14 @@ class ApiBlueprint(Blueprint):
                     if op.roles is not None and not principal.has_any_role(op.roles):
                         raise AccessDenied("your roles do not allow this operation")
                 params = query_parameters(request.args)  # the text rule, declared or not
-                if op.query is not None:
-                    problems = schema_errors(op.query, params)
+                query_schema, body_schema = _schemas(op)
+                if query_schema is not None:
+                    problems = schema_errors(query_schema, params)
                     if problems:
                         raise Invalid("the query parameters are invalid", errors=problems)
                     kwargs["query"] = params
-                if op.body is not None:
-                    kwargs["body"] = json_body(op.body, hardened=True)
+                if body_schema is not None:
+                    kwargs["body"] = json_body(body_schema, hardened=True)
                 return view(**kwargs)
 
             self._views.append((op, wrapper, view.__name__))
@@ -301,6 +317,20 @@ class ApiBlueprint(Blueprint):
                     methods=[op.method],
                 )
         super().register(app, options)
+
+
+Schemas = tuple[dict[str, Any] | None, dict[str, Any] | None]
+
+
+def _schemas(op: Operation) -> Schemas:
+    """The query and body schema of ``op`` in this app: its settings put in (inputs.FromSetting)."""
+    if not (has_settings(op.query) or has_settings(op.body)):
+        return op.query, op.body
+    cache: dict[int, Schemas] = current_app.extensions.setdefault("recept.schemas", {})
+    if id(op) not in cache:
+        settings = current_app.extensions.get("recept.settings")
+        cache[id(op)] = (resolve(op.query, settings), resolve(op.body, settings))
+    return cache[id(op)]
 
 
 def _rule(path: str, siblings: list[str]) -> str:
@@ -353,7 +383,10 @@ def json_body(schema: dict[str, Any] | None = None, *, hardened: bool = False) -
     return data
 
 
-def build_openapi(title: str, version: str, blueprints: Iterable[Blueprint], description: str = "") -> dict[str, Any]:
+def build_openapi(
+    title: str, version: str, blueprints: Iterable[Blueprint], description: str = "", settings: Any = None
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``blueprints``; ``settings`` fill in ``inputs.FromSetting`` values."""
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     problem_content = {PROBLEM: {"schema": problem_ref}}
 
@@ -434,16 +467,19 @@ def build_openapi(title: str, version: str, blueprints: Iterable[Blueprint], des
                 {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                 for n in re.findall(r"\{(\w+)\}", op.path)
             ]
-            if op.query:
-                required = set(op.query.get("required", []))
+            query, body = resolve(op.query, settings), resolve(op.body, settings)
+            if query:
+                required = set(query.get("required", []))
                 params += [
                     {"name": n, "in": "query", "required": n in required, "schema": s}
-                    for n, s in op.query.get("properties", {}).items()
+                    for n, s in query.get("properties", {}).items()
                 ]
             if params:
                 entry["parameters"] = params
-            if op.body is not None:
-                entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.body}}}
+            if body is not None:
+                entry["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+            elif op.upload is not None:
+                entry["requestBody"] = {"required": True, "content": op.upload}
             responses: dict[str, Any] = {}
             for status, spec in op.responses.items():
                 code = int(status)
@@ -525,13 +561,15 @@ def create_service_app(
     version: str = "1.0.0",
     description: str = "",
     extensions: dict[str, Any] | None = None,
+    settings: Any = None,
 ) -> Flask:
     """A Flask app with everything a Recept service shares.
 
     ``readiness`` maps what the API needs to serve (its database, its configuration) to a check
     that raises when it fails; ``/readyz`` names every failing one.  ``health`` holds the checks
     of what the API can serve without (the broker: writes go through the outbox and wait there);
-    ``/healthz`` reports them as detail and stays 200 while the process runs.
+    ``/healthz`` reports them as detail and stays 200 while the process runs.  ``settings`` (the
+    service's configuration) gives the values of ``inputs.FromSetting`` in declared schemas.
     """
     app = ServiceFlask(f"recept.{name}", static_folder=None)  # no implicit /static route shadowing a blueprint's
     app.config["MAX_CONTENT_LENGTH"] = max_content_length
@@ -539,8 +577,9 @@ def create_service_app(
     if isinstance(app.json, DefaultJSONProvider):  # the provider Flask sets up; answers keep their field order
         app.json.sort_keys = False
     app.extensions.update(extensions or {})
+    app.extensions["recept.settings"] = settings
     blueprints = list(blueprints)
-    spec = build_openapi(title or f"Recept {name}", version, blueprints, description)
+    spec = build_openapi(title or f"Recept {name}", version, blueprints, description, settings)
 
     @app.before_request
     def _start() -> None:

@@ -13,8 +13,9 @@ this module before a view sees it:
   string schema gets a ``pattern`` that says so, so the OpenAPI document shows the rule the
   server applies.  Strings that already carry their own ``pattern`` (codes, slugs, ids) keep
   it; the universal rule is still checked on them.
-- **Integers** are integers: ``3.0`` is a valid JSON Schema ``integer`` but the domain would
-  store ``"3.0"`` and fail to read it back, so an integer field takes only a JSON integer.
+- **Integral numbers** are integers: ``3.0`` is a valid JSON Schema ``integer`` (JSON has one
+  number type), so the parser reads it as ``3``; the domain would otherwise store ``"3.0"`` and
+  fail to read it back.  A field declared ``integer`` then only ever sees a Python ``int``.
 
 Every problem is reported as an ``Invalid`` (422) with field-level ``errors``; messages
 describe the rule and never echo the submitted value.
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from werkzeug.datastructures import MultiDict
 
 from .errors import Invalid
+from .normalise import EMAIL_FORBIDDEN
 
 MAX_DEPTH = 32
 
@@ -95,6 +97,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _number(text: str) -> float | int:
+    # 3.0 and 3 are the same JSON number; an integral one is read as an int (exactly, up to 2**53).
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= 2**53 else value
+
+
 def _body_error(message: str, detail: str, field: str = "body") -> Invalid:
     return Invalid(detail, errors=[{"field": field, "message": message}])
 
@@ -106,7 +114,7 @@ def parse_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise _body_error("is not UTF-8", "the request body is not valid JSON (not UTF-8)") from None
     try:
-        document = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+        document = json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant, parse_float=_number)
     except _Duplicate as exc:
         raise _body_error(
             "has a duplicate key", "the request body repeats a key in one object", field=_key_name(exc.key)
@@ -265,18 +273,28 @@ def harden(schema: dict[str, Any] | None) -> dict[str, Any] | None:
 # hand-written client sees the rule.  What a pattern cannot say (the personnummer's check digit
 # and date) stays the normaliser's 422, and the description says so.
 
-# Surrounding spaces are allowed: the normalisers strip them.
-_LABEL = r"[^\s@.\-](?:[^\s@.]*[^\s@.\-])?"
+# Surrounding spaces are allowed: the normalisers strip them.  An address holds no white space,
+# control, format, surrogate or private-use character (normalise.EMAIL_FORBIDDEN), one "@", a
+# local part of at most 64 characters without "..", a leading or a trailing ".", and at least
+# two domain labels that neither start nor end with "-".
+_NOT_IN_ADDRESS = f"\\s@{EMAIL_FORBIDDEN}"
+_LABEL = rf"[^{_NOT_IN_ADDRESS}.\-](?:[^{_NOT_IN_ADDRESS}.]*[^{_NOT_IN_ADDRESS}.\-])?"
 EMAIL = {
     "type": "string",
     "maxLength": 254,
-    "pattern": rf"^ *[^\s@.](?:[^\s@]{{0,62}}[^\s@.])?@{_LABEL}(?:\.{_LABEL})+ *$",
+    "pattern": rf"^ *(?!.*\.\.)[^{_NOT_IN_ADDRESS}.](?:[^{_NOT_IN_ADDRESS}]{{0,62}}[^{_NOT_IN_ADDRESS}.])?"
+    rf"@{_LABEL}(?:\.{_LABEL})+ *$",
 }
+# The digits the normaliser keeps (7-15, the first not 0): "+" or "00" and the number, a national
+# "0" and the number after it (the country code is added: 5-13 digits), or bare digits.
+_SEP = r"[ ./()\-]{0,3}"
 PHONE = {
     "type": "string",
     "maxLength": 40,
-    "pattern": r"^ *(?:\+|00)?\(?[0-9][0-9 ./()\-]{5,37}[0-9] *$",
-    "description": "7-15 digits; spaces, '-', '.', '/' and parentheses are ignored",
+    "pattern": rf"^{_SEP}(?:(?:\+|0{_SEP}0){_SEP}[1-9](?:{_SEP}[0-9]){{6,14}}|0{_SEP}[1-9](?:{_SEP}[0-9]){{4,12}}"
+    rf"|[1-9](?:{_SEP}[0-9]){{6,14}}){_SEP}$",
+    "description": "7-15 digits (a national number from 0 gets the country code); up to three spaces, '-', '.', "
+    "'/' or parentheses between them are ignored",
 }
 PERSONNUMMER = {
     "type": "string",
@@ -286,6 +304,48 @@ PERSONNUMMER = {
     "description": "YYYYMMDD-NNNN, YYYYMMDDNNNN, YYMMDD-NNNN or YYMMDD+NNNN; the date and the check "
     "digit are verified too (422)",
 }
+
+
+class FromSetting:
+    """A value of a declared schema that follows a setting of the service (``minLength``: the
+    configured shortest password), so the published document states the rule the server applies.
+
+    ``resolve`` puts the setting's value in; ``create_service_app`` does it for each app, from its
+    configuration, both for validation and for ``/openapi.json``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"FromSetting({self.name!r})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FromSetting:
+        return self
+
+
+def has_settings(schema: Any) -> bool:
+    """Whether ``schema`` holds a ``FromSetting`` anywhere."""
+    if isinstance(schema, FromSetting):
+        return True
+    if isinstance(schema, dict):
+        return any(has_settings(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(has_settings(v) for v in schema)
+    return False
+
+
+def resolve(schema: Any, settings: Any) -> Any:
+    """``schema`` with every ``FromSetting`` replaced by ``settings[name]``."""
+    if isinstance(schema, FromSetting):
+        if settings is None:
+            raise TypeError(f"the schema needs the setting {schema.name}; create the app with its settings")
+        return settings[schema.name]
+    if isinstance(schema, dict):
+        return {k: resolve(v, settings) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [resolve(v, settings) for v in schema]
+    return schema
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:

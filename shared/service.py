@@ -140,6 +140,7 @@ class ServiceSpec:
             max_content_length=rt.config["MAX_CONTENT_LENGTH"],
             description=self.description,
             extensions={"recept": rt, **wiring.extensions},
+            settings=rt.config,
         )
 
 

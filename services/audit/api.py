@@ -44,10 +44,14 @@ EVENTS_QUERY = {
         "resource_type": {"type": "string", "minLength": 1, "maxLength": 60},
         "type": {"type": "string", "maxLength": 200, "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$"},
         "tenant": _ID,
-        "since": {"type": "string", "maxLength": 40, "description": "RFC 3339, inclusive"},
-        "until": {"type": "string", "maxLength": 40, "description": "RFC 3339, exclusive"},
+        "since": {"type": "string", "format": "date-time", "maxLength": 40, "description": "RFC 3339, inclusive"},
+        "until": {"type": "string", "format": "date-time", "maxLength": 40, "description": "RFC 3339, exclusive"},
         "cursor": {"type": "string", "maxLength": 300},
-        "limit": {"type": "string", "pattern": r"^[0-9]{1,4}$"},
+        "limit": {
+            "type": "string",
+            "pattern": r"^[1-9][0-9]{0,3}$",
+            "description": f"at most {MAX_LIMIT} with format=json (a page; next_cursor goes on), any with csv",
+        },
         "format": {"enum": ["json", "csv"]},
     },
 }

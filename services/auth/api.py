@@ -9,7 +9,7 @@ from flask import Response, current_app, jsonify, request
 
 from shared.errors import NotFound
 from shared.http import ApiBlueprint, authenticate
-from shared.inputs import EMAIL, multiline, nullable
+from shared.inputs import EMAIL, FromSetting, multiline, nullable
 from shared.tokens import VENDOR_ROLES
 
 from .domain import ROLE_DESCRIPTIONS, Auth
@@ -22,8 +22,8 @@ _TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
 _ROLE = {"type": "string", "maxLength": 40}
 _PASSWORD = {"type": "string", "minLength": 1, "maxLength": 1024}
 # A password being set: the policy's bounds in the schema, so the document says what is refused
-# (PASSWORD_MIN_LENGTH's default; the hasher still applies a configured other minimum).
-_NEW_PASSWORD = {"type": "string", "minLength": 12, "maxLength": 1024}
+# (the configured PASSWORD_MIN_LENGTH, the same value the hasher applies).
+_NEW_PASSWORD = {"type": "string", "minLength": FromSetting("PASSWORD_MIN_LENGTH"), "maxLength": 1024}
 _DN = {"type": "string", "minLength": 1, "maxLength": 500}
 _ATTRIBUTE = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9-]{0,99}$"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -98,11 +98,21 @@ DIRECTORY = _closed(
         "group_roles": {
             "type": "object",
             "maxProperties": 100,
+            "propertyNames": {"type": "string", "minLength": 1, "maxLength": 500},  # group names: one line
             "additionalProperties": {"type": "array", "items": _ROLE, "maxItems": 10},
         },
         "timeout": {"type": "number", "minimum": 0.5, "maximum": 30},
     },
     ["urls", "tls", "bind_dn", "user_search_base", "user_filter"],
+    # Every URL's scheme follows tls; a group filter needs the base it searches.
+    allOf=[
+        {
+            "if": {"properties": {"tls": {"const": "ldaps"}}},
+            "then": {"properties": {"urls": {"items": {"pattern": "^[Ll][Dd][Aa][Pp][Ss]://"}}}},
+            "else": {"properties": {"urls": {"items": {"pattern": "^[Ll][Dd][Aa][Pp]://"}}}},
+        }
+    ],
+    dependentRequired={"group_filter": ["group_search_base"]},
 )
 NEW_USER = _closed(
     {
@@ -114,6 +124,13 @@ NEW_USER = _closed(
         "source": {"enum": ["local", "directory"]},
     },
     ["username"],
+    # A directory user signs in with the directory's password, never a local one.
+    allOf=[
+        {
+            "if": {"properties": {"source": {"const": "directory"}}, "required": ["source"]},
+            "then": {"not": {"required": ["password"]}},
+        }
+    ],
 )
 USER_CHANGE = _closed(
     {

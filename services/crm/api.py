@@ -30,6 +30,17 @@ TAGS_CALL, TAGS_EMAIL, TAGS_NOTICE = ("call logs",), ("e-mails",), ("notices",)
 UUID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
 TEXT = lambda n: {"type": "string", "minLength": 1, "maxLength": n}  # noqa: E731 - schema shorthand
 NULLABLE = lambda n: {"type": ["string", "null"], "maxLength": n}  # noqa: E731
+# The Subject of every notice e-mail: one line, not blank, no control character (C0, DEL, C1),
+# line or paragraph separator, or bidirectional control (notices._one_line, shared.inputs).
+_NOT_IN_TITLE = "\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
+NOTICE_TITLE = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": f"^[^{_NOT_IN_TITLE}]*[^\\s{_NOT_IN_TITLE}][^{_NOT_IN_TITLE}]*$",
+}
+# An RFC 3339 date and time with its offset (format checked by rfc3339-validator, a dependency).
+TIME_FILTER = {"type": "string", "format": "date-time", "maxLength": 40}
 # 1-500, in the schema so the document says what page() accepts.
 PAGE = {
     "limit": {"type": "string", "pattern": "^([1-9][0-9]?|[1-4][0-9][0-9]|500)$"},
@@ -154,6 +165,22 @@ def created(body: dict, location: str) -> Response:
     return response
 
 
+def upload_body(raw_types: tuple[str, ...], what: str) -> dict:
+    """The request-body ``content`` of an upload (``ApiBlueprint.operation(upload=...)``): what
+    ``upload`` below takes, a raw body of ``raw_types`` or a form's ``file`` field, not empty."""
+    raw = {"type": "string", "minLength": 1, "description": f"the {what}"}
+    form = {
+        "type": "object",
+        "properties": {"file": {"type": "string", "format": "binary", "minLength": 1}},
+        "required": ["file"],
+    }
+    return {**{t: {"schema": raw} for t in raw_types}, "multipart/form-data": {"schema": form}}
+
+
+CALL_LOG_TYPES = ("text/csv", "text/plain", "application/csv")
+EMAIL_TYPES = ("message/rfc822", "application/octet-stream")
+
+
 def upload(limit: int, raw_types: tuple[str, ...], what: str) -> bytes:
     """The uploaded bytes: a raw body of one of ``raw_types``, or the ``file`` field of a multipart form."""
     if request.content_length is not None and request.content_length > limit:
@@ -247,7 +274,12 @@ def update_company(company_id, body):
     summary="Add a person to a company's person tab",
     roles=ROLES,
     tags=TAGS_PERSON,
-    body=closed(PERSON_FIELDS, ("name",)),
+    body={
+        **closed(PERSON_FIELDS, ("name",)),
+        # An appointed notice recipient is reached by e-mail (R4).
+        "if": {"properties": {"notice_recipient": {"const": True}}, "required": ["notice_recipient"]},
+        "then": {"properties": {"email": EMAIL}, "required": ["email"]},
+    },
     responses={201: PERSON_OUT},
 )
 def add_person(company_id, body):
@@ -312,7 +344,10 @@ def remove_person(person_id):
     roles=ROLES,
     tags=TAGS_PERSON,
     responses={200: ITEMS},
-    body=closed({"email": EMAIL, "phone": PHONE, "name": TEXT(200), "company_id": UUID}, (), 1),
+    body={
+        **closed({"email": EMAIL, "phone": PHONE, "name": TEXT(200), "company_id": UUID}),
+        "anyOf": [{"required": ["email"]}, {"required": ["phone"]}, {"required": ["name"]}],
+    },
 )
 def search_persons(body):
     return jsonify(items=call(crm().search_persons, body))
@@ -412,10 +447,11 @@ def search_cases(body):
     roles=ROLES,
     tags=TAGS_CALL,
     responses={200: IMPORT_OUT},
+    upload=upload_body(CALL_LOG_TYPES, "call log"),
 )
 def import_call_log():
     who = actor()
-    data = upload(crm().config["MAX_CALL_LOG_BYTES"], ("text/csv", "text/plain", "application/csv"), "call log")
+    data = upload(crm().config["MAX_CALL_LOG_BYTES"], CALL_LOG_TYPES, "call log")
     with crm().db.transaction() as s:
         return jsonify(import_calls(crm(), s, who, data, "http"))
 
@@ -427,7 +463,7 @@ def import_call_log():
     roles=ROLES,
     tags=TAGS_CALL,
     responses={200: ITEMS},
-    query=closed({"person_id": UUID, "company_id": UUID, "since": TEXT(40), "until": TEXT(40), **PAGE}),
+    query=closed({"person_id": UUID, "company_id": UUID, "since": TIME_FILTER, "until": TIME_FILTER, **PAGE}),
 )
 def list_call_log(query):
     who = actor()
@@ -480,12 +516,13 @@ def search_call_log(body):
             "content": {"application/json": {"schema": STORED_EMAIL}},
         },
     },
+    upload=upload_body(EMAIL_TYPES, "e-mail (.eml)"),
 )
 def ingest_email(company_id):
     who = actor()
     with crm().db.transaction() as s:
         crm().company(s, company_id)  # 404 before reading a large body for nothing
-    data = upload(crm().config["MAX_EMAIL_BYTES"], ("message/rfc822", "application/octet-stream"), "e-mail")
+    data = upload(crm().config["MAX_EMAIL_BYTES"], EMAIL_TYPES, "e-mail")
     with crm().db.transaction() as s:
         email_id, duplicate = mail.ingest(crm(), s, who, company_id, data, "upload")
     body = {"id": email_id, "duplicate": duplicate}
@@ -594,7 +631,7 @@ def search_email(body):
     responses={201: NOTICE_OUT},
     body=closed(
         {
-            "title": TEXT(200),
+            "title": NOTICE_TITLE,
             "body": multiline(TEXT(50000)),
             "company_ids": {"type": "array", "items": UUID, "minItems": 1, "maxItems": 1000},
         },

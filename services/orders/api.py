@@ -7,6 +7,7 @@ personal value ever travels in a URL: searches by personnummer or name are POST 
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, get_type_hints
@@ -33,7 +34,8 @@ LABEL = {
     "type": "string",
     "minLength": 1,
     "maxLength": 200,
-    "pattern": "^[^\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]*[^\\s\\u202a-\\u202e\\u2066-\\u2069][^\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]*$",
+    "pattern": "^[^\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]*[^\\s\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]"
+    "[^\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]*$",
 }
 DEADLINE = {
     "type": "object",
@@ -44,7 +46,8 @@ DEADLINE = {
         "days_before": {"type": "integer", "minimum": 0, "maximum": 60},
     },
 }
-TIMEZONE = {"type": "string", "minLength": 1, "maxLength": 64}
+# The IANA zone names this installation knows (zoneinfo): the names the server accepts.
+TIMEZONE = {"enum": sorted(zoneinfo.available_timezones())}
 PAGE = {
     "limit": {"type": "string", "pattern": "^([1-9][0-9]{0,2}|500)$"},
     "offset": {"type": "string", "pattern": "^[0-9]{1,7}$"},
@@ -145,7 +148,12 @@ GRANT = _closed(
         "principal": _closed(
             {
                 "type": {"enum": ["user", "group"]},
-                "id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\x00-\\x1f]+$"},
+                "id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "pattern": "^[^\\u0000-\\u001f\\u202a-\\u202e\\u2066-\\u2069]+$",
+                },
             },
             ("type", "id"),
         ),
@@ -546,10 +554,15 @@ _endpoint(
     reply=present.order,
     summary="Place an order for an individual or a unit (right: order, on the "
     "register and on the article's assortment list)",
-    body=_closed(
-        {"register_id": UUID, "individual_id": UUID, "unit_id": UUID, **ORDER_CHANGE_FIELDS},
-        ("register_id", "delivery_date", "meal", "article_id", "quantity"),
-    ),
+    body={
+        **_closed(
+            {"register_id": UUID, "individual_id": UUID, "unit_id": UUID, **ORDER_CHANGE_FIELDS},
+            ("register_id", "delivery_date", "meal", "article_id", "quantity"),
+        ),
+        # An order for a unit names it; one for an individual may take the individual's unit.
+        "if": {"not": {"required": ["individual_id"]}},
+        "then": {"required": ["unit_id"]},
+    },
     tags=("orders",),
     responses={201: ORDER_OUT},
 )

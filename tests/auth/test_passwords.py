@@ -53,3 +53,28 @@ def test_hash_made_with_weaker_parameters_needs_rehash():
     weak = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
     assert PasswordHasher(iterations=3).needs_rehash(weak)
     assert not PasswordHasher().needs_rehash(weak)
+
+
+@pytest.mark.parametrize("minimum", [12, 20])
+def test_the_documented_password_minimum_is_the_configured_one(tmp_path, minimum):
+    """Issue 18: the request schema states PASSWORD_MIN_LENGTH as configured, and the API applies it."""
+    from tests.auth.conftest import build
+
+    harness = build(f"sqlite:///{tmp_path / 'auth.db'}", tmp_path, PASSWORD_MIN_LENGTH=minimum)
+    try:
+        harness.tenant("vendor", "Recept AB")
+        harness.tenant("north", "North")
+        user = harness.user("north", "nils", roles=("staff",), password="p" * 24)
+        admin = {"Authorization": f"Bearer {harness.token('vendor', ('vendor_admin',))}"}
+        document = harness.client.get("/openapi.json").json
+        body = document["paths"]["/api/v1/tenants/{slug}/users/{user_id}/password"]["put"]["requestBody"]
+        assert body["content"]["application/json"]["schema"]["properties"]["password"]["minLength"] == minimum
+        path = f"/api/v1/tenants/north/users/{user['id']}/password"
+        short = harness.client.put(path, json={"password": "q" * (minimum - 1)}, headers=admin)
+        assert short.status_code == 422 and short.json["errors"] == [
+            {"field": "password", "message": f"is too short (at least {minimum} characters)"}
+        ]
+        assert "q" * (minimum - 1) not in short.get_data(as_text=True)
+        assert harness.client.put(path, json={"password": "q" * minimum}, headers=admin).status_code == 204
+    finally:
+        harness.runtime.db.dispose()

@@ -130,3 +130,13 @@ def test_import_calls_command_reads_a_file_and_exits_1_when_rows_were_rejected(c
     assert cli.main(["import-calls", str(tmp_path / "missing.csv")]) == 2
     assert len(crm.get("/api/v1/calls")["items"]) == 5
     assert events_of(crm.runtime, "crm.call_import.completed")[0]["actor"]["kind"] == "system"
+
+
+def test_time_filters_are_rfc_3339_with_an_offset_as_documented(crm_lite):
+    """Issue 18: the query schema says date-time, and the server applies exactly that."""
+    crm = crm_lite
+    assert crm.get("/api/v1/calls?since=2025-01-01T00:00:00Z&until=2025-02-01T00:00:00%2B01:00")["items"] == []
+    for query in ("since=2025-01-01T00:00:00", "until=yesterday", "since=2025-01-01"):
+        answer = crm.client.get(f"/api/v1/calls?{query}", headers=crm.support)
+        assert answer.status_code == 422 and answer.mimetype == "application/problem+json", query
+        assert [e["field"] for e in answer.get_json()["errors"]] == [query.split("=")[0]]

@@ -12,7 +12,7 @@ from flask import jsonify
 from shared.crypto import DecryptionError
 from shared.errors import Conflict
 from shared.http import ApiBlueprint, create_service_app
-from shared.inputs import MAX_DEPTH, harden, multiline
+from shared.inputs import MAX_DEPTH, FromSetting, harden, multiline, parse_json
 from shared.logs import JsonFormatter
 from shared.tokens import TokenVerifier
 from tests.support import TokenMint
@@ -313,13 +313,18 @@ def test_line_breaks_only_where_a_field_allows_them(client, mint):
     assert_problem(client.post("/api/v1/notes", json={"text": "a\u202eb"}, headers=headers), 422)
 
 
-def test_an_integer_field_takes_no_float(client, mint):
-    # JSON Schema's integer admits 3.0; the domain would store "3.0" and fail to read it back.
+def test_an_integral_number_reaches_the_view_as_an_int(client, mint):
+    # JSON Schema's integer admits 3.0 (JSON has one number type); the view gets the int 3, so the
+    # domain never stores "3.0" (issue 18), and a documented valid request is accepted.
+    answer = client.post("/api/v1/things", json={"name": "a", "quantity": 3.0}, headers=mint.headers())
+    assert answer.status_code == 201 and answer.get_json()["quantity"] == 3
+    assert "3.0" not in answer.get_data(as_text=True)
+    assert parse_json(b'{"n": 3.0, "x": 2.5, "big": 1e300}') == {"n": 3, "x": 2.5, "big": 1e300}
+    assert type(parse_json(b"3.0")) is int and type(parse_json(b"1e300")) is float
     body = assert_problem(
-        client.post("/api/v1/things", json={"name": "a", "quantity": 3.0}, headers=mint.headers()), 422
+        client.post("/api/v1/things", json={"name": "a", "quantity": 3.5}, headers=mint.headers()), 422
     )
     assert body["errors"] == [{"field": "quantity", "message": "has the wrong type (expected integer)"}]
-    assert client.post("/api/v1/things", json={"name": "a", "quantity": 3}, headers=mint.headers()).status_code == 201
 
 
 def test_query_strings_follow_the_same_rules(client, mint):
@@ -369,3 +374,32 @@ def test_probes_and_the_document_are_public_with_schemas(client):
             ok = [s for s in operation["responses"] if s != "default" and int(s) < 300 and s != "204"]
             assert ok, f"{method} {path} documents no success"
             assert all(operation["responses"][s]["content"] for s in ok)
+
+
+def test_a_declared_bound_follows_the_apps_setting():
+    """inputs.FromSetting: the same declaration validates and is published with each app's value."""
+    bp = ApiBlueprint("setting_bound", __name__)
+    secret = {"type": "string", "minLength": FromSetting("SECRET_MIN"), "maxLength": 100}
+
+    @bp.operation(
+        "POST",
+        "/api/v1/secrets",
+        summary="Set a secret",
+        public=True,
+        body={"type": "object", "properties": {"secret": secret}, "required": ["secret"]},
+        responses={204: None},
+    )
+    def set_secret(body):
+        return "", 204
+
+    for minimum in (8, 20):
+        app = create_service_app("bound", blueprints=[bp], readiness={}, settings={"SECRET_MIN": minimum})
+        client = app.test_client()
+        document = client.get("/openapi.json").get_json()
+        body_schema = document["paths"]["/api/v1/secrets"]["post"]["requestBody"]["content"]["application/json"]
+        assert body_schema["schema"]["properties"]["secret"]["minLength"] == minimum
+        assert client.post("/api/v1/secrets", json={"secret": "x" * minimum}).status_code == 204
+        short = assert_problem(client.post("/api/v1/secrets", json={"secret": "x" * (minimum - 1)}), 422)
+        assert short["errors"] == [{"field": "secret", "message": f"is too short (at least {minimum} characters)"}]
+    with pytest.raises(TypeError, match="SECRET_MIN"):
+        create_service_app("bound", blueprints=[bp], readiness={})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -222,3 +223,62 @@ def test_birth_dates_are_iso_real_and_not_in_the_future():
             normalise_birth_date(bad, today=TODAY, field="subject.birth_date")
         assert info.value.errors[0]["field"] == "subject.birth_date"
         assert str(bad) not in info.value.detail
+
+
+# --- the published shapes (shared.inputs) agree with the normalisers (issue 18) ------------------
+
+
+def _published(schema: dict):
+    pattern = re.compile(schema["pattern"])
+    return lambda value: len(value) <= schema["maxLength"] and "\n" not in value and bool(pattern.search(value))
+
+
+def _accepts(normalise, value: str) -> bool:
+    try:
+        normalise(value)
+    except Invalid:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["email", "phone"])
+def test_what_the_schema_publishes_is_what_the_normaliser_accepts(kind):
+    """Every string the published pattern admits is accepted, and every accepted one is admitted."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from shared.inputs import EMAIL, PHONE
+
+    schema, normalise = (EMAIL, normalise_email) if kind == "email" else (PHONE, normalise_phone)
+    admitted = _published(schema)
+    alphabet = (
+        st.characters(codec="utf-8", exclude_categories=("Cs",))
+        if kind == "email"
+        else st.sampled_from("0123456789+ -./()")
+    )
+    examples = settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+    @examples
+    @given(st.from_regex(schema["pattern"]).filter(admitted))
+    def admitted_is_accepted(value):
+        assert _accepts(normalise, value), ascii(value)
+
+    @examples
+    @given(st.text(alphabet=alphabet, max_size=30) | st.from_regex(r"\A[a-z.]{1,8}@[a-z\-.]{1,8}\Z"))
+    def accepted_is_admitted(value):
+        # The phone pattern takes up to three separators in a row (a bound that keeps generation quick).
+        if _accepts(normalise, value) and not re.search(r"[ ./()\-]{4}", value):
+            assert admitted(value), ascii(value)
+
+    admitted_is_accepted()
+    accepted_is_admitted()
+    if kind == "email":
+        for value in ("pia@example.se", " Pia@Exempel.SE ", "räksmörgås@exempel.se"):
+            assert admitted(value) and _accepts(normalise, value)
+        for value in ("a..b@example.se", ".a@example.se", "a@-x.se", "a@x", "a\u00ad@example.se", "a b@x.se"):
+            assert not admitted(value) and not _accepts(normalise, value)
+    else:
+        for value in ("070-123 45 67", "+46 70 123 45 67", "0046701234567", "46701234567"):
+            assert admitted(value) and _accepts(normalise, value)
+        for value in ("127.0.0.1", "123456", "0701", "+0701234567", "070-123 45 67 89 01 23"):
+            assert not admitted(value) and not _accepts(normalise, value)
