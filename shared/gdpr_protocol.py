@@ -196,6 +196,15 @@ ANNOUNCEMENT_SCHEMA: dict[str, Any] = {
         # The participant's static X25519 public key (transport_public_key); commands are sealed to it.
         "transport_key": _B64,
         "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+        # Optional (issue 15, art. 30(2)): the same live counts per customer tenant slug; numbers only.
+        "tenant_counts": {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[a-z0-9][a-z0-9_-]{0,99}$"},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+        },
         "inventory": {
             "type": "object",
             "required": ["service", "categories"],
@@ -478,6 +487,7 @@ class Announcement:
     phase: str = "resolve"
     at: str | None = None
     transport_key: str | None = None  # transport_public_key(keyring); None: cannot be sent to
+    tenant_counts: dict[str, dict[str, int]] | None = None  # per tenant slug and kind; None: not counted
 
     @staticmethod
     def routing_key(service: str) -> str:
@@ -493,6 +503,8 @@ class Announcement:
         }
         if self.transport_key is not None:
             message["transport_key"] = self.transport_key
+        if self.tenant_counts is not None:
+            message["tenant_counts"] = {t: dict(kinds) for t, kinds in self.tenant_counts.items()}
         return dict(self._consistent(_check("announcement", message)))
 
     @classmethod
@@ -505,6 +517,7 @@ class Announcement:
             phase=m.get("phase") or "resolve",
             at=m.get("at"),
             transport_key=m.get("transport_key"),
+            tenant_counts=m.get("tenant_counts"),
         )
 
     @staticmethod

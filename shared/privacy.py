@@ -190,7 +190,11 @@ class Participant(Protocol):
     phase: str
 
     def counts(self, session: Session) -> dict[str, int]:
-        """Live number of records per category kind (for the inventory's counts)."""
+        """Live number of records per category kind (for the inventory's counts).
+
+        A participant may also define ``tenant_counts(session) -> {tenant slug: {kind: count}}``: the
+        same counts per customer tenant, for that tenant's records of processing (art. 30(2), issue 15).
+        Only numbers and slugs: a tenant with nothing of a kind may be left out (read as 0)."""
 
     def resolve(self, session: Session, ctx: Context) -> list[str]:
         """This service's subject references for the identifiers (through blind indexes).
@@ -203,6 +207,19 @@ class Participant(Protocol):
 
     def erase(self, session: Session, ctx: Context, references: list[str]) -> list[ErasureItem]:
         """Erase per the inventory's rules; report what was done per kind."""
+
+
+def tenant_counts_of(participant: Any, session: Session) -> dict[str, dict[str, int]] | None:
+    """The participant's live counts per tenant and kind (a kind left out: 0); None for one that does
+    not count per tenant."""
+    counter = getattr(participant, "tenant_counts", None)
+    if counter is None:
+        return None
+    return {
+        str(tenant): {str(kind): int(n) for kind, n in kinds.items()}
+        for tenant, kinds in counter(session).items()
+        if tenant
+    }
 
 
 def command_subscription(runtime: Runtime) -> Subscription:
@@ -314,10 +331,12 @@ def announcement(runtime: Runtime) -> dict[str, Any]:
     participant = runtime.participant
     with runtime.db.transaction() as session:
         counts = participant.counts(session)
+        per_tenant = tenant_counts_of(participant, session)
     return Announcement(
         service=runtime.name,
         inventory=participant.inventory.as_dict(),
         counts=counts,
+        tenant_counts=per_tenant,
         phase=getattr(participant, "phase", "resolve"),
         at=now_rfc3339(),
         transport_key=transport_public_key(runtime.keyring),

@@ -612,6 +612,16 @@ class Ledger:
             out["audit_entry" if r.tenant is not None else "vendor_audit_entry"] += r.seq - r.anchor_seq
         return out
 
+    def tenant_counts(self, s: Session) -> dict[str, dict[str, int]]:
+        """Entries of each tenant's chains, per tenant slug (no table scan; issue 15, art. 30(2))."""
+        out: dict[str, dict[str, int]] = {}
+        for r in s.execute(
+            select(chains.c.tenant, chains.c.seq, chains.c.anchor_seq).where(chains.c.tenant.is_not(None))
+        ):
+            kinds = out.setdefault(r.tenant, {"audit_entry": 0})
+            kinds["audit_entry"] += r.seq - r.anchor_seq
+        return out
+
     # --- retention ---------------------------------------------------------------------------------
     def purge(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Delete entries older than the retention period, chain by chain, up to a signed checkpoint.

@@ -81,6 +81,9 @@ class AuditParticipant:
     def counts(self, session: Session) -> dict[str, int]:
         return self.ledger.counts(session)
 
+    def tenant_counts(self, session: Session) -> dict[str, dict[str, int]]:
+        return self.ledger.tenant_counts(session)
+
     def resolve(self, session: Session, ctx: Context) -> list[str]:
         # The audit holds no identifiers (e-mail, phone ...) to resolve; the gdpr service asks it
         # for the trail of the references the other services resolved (phase "trail").

@@ -135,6 +135,38 @@ class AuthParticipant:
             "agreement_signatory": count(tenants, tenants.c.dpa_signatory.is_not(None)),
         }
 
+    def tenant_counts(self, session: Session) -> dict[str, dict[str, int]]:
+        """Accounts, logins and live sessions per tenant slug (a customer's records of processing, issue 15)."""
+        out: dict[str, dict[str, int]] = {}
+
+        def add(kind: str, query) -> None:
+            for slug, n in session.execute(query):
+                out.setdefault(slug, {})[kind] = int(n)
+
+        add("user_account", select(tenants.c.slug, func.count()).join_from(users, tenants).group_by(tenants.c.slug))
+        add(
+            "login_history",
+            select(tenants.c.slug, func.count())
+            .select_from(login_history)
+            .join(tenants, tenants.c.id == login_history.c.tenant_id)
+            .where(login_history.c.user_id.is_not(None))
+            .group_by(tenants.c.slug),
+        )
+        add(
+            "session",
+            select(tenants.c.slug, func.count())
+            .select_from(refresh_tokens)
+            .join(users, users.c.id == refresh_tokens.c.user_id)
+            .join(tenants, tenants.c.id == users.c.tenant_id)
+            .where(refresh_tokens.c.revoked_at.is_(None))
+            .group_by(tenants.c.slug),
+        )
+        add(
+            "agreement_signatory",
+            select(tenants.c.slug, func.count()).where(tenants.c.dpa_signatory.is_not(None)).group_by(tenants.c.slug),
+        )
+        return out
+
     def candidates(self, session: Session, ctx: Context) -> list[Candidate]:
         """The preview: each account found by username or e-mail (exact matches), with its tenant and
         status; never the username, name or address.  (Logins are not counted on the card: a login

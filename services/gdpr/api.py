@@ -2,7 +2,7 @@
 
 Roles: ``compliance_officer`` opens, approves, rejects, extends and retries requests and
 downloads export packages; ``vendor_admin`` may read requests; the inventory is also open to
-``auditor``.  A customer tenant's ``privacy_officer`` (the controller, issue 15) opens, approves,
+``auditor``, and one customer's records of processing to its ``privacy_officer`` too.  A customer tenant's ``privacy_officer`` (the controller, issue 15) opens, approves,
 confirms and rejects its own tenant's requests, reads them and downloads their exports.  Officers
 whose token tenant is not a vendor tenant (setting VENDOR_TENANTS) see only their own tenant's
 requests; anything else is 404.  Who may decide what is services/gdpr/controller.py.
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from flask import Response, current_app, jsonify, request
 
+from shared.errors import NotFound
 from shared.http import ApiBlueprint, authenticate, runtime
 from shared.inputs import EMAIL, PERSONNUMMER, PHONE, multiline
 
+from . import tenants
 from .domain import STATUSES, TYPES, next_steps
 
 bp = ApiBlueprint("gdpr", __name__)
@@ -24,6 +26,7 @@ DECIDERS = ("compliance_officer", "privacy_officer")  # open, approve, reject, d
 CONFIRMERS = ("privacy_officer",)
 READERS = ("compliance_officer", "vendor_admin", "privacy_officer")
 INVENTORY_READERS = ("compliance_officer", "vendor_admin", "auditor")
+RECORDS_READERS = (*INVENTORY_READERS, "privacy_officer")  # a customer's officer: its own tenant only
 
 _TEXT = multiline({"type": "string", "minLength": 1, "maxLength": 2000})
 _IDENT = {"type": "string", "minLength": 1, "maxLength": 254}
@@ -118,6 +121,19 @@ _SUMMARY = {
 }
 _LISTING = {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": _SUMMARY}}}
 _INVENTORY = {"type": "object"}
+_RECORDS = {
+    "type": "object",
+    "required": ["tenant", "agreement", "generated_at", "services"],
+    "properties": {
+        "tenant": {"type": "string"},
+        "agreement": {
+            "type": ["object", "null"],
+            "properties": {"version": {"type": "string"}, "signed_on": {"type": ["string", "null"]}},
+        },
+        "generated_at": {"type": "string"},
+        "services": {"type": "array", "items": {"type": "object", "required": ["service", "categories"]}},
+    },
+}
 
 
 def _parts():
@@ -341,5 +357,40 @@ def get_inventory(query):
             inventory.as_csv(document),
             mimetype="text/csv",
             headers={"Content-Disposition": 'attachment; filename="recept-inventory.csv"'},
+        )
+    return jsonify(document)
+
+
+@bp.operation(
+    "GET",
+    "/api/v1/tenants/{slug}/records",
+    summary="One customer's records of processing (GDPR art. 30(2)): the inventory with that tenant's live counts, "
+    "where each kind is stored, and its data processing agreement; JSON or ?format=csv",
+    query=INVENTORY_QUERY,
+    roles=RECORDS_READERS,
+    tags=("inventory",),
+    responses={
+        200: {
+            "description": "the records as JSON, or with format=csv as CSV (the inventory's columns, the tenant's counts)",
+            "content": {"application/json": {"schema": _RECORDS}, "text/csv": {"schema": {"type": "string"}}},
+        },
+        404: None,
+    },
+)
+def get_records(slug, query):
+    principal = authenticate()
+    scope = _coordinator().scope(principal)
+    with runtime().db.transaction() as s:
+        row = tenants.find(s, slug)
+        # A customer's officer sees its own tenant only; another one does not exist for it.
+        if row is None or (scope is not None and scope != slug):
+            raise NotFound("no such tenant")
+        inventory = _parts().inventory
+        document = inventory.records(s, slug, tenants.agreement_of(row))
+    if query.get("format") == "csv":
+        return Response(
+            inventory.as_csv(document),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="recept-records-{slug}.csv"'},
         )
     return jsonify(document)

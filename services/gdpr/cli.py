@@ -2,6 +2,7 @@
 
 ./recept gdpr participants          the services the gdpr service knows, their phase and last announcement
 ./recept gdpr inventory [--csv]     the data inventory (record of processing activities) on stdout
+./recept gdpr records SLUG [--csv]  one customer's records of processing (art. 30(2)): its counts and agreement
 ./recept gdpr sweep                 one round of re-sends, silence timeouts, package expiry and shredding
 ./recept gdpr replay-erasures       after restoring a backup: erase again everyone the erasure log lists
 ./recept gdpr decrypt-package FILE OUT   open a downloaded export (.rcpt) with its passphrase (asked for,
@@ -50,6 +51,9 @@ def main(argv: list[str]) -> int:
     sub.add_parser("participants", help="list the participating services")
     inventory = sub.add_parser("inventory", help="print the data inventory")
     inventory.add_argument("--csv", action="store_true", help="as CSV instead of JSON")
+    records = sub.add_parser("records", help="print one customer tenant's records of processing")
+    records.add_argument("slug", help="the tenant's slug")
+    records.add_argument("--csv", action="store_true", help="as CSV instead of JSON")
     sub.add_parser("sweep", help="run one round of the background loop now")
     decrypt = sub.add_parser("decrypt-package", help="decrypt a downloaded export package to its ZIP")
     decrypt.add_argument("file", help="the downloaded .rcpt file")
@@ -69,6 +73,17 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "sweep":
             print(json.dumps(parts.sweeper.sweep()))
+            return 0
+        if args.command == "records":
+            from . import tenants
+
+            with runtime.db.transaction() as s:
+                row = tenants.find(s, args.slug)
+                if row is None:
+                    print(f"records: no such tenant (auth has not announced {args.slug!r})", file=sys.stderr)
+                    return 1
+                document = parts.inventory.records(s, args.slug, tenants.agreement_of(row))
+            sys.stdout.write(parts.inventory.as_csv(document) if args.csv else json.dumps(document, indent=2) + "\n")
             return 0
         with runtime.db.transaction() as s:
             document = parts.inventory.document(s)

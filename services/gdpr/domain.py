@@ -609,6 +609,7 @@ class Coordinator:
             "phase": announced.phase,
             "inventory": announced.inventory,
             "counts": announced.counts,
+            "tenant_counts": announced.tenant_counts,
             "transport_key": announced.transport_key,
             "last_seen": now,
         }

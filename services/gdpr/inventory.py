@@ -1,9 +1,11 @@
 """The data inventory (R3, R5): the record of processing activities, from the services' announcements.
 
-Every participating service announces its declaration and live counts (``shared.gdpr_protocol``);
+Every participating service announces its declaration and live counts, in all and per tenant
+(``shared.gdpr_protocol``);
 the coordinator keeps the latest in ``participants``.  This module reads them back as one
 document, adds the gdpr service's own declaration (``privacy.py``), and writes the same
-document as CSV, one row per field.  No Flask here: the API and the CLI both call it.
+document as CSV, one row per field; ``records`` is the same for one customer tenant, with its
+own counts and its agreement (art. 30(2)).  No Flask here: the API and the CLI both call it.
 """
 
 from __future__ import annotations
@@ -73,6 +75,26 @@ class DataInventory:
             _entry("gdpr", "coordinator", privacy.INVENTORY.as_dict(), privacy.counts(s), rfc3339(now), False)
         )
         return {"generated_at": rfc3339(now), "services": services}
+
+    def records(self, s: Session, tenant: str, agreement: dict | None, now: datetime | None = None) -> dict[str, Any]:
+        """One customer's records of processing (GDPR art. 30(2), issue 15): the inventory with that
+        tenant's live counts (``count``; null for a service that does not count per tenant),
+        where each kind is stored, and the tenant's data processing agreement.  Numbers only."""
+        now = now or self.clock()
+        stale_before = now - timedelta(seconds=self.participant_ttl)
+        services = []
+        rows = [
+            (r.service, r.phase, r.inventory, r.tenant_counts, rfc3339(r.last_seen), as_utc(r.last_seen) < stale_before)
+            for r in s.execute(select(participants).order_by(participants.c.service))
+        ]
+        rows.append(("gdpr", "coordinator", privacy.INVENTORY.as_dict(), privacy.tenant_counts(s), rfc3339(now), False))
+        for service, phase, inventory, per_tenant, last_seen, stale in rows:
+            counts = {}
+            if per_tenant is not None:  # it counts per tenant: a kind the tenant has none of is 0
+                own = per_tenant.get(tenant) or {}
+                counts = {c.get("kind"): int(own.get(c.get("kind"), 0)) for c in inventory.get("categories") or []}
+            services.append(_entry(service, phase, inventory, counts, last_seen, stale))
+        return {"tenant": tenant, "agreement": agreement, "generated_at": rfc3339(now), "services": services}
 
     @staticmethod
     def as_csv(document: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ participants = Table(
     Column("phase", String(10), nullable=False),  # resolve | trail
     Column("inventory", JSON, nullable=False),  # the service's declaration (R3, R5)
     Column("counts", JSON, nullable=False),  # live counts per kind, as announced
+    Column("tenant_counts", JSON, nullable=True),  # {tenant slug: {kind: count}}, as announced (art. 30(2))
     Column("transport_key", String(64), nullable=True),  # its X25519 public key; commands are sealed to it
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),

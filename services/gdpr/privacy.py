@@ -81,3 +81,22 @@ def counts(session: Session) -> dict[str, int]:
         select(func.count()).select_from(export_packages).where(export_packages.c.package.is_not(None))
     )
     return {"data_subject_request": int(live_requests or 0), "export_package": int(live_packages or 0)}
+
+
+def tenant_counts(session: Session) -> dict[str, dict[str, int]]:
+    """The same per tenant slug (a customer's records of processing, issue 15)."""
+    out: dict[str, dict[str, int]] = {}
+    live = requests.c.identifiers_shredded_at.is_(None)
+    query = select(requests.c.tenant, func.count()).where(live).group_by(requests.c.tenant)
+    for tenant, n in session.execute(query):
+        out.setdefault(tenant, {})["data_subject_request"] = int(n)
+    packages = (
+        select(requests.c.tenant, func.count())
+        .select_from(export_packages)
+        .join(requests, requests.c.id == export_packages.c.request_id)
+        .where(export_packages.c.package.is_not(None))
+        .group_by(requests.c.tenant)
+    )
+    for tenant, n in session.execute(packages):
+        out.setdefault(tenant, {})["export_package"] = int(n)
+    return out

@@ -425,6 +425,28 @@ class Individuals:
             "access_grant": session.scalar(select(func.count()).select_from(grants)),
         }
 
+    def tenant_counts(self, session: Session) -> dict[str, dict[str, int]]:
+        """The same counts per tenant slug (a customer's records of processing, art. 30(2), issue 15)."""
+        live = individuals.c.status != "erased"
+        health = (
+            (individuals.c.diets.is_not(None))
+            | (individuals.c.allergies.is_not(None))
+            | (individuals.c.texture_level.is_not(None))
+            | (individuals.c.notes.is_not(None))
+        )
+        out: dict[str, dict[str, int]] = {}
+
+        def add(kind: str, table, *where) -> None:
+            query = select(table.c.tenant, func.count()).select_from(table).where(*where).group_by(table.c.tenant)
+            for tenant, n in session.execute(query):
+                out.setdefault(tenant, {})[kind] = int(n)
+
+        add("individual", individuals, live)
+        add("health_data", individuals, live, health)
+        add("order", orders)
+        add("access_grant", grants)
+        return out
+
     def resolve(self, session: Session, tenant: str | None, personnummer: str | None) -> list[str]:
         """Subject references of the tenant's individuals with that personnummer (blind index, then decrypt)."""
         if not personnummer:

@@ -133,6 +133,9 @@ class OrdersParticipant:
     def counts(self, session: Session) -> dict[str, int]:
         return self.individuals.counts(session)
 
+    def tenant_counts(self, session: Session) -> dict[str, dict[str, int]]:
+        return self.individuals.tenant_counts(session)
+
     def candidates(self, session: Session, ctx: Context) -> list[Candidate]:
         """The preview's masked cards: by personnummer, or by name and birth date (exact or near)."""
         return self.individuals.candidates(session, ctx.tenant, ctx.subject)

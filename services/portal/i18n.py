@@ -233,6 +233,25 @@ SV: dict[str, str] = {
     "Choose": "Välj",
     "Previous": "Föregående",
     "stale: the service has not announced itself lately": "inaktuell: tjänsten har inte anmält sig på länge",
+    # Records of processing per customer and the care-context identifiers (issue 15)
+    "Records of processing": "Register över behandling",
+    "What the vendor processes on the customer's behalf, with the customer's own live counts (GDPR art. 30(2))": "Det leverantören behandlar för kundens räkning, med kundens egna aktuella antal (GDPR art. 30.2)",
+    "Show": "Visa",
+    "Data processing agreement": "Personuppgiftsbiträdesavtal",
+    "signed on": "undertecknat",
+    "none on record": "inget registrerat",
+    "— : the service does not count per customer.": "— : tjänsten räknar inte per kund.",
+    "Choose a tenant to see its records of processing.": "Välj en kund för att se dess register över behandling.",
+    "Or a resident known by name and birth date": "Eller en boende som är känd till namn och födelsedatum",
+    "Name and birth date together; unit or register only narrow the search.": "Namn och födelsedatum tillsammans; enhet eller register snävar bara in sökningen.",
+    "Name": "Namn",
+    "Birth date": "Födelsedatum",
+    "Unit (optional)": "Enhet (frivilligt)",
+    "Register (optional)": "Register (frivilligt)",
+    "is not a valid date": "är inte ett giltigt datum",
+    "is required with the name and birth date": "krävs tillsammans med namn och födelsedatum",
+    "Preview again": "Förhandsgranska igen",
+    "The services are looking again; approve on the new preview.": "Tjänsterna söker igen; godkänn utifrån den nya förhandsgranskningen.",
 }
 
 

@@ -493,6 +493,9 @@ def requests_list():
 
 
 IDENTIFIER_FIELDS = ("email", "phone", "personnummer", "username")
+# Care context (issue 15): a resident known by name and birth date, optionally narrowed by unit or register.
+CARE_FIELDS = ("name", "birth_date", "unit", "register")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 # The customer's instruction a vendor officer records for a request on the customer's processor data (issue 15).
 INSTRUCTION_FIELDS = ("given_by", "given_at", "reference")
 
@@ -510,7 +513,14 @@ def request_new():
         return render_template(
             "request_new.html", form={"type": "export", "tenant": user.tenant or ""}, errors={}, controller=controller
         )
-    names = ("type", "tenant", "reason", *IDENTIFIER_FIELDS, *(f"instruction_{n}" for n in INSTRUCTION_FIELDS))
+    names = (
+        "type",
+        "tenant",
+        "reason",
+        *IDENTIFIER_FIELDS,
+        *CARE_FIELDS,
+        *(f"instruction_{n}" for n in INSTRUCTION_FIELDS),
+    )
     form = {k: request.form.get(k, "").strip() for k in names}
     if controller:
         form["tenant"] = user.tenant or ""
@@ -519,10 +529,16 @@ def request_new():
         errors["type"] = t("is not a valid choice")
     if not _SLUG.match(form["tenant"]):
         errors["tenant"] = t("is required") if not form["tenant"] else t("is not a valid choice")
-    for name in (*IDENTIFIER_FIELDS, "reason"):
+    for name in (*IDENTIFIER_FIELDS, *CARE_FIELDS, "reason"):
         if len(form[name]) > (2000 if name == "reason" else 200):
             errors[name] = t("is too long")
-    subject = {k: form[k] for k in IDENTIFIER_FIELDS if form[k]}
+    if form["birth_date"] and not _DATE.match(form["birth_date"]):
+        errors["birth_date"] = t("is not a valid date")
+    # Name and birth date go together; unit and register only narrow them down (the gdpr service checks too).
+    if bool(form["name"]) != bool(form["birth_date"]) or ((form["unit"] or form["register"]) and not form["name"]):
+        missing = "birth_date" if form["name"] else "name"
+        errors.setdefault(missing, t("is required with the name and birth date"))
+    subject = {k: form[k] for k in (*IDENTIFIER_FIELDS, *CARE_FIELDS) if form[k]}
     if not subject:
         errors["subject"] = t("Give at least one identifier.")
     for name in INSTRUCTION_FIELDS:
@@ -614,6 +630,13 @@ def request_approve(request_id: str):
     return _decide(request_id, "approve", decision, "The request was approved.")
 
 
+@bp.post("/requests/<request_id>/preview")
+def request_preview(request_id: str):
+    # The data changed since the preview (a resident was corrected): the services look again; the
+    # old preview's hash goes stale, so an approval must be made on the new one (issue 15).
+    return _decide(request_id, "preview", {}, "The services are looking again; approve on the new preview.")
+
+
 @bp.post("/requests/<request_id>/confirm")
 def request_confirm(request_id: str):
     return _decide(request_id, "confirm", {}, "The instruction was confirmed; the request runs.")
@@ -664,6 +687,49 @@ def inventory_csv():
         reply.body,
         mimetype="text/csv",
         headers={"Content-Disposition": 'attachment; filename="recept-data-inventory.csv"'},
+    )
+
+
+# --- records of processing per customer (issue 15, GDPR art. 30(2)) ------------------------
+
+
+@bp.get("/records")
+def records():
+    """One customer's records: the privacy officer its own tenant's; vendor officers choose a tenant
+    (a slug is no personal value, so it may be in the URL)."""
+    user: PortalSession = g.user
+    own = _is_privacy_officer(user)
+    chosen = (user.tenant or "") if own else request.args.get("tenant", "").strip()
+    if not chosen:
+        return render_template("records.html", tenant="", own=own, document=None, rows=[], error=None)
+    if not _SLUG.match(chosen):
+        error = t("is not a valid choice")
+        return render_template("records.html", tenant=chosen, own=own, document=None, rows=[], error=error), 422
+    document = call_json(portal().gdpr, "GET", f"/api/v1/tenants/{urllib.parse.quote(chosen, safe='')}/records")
+    rows = present.inventory_rows(document)
+    return render_template(
+        "records.html",
+        tenant=chosen,
+        own=own,
+        document=document if isinstance(document, dict) else {},
+        rows=rows,
+        by_service=present.group_by(rows, "service"),
+        error=None,
+    )
+
+
+@bp.get("/records.csv")
+def records_csv():
+    user: PortalSession = g.user
+    chosen = (user.tenant or "") if _is_privacy_officer(user) else request.args.get("tenant", "").strip()
+    if not _SLUG.match(chosen):
+        abort(404)
+    path = f"/api/v1/tenants/{urllib.parse.quote(chosen, safe='')}/records"
+    reply = call(portal().gdpr, "GET", path, query={"format": "csv"}, accept="text/csv")
+    return Response(
+        reply.body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="recept-records-{chosen}.csv"'},
     )
 
 

@@ -162,6 +162,8 @@ def test_the_inventory_declares_both_kinds_and_counts_them(audit, events):
     assert all(c["erasure"] == "retained" for c in kinds.values())
     with audit.db.transaction() as s:
         assert audit.participant.counts(s) == {"audit_entry": 2, "vendor_audit_entry": 1}
+        # Per customer (issue 15, art. 30(2)): each tenant's own entries; the vendor's chain is no tenant's.
+        assert audit.participant.tenant_counts(s) == {"t1": {"audit_entry": 1}, "t2": {"audit_entry": 1}}
 
 
 def test_the_audit_announces_itself_for_the_second_phase(audit):

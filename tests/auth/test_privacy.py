@@ -79,6 +79,11 @@ def test_export_finds_the_person_by_email_or_username_with_login_history(both):
     assert "token_hash" not in str(by_email["export"])
     assert command(both, "export", {"username": "GRETA"})["references"] == [f"auth:user:{user['id']}"]
     assert command(both, "export", {"email": "nobody@north.test"})["references"] == []
+    # Per customer (issue 15, art. 30(2)): north's account, its two logins and one session; south's account.
+    with both.runtime.db.transaction() as s:
+        per_tenant = both.runtime.participant.tenant_counts(s)
+    assert per_tenant["north"] == {"user_account": 1, "login_history": 2, "session": 1}
+    assert per_tenant["south"] == {"user_account": 1}
 
 
 def test_erase_disables_then_deletes_the_account_and_anonymises_its_history(both):

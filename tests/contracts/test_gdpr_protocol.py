@@ -247,6 +247,28 @@ def test_an_announcement_must_carry_its_own_services_declaration():
     assert info.value.errors == [{"field": "inventory.service", "message": "must name the announcing service"}]
 
 
+def test_an_announcement_may_carry_counts_per_tenant_numbers_only():
+    """Issue 15 (art. 30(2)): optional, so the previous release's announcements (without) still read, and
+    the previous coordinator ignores the extra key; only tenant slugs and non-negative integers."""
+    inventory = {"service": "orders", "categories": [{"kind": "individual", "fields": []}]}
+    announced = Announcement(
+        service="orders", inventory=inventory, counts={"individual": 3}, at=AT, tenant_counts={"t1": {"individual": 3}}
+    )
+    wire = announced.to_wire()
+    assert wire["tenant_counts"] == {"t1": {"individual": 3}}
+    assert Announcement.from_wire(wire) == announced
+    assert Announcement.from_wire({**wire, "tenant_counts": {}}).tenant_counts == {}
+    assert Announcement.from_wire({k: v for k, v in wire.items() if k != "tenant_counts"}).tenant_counts is None
+    for bad, field in (
+        ({"t1": {"individual": -1}}, "tenant_counts.t1.individual"),
+        ({"t1": {"individual": "Greta"}}, "tenant_counts.t1.individual"),
+        ({"Greta Lindqvist": {"individual": 1}}, "tenant_counts"),
+    ):
+        with pytest.raises(Invalid) as info:
+            Announcement.from_wire({**wire, "tenant_counts": bad})
+        assert [e["field"] for e in info.value.errors] == [field]
+
+
 @pytest.mark.parametrize(
     "kind, message, field",
     [

@@ -13,7 +13,7 @@ from services.orders.models import individuals, orders
 from services.orders.privacy import INVENTORY
 from shared.bus import GDPR, Binding, Bus, Message, Outcome
 from shared.crypto import ERASED
-from shared.privacy import handle_command
+from shared.privacy import announcement, handle_command
 from tests.gdpr.sealing import confirm_exact, opened_reply, sealed_command
 from tests.orders.test_individuals import GRETA, HARALD
 from tests.orders.world import World
@@ -89,6 +89,26 @@ def test_counts_are_live(world):
     with world.runtime.db.transaction() as s:
         counts = world.runtime.participant.counts(s)
     assert counts["individual"] == 2 and counts["health_data"] == 2 and counts["order"] == 4
+
+
+def test_counts_per_tenant_are_each_customers_own(world, client, mint, runtime, database_url, clock):
+    """Issue 15 (art. 30(2), R3, R5): a customer's records of processing count its own data only; the
+    announcement carries them per tenant slug, numbers only."""
+    with_history(world)
+    other = World(client, mint, runtime, database_url, clock, tenant="t2")
+    other.individual(name="Harald Berg")
+    with runtime.db.transaction() as s:
+        per_tenant = runtime.participant.tenant_counts(s)
+        total = runtime.participant.counts(s)
+    t1 = per_tenant["t1"]
+    assert (t1["individual"], t1["health_data"], t1["order"]) == (2, 2, 4) and t1["access_grant"] > 0
+    assert per_tenant["t2"]["individual"] == 1 and "order" not in per_tenant["t2"]
+    for kind, n in total.items():
+        assert sum(kinds.get(kind, 0) for kinds in per_tenant.values()) == n
+    announced = announcement(runtime)
+    assert announced["tenant_counts"] == per_tenant
+    wire = json.dumps(announced, ensure_ascii=False)
+    assert all(name not in wire for name in (GRETA["name"], HARALD["name"], "Harald Berg"))
 
 
 def test_export_holds_everything_about_the_individual_decrypted_and_their_orders(world):

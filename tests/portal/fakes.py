@@ -131,6 +131,33 @@ INVENTORY = {
 }
 
 
+# Per customer tenant (issue 15, art. 30(2)): its own counts and agreement; any other slug does not exist.
+RECORDS_COUNTS = {"t1": {"individual": 12, "order": 80}, "t2": {"individual": 3, "order": 0}}
+AGREEMENTS = {"t1": {"version": "DPA 2.0", "signed_on": "2025-06-01"}, "t2": None}
+
+
+def records_of(tenant: str) -> dict[str, Any]:
+    """The gdpr service's GET /api/v1/tenants/{slug}/records for the fake inventory: counted per tenant by
+    orders, not by crm (null)."""
+    services = []
+    for entry in INVENTORY["services"]:
+        own = RECORDS_COUNTS[tenant] if entry["service"] == "orders" else None
+        categories = [
+            {**cat, "count": None if own is None else own.get(cat["kind"], 0)}
+            for cat in entry["inventory"]["categories"]
+        ]
+        services.append(
+            {
+                "service": entry["service"],
+                "phase": "resolve",
+                "last_seen": NOW.isoformat(),
+                "stale": False,
+                "categories": categories,
+            }
+        )
+    return {"tenant": tenant, "agreement": AGREEMENTS[tenant], "generated_at": NOW.isoformat(), "services": services}
+
+
 @dataclass
 class Account:
     tenant: str
@@ -156,6 +183,7 @@ class FakeServices:
         self.polls: dict[str, int] = {}
         self.events: list[dict[str, Any]] = []
         self.down: set[str] = set()
+        self.previews_again: list[str] = []
         self.refuse_refresh = False
         self.app = self._build()
         self._server = None
@@ -512,6 +540,30 @@ class FakeServices:
             if item is None or item["type"] != "export" or item["status"] != "completed":
                 return fake._problem(404, "Not found", "no such resource")
             return Response(export_zip(rid), mimetype="application/zip")
+
+        @app.post("/gdpr/api/v1/requests/<rid>/preview")
+        def preview_again(rid):
+            item = visible(rid)
+            if item is None:
+                return fake._problem(404, "Not found", "no such resource")
+            if item["status"] != "awaiting_approval":
+                return fake._problem(409, "Conflict", "the request is not awaiting approval")
+            item["preview"] = {**fake._preview(rid), "at": datetime.now(UTC).isoformat()}
+            fake.previews_again.append(rid)
+            return jsonify(item)
+
+        @app.get("/gdpr/api/v1/tenants/<slug>/records")
+        def records(slug):
+            p = request.environ["principal"]
+            own_only = set(p.roles) == {"privacy_officer"}
+            if slug not in RECORDS_COUNTS or (own_only and slug != p.tenant):
+                return fake._problem(404, "Not found", "no such tenant")
+            if request.args.get("format") == "csv":
+                return Response(
+                    f"service,kind,count\r\norders,individual,{RECORDS_COUNTS[slug]['individual']}\r\n",
+                    mimetype="text/csv",
+                )
+            return jsonify(records_of(slug))
 
         @app.get("/gdpr/api/v1/inventory")
         def inventory():

@@ -153,3 +153,45 @@ def test_keyboard_reaches_the_skip_link_first_and_language_switches(browser, por
     assert page.locator("h1").inner_text() == "Begäranden"
     screenshot(page, "requests-sv")
     page.close()
+
+
+def test_a_privacy_officer_asks_for_a_resident_by_name_and_reads_its_records(browser, portal, fakes):
+    """Issue 15: the customer's privacy officer opens an erasure for a resident known by name and birth
+    date (nothing of her in the URL), then reads its own tenant's records of processing, in Swedish too."""
+    fakes.add_account("t1", "pia", PASSWORD, roles=("privacy_officer",))
+    page = browser.new_page(viewport=TABLET)
+    errors = watch_console(page)
+    sign_in(page, portal, "t1", "pia", PASSWORD)
+    page.click("text=New request")
+    page.check("input[name=type][value=erase]")
+    page.fill("#subject-name", "Greta Lindqvist")
+    page.fill("#birth-date", "1938-04-07")
+    page.fill("#unit", "Avd 3")
+    screenshot(page, "new-request-care-context")
+    page.click("button:has-text('Submit request')")
+    page.wait_for_selector("[data-status=awaiting_approval]")
+    assert "Greta" not in page.url and "1938" not in page.url
+    (sent,) = [c for c in fakes.calls if c["method"] == "POST" and c["path"] == "/gdpr/api/v1/requests"]
+    assert json.loads(sent["body"])["subject"] == {
+        "name": "Greta Lindqvist",
+        "birth_date": "1938-04-07",
+        "unit": "Avd 3",
+    }
+    page.click("button:has-text('Preview again')")
+    page.wait_for_selector("text=approve on the new preview")
+    assert len(fakes.previews_again) == 1
+
+    page.click("text=Records of processing")
+    page.wait_for_selector("#records-tenant")
+    assert page.locator("#records-tenant").inner_text() == "t1"
+    assert page.locator("#records-chooser").count() == 0
+    individual = page.locator("table.records tr[data-service=orders][data-kind=individual] td.num")
+    assert individual.inner_text() == "12"
+    assert "DPA 2.0" in page.locator("#agreement").inner_text()
+    assert fits_width(page)
+    screenshot(page, "records-tablet")
+    page.click("button[lang=sv]")
+    page.wait_for_selector("text=Register över behandling")
+    assert "Personuppgiftsbiträdesavtal" in page.locator("#agreement").inner_text()
+    assert errors == []
+    page.close()

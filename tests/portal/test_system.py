@@ -213,3 +213,32 @@ def test_inventory_from_the_real_services_lists_their_categories(system, browser
     assert {"auth", "gdpr"} <= {s.split()[0] for s in services}
     screenshot(page, "system-inventory")
     page.close()
+
+
+def test_the_municipalitys_privacy_officer_reads_its_own_records_of_processing(system, browser):
+    """Issue 15 (art. 30(2)): the counts the real services announce per tenant, the municipality's
+    agreement from auth, and only its own tenant; a vendor officer reads any tenant's."""
+    page = browser.new_page(viewport=LAPTOP)
+    sign_in(page, system, "kommun", "dpo.kommun", PASSWORD)
+    accounts = page.locator("table.records tr[data-service=auth][data-kind=user_account] td.num")
+    for _ in range(20):  # the services announce every second; the first may still be on its way
+        page.goto(f"{system}/records?tenant=vendor")  # ignored for a privacy officer: its own only
+        if accounts.count() and accounts.inner_text().isdigit():
+            break
+        page.wait_for_timeout(500)
+    assert page.locator("#records-tenant").inner_text() == "kommun"
+    assert (
+        "PUB 1" in page.locator("#agreement").inner_text() and "2025-01-15" in page.locator("#agreement").inner_text()
+    )
+    assert accounts.inner_text() in ("1", "2")  # dpo.kommun and anna.subject (unless an erasure test ran first)
+    storage = page.locator("table.records tr[data-service=orders][data-kind=individual]").inner_text()
+    assert "orders" in storage and page.locator("table.records tr[data-service=orders]").count() >= 1
+    screenshot(page, "system-records")
+    page.close()
+
+    vendor = browser.new_page(viewport=LAPTOP)
+    sign_in(vendor, system, "vendor", "officer.one", PASSWORD)
+    vendor.goto(f"{system}/records?tenant=vendor")
+    officers = vendor.locator("table.records tr[data-service=auth][data-kind=user_account] td.num")
+    assert officers.inner_text() == "2"  # officer.one and officer.two, not the municipality's accounts
+    vendor.close()

@@ -580,3 +580,75 @@ def test_a_privacy_officer_is_not_offered_the_vendor_wide_pages(client, fakes):
     sign_in(client, "pia")
     page = client.get("/requests").get_data(as_text=True)
     assert "/requests/new" in page and "/inventory" not in page and "/audit" not in page
+
+
+# --- records of processing per customer, care-context identifiers, preview again (issue 15) -------
+
+
+def test_a_privacy_officer_reads_its_own_tenants_records_and_cannot_choose_another(client, fakes):
+    """Art. 30(2): its tenant's counts and agreement; ?tenant= is ignored for it (its own only)."""
+    fakes.add_account("t1", "pia", PASSWORD, roles=("privacy_officer",))
+    sign_in(client, "pia")
+    assert "/records" in client.get("/requests").get_data(as_text=True)  # in its navigation
+    page = client.get("/records?tenant=t2").get_data(as_text=True)
+    assert 'id="records-chooser"' not in page and 'id="records-tenant">t1<' in page
+    assert "DPA 2.0" in page and "2025-06-01" in page and "orders database, table individuals" in page
+    assert re.search(r'data-kind="individual" data-service="orders">.*?<td class="num">12</td>', page, re.S)
+    assert re.search(r'data-kind="case" data-service="crm">.*?<td class="num">—</td>', page, re.S)
+    called = [c["path"] for c in fakes.calls if "/records" in c["path"]]
+    assert called == ["/gdpr/api/v1/tenants/t1/records"]
+    csv_reply = client.get("/records.csv?tenant=t2")
+    assert csv_reply.mimetype == "text/csv" and "orders,individual,12" in csv_reply.get_data(as_text=True)
+
+
+def test_a_vendor_officer_chooses_the_tenant_and_an_unknown_one_is_404(officer, fakes):
+    page = officer.get("/records").get_data(as_text=True)
+    assert 'id="records-chooser"' in page and "Choose a tenant" in page
+    other = officer.get("/records?tenant=t2").get_data(as_text=True)
+    assert 'id="records-tenant">t2<' in other and "none on record" in other
+    assert officer.get("/records?tenant=nosuch").status_code == 404
+    assert officer.get("/records?tenant=Bad%20Slug").status_code == 422
+    form_token(officer)
+    officer.post("/language", data={"csrf_token": form_token(officer), "lang": "sv", "back": "/records"})
+    swedish = officer.get("/records?tenant=t1").get_data(as_text=True)
+    assert "Register över behandling" in swedish and "Personuppgiftsbiträdesavtal" in swedish
+
+
+def test_a_resident_is_asked_for_by_name_and_birth_date(client, fakes):
+    """The care context: name + birth date (+ unit, register) reach the gdpr service as the subject."""
+    fakes.add_account("t1", "pia", PASSWORD, roles=("privacy_officer",))
+    sign_in(client, "pia")
+    page = client.get("/requests/new").get_data(as_text=True)
+    assert 'id="care-context"' in page and 'name="birth_date" type="date"' in page
+    fields = {"csrf_token": csrf_of(page), "type": "erase", "tenant": "t1"}
+    response = client.post(
+        "/requests/new", data={**fields, "name": "Greta Lindqvist", "birth_date": "1938-04-07", "unit": "Avd 3"}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    (sent,) = [c for c in fakes.calls if c["method"] == "POST" and c["path"] == "/gdpr/api/v1/requests"]
+    assert json.loads(sent["body"])["subject"] == {
+        "name": "Greta Lindqvist",
+        "birth_date": "1938-04-07",
+        "unit": "Avd 3",
+    }
+    assert "Greta" not in response.headers["Location"]
+    # A name without a birth date, or a malformed date: field errors, nothing sent.
+    alone = client.post("/requests/new", data={**fields, "name": "Greta Lindqvist"})
+    assert alone.status_code == 422 and 'id="birth_date-error"' in alone.get_data(as_text=True)
+    bad = client.post("/requests/new", data={**fields, "name": "Greta Lindqvist", "birth_date": "7 april"})
+    assert bad.status_code == 422 and "is not a valid date" in bad.get_data(as_text=True)
+    only_unit = client.post("/requests/new", data={**fields, "unit": "Avd 3"})
+    assert only_unit.status_code == 422 and 'id="name-error"' in only_unit.get_data(as_text=True)
+    assert len([c for c in fakes.calls if c["method"] == "POST" and c["path"] == "/gdpr/api/v1/requests"]) == 1
+
+
+def test_a_request_awaiting_approval_can_be_previewed_again(officer, fakes):
+    item = fakes.add_request("t1", "erase", "awaiting_approval")
+    page = officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    assert 'id="preview-again"' in page and "Preview again" in page
+    response = officer.post(f"/requests/{item['id']}/preview", data={"csrf_token": csrf_of(page)})
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/requests/{item['id']}")
+    assert fakes.previews_again == [item["id"]]
+    assert "approve on the new preview" in officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    done = fakes.add_request("t1", "export", "completed")
+    assert 'id="preview-again"' not in officer.get(f"/requests/{done['id']}").get_data(as_text=True)
