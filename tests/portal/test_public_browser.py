@@ -8,21 +8,16 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import urllib.request
 import zipfile
 
 import pytest
 
-from services import SERVICES
 from services.gdpr.handover import decrypt_package
-from services.portal import SPEC, embedded_overrides
-from shared.bus import MemoryBackend
-from shared.crypto import Keyring
 from tests.gdpr import sms
 from tests.gdpr.mailbox import mailbox
 from tests.portal.browser import LAPTOP, chromium, screenshot, sign_in, watch_console
-from tests.portal.test_system import free_port
+from tests.portal.embedded import embedded_portal
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration  # every service and its workers in one process on a real port
@@ -32,74 +27,32 @@ PERSON = "sara.svensson@example.org"
 REFUSED = "olle.olsson@example.org"
 
 
+def _seed(auth, s) -> None:
+    auth.create_tenant(s, None, "vendor", "The vendor")
+    auth.create_tenant(s, None, "kommun", "A municipality")
+    auth.create_user(
+        s, None, "vendor", username="officer.one", roles=["compliance_officer"], password=PASSWORD, source="local"
+    )
+
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    from services.embedded import build
-
-    tmp = tmp_path_factory.mktemp("public-system")
-    port = free_port()
-    keyring = Keyring.generate()
-    patch = pytest.MonkeyPatch()
-    patch.setenv("RECEPT_JWKS_URL", f"http://127.0.0.1:{port}/auth/.well-known/jwks.json")
-    patch.setenv("RECEPT_KEYRING", keyring.to_json())
-    patch.setenv("RECEPT_AUTH_SIGNING_KEYS_FILE", str(tmp / "signing-keys.json"))
-    patch.setenv("RECEPT_AUDIT_CHECKPOINT_DIR", str(tmp / "checkpoints"))
-    patch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(tmp / "checkpoint-key.pem"))
-    patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
-    MemoryBackend.reset()
     sms.SENT.clear()
     with mailbox() as box:
-        overrides = {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db"} for name in SERVICES}
-        overrides["gdpr"].update(
-            SMTP_PORT=box.port,
-            SMS_SENDER="tests.gdpr.sms:create",
-            PUBLIC_CUSTOMERS=["kommun=Exempel kommun"],
-            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/portal",
-            NOTICE_RETRY_INTERVAL=0.2,
-        )
-        wsgi, runtimes = build(port, overrides)
-        config = SPEC.config(
-            overrides={
-                "DATABASE_URL": f"sqlite:///{tmp / 'portal.db'}",
-                "PAGE_REFRESH_SECONDS": 1,
-                **embedded_overrides(port),
-            }
-        )
-        SPEC.migrate(config)
-        portal_app = SPEC.create_app(config)
-        wsgi.mounts["/portal"] = portal_app
-        auth = runtimes["auth"].domain
-        with auth.db.transaction() as s:
-            auth.create_tenant(s, None, "vendor", "The vendor")
-            auth.create_tenant(s, None, "kommun", "A municipality")
-            auth.create_user(
-                s,
-                None,
-                "vendor",
-                username="officer.one",
-                roles=["compliance_officer"],
-                password=PASSWORD,
-                source="local",
-            )
-        stop = threading.Event()
-        threads = [t for rt in runtimes.values() for t in rt.start_worker_threads(stop)]
-        from werkzeug.serving import make_server
 
-        server = make_server("127.0.0.1", port, wsgi, threaded=True)
-        serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        serving.start()
-        try:
+        def settings(port: int) -> dict:
+            return {
+                "gdpr": {
+                    "SMTP_PORT": box.port,
+                    "SMS_SENDER": "tests.gdpr.sms:create",
+                    "PUBLIC_CUSTOMERS": ["kommun=Exempel kommun"],
+                    "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}/portal",
+                    "NOTICE_RETRY_INTERVAL": 0.2,
+                }
+            }
+
+        with embedded_portal(tmp_path_factory.mktemp("public-system"), settings=settings, seed=_seed) as port:
             yield {"base": f"http://127.0.0.1:{port}", "mail": box}
-        finally:
-            server.shutdown()
-            server.server_close()
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=10)
-            for rt in runtimes.values():
-                rt.db.dispose()
-            portal_app.extensions["recept"].db.dispose()
-            patch.undo()
 
 
 @pytest.fixture(scope="module")

@@ -8,106 +8,51 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import threading
 import zipfile
 
 import pytest
 
-from services import SERVICES
-from services.portal import SPEC, embedded_overrides
-from shared.bus import MemoryBackend
-from shared.crypto import Keyring
 from tests.portal.browser import LAPTOP, chromium, screenshot, sign_in
+from tests.portal.embedded import embedded_portal
 
 pytestmark = pytest.mark.integration  # every service and its workers in one process on a real port
 
 PASSWORD = "a long enough passphrase 42"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _seed(auth, s) -> None:
+    auth.create_tenant(s, None, "vendor", "The vendor")
+    auth.create_tenant(
+        s,
+        None,
+        "kommun",
+        "A municipality",
+        {"version": "PUB 1", "signed_on": "2025-01-15", "signatory": "The municipal board"},
+    )
+    for username in ("officer.one", "officer.two"):
+        auth.create_user(
+            s, None, "vendor", username=username, roles=["compliance_officer"], password=PASSWORD, source="local"
+        )
+    auth.create_user(
+        s, None, "kommun", username="dpo.kommun", roles=["privacy_officer"], password=PASSWORD, source="local"
+    )
+    auth.create_user(
+        s,
+        None,
+        "kommun",
+        username="anna.subject",
+        roles=["staff"],
+        password=PASSWORD,
+        email="anna.subject@example.org",
+        source="local",
+    )
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     """Every service plus the portal at /portal/, workers running, on one local port."""
-    from services.embedded import build
-
-    tmp = tmp_path_factory.mktemp("system")
-    port = free_port()
-    keyring = Keyring.generate()
-    patch = pytest.MonkeyPatch()
-    patch.setenv("RECEPT_JWKS_URL", f"http://127.0.0.1:{port}/auth/.well-known/jwks.json")
-    patch.setenv("RECEPT_KEYRING", keyring.to_json())
-    patch.setenv("RECEPT_AUTH_SIGNING_KEYS_FILE", str(tmp / "signing-keys.json"))
-    patch.setenv("RECEPT_AUDIT_CHECKPOINT_DIR", str(tmp / "checkpoints"))
-    patch.setenv("RECEPT_AUDIT_CHECKPOINT_KEY_FILE", str(tmp / "checkpoint-key.pem"))
-    patch.setenv("RECEPT_ANNOUNCE_INTERVAL", "1")
-    patch.setenv("RECEPT_AUTH_TENANT_ANNOUNCE_INTERVAL", "1")
-    MemoryBackend.reset()
-    overrides = {name: {"DATABASE_URL": f"sqlite:///{tmp / name}.db"} for name in SERVICES}
-    wsgi, runtimes = build(port, overrides)
-    config = SPEC.config(
-        overrides={
-            "DATABASE_URL": f"sqlite:///{tmp / 'portal.db'}",
-            "PAGE_REFRESH_SECONDS": 1,
-            **embedded_overrides(port),
-        }
-    )
-    SPEC.migrate(config)
-    portal_app = SPEC.create_app(config)
-    wsgi.mounts["/portal"] = portal_app
-
-    auth = runtimes["auth"].domain
-    with auth.db.transaction() as s:
-        auth.create_tenant(s, None, "vendor", "The vendor")
-        auth.create_tenant(
-            s,
-            None,
-            "kommun",
-            "A municipality",
-            {"version": "PUB 1", "signed_on": "2025-01-15", "signatory": "The municipal board"},
-        )
-        for username in ("officer.one", "officer.two"):
-            auth.create_user(
-                s, None, "vendor", username=username, roles=["compliance_officer"], password=PASSWORD, source="local"
-            )
-        auth.create_user(
-            s, None, "kommun", username="dpo.kommun", roles=["privacy_officer"], password=PASSWORD, source="local"
-        )
-        auth.create_user(
-            s,
-            None,
-            "kommun",
-            username="anna.subject",
-            roles=["staff"],
-            password=PASSWORD,
-            email="anna.subject@example.org",
-            source="local",
-        )
-
-    stop = threading.Event()
-    threads = [t for rt in runtimes.values() for t in rt.start_worker_threads(stop)]
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", port, wsgi, threaded=True)
-    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    serving.start()
-    try:
+    with embedded_portal(tmp_path_factory.mktemp("system"), seed=_seed) as port:
         yield f"http://127.0.0.1:{port}/portal"
-    finally:
-        server.shutdown()
-        server.server_close()
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-        for rt in runtimes.values():
-            rt.db.dispose()
-        portal_app.extensions["recept"].db.dispose()
-        patch.undo()
 
 
 @pytest.fixture(scope="module")
