@@ -15,6 +15,7 @@ from flask import Response, current_app, jsonify, request
 from shared.http import ApiBlueprint, authenticate, runtime
 from shared.inputs import EMAIL, PERSONNUMMER, PHONE, multiline
 
+from . import certificate
 from .domain import STATUSES, TYPES, next_steps
 
 bp = ApiBlueprint("gdpr", __name__)
@@ -136,6 +137,8 @@ def _linked(document: dict) -> dict:
         "self": base,
         **{step: f"{base}/{step}" for step in next_steps(document["status"], document["type"])},
     }
+    if certificate.anchored(document):
+        document["links"]["certificate"] = f"{base}/certificate"
     return document
 
 
