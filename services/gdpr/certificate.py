@@ -140,6 +140,8 @@ def problem(certificate: Any, keys: Mapping[str, Ed25519PublicKey]) -> str | Non
         return "signed with an unknown key"
     try:
         key.verify(base64.b64decode(value, validate=True), DOMAIN + b"\x00" + canonical(body))
+    except UnicodeEncodeError:
+        return "malformed: text that is not valid Unicode"
     except (InvalidSignature, binascii.Error, ValueError):
         return "bad signature: the certificate was changed or signed with another key"
     return None

@@ -118,6 +118,9 @@ def test_tampering_is_detected(keys):
     assert problem({**signed, "format": "x"}, keys.public_keys).startswith("not an erasure certificate")
     assert problem({**signed, "extra": 1}, keys.public_keys).startswith("malformed")
     assert problem("nonsense", keys.public_keys).startswith("not an erasure certificate")
+    broken_text = copy.deepcopy(signed)
+    broken_text["certificate"]["tenant"] = "\ud800"  # a lone surrogate (JSON allows it, UTF-8 does not)
+    assert problem(broken_text, keys.public_keys).startswith("malformed")
 
 
 def test_a_rotated_index_key_still_verifies_old_certificates():
