@@ -254,11 +254,6 @@ class CheckpointReplica:
         )
 
 
-def latest_checkpoint(s: Session, tenant: str) -> dict[str, Any] | None:
-    row = s.execute(select(audit_checkpoints).where(audit_checkpoints.c.tenant == tenant)).first()
-    return None if row is None else {"chain": row.chain, "seq": row.seq, "head_hash": row.head_hash}
-
-
 # --- HTTP ------------------------------------------------------------------------------------------
 
 bp = ApiBlueprint("gdpr_certificates", __name__)

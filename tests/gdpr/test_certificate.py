@@ -9,10 +9,12 @@ import json
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from services.gdpr import certificate
 from services.gdpr.certificate import CertificateKeys, body_of, canonical, problem
 from services.gdpr.cli import main
+from services.gdpr.models import audit_checkpoints
 from shared.clock import rfc3339, utcnow
 from shared.crypto import Keyring
 from shared.errors import Conflict
@@ -190,6 +192,9 @@ def test_a_finished_erasure_gets_a_certificate_once_the_audit_signed_a_checkpoin
             handler(s, checkpoint_event("t1", 7, later))
             handler(s, checkpoint_event("t1", 8, rfc3339(utcnow() + timedelta(seconds=9))))  # the first one stays
         assert service.view(request_id)["links"]["certificate"].endswith(url)
+        with service.rt.db.transaction() as s:
+            latest = {r.tenant: r.seq for r in s.execute(select(audit_checkpoints))}
+        assert latest == {"t1": 8, "t2": 9}  # the latest per tenant; the vendor chain's is not a tenant's
         answer = service.client.get(url, headers=service.headers())
         assert answer.status_code == 200, answer.json
         signed = answer.json
@@ -266,3 +271,42 @@ def test_exports_and_unfinished_erasures_have_no_certificate(tmp_path):
         assert missing.status_code == 404
     finally:
         service.rt.db.dispose()
+
+
+def test_the_anchor_is_the_audits_own_signed_checkpoint(tmp_path):
+    """The event the real audit ledger publishes anchors the certificate, and the anchor's signature is the
+    audit's checkpoint signature (checkable with the audit's public key)."""
+    from services.audit import SPEC as AUDIT
+    from services.audit.domain import to_entry
+    from tests.audit.conftest import Events, write_key
+    from tests.support import TokenMint, events_of, make_runtime
+
+    service = Gdpr(f"sqlite:///{tmp_path / 'gdpr.db'}")
+    audit = make_runtime(
+        AUDIT,
+        f"sqlite:///{tmp_path / 'audit.db'}",
+        mint=TokenMint(),
+        CHECKPOINT_KEY_FILE=str(write_key(tmp_path / "audit.pem")),
+        CHECKPOINT_DIR=str(tmp_path / "checkpoints"),
+    )
+    try:
+        service.announce(("alpha", "resolve"), tmp_path=tmp_path)
+        request_id = service.open("erase", tenant="t1", approve=True).json["id"]
+        (command,) = service.commands()
+        service.reply(command, service="alpha")
+        with audit.db.transaction() as s:
+            audit.domain.ingest(s, [to_entry(Events()(tenant="t1"))])
+        audit.domain.checkpoint(force=True)
+        (published,) = events_of(audit, "audit.checkpoint.signed")
+        (handler,) = [s.handler for s in service.rt.wiring.subscriptions if s.pattern == "audit.checkpoint.signed"]
+        with service.rt.db.transaction() as s:
+            handler(s, published)
+        anchor = service.client.get(f"/api/v1/requests/{request_id}/certificate", headers=service.headers()).json[
+            "certificate"
+        ]["anchor"]
+        assert anchor == published["data"] and anchor["chain"] == "tenant:t1"
+        assert audit.domain.trusted.problem(anchor) is None
+        assert audit.domain.trusted.problem({**anchor, "head_hash": "0" * 64}) == "bad_signature"
+    finally:
+        service.rt.db.dispose()
+        audit.db.dispose()
