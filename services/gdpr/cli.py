@@ -8,7 +8,8 @@
                                     or RECEPT_PACKAGE_PASSPHRASE); writes the ZIP to OUT
 ./recept gdpr verify-certificate FILE [--key PEM]   check an erasure certificate offline against the
                                     public key in PEM (GET /api/v1/certificates/key), or without --key
-                                    against this service's keyring; exit 0 valid, 1 invalid, 2 unreadable
+                                    against this service's keyring; --audit-key PEM also checks the anchor
+                                    (`./recept audit public-key`); exit 0 valid, 1 invalid, 2 unreadable
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _decrypt(path_in: str, path_out: str) -> int:
     return 0
 
 
-def _verify_certificate(path: str, key_path: str | None) -> int:
+def _verify_certificate(path: str, key_path: str | None, audit_key_path: str | None = None) -> int:
     """Offline: the certificate file and a public key (or the configured keyring); no database, no network."""
     from pathlib import Path
 
@@ -78,6 +79,23 @@ def _verify_certificate(path: str, key_path: str | None) -> int:
             print(f"verify-certificate: no --key and no keyring: {exc}", file=sys.stderr)
             return 2
     reason = certificate.problem(document, keys)
+    if reason is None and audit_key_path:
+        from shared.checkpoints import checkpoint_signature_problem
+
+        try:
+            audit_key = certificate.load_public_pem(Path(audit_key_path).read_bytes())
+        except OSError as exc:
+            print(f"verify-certificate: cannot read {audit_key_path}: {type(exc).__name__}", file=sys.stderr)
+            return 2
+        except Invalid as exc:
+            print(f"verify-certificate: {audit_key_path}: {exc}", file=sys.stderr)
+            return 2
+        anchor = document["certificate"].get("anchor")
+        if not isinstance(anchor, dict):
+            reason = "no anchor to check"
+        else:
+            found = checkpoint_signature_problem(anchor, audit_key)
+            reason = None if found is None else f"anchor: {found} (not the audit's checkpoint)"
     if reason is not None:
         print(f"INVALID: {reason}", file=sys.stderr)
         return 1
@@ -87,6 +105,7 @@ def _verify_certificate(path: str, key_path: str | None) -> int:
         f"VALID: erasure {body.get('request_id')} of tenant {body.get('tenant')}, {body.get('status')} "
         f"at {body.get('completed_at')}, signed by key {document['signature']['key_id']}, "
         f"anchored to audit checkpoint {anchor.get('chain')}#{anchor.get('seq')}"
+        + (" (its signature checked with the audit's key)" if audit_key_path else "")
     )
     return 0
 
@@ -106,6 +125,9 @@ def main(argv: list[str]) -> int:
     verify = sub.add_parser("verify-certificate", help="verify an erasure certificate offline")
     verify.add_argument("file", help="the certificate (JSON, as GET /api/v1/requests/{id}/certificate answers)")
     verify.add_argument("--key", help="the public key (PEM); default: derived from this service's keyring")
+    verify.add_argument(
+        "--audit-key", help="also check the anchor's checkpoint signature with the audit's public key (PEM)"
+    )
     from shared.erasure_replay import add_commands
 
     from . import SPEC
@@ -117,7 +139,7 @@ def main(argv: list[str]) -> int:
     if args.command == "decrypt-package":
         return _decrypt(args.file, args.out)
     if args.command == "verify-certificate":
-        return _verify_certificate(args.file, args.key)
+        return _verify_certificate(args.file, args.key, args.audit_key)
     runtime = _runtime()
     parts = runtime.domain  # parts.Parts, from bootstrap.build
     try:

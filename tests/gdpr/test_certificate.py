@@ -273,10 +273,11 @@ def test_exports_and_unfinished_erasures_have_no_certificate(tmp_path):
         service.rt.db.dispose()
 
 
-def test_the_anchor_is_the_audits_own_signed_checkpoint(tmp_path):
+def test_the_anchor_is_the_audits_own_signed_checkpoint(tmp_path, capsys):
     """The event the real audit ledger publishes anchors the certificate, and the anchor's signature is the
     audit's checkpoint signature (checkable with the audit's public key)."""
     from services.audit import SPEC as AUDIT
+    from services.audit.checkpoints import Signer, public_pem
     from services.audit.domain import to_entry
     from tests.audit.conftest import Events, write_key
     from tests.support import TokenMint, events_of, make_runtime
@@ -307,6 +308,20 @@ def test_the_anchor_is_the_audits_own_signed_checkpoint(tmp_path):
         assert anchor == published["data"] and anchor["chain"] == "tenant:t1"
         assert audit.domain.trusted.problem(anchor) is None
         assert audit.domain.trusted.problem({**anchor, "head_hash": "0" * 64}) == "bad_signature"
+        # Offline, with the audit's public key as `./recept audit public-key` prints it.
+        signed = service.client.get(f"/api/v1/requests/{request_id}/certificate", headers=service.headers()).json
+        cert_file, key_file, audit_key = tmp_path / "c.json", tmp_path / "gdpr.pem", tmp_path / "audit-public.pem"
+        cert_file.write_text(json.dumps(signed))
+        key_file.write_text(service.client.get("/api/v1/certificates/key").json["keys"][0]["pem"])
+        audit_key.write_text(public_pem(audit.domain.signer.public_key))
+        args = ["verify-certificate", str(cert_file), "--key", str(key_file), "--audit-key", str(audit_key)]
+        assert main(args) == 0
+        assert "checked with the audit's key" in capsys.readouterr().out
+        # Another audit key (or a made-up anchor, re-signed by nobody) fails on the anchor.
+        other_audit = tmp_path / "other-audit.pem"
+        other_audit.write_text(public_pem(Signer.from_file(write_key(tmp_path / "other.pem")).public_key))
+        assert main([*args[:-1], str(other_audit)]) == 1
+        assert "anchor: bad checkpoint signature" in capsys.readouterr().err
     finally:
         service.rt.db.dispose()
         audit.db.dispose()
