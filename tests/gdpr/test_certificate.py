@@ -169,8 +169,11 @@ def po(service: Gdpr, tenant: str = "t1") -> dict:
     return service.headers(user=f"po-{tenant}", tenant=tenant, roles=("privacy_officer",))
 
 
-def test_a_finished_erasure_gets_a_certificate_once_the_audit_signed_a_checkpoint(tmp_path, monkeypatch, capsys):
-    service = Gdpr(f"sqlite:///{tmp_path / 'gdpr.db'}")
+def test_a_finished_erasure_gets_a_certificate_once_the_audit_signed_a_checkpoint(
+    database_url, tmp_path, monkeypatch, capsys
+):
+    """On SQLite and PostgreSQL (the anchor's time comparisons run in SQL)."""
+    service = Gdpr(database_url)
     try:
         service.announce(("alpha", "resolve"), tmp_path=tmp_path)
         request_id = service.open("erase", tenant="t1", approve=True).json["id"]
