@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.checkpoints import checkpoint_payload as shared_checkpoint_payload
 from shared.clock import as_utc, parse_rfc3339, rfc3339
 from shared.errors import Invalid
 from shared.events import ROLE_NAME, SUBJECT_REF, TYPE_NAME
@@ -188,8 +189,9 @@ def entry_hash(prev: bytes, body: bytes) -> bytes:
 
 
 def checkpoint_payload(chain: str, seq: int, head_hex: str) -> bytes:
-    """What a checkpoint signature covers: domain tag, chain id, sequence number, head hash."""
-    return b"\x00".join([b"recept.audit.checkpoint.v1", chain.encode(), str(seq).encode(), head_hex.encode()])
+    """What a checkpoint signature covers: domain tag, chain id, sequence number, head hash (in shared/, so
+    services holding a checkpoint as an anchor check it the same way)."""
+    return shared_checkpoint_payload(chain, seq, head_hex)
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from shared.config import ROOT
 
 from .checkpoints import CheckpointFiles, Signer, TrustedKeys
 from .domain import Entry, Finding, Row, chain_tenant, entry_hash, genesis, walk_chain
-from .events import ENTRIES_PURGED
+from .events import CHECKPOINT_SIGNED, ENTRIES_PURGED
 from .models import chains, checkpoints, entries
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,7 @@ class Ledger:
                     continue
                 record = self.signer.sign(current.chain, current.seq, current.head_hash.hex())
                 self._store_checkpoint(s, record, now)
+                self._announce_checkpoint(s, record)
             written.append(record)
         for record in written:
             self.files.write(record)
@@ -274,6 +275,24 @@ class Ledger:
             update(chains)
             .where(chains.c.chain == record["chain"], chains.c.checkpoint_seq < record["seq"])
             .values(checkpoint_seq=record["seq"], checkpoint_at=now)
+        )
+
+    def _announce_checkpoint(self, s: Session, record: dict[str, Any]) -> None:
+        """Publish the checkpoint (``audit.checkpoint.signed``, issue 15) in its own transaction's outbox."""
+        self.outbox.emit(
+            s,
+            CHECKPOINT_SIGNED,
+            data={
+                "chain": record["chain"],
+                "seq": record["seq"],
+                "head_hash": record["head_hash"],
+                "key_id": record["key_id"],
+                "signature": record["signature"],
+                "signed_at": record["created_at"],
+            },
+            actor={"id": "audit-checkpoint", "tenant": None, "kind": "system"},
+            tenant=chain_tenant(record["chain"]),
+            resource={"type": "audit_chain", "id": record["chain"]},
         )
 
     def _check_segment(self, s: Session, head) -> Finding | None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from shared.service import run_worker
 
 from .domain import to_entry
+from .events import CHECKPOINT_SIGNED
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ def ingest_handler(ledger):
     """
 
     def handle(session: Session, messages: list[dict[str, Any]]) -> None:
-        ledger.ingest(session, [to_entry(message) for message in messages])
+        # The audit's own checkpoint announcements are not recorded: each would make the chain it
+        # signed grow and be signed again, for ever (the checkpoints are on record in the audit already).
+        ledger.ingest(
+            session, [to_entry(message) for message in messages if message.get("type") != CHECKPOINT_SIGNED.name]
+        )
 
     return handle
 

@@ -16,7 +16,7 @@ from shared.errors import NotFound
 from shared.http import ApiBlueprint, authenticate, runtime
 from shared.inputs import EMAIL, PERSONNUMMER, PHONE, multiline
 
-from . import tenants
+from . import certificate, tenants
 from .domain import STATUSES, TYPES, next_steps
 
 bp = ApiBlueprint("gdpr", __name__)
@@ -152,6 +152,8 @@ def _linked(document: dict) -> dict:
         "self": base,
         **{step: f"{base}/{step}" for step in next_steps(document["status"], document["type"])},
     }
+    if certificate.anchored(document):
+        document["links"]["certificate"] = f"{base}/certificate"
     return document
 
 

@@ -10,7 +10,7 @@ from shared.gdpr_protocol import ANNOUNCE_PATTERN, REPLY_PATTERN
 from shared.identifiers import IdentifierHasher
 from shared.service import Loop, Runtime, Wiring
 
-from . import handover, notices, public
+from . import certificate, handover, notices, public
 from .api import bp
 from .domain import Coordinator, Policy
 from .inventory import DataInventory
@@ -61,12 +61,13 @@ def build(runtime: Runtime) -> Wiring:
     )
     return Wiring(
         domain=parts,
-        blueprints=[bp, public.bp, handover.bp, notices.bp],
+        blueprints=[bp, public.bp, handover.bp, notices.bp, certificate.bp],
         extensions={
             "gdpr": parts,
             "gdpr_public": requests_,
             "gdpr_handovers": handovers,
             "gdpr_notices": notifier,
+            "gdpr_certificates": certificate.CertificateKeys.from_keyring(runtime.keyring),
         },
         # The coordinator is not a participant: it sends the commands and collects the answers.
         # The notifier listens to the service's own request events (services/gdpr/notices.py).
@@ -76,6 +77,8 @@ def build(runtime: Runtime) -> Wiring:
             *(Subscription(EVENTS, pattern, notifier.on_event) for pattern in notices.EVENT_PATTERNS),
             # The tenants and their agreements, as auth announces them (services/gdpr/tenants.py).
             Subscription(EVENTS, ANNOUNCED, TenantReplica(clock).on_event),
+            # The audit's signed checkpoints, which erasure certificates are anchored to (issue 15).
+            Subscription(EVENTS, certificate.CHECKPOINT_SIGNED, certificate.CheckpointReplica().on_event),
         ],
         loops=[
             Loop("sweep", sweep_loop(parts.sweeper, float(config["SWEEP_INTERVAL"]))),

@@ -7,6 +7,10 @@
 ./recept gdpr replay-erasures       after restoring a backup: erase again everyone the erasure log lists
 ./recept gdpr decrypt-package FILE OUT   open a downloaded export (.rcpt) with its passphrase (asked for,
                                     or RECEPT_PACKAGE_PASSPHRASE); writes the ZIP to OUT
+./recept gdpr verify-certificate FILE [--key PEM]   check an erasure certificate offline against the
+                                    public key in PEM (GET /api/v1/certificates/key), or without --key
+                                    against this service's keyring; --audit-key PEM also checks the anchor
+                                    (`./recept audit public-key`); exit 0 valid, 1 invalid, 2 unreadable
 """
 
 from __future__ import annotations
@@ -43,6 +47,70 @@ def _decrypt(path_in: str, path_out: str) -> int:
     return 0
 
 
+def _verify_certificate(path: str, key_path: str | None, audit_key_path: str | None = None) -> int:
+    """Offline: the certificate file and a public key (or the configured keyring); no database, no network."""
+    from pathlib import Path
+
+    from shared.errors import Invalid
+
+    from . import certificate
+
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"verify-certificate: cannot read {path}: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    if key_path:
+        try:
+            keys = certificate.keys_of(certificate.load_public_pem(Path(key_path).read_bytes()))
+        except OSError as exc:
+            print(f"verify-certificate: cannot read {key_path}: {type(exc).__name__}", file=sys.stderr)
+            return 2
+        except Invalid as exc:
+            print(f"verify-certificate: {key_path}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        from shared.crypto.keyring import Keyring, KeyringError
+
+        from . import SPEC
+
+        try:
+            keys = certificate.CertificateKeys.from_keyring(Keyring.from_config(SPEC.config())).public_keys
+        except KeyringError as exc:
+            print(f"verify-certificate: no --key and no keyring: {exc}", file=sys.stderr)
+            return 2
+    reason = certificate.problem(document, keys)
+    if reason is None and audit_key_path:
+        from shared.checkpoints import checkpoint_signature_problem
+
+        try:
+            audit_key = certificate.load_public_pem(Path(audit_key_path).read_bytes())
+        except OSError as exc:
+            print(f"verify-certificate: cannot read {audit_key_path}: {type(exc).__name__}", file=sys.stderr)
+            return 2
+        except Invalid as exc:
+            print(f"verify-certificate: {audit_key_path}: {exc}", file=sys.stderr)
+            return 2
+        anchor = document["certificate"].get("anchor")
+        if not isinstance(anchor, dict):
+            reason = "no anchor to check"
+        else:
+            found = checkpoint_signature_problem(anchor, audit_key)
+            reason = None if found is None else f"anchor: {found} (not the audit's checkpoint)"
+    if reason is not None:
+        print(f"INVALID: {reason}", file=sys.stderr)
+        return 1
+    body = document["certificate"]
+    anchor = body.get("anchor") or {}
+    print(
+        f"VALID: erasure {body.get('request_id')} of tenant {body.get('tenant')}, {body.get('status')} "
+        f"at {body.get('completed_at')}, signed by key {document['signature']['key_id']}, "
+        f"anchored to audit checkpoint {anchor.get('chain')}#{anchor.get('seq')}"
+        + (" (its signature checked with the audit's key)" if audit_key_path else "")
+    )
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="./recept gdpr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -58,6 +126,12 @@ def main(argv: list[str]) -> int:
     decrypt = sub.add_parser("decrypt-package", help="decrypt a downloaded export package to its ZIP")
     decrypt.add_argument("file", help="the downloaded .rcpt file")
     decrypt.add_argument("out", help="where to write the ZIP")
+    verify = sub.add_parser("verify-certificate", help="verify an erasure certificate offline")
+    verify.add_argument("file", help="the certificate (JSON, as GET /api/v1/requests/{id}/certificate answers)")
+    verify.add_argument("--key", help="the public key (PEM); default: derived from this service's keyring")
+    verify.add_argument(
+        "--audit-key", help="also check the anchor's checkpoint signature with the audit's public key (PEM)"
+    )
     from shared.erasure_replay import add_commands
 
     from . import SPEC
@@ -68,6 +142,8 @@ def main(argv: list[str]) -> int:
         return args.func(args)
     if args.command == "decrypt-package":
         return _decrypt(args.file, args.out)
+    if args.command == "verify-certificate":
+        return _verify_certificate(args.file, args.key, args.audit_key)
     runtime = _runtime()
     parts = runtime.domain  # parts.Parts, from bootstrap.build
     try:

@@ -1360,6 +1360,10 @@ class Coordinator:
                 "services": [self._describe_row(row) for row in self._rows(s, req.id)],
                 "preview": None if req.preview is None else self._described_preview(s, req),
                 "confirmed": list(req.confirmed or []),
+                # Issue 15: the hash of the preview approved (kept after the preview is shredded), and the
+                # audit checkpoint a finished erasure's certificate is anchored to (services/gdpr/certificate.py).
+                "preview_hash": req.preview_hash,
+                "anchor": req.anchor,
             }
         )
         if req.type == "export":

@@ -83,9 +83,26 @@ requests = Table(
     Column("preview_hash", String(64), nullable=True),  # sha256 of the preview as shown; approval names it
     Column("previewed_at", DateTime(timezone=True), nullable=True),
     Column("confirmed", JSON, nullable=True),  # the candidate ids the approver confirmed (opaque)
+    # Issue 15: the audit checkpoint of the request's tenant first signed after the erasure finished
+    # (chain, seq, head_hash, key_id, signature, signed_at), which its certificate is anchored to.
+    Column("anchor", JSON, nullable=True),
+    Column("anchored_at", DateTime(timezone=True), nullable=True),  # the anchor's signed_at
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_requests_tenant_status", "tenant", "status"),
     Index("ix_requests_due_at", "due_at"),
+)
+
+# Issue 15: the latest signed audit checkpoint of each tenant's chain (audit.checkpoint.signed events).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tenant", String(100), primary_key=True),
+    Column("chain", String(120), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", String(200), nullable=False),
+    Column("signed_at", DateTime(timezone=True), nullable=False),
 )
 
 # One row per (request, service) the request waits for: the fan-out's ledger.

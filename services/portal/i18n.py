@@ -5,6 +5,30 @@ from __future__ import annotations
 LANGUAGES = ("en", "sv")
 
 SV: dict[str, str] = {
+    # The erasure certificate (issue 15, certificate.html)
+    "Erasure certificate": "Raderingsintyg",
+    "Back to the request": "Tillbaka till begäran",
+    "Print": "Skriv ut",
+    "Download (JSON, signed)": "Ladda ned (JSON, signerad)",
+    "This certificate states what the services of Recept did with the data of one data subject's erasure request. It names no personal data of the person.": "Intyget anger vad Recepts tjänster gjorde med uppgifterna i en registrerads begäran om radering. Det innehåller inga personuppgifter om personen.",
+    "Received": "Mottagen",
+    "Completed": "Slutförd",
+    "What was done": "Vad som gjordes",
+    "Kept, with the legal basis": "Kvarhållet, med rättslig grund",
+    "Nothing was kept.": "Inget kvarhölls.",
+    "Decisions": "Beslut",
+    "Data processing agreement": "Personuppgiftsbiträdesavtal",
+    "signed": "undertecknat",
+    "none (the vendor's own data)": "inget (leverantörens egna uppgifter)",
+    "none (the vendor's own data as controller)": "ingen (leverantörens egna uppgifter som personuppgiftsansvarig)",
+    "Approved preview": "Godkänd förhandsgranskning",
+    "Anchored in the audit trail": "Förankrat i granskningsloggen",
+    "checkpoint": "kontrollpunkt",
+    "signed at": "signerad",
+    "Signature": "Signatur",
+    "Key id": "Nyckel-id",
+    "Check it offline with": "Kontrollera det utan nätverk med",
+    "the public key is at": "den publika nyckeln finns på",
     # The public request page (issue 17, public_pages.py)
     "What the person was told": "Vad personen har fått veta",
     "Opened on the public page.": "Öppnad på den publika sidan.",
@@ -237,7 +261,6 @@ SV: dict[str, str] = {
     "Records of processing": "Register över behandling",
     "What the vendor processes on the customer's behalf, with the customer's own live counts (GDPR art. 30(2))": "Det leverantören behandlar för kundens räkning, med kundens egna aktuella antal (GDPR art. 30.2)",
     "Show": "Visa",
-    "Data processing agreement": "Personuppgiftsbiträdesavtal",
     "signed on": "undertecknat",
     "none on record": "inget registrerat",
     "— : the service does not count per customer.": "— : tjänsten räknar inte per kund.",

@@ -653,6 +653,34 @@ def request_retry(request_id: str):
     return _decide(request_id, "retry", {}, "The request was sent again to the services that had not answered.")
 
 
+@bp.get("/requests/<request_id>/certificate")
+def request_certificate(request_id: str):
+    """The erasure certificate as a printable page (issue 15); 409 from gdpr until it is anchored."""
+    signed = call_json(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}/certificate")
+    body = signed.get("certificate") if isinstance(signed, dict) else None
+    if not isinstance(body, dict):
+        raise UpstreamUnavailable(portal().gdpr.service)
+    return render_template(
+        "certificate.html",
+        signed=signed,
+        cert=body,
+        results=[
+            {"service": r.get("service"), **item} for r in body.get("results") or [] for item in r.get("erasure") or []
+        ],
+    )
+
+
+@bp.get("/requests/<request_id>/certificate.json")
+def request_certificate_json(request_id: str):
+    """The certificate as the gdpr service signed it, to keep or check offline (``verify-certificate``)."""
+    reply = call(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}/certificate")
+    return Response(
+        reply.body,
+        mimetype="application/json",
+        headers={"Content-Disposition": f'attachment; filename="recept-erasure-certificate-{request_id}.json"'},
+    )
+
+
 @bp.get("/requests/<request_id>/export")
 def request_export(request_id: str):
     reply = call(portal().gdpr, "GET", f"/api/v1/requests/{quoted(request_id)}/export", accept="application/zip")

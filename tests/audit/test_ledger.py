@@ -380,3 +380,32 @@ def test_concurrent_first_starts_agree_on_one_checkpoint_key(tmp_path):
             t.join()
         assert not errors and len(set(keys)) == 1
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_each_signed_checkpoint_is_published_and_not_recorded_again(lite, events):
+    """Issue 15: ``audit.checkpoint.signed`` carries what the checkpoint signed (no personal data), so the
+    gdpr service can anchor erasure certificates to it; the audit does not ingest its own announcements
+    (each would grow the chain it signed, to be signed again for ever)."""
+    from services.audit.worker import ingest_handler
+
+    store(lite, [events(tenant="t1"), events(tenant="t1"), events(tenant=None)])
+    written = lite.domain.checkpoint(force=True)
+    published = [e for e in events_of(lite) if e["type"] == "audit.checkpoint.signed"]
+    assert sorted((e["data"]["chain"], e["data"]["seq"], e["tenant"]) for e in published) == [
+        ("tenant:t1", 2, "t1"),
+        ("vendor", 1, None),
+    ]
+    by_chain = {r["chain"]: r for r in written}
+    for event in published:
+        data = event["data"]
+        record = by_chain[data["chain"]]
+        assert (data["head_hash"], data["key_id"], data["signature"], data["signed_at"]) == (
+            record["head_hash"],
+            record["key_id"],
+            record["signature"],
+            record["created_at"],
+        )
+        assert lite.domain.trusted.problem({**record, **{k: data[k] for k in ("seq", "head_hash")}}) is None
+    with lite.db.transaction() as s:
+        ingest_handler(lite.domain)(s, published)
+    assert len(chain_rows(lite)) == 2  # nothing was added to the chain

@@ -185,6 +185,10 @@ class FakeServices:
         self.down: set[str] = set()
         self.previews_again: list[str] = []
         self.refuse_refresh = False
+        from services.gdpr.certificate import CertificateKeys
+        from shared.crypto import Keyring
+
+        self.certificate_keys = CertificateKeys.from_keyring(Keyring.generate())
         self.app = self._build()
         self._server = None
         self._thread = None
@@ -285,6 +289,35 @@ class FakeServices:
             "auth": {"status": "silent", "candidates": []},
         }
         return {"hash": preview_hash(services), "at": datetime.now(UTC).isoformat(), "services": services}
+
+    def anchor(self, rid: str) -> None:
+        """What the gdpr service does when the audit signs the tenant's next checkpoint (issue 15): the
+        finished erasure is anchored and its document links the certificate."""
+        item = self.requests[rid]
+        item.setdefault("finished_at", datetime.now(UTC).isoformat())
+        item["anchor"] = {
+            "chain": f"tenant:{item['tenant']}",
+            "seq": 42,
+            "head_hash": "ab" * 32,
+            "key_id": "0" * 32,
+            "signature": "c2lnbmF0dXJl",
+            "signed_at": datetime.now(UTC).isoformat(),
+        }
+        item["links"]["certificate"] = f"/api/v1/requests/{rid}/certificate"
+
+    def certificate(self, rid: str) -> dict[str, Any]:
+        """The certificate the real gdpr code builds and signs from this request's document."""
+        from services.gdpr.certificate import body_of
+
+        item = self.requests[rid]
+        document = {
+            **item,
+            "services": [
+                {"service": r["service"], "status": r["status"], "erasure": (r.get("result") or {}).get("erasure")}
+                for r in item["services"]
+            ],
+        }
+        return self.certificate_keys.sign(body_of(document))
 
     def urls_called(self) -> list[str]:
         return [c["url"] for c in self.calls]
@@ -533,6 +566,15 @@ class FakeServices:
             item.update(status="in_progress", services=fake._services(item["type"], "in_progress"))
             fake.polls[rid] = 0
             return jsonify(item), 202
+
+        @app.get("/gdpr/api/v1/requests/<rid>/certificate")
+        def certificate(rid):
+            item = visible(rid)
+            if item is None:
+                return fake._problem(404, "Not found", "no such resource")
+            if item["type"] != "erase" or not item.get("anchor"):
+                return fake._problem(409, "Conflict", "not anchored yet: the audit has not signed a checkpoint")
+            return jsonify(fake.certificate(rid))
 
         @app.get("/gdpr/api/v1/requests/<rid>/export")
         def export(rid):

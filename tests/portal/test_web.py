@@ -652,3 +652,43 @@ def test_a_request_awaiting_approval_can_be_previewed_again(officer, fakes):
     assert "approve on the new preview" in officer.get(f"/requests/{item['id']}").get_data(as_text=True)
     done = fakes.add_request("t1", "export", "completed")
     assert 'id="preview-again"' not in officer.get(f"/requests/{done['id']}").get_data(as_text=True)
+
+
+# --- the erasure certificate (issue 15) ----------------------------------------------------------
+
+
+def test_the_erasure_certificate_is_a_printable_page_linked_from_the_request(officer, fakes):
+    from services.gdpr.certificate import problem
+
+    item = fakes.add_request("t1", "erase", "completed")
+    detail = officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    assert 'id="certificate-link"' not in detail  # not anchored yet: no link
+    pending = officer.get(f"/requests/{item['id']}/certificate")
+    assert pending.status_code == 409 and "not anchored yet" in pending.get_data(as_text=True)
+    fakes.anchor(item["id"])
+    detail = officer.get(f"/requests/{item['id']}").get_data(as_text=True)
+    assert f'href="/requests/{item["id"]}/certificate"' in detail
+    page = officer.get(f"/requests/{item['id']}/certificate")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Erasure certificate" in html and item["id"] in html and "data-print" in html
+    # What each service did, what was kept and why, the anchor and the key.
+    assert "legal claims (art. 17(3)(e))" in html and "2031-01-01" in html and "accountability (art. 5(2))" in html
+    assert "tenant:t1 #42" in html and fakes.certificate_keys.key_id in html
+    assert html.count("<tr>") >= 5 + 2  # header rows plus auth, orders (2 kinds), crm, audit and 2 retained
+    assert "onclick" not in html  # the CSP allows no inline script: the print button's script is a file
+    script = officer.get("/assets/print.js")
+    script.close()
+    assert script.status_code == 200
+    # The signed JSON, as gdpr answered it, verifies.
+    download = officer.get(f"/requests/{item['id']}/certificate.json")
+    assert download.headers["Content-Disposition"].startswith("attachment;")
+    assert problem(json.loads(download.get_data()), fakes.certificate_keys.public_keys) is None
+    # In Swedish.
+    officer.post("/language", data={"csrf_token": form_token(officer), "lang": "sv", "back": "/requests"})
+    swedish = officer.get(f"/requests/{item['id']}/certificate").get_data(as_text=True)
+    assert "Raderingsintyg" in swedish and "Kvarhållet, med rättslig grund" in swedish
+    # Another tenant's officer does not see it.
+    other = fakes.add_request("t2", "erase", "completed")
+    fakes.anchor(other["id"])
+    assert officer.get(f"/requests/{other['id']}/certificate").status_code == 404
