@@ -212,6 +212,9 @@ def system(tmp_path_factory, postgres_server, rabbitmq_server, smtp) -> System:
             # Workers that start before the gdpr queue exists announce again within seconds, not a minute.
             "RECEPT_ANNOUNCE_INTERVAL": "3",
             "RECEPT_GDPR_SWEEP_INTERVAL": "1",
+            # The audit signs a chain's new entries within seconds: an erasure certificate is anchored to the
+            # first checkpoint of its tenant's chain after the request finished (docs/gdpr.md).
+            "RECEPT_AUDIT_CHECKPOINT_INTERVAL": "2",
             "RECEPT_CRM_SMTP_HOST": "127.0.0.1",
             "RECEPT_CRM_SMTP_PORT": str(smtp.port),
             "RECEPT_CRM_SMTP_FROM": "noreply@recept.example",

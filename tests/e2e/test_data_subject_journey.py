@@ -41,6 +41,7 @@ from tests.processes import wait_until
 from tests.support import assert_no_plaintext
 
 from .conftest import VENDOR_ADMIN, Api, System
+from .helpers import exact_decision, finish, previewed
 
 TENANT = "ekby"
 # Orders holds the municipality's registers as its processor: a vendor officer opening a request records the
@@ -381,11 +382,7 @@ def world(system: System, directory, smtp) -> World:
 
 
 def _finish(world: World, request_id: str, timeout: float = 90) -> dict:
-    def finished():
-        view = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["officer1"])
-        return view if view["status"] not in ("awaiting_approval", "awaiting_confirmation", "in_progress") else None
-
-    return wait_until(finished, timeout, "the request to finish", interval=0.5)
+    return finish(world.gdpr, world.tokens["officer1"], request_id, timeout)
 
 
 def _confirm(world: World, request_id: str) -> None:
@@ -471,20 +468,7 @@ def erased(world: World, exported, backups) -> dict:
 def _approve(world: World, request_id: str) -> dict:
     """Issue 15: wait for the preview; officer one may not approve; officer two confirms the exact matches."""
 
-    def previewed():
-        view = world.gdpr.ok("GET", f"/api/v1/requests/{request_id}", world.tokens["officer1"])
-        return view if view["status"] != "previewing" else None
-
-    view = wait_until(previewed, 60, "the preview")
-    assert view["status"] == "awaiting_approval", view["status"]
-    preview = view["preview"]
-    decision = {
-        "preview_hash": preview["hash"],
-        "confirmed": [
-            c["id"] for entry in preview["services"].values() for c in entry["candidates"] if c["match"] == "exact"
-        ],
-    }
-    assert decision["confirmed"], preview
+    decision = exact_decision(previewed(world.gdpr, world.tokens["officer1"], request_id)["preview"])
     path = f"/api/v1/requests/{request_id}/approve"
     refused = world.gdpr.call("POST", path, world.tokens["officer1"], decision)
     assert refused.status == 403, refused.body
