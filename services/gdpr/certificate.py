@@ -180,6 +180,8 @@ def body_of(document: Mapping[str, Any]) -> dict[str, Any]:
         "retained": retained,
         "instruction": document.get("instruction"),
         "agreement": document.get("agreement"),
+        # Both pairs of eyes: who opened the request and who approved (and confirmed) it, by role and tenant.
+        "opened_by": document.get("opened_by"),
         "approvals": [
             {"step": a["step"], "role": a["role"], "tenant": a["tenant"], "at": a["at"]}
             for a in document.get("approvals") or []

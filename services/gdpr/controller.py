@@ -228,6 +228,14 @@ def approvals(parties: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def opened_by(parties: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Who opened the request, by role and tenant (the first pair of the four eyes), never a user id."""
+    for p in parties:
+        if p.get("step") == "opened":
+            return {"role": p["role"], "tenant": p["tenant"], "at": p["at"]}
+    return None
+
+
 def visible_user(parties: Iterable[Mapping[str, Any]], user_id: str | None, viewer_tenant: str | None) -> str | None:
     """A party's user id, or None when the viewer is of another tenant than that party."""
     if user_id is None or viewer_tenant is None:

@@ -1336,6 +1336,7 @@ class Coordinator:
                 "instruction": None
                 if instruction is None
                 else (json.loads(instruction) if instruction != "[erased]" else {"erased": True}),
+                "opened_by": controller.opened_by(parties),
                 "approvals": controller.approvals(parties),
                 "agreement": None
                 if req.agreement_version is None

@@ -288,6 +288,8 @@ def test_the_erasure_certificate_verifies_offline_and_by_api(care, erased, tmp_p
     assert [(a["step"], a["role"], a["tenant"]) for a in certificate["approvals"]] == [
         ("approved", "privacy_officer", TENANT)
     ]
+    # Both people of the four eyes: the vendor officer who opened it on the instruction, and the approver.
+    assert (certificate["opened_by"]["role"], certificate["opened_by"]["tenant"]) == ("compliance_officer", "vendor")
     assert certificate["instruction"] and certificate["agreement"]["version"] == "PUB-2025-1"
     assert_no_plaintext(json.dumps(document, ensure_ascii=False).encode(), HER_PLAINTEXT)
 

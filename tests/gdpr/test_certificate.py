@@ -46,6 +46,7 @@ DOCUMENT = {
     ],
     "instruction": {"given_by": "privacy_officer", "given_at": "2026-03-02T10:00:00.000000Z", "reference": "x"},
     "agreement": {"version": "DPA 2.0", "signed_on": "2025-06-01"},
+    "opened_by": {"role": "compliance_officer", "tenant": "vendor", "at": "2026-03-02T10:00:00Z"},
     "approvals": [
         {"step": "approved", "role": "compliance_officer", "tenant": "vendor", "at": "2026-03-02T11:00:00Z"},
         {"step": "confirmed", "role": "privacy_officer", "tenant": "ekby", "at": "2026-03-02T12:00:00Z"},
@@ -91,6 +92,7 @@ def test_the_certificate_holds_the_facts_and_no_user_id(keys):
     }
     assert body["retained"] == [{"service": "orders", **RETAINED}]
     assert body["approvals"] == DOCUMENT["approvals"] and body["preview_hash"] == "ab" * 32
+    assert body["opened_by"] == DOCUMENT["opened_by"]  # both pairs of eyes, by role and tenant
     assert body["anchor"]["seq"] == 41 and body["agreement"] == DOCUMENT["agreement"]
     assert "user-1" not in json.dumps(signed) and "user-2" not in json.dumps(signed)
     assert signed["signature"]["key_id"] == keys.key_id and signed["format"] == certificate.FORMAT
