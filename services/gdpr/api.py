@@ -56,6 +56,13 @@ CREATE = {
                 "unit": {**_IDENT, "maxLength": 200},
                 "register": {**_IDENT, "maxLength": 200},
             },
+            # A name and a birth date go together; a unit or register narrows a name.
+            "dependentRequired": {
+                "name": ["birth_date"],
+                "birth_date": ["name"],
+                "unit": ["name"],
+                "register": ["name"],
+            },
         },
         "reason": _TEXT,
         "instruction": {
@@ -65,7 +72,7 @@ CREATE = {
             "additionalProperties": False,
             "properties": {
                 "given_by": {"type": "string", "minLength": 1, "maxLength": 200},
-                "given_at": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}"},
+                "given_at": {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
                 "reference": {"type": "string", "minLength": 1, "maxLength": 100},
             },
         },

@@ -281,6 +281,7 @@ _SIGNED = {
 VERIFY = {
     "type": "object",
     "required": ["format", "certificate", "signature"],
+    "additionalProperties": False,  # a signed certificate has these three members and no others
     "properties": {
         "format": {"type": "string", "maxLength": 100},
         "certificate": {"type": "object"},

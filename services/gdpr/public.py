@@ -441,6 +441,16 @@ START = {
         "channel": {"enum": list(CHANNELS)},
         "language": {"enum": list(LANGUAGES)},
     },
+    "allOf": [
+        # A customer is named with scope customer, and only then.
+        {
+            "if": {"required": ["scope"], "properties": {"scope": {"const": "customer"}}},
+            "then": {"required": ["customer"]},
+            "else": {"not": {"required": ["customer"]}},
+        },
+        # A code by SMS needs the number to send it to.
+        {"if": {"required": ["channel"], "properties": {"channel": {"const": "sms"}}}, "then": {"required": ["phone"]}},
+    ],
 }
 CONFIRM = {
     "type": "object",
