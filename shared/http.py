@@ -94,6 +94,7 @@ def problem(
 
 _MESSAGES = {
     "required": "is required",
+    "dependentRequired": "is required with {validator_value}",
     "type": "has the wrong type (expected {validator_value})",
     "enum": "must be one of {validator_value}",
     "const": "has an unexpected value",
@@ -134,6 +135,12 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
         if rule == "required":
             missing = error.message.split("'")[1] if "'" in error.message else ""
             path.append(missing)
+        elif rule == "dependentRequired":
+            # "'birth_date' is a dependency of 'name'": the missing field is named, with the one that needs it.
+            quoted = error.message.split("'")
+            missing, present = (quoted[1], quoted[3]) if len(quoted) >= 5 else ("", "")
+            path.append(missing)
+            value = present
         elif rule == "additionalProperties":
             schema_there = error.schema if isinstance(error.schema, Mapping) else {}
             extras = sorted(

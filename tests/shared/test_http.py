@@ -11,7 +11,7 @@ from flask import jsonify
 
 from shared.crypto import DecryptionError
 from shared.errors import Conflict
-from shared.http import ApiBlueprint, create_service_app
+from shared.http import ApiBlueprint, create_service_app, schema_errors
 from shared.inputs import MAX_DEPTH, FromSetting, harden, multiline, parse_json
 from shared.logs import JsonFormatter
 from shared.tokens import TokenVerifier
@@ -403,3 +403,12 @@ def test_a_declared_bound_follows_the_apps_setting():
         assert short["errors"] == [{"field": "secret", "message": f"is too short (at least {minimum} characters)"}]
     with pytest.raises(TypeError, match="SECRET_MIN"):
         create_service_app("bound", blueprints=[bp], readiness={})
+
+
+def test_a_field_that_needs_another_names_the_missing_one_and_why():
+    """dependentRequired (issue 15's name + birth date): the missing field, with the one that needs it."""
+    schema = {"type": "object", "dependentRequired": {"name": ["birth_date"]}}
+    assert schema_errors(schema, {"name": "Karin"}, prefix="subject") == [
+        {"field": "subject.birth_date", "message": "is required with name"}
+    ]
+    assert schema_errors(schema, {"name": "Karin", "birth_date": "1938-04-02"}) == []
